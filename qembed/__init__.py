@@ -1,0 +1,80 @@
+"""qembed: serve and use Qwen3-Embedding models on NVIDIA GPUs with SGLang.
+
+The public API is imported lazily (module ``__getattr__``) so that ``import qembed`` and
+``qembed --help`` stay fast; numpy and httpx load only when a client is created.
+
+Example:
+    >>> import qembed
+    >>> client = qembed.Client("http://127.0.0.1:30000")          # doctest: +SKIP
+    >>> q = client.embed_queries(["what is the capital of France?"])  # doctest: +SKIP
+    >>> d = client.embed_documents(["Paris is the capital of France."])  # doctest: +SKIP
+    >>> float(q @ d.T)                                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "Client": "qembed.client",
+    "AsyncClient": "qembed.client",
+    "Embeddings": "qembed.client",
+    "TASKS": "qembed.instructions",
+    "format_query": "qembed.instructions",
+    "Profile": "qembed.profiles",
+    "load_profile": "qembed.profiles",
+    "QembedError": "qembed.errors",
+    "ProfileError": "qembed.errors",
+    "ConfigError": "qembed.errors",
+    "MissingDependency": "qembed.errors",
+    "GPUError": "qembed.errors",
+    "LaunchError": "qembed.errors",
+    "FlagsRejected": "qembed.errors",
+    "PortInUse": "qembed.errors",
+    "ServerExited": "qembed.errors",
+    "NotReady": "qembed.errors",
+    "ServerUnreachable": "qembed.errors",
+    "ServerError": "qembed.errors",
+    "InputError": "qembed.errors",
+    "ExitCode": "qembed.errors",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+if TYPE_CHECKING:
+    from .client import AsyncClient, Client, Embeddings
+    from .errors import (
+        ConfigError,
+        ExitCode,
+        FlagsRejected,
+        GPUError,
+        InputError,
+        LaunchError,
+        MissingDependency,
+        NotReady,
+        PortInUse,
+        ProfileError,
+        QembedError,
+        ServerError,
+        ServerExited,
+        ServerUnreachable,
+    )
+    from .instructions import TASKS, format_query
+    from .profiles import Profile, load_profile
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qembed' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

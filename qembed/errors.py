@@ -1,0 +1,155 @@
+"""The exception tree and the exit-code table.
+
+Every error qembed raises on purpose is a :class:`QembedError`: it carries a message (what
+happened), an optional ``hint`` (what to do next) and the process exit code the CLI uses.
+Subclasses also inherit the builtin they resemble, so ``except ValueError`` still works.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+
+class ExitCode(IntEnum):
+    """Exit codes of the ``qembed`` command (documented in the README)."""
+
+    OK = 0
+    FAILURE = 1  #: runtime failure (server error, bad response, doctor found a FAIL)
+    USAGE = 2  #: bad input: profile, flag, file, argument (Typer uses 2 too)
+    NO_GPU = 3  #: no usable GPU/driver, or the model does not fit
+    NOT_READY = 4  #: the server did not become ready in time
+    SERVER_EXITED = 5  #: SGLang exited before it was ready
+    WARNINGS = 6  #: `qembed doctor`: no FAIL, but at least one WARN
+    UNREACHABLE = 7  #: no server answers at the URL
+    INTERRUPTED = 130  #: Ctrl-C
+
+
+class QembedError(Exception):
+    """Base of every error qembed raises on purpose.
+
+    Args:
+        message: one sentence, lowercase start, no full stop: what happened.
+        hint: what to do next (a command, a profile key, a flag), or ``None``.
+        details: extra lines shown under the message (evidence, last log lines).
+    """
+
+    exit_code: int = ExitCode.FAILURE
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, details: list[str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.details = list(details or [])
+
+
+class ProfileError(QembedError, ValueError):
+    """A profile file or override is invalid (unknown key, bad value, missing file)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(QembedError, ValueError):
+    """A command-line option or environment variable is invalid."""
+
+    exit_code = ExitCode.USAGE
+
+
+class MissingDependency(QembedError, ImportError):
+    """An optional package is not installed; the hint names the install command."""
+
+    exit_code = ExitCode.USAGE
+
+
+class GPUError(QembedError):
+    """No usable GPU: no driver, too old a driver, too old a GPU, or the model does not fit."""
+
+    exit_code = ExitCode.NO_GPU
+
+
+class LaunchError(QembedError):
+    """SGLang could not be launched (busy port, rejected flags, missing interpreter)."""
+
+    exit_code = ExitCode.FAILURE
+
+
+class FlagsRejected(LaunchError):
+    """SGLang's own argument parser rejected the command line qembed built."""
+
+    exit_code = ExitCode.USAGE
+
+
+class PortInUse(LaunchError):
+    """The port is already bound; SGLang would only notice after loading the model."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ServerExited(LaunchError):
+    """SGLang exited before it was ready. ``returncode`` is the child's exit status."""
+
+    exit_code = ExitCode.SERVER_EXITED
+
+    def __init__(self, message: str, *, returncode: int | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.returncode = returncode
+
+
+class NotReady(LaunchError, TimeoutError):
+    """SGLang did not become ready within ``--ready-timeout``."""
+
+    exit_code = ExitCode.NOT_READY
+
+
+class ServerUnreachable(QembedError, ConnectionError):
+    """No server answers at the URL (refused, timed out, DNS)."""
+
+    exit_code = ExitCode.UNREACHABLE
+
+
+class ServerError(QembedError):
+    """The server answered with an error status.
+
+    ``status`` is the HTTP status, ``body`` the decoded JSON body (or the raw text when it is
+    not JSON).
+    """
+
+    exit_code = ExitCode.FAILURE
+
+    def __init__(self, message: str, *, status: int, body: Any = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.status = status
+        self.body = body
+
+
+class InputError(QembedError, ValueError):
+    """An input the server would reject (blank, too long, bad dimensions).
+
+    ``index`` is the position of the failing input, when there is one.
+    """
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, message: str, *, index: int | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.index = index
+
+
+__all__ = [
+    "ConfigError",
+    "ExitCode",
+    "FlagsRejected",
+    "GPUError",
+    "InputError",
+    "LaunchError",
+    "MissingDependency",
+    "NotReady",
+    "PortInUse",
+    "ProfileError",
+    "QembedError",
+    "ServerError",
+    "ServerExited",
+    "ServerUnreachable",
+]
