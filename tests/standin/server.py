@@ -1,0 +1,411 @@
+"""A stand-in for SGLang 0.5.23's HTTP server. TEST DOUBLE: it lives in tests/ and never ships.
+
+It reproduces what ``../shared/reference/sglang-0.5.23.md`` documents for an embedding server
+(sections 2.2, 3 and "Traps for a launcher"), so client and launcher code can be tested
+without a GPU:
+
+* ``GET /health``: 503 (empty body) for the first ``health_503_count`` polls, then 200 after
+  ``health_delay`` seconds (a real healthy ``/health`` runs a 1-token forward after
+  ``asyncio.sleep(1)``; tests use a shorter delay).
+* ``GET /v1/models``: 200 at once, with ``max_model_len`` (it answers before warm-up ends in
+  the real server, which is why it is no readiness signal).
+* ``GET /model_info``, ``GET /metrics`` (404 unless ``metrics``), ``POST /encode``.
+* ``POST /v1/embeddings``: SGLang's validation order and messages, flat error bodies
+  (``{"object": "error", "message", "type", "param", "code"}``), ``dimensions`` only when
+  Matryoshka is enabled (truncate, then L2-normalise), base64 = little-endian float32, ``model``
+  echoes the model path, ``usage`` counts the appended EOS, 401 ``{"error": "Unauthorized"}``.
+* Faults for retry tests: ``status`` (e.g. 503 "The request queue is full."), ``reset`` (close
+  the connection without an answer), ``delay`` and ``hang``.
+
+The vectors come from a pluggable :class:`Backend`. The default :class:`HashBackend` gives a
+deterministic unit vector per text (no torch needed); ``tests/standin/tiny_backend.py`` runs a
+real tiny Qwen3 model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import hashlib
+import json
+import math
+import struct
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+
+Input = str | list[int]
+
+
+class Backend(Protocol):
+    """Turns inputs (text or token ids) into full-size, L2-normalised vectors."""
+
+    dim: int
+
+    def count_tokens(self, item: Input) -> int: ...
+
+    def embed(self, items: Sequence[Input]) -> list[list[float]]: ...
+
+
+class HashBackend:
+    """Deterministic pseudo-embeddings: the same input always gives the same unit vector.
+
+    Tokens are whitespace-separated words plus the EOS that SGLang's tokenizer appends.
+    """
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+    def count_tokens(self, item: Input) -> int:
+        if isinstance(item, list):
+            return len(item)
+        return len(item.split()) + 1  # + <|endoftext|>
+
+    def embed(self, items: Sequence[Input]) -> list[list[float]]:
+        out = []
+        for item in items:
+            key = item if isinstance(item, str) else json.dumps(item)
+            seed = hashlib.sha256(key.encode("utf-8")).digest()
+            # Expand the hash into dim floats in [-1, 1) with a counter-mode hash stream.
+            raw = b"".join(
+                hashlib.sha256(seed + i.to_bytes(4, "little")).digest()
+                for i in range(math.ceil(self.dim * 4 / 32))
+            )
+            vals = [(v / 2**31) - 1.0 for v in struct.unpack(f"<{self.dim}I", raw[: self.dim * 4])]
+            norm = math.sqrt(sum(v * v for v in vals)) or 1.0
+            out.append([v / norm for v in vals])
+        return out
+
+
+@dataclass
+class Fault:
+    """One injected fault, applied to the next ``count`` embedding requests.
+
+    kind: ``status`` (answer ``status`` with SGLang's body for it), ``reset`` (close the
+    socket without answering), ``delay`` (sleep ``seconds`` then answer), ``hang`` (never
+    answer until the server stops).
+    """
+
+    kind: str
+    count: int = 1
+    status: int = 503
+    message: str = "The request queue is full."
+    seconds: float = 0.0
+
+
+@dataclass
+class StandinConfig:
+    dim: int = 2560
+    model: str = "Qwen/Qwen3-Embedding-4B"
+    served_model_name: str | None = None
+    context_length: int = 32768
+    matryoshka: bool = True
+    matryoshka_dimensions: list[int] | None = None
+    health_503_count: int = 0
+    health_delay: float = 0.0
+    api_key: str | None = None
+    metrics: bool = False
+    is_embedding: bool = True
+    faults: list[Fault] = field(default_factory=list)
+
+
+def _error_body(message: str, status: int, type_: str = "BadRequestError") -> dict[str, Any]:
+    return {"object": "error", "message": message, "type": type_, "param": None, "code": status}
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, message: str, type_: str = "BadRequestError") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = _error_body(message, status, type_)
+
+
+class Standin:
+    """The server state shared by all handler threads."""
+
+    def __init__(self, config: StandinConfig, backend: Backend | None = None) -> None:
+        self.config = config
+        self.backend: Backend = backend or HashBackend(config.dim)
+        self.lock = threading.Lock()
+        self.requests: list[dict[str, Any]] = []  # JSON bodies of POST /v1/embeddings, in order
+        self.health_polls = 0
+        self.embedding_requests = 0
+        self.stopping = threading.Event()
+
+    # -- faults -----------------------------------------------------------------------------
+
+    def next_fault(self) -> Fault | None:
+        with self.lock:
+            for fault in self.config.faults:
+                if fault.count > 0:
+                    fault.count -= 1
+                    return fault
+        return None
+
+    # -- /v1/embeddings ---------------------------------------------------------------------
+
+    def embeddings(self, body: Any) -> dict[str, Any]:
+        cfg = self.config
+        if not isinstance(body, dict) or "input" not in body:
+            raise RequestError(400, "1 validation error for EmbeddingRequest\ninput\n  Field required", "Bad Request")
+        inp = body["input"]
+        items: list[Input]
+        if isinstance(inp, str):
+            if not inp.strip():
+                raise RequestError(400, "Input cannot be empty or whitespace only")
+            items = [inp]
+        elif isinstance(inp, list):
+            if not inp:
+                raise RequestError(400, "Input cannot be empty")
+            if all(isinstance(x, str) for x in inp):
+                for i, x in enumerate(inp):
+                    if not x.strip():
+                        raise RequestError(400, f"Input at index {i} cannot be empty or whitespace only")
+                items = list(inp)
+            elif all(isinstance(x, int) and not isinstance(x, bool) for x in inp):
+                for i, x in enumerate(inp):
+                    if x < 0:
+                        raise RequestError(400, f"Token ID at index {i} must be non-negative")
+                items = [list(inp)]
+            elif all(isinstance(x, list) for x in inp):
+                items = [list(x) for x in inp]
+            else:
+                raise RequestError(400, "All items in input list must be strings")
+        else:
+            raise RequestError(400, f"1 validation error for EmbeddingRequest\ninput\n  Input should be a valid string [input_value={inp!r}]", "Bad Request")
+        fmt = body.get("encoding_format", "float")
+        if fmt not in ("float", "base64"):
+            raise RequestError(400, f"encoding_format must be either 'float' or 'base64', got '{fmt}'")
+        model = body.get("model", "default")
+        served = cfg.served_model_name or cfg.model
+        if isinstance(model, str) and ":" in model and model != served:
+            raise RequestError(400, f"LoRA adapter '{model.split(':', 1)[1]}' was requested, but LoRA is not enabled. Please launch the server with --enable-lora flag and preload adapters with --lora-paths or /load_lora_adapter endpoint.")
+        if not cfg.is_embedding:
+            raise RequestError(400, "This model does not appear to be an embedding model by default. Please add `--is-embedding` when launching the server or try another model.")
+        dims = body.get("dimensions")
+        if dims is not None:
+            if not cfg.matryoshka:
+                raise RequestError(400, f"Model '{cfg.model}' does not support matryoshka representation, changing output dimensions will lead to poor results.")
+            if dims < 1:
+                raise RequestError(400, "Requested dimensions must be greater than 0")
+            if cfg.matryoshka_dimensions and dims not in cfg.matryoshka_dimensions:
+                raise RequestError(400, f"Model '{cfg.model}' only supports {cfg.matryoshka_dimensions} matryoshka dimensions, using other output dimensions will lead to poor results.")
+            if dims > self.backend.dim:
+                raise RequestError(400, f"Provided dimensions are greater than max embedding dimension: {self.backend.dim}")
+        counts = [self.backend.count_tokens(x) for x in items]
+        for n in counts:
+            if n >= cfg.context_length:  # SGLang uses >=: exactly context_len is rejected
+                raise RequestError(400, f"The input ({n} tokens) is longer than the model's context length ({cfg.context_length} tokens).")
+        vectors = self.backend.embed(items)
+        data = []
+        for i, vec in enumerate(vectors):
+            if dims is not None:  # truncate, then L2-normalise (SGLang pooler order)
+                vec = vec[:dims]
+                norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+                vec = [v / norm for v in vec]
+            emb: Any
+            if fmt == "base64":
+                emb = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode("ascii")
+            else:
+                emb = vec
+            data.append({"embedding": emb, "index": i, "object": "embedding"})
+        total = sum(counts)
+        return {
+            "data": data,
+            "model": cfg.model,
+            "object": "list",
+            "usage": {
+                "prompt_tokens": total,
+                "total_tokens": total,
+                "completion_tokens": 0,
+                "prompt_tokens_details": None,
+                "reasoning_tokens": 0,
+                "completion_tokens_details": None,
+            },
+        }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _send(self, status: int, body: Any = None, *, raw: bytes | None = None) -> None:
+        payload = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _authorized(self) -> bool:
+        key = self.server.state.config.api_key
+        if key is None or self.path.startswith(("/health", "/metrics", "/ready", "/ping")):
+            return True
+        return self.headers.get("Authorization") == f"Bearer {key}"
+
+    # -- routes -----------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        st = self.server.state
+        cfg = st.config
+        if not self._authorized():
+            return self._send(401, {"error": "Unauthorized"})
+        path = self.path.split("?", 1)[0]
+        if path in ("/health", "/health_generate"):
+            with st.lock:
+                st.health_polls += 1
+                polls = st.health_polls
+            if st.stopping.is_set() or polls <= cfg.health_503_count:
+                return self._send(503, raw=b"")
+            if cfg.health_delay:
+                time.sleep(cfg.health_delay)
+            return self._send(200, raw=b"")
+        if path == "/v1/models":
+            return self._send(200, {"object": "list", "data": [{
+                "id": cfg.served_model_name or cfg.model, "object": "model", "created": int(time.time()),
+                "owned_by": "sglang", "root": cfg.model, "parent": None,
+                "max_model_len": cfg.context_length}]})
+        if path == "/model_info":
+            return self._send(200, {
+                "model_path": cfg.model, "tokenizer_path": cfg.model, "is_generation": not cfg.is_embedding,
+                "served_model_name": cfg.served_model_name or cfg.model, "model_type": "qwen3",
+                "architectures": ["Qwen3ForCausalLM"],
+                "embedding": {"pooling": "last", "normalize": True, "supports_dimensions": cfg.matryoshka,
+                              "matryoshka_dimensions": cfg.matryoshka_dimensions}})
+        if path == "/metrics":
+            if not cfg.metrics:
+                return self._send(404, {"detail": "Not Found"})
+            text = f'sglang:num_requests_total{{model_name="{cfg.served_model_name or cfg.model}"}} {st.embedding_requests}\n'
+            return self._send(200, raw=text.encode())
+        return self._send(404, {"detail": "Not Found"})
+
+    def do_POST(self) -> None:
+        st = self.server.state
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if not self._authorized():
+            return self._send(401, {"error": "Unauthorized"})
+        path = self.path.split("?", 1)[0]
+        if path not in ("/v1/embeddings", "/encode"):
+            return self._send(404, {"detail": "Not Found"})
+        if "application/json" not in (self.headers.get("Content-Type") or ""):
+            return self._send(400, _error_body("Unsupported Media Type: Only 'application/json' is allowed", 400))
+        try:
+            body = json.loads(raw or b"null")
+        except json.JSONDecodeError as exc:
+            return self._send(400, _error_body(f"JSON decode error: {exc}", 400, "Bad Request"))
+        if path == "/encode":
+            text = body.get("text") if isinstance(body, dict) else None
+            texts = [text] if isinstance(text, str) else list(text or [])
+            vecs = st.backend.embed(texts)
+            out = [{"embedding": v, "meta_info": {"prompt_tokens": st.backend.count_tokens(t)}} for t, v in zip(texts, vecs, strict=True)]
+            return self._send(200, out[0] if isinstance(text, str) else out)
+        with st.lock:
+            st.requests.append(body)
+            st.embedding_requests += 1
+        fault = st.next_fault()
+        if fault is not None:
+            if fault.kind == "reset":
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(2)
+                return None
+            if fault.kind == "hang":
+                st.stopping.wait()
+                return None
+            if fault.kind == "delay":
+                time.sleep(fault.seconds)
+            elif fault.kind == "status":
+                type_ = str(fault.status) if fault.status == 503 else "InternalServerError"
+                return self._send(fault.status, _error_body(fault.message, fault.status, type_))
+        try:
+            return self._send(200, st.embeddings(body))
+        except RequestError as exc:
+            return self._send(exc.status, exc.body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr: tuple[str, int], state: Standin) -> None:
+        super().__init__(addr, _Handler)
+        self.state = state
+
+
+@dataclass
+class Running:
+    """A stand-in server running in a background thread."""
+
+    server: _Server
+    thread: threading.Thread
+
+    @property
+    def state(self) -> Standin:
+        return self.server.state
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        return self.state.requests
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    config: StandinConfig | None = None, backend: Backend | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[Running]:
+    """Run the stand-in on ``host:port`` (port 0 = any free port) for the ``with`` block."""
+    state = Standin(config or StandinConfig(), backend)
+    server = _Server((host, port), state)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield Running(server, thread)
+    finally:
+        state.stopping.set()
+        server.shutdown()
+        server.server_close()
+
+
+def build_server(config: StandinConfig, backend: Backend | None = None, *, host: str, port: int) -> _Server:
+    """Bind (raises OSError errno 98 if the port is busy) without serving yet."""
+    return _Server((host, port), Standin(config, backend))
+
+
+def config_from_json(text: str) -> StandinConfig:
+    raw = json.loads(text)
+    faults = [Fault(**f) for f in raw.pop("faults", [])]
+    return StandinConfig(**raw, faults=faults)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.standin.server --port P [--config JSON]``: serve until killed."""
+    p = argparse.ArgumentParser(prog="standin-sglang", description=__doc__.split("\n")[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=30000)
+    p.add_argument("--config", default="{}", help="StandinConfig as JSON")
+    args = p.parse_args(argv)
+    server = build_server(config_from_json(args.config), host=args.host, port=args.port)
+    print(f"standin listening on {args.host}:{server.server_address[1]}", file=sys.stderr, flush=True)
+    server.serve_forever(poll_interval=0.05)
+
+
+if __name__ == "__main__":
+    main()
