@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The one test command (README line 2; `.ci/run` calls exactly this).
+#
+# On a fresh machine it installs everything the suite needs, then runs ruff and pytest:
+#   1. .venv          qembed[test] with CPU torch (installed FIRST: otherwise pip resolves the
+#                     multi-GB CUDA build) for the tiny Qwen3 reference model
+#   2. .venv-sglang   the real SGLang 0.5.23 argument parser (sglang --no-deps + what its parser
+#                     imports + CPU torch), so every argv qembed builds is checked by SGLang itself
+#   3. ruff, then pytest with QEMBED_REQUIRE_CONFORMANCE=1: a skipped conformance test fails the run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+TORCH_SPEC="${QEMBED_TORCH_SPEC:-torch==2.13.0}"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+if [ ! -x .venv/bin/python ]; then
+  step "creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+step "installing $TORCH_SPEC (CPU build) and qembed[test] into .venv"
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install -q --disable-pip-version-check "$TORCH_SPEC"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+step "building the SGLang parser venv (.venv-sglang)"
+bash scripts/setup_sglang_parser.sh
+
+step "ruff"
+.venv/bin/ruff check .
+
+step "pytest"
+export QEMBED_REQUIRE_CONFORMANCE=1
+export QEMBED_SGLANG_PARSER_PYTHON="$PWD/.venv-sglang/bin/python"
+export HF_HUB_OFFLINE=1
+set +e
+.venv/bin/python -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "error: pytest collected no tests (exit 5); that is a failure here" >&2
+  exit 1
+fi
+exit "$rc"
