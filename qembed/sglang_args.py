@@ -1,0 +1,511 @@
+"""Profile -> SGLang 0.5.23 command line, and the parser check in SGLang's own interpreter.
+
+Every flag name here comes from the reference (``../shared/reference/sglang-0.5.23.md``,
+sections 1.2-1.5) and is fed to the real parser by ``tests/test_conformance.py``.
+
+Entry point. The console script ``sglang serve`` is ``sglang.cli.main:main``; ``python -m
+sglang.launch_server`` still works but prints a deprecation ``UserWarning`` (``launch_server.py``),
+and ``sglang.cli`` has no ``__main__``. qembed must run from an interpreter path alone
+(``--python``, ``profile.python``, ``QEMBED_SGLANG_PYTHON``): the ``sglang`` script does not always
+sit next to the interpreter (``--user`` installs, system pythons, symlinked venvs). So we run::
+
+    PYTHON -c "from sglang.cli.main import main; main()" serve --model-type llm FLAGS...
+
+which is what the console script does. ``--model-type llm`` (``cli/serve.py``,
+``_extract_model_type_override``) skips the "is it a diffusion model?" probe that otherwise asks
+the HF Hub for ``model_index.json`` for a non-local model path: that probe costs a network round
+trip and hangs or fails slowly offline. With ``-c`` the children SGLang spawns (start method
+``spawn``) do not re-run a main script, since there is none.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .errors import FlagsRejected, LaunchError, MissingDependency
+
+if TYPE_CHECKING:
+    from .profiles import Profile
+
+logger = logging.getLogger(__name__)
+
+ENTRY_CODE = "from sglang.cli.main import main; main()"
+ENTRY_ARGS: tuple[str, ...] = ("-c", ENTRY_CODE, "serve", "--model-type", "llm")
+LOOPBACK_NO_PROXY: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
+REDACTED = "[...]"
+INSTALL_HINT = "pip install 'qembed[serve]'"
+
+# Flags qembed sets from profile keys (or must not be passed at all) -> what to use instead.
+# argparse accepts unambiguous prefixes, so `check_extra_args` also rejects prefixes of these.
+MANAGED_FLAGS: dict[str, str] = {
+    "--model-path": "the `model` key (or `qembed serve --model`)",
+    "--model": "the `model` key (or `qembed serve --model`)",
+    "--is-embedding": "nothing: qembed always passes `--is-embedding`",
+    "--host": "the `host` key",
+    "--port": "the `port` key (or `qembed serve --port`)",
+    "--api-key": "the `QEMBED_API_KEY` environment variable (`api_key_env`) or `api_key_file`, never a flag in a file",
+    "--served-model-name": "the `served_model_name` key",
+    "--dtype": "the `dtype` key",
+    "--mem-fraction-static": "the `gpu_memory_fraction` key",
+    "--max-running-requests": "the `max_running_requests` key",
+    "--chunked-prefill-size": "the `chunked_prefill_size` key",
+    "--max-prefill-tokens": "the `max_prefill_tokens` key",
+    "--max-queued-requests": "the `max_queued_requests` key",
+    "--context-length": "the `context_length` key",
+    "--enable-torch-compile": "the `torch_compile` key",
+    "--json-model-override-args": "the `matryoshka` and `model_override_args` keys",
+    "--enable-metrics": "the `metrics` key",
+    "--attention-backend": "the `attention_backend` key",
+    "--quantization": "the `quantization` key",
+    "--kv-cache-dtype": "the `kv_cache_dtype` key",
+    "--tp-size": "the `tp_size` key",
+    "--tensor-parallel-size": "the `tp_size` key",
+    "--dp-size": "the `dp_size` key",
+    "--data-parallel-size": "the `dp_size` key",
+    "--log-level": "the `log_level` key",
+    "--config": "profile keys and `extra_args` (a second config file would override qembed's flags)",
+    "--model-type": "nothing: qembed passes `--model-type llm` itself",
+    "--help": "`sglang serve --help` directly",
+}
+
+# vLLM / TEI flags that SGLang 0.5.23 rejects -> the equivalent (reference section 1.5).
+HABIT_FLAGS: dict[str, str] = {
+    "--max-batch-size": "`max_running_requests` (`--max-running-requests`), or `max_prefill_tokens` / `chunked_prefill_size` for tokens per batch",
+    "--gpu-memory-utilization": "`gpu_memory_fraction` (`--mem-fraction-static`)",
+    "--max-model-len": "`context_length` (`--context-length`)",
+    "--max-num-seqs": "`max_running_requests` (`--max-running-requests`)",
+    "--max-num-batched-tokens": "`max_prefill_tokens` (`--max-prefill-tokens`) or `chunked_prefill_size` (`--chunked-prefill-size`)",
+    "--task": "nothing: qembed always passes `--is-embedding`",
+    "--runner": "nothing: qembed always passes `--is-embedding`",
+    "--pooling-type": "nothing: SGLang hard-codes last-token pooling for Qwen3-Embedding",
+    "--pooling": "nothing: SGLang hard-codes last-token pooling for Qwen3-Embedding",
+    "--normalize": "nothing: SGLang always L2-normalises; pick dimensions per request with `dimensions`",
+    "--embedding-dim": "nothing: pick dimensions per request with `dimensions` (`matryoshka: true`)",
+    "--hf-overrides": "`model_override_args` (`--json-model-override-args`)",
+    "--enforce-eager": "`extra_args: [--cuda-graph-backend-prefill, disabled]`",
+    "--enable-prefix-caching": "nothing: it is on by default (`--disable-radix-cache` turns it off)",
+    "--enable-chunked-prefill": "nothing: it is on by default (`chunked_prefill_size: -1` turns it off)",
+    "--cuda-graph-max-bs": "`--cuda-graph-max-bs-prefill` (embeddings only capture prefill graphs); the bare flag is an ambiguous prefix",
+    "--cuda-graph-bs": "`--cuda-graph-bs-prefill`; the bare flag is an ambiguous prefix",
+    "--max-client-batch-size": "nothing: SGLang has no cap on inputs per request",
+    "--max-batch-tokens": "`max_prefill_tokens` (`--max-prefill-tokens`)",
+    "--max-concurrent-requests": "`max_running_requests` (`--max-running-requests`) and `max_queued_requests`",
+    "--model-id": "the `model` key",
+}
+
+
+def _flag_name(arg: str) -> str:
+    return arg.split("=", 1)[0]
+
+
+def check_extra_args(args: Sequence[str]) -> str | None:
+    """Why ``extra_args`` cannot be passed through, or ``None`` when it can.
+
+    The real parser checks the rest (:func:`check_flags`); this catches what the parser would
+    accept but qembed must own (``--port``, ``--api-key``, prefixes such as ``--mem-frac``),
+    and vLLM/TEI habits, with the qembed key to use instead.
+    """
+    if args and not str(args[0]).startswith("-"):
+        return (f"must start with a flag, got `{args[0]}` (a positional argument would become "
+                "the model path)")
+    for arg in args:
+        if not isinstance(arg, str) or not arg.startswith("--"):
+            continue
+        name = _flag_name(arg)
+        if name in HABIT_FLAGS:
+            return f"`{name}` is not a SGLang 0.5.23 flag; use {HABIT_FLAGS[name]}"
+        if len(name) > 3:
+            for managed, use in MANAGED_FLAGS.items():
+                if managed.startswith(name):
+                    spelled = "" if managed == name else f" (argparse reads it as `{managed}`)"
+                    return f"`{name}`{spelled} is set by qembed; use {use}"
+    return None
+
+
+@dataclass(frozen=True)
+class LaunchCommand:
+    """The full SGLang command line plus the environment additions it needs."""
+
+    argv: list[str]  # [python, "-c", ENTRY_CODE, "serve", "--model-type", "llm", flags...]
+    env: dict[str, str] = field(default_factory=dict)  # CUDA_VISIBLE_DEVICES, NO_PROXY, profile env
+
+    def redacted_argv(self) -> list[str]:
+        return redact_argv(self.argv)
+
+    def redacted_env(self) -> dict[str, str]:
+        return {k: (REDACTED if _secret_env_name(k) else v) for k, v in self.env.items()}
+
+    def display(self) -> str:
+        """Shell-quoted ``ENV=... python ...`` with the API key shown as ``[...]``."""
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.redacted_env().items())
+        cmd = shlex.join(self.redacted_argv())
+        return f"{env} {cmd}" if env else cmd
+
+    def __repr__(self) -> str:  # the default repr would print the API key
+        return f"LaunchCommand({self.display()!r})"
+
+    __str__ = display
+
+
+def _secret_env_name(name: str) -> bool:
+    up = name.upper()
+    return any(w in up for w in ("API_KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD"))
+
+
+def redact_argv(argv: Sequence[str]) -> list[str]:
+    """A copy of ``argv`` with the value of ``--api-key`` replaced by ``[...]``."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+        elif arg == "--api-key":
+            out.append(arg)
+            hide_next = True
+        elif arg.startswith("--api-key="):
+            out.append(f"--api-key={REDACTED}")
+        else:
+            out.append(arg)
+    return out
+
+
+def build_flags(profile: Profile, *, api_key: str | None = None) -> list[str]:
+    """The SGLang server flags for ``profile`` (no interpreter, no entry point).
+
+    ``--is-embedding`` is always there: Qwen3-Embedding ships as ``Qwen3ForCausalLM`` and would
+    otherwise start as a generator (reference, "Traps for a launcher" 1). Keys left ``None``
+    are not passed, so SGLang applies its own rule at launch.
+    """
+    p = profile
+    flags = ["--model-path", p.model, "--is-embedding", "--host", p.host, "--port", str(p.port)]
+    if p.served_model_name:
+        flags += ["--served-model-name", p.served_model_name]
+    if p.dtype != "auto":
+        flags += ["--dtype", p.dtype]
+    if p.gpu_memory_fraction is not None:
+        flags += ["--mem-fraction-static", _num(p.gpu_memory_fraction)]
+    for flag, value in (
+        ("--max-running-requests", p.max_running_requests),
+        ("--chunked-prefill-size", p.chunked_prefill_size),
+        ("--max-prefill-tokens", p.max_prefill_tokens),
+        ("--max-queued-requests", p.max_queued_requests),
+        ("--context-length", p.context_length),
+    ):
+        if value is not None:
+            flags += [flag, str(value)]
+    if p.torch_compile:
+        flags.append("--enable-torch-compile")
+    overrides = dict(p.model_override_args)
+    if p.matryoshka:
+        overrides.setdefault("is_matryoshka", True)
+    if overrides:
+        flags += ["--json-model-override-args", json.dumps(overrides, separators=(", ", ": "))]
+    if p.metrics:
+        flags.append("--enable-metrics")
+    if p.attention_backend:
+        flags += ["--attention-backend", p.attention_backend]
+    if p.quantization:
+        flags += ["--quantization", p.quantization]
+    if p.kv_cache_dtype:
+        flags += ["--kv-cache-dtype", p.kv_cache_dtype]
+    if p.tp_size != 1:
+        flags += ["--tp-size", str(p.tp_size)]
+    if p.dp_size != 1:
+        flags += ["--dp-size", str(p.dp_size)]
+    flags += ["--log-level", p.log_level]
+    if api_key:
+        flags += ["--api-key", api_key]
+    flags += list(p.extra_args)
+    return flags
+
+
+def _num(x: float) -> str:
+    return repr(float(x))
+
+
+def _merge_no_proxy(current: str | None) -> str:
+    parts = [s.strip() for s in (current or "").split(",") if s.strip()]
+    for host in LOOPBACK_NO_PROXY:
+        if host not in parts:
+            parts.append(host)
+    return ",".join(parts)
+
+
+def build_env(profile: Profile, *, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment additions: the profile's ``env``, ``CUDA_VISIBLE_DEVICES`` from ``gpu_ids``,
+    and loopback in ``NO_PROXY``/``no_proxy`` (appended to what is already set).
+
+    The loopback entries keep SGLang's warm-up request to itself away from an HTTP proxy, which
+    otherwise answers 502 and makes the server kill itself (reference section 6).
+    """
+    base = os.environ if environ is None else environ
+    env = dict(profile.env)
+    if profile.gpu_ids is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in profile.gpu_ids)
+    for name in ("NO_PROXY", "no_proxy"):
+        env[name] = _merge_no_proxy(env.get(name, base.get(name)))
+    return env
+
+
+def sglang_python(profile: Profile | None = None) -> str:
+    """The interpreter that runs SGLang: ``profile.python``, else ``QEMBED_SGLANG_PYTHON``,
+    else this interpreter."""
+    from . import env as qenv
+
+    if profile is not None and profile.python:
+        return os.path.expanduser(profile.python)
+    configured = qenv.SGLANG_PYTHON.get()
+    if configured:
+        return os.path.expanduser(configured)
+    return sys.executable
+
+
+def build_command(
+    profile: Profile,
+    *,
+    api_key: str | None = None,
+    python: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> LaunchCommand:
+    """The full command: interpreter, entry point (see the module docstring), flags, env.
+
+    Args:
+        profile: the loaded profile.
+        api_key: passed as ``--api-key``; SGLang has no other way to receive it.
+        python: interpreter path; default :func:`sglang_python`.
+        environ: the environment the additions are merged with (default ``os.environ``).
+
+    Example:
+        >>> from qembed.profiles import Profile
+        >>> build_command(Profile(), python="python3").argv[:4]
+        ['python3', '-c', 'from sglang.cli.main import main; main()', 'serve']
+    """
+    py = python or sglang_python(profile)
+    argv = [py, *ENTRY_ARGS, *build_flags(profile, api_key=api_key)]
+    return LaunchCommand(argv=argv, env=build_env(profile, environ=environ))
+
+
+def profile_warnings(profile: Profile) -> list[str]:
+    """Settings that are valid but probably not what the user wants (one sentence each)."""
+    p = profile
+    out: list[str] = []
+    if p.torch_compile:
+        out.append("`torch_compile` has no effect on embedding forwards in SGLang 0.5.23: it only "
+                   "compiles decode-graph batch sizes, and embedding models capture no decode graphs")
+    if p.quantization:
+        out.append(f"`quantization: {p.quantization}` changes the embeddings; check retrieval "
+                   "quality against bfloat16 before using it")
+    if p.kv_cache_dtype and p.kv_cache_dtype not in {"auto", "bf16", "bfloat16"}:
+        out.append(f"`kv_cache_dtype: {p.kv_cache_dtype}` changes the embeddings of chunked inputs")
+    if p.log_level in {"warning", "error", "critical"}:
+        out.append(f"`log_level: {p.log_level}` hides SGLang's INFO lines (load phases, the ready "
+                   "line), so progress and failure diagnosis see less")
+    if p.host not in {"127.0.0.1", "localhost", "::1"} and not (
+        os.environ.get(p.api_key_env) or p.api_key_file
+    ):
+        out.append(f"`host: {p.host}` accepts connections from other machines and no API key is "
+                   f"set (`{p.api_key_env}` or `api_key_file`)")
+    if p.chunked_prefill_size == -1:
+        out.append("`chunked_prefill_size: -1` prefills each input whole: a long input needs its "
+                   "full activations at once")
+    if p.dtype == "float32":
+        out.append("`dtype: float32` doubles weight memory and is much slower; use it only to "
+                   "compare numerics")
+    return out
+
+
+# -- the parser check ------------------------------------------------------------------------
+
+# Runs in SGLang's interpreter with `-I`, so a PYTHONPATH cannot shadow the installed sglang.
+# Reads a JSON list of argvs on stdin, writes one marked JSON line on stdout.
+_CHECK_SCRIPT = r"""
+import contextlib, io, json, sys, time
+_out = sys.stdout
+try:
+    from sglang.srt.server_args import prepare_server_args
+except BaseException as exc:
+    _out.write("QEMBED-CHECK " + json.dumps({"import_error": "%s: %s" % (type(exc).__name__, exc)}) + "\n")
+    sys.exit(0)
+results = []
+for argv in json.load(sys.stdin):
+    err, out = io.StringIO(), io.StringIO()
+    t0 = time.perf_counter()
+    row = {"ok": False, "message": "", "exit_code": None, "crashed": False}
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            prepare_server_args(list(argv))
+        row["ok"] = True
+    except SystemExit as exc:
+        row["exit_code"] = exc.code if isinstance(exc.code, int) else 1
+        lines = [l for l in err.getvalue().splitlines() if l.strip()]
+        errs = [l for l in lines if "error:" in l]
+        row["message"] = (errs or lines or ["exited with status %s" % exc.code])[-1].strip()
+    except BaseException as exc:
+        row["crashed"] = True
+        row["message"] = "%s: %s" % (type(exc).__name__, exc)
+    row["seconds"] = time.perf_counter() - t0
+    results.append(row)
+_out.write("QEMBED-CHECK " + json.dumps({"results": results}) + "\n")
+"""
+
+
+@dataclass(frozen=True)
+class ParserCheck:
+    """What SGLang's own parser said about one argv."""
+
+    ok: bool
+    message: str  # argparse's `error:` line when rejected, the exception when it crashed
+    seconds: float  # the parse itself (check_many) or the whole interpreter run (check_flags)
+    exit_code: int | None = None  # 2 for an argparse rejection
+    crashed: bool = False  # an exception other than SystemExit (e.g. `--log-level verbose`)
+
+
+def _missing_python(python: str) -> MissingDependency:
+    return MissingDependency(
+        f"no Python interpreter at `{python}` to run SGLang",
+        hint="pass `--python PATH` (or set `QEMBED_SGLANG_PYTHON`) to the interpreter where "
+        f"SGLang is installed, or `{INSTALL_HINT}`",
+    )
+
+
+def _run_checks(flag_lists: Sequence[Sequence[str]], *, python: str, timeout: float) -> list[dict[str, object]]:
+    payload = json.dumps([list(map(str, f)) for f in flag_lists])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    try:
+        proc = subprocess.run(
+            [python, "-I", "-c", _CHECK_SCRIPT],
+            input=payload, capture_output=True, text=True, timeout=timeout, env=env, check=False,
+        )
+    except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+        raise _missing_python(python) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise LaunchError(f"SGLang's parser check in `{python}` took longer than {timeout:.0f} s",
+                          hint="check that interpreter by hand: "
+                          f"`{python} -c 'import sglang.srt.server_args'`") from exc
+    marked = [line for line in proc.stdout.splitlines() if line.startswith("QEMBED-CHECK ")]
+    if not marked:
+        tail = [line for line in proc.stderr.splitlines() if line.strip()][-5:]
+        raise LaunchError(f"SGLang's parser check in `{python}` failed (exit status {proc.returncode})",
+                          details=tail, hint=f"run `{python} -c 'import sglang.srt.server_args'`")
+    data = json.loads(marked[-1].removeprefix("QEMBED-CHECK "))
+    if "import_error" in data:
+        raise MissingDependency(
+            f"SGLang cannot be imported in `{python}` ({data['import_error']})",
+            hint=f"`{INSTALL_HINT}` in that environment, or pass `--python PATH` to an "
+            "interpreter that has SGLang",
+        )
+    results: list[dict[str, object]] = data["results"]
+    return results
+
+
+def check_many(flag_lists: Sequence[Sequence[str]], *, python: str, timeout: float = 180.0) -> list[ParserCheck]:
+    """Run many flag lists through ``prepare_server_args`` in ONE SGLang interpreter.
+
+    Imports take about 3 s, each parse a few milliseconds, so tests check dozens of argvs in
+    one call. ``flag_lists`` are server flags only (:func:`build_flags`), no entry point.
+
+    Raises:
+        MissingDependency: no interpreter at ``python``, or SGLang does not import there.
+        LaunchError: the check itself failed or timed out.
+    """
+    if not flag_lists:
+        return []
+    rows = _run_checks(flag_lists, python=python, timeout=timeout)
+    return [
+        ParserCheck(ok=bool(r["ok"]), message=str(r["message"]), seconds=float(r["seconds"]),  # type: ignore[arg-type]
+                    exit_code=r["exit_code"] if isinstance(r["exit_code"], int) else None,
+                    crashed=bool(r["crashed"]))
+        for r in rows
+    ]
+
+
+def check_flags(flags: Sequence[str], *, python: str, timeout: float = 180.0) -> ParserCheck:
+    """Run one flag list through SGLang's parser (``prepare_server_args``) in ``python``.
+
+    ``seconds`` is the whole run, interpreter start and imports included (about 3 s).
+    """
+    t0 = time.perf_counter()
+    (result,) = check_many([list(flags)], python=python, timeout=timeout)
+    return ParserCheck(ok=result.ok, message=result.message, seconds=time.perf_counter() - t0,
+                       exit_code=result.exit_code, crashed=result.crashed)
+
+
+def _habit_hint(message: str) -> str | None:
+    for flag, use in HABIT_FLAGS.items():
+        if flag in message.split() or f"{flag}," in message or f"{flag}:" in message:
+            return f"`{flag}` is a vLLM/TEI habit; use {use}"
+    return None
+
+
+def ensure_accepted(flags: Sequence[str], *, python: str) -> None:
+    """Fail in seconds, not after a model load, when SGLang would reject ``flags``.
+
+    Raises:
+        FlagsRejected: the parser rejected or crashed on the flags (message quotes it).
+        MissingDependency: no SGLang in ``python``.
+    """
+    result = check_flags(flags, python=python)
+    if result.ok:
+        return
+    shown = " ".join(shlex.quote(a) for a in redact_argv(list(flags)))
+    if result.crashed:
+        raise FlagsRejected(
+            f"SGLang's argument parser crashed on the command line: {result.message}",
+            details=[f"flags: {shown}"],
+            hint="check the profile values it names; `qembed profiles show PROFILE` prints the flags",
+        )
+    raise FlagsRejected(
+        f"SGLang rejected the command line: {result.message}",
+        details=[f"flags: {shown}"],
+        hint=_habit_hint(result.message)
+        or "fix `extra_args` in the profile (or `--set`); `sglang serve --help` lists the flags",
+    )
+
+
+_VERSION_SCRIPT = (
+    "import importlib.metadata as m\n"
+    "try:\n    print(m.version('sglang'))\n"
+    "except m.PackageNotFoundError:\n    print('')\n"
+)
+
+
+def installed_sglang_version(python: str) -> str | None:
+    """SGLang's version in ``python`` from its package metadata (no ``import sglang``), or
+    ``None`` when it is not installed or the interpreter does not run."""
+    try:
+        proc = subprocess.run([python, "-I", "-c", _VERSION_SCRIPT], capture_output=True,
+                              text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    version = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    return version or None if proc.returncode == 0 else None
+
+
+__all__ = [
+    "ENTRY_ARGS",
+    "HABIT_FLAGS",
+    "MANAGED_FLAGS",
+    "LaunchCommand",
+    "ParserCheck",
+    "build_command",
+    "build_env",
+    "build_flags",
+    "check_extra_args",
+    "check_flags",
+    "check_many",
+    "ensure_accepted",
+    "installed_sglang_version",
+    "profile_warnings",
+    "redact_argv",
+    "sglang_python",
+]
