@@ -1,0 +1,328 @@
+"""Records of running servers, in the user's state directory.
+
+``qembed serve`` writes one JSON record per server (``servers/<name>.json``) and the SGLang log
+(``logs/<name>-<timestamp>.log``) under :func:`state_dir`: ``$QEMBED_STATE_DIR`` when set, else
+``platformdirs.user_state_dir("qembed")``. ``qembed ps``/``stop``/``logs`` and the client's
+default URL read them back.
+
+A record is only trusted while its process is alive *and* has the start time that was recorded
+(read from ``/proc/<pid>/stat``), so a PID reused by another program is not mistaken for the
+server. Stale records are removed when listed. The API key itself is never written; only the
+name of the environment variable that holds it.
+
+Example:
+    >>> from qembed import state
+    >>> rec = state.default_server()
+    >>> rec.url if rec else None
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import env as qenv
+
+logger = logging.getLogger(__name__)
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def state_dir() -> Path:
+    """Where records and logs live: ``$QEMBED_STATE_DIR``, else the platform state dir."""
+    override = qenv.STATE_DIR.get()
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("qembed"))
+
+
+def servers_dir() -> Path:
+    return state_dir() / "servers"
+
+
+def logs_dir() -> Path:
+    return state_dir() / "logs"
+
+
+def valid_name(name: str) -> bool:
+    """Server names become file names: letters, digits, ``.``, ``_``, ``-`` (max 64)."""
+    return bool(_NAME_RE.match(name))
+
+
+def new_log_path(name: str, *, now: datetime | None = None) -> Path:
+    """A fresh ``logs/<name>-<YYYYmmdd-HHMMSS>.log`` path (the directory is created)."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    d = logs_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{name}-{stamp}.log"
+    n = 1
+    while path.exists():  # two launches in the same second
+        n += 1
+        path = d / f"{name}-{stamp}-{n}.log"
+    return path
+
+
+def latest_log(name: str) -> Path | None:
+    """The newest log file of a server name, even when its record is gone."""
+    d = logs_dir()
+    if not d.is_dir():
+        return None
+    candidates = [p for p in d.glob(f"{name}-*.log") if re.fullmatch(rf"{re.escape(name)}-\d{{8}}-\d{{6}}(-\d+)?\.log", p.name)]
+    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+
+
+# -- process identity ---------------------------------------------------------------------------
+
+
+def _read_stat(pid: int) -> list[str] | None:
+    """Fields of ``/proc/<pid>/stat`` after the ``comm`` field (index 0 = state)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # comm may contain spaces and parentheses: split after the last ")".
+    return raw[raw.rfind(")") + 2 :].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """The process start time in clock ticks since boot (``/proc/<pid>/stat`` field 22).
+
+    Returns ``None`` when it cannot be read (no such process, or not Linux).
+    """
+    rest = _read_stat(pid)
+    if rest is None or len(rest) < 20:
+        return None
+    try:
+        return int(rest[19])
+    except ValueError:
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    """True when ``pid`` exists and is not a zombie."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    rest = _read_stat(pid)
+    return not (rest is not None and rest[0] in ("Z", "X"))
+
+
+# -- records ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Record:
+    """One server started by ``qembed serve`` (foreground or ``--detach``).
+
+    ``api_key_env`` names the environment variable the key came from (``None`` when the server
+    has no key); the key itself is never stored.
+    """
+
+    name: str
+    pid: int
+    pgid: int
+    host: str
+    port: int
+    url: str
+    profile: str | None
+    model: str
+    log_path: str
+    started_at: str  # ISO 8601, UTC
+    proc_start_time: int | None  # /proc/<pid>/stat starttime, to detect PID reuse
+    served_model_name: str | None = None
+    dimensions: int | None = None
+    context_length: int | None = None
+    detached: bool = False
+    api_key_env: str | None = None
+    owner_pid: int | None = None  # the qembed process that waits on a foreground server
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Record:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    @property
+    def path(self) -> Path:
+        return servers_dir() / f"{self.name}.json"
+
+    def is_alive(self) -> bool:
+        """The recorded process still runs, and it is the same process (not a reused PID)."""
+        if not pid_alive(self.pid):
+            return False
+        if self.proc_start_time is None:
+            return True
+        current = process_start_time(self.pid)
+        return current is None or current == self.proc_start_time
+
+    def uptime(self) -> float | None:
+        try:
+            started = datetime.fromisoformat(self.started_at)
+        except ValueError:
+            return None
+        return max(0.0, (datetime.now(UTC) - started).total_seconds())
+
+
+def make_record(
+    *,
+    name: str,
+    pid: int,
+    host: str,
+    port: int,
+    url: str,
+    model: str,
+    log_path: Path,
+    profile: str | None = None,
+    served_model_name: str | None = None,
+    dimensions: int | None = None,
+    context_length: int | None = None,
+    detached: bool = False,
+    api_key_env: str | None = None,
+    owner_pid: int | None = None,
+) -> Record:
+    """Build a record for a live process, reading its pgid and start time now."""
+    try:
+        pgid = os.getpgid(pid)
+    except OSError:
+        pgid = pid
+    return Record(
+        name=name, pid=pid, pgid=pgid, host=host, port=port, url=url, profile=profile,
+        model=model, log_path=str(log_path), started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        proc_start_time=process_start_time(pid), served_model_name=served_model_name,
+        dimensions=dimensions, context_length=context_length, detached=detached,
+        api_key_env=api_key_env, owner_pid=owner_pid,
+    )
+
+
+def save(record: Record) -> Path:
+    """Write the record atomically (``servers/<name>.json``, mode 0600)."""
+    d = servers_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{record.name}.json"
+    tmp = d / f".{record.name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(record.to_json(), fh, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def load(name: str) -> Record | None:
+    """The record named ``name``, alive or not (``None`` if there is none or it is unreadable)."""
+    if not valid_name(name):
+        return None
+    path = servers_dir() / f"{name}.json"
+    try:
+        return Record.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        if path.exists():
+            logger.warning("ignoring unreadable server record %s: %s", path, exc)
+        return None
+
+
+def remove(name: str) -> bool:
+    """Delete a record; True when one was deleted."""
+    try:
+        (servers_dir() / f"{name}.json").unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def remove_if_owned(record: Record) -> bool:
+    """Delete ``record``'s file only if it still describes the same process (pid + start)."""
+    current = load(record.name)
+    if current is None or (current.pid, current.proc_start_time) != (record.pid, record.proc_start_time):
+        return False
+    return remove(record.name)
+
+
+def list_records(*, clean: bool = True) -> list[Record]:
+    """All records, oldest first. With ``clean``, records of dead (or reused) PIDs are deleted
+    and left out."""
+    d = servers_dir()
+    if not d.is_dir():
+        return []
+    out: list[Record] = []
+    for path in sorted(d.glob("*.json")):
+        rec = load(path.stem)
+        if rec is None:
+            if clean:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            continue
+        if clean and not rec.is_alive():
+            logger.info("removing stale server record %s (pid %d is gone)", path, rec.pid)
+            remove_if_owned(rec)
+            continue
+        out.append(rec)
+    out.sort(key=lambda r: r.started_at)
+    return out
+
+
+def live(name: str) -> Record | None:
+    """The record named ``name`` if its server is alive; a stale record is deleted."""
+    rec = load(name)
+    if rec is None:
+        return None
+    if not rec.is_alive():
+        remove_if_owned(rec)
+        return None
+    return rec
+
+
+def default_server() -> Record | None:
+    """The server a client should talk to by default: the most recently started live one.
+
+    Returns ``None`` when no recorded server is alive.
+    """
+    records = list_records(clean=True)
+    return records[-1] if records else None
+
+
+def wait_gone(record: Record, timeout: float) -> bool:
+    """Wait until the recorded process is gone; True if it is."""
+    deadline = time.monotonic() + timeout
+    while record.is_alive():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+__all__ = [
+    "Record",
+    "default_server",
+    "latest_log",
+    "list_records",
+    "live",
+    "load",
+    "logs_dir",
+    "make_record",
+    "new_log_path",
+    "pid_alive",
+    "process_start_time",
+    "remove",
+    "remove_if_owned",
+    "save",
+    "servers_dir",
+    "state_dir",
+    "valid_name",
+]
