@@ -1,0 +1,955 @@
+"""The embedding client: ``BaseClient`` builds requests and parses replies (no I/O);
+``Client`` and ``AsyncClient`` only move bytes (httpx), retry and run requests concurrently.
+
+What it gets right by default, because users of Qwen3-Embedding most often get it wrong:
+
+* queries carry the trained instruction ``Instruct: {task}\\nQuery:{text}``; documents none;
+* texts go to the server as text (SGLang's tokenizer then appends the ``<|endoftext|>`` EOS);
+* ``dimensions`` (Matryoshka) uses the server's field when it has Matryoshka on, otherwise it
+  truncates and L2-renormalises here; both give the same vectors;
+* replies are requested as base64 and decoded straight into a float32 ``(n, d)`` array.
+
+Example:
+    >>> import qembed
+    >>> with qembed.Client() as client:                       # doctest: +SKIP
+    ...     q = client.embed_queries("what is MRL?")
+    ...     d = client.embed_documents(["MRL is Matryoshka Representation Learning."])
+    ...     print(float(q @ d.T))
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from . import __version__
+from . import env as qenv
+from .errors import InputError, ServerError, ServerUnreachable
+from .instructions import apply_prefix, format_document, format_query, resolve_instruction
+from .vectors import check_dimensions
+
+if TYPE_CHECKING:
+    import httpx
+    import numpy as np
+    import numpy.typing as npt
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["USE_CLIENT_DEFAULT", "AsyncClient", "BaseClient", "Client", "Embeddings", "Failure", "ServerInfo"]
+
+OnError = Literal["raise", "skip"]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class UseClientDefault:
+    """Sentinel type: "use the client's default" (``None`` can be a real value)."""
+
+    _instance: UseClientDefault | None = None
+
+    def __new__(cls) -> UseClientDefault:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "USE_CLIENT_DEFAULT"
+
+
+USE_CLIENT_DEFAULT = UseClientDefault()
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+#: a 32k-token input on a busy server can take minutes; the read timeout covers one request
+DEFAULT_READ_TIMEOUT = 300.0
+DEFAULT_MAX_RETRIES = 4
+DEFAULT_BACKOFF = 0.5  # seconds; doubled each attempt, with jitter, capped at MAX_BACKOFF
+MAX_BACKOFF = 10.0
+MAX_RETRY_AFTER = 60.0
+DEFAULT_BATCH_SIZE = 64
+#: estimated tokens per request (see ``estimate_tokens``): 64 texts of ~512 tokens
+DEFAULT_BATCH_TOKENS = 32768
+DEFAULT_CONCURRENCY = 4
+#: The Qwen tokenizer is byte-level BPE: a token is at least one UTF-8 byte, and in practice
+#: no text averages more than this many bytes per token. So ``bytes // 8`` is a *lower* bound
+#: used to reject inputs that are certainly too long before sending; anything subtler is
+#: caught from the server's own answer (the exact count needs the tokenizer).
+MAX_BYTES_PER_TOKEN = 8
+
+_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_MATRYOSHKA_OFF = "does not support matryoshka representation"
+_TOO_LONG = re.compile(r"The input \((\d+) tokens\) is longer than the model's context length")
+_AT_INDEX = re.compile(r"Input at index (\d+) cannot be empty")
+
+
+def estimate_tokens(text: str) -> int:
+    """Token estimate used to size requests: UTF-8 bytes / 3, plus the EOS.
+
+    It over-counts English (the Qwen tokenizer averages ~4 bytes per token) and is close for
+    CJK (3 bytes a character, about one token each), so requests err on the small side.
+    """
+    return len(text.encode("utf-8")) // 3 + 1
+
+
+def min_tokens(text: str) -> int:
+    """A lower bound on the token count (see ``MAX_BYTES_PER_TOKEN``), EOS included."""
+    return len(text.encode("utf-8")) // MAX_BYTES_PER_TOKEN + 1
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An input that was skipped (``on_error="skip"``): its position and why."""
+
+    index: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What the client learned about the server."""
+
+    url: str
+    model: str | None  #: the served model name (``/v1/models``)
+    max_model_len: int | None  #: context length; inputs must be shorter
+    dimensions: int | None  #: full vector size (learned from one embedding)
+    supports_dimensions: bool | None  #: ``None`` until a ``dimensions`` request told us
+
+
+_EMBEDDINGS_CLASS: type | None = None
+
+
+def _embeddings_class() -> type:
+    """``Embeddings`` subclasses numpy's ndarray, so it is built on first use (lazy numpy)."""
+    global _EMBEDDINGS_CLASS
+    if _EMBEDDINGS_CLASS is not None:
+        return _EMBEDDINGS_CLASS
+    import numpy as np
+
+    class Embeddings(np.ndarray):  # type: ignore[type-arg]
+        """A float32 ``(n, d)`` array of unit rows, in input order, plus what the server said.
+
+        Attributes:
+            prompt_tokens: tokens the server counted (EOS included), from ``usage``.
+            model: the model the server reported.
+            indices: input position of each row when some inputs were skipped, else ``None``.
+            failures: the skipped inputs (``on_error="skip"``), as :class:`Failure`.
+        """
+
+        prompt_tokens: int
+        model: str | None
+        indices: npt.NDArray[np.intp] | None
+        failures: list[Failure]
+
+        def __array_finalize__(self, obj: Any) -> None:
+            self.prompt_tokens = getattr(obj, "prompt_tokens", 0)
+            self.model = getattr(obj, "model", None)
+            self.indices = getattr(obj, "indices", None)
+            self.failures = getattr(obj, "failures", [])
+
+        @property
+        def usage(self) -> dict[str, int]:
+            return {"prompt_tokens": self.prompt_tokens, "total_tokens": self.prompt_tokens}
+
+    Embeddings.__module__ = __name__
+    Embeddings.__qualname__ = "Embeddings"
+    _EMBEDDINGS_CLASS = Embeddings
+    return Embeddings
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Embeddings":
+        return _embeddings_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:  # for type checkers, Embeddings is an ndarray with extra attributes
+    Embeddings = Any
+
+
+# -- wire objects ----------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    body: bytes | None = None
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    content: bytes
+
+
+@dataclass
+class _Job:
+    """One embed() call: formatted texts, the output array and the bookkeeping."""
+
+    texts: list[str]
+    dimensions: int | None
+    on_error: OnError
+    out: Any = None  # np.ndarray (n, d), allocated once d is known
+    ok: Any = None  # np.ndarray[bool] (n,)
+    tokens: int = 0
+    model: str | None = None
+    failures: dict[int, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail(self, index: int, reason: str, *, hint: str | None = None) -> None:
+        if self.on_error == "raise":
+            raise InputError(f"input {index}: {reason}", index=index, hint=hint)
+        with self.lock:
+            self.failures[index] = reason
+
+
+# -- the I/O-free core -----------------------------------------------------------------------
+
+
+class BaseClient:
+    """Configuration, request building and reply parsing shared by both clients (no I/O).
+
+    Args:
+        base_url: server URL; default ``QEMBED_URL``, then the server recorded by
+            ``qembed serve --detach``, then ``http://127.0.0.1:30000``. A trailing ``/v1``
+            (OpenAI style) is accepted.
+        api_key: sent as ``Authorization: Bearer``; default ``QEMBED_API_KEY``, then the
+            variable named by the recorded server.
+        model: model name to send; default ``QEMBED_MODEL``, then the server's own.
+        timeout: seconds for the whole request (read), or an ``httpx.Timeout``; default
+            connect 5 s, read/write 300 s (32k-token inputs are slow on a busy server).
+        max_retries: retries on connection errors, 408/429/5xx (never on 400/401/404).
+        backoff: first retry delay in seconds (doubles, with jitter; ``Retry-After`` wins).
+        concurrency: requests in flight for one call.
+        batch_size: texts per request.
+        batch_tokens: estimated tokens per request (see :func:`estimate_tokens`).
+        on_error: ``"raise"`` (default) or ``"skip"`` inputs the server would reject
+            (blank, too long); skipped ones are listed in ``Embeddings.failures``.
+        transport: an httpx transport (e.g. ``httpx.MockTransport(handler)``) for tests.
+        headers: extra HTTP headers.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        model: str | None = None,
+        timeout: float | Any = USE_CLIENT_DEFAULT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        on_error: OnError = "raise",
+        transport: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        from .errors import ConfigError
+
+        record = None
+        if base_url is None and qenv.URL.get() is None:
+            record = _recorded_server()
+        url = base_url or qenv.URL.get() or (record.url if record else None) or qenv.DEFAULT_URL
+        self.base_url = _normalise_url(url)
+        key = api_key or qenv.API_KEY.get()
+        if key is None and record is not None:
+            key_env = getattr(record, "api_key_env", None)
+            key = os.environ.get(key_env) if key_env else None
+        self.api_key = key
+        self.model = model or qenv.MODEL.get()
+        self.timeout = timeout
+        if max_retries < 0 or concurrency < 1 or batch_size < 1 or batch_tokens < 1:
+            raise ConfigError("`max_retries` must be >= 0 and `concurrency`, `batch_size`, `batch_tokens` >= 1")
+        if on_error not in ("raise", "skip"):
+            raise ConfigError(f"`on_error` must be `raise` or `skip`, got `{on_error}`")
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.concurrency = concurrency
+        self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
+        self.on_error: OnError = on_error
+        self._transport = transport
+        self._extra_headers = dict(headers or {})
+        # learned from the server
+        self._models_fetched = False
+        self._server_model: str | None = None
+        self._max_model_len: int | None = None
+        self._full_dim: int | None = None
+        self._supports_dimensions: bool | None = None
+        self._encoding = "base64"
+        self._state_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    # -- httpx construction ----------------------------------------------------------------
+
+    def _httpx_timeout(self) -> httpx.Timeout:
+        import httpx
+
+        if isinstance(self.timeout, UseClientDefault):
+            return httpx.Timeout(DEFAULT_READ_TIMEOUT, connect=DEFAULT_CONNECT_TIMEOUT)
+        if isinstance(self.timeout, httpx.Timeout):
+            return self.timeout
+        return httpx.Timeout(float(self.timeout), connect=min(DEFAULT_CONNECT_TIMEOUT, float(self.timeout)))
+
+    def _headers(self) -> dict[str, str]:
+        h = {"Content-Type": "application/json", "Accept": "application/json",
+             "User-Agent": f"qembed/{__version__}"}
+        if self.api_key:
+            h["Authorization"] = f"Bearer {self.api_key}"
+        h.update(self._extra_headers)
+        return h
+
+    def _httpx_kwargs(self) -> dict[str, Any]:
+        import httpx
+
+        kw: dict[str, Any] = {
+            "base_url": self.base_url,
+            "headers": self._headers(),
+            "timeout": self._httpx_timeout(),
+            "limits": httpx.Limits(max_connections=self.concurrency * 2 + 2,
+                                   max_keepalive_connections=self.concurrency * 2 + 2),
+            "trust_env": False,  # a local GPU server must not go through HTTP(S)_PROXY
+        }
+        if self._transport is not None:
+            kw["transport"] = self._transport
+        return kw
+
+    # -- text preparation ------------------------------------------------------------------
+
+    @staticmethod
+    def _as_list(texts: str | Iterable[str]) -> list[str]:
+        items = [texts] if isinstance(texts, str) else list(texts)
+        for i, t in enumerate(items):
+            if not isinstance(t, str):
+                raise InputError(
+                    f"input {i} is a {type(t).__name__}, not a string",
+                    index=i,
+                    hint="send text; token ids skip the tokenizer's EOS (151643) and give wrong vectors",
+                )
+        return items
+
+    def _new_job(self, raw: list[str], formatted: list[str], dimensions: int | UseClientDefault | None,
+                 on_error: OnError | UseClientDefault) -> _Job:
+        dims = None if isinstance(dimensions, UseClientDefault) else dimensions
+        mode: OnError = self.on_error if isinstance(on_error, UseClientDefault) else on_error
+        if mode not in ("raise", "skip"):
+            raise InputError(f"`on_error` must be `raise` or `skip`, got `{mode}`")
+        job = _Job(texts=formatted, dimensions=dims, on_error=mode)
+        for i, text in enumerate(raw):
+            if not text.strip():
+                job.fail(i, "the text is empty or whitespace only (SGLang rejects the whole request)",
+                         hint="remove blank inputs, or pass `on_error=\"skip\"` / `--on-error skip`")
+        return job
+
+    def _check_lengths(self, job: _Job) -> None:
+        limit = self._max_model_len
+        if limit is None:
+            return
+        for i, text in enumerate(job.texts):
+            if i in job.failures:
+                continue
+            n = min_tokens(text)
+            if n >= limit:
+                job.fail(i, f"the text is at least {n} tokens, longer than the model's context length ({limit} tokens)",
+                         hint="split the text into shorter passages")
+
+    def _plan(self, job: _Job) -> list[list[int]]:
+        """Group the valid inputs into requests by item count and estimated tokens."""
+        batches: list[list[int]] = []
+        cur: list[int] = []
+        cur_tokens = 0
+        for i, text in enumerate(job.texts):
+            if i in job.failures:
+                continue
+            est = estimate_tokens(text)
+            if cur and (len(cur) >= self.batch_size or cur_tokens + est > self.batch_tokens):
+                batches.append(cur)
+                cur, cur_tokens = [], 0
+            cur.append(i)
+            cur_tokens += est
+        if cur:
+            batches.append(cur)
+        return batches
+
+    def _needs_learning(self, job: _Job) -> bool:
+        """The first request runs alone while we still learn the size or Matryoshka support."""
+        if self._full_dim is None:
+            return True
+        return job.dimensions is not None and self._supports_dimensions is None
+
+    def _out_dim(self, job: _Job) -> int | None:
+        return job.dimensions if job.dimensions is not None else self._full_dim
+
+    def _allocate(self, job: _Job) -> None:
+        import numpy as np
+
+        d = self._out_dim(job)
+        if job.out is None and d is not None:
+            job.out = np.empty((len(job.texts), d), dtype=np.float32)
+            job.ok = np.zeros(len(job.texts), dtype=bool)
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _models_request(self) -> Request:
+        return Request("GET", "/v1/models")
+
+    def _parse_models(self, resp: Response) -> None:
+        import orjson
+
+        self._models_fetched = True
+        if resp.status != 200:
+            if resp.status == 401:
+                raise self._error_for(resp)
+            logger.debug("GET /v1/models answered %s; no context-length check", resp.status)
+            return
+        try:
+            data = orjson.loads(resp.content)["data"]
+            first = data[0] if data else {}
+            self._server_model = first.get("id")
+            mml = first.get("max_model_len")
+            self._max_model_len = int(mml) if mml else None
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError):
+            logger.debug("unexpected /v1/models body: %r", resp.content[:200])
+
+    def _embed_request(self, texts: list[str], dimensions: int | None) -> Request:
+        import orjson
+
+        body: dict[str, Any] = {"input": texts, "encoding_format": self._encoding}
+        model = self.model or self._server_model
+        if model:
+            body["model"] = model
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+        return Request("POST", "/v1/embeddings", orjson.dumps(body))
+
+    # -- replies ---------------------------------------------------------------------------
+
+    def _parse_embeddings(self, job: _Job, rows: list[int], resp: Response, *, client_truncate: bool) -> None:
+        import numpy as np
+        import orjson
+
+        from .vectors import decode_base64_into, l2_normalize
+
+        try:
+            obj = orjson.loads(resp.content)
+            data = obj["data"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ServerError("the server's reply is not an embeddings response", status=resp.status,
+                              body=resp.content[:500].decode("utf-8", "replace")) from exc
+        if len(data) != len(rows):
+            raise ServerError(f"asked for {len(rows)} embeddings, the server returned {len(data)}",
+                              status=resp.status, body=None)
+        first = data[0]["embedding"] if data else None
+        with self._state_lock:
+            if self._full_dim is None and first is not None and (job.dimensions is None or client_truncate):
+                if isinstance(first, str):  # exact size from the padded base64 length
+                    pad = first.count("=", len(first) - 2)
+                    self._full_dim = (len(first) // 4 * 3 - pad) // 4
+                else:
+                    self._full_dim = len(first)
+            if job.dimensions is not None and not client_truncate:
+                self._supports_dimensions = True
+            self._allocate(job)
+        out = job.out
+        if client_truncate:
+            assert self._full_dim is not None
+            tmp = np.empty((len(rows), self._full_dim), dtype=np.float32)
+            self._decode_rows(data, tmp, list(range(len(rows))))
+            tmp = l2_normalize(tmp[:, : job.dimensions])
+            out[rows] = tmp
+        else:
+            self._decode_rows(data, out, rows, decode=decode_base64_into)
+        job.ok[rows] = True
+        usage = obj.get("usage") or {}
+        with job.lock:
+            job.tokens += int(usage.get("prompt_tokens") or 0)
+            job.model = job.model or obj.get("model")
+
+    @staticmethod
+    def _decode_rows(data: list[dict[str, Any]], out: Any, rows: list[int], decode: Any = None) -> None:
+        import numpy as np
+
+        from .vectors import decode_base64_into
+
+        decode = decode or decode_base64_into
+        for pos, item in enumerate(data):
+            idx = item.get("index", pos)
+            emb = item["embedding"]
+            target = out[rows[idx]]
+            if isinstance(emb, str):
+                decode(emb, target)
+            else:  # float fallback
+                target[...] = np.asarray(emb, dtype=np.float32)
+
+    @staticmethod
+    def _error_message(resp: Response) -> tuple[str, Any]:
+        """The message from SGLang's flat body, OpenAI's nested one, or a 401 string."""
+        import orjson
+
+        try:
+            body = orjson.loads(resp.content) if resp.content else None
+        except orjson.JSONDecodeError:
+            text = resp.content.decode("utf-8", "replace").strip()
+            return text[:500] or f"HTTP {resp.status}", text
+        msg: Any = None
+        if isinstance(body, dict):
+            err = body.get("error")
+            if isinstance(err, dict):
+                msg = err.get("message")
+            elif isinstance(err, str):
+                msg = err
+            if msg is None:
+                msg = body.get("message") or body.get("detail")
+        return (str(msg) if msg else f"HTTP {resp.status}"), body
+
+    def _error_for(self, resp: Response) -> ServerError:
+        msg, body = self._error_message(resp)
+        status = resp.status
+        hint: str | None = None
+        if status in (401, 403):
+            hint = "set `QEMBED_API_KEY` (or `--api-key`) to the key the server was started with"
+        elif status == 404:
+            hint = f"is {self.base_url} an SGLang embedding server? try `qembed doctor`"
+        elif status == 503:
+            hint = "the server is overloaded or starting; lower `concurrency`, or raise `max_queued_requests` in the profile"
+        elif status == 400 and "--is-embedding" in msg:
+            hint = "restart the server with `--is-embedding` (`qembed serve` adds it)"
+        elif status >= 500:
+            hint = "see the server log (`qembed logs`)"
+        return ServerError(f"the server answered {status}: {msg}", status=status, body=body, hint=hint)
+
+    def _retryable(self, status: int) -> bool:
+        return status in _RETRY_STATUSES
+
+    def _retry_delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return max(0.0, min(float(retry_after), MAX_RETRY_AFTER))
+            except ValueError:
+                pass  # an HTTP date: fall back to our own backoff
+        d = min(MAX_BACKOFF, self.backoff * (2**attempt))
+        return d / 2 + random.uniform(0, d / 2)
+
+    def _unreachable(self, exc: Exception) -> ServerUnreachable:
+        import httpx
+
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return ServerUnreachable(
+                f"no server answers at {self.base_url}",
+                hint="start one with `qembed serve`, or set `QEMBED_URL` (`--url`) to where it runs",
+            )
+        return ServerUnreachable(
+            f"the connection to {self.base_url} failed after {self.max_retries + 1} attempts: "
+            f"{type(exc).__name__}: {exc}",
+            hint="check the server (`qembed ps`, `qembed logs`) and try again",
+        )
+
+    # -- the per-batch state machine (shared by both clients) ------------------------------
+
+    def _batch_flow(self, job: _Job, rows: list[int]) -> Generator[Request, Response, None]:
+        """Send ``rows``; on a whole-request failure caused by one input, isolate it by halving.
+
+        Yields requests, receives the final response for each (after retries).
+        """
+        stack = [rows]
+        while stack:
+            part = stack.pop()
+            server_dims = job.dimensions if (job.dimensions is not None and self._supports_dimensions is not False) else None
+            client_truncate = job.dimensions is not None and server_dims is None
+            resp = yield self._embed_request([job.texts[i] for i in part], server_dims)
+            if resp.status == 200:
+                self._parse_embeddings(job, part, resp, client_truncate=client_truncate)
+                continue
+            msg, _ = self._error_message(resp)
+            if resp.status == 400 and server_dims is not None and _MATRYOSHKA_OFF in msg:
+                logger.info("server has Matryoshka off; truncating and renormalising on the client")
+                self._supports_dimensions = False
+                stack.append(part)
+                continue
+            if resp.status == 400 and self._encoding == "base64" and "encoding_format" in msg:
+                logger.info("server cannot send base64; asking for floats")
+                self._encoding = "float"
+                stack.append(part)
+                continue
+            if resp.status == 400 and _TOO_LONG.search(msg):
+                if len(part) == 1:
+                    job.fail(part[0], msg.rstrip("."),
+                             hint="split the text into shorter passages")
+                    continue
+                mid = len(part) // 2
+                stack.extend([part[mid:], part[:mid]])
+                continue
+            m = _AT_INDEX.search(msg)
+            if resp.status == 400 and m and int(m.group(1)) < len(part):
+                bad = part[int(m.group(1))]
+                job.fail(bad, "the text is empty or whitespace only")
+                rest = [i for i in part if i != bad]
+                if rest:
+                    stack.append(rest)
+                continue
+            raise self._error_for(resp)
+
+    def _finish(self, job: _Job) -> Any:
+        import numpy as np
+
+        cls = _embeddings_class()
+        if job.out is None:  # nothing was sent (empty input, or everything skipped)
+            d = self._out_dim(job) or 0
+            job.out = np.empty((len(job.texts), d), dtype=np.float32)
+            job.ok = np.zeros(len(job.texts), dtype=bool)
+        if job.failures:
+            job.ok[list(job.failures)] = False
+        if bool(job.ok.all()):
+            arr = job.out.view(cls)
+            arr.indices = None
+        else:
+            keep = np.flatnonzero(job.ok)
+            arr = job.out[keep].view(cls)
+            arr.indices = keep
+        arr.prompt_tokens = job.tokens
+        arr.model = job.model
+        arr.failures = [Failure(i, r) for i, r in sorted(job.failures.items())]
+        return arr
+
+    # -- formatting for the three entry points ---------------------------------------------
+
+    def _format(self, texts: str | Iterable[str], *, kind: Literal["raw", "query", "document"],
+                task: str | None = None, instruction: str | None = None,
+                prefix: str | None = None) -> tuple[list[str], list[str]]:
+        raw = self._as_list(texts)
+        if prefix is not None:
+            return raw, [apply_prefix(t, prefix) for t in raw]
+        if kind == "query":
+            return raw, [format_query(t, task=task, instruction=instruction) for t in raw]
+        if kind == "document":
+            return raw, [format_document(t, task=task) for t in raw]
+        inst = resolve_instruction(None, instruction)
+        return raw, [t if inst is None else format_query(t, task=None, instruction=inst) for t in raw]
+
+    def _info(self) -> ServerInfo:
+        return ServerInfo(url=self.base_url, model=self.model or self._server_model,
+                          max_model_len=self._max_model_len, dimensions=self._full_dim,
+                          supports_dimensions=self._supports_dimensions)
+
+
+def _normalise_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    if url.endswith("/v1"):
+        url = url[: -len("/v1")]
+    return url
+
+
+def _recorded_server() -> Any:
+    """The server recorded by ``qembed serve --detach``, if that module and record exist."""
+    try:
+        from . import state
+
+        return state.default_server()
+    except (ImportError, AttributeError):
+        return None
+    except Exception as exc:  # a broken state dir must not stop a client with an explicit URL
+        logger.debug("could not read the recorded server: %s", exc)
+        return None
+
+
+_DOC_ARGS = """
+        Args:
+            texts: one string or a sequence of strings.
+            dimensions: Matryoshka size, 32 .. the model's full size (default: full).
+            on_error: ``"raise"`` or ``"skip"`` (default: the client's).
+
+        Returns:
+            :class:`Embeddings`: float32 ``(n, d)``, unit rows, input order; ``.prompt_tokens``.
+
+        Raises:
+            InputError: a blank or too long input (``.index``), or bad ``dimensions``.
+            ServerUnreachable: no server answers at ``base_url``.
+            ServerError: the server answered with an error.
+"""
+
+
+def _with_args_doc(fn: _F) -> _F:
+    fn.__doc__ = (fn.__doc__ or "") + "\n" + _DOC_ARGS
+    return fn
+
+
+# -- sync ------------------------------------------------------------------------------------
+
+
+class Client(BaseClient):
+    """Synchronous client (httpx.Client; concurrent requests run in a small thread pool)."""
+
+    def __init__(self, base_url: str | None = None, **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
+        import httpx
+
+        self._http = httpx.Client(**self._httpx_kwargs())
+        self._pool: Any = None
+        self._pool_lock = threading.Lock()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close connections and the worker threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._http.close()
+
+    # -- public ----------------------------------------------------------------------------
+
+    @_with_args_doc
+    def embed(self, texts: str | Iterable[str], *, instruction: str | None = None, prefix: str | None = None,
+              dimensions: int | UseClientDefault | None = USE_CLIENT_DEFAULT,
+              on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Any:
+        """Embed texts as given, or with ``instruction`` in the Qwen3 query format."""
+        raw, formatted = self._format(texts, kind="raw", instruction=instruction, prefix=prefix)
+        return self._embed(raw, formatted, dimensions, on_error)
+
+    @_with_args_doc
+    def embed_queries(self, texts: str | Iterable[str], *, task: str | None = "retrieval",
+                      instruction: str | None = None,
+                      dimensions: int | UseClientDefault | None = USE_CLIENT_DEFAULT,
+                      on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Any:
+        """Embed queries as ``Instruct: {task}\\nQuery:{text}`` (default task: retrieval)."""
+        raw, formatted = self._format(texts, kind="query", task=task, instruction=instruction)
+        return self._embed(raw, formatted, dimensions, on_error)
+
+    @_with_args_doc
+    def embed_documents(self, texts: str | Iterable[str], *, task: str | None = None,
+                        dimensions: int | UseClientDefault | None = USE_CLIENT_DEFAULT,
+                        on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Any:
+        """Embed documents: no instruction, except for a symmetric ``task`` (sts, bitext, ...)."""
+        raw, formatted = self._format(texts, kind="document", task=task)
+        return self._embed(raw, formatted, dimensions, on_error)
+
+    def server_info(self) -> ServerInfo:
+        """Model name, context length and full vector size (one probe embedding, cached)."""
+        self._ensure_models()
+        if self._full_dim is None:
+            self._probe()
+        return self._info()
+
+    # -- I/O -------------------------------------------------------------------------------
+
+    def _send(self, req: Request) -> Response:
+        import httpx
+
+        attempt = 0
+        while True:
+            try:
+                r = self._http.request(req.method, req.path, content=req.body)
+            except httpx.TransportError as exc:
+                if attempt >= self.max_retries:
+                    raise self._unreachable(exc) from exc
+                delay = self._retry_delay(attempt, None)
+                logger.info("%s %s: %s; retry %d in %.2f s", req.method, req.path, type(exc).__name__, attempt + 1, delay)
+            else:
+                resp = Response(r.status_code, dict(r.headers), r.content)
+                if not self._retryable(resp.status) or attempt >= self.max_retries:
+                    return resp
+                delay = self._retry_delay(attempt, r.headers.get("retry-after"))
+                logger.info("%s %s: HTTP %d; retry %d in %.2f s", req.method, req.path, resp.status, attempt + 1, delay)
+            time.sleep(delay)
+            attempt += 1
+
+    def _ensure_models(self) -> None:
+        if not self._models_fetched:
+            self._parse_models(self._send(self._models_request()))
+
+    def _probe(self) -> None:
+        probe = _Job(texts=["qembed dimension probe"], dimensions=None, on_error="raise")
+        self._drive(probe, [0])
+
+    def _drive(self, job: _Job, rows: list[int]) -> None:
+        flow = self._batch_flow(job, rows)
+        try:
+            req = next(flow)
+            while True:
+                req = flow.send(self._send(req))
+        except StopIteration:
+            pass
+
+    def _executor(self) -> Any:
+        with self._pool_lock:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="qembed")
+            return self._pool
+
+    def _embed(self, raw: list[str], formatted: list[str], dimensions: Any, on_error: Any) -> Any:
+        job = self._new_job(raw, formatted, dimensions, on_error)
+        if not job.texts:
+            return self._finish(job)
+        self._ensure_models()
+        if job.dimensions is not None:
+            if self._full_dim is None:
+                self._probe()
+            assert self._full_dim is not None
+            check_dimensions(job.dimensions, self._full_dim)
+            if job.dimensions == self._full_dim:
+                job.dimensions = None
+        self._check_lengths(job)
+        self._allocate(job)
+        batches = self._plan(job)
+        while batches and self._needs_learning(job):
+            self._drive(job, batches.pop(0))
+        if len(batches) == 1 or (batches and self.concurrency == 1):
+            for b in batches:
+                self._drive(job, b)
+        elif batches:
+            pool = self._executor()
+            futures = [pool.submit(self._drive, job, b) for b in batches]
+            try:
+                for f in futures:
+                    f.result()
+            finally:
+                for f in futures:
+                    f.cancel()
+        return self._finish(job)
+
+
+# -- async -----------------------------------------------------------------------------------
+
+
+class AsyncClient(BaseClient):
+    """Asynchronous client (httpx.AsyncClient); same methods as :class:`Client`, awaited."""
+
+    def __init__(self, base_url: str | None = None, **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
+        import httpx
+
+        self._http = httpx.AsyncClient(**self._httpx_kwargs())
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    close = aclose
+
+    @_with_args_doc
+    async def embed(self, texts: str | Iterable[str], *, instruction: str | None = None, prefix: str | None = None,
+                    dimensions: int | UseClientDefault | None = USE_CLIENT_DEFAULT,
+                    on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Any:
+        """Embed texts as given, or with ``instruction`` in the Qwen3 query format."""
+        raw, formatted = self._format(texts, kind="raw", instruction=instruction, prefix=prefix)
+        return await self._embed(raw, formatted, dimensions, on_error)
+
+    @_with_args_doc
+    async def embed_queries(self, texts: str | Iterable[str], *, task: str | None = "retrieval",
+                            instruction: str | None = None,
+                            dimensions: int | UseClientDefault | None = USE_CLIENT_DEFAULT,
+                            on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Any:
+        """Embed queries as ``Instruct: {task}\\nQuery:{text}`` (default task: retrieval)."""
+        raw, formatted = self._format(texts, kind="query", task=task, instruction=instruction)
+        return await self._embed(raw, formatted, dimensions, on_error)
+
+    @_with_args_doc
+    async def embed_documents(self, texts: str | Iterable[str], *, task: str | None = None,
+                              dimensions: int | UseClientDefault | None = USE_CLIENT_DEFAULT,
+                              on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Any:
+        """Embed documents: no instruction, except for a symmetric ``task`` (sts, bitext, ...)."""
+        raw, formatted = self._format(texts, kind="document", task=task)
+        return await self._embed(raw, formatted, dimensions, on_error)
+
+    async def server_info(self) -> ServerInfo:
+        """Model name, context length and full vector size (one probe embedding, cached)."""
+        await self._ensure_models()
+        if self._full_dim is None:
+            await self._probe()
+        return self._info()
+
+    async def _send(self, req: Request) -> Response:
+        import asyncio
+
+        import httpx
+
+        attempt = 0
+        while True:
+            try:
+                r = await self._http.request(req.method, req.path, content=req.body)
+            except httpx.TransportError as exc:
+                if attempt >= self.max_retries:
+                    raise self._unreachable(exc) from exc
+                delay = self._retry_delay(attempt, None)
+            else:
+                resp = Response(r.status_code, dict(r.headers), r.content)
+                if not self._retryable(resp.status) or attempt >= self.max_retries:
+                    return resp
+                delay = self._retry_delay(attempt, r.headers.get("retry-after"))
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def _ensure_models(self) -> None:
+        if not self._models_fetched:
+            self._parse_models(await self._send(self._models_request()))
+
+    async def _probe(self) -> None:
+        probe = _Job(texts=["qembed dimension probe"], dimensions=None, on_error="raise")
+        await self._drive(probe, [0])
+
+    async def _drive(self, job: _Job, rows: list[int]) -> None:
+        flow = self._batch_flow(job, rows)
+        try:
+            req = next(flow)
+            while True:
+                req = flow.send(await self._send(req))
+        except StopIteration:
+            pass
+
+    async def _embed(self, raw: list[str], formatted: list[str], dimensions: Any, on_error: Any) -> Any:
+        import asyncio
+
+        job = self._new_job(raw, formatted, dimensions, on_error)
+        if not job.texts:
+            return self._finish(job)
+        await self._ensure_models()
+        if job.dimensions is not None:
+            if self._full_dim is None:
+                await self._probe()
+            assert self._full_dim is not None
+            check_dimensions(job.dimensions, self._full_dim)
+            if job.dimensions == self._full_dim:
+                job.dimensions = None
+        self._check_lengths(job)
+        self._allocate(job)
+        batches = self._plan(job)
+        while batches and self._needs_learning(job):
+            await self._drive(job, batches.pop(0))
+        if batches:
+            sem = asyncio.Semaphore(self.concurrency)
+
+            async def one(b: list[int]) -> None:
+                async with sem:
+                    await self._drive(job, b)
+
+            async with asyncio.TaskGroup() as tg:
+                for b in batches:
+                    tg.create_task(one(b))
+        return self._finish(job)
+
+
