@@ -506,7 +506,8 @@ def _key_error(key: str, where: str) -> ProfileError:
             hint=f"use {use}" + ("" if qkey is None else "; see docs/profiles.md"),
         )
     close = _closest(key, [f for f in FIELDS if f not in _LOADER_KEYS])
-    if _SECRET_KEY.search(key) and close not in {"api_key_env", "api_key_file", "max_prefill_tokens"}:
+    # `max_prefil_tokens` is a typo, not a secret: only keys close to a token-count key escape.
+    if _SECRET_KEY.search(key) and not (close and "tokens" in close):
         return ProfileError(
             f"`{key}` in {where} looks like a secret; secrets are never stored in a profile",
             hint="export the API key as `QEMBED_API_KEY` (or name the variable with `api_key_env`), "
@@ -630,7 +631,8 @@ def _parse_overrides(overrides: Sequence[str] | Mapping[str, object]) -> list[tu
 
 def _apply_overrides(values: dict[str, tuple[Any, str]], overrides: Sequence[str] | Mapping[str, object]) -> None:
     for key, value, text in _parse_overrides(overrides):
-        where = f"override `{text}`"
+        # Only the key: the value may be a secret someone tried to pass (`api_key=...`).
+        where = f"override `{key}`"
         top, _, sub = key.partition(".")
         if top not in FIELDS or top in _LOADER_KEYS or top == "extends":
             if top == "extends":
