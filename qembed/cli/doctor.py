@@ -1,5 +1,67 @@
-"""`qembed doctor` commands (placeholder: being built)."""
+"""`qembed doctor`: check the machine, the profile, a running server and the last failure."""
 
 from __future__ import annotations
 
-from . import app  # noqa: F401
+from typing import Annotated
+
+import typer
+
+from qembed import env as qenv
+
+from . import app
+
+DOCTOR_HELP = """Check everything `qembed serve` needs, and explain the last failure.
+
+Rows: system, profile, NVIDIA driver (vs the installed SGLang's CUDA build), each GPU,
+torch/CUDA and SGLang in the target interpreter (probed in a subprocess), the model files,
+the memory fit, port/proxy//dev/shm, a running server (/health, /v1/models, one embedding,
+`dimensions`) and the newest `qembed serve` log (or --log FILE).
+
+Exit codes: 0 all checks pass, 1 at least one FAIL, 6 warnings only (no FAIL).
+
+Examples:
+
+  qembed doctor
+
+  qembed doctor --profile l4 --json
+
+  qembed doctor --url http://gpu-box:30000
+
+  qembed doctor --log ~/.local/state/qembed/logs/default-20261120-100000.log
+"""
+
+
+def _escape(text: str) -> str:
+    # rows quote log lines such as "[Errno 98]"; keep rich from reading them as markup
+    return text.replace("[", "\\[")
+
+
+@app.command("doctor", help=DOCTOR_HELP, epilog=qenv.env_help("QEMBED_PROFILE", "QEMBED_URL", "QEMBED_SGLANG_PYTHON", "QEMBED_STATE_DIR"))
+def doctor(
+    profile: Annotated[str, typer.Option("--profile", "-p", envvar=qenv.PROFILE.name,
+                                         help="Profile to check: shipped name, YAML path or `auto`.")] = "auto",
+    url: Annotated[str | None, typer.Option("--url", envvar=qenv.URL.name,
+                                            help="A running server to check (default: the one `qembed serve` recorded).")] = None,
+    python: Annotated[str | None, typer.Option("--python", envvar=qenv.SGLANG_PYTHON.name,
+                                               help="Interpreter with SGLang to probe (default: the profile's, else this one).")] = None,
+    log: Annotated[str | None, typer.Option("--log", help="An SGLang log file to diagnose (default: the newest `qembed serve` log).")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    from qembed import output
+    from qembed.doctor import exit_code, report_json, run_checks, summary
+
+    checks = run_checks(profile=profile, url=url, python=python, log=log)
+    code = exit_code(checks)
+    if json_:
+        output.print_json(report_json(checks))
+    else:
+        output.table(["Section", "Check", "Status", "Found", "Fix"],
+                     [[_escape(c.section), _escape(c.name), c.status, _escape(c.found), _escape(c.fix or "")]
+                      for c in checks], title="qembed doctor")
+        counts = summary(checks)
+        output.status(f"{counts['PASS']} passed, {counts['WARN']} warnings, {counts['FAIL']} failed, "
+                      f"{counts['SKIP']} skipped")
+    if code:
+        # SystemExit, not typer.Exit: `qembed.cli.main` runs the app with standalone_mode=False,
+        # where Click turns typer.Exit into a return value that the funnel does not pass on.
+        raise SystemExit(code)

@@ -1,0 +1,808 @@
+"""``qembed doctor``: every check, as data.
+
+:func:`run_checks` returns a list of :class:`Check` rows (section, name, status, what was found,
+what to do). It never prints; the CLI renders the rows as a table or as JSON.
+
+Nothing heavy runs in this process: torch and SGLang are inspected by a short probe subprocess
+in the target interpreter (the one SGLang would run in), NVML through :mod:`qembed.gpu`, a
+running server over HTTP with httpx.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from . import __version__
+from . import env as qenv
+from .gpu import GiB, MiB
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .gpu import GPUInfo, GPUSnapshot
+
+Status = Literal["PASS", "WARN", "FAIL", "SKIP"]
+
+PASS: Status = "PASS"
+WARN: Status = "WARN"
+FAIL: Status = "FAIL"
+SKIP: Status = "SKIP"
+
+INSTALL_SERVE = "pip install 'qembed[serve]'"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+SHM_MIN = 1 * GiB
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of the doctor report. ``fix`` is set when the status is not PASS."""
+
+    section: str
+    name: str
+    status: Status
+    found: str
+    fix: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def exit_code(checks: Iterable[Check]) -> int:
+    """0 when all pass (or skip), 1 on any FAIL, 6 (``ExitCode.WARNINGS``) for warnings only."""
+    from .errors import ExitCode
+
+    statuses = {c.status for c in checks}
+    if FAIL in statuses:
+        return int(ExitCode.FAILURE)
+    if WARN in statuses:
+        return int(ExitCode.WARNINGS)
+    return int(ExitCode.OK)
+
+
+def summary(checks: Iterable[Check]) -> dict[str, int]:
+    out = {PASS: 0, WARN: 0, FAIL: 0, SKIP: 0}
+    for c in checks:
+        out[c.status] += 1
+    return out
+
+
+def report_json(checks: list[Check]) -> dict[str, Any]:
+    """The ``--json`` document: rows, counts and the exit code."""
+    return {"checks": [c.to_json() for c in checks], "summary": summary(checks),
+            "exit_code": exit_code(checks)}
+
+
+# -- the probe subprocess ---------------------------------------------------------------------
+
+# Runs in the target interpreter with -I. It imports neither torch nor sglang: versions come
+# from package metadata, torch's CUDA build from torch/version.py read as text.
+_PROBE = r"""
+import importlib.metadata as md, importlib.util as iu, json, os, platform, re, sys
+out = {"python": platform.python_version(), "executable": sys.executable}
+def ver(name):
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return None
+for name in ("torch", "sglang", "transformers", "flashinfer-python", "sglang-kernel"):
+    out[name] = ver(name)
+out["torch_cuda"] = None
+try:
+    spec = iu.find_spec("torch")
+    if spec and spec.submodule_search_locations:
+        path = os.path.join(list(spec.submodule_search_locations)[0], "version.py")
+        text = open(path, encoding="utf-8").read()
+        m = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", text, re.M)
+        out["torch_cuda"] = m.group(1) if m else None
+except Exception as exc:
+    out["torch_cuda_error"] = str(exc)
+out["sglang_spec"] = iu.find_spec("sglang") is not None
+print("QEMBED-PROBE " + json.dumps(out))
+"""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the target interpreter has installed."""
+
+    python: str  # the interpreter path asked for
+    ok: bool
+    error: str | None = None
+    python_version: str | None = None
+    executable: str | None = None
+    torch: str | None = None
+    torch_cuda: str | None = None  # "13.0", or None for a CPU-only build
+    sglang: str | None = None
+    transformers: str | None = None
+    flashinfer: str | None = None
+    seconds: float = 0.0
+
+
+def run_probe(python: str, *, timeout: float = 60.0) -> Probe:
+    """Run the probe in ``python`` and parse its JSON line. Never raises."""
+    t0 = time.perf_counter()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    try:
+        proc = subprocess.run([python, "-I", "-c", _PROBE], capture_output=True, text=True,
+                              timeout=timeout, env=env, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Probe(python, False, error=f"cannot run `{python}`: {exc}")
+    line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("QEMBED-PROBE ")), None)
+    if line is None:
+        tail = " ".join(proc.stderr.strip().splitlines()[-2:])
+        return Probe(python, False, error=f"`{python}` exited {proc.returncode}: {tail}")
+    d = json.loads(line.removeprefix("QEMBED-PROBE "))
+    return Probe(python, True, python_version=d.get("python"), executable=d.get("executable"),
+                 torch=d.get("torch"), torch_cuda=d.get("torch_cuda"), sglang=d.get("sglang"),
+                 transformers=d.get("transformers"), flashinfer=d.get("flashinfer-python"),
+                 seconds=time.perf_counter() - t0)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _p(profile: Any, key: str, default: Any = None) -> Any:
+    return getattr(profile, key, default) if profile is not None else default
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def _plabel(profile: Any) -> str:
+    name = _p(profile, "name")
+    return f"profile `{name}`" if name else "the profile"
+
+
+@dataclass
+class _Ctx:
+    profile_ref: str
+    url: str | None
+    python: str | None
+    log: str | None
+    snap: GPUSnapshot | None = None
+    profile: Any = None
+    probe: Probe | None = None
+    rows: list[Check] = field(default_factory=list)
+
+    def add(self, section: str, name: str, status: Status, found: str, fix: str | None = None) -> None:
+        self.rows.append(Check(section, name, status, found, fix if status != PASS else None))
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+
+def _system(c: _Ctx) -> None:
+    s = "System"
+    c.add(s, "Python", PASS, f"{platform.python_version()} ({sys.executable})")
+    osname = platform.system()
+    if osname == "Linux":
+        c.add(s, "OS", PASS, platform.platform())
+    else:
+        c.add(s, "OS", WARN, platform.platform(), "SGLang serves on Linux with NVIDIA GPUs only; "
+              "use `qembed` here as a client (`--url`)")
+    c.add(s, "qembed", PASS, __version__)
+
+
+def _profile(c: _Ctx) -> None:
+    s = "Profile"
+    try:
+        from .profiles import resolve_profile
+    except ImportError as exc:
+        c.add(s, "profile", SKIP, f"profiles unavailable ({exc})")
+        return
+    from .errors import QembedError
+
+    try:
+        resolved = resolve_profile(c.profile_ref, gpus=c.snap)
+    except QembedError as exc:
+        c.add(s, "profile", FAIL, exc.message, exc.hint or "run `qembed profiles list`")
+        return
+    c.profile = resolved.profile
+    why = f" (auto: {resolved.auto_reason})" if resolved.auto_reason else ""
+    c.add(s, "profile", PASS, f"`{c.profile.name}`{why}; model {c.profile.model}")
+
+
+def _nvml(c: _Ctx, sglang_version: str | None) -> None:
+    from . import gpu
+
+    s = "NVIDIA driver"
+    snap = c.snap
+    assert snap is not None
+    if snap.driver_version is None and snap.error:
+        fix = ("`pip install nvidia-ml-py`" if "nvidia-ml-py" in snap.error
+               else "install the NVIDIA driver (R580+ for SGLang 0.5.20 and later) and check `nvidia-smi`")
+        c.add(s, "NVML", FAIL, snap.error, fix)
+        c.add(s, "driver", SKIP, "no driver", None)
+        return
+    c.add(s, "NVML", PASS, "loaded")
+    found = (f"{snap.driver_version} (CUDA {snap.cuda_driver_str or '?'}); "
+             f"runs {gpu.sglang_for_driver(snap)}")
+    if gpu.driver_too_old(snap, sglang_version):
+        c.add(s, "driver", FAIL, f"{found}; installed sglang {sglang_version} is built for CUDA "
+              f"{gpu.sglang_cuda_major(sglang_version)}", gpu.DRIVER_HINT)
+    elif sglang_version is None and (gpu.driver_cuda_major(snap) or 0) < 13:
+        c.add(s, "driver", WARN, found + "; `pip install 'qembed[serve]'` would get a CUDA 13 SGLang",
+              gpu.DRIVER_HINT)
+    else:
+        c.add(s, "driver", PASS, found)
+    for note in snap.notes:
+        c.add(s, "CUDA_VISIBLE_DEVICES" if "CUDA_VISIBLE" in note else "NVML note", WARN, note,
+              "fix `CUDA_VISIBLE_DEVICES` (indices or GPU UUIDs, comma-separated)")
+    if snap.error:
+        c.add(s, "GPUs", FAIL, snap.error, "check `nvidia-smi` and `CUDA_VISIBLE_DEVICES`")
+
+
+def _gpus(c: _Ctx) -> None:
+    from . import gpu
+
+    snap = c.snap
+    assert snap is not None
+    if not snap.gpus:
+        c.add("GPU", "GPUs", SKIP, "no GPU visible", None)
+        return
+    dtype = _p(c.profile, "dtype", "auto")
+    quant = _p(c.profile, "quantization")
+    for g in snap.gpus:
+        s = f"GPU {g.index}"
+        caps = f"{g.name}, sm{g.sm}: bf16 {'yes' if g.sm >= 80 else 'no'}, fp8 {'yes' if g.sm >= 89 else 'no'}"
+        need_q = gpu.QUANT_MIN_SM.get(str(quant)) if quant else None
+        if g.sm < gpu.MIN_SM:
+            c.add(s, "compute capability", FAIL, caps, "SGLang needs sm75 or newer; use another GPU (`gpu_ids`)")
+        elif need_q is not None and g.sm < need_q:
+            c.add(s, "compute capability", FAIL, caps + f"; `quantization: {quant}` needs sm{need_q}",
+                  f"remove `quantization` from {_plabel(c.profile)}")
+        elif g.sm < gpu.BF16_MIN_SM and dtype in ("auto", "bfloat16"):
+            c.add(s, "compute capability", WARN, caps + f"; `dtype: {dtype}` runs as float16",
+                  f"set `dtype: float16` in {_plabel(c.profile)}; vectors differ slightly from bf16")
+        else:
+            c.add(s, "compute capability", PASS, caps)
+        c.add(s, "memory", PASS, f"{g.memory_total / GiB:.1f} GiB total, {g.memory_free / GiB:.1f} GiB free")
+        others = [p for p in g.processes if p.pid != os.getpid()]
+        if others:
+            held = ", ".join(f"pid {p.pid} {p.name or '?'} "
+                             f"{p.used_bytes // MiB if p.used_bytes is not None else '?'} MiB" for p in others)
+            c.add(s, "other processes", WARN, held, "stop them, or pick a free GPU with `gpu_ids`")
+        else:
+            c.add(s, "other processes", PASS, "none")
+
+
+def _torch(c: _Ctx) -> None:
+    from . import gpu
+
+    s = "Torch/CUDA"
+    pr = c.probe
+    assert pr is not None
+    if not pr.ok:
+        c.add(s, "interpreter", FAIL, pr.error or "probe failed",
+              "pass `--python PATH` (or set `QEMBED_SGLANG_PYTHON`) to the interpreter with SGLang")
+        return
+    c.add(s, "interpreter", PASS, f"{pr.executable} (Python {pr.python_version})")
+    if pr.torch is None:
+        status = FAIL if pr.sglang else SKIP
+        c.add(s, "torch", status, f"not installed in {pr.python}",
+              f"`{INSTALL_SERVE}` installs SGLang with its pinned torch")
+        return
+    build = f"CUDA {pr.torch_cuda}" if pr.torch_cuda else "CPU-only build"
+    found = f"torch {pr.torch} ({build})"
+    snap = c.snap
+    have = gpu.driver_cuda_major(snap) if snap is not None else None
+    if pr.torch_cuda is None:
+        c.add(s, "torch", FAIL if pr.sglang else WARN, found,
+              f"install a CUDA build of torch in that interpreter (`{INSTALL_SERVE}` pulls the right one)")
+        return
+    need = int(pr.torch_cuda.split(".")[0])
+    if have is None:
+        c.add(s, "torch", WARN, found + "; no driver to run it", "install the NVIDIA driver")
+    elif have < need:
+        c.add(s, "torch", FAIL, found + f"; the driver supports CUDA {snap.cuda_driver_str if snap else '?'}",
+              gpu.DRIVER_HINT)
+    else:
+        c.add(s, "torch", PASS, found + f"; driver supports CUDA {snap.cuda_driver_str if snap else '?'}")
+
+
+def _sglang(c: _Ctx) -> None:
+    from . import gpu
+
+    s = "SGLang"
+    pr = c.probe
+    if pr is None or not pr.ok:
+        c.add(s, "sglang", SKIP, "no interpreter to look in")
+        return
+    if pr.sglang is None:
+        c.add(s, "sglang", FAIL, f"not installed in {pr.python}",
+              f"`{INSTALL_SERVE}` (CUDA 13, needs an R580+ driver) or `pip install 'sglang==0.5.19'` "
+              "(CUDA 12); or pass `--python` to the interpreter that has it")
+        c.add(s, "flags", SKIP, "no SGLang to check the profile's flags with")
+        return
+    cuda = gpu.sglang_cuda_major(pr.sglang)
+    extra = f"; flashinfer {pr.flashinfer}" if pr.flashinfer else ""
+    c.add(s, "sglang", PASS, f"{pr.sglang} (CUDA {cuda} build){extra}")
+    if c.profile is None:
+        c.add(s, "flags", SKIP, "no profile loaded")
+        return
+    try:
+        from .sglang_args import build_flags, check_flags, profile_warnings
+    except ImportError as exc:
+        c.add(s, "flags", SKIP, f"sglang_args unavailable ({exc})")
+        return
+    from .errors import QembedError
+
+    try:
+        result = check_flags(build_flags(c.profile), python=pr.python)
+    except QembedError as exc:
+        c.add(s, "flags", FAIL, exc.message, exc.hint)
+    else:
+        if result.ok:
+            c.add(s, "flags", PASS, f"SGLang's parser accepts {_plabel(c.profile)} ({result.seconds:.1f} s)")
+        else:
+            c.add(s, "flags", FAIL, f"SGLang's parser rejects {_plabel(c.profile)}: {result.message}",
+                  f"fix `extra_args` (or the key it names) in {_plabel(c.profile)}")
+    for w in profile_warnings(c.profile):
+        c.add(s, "profile setting", WARN, w, f"edit {_plabel(c.profile)}")
+
+
+def tokenizer_appends_eos(tokenizer_json: Path) -> bool | None:
+    """Whether tokenizer.json's post-processor appends ``<|endoftext|>`` (``None``: unreadable).
+
+    Reads only the ``post_processor`` object of the (11 MB) file.
+    """
+    try:
+        text = tokenizer_json.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    i = text.find('"post_processor"')
+    if i < 0:
+        return False
+    k = text.find(":", i) + 1
+    while k < len(text) and text[k].isspace():
+        k += 1
+    try:
+        obj, _ = json.JSONDecoder().raw_decode(text, k)
+    except ValueError:
+        return None
+
+    def walk(o: Any) -> bool:
+        if isinstance(o, dict):
+            if o.get("type") == "TemplateProcessing":
+                return "<|endoftext|>" in json.dumps(o.get("single", []))
+            return any(walk(v) for v in o.values())
+        if isinstance(o, list):
+            return any(walk(v) for v in o)
+        return False
+
+    return walk(obj)
+
+
+def _model(c: _Ctx) -> None:
+    from . import models
+
+    s = "Model"
+    model = str(_p(c.profile, "model", "Qwen/Qwen3-Embedding-4B"))
+    shape = models.model_shape(model)
+    size = _gb(shape.params * 2) if shape else "several GB"
+    local = Path(model).expanduser()
+    is_path = model.startswith(("/", ".", "~")) or local.exists()
+    d = models.model_dir(model)
+    if d is None:
+        if is_path:
+            c.add(s, "model", FAIL, f"{model}: no such directory", f"set `model` in {_plabel(c.profile)} to a "
+                  "directory with config.json, or a Hub id such as `Qwen/Qwen3-Embedding-4B`")
+            return
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        if offline:
+            c.add(s, "model", FAIL, f"{model} is not in the HF cache and HF_HUB_OFFLINE is set",
+                  f"`huggingface-cli download {model}` on a connected machine, or unset HF_HUB_OFFLINE")
+        elif not os.environ.get("HF_TOKEN"):
+            c.add(s, "model", WARN, f"{model} is not in the local HF cache: SGLang downloads it at launch "
+                  f"({size}), anonymously", f"pre-fetch with `huggingface-cli download {model}` "
+                  "(set HF_TOKEN to avoid anonymous rate limits)")
+        else:
+            c.add(s, "model", PASS, f"{model} not cached yet: downloads at launch ({size}) with HF_TOKEN")
+        return
+    cfg_path = d / "config.json"
+    if not cfg_path.is_file():
+        c.add(s, "model", FAIL, f"{d} has no config.json", f"set `model` in {_plabel(c.profile)} to the "
+              "snapshot directory that contains config.json")
+        return
+    c.add(s, "model", PASS, f"{model} -> {d}")
+    cfg = models.find_model_config(str(d)) or {}
+    arch = ", ".join(cfg.get("architectures") or ["?"])
+    if "Qwen3ForCausalLM" in arch:
+        c.add(s, "architecture", PASS, f"{arch}: SGLang needs `--is-embedding`, which qembed always passes")
+    elif "Qwen3Model" in arch:
+        c.add(s, "architecture", PASS, f"{arch}: detected as an embedding model")
+    else:
+        c.add(s, "architecture", WARN, f"{arch}: not a Qwen3-Embedding architecture",
+              "qembed is tested with Qwen/Qwen3-Embedding-0.6B/4B/8B")
+    if not any(d.glob("*.safetensors")):
+        c.add(s, "weights", FAIL, f"no *.safetensors in {d}", f"re-download: `huggingface-cli download {model}`")
+    tok = d / "tokenizer.json"
+    eos = tokenizer_appends_eos(tok) if tok.is_file() else None
+    repo = model if not is_path else "Qwen/Qwen3-Embedding-4B"
+    if not tok.is_file():
+        c.add(s, "tokenizer", WARN, f"no tokenizer.json in {d}", f"`huggingface-cli download {repo} tokenizer.json`")
+    elif eos:
+        c.add(s, "tokenizer", PASS, "tokenizer.json appends <|endoftext|> (TemplateProcessing)")
+    else:
+        c.add(s, "tokenizer", WARN, "tokenizer.json does not append <|endoftext|> (an older snapshot): "
+              "last-token vectors differ from the reference",
+              f"update it: `huggingface-cli download {repo} tokenizer.json` (or re-download the model)")
+
+
+def _fit(c: _Ctx) -> None:
+    from . import gpu, models
+
+    s = "Memory fit"
+    model = str(_p(c.profile, "model", "Qwen/Qwen3-Embedding-4B"))
+    shape = models.model_shape(model)
+    if shape is None:
+        c.add(s, "fit", SKIP, f"unknown shape for {model} (no config.json)")
+        return
+    dtype = _p(c.profile, "dtype", "auto")
+    dbytes = models.dtype_bytes_for(dtype)
+    kvb = models.kv_dtype_bytes_for(_p(c.profile, "kv_cache_dtype"), dbytes)
+    tp = int(_p(c.profile, "tp_size", 1) or 1)
+    dp = int(_p(c.profile, "dp_size", 1) or 1)
+    need = (f"weights {_gb(shape.loaded_params * dbytes / tp)} per GPU, "
+            f"KV {shape.kv_bytes_per_token(kvb, tp_size=tp) // 1024} KiB/token")
+    snap = c.snap
+    if snap is None or not snap.gpus:
+        c.add(s, "fit", SKIP, f"no GPU to check; {shape.name.split('/')[-1]} needs {need}")
+        return
+    gpus, missing = gpu.selected_gpus(snap, c.profile)
+    if missing or tp * dp > len(gpus):
+        c.add(s, "GPUs", FAIL, f"{_plabel(c.profile)} needs {tp * dp} GPUs (tp {tp} x dp {dp}); "
+              f"{len(gpus)} usable{f', gpu_ids {missing} absent' if missing else ''}",
+              f"lower `tp_size`/`dp_size` or fix `gpu_ids` in {_plabel(c.profile)}")
+        if not gpus:
+            return
+    g: GPUInfo = min(gpus, key=lambda x: x.memory_free)
+    fit = models.estimate_fit(shape, dtype_bytes=dbytes, gpu_total_bytes=g.memory_total,
+                              gpu_free_bytes=g.memory_free,
+                              mem_fraction=_p(c.profile, "gpu_memory_fraction"),
+                              context_length=_p(c.profile, "context_length"),
+                              chunked_prefill_size=_p(c.profile, "chunked_prefill_size"), tp_size=tp,
+                              kv_dtype_bytes=kvb)
+    frac = f"fraction {fit.mem_fraction:.3f}{' (SGLang auto)' if fit.mem_fraction_is_auto else ''}"
+    found = (f"GPU {g.index}: weights {_gb(fit.weights_bytes)}, KV {fit.kv_bytes_per_token // 1024} KiB/token, "
+             f"{frac}: {fit.note}")
+    if fit.fits:
+        c.add(s, "fit", PASS, found)
+    else:
+        c.add(s, "fit", FAIL, "will not fit: " + found, f"in {_plabel(c.profile)}: " + "; or ".join(fit.suggestions))
+
+
+def _in_container() -> bool:
+    if Path("/.dockerenv").exists() or Path("/run/.containerenv").exists():
+        return True
+    try:
+        text = Path("/proc/1/cgroup").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"docker|kubepods|containerd|lxc|libpod", text))
+
+
+def shm_size(path: str = "/dev/shm") -> int | None:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_blocks * st.f_frsize
+
+
+def no_proxy_covers_loopback(value: str | None) -> bool:
+    """Whether a NO_PROXY value bypasses the proxy for 127.0.0.1 (as ``requests`` reads it)."""
+    if not value:
+        return False
+    entries = [e.strip().lower() for e in value.split(",") if e.strip()]
+    if "*" in entries:
+        return True
+    import ipaddress
+
+    for e in entries:
+        if e in ("127.0.0.1", "localhost"):
+            return True
+        if "/" in e:
+            try:
+                if ipaddress.ip_address("127.0.0.1") in ipaddress.ip_network(e, strict=False):
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def port_holder(port: int) -> str | None:
+    """Who listens on ``port``: psutil when installed, else a /proc scan (Linux)."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        try:
+            for conn in psutil.net_connections(kind="inet"):
+                if conn.laddr and conn.laddr.port == port and conn.status == "LISTEN" and conn.pid:
+                    try:
+                        name = psutil.Process(conn.pid).name()
+                    except psutil.Error:
+                        name = "?"
+                    return f"pid {conn.pid} ({name})"
+        except (psutil.Error, OSError):
+            pass
+    try:
+        from .launcher import port_holder as proc_scan
+    except ImportError:
+        return None
+    return proc_scan(port)
+
+
+def _network(c: _Ctx) -> None:
+    s = "Network"
+    host = str(_p(c.profile, "host", "127.0.0.1"))
+    port = int(_p(c.profile, "port", 30000))
+    try:
+        from .launcher import find_free_port, port_is_free
+    except ImportError:
+        c.add(s, "port", SKIP, "launcher unavailable")
+    else:
+        if port_is_free(host, port):
+            c.add(s, "port", PASS, f"{host}:{port} is free")
+        else:
+            holder = port_holder(port)
+            free = find_free_port(host, port)
+            ours = _recorded_on_port(port)
+            who = f" by {holder}" if holder else " (holder not visible: another user or container)"
+            if ours:
+                c.add(s, "port", WARN, f"{host}:{port} is used by qembed server `{ours}`",
+                      f"fine if you mean to use it; otherwise `qembed stop {ours}` or set `port` in {_plabel(c.profile)}")
+            else:
+                c.add(s, "port", FAIL, f"{host}:{port} is in use{who}",
+                      f"set `port: {free or port + 1}` in {_plabel(c.profile)} (or `--set port={free or port + 1}`), "
+                      "or stop that process")
+    proxies = {k: v for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
+               if (v := os.environ.get(k))}
+    no_proxy = os.environ.get("NO_PROXY") or os.environ.get("no_proxy")
+    if not proxies:
+        c.add(s, "proxy", PASS, "no HTTP(S)_PROXY set")
+    elif no_proxy_covers_loopback(no_proxy):
+        c.add(s, "proxy", PASS, f"{', '.join(sorted(proxies))} set; NO_PROXY covers loopback")
+    else:
+        c.add(s, "proxy", WARN, f"{', '.join(sorted(proxies))} set without NO_PROXY for 127.0.0.1: SGLang's "
+              "warm-up request (and clients) go through the proxy, and the server kills itself on the 502 "
+              "(`qembed serve` adds loopback to NO_PROXY for SGLang itself)",
+              "export NO_PROXY=127.0.0.1,localhost,::1")
+    size = shm_size()
+    if size is None:
+        c.add(s, "/dev/shm", SKIP, "no /dev/shm")
+    elif _in_container():
+        if size < SHM_MIN:
+            c.add(s, "/dev/shm", WARN, f"{size / MiB:.0f} MiB inside a container (Docker's default is 64 MiB)",
+                  "start the container with `--shm-size 16g` or `--ipc=host`")
+        else:
+            c.add(s, "/dev/shm", PASS, f"{size / GiB:.1f} GiB (container)")
+    else:
+        c.add(s, "/dev/shm", PASS, f"{size / GiB:.1f} GiB (not a container)")
+
+
+def _recorded_on_port(port: int) -> str | None:
+    try:
+        from . import state
+
+        for rec in state.list_records(clean=True):
+            if rec.port == port:
+                return rec.name
+    except Exception:  # state is best effort here: a broken record must not break doctor
+        return None
+    return None
+
+
+def _recorded_url() -> tuple[str | None, str | None]:
+    try:
+        from . import state
+
+        rec = state.default_server()
+    except Exception:
+        return None, None
+    return (rec.url, rec.name) if rec is not None else (None, None)
+
+
+def _api_key(profile: Any) -> str | None:
+    if profile is not None:
+        try:
+            from .profiles import resolve_api_key
+
+            key = resolve_api_key(profile)
+            if key:
+                return key
+        except Exception:
+            pass
+    return qenv.API_KEY.get()
+
+
+def _server(c: _Ctx, transport: httpx.BaseTransport | None) -> None:
+    s = "Server"
+    url, name = c.url, None
+    if not url:
+        url, name = _recorded_url()
+    if not url:
+        c.add(s, "server", SKIP, "no --url given and no running `qembed serve` recorded")
+        return
+    import httpx
+
+    url = url.rstrip("/")
+    headers = {}
+    key = _api_key(c.profile)
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    # a healthy /health runs a 1-token forward after sleeping 1 s: allow far more than 1 s
+    timeout = httpx.Timeout(30.0, connect=5.0)
+    label = f"{url}" + (f" (`{name}`)" if name else "")
+    with httpx.Client(timeout=timeout, headers=headers, transport=transport, trust_env=False) as client:
+        try:
+            t0 = time.perf_counter()
+            r = client.get(f"{url}/health")
+            dt = time.perf_counter() - t0
+        except httpx.HTTPError as exc:
+            c.add(s, "/health", FAIL, f"{label}: no answer ({type(exc).__name__}: {exc})",
+                  "start it with `qembed serve`, or pass the right `--url`")
+            return
+        if r.status_code != 200:
+            c.add(s, "/health", FAIL, f"{label}: HTTP {r.status_code}",
+                  "503 = still starting or unhealthy; see `qembed logs`")
+            return
+        c.add(s, "/health", PASS, f"{label}: 200 in {dt:.1f} s")
+        model_id = None
+        try:
+            r = client.get(f"{url}/v1/models")
+            r.raise_for_status()
+            data = r.json()["data"][0]
+            model_id = data.get("id")
+            c.add(s, "/v1/models", PASS, f"{model_id}, max_model_len {data.get('max_model_len')}")
+        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+            c.add(s, "/v1/models", WARN, f"unexpected answer: {exc}", "check the server log (`qembed logs`)")
+        body: dict[str, Any] = {"input": ["qembed doctor probe"], "model": model_id or "default"}
+        try:
+            r = client.post(f"{url}/v1/embeddings", json=body)
+        except httpx.HTTPError as exc:
+            c.add(s, "embedding", FAIL, f"request failed: {exc}", "see `qembed logs`")
+            return
+        if r.status_code != 200:
+            c.add(s, "embedding", FAIL, f"HTTP {r.status_code}: {r.text[:200]}",
+                  "401 = API key (`QEMBED_API_KEY`); 400 'not an embedding model' = started without --is-embedding")
+            return
+        vec = r.json()["data"][0]["embedding"]
+        norm = sum(x * x for x in vec) ** 0.5
+        status = PASS if abs(norm - 1.0) < 1e-2 else WARN
+        c.add(s, "embedding", status, f"{len(vec)} dimensions, norm {norm:.4f}",
+              "vectors should be unit length; check the server's model")
+        dims = min(256, max(1, len(vec) // 2))
+        try:
+            r = client.post(f"{url}/v1/embeddings", json={**body, "dimensions": dims})
+        except httpx.HTTPError as exc:
+            c.add(s, "dimensions", WARN, f"request failed: {exc}")
+            return
+        if r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == dims:
+            c.add(s, "dimensions", PASS, f"`dimensions: {dims}` works (Matryoshka on)")
+        else:
+            c.add(s, "dimensions", WARN, f"`dimensions` refused (HTTP {r.status_code})",
+                  "set `matryoshka: true` in the profile and restart (or truncate client-side: qembed's "
+                  "client does it with `dimensions=`)")
+
+
+def _latest_log() -> Path | None:
+    try:
+        from . import state
+
+        d = state.logs_dir()
+    except Exception:
+        base = qenv.STATE_DIR.get()
+        if not base:
+            return None
+        d = Path(base) / "logs"
+    if not d.is_dir():
+        return None
+    return max(d.glob("*.log"), key=lambda p: p.stat().st_mtime, default=None)
+
+
+def _diagnosis(c: _Ctx) -> None:
+    from .diagnose import diagnose_file
+
+    s = "Last failure"
+    explicit = c.log is not None
+    path = Path(c.log) if c.log else _latest_log()
+    if path is None:
+        c.add(s, "log", SKIP, "no `qembed serve` log yet (pass `--log FILE` to read one)")
+        return
+    try:
+        found = diagnose_file(path, profile=c.profile)
+    except OSError as exc:
+        c.add(s, "log", FAIL, f"cannot read {path}: {exc}", "pass a readable `--log FILE`")
+        return
+    if not found:
+        c.add(s, "log", PASS, f"{path.name}: no known failure signature")
+        return
+    for d in found:
+        # a log found on its own may be from a launch that was fixed since: warn, don't fail
+        status: Status = FAIL if (explicit and d.level == "error") else WARN
+        where = f"line {d.line_no}: " if d.line_no else ""
+        c.add(s, d.title, status, f"{path.name}: {d.cause}. {where}{d.evidence}", d.fix)
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+
+def run_checks(
+    *,
+    profile: str = "auto",
+    url: str | None = None,
+    python: str | None = None,
+    log: str | Path | None = None,
+    snapshot: GPUSnapshot | None = None,
+    probe: Callable[[str], Probe] | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> list[Check]:
+    """Run every check and return the rows, in display order. Never prints.
+
+    Args:
+        profile: profile reference (shipped name, YAML path or ``auto``).
+        url: a running server to check; default the one ``qembed serve`` recorded, if any.
+        python: interpreter to probe for torch/SGLang; default ``profile.python``, then
+            ``QEMBED_SGLANG_PYTHON``, then this interpreter.
+        log: an SGLang log to diagnose; default the newest log in the state dir.
+        snapshot: an NVML snapshot (default: :func:`qembed.gpu.snapshot`).
+        probe: replaces :func:`run_probe` (tests).
+        transport: an httpx transport for the server checks (tests).
+
+    Returns:
+        :class:`Check` rows; use :func:`exit_code` for the process exit status.
+
+    Example:
+        >>> rows = run_checks(profile="generic")                 # doctest: +SKIP
+        >>> [r.name for r in rows if r.status == "FAIL"]         # doctest: +SKIP
+    """
+    from . import gpu
+
+    c = _Ctx(profile_ref=profile or "auto", url=url, python=python, log=str(log) if log else None)
+    c.snap = snapshot if snapshot is not None else gpu.snapshot()
+    _system(c)
+    _profile(c)
+    target = python or _p(c.profile, "python") or qenv.SGLANG_PYTHON.get() or sys.executable
+    c.probe = (probe or run_probe)(os.path.expanduser(str(target)))
+    sglang_version = c.probe.sglang if c.probe.ok else None
+    _nvml(c, sglang_version)
+    _gpus(c)
+    _torch(c)
+    _sglang(c)
+    if c.profile is not None:
+        _model(c)
+        _fit(c)
+    _network(c)
+    _server(c, transport)
+    _diagnosis(c)
+    return c.rows
+
+
+__all__ = [
+    "Check",
+    "Probe",
+    "Status",
+    "exit_code",
+    "no_proxy_covers_loopback",
+    "port_holder",
+    "report_json",
+    "run_checks",
+    "run_probe",
+    "shm_size",
+    "summary",
+    "tokenizer_appends_eos",
+]
