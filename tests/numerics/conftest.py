@@ -56,7 +56,9 @@ def server_no_mrl(tiny_model: TinyModel, backend: TinyBackend) -> Iterator[Runni
         yield srv
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
     """With ``-v``, list every numerics comparison (the numbers docs/numerics.md quotes)."""
     if not MEASURED or config.option.verbose < 1:
         return

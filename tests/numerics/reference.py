@@ -46,7 +46,9 @@ def last_token_pool(last_hidden_states: torch.Tensor, attention_mask: torch.Tens
         return last_hidden_states[:, -1]
     sequence_lengths = attention_mask.sum(dim=1) - 1
     batch_size = last_hidden_states.shape[0]
-    return last_hidden_states[torch.arange(batch_size, device=last_hidden_states.device), sequence_lengths]
+    return last_hidden_states[
+        torch.arange(batch_size, device=last_hidden_states.device), sequence_lengths
+    ]
 
 
 class Reference:
@@ -103,7 +105,9 @@ def truncate_normalise(vectors: np.ndarray, dims: int) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    return F.normalize(torch.from_numpy(np.ascontiguousarray(vectors[:, :dims])), p=2, dim=1).numpy()
+    return F.normalize(
+        torch.from_numpy(np.ascontiguousarray(vectors[:, :dims])), p=2, dim=1
+    ).numpy()
 
 
 # -- the comparison rule ---------------------------------------------------------------------
@@ -178,7 +182,9 @@ def compare(
         result.problems.append(f"min cos {result.min_cos:.8f} < {1.0 - cos_tol} (row {worst})")
     if result.max_norm_err > norm_tol:
         worst = int(np.argmax(result.norm_err))
-        result.problems.append(f"|norm-1| {result.max_norm_err:.3e} > {norm_tol} (row {worst}, norm {na[worst]:.6f})")
+        result.problems.append(
+            f"|norm-1| {result.max_norm_err:.3e} > {norm_tol} (row {worst}, norm {na[worst]:.6f})"
+        )
     MEASURED.append(result)
     return result
 

@@ -13,8 +13,19 @@ from tests.numerics.reference import Reference
 from tests.numerics.texts import DOCUMENTS, QUERIES
 from tests.numerics.tiny_model import ENDOFTEXT, TinyModel, build_tiny_model
 
-PROBES = [*QUERIES, *DOCUMENTS, "hello world", "The Capital", " leading space", "tabs\tand\nnewlines\r\n",
-          "émigré café (NFC: é)", "e\u0301migre\u0301 (NFD)", "x <|endoftext|> y", "🙂 emoji", "1234567890"]
+PROBES = [
+    *QUERIES,
+    *DOCUMENTS,
+    "hello world",
+    "The Capital",
+    " leading space",
+    "tabs\tand\nnewlines\r\n",
+    "émigré café (NFC: é)",
+    "e\u0301migre\u0301 (NFD)",
+    "x <|endoftext|> y",
+    "🙂 emoji",
+    "1234567890",
+]
 
 
 def _digests(path: Path) -> dict[str, str]:
@@ -31,8 +42,13 @@ def test_model_loads_cleanly_as_qwen3(reference: Reference, tiny_model: TinyMode
     model = reference.model
     assert type(model).__name__ == "Qwen3Model"
     cfg = model.config
-    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim) == (
-        64, 2, 4, 2, 16)
+    assert (
+        cfg.hidden_size,
+        cfg.num_hidden_layers,
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.head_dim,
+    ) == (64, 2, 4, 2, 16)
     assert cfg.vocab_size == tiny_model.vocab_size == len(reference.tokenizer)
     # Legacy rope_theta must be read (a silent fallback to 10000 costs cos 0.94).
     rope = getattr(cfg, "rope_parameters", None) or {}
@@ -40,7 +56,9 @@ def test_model_loads_cleanly_as_qwen3(reference: Reference, tiny_model: TinyMode
     assert theta == 1_000_000
 
 
-def test_tokenizer_matches_raw_tokenizers_and_appends_endoftext(reference: Reference, tiny_model: TinyModel) -> None:
+def test_tokenizer_matches_raw_tokenizers_and_appends_endoftext(
+    reference: Reference, tiny_model: TinyModel
+) -> None:
     from tokenizers import Tokenizer
 
     raw = Tokenizer.from_file(str(tiny_model.path / "tokenizer.json"))
@@ -49,7 +67,9 @@ def test_tokenizer_matches_raw_tokenizers_and_appends_endoftext(reference: Refer
         ids = tok(text)["input_ids"]
         assert ids == raw.encode(text).ids, text
         assert ids[-1] == tiny_model.endoftext_id, text
-        assert tok.decode(ids, skip_special_tokens=True) == raw.decode(ids, skip_special_tokens=True)
+        assert tok.decode(ids, skip_special_tokens=True) == raw.decode(
+            ids, skip_special_tokens=True
+        )
         assert tok(text, add_special_tokens=False)["input_ids"] == ids[:-1], text
     assert tok.convert_ids_to_tokens(tiny_model.endoftext_id) == ENDOFTEXT
     # The real split: eos_token is <|im_end|>, pad is <|endoftext|>, and the post-processor
@@ -57,24 +77,33 @@ def test_tokenizer_matches_raw_tokenizers_and_appends_endoftext(reference: Refer
     assert tok.eos_token == "<|im_end|>" and tok.eos_token_id == tiny_model.im_end_id
     assert tok.pad_token == ENDOFTEXT and tok.pad_token_id == tiny_model.endoftext_id
     assert tok.padding_side == "left"
-    assert tok("x <|endoftext|> y")["input_ids"].count(tiny_model.endoftext_id) == 2  # literal special is parsed
+    assert (
+        tok("x <|endoftext|> y")["input_ids"].count(tiny_model.endoftext_id) == 2
+    )  # literal special is parsed
 
 
 def test_build_is_reproducible(tiny_model: TinyModel, tmp_path: Path) -> None:
     again = build_tiny_model(tmp_path / "again")
     assert _digests(again.path) == _digests(tiny_model.path)
     other_seed = build_tiny_model(tmp_path / "seed1", seed=1)
-    assert _digests(other_seed.path)["model.safetensors"] != _digests(tiny_model.path)["model.safetensors"]
+    assert (
+        _digests(other_seed.path)["model.safetensors"]
+        != _digests(tiny_model.path)["model.safetensors"]
+    )
 
 
-def test_no_eos_variant_models_an_older_snapshot(tiny_model: TinyModel, tiny_model_no_eos: TinyModel) -> None:
+def test_no_eos_variant_models_an_older_snapshot(
+    tiny_model: TinyModel, tiny_model_no_eos: TinyModel
+) -> None:
     from transformers import AutoTokenizer
 
     old = AutoTokenizer.from_pretrained(str(tiny_model_no_eos.path))
     new = AutoTokenizer.from_pretrained(str(tiny_model.path))
     for text in PROBES:
         assert old(text)["input_ids"] + [tiny_model.endoftext_id] == new(text)["input_ids"], text
-    assert (tiny_model_no_eos.path / "model.safetensors").read_bytes() == (tiny_model.path / "model.safetensors").read_bytes()
+    assert (tiny_model_no_eos.path / "model.safetensors").read_bytes() == (
+        tiny_model.path / "model.safetensors"
+    ).read_bytes()
 
 
 def test_fixture_tells_different_texts_apart(reference: Reference) -> None:

@@ -9,7 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.numerics.reference import Reference, assert_matches, compare, format_query, truncate_normalise
+from tests.numerics.reference import (
+    Reference,
+    assert_matches,
+    compare,
+    format_query,
+    truncate_normalise,
+)
 from tests.numerics.texts import DOCUMENTS, MIXED, QUERIES
 from tests.numerics.tiny_model import TinyModel
 from tests.numerics.wire import post_embeddings
@@ -20,10 +26,14 @@ TASK = "Given a web search query, retrieve relevant passages that answer the que
 
 
 @pytest.mark.parametrize("encoding_format", ["float", "base64"])
-def test_documents_match_reference(server: Running, reference: Reference, encoding_format: str) -> None:
+def test_documents_match_reference(
+    server: Running, reference: Reference, encoding_format: str
+) -> None:
     got, reply = post_embeddings(server.url, DOCUMENTS, encoding_format=encoding_format)
     assert got.shape == (len(DOCUMENTS), 64)
-    assert_matches(got, reference.encode_documents(DOCUMENTS), label=f"server docs ({encoding_format})")
+    assert_matches(
+        got, reference.encode_documents(DOCUMENTS), label=f"server docs ({encoding_format})"
+    )
     assert reply["model"] == server.state.config.model
 
 
@@ -33,10 +43,16 @@ def test_instructed_queries_match_reference(server: Running, reference: Referenc
 
 
 @pytest.mark.parametrize("dims", [32, 16])
-def test_server_side_dimensions_truncate_then_renormalise(server: Running, reference: Reference, dims: int) -> None:
+def test_server_side_dimensions_truncate_then_renormalise(
+    server: Running, reference: Reference, dims: int
+) -> None:
     got, _ = post_embeddings(server.url, DOCUMENTS, dimensions=dims, encoding_format="base64")
     assert got.shape == (len(DOCUMENTS), dims)
-    assert_matches(got, truncate_normalise(reference.encode_documents(DOCUMENTS), dims), label=f"server docs d={dims}")
+    assert_matches(
+        got,
+        truncate_normalise(reference.encode_documents(DOCUMENTS), dims),
+        label=f"server docs d={dims}",
+    )
 
 
 def test_mixed_batch_comes_back_in_order(server: Running, reference: Reference) -> None:
@@ -49,7 +65,9 @@ def test_mixed_batch_comes_back_in_order(server: Running, reference: Reference) 
 
 def test_usage_counts_the_appended_eos(server: Running, reference: Reference) -> None:
     _, reply = post_embeddings(server.url, DOCUMENTS[:3])
-    assert reply["usage"]["prompt_tokens"] == sum(len(reference.tokenizer(t)["input_ids"]) for t in DOCUMENTS[:3])
+    assert reply["usage"]["prompt_tokens"] == sum(
+        len(reference.tokenizer(t)["input_ids"]) for t in DOCUMENTS[:3]
+    )
 
 
 def test_token_ids_without_eos_differ_from_text(
@@ -63,7 +81,7 @@ def test_token_ids_without_eos_differ_from_text(
     got_bare, _ = post_embeddings(server.url, bare)
     result = compare(got_bare, expected, label="token ids without EOS")
     assert not result.ok and result.min_cos < 0.9, result.summary()
-    with_eos = [ids + [tiny_model.endoftext_id] for ids in bare]
+    with_eos = [[*ids, tiny_model.endoftext_id] for ids in bare]
     got_eos, _ = post_embeddings(server.url, with_eos)
     assert_matches(got_eos, expected, label="token ids + <|endoftext|>")
     # one flat list of ints is one input, too
@@ -75,4 +93,6 @@ def test_backend_alone_matches_reference(backend: TinyBackend, reference: Refere
     """Without HTTP in between (catches a JSON rounding problem separately from the backend)."""
     got = np.asarray(backend.embed(MIXED), dtype=np.float32)
     assert_matches(got, reference.encode(MIXED), label="backend direct")
-    assert backend.count_tokens("hello world") == len(reference.tokenizer("hello world")["input_ids"])
+    assert backend.count_tokens("hello world") == len(
+        reference.tokenizer("hello world")["input_ids"]
+    )

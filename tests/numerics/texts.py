@@ -54,4 +54,6 @@ DOCUMENTS: list[str] = [
 ]
 
 # Queries and documents together: the mixed batch used for order and padding checks.
-MIXED: list[str] = [t for pair in zip(DOCUMENTS, QUERIES, strict=False) for t in pair] + DOCUMENTS[len(QUERIES) :]
+MIXED: list[str] = [t for pair in zip(DOCUMENTS, QUERIES, strict=False) for t in pair] + DOCUMENTS[
+    len(QUERIES) :
+]

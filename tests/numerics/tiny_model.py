@@ -25,9 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-QWEN_SPLIT = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
+QWEN_SPLIT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 ENDOFTEXT = "<|endoftext|>"
 SPECIALS = (ENDOFTEXT, "<|im_start|>", "<|im_end|>")
 DEFAULT_QUERY_PROMPT = (
@@ -194,7 +192,9 @@ def _write_json(path: Path, obj: object) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def build_tiny_model(out: Path, *, seed: int = DEFAULT_SEED, eos_post_processor: bool = True) -> TinyModel:
+def build_tiny_model(
+    out: Path, *, seed: int = DEFAULT_SEED, eos_post_processor: bool = True
+) -> TinyModel:
     """Write the fixture into ``out`` (created if missing) and describe it."""
     from safetensors.numpy import save_file
 
@@ -204,7 +204,9 @@ def build_tiny_model(out: Path, *, seed: int = DEFAULT_SEED, eos_post_processor:
     vocab_size = tok.get_vocab_size(with_added_tokens=True)
     ids = {t: tok.token_to_id(t) for t in SPECIALS}
     if sorted(ids.values()) != list(range(vocab_size - 3, vocab_size)):
-        raise AssertionError(f"specials must come after the vocab, got {ids} for vocab {vocab_size}")
+        raise AssertionError(
+            f"specials must come after the vocab, got {ids} for vocab {vocab_size}"
+        )
 
     _write_json(
         out / "tokenizer_config.json",
@@ -280,8 +282,18 @@ def build_tiny_model(out: Path, *, seed: int = DEFAULT_SEED, eos_post_processor:
         out / "modules.json",
         [
             {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+            {
+                "idx": 1,
+                "name": "1",
+                "path": "1_Pooling",
+                "type": "sentence_transformers.models.Pooling",
+            },
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            },
         ],
     )
     (out / "1_Pooling").mkdir(exist_ok=True)
@@ -299,7 +311,9 @@ def build_tiny_model(out: Path, *, seed: int = DEFAULT_SEED, eos_post_processor:
         },
     )
     (out / "2_Normalize").mkdir(exist_ok=True)
-    _write_json(out / "sentence_bert_config.json", {"max_seq_length": 32768, "do_lower_case": False})
+    _write_json(
+        out / "sentence_bert_config.json", {"max_seq_length": 32768, "do_lower_case": False}
+    )
     return TinyModel(
         path=out,
         vocab_size=vocab_size,

@@ -45,7 +45,9 @@ class _Loaded:
 class TinyBackend:
     """Real last-token embeddings from the tiny model in ``model_dir``."""
 
-    def __init__(self, model_dir: Path, *, mistake: Mistake | None = None, _loaded: _Loaded | None = None) -> None:
+    def __init__(
+        self, model_dir: Path, *, mistake: Mistake | None = None, _loaded: _Loaded | None = None
+    ) -> None:
         if mistake is not None and mistake not in MISTAKES:
             raise ValueError(f"unknown mistake {mistake!r}; choose from {MISTAKES}")
         self.model_dir = Path(model_dir)
@@ -74,7 +76,9 @@ class TinyBackend:
         with self._loaded.lock, torch.inference_mode():
             for item in items:
                 ids = torch.tensor([self.token_ids(item)], dtype=torch.long)
-                hidden = self._loaded.model(input_ids=ids).last_hidden_state[0]  # after the final norm
+                hidden = self._loaded.model(input_ids=ids).last_hidden_state[
+                    0
+                ]  # after the final norm
                 pooled = hidden.mean(dim=0) if self.mistake == "mean" else hidden[-1]
                 if self.mistake != "no-renorm":
                     pooled = F.normalize(pooled, p=2, dim=0)
