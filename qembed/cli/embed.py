@@ -1,5 +1,303 @@
-"""`qembed embed` commands (placeholder: being built)."""
+"""`qembed embed` and `qembed similarity`: turn text into vectors from the command line.
+
+Thin layer: options -> one :mod:`qembed.client` / :mod:`qembed.bulk` call -> :mod:`qembed.output`.
+Only the standard library and typer are imported at module level.
+"""
 
 from __future__ import annotations
 
-from . import app  # noqa: F401
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from qembed import env as qenv
+
+from . import app
+
+if TYPE_CHECKING:
+    from qembed.bulk import BulkResult
+    from qembed.client import Client
+
+EMBED_EXAMPLES = """\
+Examples:
+
+\b
+  qembed embed --query "what is MRL?"                 # Instruct: <retrieval task>\\nQuery:what is MRL?
+  qembed embed "Paris is the capital of France."      # a document: no instruction
+  qembed embed --task sts "a cat sat" --format table  # symmetric task: instruction on every text
+  qembed embed --instruction "Given a bug report, retrieve the fixing commit" --query "NPE in parser"
+  qembed embed --dimensions 256 --format npy "text" > v.npy
+  cat queries.txt | qembed embed --query - --format jsonl
+  qembed embed --input docs.jsonl --id-field id --output vectors.parquet
+  qembed embed --input docs.txt --output vectors.npy --resume       # continue after a crash
+
+Formats: json (default when piped), jsonl, npy (binary, to stdout or --output), table (default
+on a terminal: size, norm and first values). --json is --format json.
+
+""" + qenv.env_help("QEMBED_URL", "QEMBED_API_KEY", "QEMBED_MODEL")
+
+SIMILARITY_EXAMPLES = """\
+Examples:
+
+\b
+  qembed similarity "a cat sat on the mat" "a feline rested on the rug" "stock prices fell"
+  qembed similarity --json "a" "b"
+
+Both sides get the semantic-similarity instruction ("Retrieve semantically similar text").
+
+""" + qenv.env_help("QEMBED_URL", "QEMBED_API_KEY", "QEMBED_MODEL")
+
+
+class Format(StrEnum):
+    json = "json"
+    jsonl = "jsonl"
+    npy = "npy"
+    table = "table"
+
+
+class OnError(StrEnum):
+    raise_ = "raise"
+    skip = "skip"
+
+
+UrlOpt = Annotated[str | None, typer.Option("--url", envvar=qenv.URL.name,
+                                            help="Server URL (default: the server from `qembed serve --detach`, else http://127.0.0.1:30000).")]
+ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", envvar=qenv.API_KEY.name, show_default=False,
+                                               help="API key for the server.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", envvar=qenv.MODEL.name, help="Model name to send (default: the server's).")]
+
+
+def _client(url: str | None, api_key: str | None, model: str | None, **kw: Any) -> Client:
+    from qembed.client import Client
+
+    return Client(url, api_key=api_key, model=model, **kw)
+
+
+def _read_texts(texts: list[str]) -> list[str]:
+    out: list[str] = []
+    for t in texts:
+        if t == "-":
+            out.extend(line.rstrip("\r") for line in sys.stdin.read().splitlines())
+        else:
+            out.append(t)
+    return out
+
+
+def _write_binary(payload: bytes) -> None:
+    from qembed import output
+
+    writer = getattr(output, "data_bytes", None)
+    if writer is not None:
+        writer(payload)
+        return
+    # qembed.output has no binary writer yet: npy is data, so it goes to stdout as bytes.
+    stream = getattr(sys.stdout, "buffer", sys.stdout)
+    stream.write(payload)
+    stream.flush()
+
+
+def _npy_bytes(arr: Any) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(arr, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+@app.command("embed", epilog=EMBED_EXAMPLES)
+def embed(
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to embed; `-` reads one text per line from stdin.", show_default=False)] = None,
+    query: Annotated[bool | None, typer.Option("--query/--document", help="Query (with instruction) or document (none). Default: document, or query if --task/--instruction is given.", show_default=False)] = None,
+    task: Annotated[str | None, typer.Option("--task", help="Instruction preset: retrieval, sts, bitext, code, classification, clustering.")] = None,
+    instruction: Annotated[str | None, typer.Option("--instruction", help="Custom instruction, sent as `Instruct: ...\\nQuery:<text>`.")] = None,
+    prefix: Annotated[str | None, typer.Option("--prefix", help="Raw prefix prepended to every text (not the trained format).")] = None,
+    dimensions: Annotated[int | None, typer.Option("--dimensions", "-d", help="Matryoshka size, 32 .. the model's full size.")] = None,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    model: ModelOpt = None,
+    fmt: Annotated[Format | None, typer.Option("--format", "-f", help="Output format.", show_default=False)] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Same as --format json; in bulk mode, the summary as JSON.")] = False,
+    output_path: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (.npy, .jsonl, .parquet) instead of stdout.")] = None,
+    input_path: Annotated[Path | None, typer.Option("--input", "-i", help="Bulk: read texts from .txt, .jsonl, .csv or .parquet.")] = None,
+    text_field: Annotated[str, typer.Option("--text-field", help="Bulk: the text column/field.")] = "text",
+    id_field: Annotated[str | None, typer.Option("--id-field", help="Bulk: the id column/field (default: row number).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Bulk: continue an interrupted job from its journal.")] = False,
+    on_error: Annotated[OnError, typer.Option("--on-error", help="raise: stop at a blank/too long input; skip: leave it out and report it.")] = OnError.raise_,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight.", min=1)] = 4,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per request.", min=1)] = 64,
+    chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="Bulk: rows per chunk (unit of progress and resume).", min=1)] = 1024,
+) -> None:
+    """Embed text with the Qwen3 instruction format; or embed a whole file (--input/--output)."""
+    from qembed.errors import ConfigError
+
+    kind = "query" if (query or (query is None and (task or instruction))) else "document"
+    if prefix is not None and (task or instruction or query):
+        raise ConfigError("`--prefix` replaces the Qwen3 instruction; do not combine it with `--query`, `--task` or `--instruction`")
+    if query is False and instruction:
+        raise ConfigError("`--instruction` applies to queries; drop `--document` or `--instruction`")
+    if prefix is not None:
+        kind = "raw"
+    mode = on_error.value
+    if input_path is not None:
+        if texts:
+            raise ConfigError("give texts as arguments or with `--input`, not both")
+        if output_path is None:
+            raise ConfigError("`--input` needs `--output` (.npy, .jsonl or .parquet)")
+        with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size) as client:
+            result = _run_bulk(client, input_path, output_path, kind=kind, task=task, instruction=instruction,
+                               prefix=prefix, dimensions=dimensions, text_field=text_field, id_field=id_field,
+                               chunk_rows=chunk_rows, resume=resume, on_error=mode)
+        _render_summary(result, as_json=json_ or fmt == Format.json)
+        return
+    if resume:
+        raise ConfigError("`--resume` applies to `--input` jobs")
+    items = _read_texts(list(texts or []))
+    if not items:
+        raise ConfigError("nothing to embed", hint='pass texts, `-` for stdin, or `--input FILE`; e.g. `qembed embed --query "what is MRL?"`')
+    chosen = Format.json if json_ else (fmt or (Format.table if sys.stdout.isatty() else Format.json))
+    with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size, on_error=mode) as client:
+        if kind == "query":
+            emb = client.embed_queries(items, task=task or "retrieval", instruction=instruction, dimensions=dimensions)
+        elif kind == "document":
+            emb = client.embed_documents(items, task=task, dimensions=dimensions)
+        else:
+            emb = client.embed(items, prefix=prefix, dimensions=dimensions)
+    _render(emb, items, chosen, output_path)
+
+
+def _rows(emb: Any, n: int) -> list[int]:
+    return list(range(n)) if emb.indices is None else [int(i) for i in emb.indices]
+
+
+def _render(emb: Any, items: list[str], fmt: Format, output_path: Path | None) -> None:
+    import numpy as np
+
+    from qembed import output
+
+    rows = _rows(emb, len(items))
+    vectors = np.asarray(emb)
+    for f in emb.failures:
+        output.warn(f"input {f.index} skipped: {f.reason}")
+    if fmt == Format.npy:
+        payload = _npy_bytes(vectors)
+        if output_path is not None:
+            output_path.write_bytes(payload)
+        else:
+            _write_binary(payload)
+        return
+    if fmt == Format.jsonl:
+        import orjson
+
+        lines = b"".join(orjson.dumps({"index": i, "embedding": v}, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+                         for i, v in zip(rows, vectors, strict=True))
+        if output_path is not None:
+            output_path.write_bytes(lines)
+        else:
+            output.data(lines.decode())
+        return
+    if fmt == Format.json:
+        doc = {
+            "model": emb.model,
+            "dimensions": int(vectors.shape[1]) if vectors.ndim == 2 else None,
+            "prompt_tokens": int(emb.prompt_tokens),
+            "data": [{"index": i, "embedding": v.tolist()} for i, v in zip(rows, vectors, strict=True)],
+            "failures": [{"index": f.index, "reason": f.reason} for f in emb.failures],
+        }
+        if output_path is not None:
+            import json
+
+            output_path.write_text(json.dumps(doc))
+        else:
+            output.print_json(doc)
+        return
+    table_rows = []
+    for i, v in zip(rows, vectors, strict=True):
+        text = items[i] if len(items[i]) <= 40 else items[i][:37] + "..."
+        head = ", ".join(f"{x:+.4f}" for x in v[:4])
+        table_rows.append([i, text, v.shape[0], f"{float(np.linalg.norm(v)):.4f}", f"[{head}, ...]"])
+    output.table(["#", "text", "dims", "norm", "first values"], table_rows,
+                 title=f"{emb.model or 'embeddings'} · {int(emb.prompt_tokens)} tokens")
+
+
+def _run_bulk(client: Client, input_path: Path, output_path: Path, **kw: Any) -> BulkResult:
+    from qembed import bulk, output
+
+    if not output.stderr_is_tty():
+        return bulk.embed_file(client, input_path, output_path, **kw)
+    import time
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    start = time.perf_counter()
+    with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                  console=output.err_console(), transient=True) as progress:
+        task_id = progress.add_task("embed", total=None, rate="")
+        first: list[tuple[int, int]] = []
+
+        def on_progress(rows: int, total: int | None, tokens: int) -> None:
+            if not first:
+                first.append((rows, tokens))
+            dt = max(time.perf_counter() - start, 1e-6)
+            r0, t0 = first[0]
+            rate = f"{(rows - r0) / dt:,.0f} texts/s · {(tokens - t0) / dt:,.0f} tokens/s"
+            progress.update(task_id, completed=rows, total=total, rate=rate)
+
+        return bulk.embed_file(client, input_path, output_path, on_progress=on_progress, **kw)
+
+
+def _render_summary(result: BulkResult, *, as_json: bool) -> None:
+    from qembed import output
+
+    if as_json:
+        output.print_json(result.as_dict())
+        return
+    resumed = f" ({result.chunks_resumed} chunks from before --resume)" if result.chunks_resumed else ""
+    output.status(f"wrote {result.rows_out} vectors of {result.dimensions} dims to {result.output}{resumed}: "
+                  f"{result.tokens} tokens in {result.seconds:.1f} s")
+    if result.failures:
+        output.warn(f"{len(result.failures)} input(s) skipped: " + ", ".join(
+            f"{f.id} ({f.reason})" for f in result.failures[:10]) + (" ..." if len(result.failures) > 10 else ""),
+            hint="they are not in the output; `--json` lists them all")
+
+
+@app.command("similarity", epilog=SIMILARITY_EXAMPLES)
+def similarity(
+    texts: Annotated[list[str], typer.Argument(help="Two or more texts; `-` reads lines from stdin.", show_default=False)],
+    dimensions: Annotated[int | None, typer.Option("--dimensions", "-d", help="Matryoshka size.")] = None,
+    instruction: Annotated[str | None, typer.Option("--instruction", help="Override the similarity instruction (both sides).")] = None,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    model: ModelOpt = None,
+    json_: Annotated[bool, typer.Option("--json", help="The matrix as JSON.")] = False,
+) -> None:
+    """Cosine similarity matrix of texts (the semantic-similarity instruction on every text)."""
+    import numpy as np
+
+    from qembed import output
+    from qembed.errors import ConfigError
+    from qembed.instructions import TASKS
+
+    items = _read_texts(texts)
+    if len(items) < 2:
+        raise ConfigError("`qembed similarity` needs at least two texts")
+    with _client(url, api_key, model) as client:
+        emb = client.embed(items, instruction=instruction or TASKS["sts"], dimensions=dimensions)
+    matrix = np.asarray(emb) @ np.asarray(emb).T
+    if json_:
+        output.print_json({"texts": items, "matrix": [[round(float(x), 6) for x in row] for row in matrix]})
+        return
+    labels = [t if len(t) <= 24 else t[:21] + "..." for t in items]
+    output.table(["", *(f"[{i}]" for i in range(len(items)))],
+                 [[f"[{i}] {labels[i]}", *(f"{x:.4f}" for x in row)] for i, row in enumerate(matrix)])
