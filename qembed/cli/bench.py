@@ -1,5 +1,136 @@
-"""`qembed bench` commands (placeholder: being built)."""
+"""`qembed bench`: sweep a server (concurrency x inputs per request x length), optionally
+against the plain openai SDK."""
 
 from __future__ import annotations
 
-from . import app  # noqa: F401
+from typing import Annotated
+
+import typer
+
+from qembed import env as qenv
+
+from . import app
+
+BENCH_EXAMPLES = """Examples:
+
+  qembed bench --url http://127.0.0.1:30000
+
+  qembed bench --profile h100 --concurrency 4,16 --batch 32 --length 512 --json
+
+  qembed bench --url http://gpu-box:30000 --gpu "H100 SXM" --duration 20 --csv > bench.csv
+
+  qembed bench --url http://127.0.0.1:30000 --concurrency 8 --batch 32 --length 512 --compare
+"""
+
+
+@app.command("bench", epilog=BENCH_EXAMPLES + "\n" + qenv.env_help("QEMBED_URL", "QEMBED_API_KEY"))
+def bench(
+    url: Annotated[str | None, typer.Option(
+        "--url", envvar=qenv.URL.name, help="Server to measure (default http://127.0.0.1:30000).")] = None,
+    profile: Annotated[str | None, typer.Option(
+        "--profile", help="Launch a server from this profile first, and stop it afterwards.")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", envvar=qenv.API_KEY.name, help="Bearer key for the server.")] = None,
+    concurrency: Annotated[str, typer.Option(
+        "--concurrency", "-c", help="Requests in flight, comma-separated.")] = "1,4,16,64,256",
+    batch: Annotated[str, typer.Option(
+        "--batch", "-b", help="Inputs per request, comma-separated.")] = "1,32",
+    length: Annotated[str, typer.Option(
+        "--length", "-l", help="Input length in tokens, comma-separated.")] = "64,512,2048",
+    requests: Annotated[int | None, typer.Option(
+        "--requests", "-n", help="Requests per cell (overrides --duration).")] = None,
+    duration: Annotated[float, typer.Option(
+        "--duration", "-d", help="Seconds per cell (in-flight requests are finished and counted).")] = 10.0,
+    warmup: Annotated[int | None, typer.Option(
+        "--warmup", help="Warm-up requests per cell, not counted (default: min(concurrency, 16)).")] = None,
+    dimensions: Annotated[int | None, typer.Option(
+        "--dimensions", help="Matryoshka output size to request.")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", envvar=qenv.MODEL.name, help="Model name for requests and FLOPs (default: the server's).")] = None,
+    tokenizer: Annotated[str | None, typer.Option(
+        "--tokenizer", help="Local dir or HF id (offline) used to size inputs (default: the model).")] = None,
+    gpu: Annotated[str | None, typer.Option(
+        "--gpu", help="GPU name for MFU, e.g. 'H100 SXM' (default: NVML when the server is local).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic inputs.")] = 0,
+    loader: Annotated[str, typer.Option(
+        "--loader", help="Load generator: auto (aiohttp if installed), aiohttp or httpx.")] = "auto",
+    compare: Annotated[bool, typer.Option(
+        "--compare", help="Also embed the same texts with the plain openai SDK and print the ratios.")] = False,
+    compare_texts: Annotated[int, typer.Option(
+        "--compare-texts", help="Texts for --compare (first --length value).")] = 256,
+    json_: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    csv_: Annotated[bool, typer.Option("--csv", help="Print the cells as CSV.")] = False,
+) -> None:
+    """Measure a server's throughput and latency across concurrency, batch size and input length."""
+    import contextlib
+
+    from qembed import bench as qbench
+    from qembed import output
+    from qembed.errors import ConfigError
+
+    if json_ and csv_:
+        raise ConfigError("`--json` and `--csv` cannot be used together")
+    if url and profile:
+        raise ConfigError("give `--url` or `--profile`, not both")
+    if loader not in ("auto", "aiohttp", "httpx"):
+        raise ConfigError(f"`--loader` must be auto, aiohttp or httpx (got {loader!r})")
+    options = qbench.BenchOptions(
+        concurrency=qbench.parse_axis(concurrency, "--concurrency"),
+        batch=qbench.parse_axis(batch, "--batch"),
+        lengths=qbench.parse_axis(length, "--length"),
+        requests=requests, duration=duration, warmup=warmup, dimensions=dimensions, model=model,
+        tokenizer=tokenizer, gpu=gpu, seed=seed, loader=loader,
+    )
+    quiet = json_ or csv_
+
+    def on_phase(phase: str, elapsed: float) -> None:
+        output.status(f"  {phase} ({elapsed:.0f} s)")
+
+    def on_cell(cell: qbench.Cell, res: qbench.CellResult) -> None:
+        if not quiet:
+            output.status(f"  c={cell.concurrency} batch={cell.batch} len={cell.tokens}: "
+                          f"{res.texts_per_s:,.1f} texts/s, p50 {res.latency_p50_ms:.1f} ms")
+
+    ctx: contextlib.AbstractContextManager[tuple[str, str | None]]
+    if profile:
+        output.status(f"launching profile `{profile}` ...")
+        ctx = qbench.launched(profile, api_key=api_key, on_phase=on_phase)
+    else:
+        ctx = contextlib.nullcontext((url or qenv.DEFAULT_URL, api_key))
+    with ctx as (target, key):
+        report = qbench.run_bench(target, options, api_key=key, on_cell=on_cell)
+        rows = None
+        if compare:
+            if not quiet:
+                output.status(f"comparing with the openai SDK on {compare_texts} texts ...")
+            rows = qbench.compare(target, api_key=key, texts=compare_texts, tokens=options.lengths[0],
+                                  batch=max(options.batch), model=model, dimensions=dimensions, seed=seed)
+
+    if json_:
+        payload = report.to_dict()
+        if rows is not None:
+            from dataclasses import asdict
+
+            payload["compare"] = [asdict(r) for r in rows]
+        output.print_json(payload)
+        return
+    if csv_:
+        output.data(report.to_csv())
+        return
+    title = (f"{report.model or 'model ?'} at {report.url} - GPU {report.gpu or '?'}"
+             f"{f' ({report.gpu_peak_tflops:g} TFLOPS bf16)' if report.gpu_peak_tflops else ''}"
+             f" - loader {report.loader} - inputs sized by {report.sizing}")
+    output.table(report.COLUMNS, report.rows(), title=title)
+    output.status("latency p50/p95/p99 in ms; tok/s from the server's `usage`; MFU = tok/s x FLOPs/token / bf16 peak")
+    if rows is not None:
+        output.table(("pattern", "texts", "seconds", "texts/s", "client CPU µs/text", "qembed is"),
+                     [(r.pattern, r.texts, f"{r.seconds:.2f}", f"{r.texts_per_s:,.1f}",
+                       f"{r.client_cpu_us_per_text:,.0f}",
+                       "" if r.speedup is None else f"{r.speedup:,.1f}x") for r in rows],
+                     title="same texts, same server: qembed vs the plain openai SDK")
+    for note in report.notes:
+        output.status(f"note: {note}")
+    errors = sum(c.errors for c in report.cells)
+    if errors:
+        first = next(c.first_error for c in report.cells if c.first_error)
+        output.warn(f"{errors} request(s) failed; first: {first}")

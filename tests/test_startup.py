@@ -1,0 +1,93 @@
+"""CLI start-up stays light: no heavy module is imported by `import qembed`, `import qembed.cli`
+or `qembed --help` (each checked in a fresh interpreter). No timing asserts here: the wall-time
+target (`qembed --help` <= 250 ms) lives in scripts/bench_client.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+HEAVY = ("openai", "numpy", "httpx", "aiohttp", "pydantic", "yaml", "pynvml", "rich", "pyarrow",
+         "orjson", "httpx2", "pybase64", "platformdirs", "torch", "transformers", "sglang")
+
+# Prints the heavy top-level modules present in sys.modules when the interpreter exits, after
+# running the given code. atexit runs after Typer's SystemExit, so --help is covered too.
+PROBE = """
+import atexit, json, sys
+HEAVY = {heavy!r}
+def _report():
+    loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set(HEAVY))
+    sys.stderr.write("\\nLOADED=" + json.dumps(loaded) + "\\n")
+atexit.register(_report)
+{code}
+"""
+
+
+def _run(code: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["NO_COLOR"] = "1"
+    proc = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY, code=code)],
+                          capture_output=True, text=True, cwd=str(REPO), env=env, timeout=120)
+    marker = [line for line in proc.stderr.splitlines() if line.startswith("LOADED=")]
+    assert marker, f"probe did not report (rc={proc.returncode}):\n{proc.stderr[-2000:]}"
+    return proc, json.loads(marker[-1].removeprefix("LOADED="))
+
+
+def test_the_probe_sees_a_heavy_import() -> None:
+    # guard: the check below must be able to fail
+    _, loaded = _run("import json, orjson")
+    assert loaded == ["orjson"]
+
+
+def test_import_qembed_alone_is_light() -> None:
+    proc, loaded = _run("import qembed; qembed.__version__")
+    assert proc.returncode == 0, proc.stderr
+    assert loaded == []
+
+
+def test_import_qembed_cli_is_light() -> None:
+    proc, loaded = _run("import qembed.cli")
+    assert proc.returncode == 0, proc.stderr
+    assert loaded == []
+
+
+def _help(argv: list[str]) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    code = f"import sys, runpy; sys.argv = ['qembed', *{argv!r}]; runpy.run_module('qembed', run_name='__main__')"
+    proc, loaded = _run(code)
+    if "No such command" in proc.stderr:
+        pytest.fail(f"`qembed {' '.join(argv)}` is not a command: {proc.stderr[-500:]}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Usage" in proc.stdout
+    return proc, loaded
+
+
+def test_top_level_help_is_light() -> None:
+    _, loaded = _help(["--help"])
+    assert loaded == []
+
+
+@pytest.mark.parametrize("command", ["bench", "embed", "serve", "doctor"])
+def test_command_help_is_light(command: str) -> None:
+    # Typer 0.29 itself imports pydantic when it builds the invoked command's parameters
+    # (typer/_coercion.py build_runtime_param -> typer/_adapters.py, `from pydantic import ...`
+    # at module top), so pydantic is the one exception for a subcommand.
+    _, loaded = _help([command, "--help"])
+    assert [m for m in loaded if m != "pydantic"] == []
+
+
+def test_python_m_qembed_help_importtime_lists_no_heavy_module() -> None:
+    """The same check through `python -X importtime -m qembed --help`, as STYLE.md suggests."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "qembed", "--help"],
+                          capture_output=True, text=True, cwd=str(REPO), env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    names = {line.rsplit("|", 1)[-1].strip().split(".")[0]
+             for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "typer" in names  # the parse worked
+    assert sorted(names & set(HEAVY)) == []
