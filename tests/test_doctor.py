@@ -1,0 +1,346 @@
+"""`qembed doctor`: rows on a machine without GPU/driver/SGLang, and with NVML faked as an A100,
+a T4, a busy GPU and an old driver; the CLI's exit codes, stdout/stderr split and --json."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from qembed import doctor
+from qembed.cli import app
+from tests import fake_nvml
+
+LOGS = Path(__file__).parent / "logs"
+
+TEMPLATE_POST = {
+    "type": "TemplateProcessing",
+    "single": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}],
+    "pair": [], "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [151643], "tokens": ["<|endoftext|>"]}},
+}
+
+
+def write_model(d: Path, *, eos: bool = True, arch: str = "Qwen3ForCausalLM") -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps({
+        "architectures": [arch], "model_type": "qwen3", "hidden_size": 2560, "num_hidden_layers": 36,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 9728,
+        "vocab_size": 151665, "max_position_embeddings": 32768, "tie_word_embeddings": True}))
+    post = TEMPLATE_POST if eos else {"type": "ByteLevel", "add_prefix_space": False}
+    (d / "tokenizer.json").write_text(json.dumps({"version": "1.0", "added_tokens": [],
+                                                  "post_processor": post, "model": {"vocab": {}}}))
+    (d / "model.safetensors").write_bytes(b"\0" * 16)
+    return d
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_profile(tmp: Path, **values: object) -> str:
+    lines = [f"{k}: {json.dumps(v)}" for k, v in values.items()]
+    p = tmp / "p.yaml"
+    p.write_text("\n".join(lines) + "\n")
+    return str(p)
+
+
+def probe_with(**kw: object) -> doctor.Probe:
+    base: dict[str, object] = {"python": "/opt/sgl/bin/python", "ok": True, "python_version": "3.12.3",
+                               "executable": "/opt/sgl/bin/python", "torch": "2.14.1", "torch_cuda": "13.0",
+                               "sglang": "0.5.23"}
+    base.update(kw)
+    return doctor.Probe(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def quiet_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No HF cache, roomy /dev/shm, SGLang's parser replaced (its real run is tested elsewhere)."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(doctor, "shm_size", lambda path="/dev/shm": 16 * 1024**3)
+    from qembed import sglang_args
+
+    monkeypatch.setattr(sglang_args, "check_flags",
+                        lambda flags, *, python, timeout=180.0: sglang_args.ParserCheck(True, "", 0.1))
+    yield
+
+
+def rows(checks: list[doctor.Check], status: str | None = None) -> dict[str, doctor.Check]:
+    return {f"{c.section}/{c.name}": c for c in checks if status is None or c.status == status}
+
+
+# -- this machine: no GPU, no driver, no SGLang --------------------------------------------------
+
+
+def test_no_driver_no_sglang_every_row_renders(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "no-driver")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with(
+        torch="2.13.0+cpu", torch_cuda=None, sglang=None))
+    result = CliRunner().invoke(app, ["doctor"], env={"COLUMNS": "400"})
+    assert result.exit_code == 1, result.output
+    out = result.stdout
+    for text in ("NVML", "no NVIDIA driver installed", "not installed", "Memory fit", "no GPU to check",
+                 "Network", "Server", "Last failure"):
+        assert text in out, text
+    # the summary goes to stderr, the table to stdout
+    assert "failed" in result.stderr and "failed" not in out.splitlines()[-1]
+
+
+def test_no_driver_json(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "no-driver")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with(sglang=None, torch=None))
+    result = CliRunner().invoke(app, ["doctor", "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["exit_code"] == 1
+    by = {f"{r['section']}/{r['name']}": r for r in data["checks"]}
+    assert by["NVIDIA driver/NVML"]["status"] == "FAIL"
+    assert "driver" in by["NVIDIA driver/NVML"]["fix"]
+    assert by["SGLang/sglang"]["status"] == "FAIL" and "qembed[serve]" in by["SGLang/sglang"]["fix"]
+    assert by["Memory fit/fit"]["status"] == "SKIP" and "144 KiB/token" in by["Memory fit/fit"]["found"]
+    assert all(set(r) == {"section", "name", "status", "found", "fix"} for r in data["checks"])
+    assert data["summary"]["FAIL"] == sum(r["status"] == "FAIL" for r in data["checks"])
+    assert result.stderr == ""
+
+
+def test_real_probe_in_this_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the probe really runs in a subprocess; whatever is installed, it answers with versions
+    import sys
+
+    pr = doctor.run_probe(sys.executable)
+    assert pr.ok and pr.python_version and pr.executable
+    bad = doctor.run_probe("/nonexistent/python")
+    assert not bad.ok and "cannot run" in (bad.error or "")
+
+
+# -- faked NVML -------------------------------------------------------------------------------
+
+
+def test_a100_all_pass(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "a100")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port())
+    checks = doctor.run_checks(profile=ref)
+    assert [c for c in checks if c.status in ("WARN", "FAIL")] == []
+    r = rows(checks)
+    assert "A100-SXM4-80GB, sm80: bf16 yes" in r["GPU 0/compute capability"].found
+    assert "Qwen3ForCausalLM" in r["Model/architecture"].found and "--is-embedding" in r["Model/architecture"].found
+    assert "runs sglang 0.5.20 or later" in r["NVIDIA driver/driver"].found
+    assert "full 32,768-token requests" in r["Memory fit/fit"].found
+    assert doctor.exit_code(checks) == 0
+    result = CliRunner().invoke(app, ["doctor", "--profile", ref])
+    assert result.exit_code == 0, result.output
+
+
+def test_t4_bf16_warning_exit_6(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "t4")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port(), context_length=8192)
+    result = CliRunner().invoke(app, ["doctor", "--profile", ref, "--json"])
+    assert result.exit_code == 6, result.stdout
+    warns = [r for r in json.loads(result.stdout)["checks"] if r["status"] == "WARN"]
+    assert [(r["section"], r["name"]) for r in warns] == [("GPU 0", "compute capability")]
+    assert "runs as float16" in warns[0]["found"] and "`dtype: float16`" in warns[0]["fix"]
+
+
+def test_t4_full_context_will_not_fit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "t4")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), dtype="float16")
+    fit = rows(doctor.run_checks(profile=ref))["Memory fit/fit"]
+    assert fit.status == "FAIL" and fit.found.startswith("will not fit")
+    assert "`context_length: " in (fit.fix or "") and "`gpu_memory_fraction: " in (fit.fix or "")
+
+
+def test_busy_gpu_names_the_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "busy")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port())
+    r = rows(doctor.run_checks(profile=ref))
+    assert r["GPU 0/other processes"].status == "WARN"
+    assert r["GPU 0/other processes"].found == "pid 4242 python3 28610 MiB"
+    # the 30 GB are gone from the pool: free 50.0 GiB is what the fit uses
+    assert "GPU 0:" in r["Memory fit/fit"].found
+
+
+def test_old_driver_with_sglang_0_5_23(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "old-driver")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port())
+    r = rows(doctor.run_checks(profile=ref))
+    drv = r["NVIDIA driver/driver"]
+    assert drv.status == "FAIL"
+    assert "550.54.15 (CUDA 12.4)" in drv.found and "sglang<=0.5.19 only" in drv.found
+    assert "R580" in (drv.fix or "") and "sglang==0.5.19" in (drv.fix or "")
+    assert r["Torch/CUDA/torch"].status == "FAIL"  # torch cu13.0 on a CUDA 12.4 driver
+
+
+# -- model files ------------------------------------------------------------------------------
+
+
+def test_tokenizer_without_eos_post_processor_warns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                    quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "a100")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m", eos=False)), port=free_port())
+    tok = rows(doctor.run_checks(profile=ref))["Model/tokenizer"]
+    assert tok.status == "WARN" and "tokenizer.json" in (tok.fix or "") and "huggingface-cli download" in (tok.fix or "")
+
+
+def test_tokenizer_appends_eos(tmp_path: Path) -> None:
+    d = write_model(tmp_path / "a")
+    assert doctor.tokenizer_appends_eos(d / "tokenizer.json") is True
+    d = write_model(tmp_path / "b", eos=False)
+    assert doctor.tokenizer_appends_eos(d / "tokenizer.json") is False
+    seq = tmp_path / "seq.json"
+    seq.write_text(json.dumps({"post_processor": {"type": "Sequence", "processors": [
+        {"type": "ByteLevel"}, TEMPLATE_POST]}}))
+    assert doctor.tokenizer_appends_eos(seq) is True
+
+
+def test_dir_without_config_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "a100")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    (tmp_path / "empty").mkdir()
+    ref = write_profile(tmp_path, model=str(tmp_path / "empty"), port=free_port())
+    m = rows(doctor.run_checks(profile=ref))["Model/model"]
+    assert m.status == "FAIL" and "no config.json" in m.found and "`model`" in (m.fix or "")
+
+
+def test_hub_id_not_cached_warns_with_size(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "a100")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    ref = write_profile(tmp_path, model="Qwen/Qwen3-Embedding-8B", port=free_port())
+    m = rows(doctor.run_checks(profile=ref))["Model/model"]
+    assert m.status == "WARN" and "15.1 GB" in m.found  # 7,567,295,488 params x 2 bytes
+
+
+# -- network ----------------------------------------------------------------------------------
+
+
+def test_port_in_use_names_the_holder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "a100")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=port)
+        r = rows(doctor.run_checks(profile=ref))["Network/port"]
+    assert r.status == "FAIL"
+    assert f"pid {os.getpid()}" in r.found
+    assert "`port: " in (r.fix or "")
+
+
+def test_proxy_without_no_proxy_warns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "a100")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port())
+    r = rows(doctor.run_checks(profile=ref))["Network/proxy"]
+    assert r.status == "WARN" and "NO_PROXY=127.0.0.1,localhost,::1" in (r.fix or "")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert rows(doctor.run_checks(profile=ref))["Network/proxy"].status == "PASS"
+
+
+@pytest.mark.parametrize(("value", "covered"), [
+    (None, False), ("", False), ("example.com", False), ("127.0.0.1", True), ("localhost", True),
+    ("*", True), ("10.0.0.0/8,127.0.0.0/8", True), (".corp, 127.0.0.1 ", True),
+])
+def test_no_proxy_covers_loopback(value: str | None, covered: bool) -> None:
+    assert doctor.no_proxy_covers_loopback(value) is covered
+
+
+def test_small_shm_in_container_warns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "a100")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "shm_size", lambda path="/dev/shm": 64 * 1024**2)
+    monkeypatch.setattr(doctor, "_in_container", lambda: True)
+    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port())
+    r = rows(doctor.run_checks(profile=ref))["Network//dev/shm"]
+    assert r.status == "WARN" and "64 MiB" in r.found and "--shm-size" in (r.fix or "")
+
+
+# -- a running server (the stand-in SGLang HTTP server) ---------------------------------------
+
+
+@pytest.mark.parametrize("matryoshka", [True, False])
+def test_running_server(monkeypatch: pytest.MonkeyPatch, quiet_env: None, matryoshka: bool) -> None:
+    from tests.standin.server import StandinConfig, serve_in_thread
+
+    fake_nvml.install(monkeypatch, "no-driver")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    with serve_in_thread(StandinConfig(dim=2560, matryoshka=matryoshka)) as srv:
+        url = f"http://127.0.0.1:{srv.port}"
+        r = rows(doctor.run_checks(profile="generic", url=url))
+    assert r["Server//health"].status == "PASS"
+    assert "max_model_len 32768" in r["Server//v1/models"].found
+    assert r["Server/embedding"].status == "PASS" and r["Server/embedding"].found.startswith("2560 dimensions, norm 1.0000")
+    assert r["Server/dimensions"].status == ("PASS" if matryoshka else "WARN")
+
+
+def test_server_unreachable_fails(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "no-driver")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    r = rows(doctor.run_checks(profile="generic", url=f"http://127.0.0.1:{free_port()}"))
+    assert r["Server//health"].status == "FAIL" and "no answer" in r["Server//health"].found
+
+
+# -- failure diagnosis ------------------------------------------------------------------------
+
+
+def test_log_option_diagnoses(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "no-driver")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    result = CliRunner().invoke(app, ["doctor", "--profile", "a100-40g", "--json", "--log", str(LOGS / "cuda_oom.log")])
+    assert result.exit_code == 1
+    (row,) = [r for r in json.loads(result.stdout)["checks"] if r["section"] == "Last failure"]
+    assert row["status"] == "FAIL" and row["name"] == "CUDA out of memory"
+    assert "torch.OutOfMemoryError: CUDA out of memory" in row["found"]
+    assert "`gpu_memory_fraction` in profile `a100-40g`" in row["fix"]
+
+
+def test_newest_serve_log_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "no-driver")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    logs = Path(os.environ["QEMBED_STATE_DIR"]) / "logs"
+    logs.mkdir(parents=True)
+    old = logs / "default-20261119-090000.log"
+    old.write_text((LOGS / "port_in_use.log").read_text())
+    os.utime(old, (1_000_000, 1_000_000))
+    (logs / "default-20261120-100000.log").write_text((LOGS / "weights_no_kv.log").read_text())
+    r = [c for c in doctor.run_checks(profile="generic") if c.section == "Last failure"]
+    assert [c.name for c in r] == ["no GPU memory left for the KV cache"]
+    assert r[0].status == "WARN"  # found on its own: maybe already fixed, so not a FAIL
+    assert "default-20261120-100000.log" in r[0].found
+
+
+def test_missing_log_file_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "no-driver")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    r = [c for c in doctor.run_checks(profile="generic", log=tmp_path / "nope.log") if c.section == "Last failure"]
+    assert r[0].status == "FAIL" and "cannot read" in r[0].found
+
+
+def test_exit_code_table() -> None:
+    def c(status: str) -> doctor.Check:
+        return doctor.Check("s", "n", status, "f")  # type: ignore[arg-type]
+
+    assert doctor.exit_code([c("PASS"), c("SKIP")]) == 0
+    assert doctor.exit_code([c("PASS"), c("WARN")]) == 6
+    assert doctor.exit_code([c("WARN"), c("FAIL")]) == 1
+
+
+def test_help_documents_exit_codes() -> None:
+    result = CliRunner().invoke(app, ["doctor", "--help"])
+    assert result.exit_code == 0
+    assert "6 warnings only" in result.stdout and "QEMBED_PROFILE" in result.stdout
