@@ -70,7 +70,7 @@ def exit_code(checks: Iterable[Check]) -> int:
 
 
 def summary(checks: Iterable[Check]) -> dict[str, int]:
-    out = {PASS: 0, WARN: 0, FAIL: 0, SKIP: 0}
+    out: dict[str, int] = {PASS: 0, WARN: 0, FAIL: 0, SKIP: 0}
     for c in checks:
         out[c.status] += 1
     return out
