@@ -735,7 +735,8 @@ def _diagnosis(c: _Ctx) -> None:
         # a log found on its own may be from a launch that was fixed since: warn, don't fail
         status: Status = FAIL if (explicit and d.level == "error") else WARN
         where = f"line {d.line_no}: " if d.line_no else ""
-        c.add(s, d.title, status, f"{path.name}: {d.cause}. {where}{d.evidence}", d.fix)
+        evidence = d.evidence if len(d.evidence) <= 200 else d.evidence[:199] + "…"
+        c.add(s, d.title, status, f"{path.name}: {d.cause}. {where}{evidence}", d.fix)
 
 
 # -- entry point ------------------------------------------------------------------------------
