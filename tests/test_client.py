@@ -218,9 +218,9 @@ def _mock(status: int, body: Any) -> Callable[[httpx.Request], httpx.Response]:
     ],
 )
 def test_error_bodies_of_all_shapes(status: int, body: Any, message: str) -> None:
-    with Client("http://server", transport=httpx.MockTransport(_mock(status, body)), max_retries=0) as c:
-        with pytest.raises(ServerError) as exc:
-            c.embed_documents(["x"])
+    with (Client("http://server", transport=httpx.MockTransport(_mock(status, body)), max_retries=0) as c,
+          pytest.raises(ServerError) as exc):
+        c.embed_documents(["x"])
     assert exc.value.status == status
     assert exc.value.message == f"the server answered {status}: {message}"
     if status == 401:

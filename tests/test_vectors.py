@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from qembed.errors import InputError
-from qembed.vectors import check_dimensions, decode_base64, decode_base64_into, l2_normalize, truncate
+from qembed.vectors import (
+    check_dimensions,
+    decode_base64,
+    decode_base64_into,
+    l2_normalize,
+    truncate,
+)
 
 
 def test_base64_is_little_endian_float32_decoded_into_the_row() -> None:

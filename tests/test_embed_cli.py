@@ -1,0 +1,141 @@
+"""`qembed embed` / `qembed similarity` through Typer's CliRunner (stdout and stderr apart)."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from qembed.cli import app, main
+from tests.standin.server import HashBackend, Running, StandinConfig, serve_in_thread
+
+RETRIEVAL = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
+TEXTS = ["what is MRL?", "a second text"]
+
+
+@pytest.fixture
+def srv() -> Iterator[Running]:
+    with serve_in_thread(StandinConfig(dim=32)) as s:
+        yield s
+
+
+def ref(texts: list[str]) -> np.ndarray:
+    return np.array(HashBackend(32).embed(texts), dtype=np.float32)
+
+
+def invoke(args: list[str], stdin: str | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(app, args, input=stdin)
+
+
+@pytest.mark.parametrize("source", ["argument", "file", "stdin"])
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "npy", "table"])
+def test_sources_by_formats(srv: Running, tmp_path: Path, source: str, fmt: str) -> None:
+    args = ["embed", "--query", "--url", srv.url, "--format", fmt]
+    stdin = None
+    if source == "argument":
+        args += TEXTS
+    elif source == "stdin":
+        args += ["-"]
+        stdin = "\n".join(TEXTS) + "\n"
+    else:
+        (tmp_path / "q.txt").write_text("\n".join(TEXTS) + "\n")
+        args += ["--input", str(tmp_path / "q.txt"), "--output", str(tmp_path / "out.npy")]
+    result = invoke(args, stdin)
+    assert result.exit_code == 0, result.stderr
+    assert [r["input"] for r in srv.requests] == [[RETRIEVAL + t for t in TEXTS]]
+    expected = ref([RETRIEVAL + t for t in TEXTS])
+    if source == "file":  # bulk: vectors in the file, the summary on stderr (or JSON)
+        np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-6)
+        if fmt == "json":
+            assert json.loads(result.stdout)["rows"] == 2
+        else:
+            assert result.stdout == ""
+            assert "wrote 2 vectors of 32 dims" in result.stderr
+        return
+    assert result.stderr == ""
+    if fmt == "json":
+        doc = json.loads(result.stdout)
+        assert doc["dimensions"] == 32 and [d["index"] for d in doc["data"]] == [0, 1]
+        np.testing.assert_allclose([d["embedding"] for d in doc["data"]], expected, atol=1e-6)
+    elif fmt == "jsonl":
+        rows = [json.loads(x) for x in result.stdout.splitlines()]
+        np.testing.assert_allclose([r["embedding"] for r in rows], expected, atol=1e-6)
+    elif fmt == "npy":
+        arr = np.load(io.BytesIO(result.stdout_bytes))
+        np.testing.assert_allclose(arr, expected, atol=1e-6)
+    else:
+        assert "norm" in result.stdout and "1.0000" in result.stdout and "what is MRL?" in result.stdout
+
+
+def test_document_is_the_default_and_task_implies_query(srv: Running) -> None:
+    assert invoke(["embed", "--url", srv.url, "Paris."]).exit_code == 0
+    assert invoke(["embed", "--url", srv.url, "--task", "sts", "a cat"]).exit_code == 0
+    assert invoke(["embed", "--url", srv.url, "--prefix", "passage: ", "doc"]).exit_code == 0
+    assert [r["input"] for r in srv.requests] == [
+        ["Paris."], ["Instruct: Retrieve semantically similar text\nQuery:a cat"], ["passage: doc"]]
+
+
+def test_dimensions_and_json_alias(srv: Running) -> None:
+    result = invoke(["embed", "--url", srv.url, "--dimensions", "32", "--json", "x"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["dimensions"] == 32
+
+
+def test_skip_reports_on_stderr(srv: Running) -> None:
+    result = invoke(["embed", "--url", srv.url, "--on-error", "skip", "--format", "jsonl", "-"], "a\n  \nb\n")
+    assert result.exit_code == 0
+    assert [json.loads(x)["index"] for x in result.stdout.splitlines()] == [0, 2]
+    assert "warning: input 1 skipped" in result.stderr
+
+
+def test_similarity_matrix_uses_the_sts_instruction_on_both_sides(srv: Running) -> None:
+    result = invoke(["similarity", "--url", srv.url, "--json", "a cat", "a feline"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    sent = srv.requests[-1]["input"]
+    assert sent == ["Instruct: Retrieve semantically similar text\nQuery:a cat",
+                    "Instruct: Retrieve semantically similar text\nQuery:a feline"]
+    e = ref(sent)
+    np.testing.assert_allclose(doc["matrix"], e @ e.T, atol=1e-5)
+    table = invoke(["similarity", "--url", srv.url, "a cat", "a feline"])
+    assert table.exit_code == 0 and "1.0000" in table.stdout
+
+
+def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["qembed", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out, err = capsys.readouterr()
+    return int(exc.value.code or 0), out, err
+
+
+def test_errors_go_through_the_funnel(srv: Running, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(monkeypatch, capsys, ["embed", "--url", srv.url, "ok", " "])
+    assert (code, out) == (2, "")
+    assert err.startswith("error: input 1: the text is empty or whitespace only")
+    assert "hint: remove blank inputs" in err
+    code, out, err = run_main(monkeypatch, capsys, ["embed", "--url", srv.url, "--dimensions", "8", "x"])
+    assert (code, out) == (2, "")
+    assert "`dimensions` must be between 32 and 32" in err
+
+
+def test_unreachable_server(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    with serve_in_thread(StandinConfig(dim=8)) as s:
+        url = s.url
+    monkeypatch.setenv("QEMBED_URL", url)
+    code, out, err = run_main(monkeypatch, capsys, ["embed", "x"])
+    assert (code, out) == (7, "")
+    assert f"error: no server answers at {url}" in err and "qembed serve" in err
+
+
+def test_usage_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(monkeypatch, capsys, ["embed"])
+    assert code == 2 and "nothing to embed" in err
+    code, _, err = run_main(monkeypatch, capsys, ["embed", "--input", "x.txt"])
+    assert code == 2 and "`--input` needs `--output`" in err
