@@ -159,17 +159,23 @@ def compare(
 ) -> Comparison:
     """Apply the rule; never raises, so tests can also assert that a mistake is caught."""
     result = Comparison(label)
-    actual = np.asarray(actual)
-    expected = np.asarray(expected)
+    _check(result, np.asarray(actual), np.asarray(expected), cos_tol=cos_tol, norm_tol=norm_tol)
+    MEASURED.append(result)
+    return result
+
+
+def _check(
+    result: Comparison, actual: np.ndarray, expected: np.ndarray, *, cos_tol: float, norm_tol: float
+) -> None:
     if actual.ndim != 2 or expected.ndim != 2:
         result.problems.append(f"not 2-D: {actual.shape} vs {expected.shape}")
-        return result
+        return
     if actual.shape[0] != expected.shape[0]:
         result.problems.append(f"row count {actual.shape[0]} != {expected.shape[0]}")
-        return result
+        return
     if actual.shape[1] != expected.shape[1]:
         result.problems.append(f"dimensions {actual.shape[1]} != {expected.shape[1]}")
-        return result
+        return
     a = actual.astype(np.float64)
     e = expected.astype(np.float64)
     na = np.linalg.norm(a, axis=1)
@@ -185,8 +191,6 @@ def compare(
         result.problems.append(
             f"|norm-1| {result.max_norm_err:.3e} > {norm_tol} (row {worst}, norm {na[worst]:.6f})"
         )
-    MEASURED.append(result)
-    return result
 
 
 def assert_matches(actual: np.ndarray, expected: np.ndarray, *, label: str) -> Comparison:

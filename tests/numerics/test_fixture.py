@@ -7,9 +7,8 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from tests.numerics.reference import Reference
+from tests.numerics.reference import Reference, assert_matches
 from tests.numerics.texts import DOCUMENTS, QUERIES
 from tests.numerics.tiny_model import ENDOFTEXT, TinyModel, build_tiny_model
 
@@ -115,11 +114,10 @@ def test_fixture_tells_different_texts_apart(reference: Reference) -> None:
     assert float(off.max()) < 0.99  # only the two long docs from the same sentence pool come close
 
 
-@pytest.mark.parametrize("batch_size", [1, 5])
-def test_reference_is_batch_invariant(reference: Reference, batch_size: int) -> None:
-    """Left padding + last_token_pool gives the one-by-one vectors (noise <= 1.2e-7)."""
+def test_reference_is_batch_invariant(reference: Reference) -> None:
+    """The README's batched, left-padded recipe equals one sequence at a time without padding
+    (what a server runs), within fp32 noise."""
     texts = [*DOCUMENTS, *QUERIES]
-    one_by_one = reference.encode(texts, batch_size=batch_size)
+    one_by_one = reference.encode(texts, batch_size=1)
     batched = reference.encode(texts, batch_size=8)
-    cos = np.sum(one_by_one * batched, axis=1)
-    assert float(cos.min()) > 1 - 1e-6
+    assert_matches(one_by_one, batched, label="reference one-by-one vs batched")
