@@ -429,9 +429,8 @@ def _pick_one(g: GPUInfo) -> tuple[str, str]:
             "(run `qembed doctor`)"
         )
     n = g.name
-    if _has_word(n, "H100") or _has_word(n, "H800"):
-        if gib >= 60:
-            return "h100", f"detected {desc}"
+    if (_has_word(n, "H100") or _has_word(n, "H800")) and gib >= 60:
+        return "h100", f"detected {desc}"
     if _has_word(n, "A100") or _has_word(n, "A800"):
         return ("a100-80g" if gib >= 60 else "a100-40g"), f"detected {desc}"
     if _has_word(n, "L4"):
@@ -498,8 +497,8 @@ def _key_error(key: str, where: str) -> ProfileError:
         if norm == "api_key":
             return ProfileError(
                 f"`{key}` in {where}: API keys are never stored in a profile",
-                hint=f"export the key as `QEMBED_API_KEY` (or name another variable with "
-                f"`api_key_env`), or put it in a file and set `api_key_file`",
+                hint="export the key as `QEMBED_API_KEY` (or name another variable with "
+                "`api_key_env`), or put it in a file and set `api_key_file`",
             )
         return ProfileError(
             f"`{key}` in {where} is not a qembed key (a vLLM/TEI/SGLang habit)",
@@ -630,9 +629,9 @@ def _parse_overrides(overrides: Sequence[str] | Mapping[str, object]) -> list[tu
 
 
 def _apply_overrides(values: dict[str, tuple[Any, str]], overrides: Sequence[str] | Mapping[str, object]) -> None:
-    for key, value, text in _parse_overrides(overrides):
-        # Only the key: the value may be a secret someone tried to pass (`api_key=...`).
-        where = f"override `{key}`"
+    for key, value, _text in _parse_overrides(overrides):
+        # No value in messages: it may be a secret someone tried to pass (`api_key=...`).
+        where = "an override"
         top, _, sub = key.partition(".")
         if top not in FIELDS or top in _LOADER_KEYS or top == "extends":
             if top == "extends":

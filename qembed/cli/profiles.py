@@ -1,0 +1,122 @@
+"""`qembed profiles list` and `qembed profiles show`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+profiles_app = typer.Typer(
+    name="profiles",
+    help="List and inspect deployment profiles (settings for one SGLang server).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+SHOW_EXAMPLES = """Examples:
+
+  qembed profiles show              # what `auto` picks on this machine, and why
+
+  qembed profiles show a100 --set port=31000 --set env.HF_HOME=/data/hf
+
+  qembed profiles show ./my-profile.yaml --json
+"""
+
+
+@profiles_app.command("list")
+def list_cmd(json_: JsonOpt = False) -> None:
+    """List the shipped profiles and the GPU each one is sized for."""
+    from qembed import output
+    from qembed.profiles import list_profiles
+
+    rows = list_profiles()
+    if json_:
+        output.print_json([
+            {"name": r.name, "description": r.description, "gpu": r.gpu,
+             "aliases": list(r.aliases), "path": str(r.path)}
+            for r in rows
+        ])
+        return
+    output.table(
+        ["name", "gpu", "description"],
+        [(r.name + (f" ({', '.join(r.aliases)})" if r.aliases else ""), r.gpu, r.description) for r in rows],
+    )
+
+
+@profiles_app.command("show", epilog=SHOW_EXAMPLES)
+def show_cmd(
+    name: Annotated[str, typer.Argument(help="Shipped profile name, alias, `auto`, or a YAML file path.")] = "auto",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a key, e.g. `--set port=31000` (repeatable)."),
+    ] = None,
+    python: Annotated[
+        str | None,
+        typer.Option("--python", envvar="QEMBED_SGLANG_PYTHON",
+                     help="Interpreter with SGLang installed (used in the command shown)."),
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Show a profile's resolved values, where each came from, and the SGLang command."""
+    from qembed import output
+    from qembed.errors import ProfileError
+    from qembed.profiles import FIELDS, resolve_api_key, resolve_profile
+    from qembed.sglang_args import build_command, profile_warnings
+
+    resolved = resolve_profile(name, overrides=list(set_ or []))
+    profile = resolved.profile
+    warnings = profile_warnings(profile)
+    try:
+        api_key = resolve_api_key(profile)
+    except ProfileError as exc:
+        api_key = None
+        warnings.append(exc.message)
+    cmd = build_command(profile, api_key=api_key, python=python)
+    values: dict[str, Any] = profile.model_dump()
+
+    if json_:
+        output.print_json({
+            "name": profile.name,
+            "requested": resolved.requested,
+            "auto_reason": resolved.auto_reason,
+            "chain": resolved.chain,
+            "values": values,
+            "sources": resolved.sources,
+            "api_key": "set" if api_key else None,
+            "command": {"argv": cmd.redacted_argv(), "env": cmd.redacted_env(), "display": cmd.display()},
+            "warnings": warnings,
+        })
+        return
+
+    if resolved.auto_reason:
+        output.status(f"auto: {resolved.auto_reason}")
+    title = f"profile {profile.name}" + (f" (extends {' -> '.join(resolved.chain[1:])})" if len(resolved.chain) > 1 else "")
+    output.table(
+        ["key", "value", "from"],
+        [(k, _fmt(k, values[k]), resolved.sources.get(k, "")) for k in FIELDS if k not in {"name", "extends"}],
+        title=title,
+    )
+    output.data("SGLang command:")
+    output.data("  " + cmd.display())
+    for w in warnings:
+        output.warn(w)
+
+
+# Keys whose unset value means "SGLang's own rule at launch".
+_SGLANG_DECIDES = {"gpu_memory_fraction", "max_running_requests", "chunked_prefill_size",
+                   "max_prefill_tokens", "max_queued_requests", "context_length",
+                   "attention_backend", "quantization", "kv_cache_dtype"}
+
+
+def _fmt(key: str, value: Any) -> str:
+    if value is None:
+        return "(SGLang decides)" if key in _SGLANG_DECIDES else "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        import json
+
+        return json.dumps(value) if value else ("{}" if isinstance(value, dict) else "[]")
+    return str(value)
