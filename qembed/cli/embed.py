@@ -128,7 +128,7 @@ def embed(
     id_field: Annotated[str | None, typer.Option("--id-field", help="Bulk: the id column/field (default: row number).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Bulk: continue an interrupted job from its journal.")] = False,
     on_error: Annotated[OnError, typer.Option("--on-error", help="raise: stop at a blank/too long input; skip: leave it out and report it.")] = OnError.raise_,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight.", min=1)] = 4,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight.", min=1)] = 8,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per request.", min=1)] = 64,
     chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="Bulk: rows per chunk (unit of progress and resume).", min=1)] = 1024,
 ) -> None:
