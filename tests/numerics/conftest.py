@@ -3,7 +3,6 @@ reference recipe on it, the tiny-model backend, and stand-in servers (once per m
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -12,10 +11,6 @@ from tests.numerics.reference import MEASURED, Reference
 from tests.numerics.tiny_model import TinyModel, build_tiny_model
 from tests.standin.server import Running, StandinConfig, serve_in_thread
 from tests.standin.tiny_backend import TinyBackend
-
-# Everything here is local, but a stray hub lookup must fail fast instead of reaching out.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

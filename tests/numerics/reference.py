@@ -13,8 +13,10 @@ verdict is taken on the minimum over a set of texts of mixed languages and lengt
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,22 +53,43 @@ def last_token_pool(last_hidden_states: torch.Tensor, attention_mask: torch.Tens
     ]
 
 
+@contextlib.contextmanager
+def offline() -> Iterator[None]:
+    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE for the duration of a load, then restored.
+
+    The fixture is a local directory, so nothing should reach the hub; this makes a stray lookup
+    fail fast. It is scoped to the load so the setting does not leak into other tests (doctor
+    reads HF_HUB_OFFLINE).
+    """
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    os.environ.update(dict.fromkeys(saved, "1"))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 class Reference:
     """The tokenizer and model loaded once, the README way, in fp32."""
 
     def __init__(self, model_dir: Path) -> None:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        torch.set_num_threads(2)
-        hf_logging.disable_progress_bar()
         self.model_dir = model_dir
         self._cache: dict[tuple[int, tuple[str, ...]], np.ndarray] = {}
-        self.tokenizer: Any = AutoTokenizer.from_pretrained(str(model_dir), padding_side="left")
-        model, info = AutoModel.from_pretrained(
-            str(model_dir), dtype=torch.float32, output_loading_info=True
-        )
+        with offline():  # before the first import: huggingface_hub reads it at import time
+            import torch
+            from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+
+            torch.set_num_threads(2)
+            hf_logging.disable_progress_bar()
+            self.tokenizer: Any = AutoTokenizer.from_pretrained(str(model_dir), padding_side="left")
+            model, info = AutoModel.from_pretrained(
+                str(model_dir), dtype=torch.float32, output_loading_info=True
+            )
         self.model: Any = model.eval()
         self.loading_info: dict[str, Any] = info
 

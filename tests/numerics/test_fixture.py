@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.numerics.reference import Reference, assert_matches
+from tests.numerics.reference import Reference, assert_matches, offline
 from tests.numerics.texts import DOCUMENTS, QUERIES
 from tests.numerics.tiny_model import ENDOFTEXT, TinyModel, build_tiny_model
 
@@ -96,8 +96,9 @@ def test_no_eos_variant_models_an_older_snapshot(
 ) -> None:
     from transformers import AutoTokenizer
 
-    old = AutoTokenizer.from_pretrained(str(tiny_model_no_eos.path))
-    new = AutoTokenizer.from_pretrained(str(tiny_model.path))
+    with offline():
+        old = AutoTokenizer.from_pretrained(str(tiny_model_no_eos.path))
+        new = AutoTokenizer.from_pretrained(str(tiny_model.path))
     for text in PROBES:
         assert old(text)["input_ids"] + [tiny_model.endoftext_id] == new(text)["input_ids"], text
     assert (tiny_model_no_eos.path / "model.safetensors").read_bytes() == (

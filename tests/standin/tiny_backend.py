@@ -17,8 +17,10 @@ wrong length).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,18 +28,36 @@ Mistake = Literal["no-eos", "mean", "no-renorm"]
 MISTAKES: tuple[Mistake, ...] = ("no-eos", "mean", "no-renorm")
 
 
+@contextlib.contextmanager
+def _offline() -> Iterator[None]:
+    """The model is a local directory: make any hub lookup fail fast, only during the load
+    (HF_HUB_OFFLINE must not leak into other tests)."""
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    os.environ.update(dict.fromkeys(saved, "1"))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 class _Loaded:
     """Tokenizer + model + the lock that serialises forward passes across handler threads."""
 
     def __init__(self, model_dir: Path) -> None:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        with _offline():
+            import torch
+            from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
 
-        torch.set_num_threads(2)
-        hf_logging.disable_progress_bar()
-        self.tokenizer: Any = AutoTokenizer.from_pretrained(str(model_dir))
-        self.model: Any = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+            torch.set_num_threads(2)
+            hf_logging.disable_progress_bar()
+            # no kwargs: add_eos_token= / add_bos_token= would rebuild the post-processor
+            self.tokenizer: Any = AutoTokenizer.from_pretrained(str(model_dir))
+            self.model: Any = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32).eval()
         self.hidden_size = int(self.model.config.hidden_size)
         self.lock = threading.Lock()
 
