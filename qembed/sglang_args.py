@@ -242,7 +242,8 @@ def _merge_no_proxy(current: str | None) -> str:
 
 
 def build_env(profile: Profile, *, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment additions: the profile's ``env``, ``CUDA_VISIBLE_DEVICES`` from ``gpu_ids``,
+    """Environment additions: the profile's ``env``, ``CUDA_VISIBLE_DEVICES`` (and
+    ``CUDA_DEVICE_ORDER=PCI_BUS_ID``) from ``gpu_ids``,
     and loopback in ``NO_PROXY``/``no_proxy`` (appended to what is already set).
 
     The loopback entries keep SGLang's warm-up request to itself away from an HTTP proxy, which
@@ -252,6 +253,9 @@ def build_env(profile: Profile, *, environ: Mapping[str, str] | None = None) -> 
     env = dict(profile.env)
     if profile.gpu_ids is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in profile.gpu_ids)
+        # `gpu_ids` are the indices nvidia-smi and NVML show (PCI bus order); CUDA's own default
+        # order is "fastest first", which differs on mixed-GPU machines.
+        env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     for name in ("NO_PROXY", "no_proxy"):
         env[name] = _merge_no_proxy(env.get(name, base.get(name)))
     return env

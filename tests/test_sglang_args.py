@@ -129,7 +129,7 @@ def test_sglang_python_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_env_adds_no_proxy_and_gpu_ids() -> None:
     env = build_env(Profile(gpu_ids=[2, 3], env={"HF_HOME": "/data"}), environ={})
-    assert env == {"HF_HOME": "/data", "CUDA_VISIBLE_DEVICES": "2,3",
+    assert env == {"HF_HOME": "/data", "CUDA_VISIBLE_DEVICES": "2,3", "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
                    "NO_PROXY": "127.0.0.1,localhost,::1", "no_proxy": "127.0.0.1,localhost,::1"}
 
 
