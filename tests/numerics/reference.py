@@ -158,13 +158,17 @@ class Comparison:
         return statistics.median(self.cos) if self.cos else float("nan")
 
     @property
+    def max_cos(self) -> float:
+        return max(self.cos) if self.cos else float("nan")
+
+    @property
     def max_norm_err(self) -> float:
         return max(self.norm_err) if self.norm_err else float("nan")
 
     def summary(self) -> str:
         return (
             f"{self.label}: n={len(self.cos)} min cos {self.min_cos:.8f} (1-min {1 - self.min_cos:.1e}) "
-            f"median {self.median_cos:.8f} max |norm-1| {self.max_norm_err:.1e}"
+            f"median {self.median_cos:.8f} max {self.max_cos:.8f} max |norm-1| {self.max_norm_err:.1e}"
             + ("" if self.ok else " -> " + "; ".join(self.problems))
         )
 
