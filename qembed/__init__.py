@@ -43,7 +43,30 @@ _LAZY: dict[str, str] = {
     "ExitCode": "qembed.errors",
 }
 
-__all__ = ["__version__", *sorted(_LAZY)]
+__all__ = [
+    "TASKS",
+    "AsyncClient",
+    "Client",
+    "ConfigError",
+    "Embeddings",
+    "ExitCode",
+    "FlagsRejected",
+    "GPUError",
+    "InputError",
+    "LaunchError",
+    "MissingDependency",
+    "NotReady",
+    "PortInUse",
+    "Profile",
+    "ProfileError",
+    "QembedError",
+    "ServerError",
+    "ServerExited",
+    "ServerUnreachable",
+    "__version__",
+    "format_query",
+    "load_profile",
+]
 
 if TYPE_CHECKING:
     from .client import AsyncClient, Client, Embeddings

@@ -15,8 +15,8 @@ import sys
 
 import typer
 
-from .. import __version__
-from .. import env as qenv
+from qembed import __version__
+from qembed import env as qenv
 
 app = typer.Typer(
     name="qembed",
@@ -64,12 +64,12 @@ _register()
 
 def main() -> None:
     """Console-script entry point: run the app through the error funnel."""
-    from ..errors import ExitCode, QembedError
+    from qembed.errors import ExitCode, QembedError
 
     try:
         app(standalone_mode=False)
     except QembedError as exc:
-        from .. import output
+        from qembed import output
 
         if qenv.debug_enabled():
             import traceback
@@ -88,7 +88,7 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as exc:  # click usage errors come through here in standalone_mode=False
-        from ..errors import ExitCode as _EC
+        from qembed.errors import ExitCode as _EC
 
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
