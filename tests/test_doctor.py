@@ -64,6 +64,7 @@ def quiet_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     """No HF cache, roomy /dev/shm, SGLang's parser replaced (its real run is tested elsewhere)."""
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(doctor, "shm_size", lambda path="/dev/shm": 16 * 1024**3)
     from qembed import sglang_args
 
@@ -219,7 +220,13 @@ def test_hub_id_not_cached_warns_with_size(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
     ref = write_profile(tmp_path, model="Qwen/Qwen3-Embedding-8B", port=free_port())
     m = rows(doctor.run_checks(profile=ref))["Model/model"]
-    assert m.status == "WARN" and "15.1 GB" in m.found  # 7,567,295,488 params x 2 bytes
+    assert m.status == "WARN" and "15.1 GB" in m.found, m  # 7,567,295,488 params x 2 bytes
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    m = rows(doctor.run_checks(profile=ref))["Model/model"]
+    assert m.status == "FAIL" and "HF_HUB_OFFLINE" in m.found
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    assert rows(doctor.run_checks(profile=ref))["Model/model"].status == "PASS"
 
 
 # -- network ----------------------------------------------------------------------------------
