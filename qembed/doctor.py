@@ -477,10 +477,13 @@ def _fit(c: _Ctx) -> None:
     frac = f"fraction {fit.mem_fraction:.3f}{' (SGLang auto)' if fit.mem_fraction_is_auto else ''}"
     found = (f"GPU {g.index}: weights {_gb(fit.weights_bytes)}, KV {fit.kv_bytes_per_token // 1024} KiB/token, "
              f"{frac}: {fit.note}")
+    fix = f"in {_plabel(c.profile)}: " + "; or ".join(fit.suggestions)
     if fit.fits:
         c.add(s, "fit", PASS, found)
+    elif fit.starts:
+        c.add(s, "fit", WARN, "a full-context request will not fit: " + found, fix)
     else:
-        c.add(s, "fit", FAIL, "will not fit: " + found, f"in {_plabel(c.profile)}: " + "; or ".join(fit.suggestions))
+        c.add(s, "fit", FAIL, "will not fit: " + found, fix)
 
 
 def _in_container() -> bool:

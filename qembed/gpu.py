@@ -415,11 +415,17 @@ def launch_findings(snap: GPUSnapshot, profile: Profile | Any, *, sglang_version
             chunked_prefill_size=_p(profile, "chunked_prefill_size"), tp_size=tp,
             kv_dtype_bytes=models.kv_dtype_bytes_for(_p(profile, "kv_cache_dtype"), dbytes),
         )
-        if not fit.fits:
+        where = (f"GPU {g.index} ({g.name}, {g.memory_free / GiB:.1f} GiB free of "
+                 f"{g.memory_total / GiB:.1f} GiB)")
+        if not fit.starts:
             fails.append(Finding(
-                "fail",
-                f"{shape.name.split('/')[-1]} will not fit on GPU {g.index} ({g.name}, "
-                f"{g.memory_free / GiB:.1f} GiB free of {g.memory_total / GiB:.1f} GiB): {fit.note}",
+                "fail", f"{shape.name.split('/')[-1]} will not fit on {where}: {fit.note}",
+                f"in {label}: " + "; or ".join(fit.suggestions),
+            ))
+        elif not fit.fits:
+            # SGLang starts with a pool shorter than the context; inputs that long are refused
+            warns.append(Finding(
+                "warn", f"one full-context request will not fit on {where}: {fit.note}",
                 f"in {label}: " + "; or ".join(fit.suggestions),
             ))
     return fails + warns

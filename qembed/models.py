@@ -266,6 +266,17 @@ class MemoryFit:
     chunked_prefill_size: int = 0
     suggestions: tuple[str, ...] = field(default=())
 
+    @property
+    def starts(self) -> bool:
+        """SGLang would start: the pool holds at least :data:`MIN_POOL_TOKENS` (or one context,
+        if shorter). Below one full context it only warns (``KV pool holds N tokens, fewer than
+        --context-length``, ``tp_worker.py:558-567``) and refuses long inputs at serving time."""
+        return self.pool_bytes > 0 and self.pool_tokens >= min(MIN_POOL_TOKENS, self.context_length)
+
+
+#: The smallest pool worth starting a server for: SGLang's smallest auto chunked-prefill size.
+MIN_POOL_TOKENS = 2048
+
 
 def _gb(n: float) -> str:
     return f"{n / 1e9:.2f} GB"
@@ -402,6 +413,7 @@ def kv_dtype_bytes_for(kv_cache_dtype: str | None, dtype_bytes: int) -> int:
 
 __all__ = [
     "KNOWN_SHAPES",
+    "MIN_POOL_TOKENS",
     "MemoryFit",
     "ModelShape",
     "auto_mem_fraction",

@@ -156,8 +156,17 @@ def test_t4_full_context_will_not_fit(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
     ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), dtype="float16")
     fit = rows(doctor.run_checks(profile=ref))["Memory fit/fit"]
-    assert fit.status == "FAIL" and fit.found.startswith("will not fit")
+    assert fit.status == "WARN" and fit.found.startswith("a full-context request will not fit")
     assert "`context_length: " in (fit.fix or "") and "`gpu_memory_fraction: " in (fit.fix or "")
+
+
+def test_8b_on_t4_will_not_fit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "t4")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    ref = write_profile(tmp_path, model="Qwen/Qwen3-Embedding-8B", dtype="float16", port=free_port())
+    fit = rows(doctor.run_checks(profile=ref))["Memory fit/fit"]
+    assert fit.status == "FAIL" and fit.found.startswith("will not fit")
+    assert "weights alone" in (fit.fix or "")
 
 
 def test_busy_gpu_names_the_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
