@@ -454,8 +454,8 @@ def diagnose(lines: Iterable[str], *, profile: Profile | Any | None = None,
             "killed", "SGLang was killed (SIGKILL)",
             "the process got SIGKILL with no error in the log: usually the OS OOM killer "
             "(check `dmesg -T | grep -i oom`), or SGLang killing itself after a child failed",
-            "free host RAM / give the container more memory; raise `ready_timeout` if something "
-            "external killed a slow start",
+            "free host RAM or give the container more memory; if a supervisor (systemd, k8s) "
+            "killed it, check that supervisor's memory and start-up limits",
             f"exit status {returncode}", None))
     return errors + [d for d in found if d.level == "warning"]
 
