@@ -104,3 +104,50 @@ class TinyBackend:
                     pooled = F.normalize(pooled, p=2, dim=0)
                 out.append([float(x) for x in pooled.tolist()])
         return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.standin.tiny_backend --model DIR [--port 0] [--mistake M] [--config JSON]``:
+    the stand-in server with real tiny-model vectors, in its own process, until killed.
+
+    Prints ``standin listening on HOST:PORT`` on stderr once bound (port 0 = any free port).
+    """
+    import argparse
+    import json
+    import sys
+
+    from tests.standin.server import build_server, config_from_json
+
+    p = argparse.ArgumentParser(
+        prog="standin-tiny", description="stand-in SGLang server, tiny-model vectors"
+    )
+    p.add_argument(
+        "--model", required=True, type=Path, help="a directory built by tests.numerics.tiny_model"
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--mistake", choices=MISTAKES, default=None)
+    p.add_argument(
+        "--config",
+        default="{}",
+        help="StandinConfig as JSON (dim and model default to the model's)",
+    )
+    args = p.parse_args(argv)
+    backend = TinyBackend(args.model, mistake=args.mistake)
+    raw = json.loads(args.config)
+    raw.setdefault("dim", backend.dim)
+    raw.setdefault("model", str(args.model))
+    server = build_server(
+        config_from_json(json.dumps(raw)), backend, host=args.host, port=args.port
+    )
+    print(
+        f"standin listening on {args.host}:{server.server_address[1]}", file=sys.stderr, flush=True
+    )
+    try:
+        server.serve_forever(poll_interval=0.05)
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
