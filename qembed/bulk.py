@@ -189,11 +189,21 @@ class _Writer:
         self.dim = dim
         self.ids_are_rows = ids_are_rows
 
-    def open(self, *, committed_rows: int, committed_offset: int, committed_chunks: int) -> None: ...
-    def write(self, chunk_index: int, ids: list[Any], vectors: npt.NDArray[np.float32]) -> None: ...
-    def commit(self) -> int: ...  # returns the durable offset
-    def finalize(self) -> None: ...
-    def close(self) -> None: ...
+    def open(self, *, committed_rows: int, committed_offset: int, committed_chunks: int) -> None:
+        raise NotImplementedError
+
+    def write(self, chunk_index: int, ids: list[Any], vectors: npt.NDArray[np.float32]) -> None:
+        raise NotImplementedError
+
+    def commit(self) -> int:
+        """Make everything written so far durable; return the offset to record in the journal."""
+        raise NotImplementedError
+
+    def finalize(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
 
 
 def _npy_header(rows: int, dim: int) -> bytes:
@@ -444,7 +454,7 @@ def embed_file(
     if _suffix(out) in (".parquet",) or _suffix(inp) == ".parquet":
         _pyarrow_parquet()
     st = inp.stat()
-    header = {
+    header: dict[str, Any] = {
         "qembed_journal": JOURNAL_VERSION, "input": str(inp.resolve()), "input_size": st.st_size,
         "input_mtime_ns": st.st_mtime_ns, "output_format": _suffix(out), "chunk_rows": chunk_rows,
         "kind": kind, "task": task, "instruction": instruction, "prefix": prefix,
@@ -530,7 +540,7 @@ def embed_file(
     if journal is not None:
         journal.close()
     jpath.unlink(missing_ok=True)
-    result.dimensions = header["dim"]
+    result.dimensions = int(header["dim"]) if header["dim"] is not None else None
     result.seconds = time.perf_counter() - started
     return result
 

@@ -133,7 +133,7 @@ def _embeddings_class() -> type:
         return _EMBEDDINGS_CLASS
     import numpy as np
 
-    class Embeddings(np.ndarray):  # type: ignore[type-arg]
+    class Embeddings(np.ndarray):
         """A float32 ``(n, d)`` array of unit rows, in input order, plus what the server said.
 
         Attributes:
@@ -540,7 +540,7 @@ class BaseClient:
             except ValueError:
                 pass  # an HTTP date: fall back to our own backoff
         d = min(MAX_BACKOFF, self.backoff * (2**attempt))
-        return d / 2 + random.uniform(0, d / 2)
+        return float(d / 2 + random.uniform(0, d / 2))
 
     def _unreachable(self, exc: Exception) -> ServerUnreachable:
         import httpx

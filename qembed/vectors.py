@@ -38,7 +38,11 @@ def l2_normalize(a: npt.NDArray[Any], *, out: npt.NDArray[np.float32] | None = N
     a = np.asarray(a, dtype=np.float32)
     norms = np.linalg.norm(a, axis=-1, keepdims=True)
     np.maximum(norms, np.float32(1e-12), out=norms)
-    return np.divide(a, norms, out=out) if out is not None else (a / norms).astype(np.float32)
+    if out is not None:
+        np.divide(a, norms, out=out)
+        return out
+    result: npt.NDArray[np.float32] = (a / norms).astype(np.float32)
+    return result
 
 
 def truncate(a: npt.NDArray[Any], dimensions: int) -> npt.NDArray[np.float32]:

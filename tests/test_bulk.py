@@ -138,9 +138,13 @@ def test_resume_after_sigkill_has_no_gaps_and_no_duplicates(tmp_path: Path, dst:
         rerun = subprocess.run([*argv, "--resume", "--json"], capture_output=True, text=True, timeout=120)
         assert rerun.returncode == 0, rerun.stderr
         summary = json.loads(rerun.stdout)
-        resumed_requests = len(srv.requests) - n_requests_before
+        # a request the killed process had in flight may land after the snapshot; it is for a
+        # chunk that was not committed, so the check below still holds
+        resent = [t for r in srv.requests[n_requests_before:] if isinstance(r, dict)
+                  for t in r.get("input", [])]
     assert summary["rows"] == 120 and summary["chunks_resumed"] == done_before
-    assert resumed_requests == (120 - 4 * done_before) // 2  # done chunks were not re-embedded
+    assert not set(resent) & set(texts[: 4 * done_before])  # done chunks were not re-embedded
+    assert set(texts[4 * done_before:]) <= set(resent)
     got_ids, vecs = read_output(out)
     if got_ids is not None:
         assert got_ids == ids

@@ -94,7 +94,7 @@ def _write_binary(payload: bytes) -> None:
         writer(payload)
         return
     # qembed.output has no binary writer yet: npy is data, so it goes to stdout as bytes.
-    stream = getattr(sys.stdout, "buffer", sys.stdout)
+    stream: Any = getattr(sys.stdout, "buffer", sys.stdout)
     stream.write(payload)
     stream.flush()
 
