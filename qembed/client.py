@@ -149,10 +149,20 @@ def _embeddings_class() -> type:
         failures: list[Failure]
 
         def __array_finalize__(self, obj: Any) -> None:
-            self.prompt_tokens = getattr(obj, "prompt_tokens", 0)
+            # The metadata describes the whole result; a slice or a derived array must not
+            # carry row indices that no longer match its rows.
+            whole = obj is not None and getattr(obj, "shape", None) == self.shape
+            self.prompt_tokens = getattr(obj, "prompt_tokens", 0) if whole else 0
             self.model = getattr(obj, "model", None)
-            self.indices = getattr(obj, "indices", None)
-            self.failures = getattr(obj, "failures", [])
+            self.indices = getattr(obj, "indices", None) if whole else None
+            self.failures = getattr(obj, "failures", []) if whole else []
+
+        def __array_wrap__(self, array: Any, context: Any = None, return_scalar: bool = False) -> Any:
+            # ufunc / matmul results (norms, similarity matrices) are plain arrays
+            result = super().__array_wrap__(array, context, return_scalar)
+            if isinstance(result, np.ndarray) and result.shape != self.shape:
+                return result.view(np.ndarray)
+            return result
 
         @property
         def usage(self) -> dict[str, int]:
@@ -542,6 +552,16 @@ class BaseClient:
         d = min(MAX_BACKOFF, self.backoff * (2**attempt))
         return float(d / 2 + random.uniform(0, d / 2))
 
+    def _transport_retries(self, exc: Exception) -> int:
+        """Retries for a transport error: a refused connection to a server that has never
+        answered this client fails fast (one retry), so `qembed embed` with no server says so
+        at once; once it has answered, a refusal (a restart) gets the full retries."""
+        import httpx
+
+        if isinstance(exc, httpx.ConnectError) and not self._models_fetched:
+            return min(1, self.max_retries)
+        return self.max_retries
+
     def _unreachable(self, exc: Exception) -> ServerUnreachable:
         import httpx
 
@@ -551,7 +571,7 @@ class BaseClient:
                 hint="start one with `qembed serve`, or set `QEMBED_URL` (`--url`) to where it runs",
             )
         return ServerUnreachable(
-            f"the connection to {self.base_url} failed after {self.max_retries + 1} attempts: "
+            f"the connection to {self.base_url} failed: "
             f"{type(exc).__name__}: {exc}",
             hint="check the server (`qembed ps`, `qembed logs`) and try again",
         )
@@ -758,7 +778,7 @@ class Client(BaseClient):
             try:
                 r = self._http.request(req.method, req.path, content=req.body)
             except httpx.TransportError as exc:
-                if attempt >= self.max_retries:
+                if attempt >= self._transport_retries(exc):
                     raise self._unreachable(exc) from exc
                 delay = self._retry_delay(attempt, None)
                 logger.info("%s %s: %s; retry %d in %.2f s", req.method, req.path, type(exc).__name__, attempt + 1, delay)
@@ -893,7 +913,7 @@ class AsyncClient(BaseClient):
             try:
                 r = await self._http.request(req.method, req.path, content=req.body)
             except httpx.TransportError as exc:
-                if attempt >= self.max_retries:
+                if attempt >= self._transport_retries(exc):
                     raise self._unreachable(exc) from exc
                 delay = self._retry_delay(attempt, None)
             else:

@@ -289,3 +289,43 @@ def test_public_names() -> None:
         e = c.embed_queries("single string")
     assert isinstance(e, qembed.Embeddings) and e.shape == (1, 8)
     assert e.usage == {"prompt_tokens": e.prompt_tokens, "total_tokens": e.prompt_tokens}
+
+
+def test_refused_connection_fails_fast_until_the_server_has_answered() -> None:
+    calls: list[str] = []
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with Client("http://nowhere", transport=httpx.MockTransport(refused), backoff=0.001) as c, \
+            pytest.raises(ServerUnreachable, match="no server answers at http://nowhere"):
+        c.embed_documents(["x"])
+    assert calls == ["/v1/models"] * 2  # one retry, not max_retries
+
+    calls.clear()
+
+    def restarting(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m", "max_model_len": 100}]})
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with Client("http://restarting", transport=httpx.MockTransport(restarting), backoff=0.001, max_retries=3) as c, \
+            pytest.raises(ServerUnreachable):
+        c.embed_documents(["x"])
+    assert calls == ["/v1/models"] + ["/v1/embeddings"] * 4  # the server answered once: full retries
+
+
+def test_slices_and_derived_arrays_do_not_carry_stale_metadata() -> None:
+    with serve_in_thread(StandinConfig(dim=8)) as srv, fast(srv.url, on_error="skip") as c:
+        e = c.embed_documents(["a", " ", "b", "c"])
+    assert e.indices.tolist() == [0, 2, 3] and len(e.failures) == 1 and e.prompt_tokens == 6
+    copy = e.copy()
+    assert copy.indices.tolist() == [0, 2, 3] and copy.prompt_tokens == 6
+    part = e[1:]
+    assert part.indices is None and part.failures == [] and part.prompt_tokens == 0
+    sims = e @ e.T
+    norms = np.linalg.norm(e, axis=1)
+    assert type(sims) is np.ndarray and type(norms) is np.ndarray
+    np.testing.assert_allclose(np.diag(sims), 1.0, atol=1e-5)

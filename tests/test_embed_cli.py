@@ -139,3 +139,16 @@ def test_usage_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
     assert code == 2 and "nothing to embed" in err
     code, _, err = run_main(monkeypatch, capsys, ["embed", "--input", "x.txt"])
     assert code == 2 and "`--input` needs `--output`" in err
+
+
+def test_bulk_progress_bar_when_stderr_is_a_terminal(srv: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qembed import output
+
+    monkeypatch.setattr(output, "stderr_is_tty", lambda: True)
+    (tmp_path / "in.txt").write_text("".join(f"line {i}\n" for i in range(20)))
+    result = invoke(["embed", "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "o.jsonl"),
+                     "--url", srv.url, "--chunk-rows", "5"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    assert "wrote 20 vectors of 32 dims" in result.stderr
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 20
