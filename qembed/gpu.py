@@ -105,6 +105,9 @@ def parse_visible_devices(value: str | None, gpus: Sequence[GPUInfo]) -> tuple[l
 
     Entries are integer indices or GPU-UUID prefixes (``GPU-8f3a``); the runtime stops at the
     first entry it cannot resolve, so this does too. ``None`` = all visible, ``""`` = none.
+    Indices are read as NVML (PCI bus) indices, which is what CUDA uses with
+    ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (set by qembed's launcher when ``gpu_ids`` is given); with
+    CUDA's default FASTEST_FIRST order, mixed-model machines may number GPUs differently.
 
     Returns:
         The visible GPUs in CUDA order, and a note when part of the value was ignored.
