@@ -25,7 +25,9 @@ from tests.numerics.reference import (
 )
 from tests.numerics.reference import format_query as reference_format_query
 from tests.numerics.texts import DOCUMENTS, MIXED, QUERIES
-from tests.standin.server import Running
+from tests.numerics.tiny_model import TinyModel
+from tests.standin.server import Running, StandinConfig, serve_in_thread
+from tests.standin.tiny_backend import TinyBackend
 
 # Official instruction texts (QwenLM README; evaluation/qwen3_embedding_model.py), typed in here
 # rather than imported from qembed, so a typo in qembed's presets fails.
@@ -183,3 +185,37 @@ def test_queries_without_their_instruction_are_caught(client: Client, reference:
         client.embed([f"Instruct: {RETRIEVAL_TASK}\nQuery: {q}" for q in QUERIES]), len(QUERIES)
     )
     assert_caught(spaced, reference.encode_queries(QUERIES), label="client: 'Query: ' with a space")
+
+
+def test_skipped_inputs_leave_the_other_rows_in_place(client: Client, reference: Reference) -> None:
+    """on_error="skip": a blank input is dropped and every other row still matches its text."""
+    texts = [*MIXED[:3], "   ", *MIXED[3:]]
+    with Client(client.base_url, max_retries=0, on_error="skip", batch_size=4) as c:
+        got = c.embed(texts)
+    assert list(got.indices) == [i for i in range(len(texts)) if i != 3]
+    assert [f.index for f in got.failures] == [3]
+    assert_matches(
+        _as_array(got, len(MIXED)),
+        reference.encode(MIXED),
+        label="client skip blank, others in order",
+    )
+
+
+def test_too_long_input_is_isolated_and_the_rest_match(
+    tiny_model: TinyModel, backend: TinyBackend, reference: Reference
+) -> None:
+    """A server with a 1,000-token context rejects the whole request for the 1,201-token doc
+    (the client's byte-based lower bound, 687 tokens, lets it through); the client isolates it by
+    halving, and the other rows come back right and in order."""
+    long_idx = max(range(len(DOCUMENTS)), key=lambda i: len(DOCUMENTS[i]))
+    cfg = StandinConfig(dim=backend.dim, model=str(tiny_model.path), context_length=1000)
+    with serve_in_thread(cfg, backend) as srv, Client(srv.url, max_retries=0, on_error="skip") as c:
+        got = c.embed_documents(DOCUMENTS)
+        assert len(srv.requests) > 2  # one rejected request for all 12, then the halves
+    keep = [i for i in range(len(DOCUMENTS)) if i != long_idx]
+    assert list(got.indices) == keep
+    assert [f.index for f in got.failures] == [long_idx]
+    expected = reference.encode_documents(DOCUMENTS)[keep]
+    assert_matches(
+        _as_array(got, len(keep)), expected, label="client skip too-long, others in order"
+    )
