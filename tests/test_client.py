@@ -329,3 +329,9 @@ def test_slices_and_derived_arrays_do_not_carry_stale_metadata() -> None:
     norms = np.linalg.norm(e, axis=1)
     assert type(sims) is np.ndarray and type(norms) is np.ndarray
     np.testing.assert_allclose(np.diag(sims), 1.0, atol=1e-5)
+
+
+def test_token_ids_are_refused_with_the_eos_explanation() -> None:
+    with Client("http://unused") as c, pytest.raises(InputError) as exc:
+        c.embed([[1944, 151643]])  # type: ignore[list-item]
+    assert exc.value.index == 0 and "151643" in (exc.value.hint or "")

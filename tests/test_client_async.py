@@ -67,3 +67,46 @@ def test_async_raises_the_same_input_error() -> None:
     with serve_in_thread(StandinConfig(dim=8)) as srv, pytest.raises(InputError) as exc:
         asyncio.run(run(srv.url))
     assert exc.value.index == 1
+
+
+def _handler(seen: list[dict[str, Any]]):  # type: ignore[no-untyped-def]
+    import base64
+    import json
+    import struct
+
+    import httpx
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m", "max_model_len": 512}]})
+        body = json.loads(request.content)
+        seen.append(body)
+        if len(seen) == 1:  # the first embeddings call is throttled once
+            return httpx.Response(429, headers={"Retry-After": "0"}, json={"error": {"message": "slow down"}})
+        data = [{"object": "embedding", "index": i,
+                 "embedding": base64.b64encode(struct.pack("<32f", *([float(len(t))] + [1.0] * 31))).decode()}
+                for i, t in enumerate(body["input"])]
+        return httpx.Response(200, json={"data": data, "model": "m", "object": "list", "usage": {"prompt_tokens": 7}})
+
+    return handler
+
+
+def test_one_mock_handler_serves_both_clients() -> None:
+    import httpx
+
+    sync_seen: list[dict[str, Any]] = []
+    with Client("http://mock", transport=httpx.MockTransport(_handler(sync_seen))) as c:
+        s = c.embed_queries(["q"], dimensions=None)
+
+    async_seen: list[dict[str, Any]] = []
+
+    async def run() -> Any:
+        async with AsyncClient("http://mock", transport=httpx.MockTransport(_handler(async_seen))) as ac:
+            return await ac.embed_queries(["q"])
+
+    a = asyncio.run(run())
+    assert sync_seen == async_seen and len(sync_seen) == 2  # 429 honoured, then retried once
+    assert sync_seen[1] == {"input": ["Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:q"],
+                            "encoding_format": "base64", "model": "m"}
+    np.testing.assert_array_equal(s, a)
+    assert s.prompt_tokens == a.prompt_tokens == 7
