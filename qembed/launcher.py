@@ -52,6 +52,7 @@ from .errors import LaunchError, NotReady, PortInUse, ServerExited
 if TYPE_CHECKING:
     from .diagnose import Diagnosis
     from .profiles import Profile
+    from .state import Record
 
 logger = logging.getLogger(__name__)
 
@@ -441,6 +442,8 @@ def failure_details(
 
         lines = [text for _, text in numbered]
         diagnoses = list(diagnose(lines, profile=profile, returncode=returncode))
+        # Errors before warnings (a KV-pool warning is no cause of death); stable otherwise.
+        diagnoses.sort(key=lambda d: getattr(d, "level", "error") != "error")
     except ImportError:
         logger.debug("qembed.diagnose is not available", exc_info=True)
     details: list[str] = []
@@ -713,6 +716,41 @@ class Server:
         self.proc.returncode = 0
 
 
+# -- recorded servers ---------------------------------------------------------------------------
+
+
+def health_status(url: str, *, timeout: float = HEALTH_TIMEOUT) -> str:
+    """``ready`` (``/health`` 200), ``starting`` (503), ``unreachable`` or ``http <status>``.
+
+    ``/health`` needs no API key in SGLang. It runs a 1-token forward, so allow seconds.
+    """
+    import httpx
+
+    try:
+        with httpx.Client(trust_env=False) as http:
+            code = http.get(f"{url.rstrip('/')}/health", timeout=timeout).status_code
+    except httpx.HTTPError:
+        return "unreachable"
+    return {200: "ready", 503: "starting"}.get(code, f"http {code}")
+
+
+def stop_server(record: Record, *, timeout: float | None = None) -> bool:
+    """Stop a recorded server (SIGTERM, wait, SIGKILL its group) and delete its record.
+
+    ``timeout`` defaults to the record's ``shutdown_timeout``. Returns False when the server was
+    already gone (the stale record is deleted all the same).
+    """
+    from .state import remove_if_owned
+
+    if not record.is_alive():
+        remove_if_owned(record)
+        return False
+    wait = record.shutdown_timeout if timeout is None else timeout
+    stop_process(record.pid, record.pgid, timeout=wait)
+    remove_if_owned(record)
+    return True
+
+
 # -- launching ----------------------------------------------------------------------------------
 
 
@@ -829,6 +867,7 @@ __all__ = [
     "connect_host",
     "failure_details",
     "find_free_port",
+    "health_status",
     "is_loopback",
     "kill_group",
     "launch",
@@ -838,4 +877,5 @@ __all__ = [
     "port_is_free",
     "spawn",
     "stop_process",
+    "stop_server",
 ]

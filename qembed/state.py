@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -150,6 +151,7 @@ class Record:
     detached: bool = False
     api_key_env: str | None = None
     owner_pid: int | None = None  # the qembed process that waits on a foreground server
+    shutdown_timeout: float = 30.0  # seconds `qembed stop` waits for the drain
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -196,6 +198,7 @@ def make_record(
     detached: bool = False,
     api_key_env: str | None = None,
     owner_pid: int | None = None,
+    shutdown_timeout: float = 30.0,
 ) -> Record:
     """Build a record for a live process, reading its pgid and start time now."""
     try:
@@ -207,7 +210,7 @@ def make_record(
         model=model, log_path=str(log_path), started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         proc_start_time=process_start_time(pid), served_model_name=served_model_name,
         dimensions=dimensions, context_length=context_length, detached=detached,
-        api_key_env=api_key_env, owner_pid=owner_pid,
+        api_key_env=api_key_env, owner_pid=owner_pid, shutdown_timeout=shutdown_timeout,
     )
 
 
@@ -307,9 +310,46 @@ def wait_gone(record: Record, timeout: float) -> bool:
     return True
 
 
+# -- logs ---------------------------------------------------------------------------------------
+
+
+def read_log_tail(path: Path, lines: int = 50, *, max_bytes: int = 4 * 1024 * 1024) -> list[str]:
+    """The last ``lines`` lines of a log file (reads at most ``max_bytes`` from its end)."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - max_bytes))
+        data = fh.read()
+    text = data.decode("utf-8", "replace").splitlines()
+    if size > max_bytes and text:
+        text = text[1:]  # the first line is probably cut
+    return text[-lines:] if lines > 0 else []
+
+
+def follow_log(path: Path, *, alive: Callable[[], bool], interval: float = 0.2) -> Iterator[str]:
+    """Yield lines appended to ``path`` from its current end until ``alive()`` is False (the
+    remaining lines are yielded first). Stops on Ctrl-C in the caller."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        partial = b""
+        while True:
+            chunk = fh.read()
+            if chunk:
+                *complete, partial = (partial + chunk).split(b"\n")
+                for raw in complete:
+                    yield raw.decode("utf-8", "replace")
+                continue
+            if not alive():
+                if partial:
+                    yield partial.decode("utf-8", "replace")
+                return
+            time.sleep(interval)  # a file has no wait-for-data call; poll it
+
+
 __all__ = [
     "Record",
     "default_server",
+    "follow_log",
     "latest_log",
     "list_records",
     "live",
@@ -319,6 +359,7 @@ __all__ = [
     "new_log_path",
     "pid_alive",
     "process_start_time",
+    "read_log_tail",
     "remove",
     "remove_if_owned",
     "save",

@@ -1,5 +1,448 @@
-"""`qembed serve` commands (placeholder: being built)."""
+"""`qembed serve`, `ps`, `stop`, `logs`: start SGLang and manage the servers qembed started.
+
+Thin layer: options -> :mod:`qembed.launcher` / :mod:`qembed.state` calls -> :mod:`qembed.output`.
+Only the standard library and typer are imported at module level.
+"""
 
 from __future__ import annotations
 
-from . import app  # noqa: F401
+import os
+import signal
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from qembed import env as qenv
+
+from . import app
+
+if TYPE_CHECKING:
+    from qembed.launcher import ReadyInfo, Server
+    from qembed.profiles import Profile
+    from qembed.state import Record
+
+SERVE_EXAMPLES = """\
+Examples:
+
+\b
+  qembed serve                              # profile `auto` picks settings for your GPU
+  qembed serve -p a100-40g --port 31000     # a shipped profile, another port
+  qembed serve --set gpu_memory_fraction=0.8 --set context_length=8192
+  qembed serve --detach --name emb          # run in the background; see `qembed ps`
+  qembed serve --dry-run                    # show the SGLang command, check its flags, exit
+  qembed serve --python ~/sglang-venv/bin/python   # SGLang lives in another environment
+  QEMBED_API_KEY=secret qembed serve --host 0.0.0.0   # listen on the network, with a key
+
+Ctrl-C (or SIGTERM) stops SGLang: it drains in-flight requests for up to --shutdown-timeout
+seconds, then the whole process group is killed. The SGLang log goes to a file in the state
+directory; the terminal shows the startup phases.
+
+""" + qenv.env_help("QEMBED_PROFILE", "QEMBED_API_KEY", "QEMBED_SGLANG_PYTHON", "QEMBED_STATE_DIR")
+
+PS_EXAMPLES = """\
+Examples:
+
+\b
+  qembed ps
+  qembed ps --json | jq -r '.[].url'
+"""
+
+STOP_EXAMPLES = """\
+Examples:
+
+\b
+  qembed stop emb
+  qembed stop --all
+  qembed stop emb --timeout 5      # give in-flight requests 5 s, then kill
+"""
+
+LOGS_EXAMPLES = """\
+Examples:
+
+\b
+  qembed logs emb                  # the last 50 lines
+  qembed logs emb -n 200
+  qembed logs emb -f               # follow until Ctrl-C or until the server exits
+"""
+
+ProfileOpt = Annotated[
+    str,
+    typer.Option(
+        "--profile", "-p", envvar=qenv.PROFILE.name,
+        help="Deployment profile: a shipped name (a100-80g, h100, l4, ...), `auto`, or a YAML path.",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM/SIGHUP to qembed, handled like Ctrl-C (stop SGLang, then exit)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated(signum)
+
+
+class _Phases:
+    """Renders startup phases on stderr: a rich status line on a TTY, plain lines otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        from qembed import output
+
+        self.enabled = enabled
+        self.live: Any = None
+        if enabled and output.stderr_is_tty():
+            self.live = output.err_console().status("starting SGLang")
+            self.live.start()
+
+    def __call__(self, label: str, elapsed: float) -> None:
+        if not self.enabled:
+            return
+        from qembed import output
+
+        text = f"{label} ({elapsed:.0f} s)" if label != "ready" else f"ready in {elapsed:.1f} s"
+        if self.live is not None:
+            self.live.update(text)
+        else:
+            output.status(f"[{elapsed:6.1f}s] {label}")
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
+def _overrides(
+    set_: list[str] | None, model: str | None, port: int | None, host: str | None, python: str | None,
+    ready_timeout: float | None, shutdown_timeout: float | None,
+) -> list[str]:
+    out = list(set_ or [])
+    for key, value in (("model", model), ("port", port), ("host", host), ("python", python),
+                       ("ready_timeout", ready_timeout), ("shutdown_timeout", shutdown_timeout)):
+        if value is not None:
+            out.append(f"{key}={value}")
+    return out
+
+
+def _examples(info: ReadyInfo, profile: Profile, has_key: bool) -> list[str]:
+    import shlex
+
+    body = shlex.quote(f'{{"model": "{info.served_model_name}", "input": ["hello world"]}}')
+    auth = f' -H "Authorization: Bearer ${profile.api_key_env}"' if has_key else ""
+    key = f'os.environ["{profile.api_key_env}"]' if has_key else '"none"'
+    return [
+        "curl:",
+        f"  curl -s {info.url}/v1/embeddings -H 'Content-Type: application/json'{auth} \\",
+        f"    -d {body}",
+        "",
+        "openai (Python):",
+        "  import os" if has_key else "  from openai import OpenAI",
+        *(["  from openai import OpenAI"] if has_key else []),
+        f'  client = OpenAI(base_url="{info.url}/v1", api_key={key})',
+        f'  vecs = client.embeddings.create(model="{info.served_model_name}", input=["hello world"])',
+        "  # the SDK asks for encoding_format=\"base64\" unless told otherwise and decodes it;",
+        "  # SGLang sends little-endian float32, so both formats give the same numbers",
+        "  # queries need an instruction prefix: `qembed embed --query TEXT` adds it",
+    ]
+
+
+def _render_ready(info: ReadyInfo, *, name: str, profile: Profile, log_path: str, detached: bool,
+                  has_key: bool, pid: int, as_json: bool) -> None:
+    from qembed import output
+
+    if as_json:
+        output.print_json({**info.to_json(), "openai_base_url": f"{info.url}/v1", "name": name,
+                           "profile": profile.name, "pid": pid, "log_path": log_path,
+                           "detached": detached, "api_key_env": profile.api_key_env if has_key else None})
+        return
+    ctx = f"{info.context_length} tokens" if info.context_length else "unknown"
+    lines = [
+        f"ready in {info.seconds:.1f} s: {info.served_model_name} at {info.url}",
+        f"  url:            {info.url}   (OpenAI base_url: {info.url}/v1)",
+        f"  model:          {info.model}",
+        f"  served name:    {info.served_model_name}",
+        f"  vector size:    {info.dimensions}",
+        f"  context length: {ctx}",
+        f"  name:           {name}   (pid {pid}; `qembed stop {name}`, `qembed logs {name}`)",
+        f"  log:            {log_path}",
+        "",
+        *_examples(info, profile, has_key),
+    ]
+    if not detached:
+        lines += ["", "Press Ctrl-C to stop."]
+    output.data("\n".join(lines))
+
+
+def _dry_run(profile: Profile, *, api_key: str | None, python: str, as_json: bool) -> None:
+    from qembed import output, sglang_args
+
+    cmd = sglang_args.build_command(profile, api_key=api_key, python=python)
+    flags = sglang_args.build_flags(profile, api_key="x" if api_key else None)
+    dumped = profile.model_dump(mode="json")
+    if not as_json:
+        output.data(f"profile: {profile.name}")
+        for key, value in dumped.items():
+            if key not in ("name", "extends"):
+                output.data(f"  {key}: {value}")
+        output.data("command:")
+        output.data(f"  {shlex_join(cmd.redacted_argv())}")
+        output.data("environment (added):")
+        for k, v in cmd.redacted_env().items():
+            output.data(f"  {k}={v}")
+        output.status("checking the flags with SGLang's own parser ...")
+    sglang_args.ensure_accepted(flags, python=python)
+    if as_json:
+        output.print_json({"profile": dumped, "argv": cmd.redacted_argv(), "env": cmd.redacted_env(),
+                           "command": cmd.display(), "parser_check": "ok"})
+    else:
+        output.status("SGLang's parser accepts these flags (dry run: nothing started)")
+
+
+def shlex_join(argv: list[str]) -> str:
+    import shlex
+
+    return shlex.join(argv)
+
+
+def _stop_quietly(server: Server, timeout: float, *, say: bool) -> int | None:
+    from qembed import output
+
+    if say and server.proc.poll() is None:
+        output.status(f"stopping SGLang (pid {server.pid}; draining requests for up to {timeout:.0f} s) ...")
+    try:
+        return server.stop(timeout=timeout)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop() has already killed the group
+        return server.proc.poll()
+
+
+@app.command("serve", epilog=SERVE_EXAMPLES)
+def serve(
+    profile: ProfileOpt = "auto",
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model: HF id or local dir (profile key `model`).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="HTTP port (profile key `port`, default 30000).")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Bind address (profile key `host`, default 127.0.0.1).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a profile key (repeatable), e.g. `--set gpu_memory_fraction=0.8`.")] = None,
+    python: Annotated[str | None, typer.Option("--python", envvar=qenv.SGLANG_PYTHON.name, help="Python interpreter that has SGLang installed (profile key `python`).")] = None,
+    ready_timeout: Annotated[float | None, typer.Option("--ready-timeout", help="Seconds to wait for the server to be ready (profile key `ready_timeout`, default 1800).")] = None,
+    shutdown_timeout: Annotated[float | None, typer.Option("--shutdown-timeout", help="Seconds SGLang may drain requests on stop before it is killed (profile key `shutdown_timeout`, default 30).")] = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background: wait until ready, record it, exit 0.")] = False,
+    name: Annotated[str | None, typer.Option("--name", help="Server name for `qembed ps/stop/logs` (default: the profile name).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the profile, the SGLang command and env (key redacted), check the flags, exit.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Start an SGLang embedding server and wait until it answers embeddings."""
+    from qembed import gpu, launcher, output, profiles, sglang_args, state
+    from qembed.errors import ConfigError, LaunchError, ServerExited
+
+    snap = gpu.snapshot()
+    overrides = _overrides(set_, model, port, host, python, ready_timeout, shutdown_timeout)
+    prof = profiles.load_profile(profile, overrides=overrides, gpus=snap)
+    py = sglang_args.sglang_python(prof)
+    api_key = profiles.resolve_api_key(prof)
+
+    if not launcher.is_loopback(prof.host) and not api_key:
+        output.warn(
+            f"SGLang will listen on `{prof.host}`: anyone who can reach port {prof.port} can use "
+            "the server, and no API key is set",
+            hint=f"export `{prof.api_key_env}` (or set `api_key_file`) to require a key, or use `--host 127.0.0.1`",
+        )
+    if dry_run:
+        _dry_run(prof, api_key=api_key, python=py, as_json=json_)
+        return
+
+    server_name = name or prof.name or "default"
+    if not state.valid_name(server_name):
+        raise ConfigError(f"invalid server name `{server_name}`",
+                          hint="use letters, digits, `.`, `_` or `-` (at most 64), e.g. `--name emb`")
+    existing = state.live(server_name)
+    if existing is not None:
+        raise LaunchError(
+            f"a server named `{server_name}` is already running (pid {existing.pid}, {existing.url})",
+            hint=f"stop it with `qembed stop {server_name}`, or start another with `--name NAME` and `--port N`",
+        )
+
+    for finding in gpu.require_launchable(snap, prof, sglang_version=sglang_args.installed_sglang_version(py)):
+        output.warn(finding.message, finding.hint)
+    for message in sglang_args.profile_warnings(prof):
+        if message.startswith(f"`host: {prof.host}`"):
+            continue  # the louder warning above says it
+        output.warn(message)
+
+    log_path = state.new_log_path(server_name)
+    server = launcher.launch(prof, api_key=api_key, log_path=log_path, python=py, name=server_name)
+    record = state.make_record(
+        name=server_name, pid=server.pid, host=prof.host, port=prof.port, url=server.url,
+        model=prof.model, log_path=log_path, profile=prof.name, served_model_name=prof.served_model_name,
+        detached=detach, api_key_env=prof.api_key_env if api_key else None,
+        owner_pid=None if detach else os.getpid(), shutdown_timeout=prof.shutdown_timeout,
+    )
+    state.save(record)
+
+    previous = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGHUP)}
+    phases = _Phases(enabled=not json_)
+    stopped_by: int | None = None
+    try:
+        try:
+            if not json_:
+                output.status(f"SGLang pid {server.pid}, log {log_path}")
+            info = server.wait_ready(timeout=prof.ready_timeout, on_phase=phases)
+        finally:
+            phases.close()
+        record.served_model_name = info.served_model_name
+        record.dimensions = info.dimensions
+        record.context_length = info.context_length
+        state.save(record)
+        _render_ready(info, name=server_name, profile=prof, log_path=str(log_path), detached=detach,
+                      has_key=api_key is not None, pid=server.pid, as_json=json_)
+        if detach:
+            server.detach()
+            return
+        rc = server.wait()
+        # SGLang exited by itself (or `qembed stop` from another shell) after it was ready.
+        details, hint, _ = launcher.failure_details(server.tail, profile=prof, returncode=rc, log_path=log_path)
+        _stop_quietly(server, 0, say=False)  # its children may still run: kill the group
+        if rc == 0:
+            output.status(f"SGLang exited (exit code 0) after {server.elapsed():.0f} s")
+            return
+        raise ServerExited(f"SGLang exited while serving (exit code {rc}, after {server.elapsed():.0f} s)",
+                           returncode=rc, hint=hint, details=details)
+    except KeyboardInterrupt as exc:
+        stopped_by = exc.signum if isinstance(exc, _Terminated) else signal.SIGINT
+    except BaseException:
+        # Not ready, not an embedding server, or qembed itself failed: leave nothing running.
+        _stop_quietly(server, 0 if server.proc.poll() is not None else prof.shutdown_timeout, say=not json_)
+        raise
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if not (detach and server.ready is not None):
+            state.remove_if_owned(record)
+    # Ctrl-C / SIGTERM: drain, then kill the group.
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        rc = _stop_quietly(server, prof.shutdown_timeout, say=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous[signal.SIGTERM])
+    output.status(f"stopped (SGLang exit code {rc})")
+    # Ctrl-C exits 130; a requested SIGTERM/SIGHUP stop is a clean shutdown for a service manager.
+    raise typer.Exit(130 if stopped_by == signal.SIGINT else 0)
+
+
+# -- ps / stop / logs ------------------------------------------------------------------------------
+
+
+def _uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+@app.command("ps", epilog=PS_EXAMPLES)
+def ps(json_: JsonOpt = False) -> None:
+    """List the servers started by `qembed serve`, with live health."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from qembed import launcher, output, state
+
+    records = state.list_records(clean=True)
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(records)))) as pool:
+        health = list(pool.map(lambda r: launcher.health_status(r.url), records))
+    if json_:
+        output.print_json([{**r.to_json(), "status": h, "uptime_seconds": r.uptime()} for r, h in zip(records, health, strict=True)])
+        return
+    if not records:
+        output.status("no servers running (start one with `qembed serve --detach`)")
+        return
+    # Few columns so a table fits 80 characters; `--json` has every field (profile, log, ...).
+    rows = [
+        (r.name, h, r.url, r.served_model_name or r.model, r.dimensions or "", r.pid, _uptime(r.uptime()))
+        for r, h in zip(records, health, strict=True)
+    ]
+    output.table(["NAME", "STATUS", "URL", "MODEL", "DIM", "PID", "UPTIME"], rows)
+
+
+def _pick(name: str | None) -> Record:
+    from qembed import state
+    from qembed.errors import ConfigError
+
+    records = state.list_records(clean=True)
+    if name is None:
+        names = ", ".join(f"`{r.name}`" for r in records) or "none"
+        raise ConfigError("name the server to stop, or pass `--all`", hint=f"running: {names} (`qembed ps`)")
+    for r in records:
+        if r.name == name:
+            return r
+    running = ", ".join(f"`{r.name}`" for r in records) or "none"
+    raise ConfigError(f"no running server named `{name}`", hint=f"running: {running} (`qembed ps`)")
+
+
+@app.command("stop", epilog=STOP_EXAMPLES)
+def stop(
+    name: Annotated[str | None, typer.Argument(help="Server name (see `qembed ps`).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Stop every server qembed started.")] = False,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to let SGLang drain before killing it (default: the profile's `shutdown_timeout`).")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Stop servers started by `qembed serve` (SIGTERM, drain, then kill the process group)."""
+    from qembed import launcher, output, state
+
+    targets = state.list_records(clean=True) if all_ else [_pick(name)]
+    done: list[dict[str, Any]] = []
+    for rec in targets:
+        wait = rec.shutdown_timeout if timeout is None else timeout
+        if not json_:
+            output.status(f"stopping {rec.name} (pid {rec.pid}, draining for up to {wait:.0f} s) ...")
+        was_running = launcher.stop_server(rec, timeout=wait)
+        done.append({"name": rec.name, "pid": rec.pid, "stopped": was_running})
+        if not json_:
+            output.status(f"stopped {rec.name}" if was_running else f"{rec.name} was not running")
+    if json_:
+        output.print_json(done)
+    elif not targets:
+        output.status("no servers running")
+
+
+@app.command("logs", epilog=LOGS_EXAMPLES)
+def logs(
+    name: Annotated[str | None, typer.Argument(help="Server name (default: the most recent server).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C or until the server exits.")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines from the end to show first.")] = 50,
+) -> None:
+    """Show the SGLang log of a server started by `qembed serve`."""
+    from pathlib import Path
+
+    from qembed import output, state
+    from qembed.errors import ConfigError
+
+    record = state.load(name) if name else state.default_server()
+    path: Path | None = Path(record.log_path) if record else None
+    if path is None and name:
+        path = state.latest_log(name)
+    if path is None or not path.exists():
+        what = f"for `{name}`" if name else "(no server is running)"
+        raise ConfigError(f"no log {what}", hint="`qembed ps` lists servers; logs live in "
+                          f"`{state.logs_dir()}`")
+    for line in state.read_log_tail(path, lines):
+        output.data(line)
+    if not follow:
+        return
+    alive = record.is_alive if record is not None else (lambda: False)
+    try:
+        for line in state.follow_log(path, alive=alive):
+            output.data(line)
+    except KeyboardInterrupt:
+        return
+    output.status(f"({record.name if record else name} exited)")
+
+
+__all__ = ["logs", "ps", "serve", "stop"]
