@@ -18,6 +18,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     for name in list(os.environ):
         if name.startswith("QEMBED_") and name not in {"QEMBED_SGLANG_PARSER_PYTHON", "QEMBED_REQUIRE_CONFORMANCE"}:
             monkeypatch.delenv(name, raising=False)
+    for name in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(name, raising=False)
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("QEMBED_STATE_DIR", str(tmp_path / "state"))

@@ -67,7 +67,10 @@ def main() -> None:
     from qembed.errors import ExitCode, QembedError
 
     try:
-        app(standalone_mode=False)
+        # With standalone_mode=False, `typer.Exit(n)` comes back as a return value.
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except QembedError as exc:
         from qembed import output
 
