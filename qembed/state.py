@@ -327,23 +327,29 @@ def read_log_tail(path: Path, lines: int = 50, *, max_bytes: int = 4 * 1024 * 10
 
 
 def follow_log(path: Path, *, alive: Callable[[], bool], interval: float = 0.2) -> Iterator[str]:
-    """Yield lines appended to ``path`` from its current end until ``alive()`` is False (the
-    remaining lines are yielded first). Stops on Ctrl-C in the caller."""
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
+    """Lines appended to ``path`` after this call, until ``alive()`` is False (what was
+    written before that is still yielded). The file is opened now, at its current end."""
+    fh = open(path, "rb")  # noqa: SIM115 (closed by the generator)
+    fh.seek(0, os.SEEK_END)
+
+    def lines() -> Iterator[str]:
         partial = b""
-        while True:
-            chunk = fh.read()
-            if chunk:
-                *complete, partial = (partial + chunk).split(b"\n")
-                for raw in complete:
-                    yield raw.decode("utf-8", "replace")
-                continue
-            if not alive():
-                if partial:
-                    yield partial.decode("utf-8", "replace")
-                return
-            time.sleep(interval)  # a file has no wait-for-data call; poll it
+        with fh:
+            while True:
+                running = alive()  # checked before reading, so the last lines are not lost
+                chunk = fh.read()
+                if chunk:
+                    *complete, partial = (partial + chunk).split(b"\n")
+                    for raw in complete:
+                        yield raw.decode("utf-8", "replace")
+                    continue
+                if not running:
+                    if partial:
+                        yield partial.decode("utf-8", "replace")
+                    return
+                time.sleep(interval)  # a file has no wait-for-data call; poll it
+
+    return lines()
 
 
 __all__ = [

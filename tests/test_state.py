@@ -1,0 +1,160 @@
+"""qembed.state: records of running servers, stale-record cleanup, PID reuse, log helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from qembed import state
+
+
+def _sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def _record(name: str, pid: int, **kw: object) -> state.Record:
+    return state.make_record(name=name, pid=pid, host="127.0.0.1", port=30000,
+                             url="http://127.0.0.1:30000", model="Qwen/Qwen3-Embedding-4B",
+                             log_path=Path("/tmp/x.log"), **kw)  # type: ignore[arg-type]
+
+
+def test_state_dir_follows_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QEMBED_STATE_DIR", str(tmp_path / "elsewhere"))
+    assert state.state_dir() == tmp_path / "elsewhere"
+    log = state.new_log_path("emb", now=datetime(2026, 11, 26, 5, 0, 0, tzinfo=UTC))
+    assert log == tmp_path / "elsewhere" / "logs" / "emb-20261126-050000.log"
+    log.write_text("x")
+    # the same second again: a new file, not the old one
+    again = state.new_log_path("emb", now=datetime(2026, 11, 26, 5, 0, 0, tzinfo=UTC))
+    assert again != log and again.parent == log.parent
+
+
+def test_state_dir_default_is_platformdirs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import platformdirs
+
+    monkeypatch.delenv("QEMBED_STATE_DIR")
+    assert state.state_dir() == Path(platformdirs.user_state_dir("qembed"))
+
+
+def test_roundtrip_live_record_and_no_key_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QEMBED_API_KEY", "s3cret-value")
+    rec = _record("emb", os.getpid(), api_key_env="QEMBED_API_KEY", dimensions=2560)
+    path = state.save(rec)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert "s3cret-value" not in path.read_text()
+    loaded = state.load("emb")
+    assert loaded == rec
+    assert loaded is not None and loaded.proc_start_time == state.process_start_time(os.getpid())
+    assert [r.name for r in state.list_records()] == ["emb"]
+    assert state.default_server() == rec
+
+
+def test_dead_process_record_is_removed() -> None:
+    proc = _sleeper()
+    rec = _record("gone", proc.pid)
+    state.save(rec)
+    assert state.live("gone") is not None
+    proc.kill()
+    proc.wait()
+    assert state.list_records() == []
+    assert not (state.servers_dir() / "gone.json").exists()
+    assert state.default_server() is None
+
+
+def test_reused_pid_is_not_trusted() -> None:
+    # A live PID whose start time differs from the recorded one is another program.
+    rec = _record("reused", os.getpid())
+    assert rec.proc_start_time is not None
+    rec.proc_start_time -= 1000
+    state.save(rec)
+    assert not rec.is_alive()
+    assert state.live("reused") is None
+    assert state.load("reused") is None  # deleted
+
+
+def test_corrupt_record_is_cleaned() -> None:
+    d = state.servers_dir()
+    d.mkdir(parents=True)
+    (d / "bad.json").write_text("{not json")
+    assert state.list_records() == []
+    assert not (d / "bad.json").exists()
+
+
+def test_default_server_is_most_recent() -> None:
+    a = _record("a", os.getpid())
+    b = _record("b", os.getpid())
+    a.started_at, b.started_at = "2026-11-26T05:00:00+00:00", "2026-11-26T05:01:00+00:00"
+    state.save(b)
+    state.save(a)
+    assert state.default_server() is not None
+    assert state.default_server().name == "b"  # type: ignore[union-attr]
+
+
+def test_remove_if_owned_keeps_a_newer_record() -> None:
+    old = _record("emb", os.getpid())
+    newer = _record("emb", os.getpid())
+    newer.pid = os.getppid()
+    newer.proc_start_time = state.process_start_time(newer.pid)
+    state.save(newer)
+    assert not state.remove_if_owned(old)
+    assert state.load("emb") == newer
+
+
+@pytest.mark.parametrize("name,ok", [("emb", True), ("a100-80g", True), ("x.y_z", True),
+                                     ("../etc", False), ("", False), ("-x", False), ("a b", False)])
+def test_valid_name(name: str, ok: bool) -> None:
+    assert state.valid_name(name) is ok
+    if not ok:
+        assert state.load(name) is None
+
+
+def test_latest_log(tmp_path: Path) -> None:
+    d = state.logs_dir()
+    d.mkdir(parents=True)
+    older, newer, other = d / "emb-20261126-050000.log", d / "emb-20261126-060000.log", d / "emb2-20261126-070000.log"
+    for i, p in enumerate((older, newer, other)):
+        p.write_text("x")
+        os.utime(p, (1000 + i, 1000 + i))
+    assert state.latest_log("emb") == newer
+    assert state.latest_log("nope") is None
+
+
+def test_read_log_tail(tmp_path: Path) -> None:
+    p = tmp_path / "l.log"
+    p.write_text("".join(f"line {i}\n" for i in range(100)))
+    assert state.read_log_tail(p, 3) == ["line 97", "line 98", "line 99"]
+    # a bounded read drops the first, probably cut, line
+    assert state.read_log_tail(p, 1000, max_bytes=20)[0] != "ne 97"
+
+
+def test_follow_log_stops_when_server_gone(tmp_path: Path) -> None:
+    p = tmp_path / "l.log"
+    p.write_text("old\n")
+    done = threading.Event()
+    lines = state.follow_log(p, alive=lambda: not done.is_set(), interval=0.01)
+    got: list[str] = []
+    t = threading.Thread(target=lambda: got.extend(lines))
+    t.start()
+    with open(p, "a") as fh:
+        fh.write("new 1\nnew 2\npartial")
+    done.set()
+    t.join(timeout=10)
+    assert not t.is_alive()
+    assert got == ["new 1", "new 2", "partial"]  # "old" was there before: not repeated
+
+
+def test_record_json_has_no_unknown_keys_problem() -> None:
+    # Records written by a newer qembed with more keys still load.
+    rec = _record("emb", os.getpid())
+    raw = rec.to_json() | {"future_key": 1}
+    d = state.servers_dir()
+    d.mkdir(parents=True)
+    (d / "emb.json").write_text(json.dumps(raw))
+    assert state.load("emb") == rec
