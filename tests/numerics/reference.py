@@ -85,7 +85,7 @@ class Reference:
             from transformers.utils import logging as hf_logging
 
             torch.set_num_threads(2)
-            hf_logging.disable_progress_bar()
+            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
             self.tokenizer: Any = AutoTokenizer.from_pretrained(str(model_dir), padding_side="left")
             model, info = AutoModel.from_pretrained(
                 str(model_dir), dtype=torch.float32, output_loading_info=True

@@ -7,6 +7,8 @@ handling, row order) and asserts ``compare(...)`` reports a problem.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -63,7 +65,7 @@ def test_older_snapshot_without_eos_post_processor_is_caught(
 
 # -- mistakes in what the client sends ---------------------------------------------------
 
-PROMPT_MISTAKES = {
+PROMPT_MISTAKES: dict[str, Callable[[str], str]] = {
     "no instruction": lambda q: q,
     "space after Query:": lambda q: f"Instruct: {RETRIEVAL_TASK}\nQuery: {q}",
     "space instead of newline": lambda q: f"Instruct: {RETRIEVAL_TASK} Query:{q}",

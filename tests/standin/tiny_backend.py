@@ -54,7 +54,7 @@ class _Loaded:
             from transformers.utils import logging as hf_logging
 
             torch.set_num_threads(2)
-            hf_logging.disable_progress_bar()
+            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
             # no kwargs: add_eos_token= / add_bos_token= would rebuild the post-processor
             self.tokenizer: Any = AutoTokenizer.from_pretrained(str(model_dir))
             self.model: Any = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32).eval()
