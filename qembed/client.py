@@ -180,8 +180,16 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-if TYPE_CHECKING:  # for type checkers, Embeddings is an ndarray with extra attributes
-    Embeddings = Any
+if TYPE_CHECKING:
+    # What type checkers see; at run time the class is built by _embeddings_class().
+    class Embeddings(np.ndarray[Any, np.dtype[np.float32]]):
+        prompt_tokens: int
+        model: str | None
+        indices: npt.NDArray[np.intp] | None
+        failures: list[Failure]
+
+        @property
+        def usage(self) -> dict[str, int]: ...
 
 
 # -- wire objects ----------------------------------------------------------------------------
@@ -623,7 +631,7 @@ class BaseClient:
                 continue
             raise self._error_for(resp)
 
-    def _finish(self, job: _Job) -> Any:
+    def _finish(self, job: _Job) -> Embeddings:
         import numpy as np
 
         cls = _embeddings_class()
@@ -633,6 +641,7 @@ class BaseClient:
             job.ok = np.zeros(len(job.texts), dtype=bool)
         if job.failures:
             job.ok[list(job.failures)] = False
+        arr: Embeddings
         if bool(job.ok.all()):
             arr = job.out.view(cls)
             arr.indices = None
@@ -741,7 +750,7 @@ class Client(BaseClient):
     @_with_args_doc
     def embed(self, texts: str | Iterable[str], *, instruction: str | None = None, prefix: str | None = None,
               dimensions: int | UseClientDefault | None = USE_CLIENT_DEFAULT,
-              on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Any:
+              on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Embeddings:
         """Embed texts as given, or with ``instruction`` in the Qwen3 query format."""
         raw, formatted = self._format(texts, kind="raw", instruction=instruction, prefix=prefix)
         return self._embed(raw, formatted, dimensions, on_error)
@@ -750,7 +759,7 @@ class Client(BaseClient):
     def embed_queries(self, texts: str | Iterable[str], *, task: str | None = "retrieval",
                       instruction: str | None = None,
                       dimensions: int | UseClientDefault | None = USE_CLIENT_DEFAULT,
-                      on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Any:
+                      on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Embeddings:
         """Embed queries as ``Instruct: {task}\\nQuery:{text}`` (default task: retrieval)."""
         raw, formatted = self._format(texts, kind="query", task=task, instruction=instruction)
         return self._embed(raw, formatted, dimensions, on_error)
@@ -758,7 +767,7 @@ class Client(BaseClient):
     @_with_args_doc
     def embed_documents(self, texts: str | Iterable[str], *, task: str | None = None,
                         dimensions: int | UseClientDefault | None = USE_CLIENT_DEFAULT,
-                        on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Any:
+                        on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Embeddings:
         """Embed documents: no instruction, except for a symmetric ``task`` (sts, bitext, ...)."""
         raw, formatted = self._format(texts, kind="document", task=task)
         return self._embed(raw, formatted, dimensions, on_error)
@@ -818,7 +827,7 @@ class Client(BaseClient):
                 self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="qembed")
             return self._pool
 
-    def _embed(self, raw: list[str], formatted: list[str], dimensions: Any, on_error: Any) -> Any:
+    def _embed(self, raw: list[str], formatted: list[str], dimensions: Any, on_error: Any) -> Embeddings:
         job = self._new_job(raw, formatted, dimensions, on_error)
         if not job.texts:
             return self._finish(job)
@@ -876,7 +885,7 @@ class AsyncClient(BaseClient):
     @_with_args_doc
     async def embed(self, texts: str | Iterable[str], *, instruction: str | None = None, prefix: str | None = None,
                     dimensions: int | UseClientDefault | None = USE_CLIENT_DEFAULT,
-                    on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Any:
+                    on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Embeddings:
         """Embed texts as given, or with ``instruction`` in the Qwen3 query format."""
         raw, formatted = self._format(texts, kind="raw", instruction=instruction, prefix=prefix)
         return await self._embed(raw, formatted, dimensions, on_error)
@@ -885,7 +894,7 @@ class AsyncClient(BaseClient):
     async def embed_queries(self, texts: str | Iterable[str], *, task: str | None = "retrieval",
                             instruction: str | None = None,
                             dimensions: int | UseClientDefault | None = USE_CLIENT_DEFAULT,
-                            on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Any:
+                            on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Embeddings:
         """Embed queries as ``Instruct: {task}\\nQuery:{text}`` (default task: retrieval)."""
         raw, formatted = self._format(texts, kind="query", task=task, instruction=instruction)
         return await self._embed(raw, formatted, dimensions, on_error)
@@ -893,7 +902,7 @@ class AsyncClient(BaseClient):
     @_with_args_doc
     async def embed_documents(self, texts: str | Iterable[str], *, task: str | None = None,
                               dimensions: int | UseClientDefault | None = USE_CLIENT_DEFAULT,
-                              on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Any:
+                              on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Embeddings:
         """Embed documents: no instruction, except for a symmetric ``task`` (sts, bitext, ...)."""
         raw, formatted = self._format(texts, kind="document", task=task)
         return await self._embed(raw, formatted, dimensions, on_error)
@@ -943,7 +952,7 @@ class AsyncClient(BaseClient):
         except StopIteration:
             pass
 
-    async def _embed(self, raw: list[str], formatted: list[str], dimensions: Any, on_error: Any) -> Any:
+    async def _embed(self, raw: list[str], formatted: list[str], dimensions: Any, on_error: Any) -> Embeddings:
         import asyncio
 
         job = self._new_job(raw, formatted, dimensions, on_error)
