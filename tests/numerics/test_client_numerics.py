@@ -192,6 +192,7 @@ def test_skipped_inputs_leave_the_other_rows_in_place(client: Client, reference:
     texts = [*MIXED[:3], "   ", *MIXED[3:]]
     with Client(client.base_url, max_retries=0, on_error="skip", batch_size=4) as c:
         got = c.embed(texts)
+    assert got.indices is not None
     assert list(got.indices) == [i for i in range(len(texts)) if i != 3]
     assert [f.index for f in got.failures] == [3]
     assert_matches(
@@ -213,6 +214,7 @@ def test_too_long_input_is_isolated_and_the_rest_match(
         got = c.embed_documents(DOCUMENTS)
         assert len(srv.requests) > 2  # one rejected request for all 12, then the halves
     keep = [i for i in range(len(DOCUMENTS)) if i != long_idx]
+    assert got.indices is not None
     assert list(got.indices) == keep
     assert [f.index for f in got.failures] == [long_idx]
     expected = reference.encode_documents(DOCUMENTS)[keep]
