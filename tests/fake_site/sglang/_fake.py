@@ -11,7 +11,7 @@ whose children have PDEATHSIG).
 Environment:
     FAKE_SGLANG_MODE       ok (default) | hang | oom | no-kv | not-enough-memory | host-oom |
                            bad-model | port-busy | proxy-warmup | not-embedding |
-                           drain-forever | crash-after-ready
+                           drain-forever | crash-after-ready (dies after the first embedding)
     FAKE_SGLANG_LOAD_DELAY seconds between "Load weight begin" and "end" (default 1.0)
     FAKE_SGLANG_HEALTH_503 how many /health polls answer 503 first (default 2)
     FAKE_SGLANG_DRAIN      seconds the SIGTERM drain takes (default 0.3)
@@ -195,7 +195,9 @@ def run(argv: list[str]) -> None:
     sleep(0.1)
     log("The server is fired up and ready to roll!")
 
-    if MODE == "crash-after-ready":
+    if MODE == "crash-after-ready":  # dies FAKE_SGLANG_CRASH_AFTER s after the first embedding
+        while server.state.embedding_requests == 0 and not stop.wait(0.02):
+            pass
         stop.wait(float(os.environ.get("FAKE_SGLANG_CRASH_AFTER", "1.0")))
         if not stop.is_set():
             for line in OOM:

@@ -1,0 +1,310 @@
+"""The real `qembed serve` / `ps` / `stop` / `logs`, run as subprocesses against the fake SGLang.
+
+``tests/fake_site`` is a TEST DOUBLE: a fake ``sglang`` package and a fake ``pynvml`` on the
+PYTHONPATH of the spawned ``qembed``, and ``tests/fake_site/python`` as ``--python`` (SGLang's
+parser check runs ``python -I``, which ignores PYTHONPATH; the wrapper drops ``-I``). Each
+process test records the PIDs of the fake and its ``sglang::scheduler`` child and asserts that
+none survive.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qembed.errors import ExitCode
+from tests.fake_site import harness
+
+pytestmark = pytest.mark.slow
+
+
+class Env:
+    def __init__(self, tmp_path: Path) -> None:
+        self.pidfile = tmp_path / "pids.json"
+        self.port = harness.free_port()
+        self.env = harness.fake_env(self.pidfile)
+        self.state = Path(self.env["QEMBED_STATE_DIR"])
+        self.spawned: list[int] = []
+
+    def args(self, *extra: str) -> list[str]:
+        return ["serve", "-p", "a100", "--python", str(harness.WRAPPER), "--port", str(self.port), *extra]
+
+    def with_(self, **kw: str) -> dict[str, str]:
+        return {**self.env, **kw}
+
+    def pids(self) -> list[int]:
+        pids = harness.all_pids(harness.read_pids(self.pidfile))
+        self.spawned.extend(pids)
+        return pids
+
+
+@pytest.fixture
+def fx(tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path)
+    yield e
+    if e.pidfile.exists():
+        e.spawned.extend(harness.all_pids(harness.read_pids(e.pidfile)))
+    harness.kill_leftovers(e.spawned)
+
+
+def _wait_ready_line(proc: harness.subprocess.Popen[str]) -> list[str]:
+    """Read stdout until the ready block ends (or fail with what qembed said)."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            err = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"qembed exited ({proc.wait()}) before ready:\n{''.join(lines)}\n{err}")
+        lines.append(line)
+        if "Press Ctrl-C to stop." in line:
+            return lines
+    raise AssertionError("no ready block within 40 s")
+
+
+# -- foreground: ready, Ctrl-C, SIGTERM ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, ExitCode.INTERRUPTED), (signal.SIGTERM, 0)])
+def test_ready_then_signal_stops_the_whole_tree(fx: Env, sig: signal.Signals, code: int) -> None:
+    proc = harness.start_qembed(fx.args(), fx.env)
+    out = "".join(_wait_ready_line(proc))
+    pids = fx.pids()
+    assert f"http://127.0.0.1:{fx.port}" in out
+    assert "vector size:    2560" in out
+    assert "context length: 32768 tokens" in out
+    assert f'base_url="http://127.0.0.1:{fx.port}/v1"' in out and "curl -s" in out
+    # recorded while it runs (foreground servers show in `qembed ps` too)
+    rec = json.loads((fx.state / "servers" / "a100-80g.json").read_text())
+    assert rec["pid"] == pids[0] and rec["dimensions"] == 2560 and rec["detached"] is False
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
+    assert "stopping SGLang" in err and "stopped (SGLang exit code 0)" in err
+    harness.assert_gone(pids)
+    assert not (fx.state / "servers" / "a100-80g.json").exists()
+    log = next((fx.state / "logs").glob("a100-80g-*.log")).read_text()
+    assert "SIGTERM received" in log  # SGLang got SIGTERM and drained
+    # phases were shown on stderr (not a TTY: plain lines, each once)
+    for label in ("loading weights", "weights loaded", "port bound, warming up", "ready"):
+        assert sum(line.endswith("] " + label) for line in err.splitlines()) == 1, err
+
+
+def test_endless_drain_is_killed_after_shutdown_timeout(fx: Env) -> None:
+    proc = harness.start_qembed(fx.args("--shutdown-timeout", "1"), fx.with_(FAKE_SGLANG_MODE="drain-forever"))
+    _wait_ready_line(proc)
+    pids = fx.pids()
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 8
+    assert "SGLang exit code -9" in err
+    harness.assert_gone(pids)
+
+
+def test_second_ctrl_c_kills_at_once(fx: Env) -> None:
+    proc = harness.start_qembed(fx.args("--shutdown-timeout", "60"), fx.with_(FAKE_SGLANG_MODE="drain-forever"))
+    _wait_ready_line(proc)
+    pids = fx.pids()
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    log = next((fx.state / "logs").glob("a100-80g-*.log"))
+    harness.wait_until(lambda: "Draining requests" in log.read_text(), timeout=10, what="the drain")
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode == ExitCode.INTERRUPTED
+    assert time.monotonic() - t0 < 15
+    harness.assert_gone(pids)
+
+
+# -- failures before ready ----------------------------------------------------------------------
+
+FAILURES = [
+    # mode, returncode text, a log line that must be quoted, the diagnosis title
+    ("oom", "exit code -9", "torch.OutOfMemoryError: CUDA out of memory", "CUDA out of memory"),
+    ("no-kv", "exit code -9", "Loaded weights leave no GPU memory", "no GPU memory left for the KV cache"),
+    ("not-enough-memory", "exit code -9", "Not enough memory", "KV cache pool is empty"),
+    ("host-oom", "exit code 1", "Rank 0 scheduler died during initialization", "host out of memory"),
+    ("port-busy", "exit code -9", "[Errno 98] error while attempting to bind", "HTTP port already in use"),
+    ("proxy-warmup", "exit code -9", "res=<Response [502]>", "proxy"),
+    ("bad-model", "exit code 1", "Unrecognized model in", "config.json"),
+]
+
+
+@pytest.mark.parametrize("mode,rc_text,quoted,title", FAILURES, ids=[f[0] for f in FAILURES])
+def test_exit_before_ready_is_diagnosed(fx: Env, mode: str, rc_text: str, quoted: str, title: str) -> None:
+    r = harness.run_qembed(fx.args(), fx.with_(FAKE_SGLANG_MODE=mode, FAKE_SGLANG_LOAD_DELAY="0.2"))
+    pids = fx.pids()
+    assert r.returncode == ExitCode.SERVER_EXITED, r.stderr
+    assert "error: SGLang exited before it was ready" in r.stderr
+    assert rc_text in r.stderr
+    assert quoted in r.stderr  # the last log lines are shown
+    diag = [line for line in r.stderr.splitlines() if line.strip().startswith("diagnosis:")]
+    assert diag and title in diag[0], r.stderr
+    assert "hint: " in r.stderr
+    assert "full log: " in r.stderr
+    harness.assert_gone(pids)  # the scheduler child included
+    assert list((fx.state / "servers").glob("*.json")) == []
+
+
+def test_hang_hits_ready_timeout_and_is_stopped(fx: Env) -> None:
+    r = harness.run_qembed(fx.args("--ready-timeout", "2"), fx.with_(FAKE_SGLANG_MODE="hang"))
+    assert r.returncode == ExitCode.NOT_READY, r.stderr
+    assert "not ready after 2 s" in r.stderr and "loading weights" in r.stderr
+    assert "--ready-timeout" in r.stderr
+    harness.assert_gone(fx.pids())
+
+
+def test_generator_without_is_embedding_is_explained(fx: Env) -> None:
+    r = harness.run_qembed(fx.args(), fx.with_(FAKE_SGLANG_MODE="not-embedding"))
+    assert r.returncode == ExitCode.FAILURE, r.stderr
+    assert "not an embedding model" in r.stderr and "--is-embedding" in r.stderr
+    harness.assert_gone(fx.pids())
+
+
+def test_exit_after_ready_is_reported(fx: Env) -> None:
+    r = harness.run_qembed(fx.args(), fx.with_(FAKE_SGLANG_MODE="crash-after-ready", FAKE_SGLANG_CRASH_AFTER="0.5"))
+    assert r.returncode == ExitCode.SERVER_EXITED, r.stderr
+    assert "SGLang exited while serving (exit code -9" in r.stderr
+    assert "CUDA out of memory" in r.stderr
+    harness.assert_gone(fx.pids())
+
+
+# -- checks before spawning ---------------------------------------------------------------------
+
+
+def test_busy_port_fails_before_spawn(fx: Env) -> None:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", fx.port))
+        s.listen()
+        t0 = time.monotonic()
+        r = harness.run_qembed(fx.args(), fx.env)
+    assert time.monotonic() - t0 < 15
+    assert r.returncode == ExitCode.USAGE, r.stderr
+    assert f"port {fx.port} on 127.0.0.1 is already in use by pid " in r.stderr
+    assert "hint: pass `--port " in r.stderr
+    assert not fx.pidfile.exists()  # nothing was started
+
+
+def test_bad_flag_fails_fast_via_sglang_parser(fx: Env) -> None:
+    r = harness.run_qembed(fx.args("--set", 'extra_args=["--no-such-flag"]'), fx.env)
+    assert r.returncode == ExitCode.USAGE, r.stderr
+    assert "unrecognized arguments: --no-such-flag" in r.stderr
+    assert not fx.pidfile.exists()
+
+
+def test_dry_run_redacts_key_and_checks_flags(fx: Env) -> None:
+    r = harness.run_qembed(fx.args("--dry-run"), fx.with_(QEMBED_API_KEY="sup3r-s3cret"))
+    assert r.returncode == 0, r.stderr
+    assert "sup3r-s3cret" not in r.stdout + r.stderr
+    assert "--api-key '[...]'" in r.stdout
+    assert "--is-embedding" in r.stdout and f"--port {fx.port}" in r.stdout
+    assert "NO_PROXY=127.0.0.1,localhost,::1" in r.stdout
+    assert "profile: a100-80g" in r.stdout
+    assert "parser accepts" in r.stderr
+    assert not fx.pidfile.exists()
+    j = harness.run_qembed(fx.args("--dry-run", "--json"), fx.with_(QEMBED_API_KEY="sup3r-s3cret"))
+    assert j.returncode == 0, j.stderr
+    data = json.loads(j.stdout)
+    assert data["argv"][data["argv"].index("--api-key") + 1] == "[...]"
+    assert "sup3r-s3cret" not in j.stdout
+
+
+def test_non_loopback_without_key_warns(fx: Env) -> None:
+    r = harness.run_qembed(fx.args("--host", "0.0.0.0", "--dry-run"), fx.env)
+    assert r.returncode == 0, r.stderr
+    assert "warning: SGLang will listen on `0.0.0.0`" in r.stderr
+    assert "QEMBED_API_KEY" in r.stderr
+    quiet = harness.run_qembed(fx.args("--host", "0.0.0.0", "--dry-run"), fx.with_(QEMBED_API_KEY="k"))
+    assert "will listen on" not in quiet.stderr
+
+
+def test_gpu_check_refuses_an_old_driver(fx: Env) -> None:
+    r = harness.run_qembed(fx.args(), fx.with_(QEMBED_FAKE_NVML="old-driver"))
+    assert r.returncode == ExitCode.NO_GPU, r.stderr
+    assert not fx.pidfile.exists()
+
+
+# -- detach, ps, logs, stop ---------------------------------------------------------------------
+
+
+def test_detach_ps_logs_stop(fx: Env) -> None:
+    env = fx.with_(QEMBED_API_KEY="k3y-value")
+    r = harness.run_qembed(fx.args("--detach", "--name", "emb", "--json"), env)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["name"] == "emb" and info["dimensions"] == 2560 and info["detached"] is True
+    assert info["openai_base_url"] == f"http://127.0.0.1:{fx.port}/v1"
+    pids = fx.pids()
+    assert all(harness.alive(p) for p in pids)  # qembed exited, the server did not
+    record_text = (fx.state / "servers" / "emb.json").read_text()
+    assert "k3y-value" not in record_text and '"api_key_env": "QEMBED_API_KEY"' in record_text
+
+    # a second server with the same name is refused while the first is alive
+    dup = harness.run_qembed(fx.args("--detach", "--name", "emb"), env)
+    assert dup.returncode != 0 and "already running" in dup.stderr
+
+    ps = harness.run_qembed(["ps", "--json"], env)
+    rows = json.loads(ps.stdout)
+    assert [(x["name"], x["status"], x["pid"]) for x in rows] == [("emb", "ready", pids[0])]
+    table = harness.run_qembed(["ps"], env)
+    assert "emb" in table.stdout and "ready" in table.stdout
+
+    logs = harness.run_qembed(["logs", "emb", "-n", "200"], env)
+    assert logs.returncode == 0
+    assert "The server is fired up and ready to roll!" in logs.stdout
+    assert "k3y-value" not in logs.stdout  # the command header is redacted
+
+    stop = harness.run_qembed(["stop", "emb", "--timeout", "10"], env)
+    assert stop.returncode == 0, stop.stderr
+    assert "stopped emb" in stop.stderr
+    harness.assert_gone(pids)
+    assert json.loads(harness.run_qembed(["ps", "--json"], env).stdout) == []
+    # the log outlives the record
+    assert "SIGTERM received" in harness.run_qembed(["logs", "emb"], env).stdout
+
+
+def test_logs_follow_ends_when_server_exits(fx: Env) -> None:
+    r = harness.run_qembed(fx.args("--detach", "--name", "f"), fx.env)
+    assert r.returncode == 0, r.stderr
+    pids = fx.pids()
+    follower = harness.start_qembed(["logs", "f", "-f", "-n", "1"], fx.env)
+    stop = harness.run_qembed(["stop", "f"], fx.env)
+    assert stop.returncode == 0
+    out, err = follower.communicate(timeout=20)
+    assert follower.returncode == 0, err
+    assert "SIGTERM received" in out
+    harness.assert_gone(pids)
+
+
+def test_stale_record_is_cleaned_and_stop_all(fx: Env) -> None:
+    servers = fx.state / "servers"
+    servers.mkdir(parents=True)
+    dead = {"name": "ghost", "pid": 2**22 + 12345, "pgid": 2**22 + 12345, "host": "127.0.0.1",
+            "port": fx.port, "url": f"http://127.0.0.1:{fx.port}", "profile": "a100-80g",
+            "model": "Qwen/Qwen3-Embedding-4B", "log_path": "/nonexistent.log",
+            "started_at": "2026-11-26T05:00:00+00:00", "proc_start_time": 1}
+    (servers / "ghost.json").write_text(json.dumps(dead))
+    # a live PID with another start time: a reused PID, not our server
+    reused = dict(dead, name="reused", pid=1, pgid=1)
+    (servers / "reused.json").write_text(json.dumps(reused))
+    ps = harness.run_qembed(["ps", "--json"], fx.env)
+    assert json.loads(ps.stdout) == []
+    assert list(servers.glob("*.json")) == []
+    stop = harness.run_qembed(["stop", "ghost"], fx.env)
+    assert stop.returncode == ExitCode.USAGE and "no running server named `ghost`" in stop.stderr
+    assert harness.run_qembed(["stop", "--all"], fx.env).returncode == 0
+
+
+def test_help_has_examples() -> None:
+    r = harness.run_qembed(["serve", "--help"], harness.fake_env(Path("/nonexistent")))
+    assert r.returncode == 0
+    assert "qembed serve --detach --name emb" in r.stdout and "QEMBED_PROFILE" in r.stdout
