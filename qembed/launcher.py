@@ -767,6 +767,27 @@ def merge_no_proxy(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def _pdeathsig(signum: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` setting ``PR_SET_PDEATHSIG`` (None where prctl is not available)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def set_pdeathsig() -> None:
+        prctl(1, signum)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signum)
+
+    return set_pdeathsig
+
+
 def spawn(
     argv: Sequence[str],
     *,
@@ -777,11 +798,15 @@ def spawn(
     api_key: str | None = None,
     profile: Profile | None = None,
     header: Iterable[str] = (),
+    parent_death_signal: int | None = None,
 ) -> Server:
     """Start ``argv`` in a new session (own process group), stdout+stderr to ``log_path``.
 
     ``env`` is added to this process's environment; ``NO_PROXY`` always covers loopback.
     ``header`` lines are written to the log first (e.g. the redacted command).
+    ``parent_death_signal`` (Linux): the signal SGLang gets if this thread dies, even by
+    SIGKILL, so a foreground server does not outlive ``qembed serve``. It uses ``preexec_fn``,
+    which is unsafe when other threads run: the CLI passes it, :func:`launch` does not by default.
     """
     full_env = merge_no_proxy({**os.environ, **(env or {})})
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -798,6 +823,7 @@ def spawn(
                 env=full_env,
                 start_new_session=True,
                 close_fds=True,
+                preexec_fn=_pdeathsig(parent_death_signal) if parent_death_signal else None,
             )
         except OSError as exc:
             raise LaunchError(
@@ -817,6 +843,7 @@ def launch(
     name: str | None = None,
     check_flags: bool = True,
     check_port_free: bool = True,
+    parent_death_signal: int | None = None,
 ) -> Server:
     """Check and start SGLang for ``profile``; returns at once (call :meth:`Server.wait_ready`).
 
@@ -828,6 +855,7 @@ def launch(
         name: the server name used for the default log file name.
         check_flags: run SGLang's own parser on the flags first (about 3 s).
         check_port_free: raise :class:`PortInUse` when the port is taken.
+        parent_death_signal: see :func:`spawn` (the CLI passes SIGTERM in the foreground).
 
     Raises:
         PortInUse, FlagsRejected, MissingDependency, LaunchError.
@@ -853,6 +881,7 @@ def launch(
         api_key=api_key,
         profile=profile,
         header=[f"command: {cmd.display()}"],
+        parent_death_signal=parent_death_signal,
     )
 
 

@@ -124,6 +124,18 @@ def test_second_ctrl_c_kills_at_once(fx: Env) -> None:
     harness.assert_gone(pids)
 
 
+def test_sglang_is_stopped_even_if_qembed_is_sigkilled(fx: Env) -> None:
+    # qembed cannot clean up after SIGKILL; the parent-death signal makes SGLang shut down.
+    proc = harness.start_qembed(fx.args(), fx.env)
+    _wait_ready_line(proc)
+    pids = fx.pids()
+    proc.kill()
+    proc.communicate(timeout=10)
+    harness.assert_gone(pids)
+    log = next((fx.state / "logs").glob("a100-80g-*.log")).read_text()
+    assert "SIGTERM received" in log
+
+
 # -- failures before ready ----------------------------------------------------------------------
 
 FAILURES = [

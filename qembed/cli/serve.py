@@ -274,7 +274,10 @@ def serve(
         output.warn(message)
 
     log_path = state.new_log_path(server_name)
-    server = launcher.launch(prof, api_key=api_key, log_path=log_path, python=py, name=server_name)
+    # In the foreground SGLang gets SIGTERM if qembed dies without cleaning up (even SIGKILL);
+    # a detached server must outlive qembed.
+    server = launcher.launch(prof, api_key=api_key, log_path=log_path, python=py, name=server_name,
+                             parent_death_signal=None if detach else signal.SIGTERM)
     record = state.make_record(
         name=server_name, pid=server.pid, host=prof.host, port=prof.port, url=server.url,
         model=prof.model, log_path=log_path, profile=prof.name, served_model_name=prof.served_model_name,
