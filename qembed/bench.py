@@ -765,44 +765,44 @@ def compare(url: str, *, api_key: str | None = None, texts: int = 256, tokens: i
                                 hint="pip install openai") from exc
     model = model or probe_model(url, api_key=api_key) or "default"
     inputs = TextSource(seed=seed).texts(tokens, 0, texts)
+    warm = TextSource(seed=seed + 1).texts(tokens, 0, 2)
     rows: list[CompareRow] = []
+    kw: dict[str, Any] = {} if dimensions is None else {"dimensions": dimensions}
 
-    def timed(name: str, fn: Callable[[], int]) -> None:
+    def timed(name: str, run: Callable[[], int]) -> None:
+        # set-up and one warm-up call happen before this; only `run` is on the clock
         t0, c0 = time.perf_counter(), time.process_time()
-        n = fn()
+        n = run()
         t, c = time.perf_counter() - t0, time.process_time() - c0
-        rows.append(CompareRow(name, n, round(t, 4), n / t, c / n * 1e6))
+        rows.append(CompareRow(name, n, t, n / t, c / n * 1e6))
 
-    def run_qembed() -> int:
-        from .client import Client
+    from .client import Client
 
-        client = Client(url, api_key=api_key, model=model)
-        kw: dict[str, Any] = {} if dimensions is None else {"dimensions": dimensions}
-        client.embed(inputs[:2], **kw)  # warm-up (connection, server caches)
-        return len(client.embed(inputs, **kw))
+    with Client(url, api_key=api_key, model=model) as client:
+        client.embed(warm, **kw)  # connection, /v1/models, the vector size
+        timed("qembed Client.embed", lambda: len(client.embed(inputs, **kw)))
 
-    kw_oa: dict[str, Any] = {} if dimensions is None else {"dimensions": dimensions}
     oa = openai.OpenAI(base_url=url.rstrip("/") + "/v1", api_key=api_key or "none", max_retries=0)
+    try:
+        oa.embeddings.create(model=model, input=warm[0], encoding_format="float", **kw)
 
-    def run_naive() -> int:
-        oa.embeddings.create(model=model, input=inputs[0], encoding_format="float", **kw_oa)
-        n = 0
-        for t in inputs:
-            r = oa.embeddings.create(model=model, input=t, encoding_format="float", **kw_oa)
-            n += len(r.data)
-        return n
+        def run_naive() -> int:
+            n = 0
+            for t in inputs:
+                n += len(oa.embeddings.create(model=model, input=t, encoding_format="float", **kw).data)
+            return n
 
-    def run_batched() -> int:
-        oa.embeddings.create(model=model, input=inputs[:2], **kw_oa)
-        n = 0
-        for i in range(0, len(inputs), batch):
-            r = oa.embeddings.create(model=model, input=inputs[i:i + batch], **kw_oa)
-            n += len(r.data)
-        return n
+        timed("openai, 1 text/call, float", run_naive)
 
-    timed("qembed Client.embed", run_qembed)
-    timed("openai, 1 text/call, float", run_naive)
-    timed(f"openai, {batch} texts/call, SDK defaults", run_batched)
+        def run_batched() -> int:
+            n = 0
+            for i in range(0, len(inputs), batch):
+                n += len(oa.embeddings.create(model=model, input=inputs[i:i + batch], **kw).data)
+            return n
+
+        timed(f"openai, {batch} texts/call, SDK defaults", run_batched)
+    finally:
+        oa.close()
     base = rows[0].texts_per_s
     for r in rows:
         r.speedup = base / r.texts_per_s if r.texts_per_s else None

@@ -305,3 +305,23 @@ def test_cli_bench_unreachable_url_exit_code() -> None:
     assert r.returncode == ExitCode.UNREACHABLE
     assert r.stderr.startswith("error: no server answers at http://127.0.0.1:9")
     assert "hint:" in r.stderr
+
+
+def test_compare_runs_the_three_patterns_on_the_same_texts(standin: ServerProcess) -> None:
+    rows = bench.compare(standin.url, texts=6, tokens=64, batch=4)
+    assert [r.pattern for r in rows] == ["qembed Client.embed", "openai, 1 text/call, float",
+                                         "openai, 4 texts/call, SDK defaults"]
+    assert [r.texts for r in rows] == [6, 6, 6]
+    assert rows[0].speedup == 1.0
+    for r in rows:
+        assert r.seconds > 0 and r.texts_per_s == pytest.approx(r.texts / r.seconds)
+        assert r.speedup == pytest.approx(rows[0].texts_per_s / r.texts_per_s)
+
+
+def test_cli_bench_compare_json(standin: ServerProcess) -> None:
+    r = CliRunner().invoke(app, ["bench", "--url", standin.url, "-c", "1", "-b", "2", "-l", "64",
+                                 "-n", "1", "--compare", "--compare-texts", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert len(d["cells"]) == 1
+    assert [c["texts"] for c in d["compare"]] == [4, 4, 4]
