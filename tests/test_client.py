@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -27,8 +27,23 @@ def reference(texts: list[str], dim: int, dims: int | None = None) -> np.ndarray
     return full.astype(np.float32)
 
 
+HTTP = {"backend": "httpx"}
+
+
+@pytest.fixture(autouse=True, params=["httpx", "aiohttp"])
+def http_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs with both I/O backends of the sync Client (aiohttp when installed)."""
+    if request.param == "aiohttp":
+        pytest.importorskip("aiohttp", reason="aiohttp is optional (the faster backend)")
+    HTTP["backend"] = request.param
+    yield request.param
+    HTTP["backend"] = "httpx"
+
+
 def fast(url: str, **kw: Any) -> Client:
-    return Client(url, backoff=0.001, **kw)
+    c = Client(url, backoff=0.001, http=HTTP["backend"], **kw)  # type: ignore[arg-type]
+    assert c.http == HTTP["backend"]
+    return c
 
 
 def embed_inputs(srv: Any) -> list[list[str]]:

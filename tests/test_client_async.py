@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from qembed.client import AsyncClient, Client
-from qembed.errors import InputError
+from qembed.errors import InputError, ServerError, ServerUnreachable
 from tests.standin.server import Fault, StandinConfig, serve_in_thread
 
 PUBLIC = ["embed", "embed_queries", "embed_documents", "server_info"]
@@ -34,17 +34,30 @@ CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
 ]
 
 
+def backend(name: str) -> str:
+    if name == "aiohttp":
+        pytest.importorskip("aiohttp", reason="aiohttp is optional (AsyncClient's faster backend)")
+    return name
+
+
+HTTP = ["httpx", "aiohttp"]
+
+
+@pytest.mark.parametrize("http", HTTP)
 @pytest.mark.parametrize("matryoshka", [True, False])
-def test_same_requests_and_vectors(matryoshka: bool) -> None:
+def test_same_requests_and_vectors(matryoshka: bool, http: str) -> None:
+    backend(http)
+
     def cfg() -> StandinConfig:
-        return StandinConfig(dim=64, matryoshka=matryoshka, faults=[Fault("status", count=1)])
+        return StandinConfig(dim=64, matryoshka=matryoshka, faults=[Fault("status", count=1), Fault("reset", count=1)])
 
     with serve_in_thread(cfg()) as srv, Client(srv.url, batch_size=16, backoff=0.001) as c:
         sync_out = [getattr(c, name)(*a, **kw) for name, a, kw in CALLS]
         sync_reqs = sorted(map(repr, srv.requests))
 
     async def run(url: str) -> list[Any]:
-        async with AsyncClient(url, batch_size=16, backoff=0.001) as ac:
+        async with AsyncClient(url, batch_size=16, backoff=0.001, http=http) as ac:  # type: ignore[arg-type]
+            assert ac.http == http
             return [await getattr(ac, name)(*a, **kw) for name, a, kw in CALLS]
 
     with serve_in_thread(cfg()) as srv:
@@ -59,14 +72,38 @@ def test_same_requests_and_vectors(matryoshka: bool) -> None:
         assert (s.indices is None and a.indices is None) or s.indices.tolist() == a.indices.tolist()
 
 
-def test_async_raises_the_same_input_error() -> None:
-    async def run(url: str) -> None:
-        async with AsyncClient(url) as ac:
-            await ac.embed_documents(["ok", ""])
+@pytest.mark.parametrize("http", HTTP)
+def test_async_raises_the_same_errors(http: str) -> None:
+    backend(http)
 
-    with serve_in_thread(StandinConfig(dim=8)) as srv, pytest.raises(InputError) as exc:
-        asyncio.run(run(srv.url))
-    assert exc.value.index == 1
+    async def run(url: str, texts: list[str]) -> None:
+        async with AsyncClient(url, http=http, backoff=0.001) as ac:  # type: ignore[arg-type]
+            await ac.embed_documents(texts)
+
+    with serve_in_thread(StandinConfig(dim=8)) as srv:
+        with pytest.raises(InputError) as exc:
+            asyncio.run(run(srv.url, ["ok", ""]))
+        assert exc.value.index == 1
+        url = srv.url
+    with pytest.raises(ServerUnreachable) as gone:
+        asyncio.run(run(url, ["ok"]))
+    assert gone.value.message == f"no server answers at {url}"
+
+
+@pytest.mark.parametrize("http", HTTP)
+def test_async_api_key_and_retry_after_reset(http: str) -> None:
+    backend(http)
+
+    async def run(url: str, key: str) -> Any:
+        async with AsyncClient(url, http=http, api_key=key, backoff=0.001) as ac:  # type: ignore[arg-type]
+            return await ac.embed_documents(["a", "b"])
+
+    cfg = StandinConfig(dim=8, api_key="k", faults=[Fault("reset", count=2)])
+    with serve_in_thread(cfg) as srv:
+        assert asyncio.run(run(srv.url, "k")).shape == (2, 8)
+        with pytest.raises(ServerError) as exc:
+            asyncio.run(run(srv.url, "wrong"))
+    assert exc.value.status == 401 and exc.value.message == "the server answered 401: Unauthorized"
 
 
 def _handler(seen: list[dict[str, Any]]):  # type: ignore[no-untyped-def]
