@@ -101,6 +101,7 @@ def case_qembed(srv: ServerProcess, texts: list[str], **client_kw: Any) -> Measu
     import qembed
 
     with qembed.Client(srv.url, **client_kw) as client:
+        transport = getattr(client, "http", "httpx")
         client.embed(texts[:128])  # warm-up: connections, the dimension probe, /v1/models
 
         def run() -> int:
@@ -109,7 +110,7 @@ def case_qembed(srv: ServerProcess, texts: list[str], **client_kw: Any) -> Measu
             return int(out.shape[0])
 
         label = "qembed Client.embed" + (f" {client_kw}" if client_kw else " (defaults)")
-        return measure(label, srv, run, repeat=3)
+        return measure(label, srv, run, repeat=3, transport=transport)
 
 
 def case_bulk(srv: ServerProcess, texts: list[str], workdir: Path) -> Measure:
@@ -307,9 +308,23 @@ def main() -> int:
     only = set(a.only.split(","))
     import platform
 
-    print(f"# {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
     results: dict[str, Any] = {}
+    import qembed
+
+    def _git(*args: str) -> str:
+        r = subprocess.run(["git", *args], capture_output=True, text=True, cwd=str(REPO))
+        return r.stdout.strip()
+
+    dirty = _git("status", "--porcelain", "--", "qembed/client.py", "qembed/bulk.py", "qembed/vectors.py")
+    with qembed.Client("http://127.0.0.1:9") as probe:
+        transport = getattr(probe, "http", "httpx")
+    results["env"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
+                      "commit": _git("rev-parse", "--short", "HEAD"), "client_dirty": bool(dirty),
+                      "client_transport": transport}
+    print(f"# {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {results['env']['commit']}"
+          f"{' (client/bulk modified in the work tree)' if dirty else ''}, qembed.Client transport: "
+          f"{transport}", flush=True)
     m: dict[str, Measure] = {}
     # The RSS case runs first: a child's ru_maxrss also counts the parent's pages it inherited
     # before exec, so a parent that already holds large arrays would inflate the figure.
@@ -329,6 +344,8 @@ def main() -> int:
             if "qembed" in only:
                 m["qembed"] = case_qembed(srv, texts[: a.vectors])
                 m["qembed_c8"] = case_qembed(srv, texts[: a.vectors], concurrency=8)
+                if m["qembed"].extra.get("transport") == "aiohttp":
+                    m["qembed_httpx"] = case_qembed(srv, texts[: a.vectors], http="httpx")
             if "naive" in only:
                 m["naive"] = case_naive(srv, texts[: a.naive_vectors])
             if "sdk-batched" in only:

@@ -8,6 +8,7 @@ import io
 import json
 import random
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -325,3 +326,31 @@ def test_cli_bench_compare_json(standin: ServerProcess) -> None:
     d = json.loads(r.stdout)
     assert len(d["cells"]) == 1
     assert [c["texts"] for c in d["compare"]] == [4, 4, 4]
+
+
+def test_cli_bench_profile_launches_measures_and_stops(tmp_path: Path) -> None:
+    """`qembed bench --profile FILE` against the fake SGLang (tests/fake_site, a test double)."""
+    from tests.fake_site import harness
+
+    pidfile = tmp_path / "pids.json"
+    port = harness.free_port()
+    profile = tmp_path / "bench.yaml"
+    profile.write_text(f"extends: a100-80g\nport: {port}\npython: {harness.WRAPPER}\n"
+                       "ready_timeout: 60\nshutdown_timeout: 10\n")
+    env = harness.fake_env(pidfile, FAKE_SGLANG_LOAD_DELAY="0.2",
+                           QEMBED_STATE_DIR=str(tmp_path / "state"))
+    spawned: list[int] = []
+    try:
+        r = harness.run_qembed(["bench", "--profile", str(profile), "-c", "1", "-b", "2", "-l", "64",
+                                "-n", "2", "--warmup", "1", "--json"], env, timeout=120)
+        if pidfile.exists():
+            spawned = harness.all_pids(harness.read_pids(pidfile))
+        assert r.returncode == 0, r.stderr
+        d = json.loads(r.stdout)
+        assert d["url"] == f"http://127.0.0.1:{port}"
+        (cell,) = d["cells"]
+        assert (cell["requests"], cell["texts"], cell["errors"]) == (2, 4, 0)
+        assert spawned, "the fake SGLang did not record its PIDs"
+        harness.assert_gone(spawned)  # the server was stopped after the run
+    finally:
+        harness.kill_leftovers(spawned)
