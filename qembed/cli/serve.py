@@ -107,6 +107,8 @@ class _Phases:
 
         text = f"{label} ({elapsed:.0f} s)" if label != "ready" else f"ready in {elapsed:.1f} s"
         if self.live is not None:
+            # finished phases stay on screen above the spinner, as plain lines do
+            output.err_console().print(f"[{elapsed:6.1f}s] {label}", markup=False, highlight=False)
             self.live.update(text)
         else:
             output.status(f"[{elapsed:6.1f}s] {label}")
