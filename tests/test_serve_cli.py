@@ -97,6 +97,19 @@ def test_ready_then_signal_stops_the_whole_tree(fx: Env, sig: signal.Signals, co
         assert sum(line.endswith("] " + label) for line in err.splitlines()) == 1, err
 
 
+def test_ctrl_c_while_loading_stops_everything(fx: Env) -> None:
+    proc = harness.start_qembed(fx.args(), fx.with_(FAKE_SGLANG_MODE="hang"))
+    pids = fx.pids()  # the fake is up and "loading"
+    log = harness.wait_until(lambda: next((fx.state / "logs").glob("*.log"), None), timeout=10, what="the log")
+    harness.wait_until(lambda: "Load weight begin" in log.read_text(), timeout=10, what="loading")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == ExitCode.INTERRUPTED, err
+    assert f"stopped (SGLang exit code -{int(signal.SIGTERM)})" in err
+    harness.assert_gone(pids)
+    assert list((fx.state / "servers").glob("*.json")) == []
+
+
 def test_endless_drain_is_killed_after_shutdown_timeout(fx: Env) -> None:
     proc = harness.start_qembed(fx.args("--shutdown-timeout", "1"), fx.with_(FAKE_SGLANG_MODE="drain-forever"))
     _wait_ready_line(proc)

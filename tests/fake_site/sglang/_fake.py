@@ -14,6 +14,7 @@ Environment:
                            drain-forever | crash-after-ready (dies after the first embedding)
     FAKE_SGLANG_LOAD_DELAY seconds between "Load weight begin" and "end" (default 1.0)
     FAKE_SGLANG_HEALTH_503 how many /health polls answer 503 first (default 2)
+    FAKE_SGLANG_HEALTH_DELAY seconds a 200 /health takes (default 0.2; SGLang: at least 1 s)
     FAKE_SGLANG_DRAIN      seconds the SIGTERM drain takes (default 0.3)
     FAKE_SGLANG_PIDFILE    JSON file written at start: {"main", "children", "env", "argv"}
 """
@@ -115,6 +116,8 @@ def run(argv: list[str]) -> None:
     load_delay = float(os.environ.get("FAKE_SGLANG_LOAD_DELAY", "1.0"))
     drain = float(os.environ.get("FAKE_SGLANG_DRAIN", "0.3"))
     health_503 = int(os.environ.get("FAKE_SGLANG_HEALTH_503", "2"))
+    # A healthy /health runs a 1-token forward after asyncio.sleep(1) in SGLang; shorter here.
+    health_delay = float(os.environ.get("FAKE_SGLANG_HEALTH_DELAY", "0.2"))
 
     if MODE == "bad-model":  # argument resolution fails in the main process, no child yet
         write_pidfile([], argv)
@@ -157,6 +160,7 @@ def run(argv: list[str]) -> None:
         context_length=ctx,
         matryoshka=matryoshka,
         health_503_count=health_503,
+        health_delay=health_delay,
         api_key=args.api_key,
         is_embedding=args.is_embedding and MODE != "not-embedding",
     )
