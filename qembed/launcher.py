@@ -116,17 +116,56 @@ def phase_of(line: str) -> str | None:
 # -- log following ------------------------------------------------------------------------------
 
 
-class LogTail:
-    """The last lines of a log, bounded to ``max_bytes`` in total (oldest dropped first)."""
+_SECRET_NAME = r"[\w-]*(?:api[_-]?key|password|secret|token)"
+_SECRET_PATTERNS = (
+    # SGLang logs `server_args={..., 'api_key': 'KEY', ...}` at startup (only watermark keys are
+    # redacted there), and reprs write `api_key='KEY'`.
+    re.compile(rf"""(?P<pre>(?P<q>['"]){_SECRET_NAME}(?P=q)\s*:\s*)(?P<v>['"])(?P<val>(?:(?!(?P=v)).)*)(?P=v)""", re.I),
+    re.compile(rf"""(?P<pre>\b{_SECRET_NAME}\s*=\s*)(?P<v>['"])(?P<val>(?:(?!(?P=v)).)*)(?P=v)""", re.I),
+    # a command line: --api-key KEY / --api-key=KEY
+    re.compile(r"""(?P<pre>--[\w-]*api-key(?:\s+|=))(?!'?\[\.\.\.\])(?P<val>'[^']*'|"[^"]*"|[^\s'"]+)""", re.I),
+)
 
-    def __init__(self, max_bytes: int = TAIL_BYTES) -> None:
+
+def _hide(m: re.Match[str]) -> str:
+    val = m.group("val")
+    if val.strip("'\"") in ("", "None", "[...]"):
+        return m.group(0)
+    quote = m.groupdict().get("v") or ""
+    return f"{m.group('pre')}{quote}[...]{quote}"
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with API keys and similar values replaced by ``[...]``.
+
+    Hides the given ``secrets`` wherever they appear, and values of ``api_key``-, ``password``-
+    or ``token``-named fields in the forms SGLang logs them (dict repr, ``name='value'``,
+    ``--api-key VALUE``).
+    """
+    for secret in secrets:
+        if secret and len(secret) >= 3:
+            text = text.replace(secret, "[...]")
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(_hide, text)
+    return text
+
+
+class LogTail:
+    """The last lines of a log, bounded to ``max_bytes`` in total (oldest dropped first).
+
+    Lines are stored redacted (:func:`redact`, plus ``secrets``): SGLang writes its API key
+    into the log, and these lines end up in error messages.
+    """
+
+    def __init__(self, max_bytes: int = TAIL_BYTES, *, secrets: Iterable[str] = ()) -> None:
         self.max_bytes = max_bytes
+        self.secrets = tuple(s for s in secrets if s)
         self._lines: collections.deque[tuple[int, str]] = collections.deque()
         self._size = 0
         self.line_count = 0  # lines seen in total (line numbers are 1-based)
 
     def add(self, line: str) -> None:
-        line = line.rstrip("\r\n")
+        line = redact(line.rstrip("\r\n"), self.secrets)
         if len(line) > self.max_bytes:  # one huge line (a tensor dump): keep its end
             line = line[-self.max_bytes :]
         self.line_count += 1
@@ -497,7 +536,7 @@ class Server:
         self.profile = profile
         self._api_key = api_key
         self.started = time.monotonic()
-        self.follower = LogFollower(log_path)
+        self.follower = LogFollower(log_path, LogTail(secrets=[api_key] if api_key else []))
         self.tail = self.follower.tail
         self.phase = "starting"
         self.ready: ReadyInfo | None = None
@@ -809,8 +848,10 @@ def spawn(
     which is unsafe when other threads run: the CLI passes it, :func:`launch` does not by default.
     """
     full_env = merge_no_proxy({**os.environ, **(env or {})})
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # 0600: SGLang logs its server_args, API key included.
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with open(fd, "ab") as log:
         for line in header:
             log.write(f"[qembed] {line}\n".encode())
         log.flush()
@@ -904,6 +945,7 @@ __all__ = [
     "phase_of",
     "port_holder",
     "port_is_free",
+    "redact",
     "spawn",
     "stop_process",
     "stop_server",

@@ -64,7 +64,7 @@ def new_log_path(name: str, *, now: datetime | None = None) -> Path:
     """A fresh ``logs/<name>-<YYYYmmdd-HHMMSS>.log`` path (the directory is created)."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
     d = logs_dir()
-    d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)  # logs can hold the API key (SGLang logs it)
     path = d / f"{name}-{stamp}.log"
     n = 1
     while path.exists():  # two launches in the same second
@@ -217,7 +217,7 @@ def make_record(
 def save(record: Record) -> Path:
     """Write the record atomically (``servers/<name>.json``, mode 0600)."""
     d = servers_dir()
-    d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = d / f"{record.name}.json"
     tmp = d / f".{record.name}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -62,6 +62,27 @@ def test_log_tail_keeps_end_of_a_huge_line() -> None:
     assert tail.lines() == ["a" * 97 + "END"]
 
 
+@pytest.mark.parametrize("line,shown", [
+    ("[t] server_args={'model_path': 'm', 'api_key': 'sk-123', 'admin_api_key': None, 'port': 1}",
+     "[t] server_args={'model_path': 'm', 'api_key': '[...]', 'admin_api_key': None, 'port': 1}"),
+    ("ServerArgs(api_key='sk-123', host='h')", "ServerArgs(api_key='[...]', host='h')"),
+    ("python -c x serve --api-key sk-123 --port 1", "python -c x serve --api-key [...] --port 1"),
+    ("serve --api-key=sk-123", "serve --api-key=[...]"),
+    ("serve --api-key '[...]' --port 1", "serve --api-key '[...]' --port 1"),
+    ("max_total_num_tokens=500000, context_len=32768", "max_total_num_tokens=500000, context_len=32768"),
+    ("the key sk-123 leaked", "the key [...] leaked"),
+])
+def test_redact(line: str, shown: str) -> None:
+    assert launcher.redact(line, ["sk-123"]) == shown
+
+
+def test_log_tail_stores_redacted_lines() -> None:
+    tail = launcher.LogTail(secrets=["hunter22"])
+    tail.add("password is hunter22")
+    tail.add("{'api_key': 'other'}")
+    assert tail.lines() == ["password is [...]", "{'api_key': '[...]'}"]
+
+
 def test_log_follower_handles_partial_lines(tmp_path: Path) -> None:
     p = tmp_path / "log"
     f = launcher.LogFollower(p)

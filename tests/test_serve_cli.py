@@ -179,6 +179,14 @@ def test_exit_before_ready_is_diagnosed(fx: Env, mode: str, rc_text: str, quoted
     assert list((fx.state / "servers").glob("*.json")) == []
 
 
+def test_failure_output_hides_the_api_key(fx: Env) -> None:
+    r = harness.run_qembed(fx.args(), fx.with_(FAKE_SGLANG_MODE="oom", QEMBED_API_KEY="k3y-value"))
+    assert r.returncode == ExitCode.SERVER_EXITED, r.stderr
+    assert "server_args=" in r.stderr and "'api_key': '[...]'" in r.stderr
+    assert "k3y-value" not in r.stdout + r.stderr
+    harness.assert_gone(fx.pids())
+
+
 def test_hang_hits_ready_timeout_and_is_stopped(fx: Env) -> None:
     r = harness.run_qembed(fx.args("--ready-timeout", "2"), fx.with_(FAKE_SGLANG_MODE="hang"))
     assert r.returncode == ExitCode.NOT_READY, r.stderr
@@ -286,7 +294,13 @@ def test_detach_ps_logs_stop(fx: Env) -> None:
     logs = harness.run_qembed(["logs", "emb", "-n", "200"], env)
     assert logs.returncode == 0
     assert "The server is fired up and ready to roll!" in logs.stdout
-    assert "k3y-value" not in logs.stdout  # the command header is redacted
+    # SGLang writes the key into its log (server_args); the file is private, the output redacted
+    log_file = Path(info["log_path"])
+    assert "k3y-value" in log_file.read_text()
+    assert oct(log_file.stat().st_mode & 0o777) == "0o600"
+    assert "k3y-value" not in logs.stdout and "'api_key': '[...]'" in logs.stdout
+    no_env = {k: v for k, v in env.items() if k != "QEMBED_API_KEY"}
+    assert "k3y-value" not in harness.run_qembed(["logs", "emb", "-n", "200"], no_env).stdout
 
     stop = harness.run_qembed(["stop", "emb", "--timeout", "10"], env)
     assert stop.returncode == 0, stop.stderr

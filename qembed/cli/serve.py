@@ -426,7 +426,7 @@ def logs(
     """Show the SGLang log of a server started by `qembed serve`."""
     from pathlib import Path
 
-    from qembed import output, state
+    from qembed import launcher, output, state
     from qembed.errors import ConfigError
 
     record = state.load(name) if name else state.default_server()
@@ -437,14 +437,16 @@ def logs(
         what = f"for `{name}`" if name else "(no server is running)"
         raise ConfigError(f"no log {what}", hint="`qembed ps` lists servers; logs live in "
                           f"`{state.logs_dir()}`")
+    # SGLang logs its API key (server_args): hide it, and the key in this shell's variable.
+    secrets = [os.environ.get(record.api_key_env or "", "")] if record is not None else []
     for line in state.read_log_tail(path, lines):
-        output.data(line)
+        output.data(launcher.redact(line, secrets))
     if not follow:
         return
     alive = record.is_alive if record is not None else (lambda: False)
     try:
         for line in state.follow_log(path, alive=alive):
-            output.data(line)
+            output.data(launcher.redact(line, secrets))
     except KeyboardInterrupt:
         return
     output.status(f"({record.name if record else name} exited)")

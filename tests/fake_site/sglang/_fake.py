@@ -119,6 +119,8 @@ def run(argv: list[str]) -> None:
     # A healthy /health runs a 1-token forward after asyncio.sleep(1) in SGLang; shorter here.
     health_delay = float(os.environ.get("FAKE_SGLANG_HEALTH_DELAY", "0.2"))
 
+    # Like engine.py: the resolved args, API key included (SGLang only redacts watermark keys).
+    log(f"server_args={vars(args)!r}")
     if MODE == "bad-model":  # argument resolution fails in the main process, no child yet
         write_pidfile([], argv)
         for line in bad_model_lines(args.model_path):
@@ -130,7 +132,6 @@ def run(argv: list[str]) -> None:
         stdin=subprocess.DEVNULL,
     )
     write_pidfile([scheduler.pid], argv)
-    log(f"server_args=ServerArgs(model_path='{args.model_path}', is_embedding={args.is_embedding}, host='{args.host}', port={args.port})")
     log("Load weight begin. avail mem=78.50 GB")
     if MODE == "hang":
         while True:
