@@ -251,6 +251,13 @@ def test_dry_run_redacts_key_and_checks_flags(fx: Env) -> None:
     assert "sup3r-s3cret" not in j.stdout
 
 
+def test_sglang_python_from_env(fx: Env) -> None:
+    args = ["serve", "-p", "a100", "--port", str(fx.port), "--dry-run", "--json"]
+    r = harness.run_qembed(args, fx.with_(QEMBED_SGLANG_PYTHON=str(harness.WRAPPER)))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["argv"][0] == str(harness.WRAPPER)
+
+
 def test_non_loopback_without_key_warns(fx: Env) -> None:
     r = harness.run_qembed(fx.args("--host", "0.0.0.0", "--dry-run"), fx.env)
     assert r.returncode == 0, r.stderr

@@ -229,7 +229,7 @@ def serve(
     port: Annotated[int | None, typer.Option("--port", help="HTTP port (profile key `port`, default 30000).")] = None,
     host: Annotated[str | None, typer.Option("--host", help="Bind address (profile key `host`, default 127.0.0.1).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a profile key (repeatable), e.g. `--set gpu_memory_fraction=0.8`.")] = None,
-    python: Annotated[str | None, typer.Option("--python", envvar=qenv.SGLANG_PYTHON.name, help="Python interpreter that has SGLang installed (profile key `python`).")] = None,
+    python: Annotated[str | None, typer.Option("--python", help="Python interpreter that has SGLang installed (default: profile key `python`, else $QEMBED_SGLANG_PYTHON, else this interpreter).")] = None,
     ready_timeout: Annotated[float | None, typer.Option("--ready-timeout", help="Seconds to wait for the server to be ready (profile key `ready_timeout`, default 1800).")] = None,
     shutdown_timeout: Annotated[float | None, typer.Option("--shutdown-timeout", help="Seconds SGLang may drain requests on stop before it is killed (profile key `shutdown_timeout`, default 30).")] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background: wait until ready, record it, exit 0.")] = False,
