@@ -102,6 +102,8 @@ def test_ctrl_c_while_loading_stops_everything(fx: Env) -> None:
     pids = fx.pids()  # the fake is up and "loading"
     log = harness.wait_until(lambda: next((fx.state / "logs").glob("*.log"), None), timeout=10, what="the log")
     harness.wait_until(lambda: "Load weight begin" in log.read_text(), timeout=10, what="loading")
+    rows = json.loads(harness.run_qembed(["ps", "--json"], fx.env).stdout)
+    assert [(r["name"], r["status"], r["detached"]) for r in rows] == [("a100-80g", "loading", False)]
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == ExitCode.INTERRUPTED, err
