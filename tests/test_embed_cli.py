@@ -152,3 +152,9 @@ def test_bulk_progress_bar_when_stderr_is_a_terminal(srv: Running, tmp_path: Pat
     assert result.stdout == ""
     assert "wrote 20 vectors of 32 dims" in result.stderr
     assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 20
+
+
+def test_stdin_splits_on_newlines_only(srv: Running) -> None:
+    result = invoke(["embed", "--url", srv.url, "--format", "jsonl", "-"], "page one\x0cstill one\u2028same\r\ntwo\n")
+    assert result.exit_code == 0, result.stderr
+    assert srv.requests[-1]["input"] == ["page one\x0cstill one\u2028same", "two"]

@@ -80,7 +80,12 @@ def _read_texts(texts: list[str]) -> list[str]:
     out: list[str] = []
     for t in texts:
         if t == "-":
-            out.extend(line.rstrip("\r") for line in sys.stdin.read().splitlines())
+            # split on newlines only: str.splitlines() would also split inside a text on
+            # \u2028, \x0c, ... and change what the model sees
+            lines = sys.stdin.read().split("\n")
+            if lines and lines[-1] == "":
+                lines.pop()
+            out.extend(line.removesuffix("\r") for line in lines)
         else:
             out.append(t)
     return out
