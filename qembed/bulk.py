@@ -110,9 +110,13 @@ def read_records(path: str | Path, *, text_field: str = "text", id_field: str | 
     if not path.exists():
         raise ConfigError(f"input file `{path}` does not exist")
     if ext == ".txt":
-        with open(path, encoding="utf-8", newline="") as f:
-            for i, line in enumerate(f):
-                yield i, line.rstrip("\r\n")
+        with open(path, "rb") as f:  # binary lines split on b"\n" only, like count_rows
+            for i, raw in enumerate(f):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputError(f"`{path}` line {i + 1} is not UTF-8: {exc}", index=i) from exc
+                yield i, text.removesuffix("\n").removesuffix("\r")
     elif ext == ".jsonl":
         yield from _read_jsonl(path, text_field, id_field)
     elif ext == ".csv":
