@@ -199,14 +199,16 @@ class LogFollower:
                 self._fh = open(self.path, "rb")  # noqa: SIM115 (kept open across calls)
             except FileNotFoundError:
                 return []
-        chunk = self._fh.read()
-        if not chunk:
-            return []
-        data = self._partial + chunk
-        *complete, self._partial = data.split(b"\n")
-        out = [raw.decode("utf-8", "replace") for raw in complete]
-        for line in out:
-            self.tail.add(line)
+        out: list[str] = []
+        # In chunks: a server that ran for hours may have written a lot since the last call.
+        while chunk := self._fh.read(1 << 20):
+            *complete, self._partial = (self._partial + chunk).split(b"\n")
+            for raw in complete:
+                line = raw.decode("utf-8", "replace")
+                self.tail.add(line)
+                out.append(line)
+            if len(out) > 10_000:  # callers only need the recent lines
+                del out[:-10_000]
         return out
 
     def flush(self) -> list[str]:
@@ -731,10 +733,14 @@ class Server:
         )
 
     def wait(self, timeout: float | None = None) -> int | None:
-        """Wait for SGLang to exit (None on timeout); keeps the log tail current."""
-        rc = self._pause(timeout) if timeout is not None else self.proc.wait()
-        self.follower.poll()
-        return rc
+        """Wait for SGLang to exit (None on timeout), keeping the log tail current."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            rc = self._pause(step)
+            self.follower.poll()
+            if rc is not None or (deadline is not None and time.monotonic() >= deadline):
+                return rc
 
     def stop(self, *, timeout: float, on_wait: Callable[[float], None] | None = None) -> int:
         """SIGTERM, wait up to ``timeout`` s for the drain, then SIGKILL the process group.

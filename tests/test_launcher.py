@@ -97,6 +97,17 @@ def test_log_follower_handles_partial_lines(tmp_path: Path) -> None:
     f.close()
 
 
+def test_log_follower_reads_a_big_log_in_bounded_pieces(tmp_path: Path) -> None:
+    p = tmp_path / "log"
+    p.write_bytes(b"".join(b"Prefill batch, #new-seq: 1, #new-token: %d\n" % i for i in range(60_000)))
+    f = launcher.LogFollower(p)
+    out = f.poll()
+    assert len(out) == 10_000 and out[-1].endswith("#new-token: 59999")
+    assert f.tail.lines()[-1].endswith("#new-token: 59999")
+    assert f.tail.line_count == 60_000
+    f.close()
+
+
 @pytest.mark.parametrize("host,url", [("127.0.0.1", "http://127.0.0.1:1"), ("0.0.0.0", "http://127.0.0.1:1"),
                                       ("::", "http://[::1]:1"), ("localhost", "http://localhost:1"),
                                       ("10.0.0.5", "http://10.0.0.5:1")])
