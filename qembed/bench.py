@@ -427,7 +427,7 @@ def loader_name(prefer: str = "auto") -> str:
     except ImportError:
         if prefer == "aiohttp":
             raise MissingDependency("aiohttp is not installed",
-                                    hint="pip install 'qembed[bench]'") from None
+                                    hint="pip install aiohttp") from None
         return "httpx"
     return "aiohttp"
 
@@ -703,7 +703,7 @@ def run_bench(url: str, options: BenchOptions = BenchOptions(), *, api_key: str 
     ld = loader_name(options.loader)
     if ld == "httpx" and options.loader == "auto":
         notes.append("aiohttp not installed: the load generator uses httpx, which costs more CPU "
-                     "per request at high concurrency (pip install 'qembed[bench]')")
+                     "per request at high concurrency (pip install aiohttp)")
     cells_out = asyncio.run(_run_sweep(
         url, cells, source, headers=_auth_headers(api_key), loader=ld,
         model=options.model or server_model, dimensions=options.dimensions,

@@ -209,7 +209,7 @@ def case_saturation(texts: list[str], gpu: GPUModel, name: str, *, concurrency: 
     busy = after["busy_s"] - before["busy_s"]
     m.extra.update(capacity=gpu.capacity(), fraction=m.vectors_per_s / gpu.capacity(),
                    gpu_busy=busy / m.seconds, vectors_per_forward=m.vectors / max(1, forwards))
-    print(f"    capacity {gpu.capacity():,.0f} vec/s -> {m.extra['fraction']:.1%}; GPU busy "
+    print(f"    capacity {gpu.capacity():,.0f} vec/s -> {m.extra['fraction']:.2%}; GPU busy "
           f"{m.extra['gpu_busy']:.1%}; {m.extra['vectors_per_forward']:.0f} vectors per forward", flush=True)
     return m
 
@@ -387,7 +387,7 @@ def main() -> int:
         if key in m:
             frac = m[key].extra["fraction"]
             check(f"<= 8 in flight reach >= 95% of modelled GPU {label}",
-                  f"{frac:.1%} (4 in flight: {m[key.replace('8', '4')].extra['fraction']:.1%})", frac >= 0.95)
+                  f"{frac:.2%} (4 in flight: {m[key.replace('8', '4')].extra['fraction']:.2%})", frac >= 0.95)
     if "rss" in results:
         r = results["rss"]
         ok = r["exit"] == 0 and r["peak_rss_bytes"] < 300 * 2**20 and r["rows_written"] == r["rows"]
