@@ -100,6 +100,15 @@ def data(text: str) -> None:
     sys.stdout.flush()
 
 
+def data_bytes(payload: bytes) -> None:
+    """Binary data (e.g. a .npy file) on stdout."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a text-only stream (some test runners): nothing binary can go there
+        raise OSError("stdout does not accept binary data; use `--output FILE`")
+    buffer.write(payload)
+    buffer.flush()
+
+
 def print_json(obj: Any) -> None:
     """JSON on stdout (pretty when stdout is a terminal, one line otherwise)."""
     indent = 2 if sys.stdout.isatty() else None

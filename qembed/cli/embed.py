@@ -94,14 +94,7 @@ def _read_texts(texts: list[str]) -> list[str]:
 def _write_binary(payload: bytes) -> None:
     from qembed import output
 
-    writer = getattr(output, "data_bytes", None)
-    if writer is not None:
-        writer(payload)
-        return
-    # qembed.output has no binary writer yet: npy is data, so it goes to stdout as bytes.
-    stream: Any = getattr(sys.stdout, "buffer", sys.stdout)
-    stream.write(payload)
-    stream.flush()
+    output.data_bytes(payload)
 
 
 def _npy_bytes(arr: Any) -> bytes:
