@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from qembed import gpu
 from qembed.errors import GPUError
+from qembed.profiles import Profile
 from tests import fake_nvml
 
 
-def make_profile(**kw: Any) -> Any:
-    """A real Profile when qembed.profiles exists, else a stand-in with the same attributes."""
-    try:
-        from qembed.profiles import Profile
-    except ImportError:
-        return _StandIn(**kw)
+def make_profile(**kw: Any) -> Profile:
+    kw.setdefault("name", "test")
     return Profile(**kw)
-
-
-@dataclass
-class _StandIn:
-    name: str | None = "test"
-    model: str = "Qwen/Qwen3-Embedding-4B"
-    dtype: str = "auto"
-    gpu_memory_fraction: float | None = None
-    chunked_prefill_size: int | None = None
-    context_length: int | None = None
-    quantization: str | None = None
-    kv_cache_dtype: str | None = None
-    tp_size: int = 1
-    dp_size: int = 1
-    gpu_ids: list[int] | None = None
 
 
 def test_snapshot_a100(monkeypatch: pytest.MonkeyPatch) -> None:

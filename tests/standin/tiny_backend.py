@@ -17,38 +17,22 @@ wrong length).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from tests.numerics.reference import offline
+
 Mistake = Literal["no-eos", "mean", "no-renorm"]
 MISTAKES: tuple[Mistake, ...] = ("no-eos", "mean", "no-renorm")
-
-
-@contextlib.contextmanager
-def _offline() -> Iterator[None]:
-    """The model is a local directory: make any hub lookup fail fast, only during the load
-    (HF_HUB_OFFLINE must not leak into other tests)."""
-    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    os.environ.update(dict.fromkeys(saved, "1"))
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 class _Loaded:
     """Tokenizer + model + the lock that serialises forward passes across handler threads."""
 
     def __init__(self, model_dir: Path) -> None:
-        with _offline():
+        with offline():
             import torch
             from transformers import AutoModel, AutoTokenizer
             from transformers.utils import logging as hf_logging
