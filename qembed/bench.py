@@ -186,7 +186,7 @@ def load_tokenizer(model: str) -> tuple[TokenCounter, Callable[[str, int], str]]
     if path is None or not ((path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()):
         return None
     try:
-        from transformers import AutoTokenizer  # type: ignore[import-not-found]
+        from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as exc:  # optional: any failure falls back to the estimate
@@ -385,7 +385,7 @@ class _AiohttpLoader(_Loader):
     name = "aiohttp"
 
     def __init__(self, url: str, headers: dict[str, str], timeout: float) -> None:
-        import aiohttp  # type: ignore[import-not-found]
+        import aiohttp
 
         self._url = url
         self._session = aiohttp.ClientSession(
@@ -423,7 +423,7 @@ def loader_name(prefer: str = "auto") -> str:
     if prefer == "httpx":
         return "httpx"
     try:
-        import aiohttp  # type: ignore[import-not-found]  # noqa: F401
+        import aiohttp  # noqa: F401
     except ImportError:
         if prefer == "aiohttp":
             raise MissingDependency("aiohttp is not installed",
@@ -670,7 +670,8 @@ def run_bench(url: str, options: BenchOptions = BenchOptions(), *, api_key: str 
     notes: list[str] = []
     server_model = probe_model(url, api_key=api_key)
     model = options.model or server_model
-    tokenizer = load_tokenizer(options.tokenizer or model) if (options.tokenizer or model) else None
+    tok_ref = options.tokenizer or model
+    tokenizer = load_tokenizer(tok_ref) if tok_ref else None
     if options.tokenizer and tokenizer is None:
         notes.append(f"tokenizer {options.tokenizer!r} not found on disk; inputs sized by the estimate")
     source = TextSource(seed=options.seed, tokenizer=tokenizer)
