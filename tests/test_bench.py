@@ -354,3 +354,19 @@ def test_cli_bench_profile_launches_measures_and_stops(tmp_path: Path) -> None:
         harness.assert_gone(spawned)  # the server was stopped after the run
     finally:
         harness.kill_leftovers(spawned)
+
+
+def test_inputs_sized_by_a_local_tokenizer(tmp_path: Path) -> None:
+    """With the model's tokenizer on disk (the tiny Qwen3 fixture), texts hit the target length."""
+    from tests.numerics.tiny_model import build_tiny_model
+
+    tiny = build_tiny_model(tmp_path / "tiny")
+    tok = bench.load_tokenizer(str(tiny.path))
+    assert tok is not None
+    count, _ = tok
+    src = bench.TextSource(seed=0, tokenizer=tok)
+    assert src.sizing == "tokenizer"
+    for target in (64, 512):
+        sizes = [count(t) for t in src.texts(target, 0, 20)]
+        assert all(abs(n - target) <= 6 for n in sizes), (target, sizes)
+    assert bench.load_tokenizer(str(tmp_path / "missing")) is None
