@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY: tuple[int, ...] = (1, 4, 16, 64, 256)
 DEFAULT_BATCH: tuple[int, ...] = (1, 32)
 DEFAULT_LENGTHS: tuple[int, ...] = (64, 512, 2048)
+#: client CPU (% of one core) above which a cell is flagged as possibly client-bound
+CLIENT_BOUND_PCT = 85.0
 
 # -- GPU peaks ----------------------------------------------------------------------------------
 
@@ -710,6 +712,16 @@ def run_bench(url: str, options: BenchOptions = BenchOptions(), *, api_key: str 
         model=options.model or server_model, dimensions=options.dimensions,
         requests=options.requests, duration=None if options.requests is not None else options.duration,
         warmup=options.warmup, timeout=options.timeout, on_cell=on_cell, finish=finish))
+    over = [c for c in cells_out if c.mfu is not None and c.mfu > 1.0]
+    if over:
+        notes.append(f"MFU above 100 % in {len(over)} cell(s): no GPU does that work; suspect cached "
+                     "inputs, a stand-in server, or the wrong `--gpu`")
+    busy = [c for c in cells_out if c.client_cpu_pct >= CLIENT_BOUND_PCT]
+    if busy:
+        worst = max(busy, key=lambda c: c.client_cpu_pct)
+        notes.append(f"the load generator used {worst.client_cpu_pct:.0f} % of a CPU in {len(busy)} cell(s) "
+                     f"(worst: c={worst.concurrency} batch={worst.batch} len={worst.tokens_target}): "
+                     "those figures may be limited by this client, not the server")
     return BenchReport(url=url, model=model, gpu=gpu_label, gpu_peak_tflops=peak, loader=ld,
                        sizing=source.sizing, dimensions=options.dimensions, cells=cells_out, notes=notes)
 

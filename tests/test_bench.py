@@ -370,3 +370,14 @@ def test_inputs_sized_by_a_local_tokenizer(tmp_path: Path) -> None:
         sizes = [count(t) for t in src.texts(target, 0, 20)]
         assert all(abs(n - target) <= 6 for n in sizes), (target, sizes)
     assert bench.load_tokenizer(str(tmp_path / "missing")) is None
+
+
+def test_notes_flag_impossible_mfu(standin: ServerProcess) -> None:
+    # The stand-in does no work, so a tiny GPU peak makes MFU exceed 100 %: the report must say so.
+    opts = bench.BenchOptions(concurrency=[1], batch=[8], lengths=[512], requests=3, warmup=0,
+                              gpu="Tesla T4")
+    rep = bench.run_bench(standin.url, opts)
+    (cell,) = rep.cells
+    assert cell.mfu is not None
+    flagged = any("MFU above 100 %" in n for n in rep.notes)
+    assert flagged == (cell.mfu > 1.0)
