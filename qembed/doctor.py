@@ -84,7 +84,7 @@ def report_json(checks: list[Check]) -> dict[str, Any]:
 
 # -- the probe subprocess ---------------------------------------------------------------------
 
-# Runs in the target interpreter with -I. It imports neither torch nor sglang: versions come
+# Runs in the target interpreter as the launch does (no -I). It imports neither torch nor sglang: versions come
 # from package metadata, torch's CUDA build from torch/version.py read as text.
 _PROBE = r"""
 import importlib.metadata as md, importlib.util as iu, json, os, platform, re, sys
@@ -133,7 +133,7 @@ def run_probe(python: str, *, timeout: float = 60.0) -> Probe:
     t0 = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     try:
-        proc = subprocess.run([python, "-I", "-c", _PROBE], capture_output=True, text=True,
+        proc = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True,
                               timeout=timeout, env=env, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Probe(python, False, error=f"cannot run `{python}`: {exc}")

@@ -330,7 +330,9 @@ def profile_warnings(profile: Profile) -> list[str]:
 
 # -- the parser check ------------------------------------------------------------------------
 
-# Runs in SGLang's interpreter with `-I`, so a PYTHONPATH cannot shadow the installed sglang.
+# Runs in SGLang's interpreter exactly as the launch does (no `-I`, same environment), so the
+# check sees the SGLang that will really run, be it from the venv, a user-site install or a
+# PYTHONPATH checkout. (An isolated `-I` check could pass while the launch runs something else.)
 # Reads a JSON list of argvs on stdin, writes one marked JSON line on stdout.
 _CHECK_SCRIPT = r"""
 import contextlib, io, json, sys, time
@@ -384,10 +386,10 @@ def _missing_python(python: str) -> MissingDependency:
 
 def _run_checks(flag_lists: Sequence[Sequence[str]], *, python: str, timeout: float) -> list[dict[str, object]]:
     payload = json.dumps([list(map(str, f)) for f in flag_lists])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env = dict(os.environ)
     try:
         proc = subprocess.run(
-            [python, "-I", "-c", _CHECK_SCRIPT],
+            [python, "-c", _CHECK_SCRIPT],
             input=payload, capture_output=True, text=True, timeout=timeout, env=env, check=False,
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
@@ -487,7 +489,7 @@ def installed_sglang_version(python: str) -> str | None:
     """SGLang's version in ``python`` from its package metadata (no ``import sglang``), or
     ``None`` when it is not installed or the interpreter does not run."""
     try:
-        proc = subprocess.run([python, "-I", "-c", _VERSION_SCRIPT], capture_output=True,
+        proc = subprocess.run([python, "-c", _VERSION_SCRIPT], capture_output=True,
                               text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -35,8 +35,6 @@ CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
 
 
 def backend(name: str) -> str:
-    if name == "aiohttp":
-        pytest.importorskip("aiohttp", reason="aiohttp is optional (AsyncClient's faster backend)")
     return name
 
 
