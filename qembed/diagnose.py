@@ -57,6 +57,8 @@ def read_log_tail(path: str | Path, *, max_bytes: int = TAIL_BYTES, max_lines: i
     """The last lines of a log file, reading at most ``max_bytes`` from its end.
 
     A partial first line (cut by the byte limit) is dropped; undecodable bytes are replaced.
+    Lines come back redacted (:func:`qembed.redact.redact`): SGLang logs its API key, and these
+    lines are shown as evidence.
 
     Raises:
         OSError: the file cannot be read.
@@ -71,7 +73,9 @@ def read_log_tail(path: str | Path, *, max_bytes: int = TAIL_BYTES, max_lines: i
     lines = text.splitlines()
     if start > 0 and lines:
         lines = lines[1:]
-    return lines[-max_lines:]
+    from .redact import redact
+
+    return [redact(line) for line in lines[-max_lines:]]
 
 
 def diagnose_file(path: str | Path, *, profile: Profile | Any | None = None,

@@ -146,3 +146,14 @@ def test_read_log_tail_is_bounded(tmp_path: Path) -> None:
 
 def test_tail_lines_keeps_the_end() -> None:
     assert dg.tail_lines((f"{i}\n" for i in range(1000)), 3) == ["997", "998", "999"]
+
+
+def test_log_tail_is_redacted(tmp_path: Path) -> None:
+    """SGLang logs its API key in the startup `server_args=` line; evidence shown from a log
+    file must never carry it."""
+    log = tmp_path / "x.log"
+    log.write_text("[2026-11-26 05:00:00] server_args=ServerArgs(model_path='m', api_key='sk-secret-123', port=30000)\n"
+                   "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+    lines = dg.read_log_tail(log)
+    assert not any("sk-secret-123" in ln for ln in lines)
+    assert "api_key='[...]'" in lines[0]
