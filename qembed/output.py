@@ -29,9 +29,12 @@ def _console(stderr: bool) -> Console:
     if cached is None or cached.file is not stream:
         from rich.console import Console
 
+        # Piped output is data: do not squeeze wide tables into 80 columns.
+        width = None if stream.isatty() else int(os.environ.get("COLUMNS") or 0) or 200
         cached = Console(
             file=stream,
             stderr=stderr,
+            width=width,
             no_color=bool(os.environ.get("NO_COLOR")),
             highlight=False,
             soft_wrap=True,
