@@ -6,6 +6,8 @@ Both it and qembed must see the same vectors, so a user can switch between them.
 from __future__ import annotations
 
 import base64
+import json
+from pathlib import Path
 
 import numpy as np
 import openai
@@ -43,3 +45,42 @@ def test_openai_sdk_matches_qembed(encoding: str | None, dims: int | None) -> No
     assert theirs.shape == ours.shape == (2, dims or 64)
     np.testing.assert_allclose(theirs, ours, atol=1e-6)
     assert resp.usage.prompt_tokens == ours.prompt_tokens
+
+
+@pytest.mark.slow
+def test_openai_sdk_against_a_server_qembed_serve_started(tmp_path: Path) -> None:
+    """The issue's interop check end to end: `qembed serve --detach` starts the (fake) SGLang
+    with qembed's real argv (`--is-embedding`, Matryoshka on), then the plain openai SDK gets
+    float, base64 and `dimensions` answers that agree with each other and with qembed.Client."""
+    from tests.fake_site import harness
+
+    port = harness.free_port()
+    pidfile = tmp_path / "pids.json"
+    env = harness.fake_env(pidfile, QEMBED_STATE_DIR=str(tmp_path / "state"))
+    args = ["serve", "--python", str(harness.WRAPPER), "--port", str(port), "--detach", "--name", "sdk", "--json"]
+    started = harness.run_qembed(args, env)
+    assert started.returncode == 0, started.stderr
+    pids = harness.all_pids(harness.read_pids(pidfile))
+    try:
+        base = json.loads(started.stdout)["openai_base_url"]
+        sdk = openai.OpenAI(base_url=base, api_key="unused", max_retries=0)
+        texts = ["Instruct: Retrieve semantically similar text\nQuery:a cat", "plain doc"]
+        as_float = sdk.embeddings.create(model="m", input=texts, encoding_format="float")
+        default = sdk.embeddings.create(model="m", input=texts)  # the SDK's base64 path
+        small = sdk.embeddings.create(model="m", input=texts, dimensions=256)
+        sdk.close()
+        f = np.array([d.embedding for d in as_float.data], dtype=np.float32)
+        b = np.array([d.embedding for d in default.data], dtype=np.float32)
+        s = np.array([d.embedding for d in small.data], dtype=np.float32)
+        assert f.shape == (2, 2560) and np.allclose(f, b, atol=1e-7)
+        assert s.shape == (2, 256) and np.allclose(np.linalg.norm(s, axis=1), 1.0, atol=1e-5)
+        # Matryoshka: the 256-d answer is the renormalised head of the full vector
+        head = f[:, :256] / np.linalg.norm(f[:, :256], axis=1, keepdims=True)
+        assert np.allclose(s, head, atol=1e-6)
+        with Client(base) as c:
+            assert np.allclose(c.embed(texts, dimensions=256), s, atol=1e-6)
+    finally:
+        stop = harness.run_qembed(["stop", "sdk", "--timeout", "10"], env)
+        harness.kill_leftovers(pids)
+    assert stop.returncode == 0, stop.stderr
+    harness.assert_gone(pids)
