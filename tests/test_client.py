@@ -99,7 +99,8 @@ def test_request_split_by_token_budget() -> None:
         c.embed_documents([long] * 5)
         sizes = [len(i) for i in embed_inputs(srv)]
     assert estimate_tokens(long) == 1001
-    assert sizes == [2, 2, 1]  # by the estimated token budget, not by count (64)
+    # by the estimated token budget, not by count; requests in flight may arrive in any order
+    assert sorted(sizes) == [1, 2, 2]
 
 
 # -- dimensions ------------------------------------------------------------------------------

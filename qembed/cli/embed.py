@@ -17,10 +17,6 @@ from qembed import env as qenv
 
 from . import app
 
-# Texts per request for bulk jobs: at 8 requests in flight, 128 keeps a modelled 0.6B-class GPU
-# 97.8 % busy against 95.0 % with 64 (docs/performance.md, scripts/bench_client.py).
-BULK_BATCH_SIZE = 128
-
 if TYPE_CHECKING:
     from qembed.bulk import BulkResult
     from qembed.client import Client
@@ -77,7 +73,8 @@ ModelOpt = Annotated[str | None, typer.Option("--model", envvar=qenv.MODEL.name,
 def _client(url: str | None, api_key: str | None, model: str | None, **kw: Any) -> Client:
     from qembed.client import Client
 
-    return Client(url, api_key=api_key, model=model, **kw)
+    # an option left unset (None) means the client's own default
+    return Client(url, api_key=api_key, model=model, **{k: v for k, v in kw.items() if v is not None})
 
 
 def _read_texts(texts: list[str]) -> list[str]:
@@ -131,7 +128,7 @@ def embed(
     resume: Annotated[bool, typer.Option("--resume", help="Bulk: continue an interrupted job from its journal.")] = False,
     on_error: Annotated[OnError, typer.Option("--on-error", help="raise: stop at a blank/too long input; skip: leave it out and report it.")] = OnError.raise_,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight.", min=1)] = 8,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Texts per request (default: 64; 128 for `--input` jobs, measured to keep a fast GPU busier).", min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Texts per request (default: 128).", min=1)] = None,
     chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="Bulk: rows per chunk (unit of progress and resume).", min=1)] = 1024,
 ) -> None:
     """Embed text with the Qwen3 instruction format; or embed a whole file (--input/--output)."""
@@ -150,7 +147,7 @@ def embed(
             raise ConfigError("give texts as arguments or with `--input`, not both")
         if output_path is None:
             raise ConfigError("`--input` needs `--output` (.npy, .jsonl or .parquet)")
-        with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size or BULK_BATCH_SIZE) as client:
+        with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size) as client:
             result = _run_bulk(client, input_path, output_path, kind=kind, task=task, instruction=instruction,
                                prefix=prefix, dimensions=dimensions, text_field=text_field, id_field=id_field,
                                chunk_rows=chunk_rows, resume=resume, on_error=mode)
@@ -162,7 +159,7 @@ def embed(
     if not items:
         raise ConfigError("nothing to embed", hint='pass texts, `-` for stdin, or `--input FILE`; e.g. `qembed embed --query "what is MRL?"`')
     chosen = Format.json if json_ else (fmt or (Format.table if sys.stdout.isatty() else Format.json))
-    with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size or 64, on_error=mode) as client:
+    with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size, on_error=mode) as client:
         if kind == "query":
             emb = client.embed_queries(items, task=task or "retrieval", instruction=instruction, dimensions=dimensions)
         elif kind == "document":
