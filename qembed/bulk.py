@@ -231,7 +231,7 @@ class _NpyWriter(_Writer):
         import numpy as np
 
         # memoryview: no extra copy of the chunk (about 1.5 µs per 2560-d vector saved)
-        self.f.write(memoryview(np.ascontiguousarray(vectors, dtype="<f4")).cast("B"))
+        self.f.write(np.ascontiguousarray(vectors, dtype="<f4").data.cast("B"))
         self.rows += len(vectors)
 
     def commit(self) -> int:

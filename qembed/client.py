@@ -33,6 +33,7 @@ from . import __version__
 from . import env as qenv
 from .errors import InputError, ServerError, ServerUnreachable
 from .instructions import apply_prefix, format_document, format_query, resolve_instruction
+from .transport import AiohttpAsync, HttpxAsync, Request, Response, TransportFailure, choose_http
 from .vectors import check_dimensions
 
 if TYPE_CHECKING:
@@ -194,23 +195,6 @@ if TYPE_CHECKING:
         def usage(self) -> dict[str, int]: ...
 
 
-# -- wire objects ----------------------------------------------------------------------------
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    body: bytes | None = None
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    content: bytes
-
-
 @dataclass
 class _Job:
     """One embed() call: formatted texts, the output array and the bookkeeping."""
@@ -322,6 +306,17 @@ class BaseClient:
         if isinstance(self.timeout, httpx.Timeout):
             return self.timeout
         return httpx.Timeout(float(self.timeout), connect=min(DEFAULT_CONNECT_TIMEOUT, float(self.timeout)))
+
+    def _timeouts(self) -> tuple[float | None, float | None]:
+        """(connect, read) seconds, for I/O backends other than httpx."""
+        import httpx
+
+        t = self.timeout
+        if isinstance(t, UseClientDefault):
+            return DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
+        if isinstance(t, httpx.Timeout):
+            return t.connect, t.read
+        return min(DEFAULT_CONNECT_TIMEOUT, float(t)), float(t)
 
     def _headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/json", "Accept": "application/json",
@@ -567,7 +562,7 @@ class BaseClient:
     @staticmethod
     def _is_connect_error(exc: BaseException) -> bool:
         """Nothing listening / could not connect (as opposed to a connection lost mid-way)."""
-        if isinstance(exc, _TransportFailure):
+        if isinstance(exc, TransportFailure):
             return exc.connect
         import httpx
 
@@ -587,7 +582,7 @@ class BaseClient:
                 f"no server answers at {self.base_url}",
                 hint="start one with `qembed serve`, or set `QEMBED_URL` (`--url`) to where it runs",
             )
-        cause = exc.__cause__ if isinstance(exc, _TransportFailure) and exc.__cause__ else exc
+        cause = exc.__cause__ if isinstance(exc, TransportFailure) and exc.__cause__ else exc
         return ServerUnreachable(
             f"the connection to {self.base_url} failed: {type(cause).__name__}: {cause}",
             hint="check the server (`qembed ps`, `qembed logs`) and try again",
@@ -740,7 +735,7 @@ class Client(BaseClient):
     def __init__(self, base_url: str | None = None, *, http: Literal["auto", "httpx", "aiohttp"] = "auto",
                  **kwargs: Any) -> None:
         super().__init__(base_url, **kwargs)
-        self.http: str = _choose_http(http, self._transport)
+        self.http: str = choose_http(http, self._transport)
         self._pool: Any = None
         self._pool_lock = threading.Lock()
         self._loop: Any = None
@@ -937,104 +932,6 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return flat[0] if flat else group
 
 
-def _choose_http(http: str, transport: Any) -> str:
-    """``auto``: aiohttp when installed and no httpx ``transport`` is injected, else httpx."""
-    from .errors import ConfigError, MissingDependency
-
-    if http not in ("auto", "httpx", "aiohttp"):
-        raise ConfigError(f"`http` must be `auto`, `httpx` or `aiohttp`, got `{http}`")
-    if http == "aiohttp" and transport is not None:
-        raise ConfigError("`transport=` is an httpx transport; it cannot be used with `http=\"aiohttp\"`")
-    if http == "httpx" or (http == "auto" and transport is not None):
-        return "httpx"
-    try:
-        import aiohttp  # noqa: F401
-    except ImportError as exc:
-        if http == "aiohttp":
-            raise MissingDependency("`http=\"aiohttp\"` needs aiohttp", hint="pip install aiohttp") from exc
-        return "httpx"
-    return "aiohttp"
-
-
-class _TransportFailure(Exception):
-    """A request that got no HTTP answer; ``connect`` tells whether it never connected."""
-
-    def __init__(self, message: str, *, connect: bool) -> None:
-        super().__init__(message)
-        self.connect = connect
-
-
-class _HttpxAsync:
-    """AsyncClient's I/O over ``httpx.AsyncClient`` (any ``transport=``, e.g. MockTransport)."""
-
-    def __init__(self, owner: BaseClient) -> None:
-        import httpx
-
-        self._http = httpx.AsyncClient(**owner._httpx_kwargs())
-
-    async def request(self, req: Request) -> Response:
-        import httpx
-
-        try:
-            r = await self._http.request(req.method, req.path, content=req.body)
-        except httpx.TransportError as exc:
-            connect = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-            raise _TransportFailure(f"{type(exc).__name__}: {exc}", connect=connect) from exc
-        return Response(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-
-class _AiohttpAsync:
-    """AsyncClient's I/O over aiohttp: 2-2.5x less client CPU per vector than httpx.AsyncClient
-    (docs/client.md, "Why httpx, with figures"; encode/httpx#3215). The session is made on first
-    use, inside the running event loop, as aiohttp requires."""
-
-    def __init__(self, owner: BaseClient) -> None:
-        self._owner = owner
-        self._session: Any = None
-
-    def _timeout(self) -> Any:
-        import aiohttp
-        import httpx
-
-        t = self._owner.timeout
-        connect: float | None
-        read: float | None
-        if isinstance(t, UseClientDefault):
-            connect, read = DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
-        elif isinstance(t, httpx.Timeout):
-            connect, read = t.connect, t.read
-        else:
-            connect, read = min(DEFAULT_CONNECT_TIMEOUT, float(t)), float(t)
-        return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
-
-    async def request(self, req: Request) -> Response:
-        import aiohttp
-
-        if self._session is None:
-            o = self._owner
-            self._session = aiohttp.ClientSession(
-                headers=o._headers(), timeout=self._timeout(), trust_env=False,
-                connector=aiohttp.TCPConnector(limit=o.concurrency * 2 + 2),
-            )
-        try:
-            async with self._session.request(req.method, self._owner.base_url + req.path, data=req.body) as r:
-                content = await r.read()
-                headers = {k.lower(): v for k, v in r.headers.items()}
-                return Response(r.status, headers, content)
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise _TransportFailure(f"{type(exc).__name__}: {exc}", connect=True) from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _TransportFailure(f"{type(exc).__name__}: {exc}", connect=False) from exc
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
 # -- async -----------------------------------------------------------------------------------
 
 
@@ -1048,9 +945,13 @@ class AsyncClient(BaseClient):
     def __init__(self, base_url: str | None = None, *, http: Literal["auto", "httpx", "aiohttp"] = "auto",
                  **kwargs: Any) -> None:
         super().__init__(base_url, **kwargs)
-        use_aiohttp = _choose_http(http, self._transport) == "aiohttp"
+        use_aiohttp = choose_http(http, self._transport) == "aiohttp"
         self.http: str = "aiohttp" if use_aiohttp else "httpx"
-        self._http: _HttpxAsync | _AiohttpAsync = _AiohttpAsync(self) if use_aiohttp else _HttpxAsync(self)
+        self._http: HttpxAsync | AiohttpAsync = (
+            AiohttpAsync(base_url=self.base_url, headers=self._headers(), timeouts=self._timeouts(),
+                         limit=self.concurrency * 2 + 2)
+            if use_aiohttp else HttpxAsync(self._httpx_kwargs())
+        )
         self._sem: Any = None
         self._sem_loop: Any = None
 
@@ -1113,7 +1014,7 @@ class AsyncClient(BaseClient):
         while True:
             try:
                 resp = await self._http.request(req)
-            except _TransportFailure as exc:
+            except TransportFailure as exc:
                 if attempt >= self._transport_retries(exc):
                     raise self._unreachable(exc) from exc.__cause__
                 delay = self._retry_delay(attempt, None)
