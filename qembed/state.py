@@ -73,12 +73,14 @@ def new_log_path(name: str, *, now: datetime | None = None) -> Path:
     return path
 
 
-def latest_log(name: str) -> Path | None:
-    """The newest log file of a server name, even when its record is gone."""
+def latest_log(name: str | None = None) -> Path | None:
+    """The newest log file of a server name (any server's when ``name`` is None), even when
+    its record is gone."""
     d = logs_dir()
     if not d.is_dir():
         return None
-    candidates = [p for p in d.glob(f"{name}-*.log") if re.fullmatch(rf"{re.escape(name)}-\d{{8}}-\d{{6}}(-\d+)?\.log", p.name)]
+    stem = re.escape(name) if name else r"[^/]+"
+    candidates = [p for p in d.glob(f"{name or '*'}-*.log") if re.fullmatch(rf"{stem}-\d{{8}}-\d{{6}}(-\d+)?\.log", p.name)]
     return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
 
 

@@ -124,6 +124,24 @@ def test_latest_log(tmp_path: Path) -> None:
         os.utime(p, (1000 + i, 1000 + i))
     assert state.latest_log("emb") == newer
     assert state.latest_log("nope") is None
+    assert state.latest_log() == other  # any server's newest log
+    (d / "notes.txt").write_text("not a log")
+    os.utime(d / "notes.txt", (2000, 2000))
+    assert state.latest_log() == other
+
+
+def test_logs_without_a_live_server_shows_the_newest_log(tmp_path: Path) -> None:
+    """After a failed start no record is left: `qembed logs` still shows what happened."""
+    from typer.testing import CliRunner
+
+    from qembed.cli import app
+
+    d = state.logs_dir()
+    d.mkdir(parents=True)
+    (d / "a100-80g-20261126-050000.log").write_text("[2026-11-26 05:00:00] torch.OutOfMemoryError: CUDA out of memory.\n")
+    result = CliRunner().invoke(app, ["logs", "-n", "5"])
+    assert result.exit_code == 0, result.output
+    assert "CUDA out of memory" in result.stdout
 
 
 def test_read_log_tail(tmp_path: Path) -> None:

@@ -421,7 +421,7 @@ def stop(
 
 @app.command("logs", epilog=LOGS_EXAMPLES)
 def logs(
-    name: Annotated[str | None, typer.Argument(help="Server name (default: the most recent server).")] = None,
+    name: Annotated[str | None, typer.Argument(help="Server name (default: the most recent server, else the newest log).")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C or until the server exits.")] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines from the end to show first.")] = 50,
 ) -> None:
@@ -433,10 +433,11 @@ def logs(
 
     record = state.load(name) if name else state.default_server()
     path: Path | None = Path(record.log_path) if record else None
-    if path is None and name:
+    if path is None:
+        # no live server: the newest log on disk, e.g. of a start that just failed
         path = state.latest_log(name)
     if path is None or not path.exists():
-        what = f"for `{name}`" if name else "(no server is running)"
+        what = f"for `{name}`" if name else "(no server is running and no log on disk)"
         raise ConfigError(f"no log {what}", hint="`qembed ps` lists servers; logs live in "
                           f"`{state.logs_dir()}`")
     # SGLang logs its API key (server_args): hide it, and the key in this shell's variable.
