@@ -353,8 +353,10 @@ def launch_findings(snap: GPUSnapshot, profile: Profile | Any, *, sglang_version
     fails: list[Finding] = []
     warns: list[Finding] = []
     if snap.error or not snap.gpus:
+        need = sglang_cuda_major(sglang_version)
+        driver = "an R580+ NVIDIA driver (SGLang's CUDA 13 build)" if need == 13 else "the NVIDIA driver"
         fails.append(Finding("fail", f"no usable GPU: {snap.error or 'NVML lists none'}",
-                             "install the NVIDIA driver and check `nvidia-smi`; run `qembed doctor`"))
+                             f"install {driver} and check `nvidia-smi`; run `qembed doctor`"))
         return fails
     if driver_too_old(snap, sglang_version):
         fails.append(Finding(
