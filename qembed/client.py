@@ -301,11 +301,10 @@ class BaseClient:
     def _httpx_timeout(self) -> httpx.Timeout:
         import httpx
 
-        if isinstance(self.timeout, UseClientDefault):
-            return httpx.Timeout(DEFAULT_READ_TIMEOUT, connect=DEFAULT_CONNECT_TIMEOUT)
         if isinstance(self.timeout, httpx.Timeout):
-            return self.timeout
-        return httpx.Timeout(float(self.timeout), connect=min(DEFAULT_CONNECT_TIMEOUT, float(self.timeout)))
+            return self.timeout  # keeps its write/pool settings too
+        connect, read = self._timeouts()
+        return httpx.Timeout(read, connect=connect)
 
     def _timeouts(self) -> tuple[float | None, float | None]:
         """(connect, read) seconds, for I/O backends other than httpx."""

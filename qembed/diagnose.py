@@ -63,19 +63,10 @@ def read_log_tail(path: str | Path, *, max_bytes: int = TAIL_BYTES, max_lines: i
     Raises:
         OSError: the file cannot be read.
     """
-    with open(path, "rb") as fh:
-        fh.seek(0, 2)
-        size = fh.tell()
-        start = max(0, size - max_bytes)
-        fh.seek(start)
-        data = fh.read()
-    text = data.decode("utf-8", "replace")
-    lines = text.splitlines()
-    if start > 0 and lines:
-        lines = lines[1:]
     from .redact import redact
+    from .state import read_log_tail as read_tail
 
-    return [redact(line) for line in lines[-max_lines:]]
+    return [redact(line) for line in read_tail(Path(path), max_lines, max_bytes=max_bytes)]
 
 
 def diagnose_file(path: str | Path, *, profile: Profile | Any | None = None,

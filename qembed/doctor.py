@@ -39,7 +39,6 @@ FAIL: Status = "FAIL"
 SKIP: Status = "SKIP"
 
 INSTALL_SERVE = "pip install 'qembed[serve]'"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SHM_MIN = 1 * GiB
 
 
@@ -525,36 +524,12 @@ def no_proxy_covers_loopback(value: str | None) -> bool:
     return False
 
 
-def port_holder(port: int) -> str | None:
-    """Who listens on ``port``: psutil when installed, else a /proc scan (Linux)."""
-    try:
-        import psutil
-    except ImportError:
-        psutil = None
-    if psutil is not None:
-        try:
-            for conn in psutil.net_connections(kind="inet"):
-                if conn.laddr and conn.laddr.port == port and conn.status == "LISTEN" and conn.pid:
-                    try:
-                        name = psutil.Process(conn.pid).name()
-                    except psutil.Error:
-                        name = "?"
-                    return f"pid {conn.pid} ({name})"
-        except (psutil.Error, OSError):
-            pass
-    try:
-        from .launcher import port_holder as proc_scan
-    except ImportError:
-        return None
-    return proc_scan(port)
-
-
 def _network(c: _Ctx) -> None:
     s = "Network"
     host = str(_p(c.profile, "host", "127.0.0.1"))
     port = int(_p(c.profile, "port", 30000))
     try:
-        from .launcher import find_free_port, port_is_free
+        from .launcher import find_free_port, port_holder, port_is_free
     except ImportError:
         c.add(s, "port", SKIP, "launcher unavailable")
     else:
@@ -802,7 +777,6 @@ __all__ = [
     "Status",
     "exit_code",
     "no_proxy_covers_loopback",
-    "port_holder",
     "report_json",
     "run_checks",
     "run_probe",

@@ -58,7 +58,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Loopback names SGLang's warm-up (``requests``) must not send through a proxy.
-LOOPBACK_NO_PROXY = ("127.0.0.1", "localhost", "::1")
 #: How much of the log to keep in memory for diagnosis (Ollama keeps 8 KiB).
 TAIL_BYTES = 8 * 1024
 #: A healthy ``/health`` runs a 1-token forward after a 1 s sleep: allow well above that.
@@ -271,8 +270,24 @@ def _listening_inodes(port: int) -> set[str]:
 def port_holder(port: int) -> str | None:
     """``"pid 1234 (python3)"`` for the process listening on ``port``, when it can be seen.
 
-    Linux only; processes of other users are usually not visible (then ``None``).
+    psutil when installed, else a /proc scan (Linux); processes of other users are usually
+    not visible (then ``None``).
     """
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        try:
+            for conn in psutil.net_connections(kind="inet"):
+                if conn.laddr and conn.laddr.port == port and conn.status == "LISTEN" and conn.pid:
+                    try:
+                        name = psutil.Process(conn.pid).name()
+                    except psutil.Error:
+                        name = "?"
+                    return f"pid {conn.pid} ({name})"
+        except (psutil.Error, OSError):
+            pass
     inodes = _listening_inodes(port)
     if not inodes:
         return None
@@ -768,15 +783,10 @@ def stop_server(record: Record, *, timeout: float | None = None) -> bool:
 
 def merge_no_proxy(env: Mapping[str, str]) -> dict[str, str]:
     """``env`` with ``NO_PROXY``/``no_proxy`` both covering loopback (keeps existing entries)."""
-    out = dict(env)
-    names = [x.strip() for v in (env.get("NO_PROXY", ""), env.get("no_proxy", "")) for x in v.split(",") if x.strip()]
-    for host in LOOPBACK_NO_PROXY:
-        if host not in names:
-            names.append(host)
-    value = ",".join(dict.fromkeys(names))
-    out["NO_PROXY"] = value
-    out["no_proxy"] = value
-    return out
+    from .sglang_args import merge_no_proxy as merged_value
+
+    value = merged_value(env.get("NO_PROXY"), env.get("no_proxy"))
+    return {**env, "NO_PROXY": value, "no_proxy": value}
 
 
 def _pdeathsig(signum: int) -> Callable[[], None] | None:

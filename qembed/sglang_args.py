@@ -233,12 +233,10 @@ def _num(x: float) -> str:
     return repr(float(x))
 
 
-def _merge_no_proxy(current: str | None) -> str:
-    parts = [s.strip() for s in (current or "").split(",") if s.strip()]
-    for host in LOOPBACK_NO_PROXY:
-        if host not in parts:
-            parts.append(host)
-    return ",".join(parts)
+def merge_no_proxy(*values: str | None) -> str:
+    """A ``NO_PROXY`` value: the entries of ``values`` (in order, each once), plus loopback."""
+    parts = [s.strip() for v in values for s in (v or "").split(",") if s.strip()]
+    return ",".join(dict.fromkeys([*parts, *LOOPBACK_NO_PROXY]))
 
 
 def build_env(profile: Profile, *, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -257,7 +255,7 @@ def build_env(profile: Profile, *, environ: Mapping[str, str] | None = None) -> 
         # order is "fastest first", which differs on mixed-GPU machines.
         env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     for name in ("NO_PROXY", "no_proxy"):
-        env[name] = _merge_no_proxy(env.get(name, base.get(name)))
+        env[name] = merge_no_proxy(env.get(name, base.get(name)))
     return env
 
 
@@ -511,6 +509,7 @@ __all__ = [
     "check_many",
     "ensure_accepted",
     "installed_sglang_version",
+    "merge_no_proxy",
     "profile_warnings",
     "redact_argv",
     "sglang_python",
