@@ -6,7 +6,7 @@
 #                     multi-GB CUDA build) for the tiny Qwen3 reference model
 #   2. .venv-sglang   the real SGLang 0.5.23 argument parser (sglang --no-deps + what its parser
 #                     imports + CPU torch), so every argv qembed builds is checked by SGLang itself
-#   3. ruff, then pytest with QEMBED_REQUIRE_CONFORMANCE=1: a skipped conformance test fails the run
+#   3. promtool (alert rules), ruff, mypy --strict, then pytest with QEMBED_REQUIRE_CONFORMANCE=1: a skipped conformance test fails the run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,8 +27,19 @@ step "installing $TORCH_SPEC (CPU build) and qembed[test] into .venv"
 step "building the SGLang parser venv (.venv-sglang)"
 bash scripts/setup_sglang_parser.sh
 
+step "promtool (Debian's prometheus package) for the alert-rule checks"
+if ! command -v promtool >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >&2
+  fi
+  command -v promtool >/dev/null 2>&1 || { echo "error: promtool could not be installed (apt-get install prometheus)" >&2; exit 1; }
+fi
+
 step "ruff"
 .venv/bin/ruff check .
+
+step "mypy --strict"
+.venv/bin/mypy qembed
 
 step "pytest"
 export QEMBED_REQUIRE_CONFORMANCE=1
