@@ -53,10 +53,18 @@ def _root(
 
 def _register() -> None:
     # Each module registers its commands on `app` (or adds a sub-app) when imported.
-    from . import bench, doctor, embed, serve  # noqa: F401
+    from . import (  # noqa: F401
+        bench,
+        doctor,
+        embed,
+        serve,
+        top,
+    )
+    from .deploy import deploy_app
     from .profiles import profiles_app
 
     app.add_typer(profiles_app, name="profiles")
+    app.add_typer(deploy_app, name="deploy")
 
 
 _register()

@@ -9,7 +9,12 @@ without a GPU:
   ``asyncio.sleep(1)``; tests use a shorter delay).
 * ``GET /v1/models``: 200 at once, with ``max_model_len`` (it answers before warm-up ends in
   the real server, which is why it is no readiness signal).
-* ``GET /model_info``, ``GET /metrics`` (404 unless ``metrics``), ``POST /encode``.
+* ``GET /model_info``, ``POST /encode``.
+* ``GET /metrics`` (404 unless ``metrics``): SGLang 0.5.23's real names and labels (reference
+  section 5, ``metrics_collector.py``): request/prompt-token counters, the
+  ``e2e_request_latency_seconds`` histogram with SGLang's buckets, ``http_responses_total``,
+  and the queue/running/KV gauges (``queue_reqs`` / ``running_reqs`` / ``token_usage`` in the
+  config set them). ``metrics_prefix`` switches ``sglang:`` to ``sglang_``.
 * ``POST /v1/embeddings``: SGLang's validation order and messages, flat error bodies
   (``{"object": "error", "message", "type", "param", "code"}``), ``dimensions`` only when
   Matryoshka is enabled (truncate, then L2-normalise), base64 = little-endian float32, ``model``
@@ -110,6 +115,10 @@ class StandinConfig:
     health_delay: float = 0.0
     api_key: str | None = None
     metrics: bool = False
+    metrics_prefix: str = "sglang:"
+    queue_reqs: int = 0
+    running_reqs: int = 0
+    token_usage: float = 0.0
     is_embedding: bool = True
     faults: list[Fault] = field(default_factory=list)
 
@@ -135,7 +144,60 @@ class Standin:
         self.requests: list[dict[str, Any]] = []  # JSON bodies of POST /v1/embeddings, in order
         self.health_polls = 0
         self.embedding_requests = 0
+        self.prompt_tokens = 0
+        self.latencies: list[float] = []  # seconds, one per answered /v1/embeddings
+        self.responses: dict[int, int] = {}  # status code -> count, /v1/embeddings
         self.stopping = threading.Event()
+
+    # -- /metrics ----------------------------------------------------------------------------
+
+    #: SGLang's e2e latency buckets (metrics_collector.py, bucket_e2e_request_latency)
+    E2E_BUCKETS = (0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400, 600, 1200, 1800, 2400)
+
+    def metrics_text(self) -> str:
+        cfg = self.config
+        p = cfg.metrics_prefix
+        name = (cfg.served_model_name or cfg.model).replace("\\", "\\\\").replace('"', '\\"')
+        tok = f'model_name="{name}",engine_type="unified"'
+        sch = f'{tok},tp_rank="0",pp_rank="0",moe_ep_rank="0"'
+        with self.lock:
+            lat = list(self.latencies)
+            n_req, n_tok = self.embedding_requests, self.prompt_tokens
+            responses = dict(self.responses)
+        lines = [
+            f"# HELP {p}num_requests_total The number of processed requests.",
+            f"# TYPE {p}num_requests_total counter",
+            f'{p}num_requests_total{{{tok},is_streaming="false"}} {float(n_req)}',
+            f"# TYPE {p}prompt_tokens_total counter",
+            f"{p}prompt_tokens_total{{{tok}}} {float(n_tok)}",
+            f"# TYPE {p}num_aborted_requests_total counter",
+            f"{p}num_aborted_requests_total{{{tok}}} 0.0",
+            f"# HELP {p}e2e_request_latency_seconds Histogram of End-to-end request latency in seconds",
+            f"# TYPE {p}e2e_request_latency_seconds histogram",
+        ]
+        for le in self.E2E_BUCKETS:
+            count = sum(1 for x in lat if x <= le)
+            lines.append(f'{p}e2e_request_latency_seconds_bucket{{{tok},is_streaming="false",le="{float(le)}"}} {float(count)}')
+        lines += [
+            f'{p}e2e_request_latency_seconds_bucket{{{tok},is_streaming="false",le="+Inf"}} {float(len(lat))}',
+            f'{p}e2e_request_latency_seconds_count{{{tok},is_streaming="false"}} {float(len(lat))}',
+            f'{p}e2e_request_latency_seconds_sum{{{tok},is_streaming="false"}} {sum(lat)}',
+            f"# TYPE {p}http_responses_total counter",
+        ]
+        for code, count in sorted(responses.items()):
+            lines.append(f'{p}http_responses_total{{endpoint="/v1/embeddings",status_code="{code}",method="POST"}} {float(count)}')
+        lines += [
+            f"# TYPE {p}num_queue_reqs gauge", f"{p}num_queue_reqs{{{sch}}} {float(cfg.queue_reqs)}",
+            f"# TYPE {p}num_running_reqs gauge", f"{p}num_running_reqs{{{sch}}} {float(cfg.running_reqs)}",
+            f"# TYPE {p}token_usage gauge", f"{p}token_usage{{{sch}}} {float(cfg.token_usage)}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def record_response(self, status: int, started: float) -> None:
+        with self.lock:
+            self.responses[status] = self.responses.get(status, 0) + 1
+            if status == 200:
+                self.latencies.append(time.perf_counter() - started)
 
     # -- faults -----------------------------------------------------------------------------
 
@@ -215,6 +277,8 @@ class Standin:
                 emb = vec
             data.append({"embedding": emb, "index": i, "object": "embedding"})
         total = sum(counts)
+        with self.lock:
+            self.prompt_tokens += total
         return {
             "data": data,
             "model": cfg.model,
@@ -285,8 +349,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/metrics":
             if not cfg.metrics:
                 return self._send(404, {"detail": "Not Found"})
-            text = f'sglang:num_requests_total{{model_name="{cfg.served_model_name or cfg.model}"}} {st.embedding_requests}\n'
-            return self._send(200, raw=text.encode())
+            return self._send(200, raw=st.metrics_text().encode())
         return self._send(404, {"detail": "Not Found"})
 
     def do_POST(self) -> None:
@@ -310,6 +373,7 @@ class _Handler(BaseHTTPRequestHandler):
             vecs = st.backend.embed(texts)
             out = [{"embedding": v, "meta_info": {"prompt_tokens": st.backend.count_tokens(t)}} for t, v in zip(texts, vecs, strict=True)]
             return self._send(200, out[0] if isinstance(text, str) else out)
+        started = time.perf_counter()
         with st.lock:
             st.requests.append(body)
             st.embedding_requests += 1
@@ -327,11 +391,15 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(fault.seconds)
             elif fault.kind == "status":
                 type_ = str(fault.status) if fault.status == 503 else "InternalServerError"
+                st.record_response(fault.status, started)
                 return self._send(fault.status, _error_body(fault.message, fault.status, type_))
         try:
-            return self._send(200, st.embeddings(body))
+            reply = st.embeddings(body)
         except RequestError as exc:
+            st.record_response(exc.status, started)
             return self._send(exc.status, exc.body)
+        st.record_response(200, started)
+        return self._send(200, reply)
 
 
 class _Server(ThreadingHTTPServer):
