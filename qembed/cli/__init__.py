@@ -53,15 +53,10 @@ def _root(
 
 def _register() -> None:
     # Each module registers its commands on `app` (or adds a sub-app) when imported.
-    from . import (  # noqa: F401
-        bench,
-        doctor,
-        embed,
-        serve,
-        top,
-    )
+    from . import bench, doctor, embed, serve  # noqa: F401
     from .deploy import deploy_app
     from .profiles import profiles_app
+    from .top import top_cmd  # noqa: F401
 
     app.add_typer(profiles_app, name="profiles")
     app.add_typer(deploy_app, name="deploy")

@@ -69,7 +69,7 @@ def _notes(notes: list[str]) -> None:
     from qembed import output
 
     for n in notes:
-        output.warn(n)
+        output.status(f"note: {n}")
 
 
 def _emit(files: dict[str, str], output_dir: str | None, force: bool) -> None:
