@@ -132,8 +132,11 @@ def fetch(url: str, *, client: httpx.Client | None = None, timeout: float = SCRA
 
 
 def _rate(new: float | None, old: float | None, dt: float) -> float | None:
-    if new is None or old is None or dt <= 0:
+    if new is None or dt <= 0:
         return None
+    # labelled series (SGLang's http_responses_total, smg's counters) appear with their first
+    # event, so a counter missing from the previous scrape counted zero then
+    old = 0.0 if old is None else old
     return (new - old if new >= old else new) / dt  # a reset counts from zero
 
 
