@@ -108,7 +108,7 @@ def docker_cmd(
     if json_:
         output.print_json(plan.to_json())
         return
-    _notes(plan.notes)
+    # the notes are `#` comments at the top of the run line / compose file
     if compose:
         _emit({"compose.yaml": docker.compose(plan)}, output_dir, force)
     else:
