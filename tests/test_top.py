@@ -210,3 +210,31 @@ def test_help_stays_light(argv: list[str]) -> None:
     _, loaded = _help(argv)
     # Typer itself imports pydantic for a subcommand's parameters (see tests/test_startup.py)
     assert [m for m in loaded if m != "pydantic"] == []
+
+
+def test_local_gpus_from_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from tests import fake_nvml
+
+    fake = fake_nvml.install(monkeypatch, "a100")
+    monkeypatch.setattr(fake, "nvmlDeviceGetUtilizationRates", lambda h: SimpleNamespace(gpu=37, memory=12),
+                        raising=False)
+    (g,) = top.local_gpus()
+    assert g.utilization_pct == 37.0 and g.name.startswith("NVIDIA A100")
+    assert 0 < g.memory_used < g.memory_total
+    with serve_in_thread(StandinConfig(dim=8, metrics=True)) as srv:
+        (row,) = top.Watcher([srv.url]).refresh()  # a 127.0.0.1 server: the local GPUs are shown
+        assert [x.utilization_pct for x in row.gpus] == [37.0]
+        (remote,) = top.Watcher([srv.url.replace("127.0.0.1", "localhost")], gpus=False).refresh()
+        assert remote.gpus == []
+    monkeypatch.delattr(fake, "nvmlDeviceGetUtilizationRates")
+    (g2,) = top.local_gpus()
+    assert g2.utilization_pct is None  # NVML without the call: unknown, not an error
+
+
+def test_no_gpu_means_no_gpu_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests import fake_nvml
+
+    fake_nvml.install(monkeypatch, "no-driver")
+    assert top.local_gpus() == []
