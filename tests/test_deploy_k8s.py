@@ -284,3 +284,21 @@ def test_worker_flags_pass_the_real_sglang_parser() -> None:
         flag_lists.append(flags)
     results = check_many(flag_lists, python=parser_python())
     assert [r.message for r in results if not r.ok] == []
+
+
+def test_cli_stdout_is_one_multi_document_stream_and_output_refuses_overwrite(tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "qembed", "deploy", "k8s", "-p", "l4", "--gateway", "--autoscale", "1:2", "-n", "ml"]
+    proc = subprocess.run(base, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    docs = list(yaml.safe_load_all(proc.stdout))
+    assert [d["kind"] for d in docs] == ["Deployment", "Service", "PodDisruptionBudget", "ServiceAccount", "Role",
+                                         "RoleBinding", "Deployment", "Service", "ScaledObject"]
+    validate_all(docs)
+    assert "kubectl -n ml create secret generic qembed-api-key" in proc.stderr
+    out = subprocess.run([*base, "-o", str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["autoscale.yaml", "gateway.yaml", "worker.yaml"]
+    again = subprocess.run([*base, "-o", str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    bad = subprocess.run([*base[:-4], "--autoscale", "0:2"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert bad.returncode == 2 and "error: `--autoscale` MIN must be at least 1" in bad.stderr

@@ -126,6 +126,9 @@ def plan(
     volumes = [f"{hf_cache}:{CONTAINER_HF_CACHE}"]
     if profile.model.startswith("/"):
         volumes.append(f"{profile.model}:{profile.model}:ro")
+    elif profile.model.startswith((".", "~")):
+        notes.append(f"`model: {profile.model}` is a relative path: use an absolute path so it can be "
+                     "mounted into the container at the same place")
     if bind not in ("127.0.0.1", "localhost", "::1") and not api_key:
         notes.append(f"the port is published on {bind} without an API key: anyone who reaches it can use the GPU")
     return DockerPlan(
