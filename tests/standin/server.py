@@ -304,6 +304,8 @@ class _Handler(BaseHTTPRequestHandler):
     # -- helpers ----------------------------------------------------------------------------
 
     def _send(self, status: int, body: Any = None, *, raw: bytes | None = None) -> None:
+        if self.command == "POST" and self.path.split("?", 1)[0] == "/v1/embeddings":
+            self.server.state.record_response(status, getattr(self, "_started", time.perf_counter()))
         payload = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -353,6 +355,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(404, {"detail": "Not Found"})
 
     def do_POST(self) -> None:
+        self._started = time.perf_counter()  # for the /metrics latency histogram
         st = self.server.state
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -373,7 +376,6 @@ class _Handler(BaseHTTPRequestHandler):
             vecs = st.backend.embed(texts)
             out = [{"embedding": v, "meta_info": {"prompt_tokens": st.backend.count_tokens(t)}} for t, v in zip(texts, vecs, strict=True)]
             return self._send(200, out[0] if isinstance(text, str) else out)
-        started = time.perf_counter()
         with st.lock:
             st.requests.append(body)
             st.embedding_requests += 1
@@ -391,15 +393,11 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(fault.seconds)
             elif fault.kind == "status":
                 type_ = str(fault.status) if fault.status == 503 else "InternalServerError"
-                st.record_response(fault.status, started)
                 return self._send(fault.status, _error_body(fault.message, fault.status, type_))
         try:
-            reply = st.embeddings(body)
+            return self._send(200, st.embeddings(body))
         except RequestError as exc:
-            st.record_response(exc.status, started)
             return self._send(exc.status, exc.body)
-        st.record_response(200, started)
-        return self._send(200, reply)
 
 
 class _Server(ThreadingHTTPServer):
