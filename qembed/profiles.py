@@ -745,9 +745,15 @@ def _locate(ref: str, *, base: Path | None = None) -> tuple[Path, str]:
     from . import gpu as gpu_mod
 
     cls = gpu_mod.match_gpu_name(ref)
-    if cls is not None:
-        # a GPU name: answer by memory and compute capability, never by spelling (`l40s` is no `l4`)
-        made_for = cls.profile or gpu_mod.profile_for_memory(cls.memory_gib * 0.95, cls.sm)[0]
+    same_name = sorted({c.profile for c in gpu_mod.GPU_CLASSES if c.profile and c.label.split()[0] == (cls.label.split()[0] if cls else None)})
+    if cls is not None and cls.profile is not None:
+        # a GPU that has profiles (`a100-80`): the closest of those, by spelling
+        close = difflib.get_close_matches(ref, same_name, n=1, cutoff=0.0)
+        hint = f"did you mean `{close[0] if close else cls.profile}`? " + hint
+    elif cls is not None:
+        # a GPU without a profile: answer by memory and compute capability, never by spelling
+        # (`l40s` is no `l4`)
+        made_for = gpu_mod.profile_for_memory(cls.memory_gib * 0.95, cls.sm)[0]
         if made_for:
             hint = (f"no profile is named after the {cls.label} ({cls.memory_gib:.0f} GB, sm{cls.sm}); "
                     f"by memory and compute capability it takes `{made_for}`, and `auto` picks it "
