@@ -654,8 +654,9 @@ def load_yaml_text(text: str, where: str) -> Any:
     """
     import yaml
 
-    loader = _loader_class()(text)
+    loader: Any = None
     try:
+        loader = _loader_class()(text)  # the reader already refuses control characters
         node = loader.get_single_node()
         if node is None:
             return None
@@ -674,7 +675,8 @@ def load_yaml_text(text: str, where: str) -> Any:
         raise ProfileError(f"{where} is refused: it nests too deeply",
                            hint=f"profiles nest at most {MAX_DEPTH} levels") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _read_text(path: Path) -> str:
