@@ -464,36 +464,50 @@ def selected_gpus(snap: GPUSnapshot, profile: Any) -> tuple[list[GPUInfo], list[
     return list(snap.gpus[:want]), []
 
 
-def launch_findings(snap: GPUSnapshot, profile: Profile | Any, *, sglang_version: str | None) -> list[Finding]:
+def _caps(g: GPUInfo) -> str:
+    return (f"{g.name}, sm{g.sm}: bf16 {'yes' if g.sm >= BF16_MIN_SM else 'no'}, "
+            f"fp8 {'yes' if g.sm >= 89 else 'no'}")
+
+
+def launch_findings(
+    snap: GPUSnapshot, profile: Profile | Any, *, sglang_version: str | None, include_info: bool = False
+) -> list[Finding]:
     """Everything that stops (``fail``) or degrades (``warn``) a launch of ``profile`` on ``snap``.
+
+    The one home of these rules: ``qembed serve`` refuses on the first ``fail`` and shows the
+    warnings; ``qembed doctor`` renders every finding as a row (``include_info=True`` adds the
+    passing ``info`` rows: capabilities, memory, the fit).
 
     Args:
         snap: :func:`snapshot`.
         profile: the resolved profile (reads ``model``, ``dtype``, ``quantization``,
             ``gpu_memory_fraction``, ``context_length``, ``chunked_prefill_size``, ``tp_size``,
-            ``dp_size``, ``gpu_ids``, ``kv_cache_dtype``).
+            ``dp_size``, ``gpu_ids``, ``kv_cache_dtype``, ``name``).
         sglang_version: the installed SGLang version (``None`` = unknown / not installed).
+        include_info: also return ``info`` findings for the checks that pass.
 
     Returns:
-        Findings, fails first; each has a message and a hint naming the profile key to change.
+        Findings, fails first; each has a message, a hint naming the profile key to change, the
+        ``check`` it belongs to and the ``gpu`` it is about.
     """
     from . import models
 
     label = profile_label(profile)
     fails: list[Finding] = []
     warns: list[Finding] = []
+    infos: list[Finding] = []
     if snap.error or not snap.gpus:
         need = sglang_cuda_major(sglang_version)
         driver = "an R580+ NVIDIA driver (SGLang's CUDA 13 build)" if need == 13 else "the NVIDIA driver"
         fails.append(Finding("fail", f"no usable GPU: {snap.error or 'NVML lists none'}",
-                             f"install {driver} and check `nvidia-smi`; run `qembed doctor`"))
+                             f"install {driver} and check `nvidia-smi`; run `qembed doctor`", check="GPUs"))
         return fails
     if driver_too_old(snap, sglang_version):
         fails.append(Finding(
             "fail",
             f"the NVIDIA driver {snap.driver_version} (CUDA {snap.cuda_driver_str}) is too old for "
             f"sglang {sglang_version}, which is built for CUDA {sglang_cuda_major(sglang_version)}",
-            DRIVER_HINT,
+            DRIVER_HINT, check="driver",
         ))
     tp = max(1, int(_p(profile, "tp_size", 1) or 1))
     dp = max(1, int(_p(profile, "dp_size", 1) or 1))
@@ -501,43 +515,53 @@ def launch_findings(snap: GPUSnapshot, profile: Profile | Any, *, sglang_version
     if missing:
         have = ", ".join(str(g.index) for g in snap.gpus)
         fails.append(Finding("fail", f"`gpu_ids` {missing} of {label} are not present (visible: {have})",
-                             f"set `gpu_ids` in {label} to visible GPU indices, or remove it"))
+                             f"set `gpu_ids` in {label} to visible GPU indices, or remove it", check="GPUs"))
     if tp * dp > len(gpus):
         fails.append(Finding(
             "fail",
             f"{label} needs {tp * dp} GPUs (`tp_size` {tp} x `dp_size` {dp}) but {len(gpus)} "
             f"{'is' if len(gpus) == 1 else 'are'} available",
-            f"lower `tp_size`/`dp_size` in {label}, or list more GPUs in `gpu_ids`",
+            f"lower `tp_size`/`dp_size` in {label}, or list more GPUs in `gpu_ids`", check="GPUs",
         ))
     dtype = _p(profile, "dtype", "auto") or "auto"
     quant = _p(profile, "quantization")
     for g in gpus:
+        cc = "compute capability"
         if g.sm < MIN_SM:
             fails.append(Finding("fail", f"GPU {g.index} ({g.name}) is sm{g.sm}; SGLang needs sm{MIN_SM} or newer",
-                                 f"use another GPU (`gpu_ids` in {label})"))
+                                 f"use another GPU (`gpu_ids` in {label})", check=cc, gpu=g.index))
             continue
-        if g.sm < BF16_MIN_SM and dtype in ("bfloat16", "auto"):
+        need = QUANT_MIN_SM.get(str(quant)) if quant else None
+        quant_fails = need is not None and g.sm < need
+        no_bf16 = g.sm < BF16_MIN_SM and dtype in ("bfloat16", "auto")
+        if quant_fails:
+            fails.append(Finding(
+                "fail",
+                f"`quantization: {quant}` needs compute capability {need}; GPU {g.index} ({g.name}) is {g.sm}",
+                f"remove `quantization` from {label} (or pick one this GPU supports)", check=cc, gpu=g.index,
+            ))
+        if no_bf16:
             asked = "`dtype: bfloat16`" if dtype == "bfloat16" else "`dtype: auto` (the checkpoint is bf16)"
             warns.append(Finding(
                 "warn",
                 f"GPU {g.index} ({g.name}, sm{g.sm}) has no bfloat16: {asked} runs as float16 "
                 "(SGLang switches silently); vectors differ slightly from the bf16 reference",
-                f"set `dtype: float16` in {label} to make it explicit",
+                f"set `dtype: float16` in {label} to make it explicit", check=cc, gpu=g.index,
             ))
-        need = QUANT_MIN_SM.get(str(quant)) if quant else None
-        if need is not None and g.sm < need:
-            fails.append(Finding(
-                "fail",
-                f"`quantization: {quant}` needs compute capability {need}; GPU {g.index} ({g.name}) is {g.sm}",
-                f"remove `quantization` from {label} (or pick one this GPU supports)",
-            ))
+        if not (quant_fails or no_bf16):
+            infos.append(Finding("info", _caps(g), check=cc, gpu=g.index))
+        infos.append(Finding("info", f"{g.memory_total / GiB:.1f} GiB total, {g.memory_free / GiB:.1f} GiB free",
+                             check="memory", gpu=g.index))
         others = [p for p in g.processes if p.pid != os.getpid()]
         if others:
             held = ", ".join(
                 f"pid {p.pid} {p.name or '?'} {p.used_bytes // MiB if p.used_bytes is not None else '?'} MiB"
                 for p in others)
             warns.append(Finding("warn", f"GPU {g.index} is already in use: {held}",
-                                 "stop those processes, or pick a free GPU with `gpu_ids`"))
+                                 "stop those processes, or pick a free GPU with `gpu_ids`",
+                                 check="other processes", gpu=g.index))
+        else:
+            infos.append(Finding("info", "none", check="other processes", gpu=g.index))
     mismatch = gpu_class_mismatch(profile, gpus)
     if mismatch is not None:
         warns.append(mismatch)
@@ -555,18 +579,25 @@ def launch_findings(snap: GPUSnapshot, profile: Profile | Any, *, sglang_version
         )
         where = (f"GPU {g.index} ({g.name}, {g.memory_free / GiB:.1f} GiB free of "
                  f"{g.memory_total / GiB:.1f} GiB)")
+        frac = f"fraction {fit.mem_fraction:.3f}{' (SGLang auto)' if fit.mem_fraction_is_auto else ''}"
+        sizes = (f"weights {fit.weights_bytes / 1e9:.1f} GB, KV {fit.kv_bytes_per_token // 1024} KiB/token, "
+                 f"{frac}")
+        hint = f"in {label}: " + "; or ".join(fit.suggestions)
         if not fit.starts:
             fails.append(Finding(
-                "fail", f"{shape.name.split('/')[-1]} will not fit on {where}: {fit.note}",
-                f"in {label}: " + "; or ".join(fit.suggestions),
+                "fail", f"{shape.name.split('/')[-1]} will not fit on {where}: {fit.note} ({sizes})",
+                hint, check="fit", gpu=g.index,
             ))
         elif not fit.fits:
             # SGLang starts with a pool shorter than the context; inputs that long are refused
             warns.append(Finding(
-                "warn", f"one full-context request will not fit on {where}: {fit.note}",
-                f"in {label}: " + "; or ".join(fit.suggestions),
+                "warn", f"a full-context request will not fit on {where}: {fit.note} ({sizes})",
+                hint, check="fit", gpu=g.index,
             ))
-    return fails + warns
+        else:
+            infos.append(Finding("info", f"{shape.name.split('/')[-1]} fits on {where}: {fit.note} ({sizes})",
+                                 check="fit", gpu=g.index))
+    return fails + warns + (infos if include_info else [])
 
 
 def gpu_class_mismatch(profile: Profile | Any, gpus: Sequence[GPUInfo]) -> Finding | None:

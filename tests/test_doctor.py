@@ -69,7 +69,7 @@ def quiet_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     from qembed import sglang_args
 
     monkeypatch.setattr(sglang_args, "check_flags",
-                        lambda flags, *, python, timeout=180.0: sglang_args.ParserCheck(True, "", 0.1))
+                        lambda flags, *, python, timeout=180.0, env=None: sglang_args.ParserCheck(True, "", 0.1))
     yield
 
 
@@ -82,7 +82,7 @@ def rows(checks: list[doctor.Check], status: str | None = None) -> dict[str, doc
 
 def test_no_driver_no_sglang_every_row_renders(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "no-driver")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with(
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with(
         torch="2.13.0+cpu", torch_cuda=None, sglang=None))
     result = CliRunner().invoke(app, ["doctor"], env={"COLUMNS": "400"})
     assert result.exit_code == 1, result.output
@@ -96,7 +96,7 @@ def test_no_driver_no_sglang_every_row_renders(monkeypatch: pytest.MonkeyPatch, 
 
 def test_no_driver_json(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "no-driver")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with(sglang=None, torch=None))
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with(sglang=None, torch=None))
     result = CliRunner().invoke(app, ["doctor", "--json"])
     assert result.exit_code == 1
     data = json.loads(result.stdout)
@@ -126,7 +126,7 @@ def test_real_probe_in_this_interpreter(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_a100_all_pass(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "a100")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port())
     checks = doctor.run_checks(profile=ref)
     assert [c for c in checks if c.status in ("WARN", "FAIL")] == []
@@ -142,7 +142,7 @@ def test_a100_all_pass(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_en
 
 def test_t4_bf16_warning_exit_6(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "t4")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port(), context_length=8192)
     result = CliRunner().invoke(app, ["doctor", "--profile", ref, "--json"])
     assert result.exit_code == 6, result.stdout
@@ -153,7 +153,7 @@ def test_t4_bf16_warning_exit_6(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 
 def test_t4_full_context_will_not_fit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "t4")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), dtype="float16")
     fit = rows(doctor.run_checks(profile=ref))["Memory fit/fit"]
     assert fit.status == "WARN" and fit.found.startswith("a full-context request will not fit")
@@ -162,27 +162,27 @@ def test_t4_full_context_will_not_fit(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 def test_8b_on_t4_will_not_fit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "t4")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     ref = write_profile(tmp_path, model="Qwen/Qwen3-Embedding-8B", dtype="float16", port=free_port())
     fit = rows(doctor.run_checks(profile=ref))["Memory fit/fit"]
-    assert fit.status == "FAIL" and fit.found.startswith("will not fit")
+    assert fit.status == "FAIL" and "will not fit on GPU 0" in fit.found
     assert "weights alone" in (fit.fix or "")
 
 
 def test_busy_gpu_names_the_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "busy")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port())
     r = rows(doctor.run_checks(profile=ref))
     assert r["GPU 0/other processes"].status == "WARN"
-    assert r["GPU 0/other processes"].found == "pid 4242 python3 28610 MiB"
+    assert r["GPU 0/other processes"].found == "GPU 0 is already in use: pid 4242 python3 28610 MiB"
     # the 30 GB are gone from the pool: free 50.0 GiB is what the fit uses
-    assert "GPU 0:" in r["Memory fit/fit"].found
+    assert "GPU 0 (" in r["Memory fit/fit"].found and "52.1 GiB free of 80.0 GiB" in r["Memory fit/fit"].found
 
 
 def test_old_driver_with_sglang_0_5_23(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "old-driver")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port())
     r = rows(doctor.run_checks(profile=ref))
     drv = r["NVIDIA driver/driver"]
@@ -198,10 +198,10 @@ def test_old_driver_with_sglang_0_5_23(monkeypatch: pytest.MonkeyPatch, tmp_path
 def test_tokenizer_without_eos_post_processor_warns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                     quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "a100")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m", eos=False)), port=free_port())
     tok = rows(doctor.run_checks(profile=ref))["Model/tokenizer"]
-    assert tok.status == "WARN" and "tokenizer.json" in (tok.fix or "") and "huggingface-cli download" in (tok.fix or "")
+    assert tok.status == "WARN" and "tokenizer.json" in (tok.fix or "") and "`hf download " in (tok.fix or "")
 
 
 def test_tokenizer_appends_eos(tmp_path: Path) -> None:
@@ -217,7 +217,7 @@ def test_tokenizer_appends_eos(tmp_path: Path) -> None:
 
 def test_dir_without_config_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "a100")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     (tmp_path / "empty").mkdir()
     ref = write_profile(tmp_path, model=str(tmp_path / "empty"), port=free_port())
     m = rows(doctor.run_checks(profile=ref))["Model/model"]
@@ -226,7 +226,7 @@ def test_dir_without_config_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 
 def test_hub_id_not_cached_warns_with_size(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "a100")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     ref = write_profile(tmp_path, model="Qwen/Qwen3-Embedding-8B", port=free_port())
     m = rows(doctor.run_checks(profile=ref))["Model/model"]
     assert m.status == "WARN" and "15.1 GB" in m.found, m  # 7,567,295,488 params x 2 bytes
@@ -243,7 +243,7 @@ def test_hub_id_not_cached_warns_with_size(monkeypatch: pytest.MonkeyPatch, tmp_
 
 def test_port_in_use_names_the_holder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "a100")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -257,7 +257,7 @@ def test_port_in_use_names_the_holder(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 def test_proxy_without_no_proxy_warns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "a100")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
@@ -278,7 +278,7 @@ def test_no_proxy_covers_loopback(value: str | None, covered: bool) -> None:
 
 def test_small_shm_in_container_warns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "a100")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     monkeypatch.setattr(doctor, "shm_size", lambda path="/dev/shm": 64 * 1024**2)
     monkeypatch.setattr(doctor, "_in_container", lambda: True)
     ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port())
@@ -294,7 +294,7 @@ def test_running_server(monkeypatch: pytest.MonkeyPatch, quiet_env: None, matryo
     from tests.standin.server import StandinConfig, serve_in_thread
 
     fake_nvml.install(monkeypatch, "no-driver")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     with serve_in_thread(StandinConfig(dim=2560, matryoshka=matryoshka)) as srv:
         url = f"http://127.0.0.1:{srv.port}"
         r = rows(doctor.run_checks(profile="generic", url=url))
@@ -306,7 +306,7 @@ def test_running_server(monkeypatch: pytest.MonkeyPatch, quiet_env: None, matryo
 
 def test_server_unreachable_fails(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "no-driver")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     r = rows(doctor.run_checks(profile="generic", url=f"http://127.0.0.1:{free_port()}"))
     assert r["Server//health"].status == "FAIL" and "no answer" in r["Server//health"].found
 
@@ -316,7 +316,7 @@ def test_server_unreachable_fails(monkeypatch: pytest.MonkeyPatch, quiet_env: No
 
 def test_log_option_diagnoses(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "no-driver")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     result = CliRunner().invoke(app, ["doctor", "--profile", "a100-40g", "--json", "--log", str(LOGS / "cuda_oom.log")])
     assert result.exit_code == 1
     (row,) = [r for r in json.loads(result.stdout)["checks"] if r["section"] == "Last failure"]
@@ -327,7 +327,7 @@ def test_log_option_diagnoses(monkeypatch: pytest.MonkeyPatch, quiet_env: None) 
 
 def test_newest_serve_log_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "no-driver")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     logs = Path(os.environ["QEMBED_STATE_DIR"]) / "logs"
     logs.mkdir(parents=True)
     old = logs / "default-20261119-090000.log"
@@ -342,7 +342,7 @@ def test_newest_serve_log_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 
 def test_missing_log_file_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "no-driver")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     r = [c for c in doctor.run_checks(profile="generic", log=tmp_path / "nope.log") if c.section == "Last failure"]
     assert r[0].status == "FAIL" and "cannot read" in r[0].found
 
