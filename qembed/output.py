@@ -146,7 +146,8 @@ def table(
         t.add_column(col)
     for row in cells:
         t.add_row(*(row if markup else [Text(v) for v in row]))
-    if stack_key > 0 and Measurement.get(console, console.options, t).maximum > console.width:
+    natural = Measurement.get(console, console.options.update(width=100_000), t).maximum if stack_key else 0
+    if stack_key > 0 and natural > console.width:
         _stacked(columns, cells, title=title, stderr=stderr, key=stack_key, width=console.width)
         return
     console.print(t)

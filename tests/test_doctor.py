@@ -360,3 +360,104 @@ def test_help_documents_exit_codes() -> None:
     result = CliRunner().invoke(app, ["doctor", "--help"])
     assert result.exit_code == 0
     assert "6 warnings only" in result.stdout and "QEMBED_PROFILE" in result.stdout
+
+
+# -- doctor checks what `serve` will run (issue 11) -----------------------------------------------
+
+
+def test_doctor_takes_serves_profile_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "a100")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
+    model = write_model(tmp_path / "run #3")
+    port = free_port()
+    result = CliRunner().invoke(app, ["doctor", "-p", "a100", "--model", str(model), "--port", str(port),
+                                      "--host", "::1", "--set", "context_length=8192", "--json"])
+    assert result.exit_code in (0, 6), result.output
+    by = {f"{r['section']}/{r['name']}": r for r in json.loads(result.stdout)["checks"]}
+    assert str(model) in by["Model/model"]["found"]  # taken as written: `#3` is no YAML comment
+    assert f"::1:{port} is free" in by["Network/port"]["found"]
+
+
+def test_python_ranked_as_serve_ranks_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "a100")
+    seen: list[str] = []
+
+    def probe(python: str) -> doctor.Probe:
+        seen.append(python)
+        return probe_with()
+
+    monkeypatch.setenv("QEMBED_SGLANG_PYTHON", "/env/bin/python")
+    ref = write_profile(tmp_path, python="/profile/bin/python")
+    doctor.run_checks(profile=ref, probe=probe)
+    doctor.run_checks(profile=ref, python="/cli/bin/python", probe=probe)
+    doctor.run_checks(profile="generic", probe=probe)
+    assert seen == ["/profile/bin/python", "/cli/bin/python", "/env/bin/python"]
+
+
+def test_probe_sees_pythonpath_as_the_launch_does(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    import sys
+
+    site = tmp_path / "site"
+    dist = site / "sglang-9.9.9.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: sglang\nVersion: 9.9.9\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    fake_nvml.install(monkeypatch, "no-driver")
+    r = rows(doctor.run_checks(profile="generic", python=sys.executable))
+    assert r["SGLang/sglang"].found.startswith("9.9.9")
+
+
+def test_default_url_is_probed_without_a_record(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
+    from tests.standin.server import StandinConfig, serve_in_thread
+
+    fake_nvml.install(monkeypatch, "no-driver")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
+    with serve_in_thread(StandinConfig(dim=1024)) as srv:
+        monkeypatch.setenv("QEMBED_URL", f"http://127.0.0.1:{srv.port}")
+        r = rows(doctor.run_checks(profile="generic"))
+    assert r["Server//health"].status == "PASS" and str(srv.port) in r["Server//health"].found
+    monkeypatch.setenv("QEMBED_URL", f"http://127.0.0.1:{free_port()}")
+    r = rows(doctor.run_checks(profile="generic"))
+    assert r["Server/server"].status == "SKIP" and "client's default URL" in r["Server/server"].found
+
+
+def test_port_held_by_the_healthy_server_being_checked_passes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                              quiet_env: None) -> None:
+    from tests.standin.server import StandinConfig, serve_in_thread
+
+    fake_nvml.install(monkeypatch, "no-driver")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
+    with serve_in_thread(StandinConfig(dim=2560)) as srv:
+        url = f"http://127.0.0.1:{srv.port}"
+        checks = doctor.run_checks(profile="generic", options={"port": srv.port}, url=url)
+    r = rows(checks)
+    assert r["Network/port"].status == "PASS" and "healthy embedding server" in r["Network/port"].found
+    assert "FAIL" not in {c.status for c in checks if c.section in ("Network", "Server")}
+
+
+def test_gpu_class_rule_is_shared_with_serve(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
+    from qembed import gpu
+    from qembed.profiles import load_profile
+
+    fake_nvml.install(monkeypatch, "a100")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
+    r = rows(doctor.run_checks(profile="t4"))["Profile/GPU class"]
+    served = [f for f in gpu.require_launchable(gpu.snapshot(), load_profile("t4"), sglang_version="0.5.23")
+              if f.check == "profile"]
+    assert r.status == "WARN" and "-p a100-80g" in (r.fix or "")
+    assert [(f.message, f.hint) for f in served] == [(r.found, r.fix)]
+
+
+def test_readable_in_80_columns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "t4")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
+    model = write_model(tmp_path / "a-rather-long-directory-name" / "Qwen3-Embedding-4B-snapshot", eos=False)
+    result = CliRunner().invoke(app, ["doctor", "--model", str(model)], env={"COLUMNS": "80"})
+    out = result.stdout
+    assert "…" not in out
+    assert str(model) in out  # whole, never cut
+    assert "    fix:" in out and "    found:" in out  # stacked rows
+    for line in out.splitlines():
+        # only a command, or one word longer than the screen (a path), may run past, unbroken
+        assert len(line) <= 80 or "`" in line or " " not in line.strip().split(": ", 1)[-1].strip(), line
+    assert "`hf download Qwen/Qwen3-Embedding-4B tokenizer.json`" in out
