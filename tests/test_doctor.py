@@ -461,3 +461,18 @@ def test_readable_in_80_columns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         # only a command, or one word longer than the screen (a path), may run past, unbroken
         assert len(line) <= 80 or "`" in line or " " not in line.strip().split(": ", 1)[-1].strip(), line
     assert "`hf download Qwen/Qwen3-Embedding-4B tokenizer.json`" in out
+
+
+def test_cli_python_ranking_matches_serve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    # `QEMBED_SGLANG_PYTHON` must not act as `--python`: the profile's `python` ranks above it
+    fake_nvml.install(monkeypatch, "no-driver")
+    seen: list[str] = []
+
+    def fake_probe(python: str, timeout: float = 60.0, env: object = None) -> doctor.Probe:
+        seen.append(python)
+        return probe_with()
+
+    monkeypatch.setattr(doctor, "run_probe", fake_probe)
+    ref = write_profile(tmp_path, python="/profile/bin/python")
+    result = CliRunner().invoke(app, ["doctor", "-p", ref, "--json"], env={"QEMBED_SGLANG_PYTHON": "/env/bin/python"})
+    assert seen == ["/profile/bin/python"], result.output
