@@ -49,24 +49,10 @@ CLIENT_BOUND_PCT = 85.0
 
 # -- GPU peaks ----------------------------------------------------------------------------------
 
-# Dense (no sparsity) bf16 tensor-core peaks in TFLOPS; T4 has no bf16, so its fp16 figure
-# (SGLang runs fp16 below sm80). Sources: performance.md section 2.2 (NVIDIA datasheets).
-# H200: the H100 SXM compute (same GH100 SMs and clocks; NVIDIA's H200 sheet quotes 1,979 with
-# sparsity). L40S: NVIDIA L40S datasheet, 362 dense (733 with sparsity).
-# Matching is on whole words of the NVML name, so "A10G", "L40" and "H100 NVL" (other peaks)
+# Dense (no sparsity) bf16 tensor-core peaks in TFLOPS live with the GPU names in
+# :data:`qembed.gpu.GPU_CLASSES` (one table for profiles and bench); T4 has no bf16, so its fp16
+# figure (SGLang runs fp16 below sm80). Names without a known peak ("A10G", "L40", "H100 NVL")
 # stay unknown rather than borrowing a neighbour's figure.
-# (words that must all appear, words that must not appear, label, TFLOPS)
-GPU_PEAKS: tuple[tuple[frozenset[str], frozenset[str], str, float], ...] = (
-    (frozenset({"H100", "PCIE"}), frozenset(), "H100 PCIe", 756.0),
-    (frozenset({"H100"}), frozenset({"PCIE", "NVL"}), "H100 SXM", 989.0),
-    (frozenset({"H200"}), frozenset({"NVL"}), "H200", 989.0),
-    (frozenset({"A100"}), frozenset(), "A100", 312.0),
-    (frozenset({"L40S"}), frozenset(), "L40S", 362.0),
-    (frozenset({"4090"}), frozenset(), "RTX 4090", 165.0),
-    (frozenset({"A10"}), frozenset(), "A10", 125.0),
-    (frozenset({"L4"}), frozenset(), "L4", 121.0),
-    (frozenset({"T4"}), frozenset(), "T4 (fp16)", 65.0),
-)
 
 
 def gpu_peak(name: str) -> tuple[str, float] | None:
@@ -78,11 +64,12 @@ def gpu_peak(name: str) -> tuple[str, float] | None:
         >>> gpu_peak("NVIDIA A10G") is None
         True
     """
-    words = set(name.upper().replace("-", " ").replace("_", " ").split())
-    for need, avoid, label, tflops in GPU_PEAKS:
-        if need <= words and not (avoid & words):
-            return label, tflops
-    return None
+    from .gpu import match_gpu_name
+
+    cls = match_gpu_name(name)
+    if cls is None or cls.peak_label is None or cls.peak_tflops is None:
+        return None
+    return cls.peak_label, cls.peak_tflops
 
 
 # -- FLOPs --------------------------------------------------------------------------------------
@@ -826,7 +813,6 @@ __all__ = [
     "DEFAULT_BATCH",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_LENGTHS",
-    "GPU_PEAKS",
     "WORD_POOLS",
     "BenchOptions",
     "BenchReport",
