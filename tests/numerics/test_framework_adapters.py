@@ -87,7 +87,7 @@ def test_langchain_documents_and_queries_match_sentence_transformers(
     # the wire: text, never ids; newlines intact; the exact official query format
     sent = _sent_since(server, start)
     assert all(isinstance(x, str) for x in sent)
-    assert DOCUMENTS == [x for x in sent if not x.startswith("Instruct:")][-len(DOCUMENTS):]
+    assert [x for x in sent if not x.startswith("Instruct:")][-len(DOCUMENTS):] == DOCUMENTS
     assert [RETRIEVAL_PROMPT + q for q in QUERIES] == [x for x in sent if x.startswith("Instruct:")]
     assert any("\n" in d for d in DOCUMENTS)  # the set does test newlines
 
