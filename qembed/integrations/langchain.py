@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from typing import Literal
 
 from qembed.client import (
@@ -85,6 +86,9 @@ class QembedEmbeddings(Embeddings):
                                max_retries=max_retries, backoff=backoff, concurrency=concurrency,
                                batch_size=batch_size, batch_tokens=batch_tokens, headers=headers)
         self._client = Client(url, http=http, **kwargs)
+        # frameworks never close an embeddings object: close the client (connections, its
+        # event-loop thread) when this one is collected or the interpreter exits, quietly
+        self._finalizer = weakref.finalize(self, self._client.close)
         # the async clients use what the sync one resolved (URL, key from a recorded server)
         self._async_kwargs = {**kwargs, "api_key": self._client.api_key, "model": self._client.model}
         self._http = http
@@ -123,8 +127,9 @@ class QembedEmbeddings(Embeddings):
         return AsyncClient(self._client.base_url, http=self._http, **self._async_kwargs)
 
     def close(self) -> None:
-        """Close the sync client's connections and its background thread."""
-        self._client.close()
+        """Close the sync client's connections and its background thread (also done when this
+        object is collected, or at exit)."""
+        self._finalizer()
 
     def __enter__(self) -> QembedEmbeddings:
         return self

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Literal
 
 from qembed.client import (
@@ -83,6 +84,7 @@ class QembedEmbedding(BaseEmbedding):
     _client: Client = PrivateAttr()
     _sides: Sides = PrivateAttr()
     _async_kwargs: dict[str, Any] = PrivateAttr()
+    _finalizer: weakref.finalize[Any, Any] = PrivateAttr()
 
     def __init__(self, **data: Any) -> None:
         super().__init__(**data)
@@ -92,6 +94,9 @@ class QembedEmbedding(BaseEmbedding):
                                concurrency=self.concurrency, batch_size=self.batch_size,
                                batch_tokens=self.batch_tokens, headers=self.headers)
         self._client = Client(self.url, http=self.http, **kwargs)
+        # frameworks never close an embeddings object: close the client (connections, its
+        # event-loop thread) when this one is collected or the interpreter exits, quietly
+        self._finalizer = weakref.finalize(self, self._client.close)
         self._async_kwargs = {**kwargs, "api_key": self._client.api_key, "model": self._client.model}
 
     @classmethod
@@ -124,5 +129,6 @@ class QembedEmbedding(BaseEmbedding):
         return AsyncClient(self._client.base_url, http=self.http, **self._async_kwargs)
 
     def close(self) -> None:
-        """Close the sync client's connections and its background thread."""
-        self._client.close()
+        """Close the sync client's connections and its background thread (also done when this
+        object is collected, or at exit)."""
+        self._finalizer()

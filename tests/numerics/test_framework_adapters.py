@@ -285,3 +285,34 @@ def test_missing_framework_names_the_install_command(
         importlib.import_module(module)
     assert info.value.hint == f"pip install 'qembed[{extra}]'"
     assert isinstance(info.value, ImportError)
+
+
+# -- never closed, as frameworks do ----------------------------------------------------------
+
+UNCLOSED_SCRIPT = """
+from tests.standin.server import StandinConfig, serve_in_thread
+from qembed.integrations.langchain import QembedEmbeddings
+from qembed.integrations.llamaindex import QembedEmbedding
+with serve_in_thread(StandinConfig(dim=64)) as srv:
+    lc = QembedEmbeddings(url=srv.url, http="aiohttp")
+    li = QembedEmbedding(url=srv.url, http="aiohttp")
+    assert len(lc.embed_query("hi")) == 64 and len(li.get_query_embedding("hi")) == 64
+print("embedded")
+"""
+
+
+def test_adapters_never_closed_exit_quietly() -> None:
+    """LangChain and LlamaIndex never close an embeddings object; the interpreter must still
+    exit without aiohttp's "Unclosed client session" warnings."""
+    import os
+    import subprocess
+
+    from tests.conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.run([sys.executable, "-c", UNCLOSED_SCRIPT], capture_output=True, text=True,
+                          cwd=str(REPO), env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "embedded"
+    assert "Unclosed" not in proc.stderr, proc.stderr[-2000:]
