@@ -713,6 +713,40 @@ def run_bench(url: str, options: BenchOptions = BenchOptions(), *, api_key: str 
                        sizing=source.sizing, dimensions=options.dimensions, cells=cells_out, notes=notes)
 
 
+# -- what a bare `qembed bench` runs -------------------------------------------------------------
+
+#: A bare ``qembed bench``: concurrency 1, 16, 64 x 1 and 32 inputs per request x 512 tokens =
+#: 6 cells of 8 s, about a minute with warm-ups. ``--full`` runs the whole default sweep
+#: (:data:`DEFAULT_CONCURRENCY` x :data:`DEFAULT_BATCH` x :data:`DEFAULT_LENGTHS`, 10 s each).
+QUICK_CONCURRENCY: tuple[int, ...] = (1, 16, 64)
+QUICK_BATCH: tuple[int, ...] = (1, 32)
+QUICK_LENGTHS: tuple[int, ...] = (512,)
+QUICK_DURATION = 8.0
+FULL_DURATION = 10.0
+
+
+def sweep_options(*, full: bool = False, concurrency: Sequence[int] | None = None,
+                  batch: Sequence[int] | None = None, lengths: Sequence[int] | None = None,
+                  duration: float | None = None, **rest: Any) -> BenchOptions:
+    """The quick sweep (default) or the full one (``full=True``); an axis or a duration given
+    explicitly wins over the preset's. ``rest`` goes to :class:`BenchOptions` unchanged."""
+    return BenchOptions(
+        concurrency=tuple(concurrency or (DEFAULT_CONCURRENCY if full else QUICK_CONCURRENCY)),
+        batch=tuple(batch or (DEFAULT_BATCH if full else QUICK_BATCH)),
+        lengths=tuple(lengths or (DEFAULT_LENGTHS if full else QUICK_LENGTHS)),
+        duration=duration if duration is not None else (FULL_DURATION if full else QUICK_DURATION),
+        **rest,
+    )
+
+
+def planned_seconds(options: BenchOptions) -> float | None:
+    """Measured seconds the sweep will take (cells x duration, warm-ups not counted), or
+    ``None`` when cells run a fixed number of requests."""
+    if options.requests is not None or options.duration is None:
+        return None
+    return len(options.concurrency) * len(options.batch) * len(options.lengths) * options.duration
+
+
 # -- launching a server for the run -------------------------------------------------------------
 
 
@@ -744,6 +778,32 @@ class CompareRow:
     texts_per_s: float
     client_cpu_us_per_text: float
     speedup: float | None = None  # qembed texts/s divided by this row's (1.0 for qembed)
+    #: qembed's client CPU per text divided by this row's (1.0 for qembed; below 1: qembed uses less)
+    cpu_ratio: float | None = None
+
+
+#: at most this many CPUs, a server on the same machine competes with the client for them
+SMALL_MACHINE_CPUS = 8
+
+
+def compare_caveat(url: str, *, cpus: int | None = None) -> str | None:
+    """The caveat for ``--compare`` when client and server share a small machine, else ``None``.
+
+    On a shared 2-core box, the server's own CPU work (tokenizing, a CPU stand-in's forward
+    pass) runs on the cores the client needs, so wall-clock texts/s measure both; client CPU per
+    text is what compares the clients.
+    """
+    import os
+    from urllib.parse import urlparse
+
+    from .launcher import is_loopback
+
+    host = urlparse(url).hostname or ""
+    n = cpus if cpus is not None else (os.cpu_count() or 1)
+    if not is_loopback(host) or n > SMALL_MACHINE_CPUS:
+        return None
+    return (f"client and server share this {n}-CPU machine: wall-clock texts/s include the "
+            "server's share of the CPUs, so compare the clients by client CPU per text")
 
 
 def compare(url: str, *, api_key: str | None = None, texts: int = 256, tokens: int = 512,
@@ -803,9 +863,10 @@ def compare(url: str, *, api_key: str | None = None, texts: int = 256, tokens: i
         timed(f"openai, {batch} texts/call, SDK defaults", run_batched)
     finally:
         oa.close()
-    base = rows[0].texts_per_s
+    base, base_cpu = rows[0].texts_per_s, rows[0].client_cpu_us_per_text
     for r in rows:
         r.speedup = base / r.texts_per_s if r.texts_per_s else None
+        r.cpu_ratio = base_cpu / r.client_cpu_us_per_text if r.client_cpu_us_per_text else None
     return rows
 
 
@@ -813,6 +874,12 @@ __all__ = [
     "DEFAULT_BATCH",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_LENGTHS",
+    "FULL_DURATION",
+    "QUICK_BATCH",
+    "QUICK_CONCURRENCY",
+    "QUICK_DURATION",
+    "QUICK_LENGTHS",
+    "SMALL_MACHINE_CPUS",
     "WORD_POOLS",
     "BenchOptions",
     "BenchReport",
@@ -821,6 +888,7 @@ __all__ = [
     "CompareRow",
     "TextSource",
     "compare",
+    "compare_caveat",
     "estimate_tokens",
     "flops_per_token",
     "gpu_peak",
@@ -831,7 +899,9 @@ __all__ = [
     "mfu",
     "parse_axis",
     "percentile",
+    "planned_seconds",
     "probe_model",
     "run_bench",
     "sweep",
+    "sweep_options",
 ]

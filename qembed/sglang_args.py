@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import FlagsRejected, LaunchError, MissingDependency
-from .redact import redact_argv, redact_env
+from .redact import REDACTED, redact_argv, redact_env
 
 if TYPE_CHECKING:
     from .profiles import Profile
@@ -335,10 +335,30 @@ def profile_warnings(profile: Profile) -> list[str]:
 # Runs in SGLang's interpreter exactly as the launch does (no `-I`, same environment), so the
 # check sees the SGLang that will really run, be it from the venv, a user-site install or a
 # PYTHONPATH checkout. (An isolated `-I` check could pass while the launch runs something else.)
-# Reads a JSON list of argvs on stdin, writes one marked JSON line on stdout.
+# Reads a JSON list of argvs on stdin, writes one marked JSON line on stdout. For an accepted
+# argv the row carries the parsed ServerArgs fields (a msgspec Struct in 0.5.23, a dataclass
+# before), so tests can check that every value qembed sets arrives as meant. Secret fields
+# (`*api_key`, `*password`, `watermark_key*`) come back as @REDACTED@ when set: the values never
+# leave SGLang's interpreter. A value JSON cannot carry comes back as its repr.
 _CHECK_SCRIPT = r"""
 import contextlib, io, json, sys, time
 _out = sys.stdout
+def _fields(args):
+    names = getattr(type(args), "__struct_fields__", None)
+    if names is None:
+        import dataclasses
+        names = [f.name for f in dataclasses.fields(args)] if dataclasses.is_dataclass(args) else sorted(vars(args))
+    out = {}
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and (name.endswith(("api_key", "password")) or name.startswith("watermark_key")):
+            value = @REDACTED@
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            value = repr(value)
+        out[name] = value
+    return out
 try:
     from sglang.srt.server_args import prepare_server_args
 except BaseException as exc:
@@ -348,11 +368,12 @@ results = []
 for argv in json.load(sys.stdin):
     err, out = io.StringIO(), io.StringIO()
     t0 = time.perf_counter()
-    row = {"ok": False, "message": "", "exit_code": None, "crashed": False}
+    row = {"ok": False, "message": "", "exit_code": None, "crashed": False, "args": None}
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-            prepare_server_args(list(argv))
+            parsed = prepare_server_args(list(argv))
         row["ok"] = True
+        row["args"] = _fields(parsed)
     except SystemExit as exc:
         row["exit_code"] = exc.code if isinstance(exc.code, int) else 1
         lines = [l for l in err.getvalue().splitlines() if l.strip()]
@@ -364,7 +385,7 @@ for argv in json.load(sys.stdin):
     row["seconds"] = time.perf_counter() - t0
     results.append(row)
 _out.write("QEMBED-CHECK " + json.dumps({"results": results}) + "\n")
-"""
+""".replace("@REDACTED@", json.dumps(REDACTED))
 
 
 @dataclass(frozen=True)
@@ -376,6 +397,9 @@ class ParserCheck:
     seconds: float  # the parse itself (check_many) or the whole interpreter run (check_flags)
     exit_code: int | None = None  # 2 for an argparse rejection
     crashed: bool = False  # an exception other than SystemExit (e.g. `--log-level verbose`)
+    #: the parsed ``ServerArgs`` fields when ``ok`` (``mem_fraction_static``, ``context_length``,
+    #: ``is_embedding``, ``json_model_override_args``, ...); secrets set come back as ``[...]``
+    args: dict[str, object] | None = field(default=None, repr=False, compare=False)
 
 
 def _missing_python(python: str) -> MissingDependency:
@@ -434,7 +458,8 @@ def check_many(flag_lists: Sequence[Sequence[str]], *, python: str, timeout: flo
     return [
         ParserCheck(ok=bool(r["ok"]), message=str(r["message"]), seconds=float(r["seconds"]),  # type: ignore[arg-type]
                     exit_code=r["exit_code"] if isinstance(r["exit_code"], int) else None,
-                    crashed=bool(r["crashed"]))
+                    crashed=bool(r["crashed"]),
+                    args=dict(r["args"]) if isinstance(r.get("args"), dict) else None)  # type: ignore[call-overload]
         for r in rows
     ]
 
@@ -450,7 +475,7 @@ def check_flags(flags: Sequence[str], *, python: str, timeout: float = 180.0,
     t0 = time.perf_counter()
     (result,) = check_many([list(flags)], python=python, timeout=timeout, env=env)
     return ParserCheck(ok=result.ok, message=result.message, seconds=time.perf_counter() - t0,
-                       exit_code=result.exit_code, crashed=result.crashed)
+                       exit_code=result.exit_code, crashed=result.crashed, args=result.args)
 
 
 def _habit_hint(message: str) -> str | None:
