@@ -107,9 +107,9 @@ def test_a_bad_reply_never_becomes_vectors(standin: Any, mode: str, fault: str) 
 @pytest.mark.parametrize("fault", list(FLOAT_EXPECTED))
 def test_a_bad_float_reply_never_becomes_vectors(mode: str, fault: str) -> None:
     cls, what = FLOAT_EXPECTED[fault]
-    with serve_in_thread(StandinConfig(dim=16, faults=[Fault("bad", mode=fault, count=3)])) as srv:
-        with pytest.raises(cls, match=what):
-            _embed_floats(srv.url, mode, TEXTS)
+    with (serve_in_thread(StandinConfig(dim=16, faults=[Fault("bad", mode=fault, count=3)])) as srv,
+          pytest.raises(cls, match=what)):
+        _embed_floats(srv.url, mode, TEXTS)
 
 
 def _embed_floats(url: str, how: str, texts: list[str]) -> Any:

@@ -11,7 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qembed.errors import BadReply, InputError, QembedError
-from qembed.vectors import UNIT_NORM_TOLERANCE, check_dimensions, l2_normalize, parse_models, parse_reply, truncate
+from qembed.vectors import (
+    UNIT_NORM_TOLERANCE,
+    check_dimensions,
+    l2_normalize,
+    parse_models,
+    parse_reply,
+    truncate,
+)
 
 SRC = "http://test/v1/embeddings"
 
@@ -69,7 +76,7 @@ BAD_REPLIES: dict[str, tuple[bytes, int, int | None, str]] = {
     "bools in float list": (body([{"index": 0, "embedding": [True] + [False] * 7}]), 1, 8, "not numbers"),
     "mixed encodings": (body([good()[0], good(fmt="float")[1]]), 2, 8, "item 1's embedding is a list"),
     "null embedding": (body([{"index": 0, "embedding": None}]), 1, 8, "item 0's embedding is a NoneType"),
-    "NaN": (body([{"index": 0, "embedding": b64([float("nan")] + unit(7, 0))}]), 1, 8, "NaN or infinite"),
+    "NaN": (body([{"index": 0, "embedding": b64([float("nan"), *unit(7, 0)])}]), 1, 8, "NaN or infinite"),
     "inf": (body([{"index": 0, "embedding": b64([float("inf")] + [0.0] * 7)}]), 1, 8, "NaN or infinite"),
     "huge float": (body([{"index": 0, "embedding": [1e300] + [0.0] * 7}]), 1, 8, "NaN or infinite"),
     "not unit": (body([{"index": 0, "embedding": b64([2 * x for x in unit(8, 0)])}]), 1, 8, "not unit vectors (norm 2"),
