@@ -639,6 +639,10 @@ def _server(c: _Ctx, transport: httpx.BaseTransport | None) -> None:
         else:
             c.add(s, "embedding", FAIL, err.message[:300], err.hint or "see `qembed logs`")
         return
+    if f.size_mismatch:
+        c.add(s, "embedding", FAIL, f"{f.size_mismatch} (norm {f.norm:.4f})",
+              "another model or a broken server answers at this URL; see `qembed ps` and `qembed logs`")
+        return
     c.add(s, "embedding", PASS, f"{f.dimensions} dimensions, norm {f.norm:.4f}")
     dims = f.matryoshka_dimensions
     if f.supports_dimensions:

@@ -38,12 +38,21 @@ class ServerFacts:
     models_status: int | None = None
     models_error: str | None = None
     dimensions: int | None = None  #: full vector size, from one checked embedding
+    expected_dimensions: int | None = None  #: the size the served model makes, when qembed knows its shape
     norm: float | None = None
     embedding_status: int | None = None
     embedding_error: QembedError | None = None
     matryoshka_dimensions: int | None = None  #: the size asked for in the ``dimensions`` step
     supports_dimensions: bool | None = None
     dimensions_error: str | None = None
+
+    @property
+    def size_mismatch(self) -> str | None:
+        """Why the vector size is not the served model's, when qembed knows the model's shape."""
+        if self.dimensions is None or self.expected_dimensions in (None, self.dimensions):
+            return None
+        return (f"the vector has {self.dimensions} values, but {self.model_path or self.model} makes "
+                f"{self.expected_dimensions}")
 
     def raise_for_embedding(self) -> None:
         """Raise the embedding step's error (ServerUnreachable, ServerError, BadReply), if any."""
@@ -179,6 +188,11 @@ def probe_server(url: str, api_key: str | None, *, timeout: float = 30.0, health
             return ServerFacts(**facts)
         vec = reply.vectors[0].astype("float64")
         facts["dimensions"], facts["norm"] = int(vec.shape[0]), float((vec @ vec) ** 0.5)
+        from .models import known_shape
+
+        name = facts.get("model_path") or facts.get("model")
+        shape = known_shape(name) if name else None
+        facts["expected_dimensions"] = shape.hidden_size if shape else None
         if dimensions:
             dims = min(256, max(1, facts["dimensions"] // 2))
             facts["matryoshka_dimensions"] = dims
