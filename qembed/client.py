@@ -819,7 +819,12 @@ class Client(BaseClient):
 
         try:
             if inner is not None and loop.is_running() and threading.current_thread() is not thread:
-                asyncio.run_coroutine_threadsafe(inner.aclose(), loop).result(timeout=10)
+                async def close_and_settle() -> None:
+                    await inner.aclose()
+                    for _ in range(3):  # let the transports' connection_lost callbacks run
+                        await asyncio.sleep(0)
+
+                asyncio.run_coroutine_threadsafe(close_and_settle(), loop).result(timeout=10)
         except Exception as exc:  # closing is best effort: never raise from a finalizer
             logger.debug("closing the client's session failed: %s", exc)
         finally:

@@ -23,6 +23,7 @@ aiohttp and httpx are imported inside the functions that use them.
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,6 +157,31 @@ class HttpxAsync:
         await self._http.aclose()
 
 
+def _abandon_session(session: Any) -> None:
+    """Close an aiohttp session without its event loop (which may be closed): its connector
+    drops its connections at once. Best effort; never raises (it runs from a finalizer)."""
+    import asyncio
+
+    if session.closed:
+        return
+    try:
+        connector = session.connector
+        loop = getattr(connector, "_loop", None)
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if loop is not None and loop.is_running() and current is not loop:
+            # the loop runs in another thread (the sync Client's): close there, properly
+            asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout=5)
+            return
+        close_now = getattr(connector, "_close", None)  # sync; the public close() needs the loop
+        if close_now is not None:
+            close_now()
+    except Exception:
+        pass
+
+
 class AiohttpAsync:
     """I/O over aiohttp. The session is made on first use, inside the running event loop, as
     aiohttp requires; proxies from the environment are ignored (``trust_env=False``), as for
@@ -185,6 +211,9 @@ class AiohttpAsync:
                 timeout=aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.read),
                 connector=aiohttp.TCPConnector(limit=self._limit),
             )
+            # a client never closed (its loop may be gone by then) is closed when collected
+            # or at exit, so aiohttp does not warn "Unclosed client session"
+            weakref.finalize(self, _abandon_session, self._session)
         start = time.monotonic()
         try:
             async with self._session.request(req.method, self._base_url + req.path, data=req.body) as r:

@@ -235,6 +235,19 @@ def _embed_dims(url: str, how: str, dims: int) -> Any:
 # -- a client never closed exits quietly --------------------------------------------------------
 
 
+@pytest.mark.parametrize("script", [
+    "import asyncio, qembed\nv = asyncio.run(qembed.AsyncClient(URL).embed(['hello']))\nprint('ok')\n",
+    "import asyncio, qembed\nc = qembed.AsyncClient(URL)\nasyncio.run(c.embed(['kept']))\nprint('ok')\n",
+    "import qembed\nprint('ok' if qembed.Client(URL, http='httpx').embed(['x']).shape == (1, 16) else 'no')\n",
+])
+def test_an_async_or_httpx_client_never_closed_exits_quietly(standin: Any, script: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", script.replace("URL", repr(standin.url))], capture_output=True,
+                       text=True, timeout=60, env=env, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    assert "nclosed" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_a_client_never_closed_exits_quietly(standin: Any) -> None:
     script = textwrap.dedent(f"""
         import gc, warnings
