@@ -39,6 +39,7 @@ _LAZY: dict[str, str] = {
     "NotReady": "qembed.errors",
     "ServerUnreachable": "qembed.errors",
     "ServerError": "qembed.errors",
+    "BadReply": "qembed.errors",
     "InputError": "qembed.errors",
     "ExitCode": "qembed.errors",
 }
@@ -46,6 +47,7 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "TASKS",
     "AsyncClient",
+    "BadReply",
     "Client",
     "ConfigError",
     "Embeddings",
@@ -71,6 +73,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .client import AsyncClient, Client, Embeddings
     from .errors import (
+        BadReply,
         ConfigError,
         ExitCode,
         FlagsRejected,

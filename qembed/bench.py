@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+# the estimate when no tokenizer is on disk is the client's, so inputs are sized as requests are
+from .client import BYTES_PER_TOKEN, estimate_tokens
 from .errors import ConfigError, MissingDependency, ServerError, ServerUnreachable
 
 if TYPE_CHECKING:
@@ -152,12 +154,6 @@ WORD_POOLS: dict[str, tuple[tuple[str, ...], str]] = {
     "ja": (_JA, ""),
     "code": (_CODE, " "),
 }
-BYTES_PER_TOKEN = 4  # the estimate when no tokenizer is on disk (byte-level BPE, multilingual)
-
-
-def estimate_tokens(text: str) -> int:
-    """Estimated tokens of ``text`` as the server counts them: ``utf8 bytes // 4 + 1`` (the EOS)."""
-    return len(text.encode("utf-8")) // BYTES_PER_TOKEN + 1
 
 
 TokenCounter = Callable[[str], int]
@@ -575,35 +571,34 @@ def _auth_headers(api_key: str | None) -> dict[str, str]:
 
 
 def probe_model(url: str, *, api_key: str | None, timeout: float = 10.0) -> str | None:
-    """The model path the server reports in ``/v1/models`` (``root``, else ``id``).
+    """The model path the server reports in ``/v1/models`` (``root``, else ``id``), after one
+    probe embedding has passed the client's checks (:func:`qembed.probe.probe_server`).
 
     Raises:
         ServerUnreachable: nothing answers at ``url``.
+        ServerError: the server rejected the API key (401).
+        BadReply: the probe embedding is not a valid reply (wrong size, NaN, not unit length, ...):
+            a sweep against this server would measure wrong vectors.
     """
-    import httpx
+    from .errors import BadReply
+    from .probe import probe_server
 
-    try:
-        r = httpx.get(url.rstrip("/") + "/v1/models", headers=_auth_headers(api_key), timeout=timeout)
-    except httpx.HTTPError as exc:
-        raise ServerUnreachable(f"no server answers at {url}",
-                                hint="start one with `qembed serve`, or pass `--profile NAME`") from exc
-    if r.status_code == 401:
-        raise ServerError("the server rejected the API key (HTTP 401)", status=401,
-                          hint="pass `--api-key` or set QEMBED_API_KEY")
-    if r.status_code != 200:
-        return None
-    with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
-        first = r.json()["data"][0]
-        return str(first.get("root") or first["id"])
-    return None
+    facts = probe_server(url, api_key, timeout=timeout, health=False)
+    err = facts.embedding_error
+    if isinstance(err, ServerUnreachable | BadReply) or (isinstance(err, ServerError) and err.status == 401):
+        if isinstance(err, ServerError) and err.status == 401:
+            err.hint = "pass `--api-key` or set QEMBED_API_KEY"
+        raise err
+    return facts.model_path
 
 
 def local_gpu_name(url: str) -> str | None:
     """The first visible GPU's NVML name when ``url`` points at this machine, else ``None``."""
     from urllib.parse import urlparse
 
-    host = (urlparse(url).hostname or "").lower()
-    if host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):
+    from .net import is_this_machine
+
+    if not is_this_machine(urlparse(url).hostname or ""):
         return None
     from .gpu import snapshot
 

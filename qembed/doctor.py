@@ -634,6 +634,8 @@ def _api_key(profile: Any) -> str | None:
 
 
 def _server(c: _Ctx, transport: httpx.BaseTransport | None) -> None:
+    from .probe import probe_server
+
     s = "Server"
     url, name = c.url, None
     if not url:
@@ -641,66 +643,42 @@ def _server(c: _Ctx, transport: httpx.BaseTransport | None) -> None:
     if not url:
         c.add(s, "server", SKIP, "no --url given and no running `qembed serve` recorded")
         return
-    import httpx
-
-    url = url.rstrip("/")
-    headers = {}
-    key = _api_key(c.profile)
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
     # a healthy /health runs a 1-token forward after sleeping 1 s: allow far more than 1 s
-    timeout = httpx.Timeout(30.0, connect=5.0)
-    label = f"{url}" + (f" (`{name}`)" if name else "")
-    with httpx.Client(timeout=timeout, headers=headers, transport=transport, trust_env=False) as client:
-        try:
-            t0 = time.perf_counter()
-            r = client.get(f"{url}/health")
-            dt = time.perf_counter() - t0
-        except httpx.HTTPError as exc:
-            c.add(s, "/health", FAIL, f"{label}: no answer ({type(exc).__name__}: {exc})",
-                  "start it with `qembed serve`, or pass the right `--url`")
-            return
-        if r.status_code != 200:
-            c.add(s, "/health", FAIL, f"{label}: HTTP {r.status_code}",
-                  "503 = still starting or unhealthy; see `qembed logs`")
-            return
-        c.add(s, "/health", PASS, f"{label}: 200 in {dt:.1f} s")
-        model_id = None
-        try:
-            r = client.get(f"{url}/v1/models")
-            r.raise_for_status()
-            data = r.json()["data"][0]
-            model_id = data.get("id")
-            c.add(s, "/v1/models", PASS, f"{model_id}, max_model_len {data.get('max_model_len')}")
-        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
-            c.add(s, "/v1/models", WARN, f"unexpected answer: {exc}", "check the server log (`qembed logs`)")
-        body: dict[str, Any] = {"input": ["qembed doctor probe"], "model": model_id or "default"}
-        try:
-            r = client.post(f"{url}/v1/embeddings", json=body)
-        except httpx.HTTPError as exc:
-            c.add(s, "embedding", FAIL, f"request failed: {exc}", "see `qembed logs`")
-            return
-        if r.status_code != 200:
-            c.add(s, "embedding", FAIL, f"HTTP {r.status_code}: {r.text[:200]}",
+    f = probe_server(url, _api_key(c.profile), timeout=30.0, dimensions=True, transport=transport)
+    label = f"{f.url}" + (f" (`{name}`)" if name else "")
+    if f.health != 200:
+        fix = ("start it with `qembed serve`, or pass the right `--url`" if f.health is None
+               else "503 = still starting or unhealthy; see `qembed logs`")
+        c.add(s, "/health", FAIL, f"{label}: {f.health_error}", fix)
+        return
+    c.add(s, "/health", PASS, f"{label}: 200 in {f.health_seconds or 0:.1f} s")
+    if f.models_error is None and f.model is not None:
+        c.add(s, "/v1/models", PASS, f"{f.model}, max_model_len {f.max_model_len}")
+    else:
+        c.add(s, "/v1/models", WARN, f"unexpected answer: {f.models_error or 'no model listed'}",
+              "check the server log (`qembed logs`)")
+    err = f.embedding_error
+    if err is not None:
+        if f.embedding_status is not None and f.embedding_status != 200:
+            c.add(s, "embedding", FAIL, err.message[:300],
                   "401 = API key (`QEMBED_API_KEY`); 400 'not an embedding model' = started without --is-embedding")
-            return
-        vec = r.json()["data"][0]["embedding"]
-        norm = sum(x * x for x in vec) ** 0.5
-        status = PASS if abs(norm - 1.0) < 1e-2 else WARN
-        c.add(s, "embedding", status, f"{len(vec)} dimensions, norm {norm:.4f}",
-              "vectors should be unit length; check the server's model")
-        dims = min(256, max(1, len(vec) // 2))
-        try:
-            r = client.post(f"{url}/v1/embeddings", json={**body, "dimensions": dims})
-        except httpx.HTTPError as exc:
-            c.add(s, "dimensions", WARN, f"request failed: {exc}")
-            return
-        if r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == dims:
-            c.add(s, "dimensions", PASS, f"`dimensions: {dims}` works (Matryoshka on)")
         else:
-            c.add(s, "dimensions", WARN, f"`dimensions` refused (HTTP {r.status_code})",
-                  "set `matryoshka: true` in the profile and restart (or truncate client-side: qembed's "
-                  "client does it with `dimensions=`)")
+            c.add(s, "embedding", FAIL, err.message[:300], err.hint or "see `qembed logs`")
+        return
+    if f.size_mismatch:
+        c.add(s, "embedding", FAIL, f"{f.size_mismatch} (norm {f.norm:.4f})",
+              "another model or a broken server answers at this URL; see `qembed ps` and `qembed logs`")
+        return
+    c.add(s, "embedding", PASS, f"{f.dimensions} dimensions, norm {f.norm:.4f}")
+    dims = f.matryoshka_dimensions
+    if f.supports_dimensions:
+        c.add(s, "dimensions", PASS, f"`dimensions: {dims}` works (Matryoshka on)")
+    elif f.supports_dimensions is None:
+        c.add(s, "dimensions", WARN, f.dimensions_error or "not checked")
+    else:
+        c.add(s, "dimensions", WARN, f"`dimensions` refused ({f.dimensions_error})",
+              "set `matryoshka: true` in the profile and restart (or truncate client-side: qembed's "
+              "client does it with `dimensions=`)")
 
 
 def _latest_log() -> Path | None:

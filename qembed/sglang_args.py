@@ -316,7 +316,9 @@ def profile_warnings(profile: Profile) -> list[str]:
     if p.log_level in {"warning", "error", "critical"}:
         out.append(f"`log_level: {p.log_level}` hides SGLang's INFO lines (load phases, the ready "
                    "line), so progress and failure diagnosis see less")
-    if p.host not in {"127.0.0.1", "localhost", "::1"} and not (
+    from .net import is_loopback
+
+    if not is_loopback(p.host) and not (
         os.environ.get(p.api_key_env) or p.api_key_file
     ):
         out.append(f"`host: {p.host}` accepts connections from other machines and no API key is "

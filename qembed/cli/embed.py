@@ -130,6 +130,7 @@ def embed(
     concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight.", min=1)] = 8,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Texts per request (default: 128).", min=1)] = None,
     chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="Bulk: rows per chunk (unit of progress and resume).", min=1)] = 1024,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds one request may take in total, every byte of the answer included (default: 300).", min=0.001, show_default=False)] = None,
 ) -> None:
     """Embed text with the Qwen3 instruction format; or embed a whole file (--input/--output)."""
     from qembed.errors import ConfigError
@@ -147,7 +148,7 @@ def embed(
             raise ConfigError("give texts as arguments or with `--input`, not both")
         if output_path is None:
             raise ConfigError("`--input` needs `--output` (.npy, .jsonl or .parquet)")
-        with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size) as client:
+        with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size, timeout=timeout) as client:
             result = _run_bulk(client, input_path, output_path, kind=kind, task=task, instruction=instruction,
                                prefix=prefix, dimensions=dimensions, text_field=text_field, id_field=id_field,
                                chunk_rows=chunk_rows, resume=resume, on_error=mode)
@@ -159,7 +160,8 @@ def embed(
     if not items:
         raise ConfigError("nothing to embed", hint='pass texts, `-` for stdin, or `--input FILE`; e.g. `qembed embed --query "what is MRL?"`')
     chosen = Format.json if json_ else (fmt or (Format.table if sys.stdout.isatty() else Format.json))
-    with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size, on_error=mode) as client:
+    with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size, on_error=mode,
+                 timeout=timeout) as client:
         if kind == "query":
             emb = client.embed_queries(items, task=task or "retrieval", instruction=instruction, dimensions=dimensions)
         elif kind == "document":

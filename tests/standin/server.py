@@ -21,6 +21,11 @@ without a GPU:
   echoes the model path, ``usage`` counts the appended EOS, 401 ``{"error": "Unauthorized"}``.
 * Faults for retry tests: ``status`` (e.g. 503 "The request queue is full."), ``reset`` (close
   the connection without an answer), ``delay`` and ``hang``.
+* A misbehaving server, one mode per fault (``Fault("bad", mode=...)``, see :data:`BAD_MODES`):
+  replies with repeated, negative or missing indices, short or long base64, wrong-length float
+  lists, NaN/inf, non-unit vectors, the wrong count, non-JSON, an HTML page, a body trickled one
+  byte at a time, a huge ``Retry-After``, a truncated body, a wrong content type. And
+  ``StandinConfig.models_body`` replaces the ``/v1/models`` body.
 
 The vectors come from a pluggable :class:`Backend`. The default :class:`HashBackend` gives a
 deterministic unit vector per text (no torch needed); ``tests/standin/tiny_backend.py`` runs a
@@ -101,6 +106,17 @@ class Fault:
     status: int = 503
     message: str = "The request queue is full."
     seconds: float = 0.0
+    mode: str = ""  #: for kind ``bad``: one of BAD_MODES
+
+
+#: kind ``bad`` modes: how a 200 reply (or the exchange) is broken
+BAD_MODES = (
+    "repeated_index", "negative_index", "missing_index", "index_out_of_range", "string_index",
+    "short_base64", "long_base64", "invalid_base64", "short_floats", "long_floats",
+    "nan", "inf", "not_unit", "zero_vector", "too_few", "too_many", "null_embedding",
+    "non_json", "html_200", "html_502", "empty_200", "no_data", "truncated", "trickle",
+    "retry_after", "wrong_content_type",
+)
 
 
 @dataclass
@@ -121,6 +137,74 @@ class StandinConfig:
     token_usage: float = 0.0
     is_embedding: bool = True
     faults: list[Fault] = field(default_factory=list)
+    models_body: str | None = None  #: raw ``/v1/models`` body instead of the real one
+
+
+def _pack(vec: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode("ascii")
+
+
+def _unpack(emb: Any) -> list[float]:
+    if isinstance(emb, str):
+        raw = base64.b64decode(emb)
+        return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+    return list(emb)
+
+
+def mangle(reply: dict[str, Any], mode: str) -> tuple[int, str, bytes]:
+    """Break a good ``/v1/embeddings`` reply as ``mode`` says: (status, content type, body)."""
+    data: list[dict[str, Any]] = reply["data"]
+    fmt_b64 = isinstance(data[0]["embedding"], str)
+
+    def set_vec(i: int, vec: list[float]) -> None:
+        data[i]["embedding"] = _pack(vec) if fmt_b64 else vec
+
+    last = len(data) - 1
+    if mode == "repeated_index":
+        data[last]["index"] = 0
+    elif mode == "negative_index":
+        data[last]["index"] = -1
+    elif mode == "missing_index":
+        del data[last]["index"]
+    elif mode == "index_out_of_range":
+        data[last]["index"] = len(data)
+    elif mode == "string_index":
+        data[last]["index"] = str(last)
+    elif mode in ("short_base64", "short_floats"):
+        set_vec(last, _unpack(data[last]["embedding"])[:-1])
+    elif mode in ("long_base64", "long_floats"):
+        set_vec(last, [*_unpack(data[last]["embedding"]), 0.0])
+    elif mode == "invalid_base64":
+        data[last]["embedding"] = "@@" + data[last]["embedding"][2:]
+    elif mode in ("nan", "inf"):
+        vec = _unpack(data[last]["embedding"])
+        vec[0] = math.nan if mode == "nan" else math.inf
+        set_vec(last, vec)  # as floats, Python writes JSON's non-standard NaN/Infinity literal
+    elif mode == "not_unit":
+        set_vec(last, [2.0 * v for v in _unpack(data[last]["embedding"])])
+    elif mode == "zero_vector":
+        set_vec(last, [0.0] * len(_unpack(data[last]["embedding"])))
+    elif mode == "too_few":
+        data.pop()
+    elif mode == "too_many":
+        data.append({**data[last], "index": len(data)})
+    elif mode == "null_embedding":
+        data[last]["embedding"] = None
+    elif mode == "non_json":
+        return 200, "application/json", b"Internal error: CUDA error: an illegal memory access"
+    elif mode == "html_200":
+        return 200, "text/html", b"<html><head><title>Welcome to nginx!</title></head><body></body></html>"
+    elif mode == "html_502":
+        return 502, "text/html", b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+    elif mode == "empty_200":
+        return 200, "application/json", b""
+    elif mode == "no_data":
+        return 200, "application/json", json.dumps({"object": "list", "model": reply["model"]}).encode()
+    elif mode == "wrong_content_type":  # a good body with a wrong header: the body decides
+        return 200, "text/plain", json.dumps(reply).encode()
+    else:
+        raise ValueError(f"unknown bad mode {mode!r}")
+    return 200, "application/json", json.dumps(reply).encode()
 
 
 def _error_body(message: str, status: int, type_: str = "BadRequestError") -> dict[str, Any]:
@@ -303,15 +387,54 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _send(self, status: int, body: Any = None, *, raw: bytes | None = None) -> None:
+    def _send(self, status: int, body: Any = None, *, raw: bytes | None = None,
+              content_type: str = "application/json", headers: dict[str, str] | None = None) -> None:
         if self.command == "POST" and self.path.split("?", 1)[0] == "/v1/embeddings":
             self.server.state.record_response(status, getattr(self, "_started", time.perf_counter()))
         payload = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.end_headers()
         self.wfile.write(payload)
+
+    def _bad(self, fault: Fault, body: Any) -> None:
+        """Answer as a misbehaving server (``Fault("bad", mode=...)``)."""
+        st = self.server.state
+        if fault.mode == "retry_after":
+            return self._send(fault.status, _error_body(fault.message, fault.status, str(fault.status)),
+                              headers={"Retry-After": f"{fault.seconds:g}"})
+        try:
+            reply = st.embeddings(body)
+        except RequestError as exc:
+            return self._send(exc.status, exc.body)
+        if fault.mode in ("truncated", "trickle"):
+            payload = json.dumps(reply).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.flush()
+            if fault.mode == "truncated":  # half the promised body, then the connection drops
+                self.wfile.write(payload[: len(payload) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(2)
+                return None
+            for i in range(len(payload)):  # one byte every `seconds`, until done or stopped
+                if st.stopping.wait(fault.seconds):
+                    return None
+                try:
+                    self.wfile.write(payload[i:i + 1])
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    return None
+            return None
+        status, ctype, raw = mangle(reply, fault.mode)
+        return self._send(status, raw=raw, content_type=ctype)
 
     def _authorized(self) -> bool:
         key = self.server.state.config.api_key
@@ -337,6 +460,8 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(cfg.health_delay)
             return self._send(200, raw=b"")
         if path == "/v1/models":
+            if cfg.models_body is not None:
+                return self._send(200, raw=cfg.models_body.encode())
             return self._send(200, {"object": "list", "data": [{
                 "id": cfg.served_model_name or cfg.model, "object": "model", "created": int(time.time()),
                 "owned_by": "sglang", "root": cfg.model, "parent": None,
@@ -389,6 +514,8 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.kind == "hang":
                 st.stopping.wait()
                 return None
+            if fault.kind == "bad":
+                return self._bad(fault, body)
             if fault.kind == "delay":
                 time.sleep(fault.seconds)
             elif fault.kind == "status":
