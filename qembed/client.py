@@ -75,9 +75,9 @@ MAX_RETRY_AFTER = 60.0
 #: texts per request; with 8 in flight, 128 keeps a modelled 0.6B-class GPU 97.8 % busy against
 #: 95.0 % with 64 (docs/performance.md section 7); `batch_tokens` still caps long texts
 DEFAULT_BATCH_SIZE = 128
-#: estimated tokens per request (see ``estimate_tokens``): 64 texts of ~512 tokens
+#: estimated tokens per request (see ``estimate_tokens``): 128 texts of ~256 tokens, or fewer longer ones
 DEFAULT_BATCH_TOKENS = 32768
-DEFAULT_CONCURRENCY = 8  # measured: 8 x 64 texts keeps a modelled GPU >= 95 % busy (docs/client.md)
+DEFAULT_CONCURRENCY = 8  # measured: 8 x 128 texts keep a modelled GPU 97.8 % busy (docs/performance.md section 7)
 #: The Qwen tokenizer is byte-level BPE: a token is at least one UTF-8 byte, and in practice
 #: no text averages more than this many bytes per token. So ``bytes // 8`` is a *lower* bound
 #: used to reject inputs that are certainly too long before sending; anything subtler is
