@@ -231,7 +231,7 @@ class BaseClient:
         model: model name to send; default ``QEMBED_MODEL``, then the server's own.
         timeout: seconds for the whole request (read), or an ``httpx.Timeout``; default
             connect 5 s, read/write 300 s (32k-token inputs are slow on a busy server).
-        max_retries: retries on connection errors, 408/429/5xx (never on 400/401/404).
+        max_retries: retries on connection errors, 408/429/500/502/503/504 (never on 400/401/404).
         backoff: first retry delay in seconds (doubles, with jitter; ``Retry-After`` wins).
         concurrency: requests in flight for one call.
         batch_size: texts per request.
