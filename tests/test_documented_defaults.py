@@ -55,6 +55,21 @@ def _client() -> Any:
     return client
 
 
+def _default_url() -> tuple[str]:
+    from qembed import env
+
+    return (env.DEFAULT_URL,)
+
+
+def _exit_code(name: str) -> Callable[[], tuple[float]]:
+    def get() -> tuple[float]:
+        from qembed.errors import ExitCode
+
+        return (float(ExitCode[name]),)
+
+    return get
+
+
 def _default_url_port() -> float:
     from qembed import env
 
@@ -164,7 +179,7 @@ ROWS: list[Row] = [
     # README.md
     KeyRow("readme-profile-keys", "README.md", r"`(\w+)` \(default `?([^`),]+)`?", convert=_yaml),
     Row("readme-sdk-url", "README.md", r'base_url="(http://[\d.]+:\d+)/v1"',
-        lambda: (__import__("qembed.env", fromlist=["x"]).DEFAULT_URL,), str),
+        _default_url, str),
     Row("readme-client-port", "README.md", r"serve --detach` server, else :(\d+)", lambda: (_default_url_port(),)),
     Row("readme-oom-step", "README.md", r"lower `gpu_memory_fraction` \(e\.g\. ([\d.]+) → ([\d.]+);", _oom_step),
     # docs/client.md
@@ -188,7 +203,7 @@ ROWS: list[Row] = [
         _code("DEFAULT_MAX_RETRIES", "DEFAULT_BACKOFF", "DEFAULT_CONCURRENCY", "DEFAULT_BATCH_SIZE",
               "DEFAULT_BATCH_TOKENS")),
     Row("client-default-url", "docs/client.md", r"names\), then `(http://[\d.]+:\d+)`",
-        lambda: (__import__("qembed.env", fromlist=["x"]).DEFAULT_URL,), str),
+        _default_url, str),
     Row("client-exit-unreachable", "docs/client.md", r"`ServerUnreachable` \(exit (\d+)\)", _exit("ServerUnreachable")),
     Row("client-exit-input", "docs/client.md", r"`InputError` \(`\.index`, exit (\d+)\)", _exit("InputError")),
     Row("client-exit-config", "docs/client.md", r"`ConfigError` \(exit (\d+)\)", _exit("ConfigError")),
@@ -215,14 +230,14 @@ ROWS: list[Row] = [
         _profile("shutdown_timeout")),
     Row("deploy-ready-timeout", "docs/deploy.md", r"`ready_timeout` \((\d+) s\)", _profile("ready_timeout")),
     Row("doctor-default-url", "docs/doctor.md", r"the client's default URL `(http://[\d.]+:\d+)`",
-        lambda: (__import__("qembed.env", fromlist=["x"]).DEFAULT_URL,), str),
+        _default_url, str),
     Row("doctor-exit-fail", "docs/doctor.md", r"^\| (\d+) \| at least one FAIL \|",
-        lambda: (float(__import__("qembed.errors", fromlist=["x"]).ExitCode.FAILURE),)),
+        _exit_code("FAILURE")),
     Row("doctor-exit-warn", "docs/doctor.md", r"^\| (\d+) \| no FAIL, but at least one WARN \(`ExitCode\.WARNINGS`\)",
-        lambda: (float(__import__("qembed.errors", fromlist=["x"]).ExitCode.WARNINGS),)),
+        _exit_code("WARNINGS")),
     # the JSON example has FAILs, so its exit code is the table's "at least one FAIL"
     Row("doctor-json-exit", "docs/doctor.md", r'"FAIL": [1-9]\d*,\n.*\n  \},\n  "exit_code": (\d+)',
-        lambda: (float(__import__("qembed.errors", fromlist=["x"]).ExitCode.FAILURE),)),
+        _exit_code("FAILURE")),
 ]
 
 
