@@ -90,12 +90,12 @@ DEFAULT_RETRY_TIMEOUT = 120.0
 #: texts per request; with 8 in flight, 128 keeps a modelled 0.6B-class GPU 97.8 % busy against
 #: 95.0 % with 64 (docs/performance.md section 7); `batch_tokens` still caps long texts
 DEFAULT_BATCH_SIZE = 128
-#: estimated tokens per request (see ``estimate_tokens``): 64 texts of ~512 tokens
+#: estimated tokens per request (see ``estimate_tokens``): 128 texts of ~256 tokens, or fewer longer ones
 DEFAULT_BATCH_TOKENS = 32768
 #: UTF-8 bytes per token in the estimate used to size requests and benchmark inputs (the
 #: Qwen tokenizer is byte-level BPE: about 4 for English and code, about 3 for CJK)
 BYTES_PER_TOKEN = 4
-DEFAULT_CONCURRENCY = 8  # measured: 8 x 64 texts keeps a modelled GPU >= 95 % busy (docs/client.md)
+DEFAULT_CONCURRENCY = 8  # measured: 8 x 128 texts keep a modelled GPU 97.8 % busy (docs/performance.md section 7)
 #: The Qwen tokenizer is byte-level BPE: a token is at least one UTF-8 byte, and in practice
 #: no text averages more than this many bytes per token. So ``bytes // 8`` is a *lower* bound
 #: used to reject inputs that are certainly too long before sending; anything subtler is
@@ -252,7 +252,7 @@ class BaseClient:
             per-read limit; or an ``httpx.Timeout`` (its ``read`` is then the total too).
             Default: connect 5 s, read and total 300 s (32k-token inputs are slow on a busy
             server).
-        max_retries: retries on connection errors, deadlines, 408/429/5xx (never on
+        max_retries: retries on connection errors, deadlines, 408/429/500/502/503/504 (never on
             400/401/404).
         backoff: first retry delay in seconds (doubles, with jitter; ``Retry-After`` wins, up
             to 60 s: a longer one is capped and logged as a warning).

@@ -7,7 +7,7 @@ The server runs in its own process and is stopped by PID at the end.
 
 Cases (2560-d vectors unless noted; texts of ~128 tokens, seeded):
   bulk          qembed.bulk.embed_file(Client, rows.jsonl, vectors.npy): the bulk API, in-process
-  qembed        qembed.Client.embed over a list (its defaults: base64, 64 texts/request, 4 in flight)
+  qembed        qembed.Client.embed over a list (its defaults: base64, 128 texts/request, 8 in flight)
   naive         openai SDK, one text per call, encoding_format="float" (the loop users write)
   sdk-batched   openai SDK, 64 texts per call, SDK defaults (it asks for base64, returns lists)
   httpx-float   plain httpx, 64 texts per call, float JSON parsed with response.json()

@@ -2,7 +2,7 @@
 
 ``tests/fake_site`` is a TEST DOUBLE: a fake ``sglang`` package and a fake ``pynvml`` on the
 PYTHONPATH of the spawned ``qembed``, and ``tests/fake_site/python`` as ``--python`` (SGLang's
-parser check runs ``python -I``, which ignores PYTHONPATH; the wrapper drops ``-I``). Each
+launch and parser check run plain ``python``, no ``-I``, so the wrapper's PYTHONPATH counts). Each
 process test records the PIDs of the fake and its ``sglang::scheduler`` child and asserts that
 none survive.
 """

@@ -304,11 +304,10 @@ def _fake_sglang_python(tmp_path: Path) -> str:
         "    return a\n"
     )
     wrapper = tmp_path / "python"
-    # `-I` would drop PYTHONPATH, so the wrapper drops `-I` and sets PYTHONPATH itself.
+    # The check runs plain `python` (no `-I`, as the launch), so PYTHONPATH reaches it; a `-I`
+    # would hide the fake site and fail this test.
     wrapper.write_text(
         "#!/bin/sh\n"
-        "# drop -I so the fake site dir on PYTHONPATH is seen\n"
-        '[ "$1" = "-I" ] && shift\n'
         f'PYTHONPATH="{tmp_path / "site"}" exec "{sys.executable}" -s "$@"\n'
     )
     wrapper.chmod(0o755)
