@@ -234,12 +234,14 @@ class WorkerHealth:
         return {"url": self.url, "healthy": self.healthy, "status": self.status}
 
 
-def worker_health(gateway_url: str, *, timeout: float = 5.0) -> list[WorkerHealth]:
-    """Which workers the gateway counts as healthy (smg's ``GET /workers``); [] if unreadable."""
+def worker_health(gateway_url: str, *, api_key: str | None = None, timeout: float = 5.0) -> list[WorkerHealth]:
+    """Which workers the gateway counts as healthy (smg's ``GET /workers``, which needs the
+    gateway's key when it has one); [] if unreadable."""
     import httpx
 
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        with httpx.Client(trust_env=False, timeout=timeout) as http:
+        with httpx.Client(trust_env=False, timeout=timeout, headers=headers) as http:
             r = http.get(f"{gateway_url}/workers")
         rows = r.json().get("workers") or [] if r.status_code == 200 else []
         return [WorkerHealth(url=str(w.get("url")), healthy=bool(w.get("is_healthy")),
@@ -344,13 +346,13 @@ def wait_gateway(server: Server, *, timeout: float, min_healthy: int = 1,
                 ok = False
             if ok:
                 event("gateway answers")
-                health = worker_health(server.url)
+                health = worker_health(server.url, api_key=server._api_key)
                 if sum(w.healthy for w in health) >= min_healthy:
                     break
             server.follower.poll()
             server._pause(0.1)
         info = _probe_through(http, server, deadline)
-    info.workers = worker_health(server.url) or health
+    info.workers = worker_health(server.url, api_key=server._api_key) or health
     info.metrics_port = getattr(server, "metrics_port", None)
     event("ready")
     return info

@@ -15,7 +15,8 @@ without a GPU:
   Matryoshka is enabled (truncate, then L2-normalise), base64 = little-endian float32, ``model``
   echoes the model path, ``usage`` counts the appended EOS, 401 ``{"error": "Unauthorized"}``.
 * Faults for retry tests: ``status`` (e.g. 503 "The request queue is full."), ``reset`` (close
-  the connection without an answer), ``delay`` and ``hang``.
+  the connection without an answer), ``delay`` and ``hang``; ``die_after`` makes the process
+  exit mid-job (gateway failover tests).
 
 The vectors come from a pluggable :class:`Backend`. The default :class:`HashBackend` gives a
 deterministic unit vector per text (no torch needed); ``tests/standin/tiny_backend.py`` runs a
@@ -30,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import struct
 import sys
 import threading
@@ -112,6 +114,9 @@ class StandinConfig:
     metrics: bool = False
     is_embedding: bool = True
     faults: list[Fault] = field(default_factory=list)
+    # The process exits (os._exit(1), no answer) on embedding request number die_after + 1:
+    # a worker that crashes mid-job (only meaningful for `python -m tests.standin.server`).
+    die_after: int | None = None
 
 
 def _error_body(message: str, status: int, type_: str = "BadRequestError") -> dict[str, Any]:
@@ -313,6 +318,8 @@ class _Handler(BaseHTTPRequestHandler):
         with st.lock:
             st.requests.append(body)
             st.embedding_requests += 1
+            if st.config.die_after is not None and st.embedding_requests > st.config.die_after:
+                os._exit(1)
         fault = st.next_fault()
         if fault is not None:
             if fault.kind == "reset":
