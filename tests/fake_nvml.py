@@ -74,6 +74,7 @@ V100 = GPUSpec("Tesla V100-SXM2-16GB", 16384, (7, 0), used_mib=4)
 
 SCENARIOS: dict[str, Scenario] = {
     "a100": Scenario(gpus=(A100,)),
+    "2xa100": Scenario(gpus=(A100, A100)),
     "a100-40g": Scenario(gpus=(A100_40,)),
     "h100": Scenario(gpus=(H100,)),
     "t4": Scenario(gpus=(T4,)),
