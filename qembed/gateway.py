@@ -100,7 +100,9 @@ def gateway_flags(
         "--prometheus-host", host, "--prometheus-port", str(metrics_port),
         "--health-check-interval-secs", str(health_interval),
         "--worker-startup-timeout-secs", str(max(1, int(ready_timeout))),
-        "--log-level", "info",
+        # info logs a line per request (it costs smg about a third of its CPU); warn keeps
+        # worker health changes and errors
+        "--log-level", "warn",
     ]
 
 
@@ -290,6 +292,15 @@ def start_gateway(
     from . import launcher
 
     require_smg()
+    if not launcher.is_loopback(host) and not api_key:
+        # smg without a key leaves its control plane open: anyone who reaches the port could
+        # register or remove workers (smg's own start-up "SECURITY POSTURE" warning)
+        raise ConfigError(
+            f"refusing to run the gateway on `{host}` without an API key: anyone who can reach it "
+            "could use it, and register or remove its workers",
+            hint="export `QEMBED_API_KEY` (the workers' key; smg checks it on every route), "
+            "or keep the default `--host 127.0.0.1`",
+        )
     launcher.check_port(host, port)
     if metrics_port is None:
         metrics_port = METRICS_PORT if launcher.port_is_free(host, METRICS_PORT) else \
@@ -359,23 +370,29 @@ def wait_gateway(server: Server, *, timeout: float, min_healthy: int = 1,
 
 
 def _probe_through(http: Any, server: Server, deadline: float) -> GatewayInfo:
+    """One embedding through the gateway. Right after a worker turns healthy smg may still be
+    registering its model, so a failed probe is retried until ``deadline``."""
     import httpx
 
-    left = max(1.0, min(60.0, deadline - time.monotonic()))
-    try:
-        r = http.get(f"{server.url}/v1/models", timeout=left)
-        served = str((r.json().get("data") or [{}])[0].get("id") or "")
-        r = http.post(f"{server.url}/v1/embeddings", json={"input": PROBE_TEXT, "model": served}, timeout=left)
-        body = r.json()
-        dims = len(body["data"][0]["embedding"])
-    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise LaunchError(f"the probe embedding through the gateway failed: {exc}",
-                          hint=f"read the gateway log: `less {server.log_path}`") from exc
-    if r.status_code != 200:
-        raise LaunchError(f"the probe embedding through the gateway got HTTP {r.status_code}: {r.text[:200]}",
-                          hint=f"read the gateway log: `less {server.log_path}`")
-    return GatewayInfo(url=server.url, served_model_name=served, model=str(body.get("model") or served),
-                       dimensions=dims, workers=[], seconds=server.elapsed())
+    while True:
+        left = max(1.0, min(60.0, deadline - time.monotonic()))
+        problem = ""
+        try:
+            r = http.get(f"{server.url}/v1/models", timeout=left)
+            served = str((r.json().get("data") or [{}])[0].get("id") or "")
+            r = http.post(f"{server.url}/v1/embeddings", json={"input": PROBE_TEXT, "model": served}, timeout=left)
+            if r.status_code == 200:
+                body = r.json()
+                dims = len(body["data"][0]["embedding"])
+                return GatewayInfo(url=server.url, served_model_name=served, model=str(body.get("model") or served),
+                                   dimensions=dims, workers=[], seconds=server.elapsed())
+            problem = f"HTTP {r.status_code}: {r.text[:200]}"
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            problem = f"{exc.__class__.__name__}: {exc}"
+        if time.monotonic() >= deadline or server.proc.poll() is not None:
+            raise LaunchError(f"the probe embedding through the gateway failed ({problem})",
+                              hint=f"read the gateway log: `less {server.log_path}`")
+        server._pause(0.2)
 
 
 # -- many GPUs, one server each, behind the gateway ------------------------------------------------

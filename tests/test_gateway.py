@@ -326,3 +326,10 @@ def test_gateway_cli_shows_worker_health_and_stop_leaves_nothing(tmp_path: Path,
         harness.assert_gone([pid])
     finally:
         harness.kill_leftovers([pid])
+
+
+def test_no_key_on_a_network_address_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="without an API key"):
+        gateway.start_gateway(["http://127.0.0.1:9"], host="0.0.0.0", port=harness.free_port(),
+                              log_path=tmp_path / "smg.log")
+    assert not (tmp_path / "smg.log").exists()  # nothing was started

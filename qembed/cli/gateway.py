@@ -129,14 +129,11 @@ def gateway_cmd(
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Run the SGLang model gateway (smg) in front of embedding servers started with `qembed serve`."""
-    from qembed import gateway, launcher, output, state
+    from qembed import gateway, output, state
 
     _check_name(name)
     gateway.require_smg()
     api_key = qenv.API_KEY.get()
-    if not launcher.is_loopback(host) and not api_key:
-        output.warn(f"the gateway will listen on `{host}` with no API key",
-                    hint="export `QEMBED_API_KEY` to require one, or use `--host 127.0.0.1`")
     if not json_:
         output.status(f"checking {len(worker)} worker(s) ...")
     infos = gateway.probe_workers(worker, api_key=api_key)
