@@ -270,7 +270,7 @@ def test_all_workers_gone_is_a_clear_error(tmp_path: Path, workers: list[Worker]
     with Client(g.url, max_retries=1, backoff=0.05) as client, pytest.raises(QembedError) as exc:
         client.embed(["hello"])
     text = f"{exc.value.message} {exc.value.hint or ''}"
-    assert re.search(r"50[0-9]|unavailable|no .*worker", text, re.I), text
+    assert "503" in text and "All workers are unavailable" in text, text
 
 
 def _run_bulk(argv: list[str]) -> subprocess.CompletedProcess[str]:
