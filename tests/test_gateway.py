@@ -333,3 +333,12 @@ def test_no_key_on_a_network_address_is_refused(tmp_path: Path) -> None:
         gateway.start_gateway(["http://127.0.0.1:9"], host="0.0.0.0", port=harness.free_port(),
                               log_path=tmp_path / "smg.log")
     assert not (tmp_path / "smg.log").exists()  # nothing was started
+
+
+def test_cli_refuses_a_dead_worker_with_error_and_hint() -> None:
+    dead = f"http://127.0.0.1:{harness.free_port()}"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
+    r = harness.run_qembed(["gateway", "--worker", dead, "--port", str(harness.free_port())], env)
+    assert r.returncode == 7, r.stderr  # ExitCode.UNREACHABLE
+    assert f"error: worker `{dead}` does not answer" in r.stderr and "hint:" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -220,3 +220,16 @@ def test_dp_mode_is_one_server_on_every_gpu(fx: Env) -> None:
 def test_gateway_flag_needs_gpus(fx: Env) -> None:
     r = harness.run_qembed(fx.args("--gateway"), fx.env)
     assert r.returncode == 2 and "`--gateway` needs `--gpus`" in r.stderr
+
+
+def test_gateway_dry_run_shows_every_replica_and_the_gateway(fx: Env) -> None:
+    r = harness.run_qembed(fx.args("--gpus", "0,1", "--gateway", "--dry-run", "--json"),
+                           {**fx.env, "QEMBED_API_KEY": "s3cret"})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [(x["gpu_ids"], x["port"], x["env"]["CUDA_VISIBLE_DEVICES"]) for x in out["replicas"]] == [
+        ([0], fx.port + 1, "0"), ([1], fx.port + 2, "1")]
+    argv = out["gateway"]["argv"]
+    assert argv[argv.index("--port") + 1] == str(fx.port) and "--api-key" not in argv
+    assert "s3cret" not in r.stdout + r.stderr
+    assert not list((fx.state / "servers").glob("*.json"))  # nothing started, nothing recorded

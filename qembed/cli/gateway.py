@@ -220,4 +220,31 @@ def serve_group(prof: Profile, *, name: str, api_key: str | None, python: str, d
     _foreground(group.gateway, records, lambda: group.stop(prof.shutdown_timeout), others=group.replicas)
 
 
-__all__ = ["gateway_cmd", "serve_group"]
+def dry_run_group(prof: Profile, *, api_key: str | None, python: str, as_json: bool) -> None:
+    """`serve --gpus ... --gateway --dry-run`: each replica's SGLang command (checked by SGLang's
+    parser) and the smg command; nothing starts."""
+    import shlex
+
+    from qembed import gateway, output, sglang_args
+
+    reps = gateway.replica_profiles(prof, prof.gpu_ids or [])
+    cmds = [sglang_args.build_command(p, api_key=api_key, python=python) for p in reps]
+    smg = gateway.gateway_flags([f"http://127.0.0.1:{p.port}" for p in reps], host=prof.host, port=prof.port)
+    if not as_json:
+        for k, c in enumerate(cmds):
+            output.data(f"replica {k} (GPU {','.join(map(str, reps[k].gpu_ids or []))}):")
+            output.data(f"  {c.display()}")
+        output.data("gateway:")
+        output.data(f"  smg {shlex.join(smg)}" + ("   (API key from the environment)" if api_key else ""))
+        output.status("checking the flags with SGLang's own parser ...")
+    sglang_args.ensure_accepted(sglang_args.build_flags(reps[0], api_key="x" if api_key else None), python=python)
+    if as_json:
+        output.print_json({"replicas": [{"gpu_ids": p.gpu_ids, "port": p.port, "argv": c.redacted_argv(),
+                                         "env": c.redacted_env()} for p, c in zip(reps, cmds, strict=True)],
+                           "gateway": {"argv": ["smg", *smg], "smg_installed": gateway.smg_available()},
+                           "parser_check": "ok"})
+    else:
+        output.status("SGLang's parser accepts these flags (dry run: nothing started)")
+
+
+__all__ = ["dry_run_group", "gateway_cmd", "serve_group"]

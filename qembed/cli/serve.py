@@ -265,6 +265,11 @@ def serve(
             "the server, and no API key is set",
             hint=f"export `{prof.api_key_env}` (or set `api_key_file`) to require a key, or use `--host 127.0.0.1`",
         )
+    if dry_run and use_gateway:
+        from .gateway import dry_run_group
+
+        dry_run_group(prof, api_key=api_key, python=py, as_json=json_)
+        return
     if dry_run:
         _dry_run(prof, api_key=api_key, python=py, as_json=json_)
         return
