@@ -23,6 +23,7 @@ Nothing here prints; progress goes to an ``on_event`` callback.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -186,8 +187,8 @@ def probe_worker(url: str, *, api_key: str | None = None, timeout: float = 30.0)
     try:
         vec = r.json()["data"][0]["embedding"]
         dims = len(vec)
-        if dims < 1 or not all(isinstance(v, float | int) for v in vec):
-            raise ValueError("not a vector")
+        if dims < 1 or not all(isinstance(v, float | int) and math.isfinite(v) for v in vec):
+            raise ValueError("not a vector of finite numbers")
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise ConfigError(f"worker `{url}` is not an embedding server: unexpected reply {r.text[:200]}") from exc
     return WorkerInfo(url=url, served_model_name=served, model=str(model), dimensions=dims,
@@ -278,6 +279,23 @@ class GatewayInfo:
                 "healthy_workers": self.healthy}
 
 
+def check_exposure(host: str, api_key: str | None) -> None:
+    """Refuse a gateway on a network address without a key.
+
+    smg without a key leaves its control plane open: anyone who reaches the port could register
+    or remove workers (smg's own start-up "SECURITY POSTURE" warning says so).
+    """
+    from . import launcher
+
+    if not launcher.is_loopback(host) and not api_key:
+        raise ConfigError(
+            f"refusing to run the gateway on `{host}` without an API key: anyone who can reach it "
+            "could use it, and register or remove its workers",
+            hint="export `QEMBED_API_KEY` (the workers' key; smg checks it on every route), "
+            "or keep the default `--host 127.0.0.1`",
+        )
+
+
 def start_gateway(
     workers: Sequence[str], *, host: str, port: int, policy: str = DEFAULT_POLICY,
     api_key: str | None = None, log_path: Path, metrics_port: int | None = None,
@@ -292,15 +310,7 @@ def start_gateway(
     from . import launcher
 
     require_smg()
-    if not launcher.is_loopback(host) and not api_key:
-        # smg without a key leaves its control plane open: anyone who reaches the port could
-        # register or remove workers (smg's own start-up "SECURITY POSTURE" warning)
-        raise ConfigError(
-            f"refusing to run the gateway on `{host}` without an API key: anyone who can reach it "
-            "could use it, and register or remove its workers",
-            hint="export `QEMBED_API_KEY` (the workers' key; smg checks it on every route), "
-            "or keep the default `--host 127.0.0.1`",
-        )
+    check_exposure(host, api_key)
     launcher.check_port(host, port)
     if metrics_port is None:
         metrics_port = METRICS_PORT if launcher.port_is_free(host, METRICS_PORT) else \
@@ -506,6 +516,7 @@ __all__ = [
     "Group",
     "WorkerHealth",
     "WorkerInfo",
+    "check_exposure",
     "check_same_space",
     "dp_overrides",
     "gateway_argv",

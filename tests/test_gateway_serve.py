@@ -233,3 +233,9 @@ def test_gateway_dry_run_shows_every_replica_and_the_gateway(fx: Env) -> None:
     assert argv[argv.index("--port") + 1] == str(fx.port) and "--api-key" not in argv
     assert "s3cret" not in r.stdout + r.stderr
     assert not list((fx.state / "servers").glob("*.json"))  # nothing started, nothing recorded
+
+
+def test_group_on_a_network_address_without_key_is_refused_before_loading(fx: Env) -> None:
+    r = harness.run_qembed(fx.args("--gpus", "0,1", "--gateway", "--host", "0.0.0.0"), fx.env)
+    assert r.returncode == 2 and "without an API key" in r.stderr, r.stderr
+    assert not Path(fx.env["FAKE_SGLANG_PIDFILE"]).exists()  # no SGLang was started

@@ -134,6 +134,7 @@ def gateway_cmd(
     _check_name(name)
     gateway.require_smg()
     api_key = qenv.API_KEY.get()
+    gateway.check_exposure(host, api_key)
     if not json_:
         output.status(f"checking {len(worker)} worker(s) ...")
     infos = gateway.probe_workers(worker, api_key=api_key)
@@ -168,6 +169,7 @@ def serve_group(prof: Profile, *, name: str, api_key: str | None, python: str, d
     from qembed import gateway, output, state
 
     gateway.require_smg()
+    gateway.check_exposure(prof.host, api_key)  # before minutes of model loading, not after
     for k in range(len(gateway.split_gpus(prof.gpu_ids or [], prof.tp_size))):
         _check_name(gateway.replica_name(name, k))
     pds = None if detach else signal.SIGTERM
