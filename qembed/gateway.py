@@ -86,15 +86,20 @@ def require_smg() -> None:
         )
 
 
+def check_policy(policy: str) -> None:
+    if policy not in POLICIES:
+        raise ConfigError(f"unknown gateway policy `{policy}`",
+                          hint=f"use one of: {', '.join(POLICIES)} (smg's cache_aware gains nothing "
+                          "for embeddings, which share no prefixes)")
+
+
 def gateway_flags(
     workers: Sequence[str], *, host: str, port: int, policy: str = DEFAULT_POLICY,
     metrics_port: int = METRICS_PORT, health_interval: int = HEALTH_INTERVAL,
     ready_timeout: float = 1800.0,
 ) -> list[str]:
     """``smg launch`` flags (HTTP mode; every flag from smg 1.13.0's own ``--help``)."""
-    if policy not in POLICIES:
-        raise ConfigError(f"unknown gateway policy `{policy}`",
-                          hint=f"use one of: {', '.join(POLICIES)}")
+    check_policy(policy)
     return [
         "launch", "--worker-urls", *workers, "--policy", policy, "--host", host, "--port", str(port),
         # smg binds its metrics on 0.0.0.0 unless told: keep it on the gateway's own address.
@@ -517,6 +522,7 @@ __all__ = [
     "WorkerHealth",
     "WorkerInfo",
     "check_exposure",
+    "check_policy",
     "check_same_space",
     "dp_overrides",
     "gateway_argv",

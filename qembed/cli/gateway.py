@@ -134,6 +134,7 @@ def gateway_cmd(
     _check_name(name)
     gateway.require_smg()
     api_key = qenv.API_KEY.get()
+    gateway.check_policy(policy)
     gateway.check_exposure(host, api_key)
     if not json_:
         output.status(f"checking {len(worker)} worker(s) ...")
