@@ -31,6 +31,8 @@ REPO = harness.REPO
 DIM = 64
 MODEL = "Qwen/Qwen3-Embedding-4B"
 
+pytestmark = pytest.mark.slow  # spawns smg and stand-in worker processes
+
 
 class Worker:
     """One stand-in SGLang server in its own process (restartable on the same port)."""
