@@ -567,16 +567,18 @@ def launch_findings(
         warns.append(mismatch)
     shape = models.model_shape(str(_p(profile, "model", "Qwen/Qwen3-Embedding-4B")))
     if shape is not None and gpus:
-        g = min(gpus, key=lambda x: x.memory_free)
         dbytes = models.dtype_bytes_for(dtype)
-        fit = models.estimate_fit(
-            shape, dtype_bytes=dbytes, gpu_total_bytes=g.memory_total,
-            gpu_free_bytes=g.memory_free,
+        # Every chosen GPU runs a full replica (or a tp shard): judge each, report the worst.
+        fits = [(models.estimate_fit(
+            shape, dtype_bytes=dbytes, gpu_total_bytes=x.memory_total,
+            gpu_free_bytes=x.memory_free,
             mem_fraction=_p(profile, "gpu_memory_fraction"),
             context_length=_p(profile, "context_length"),
             chunked_prefill_size=_p(profile, "chunked_prefill_size"), tp_size=tp,
             kv_dtype_bytes=models.kv_dtype_bytes_for(_p(profile, "kv_cache_dtype"), dbytes),
-        )
+        ), x) for x in sorted(gpus, key=lambda x: x.memory_free)]
+        fit, g = next(((f, x) for f, x in fits if not f.starts), None) or \
+            next(((f, x) for f, x in fits if not f.fits), fits[0])
         where = (f"GPU {g.index} ({g.name}, {g.memory_free / GiB:.1f} GiB free of "
                  f"{g.memory_total / GiB:.1f} GiB)")
         frac = f"fraction {fit.mem_fraction:.3f}{' (SGLang auto)' if fit.mem_fraction_is_auto else ''}"

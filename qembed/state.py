@@ -154,6 +154,9 @@ class Record:
     api_key_env: str | None = None
     owner_pid: int | None = None  # the qembed process that waits on a foreground server
     shutdown_timeout: float = 30.0  # seconds `qembed stop` waits for the drain
+    gpu_ids: list[int] | None = None  # the GPUs it runs on (None: SGLang's default)
+    group: str | None = None  # `serve --gpus ... --gateway`: the gateway record's name
+    role: str | None = None  # "gateway" or "replica" in a group; None for a plain server
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -201,6 +204,9 @@ def make_record(
     api_key_env: str | None = None,
     owner_pid: int | None = None,
     shutdown_timeout: float = 30.0,
+    gpu_ids: list[int] | None = None,
+    group: str | None = None,
+    role: str | None = None,
 ) -> Record:
     """Build a record for a live process, reading its pgid and start time now."""
     try:
@@ -213,6 +219,7 @@ def make_record(
         proc_start_time=process_start_time(pid), served_model_name=served_model_name,
         dimensions=dimensions, context_length=context_length, detached=detached,
         api_key_env=api_key_env, owner_pid=owner_pid, shutdown_timeout=shutdown_timeout,
+        gpu_ids=gpu_ids, group=group, role=role,
     )
 
 
@@ -298,8 +305,16 @@ def default_server() -> Record | None:
 
     Returns ``None`` when no recorded server is alive.
     """
-    records = list_records(clean=True)
+    records = [r for r in list_records(clean=True) if r.role != "replica"]  # a group's front door
     return records[-1] if records else None
+
+
+def with_members(record: Record) -> list[Record]:
+    """``record`` and, for a group's gateway, its live replicas (what `qembed stop NAME` stops)."""
+    if record.role != "gateway":
+        return [record]
+    members = [r for r in list_records(clean=True) if r.group == record.name and r.role == "replica"]
+    return [record, *members]
 
 
 def wait_gone(record: Record, timeout: float) -> bool:
@@ -374,4 +389,5 @@ __all__ = [
     "servers_dir",
     "state_dir",
     "valid_name",
+    "with_members",
 ]

@@ -16,7 +16,7 @@ Usage::
     fake = fake_nvml.make("busy")                         # A100, another process holds 30 GB
 
 Scenarios (``SCENARIOS``): ``a100`` (A100-SXM4-80GB, sm80, driver 580.65.06, CUDA 13000),
-``a100-40g``, ``h100`` (sm90), ``t4`` (16 GB, sm75), ``l4`` (24 GB, sm89), ``no-driver``
+``2xa100`` (two of them, for a spawned ``qembed serve --gpus 0,1``), ``a100-40g``, ``h100`` (sm90), ``t4`` (16 GB, sm75), ``l4`` (24 GB, sm89), ``no-driver``
 (``nvmlInit`` raises ``NVMLError_LibraryNotFound``), ``driver-not-loaded``
 (``NVMLError_DriverNotLoaded``), ``old-driver`` (A100 on 550.54.15, CUDA 12040) and ``busy``
 (A100 where pid 4242 ``python3`` holds 30 GB). ``make(..., processes=[(pid, name, bytes)])`` adds
@@ -74,6 +74,7 @@ V100 = GPUSpec("Tesla V100-SXM2-16GB", 16384, (7, 0), used_mib=4)
 
 SCENARIOS: dict[str, Scenario] = {
     "a100": Scenario(gpus=(A100,)),
+    "2xa100": Scenario(gpus=(A100, A100)),
     "a100-40g": Scenario(gpus=(A100_40,)),
     "h100": Scenario(gpus=(H100,)),
     "t4": Scenario(gpus=(T4,)),

@@ -32,6 +32,8 @@ Examples:
   qembed serve --set gpu_memory_fraction=0.8 --set context_length=8192
   qembed serve --detach --name emb          # run in the background; see `qembed ps`
   qembed serve --dry-run                    # show the SGLang command, check its flags, exit
+  qembed serve --gpus 0,1,2,3               # one model on four GPUs (SGLang --dp-size 4)
+  qembed serve --gpus 0,1 --gateway         # two servers behind the SGLang model gateway
   qembed serve --python ~/sglang-venv/bin/python   # SGLang lives in another environment
   QEMBED_API_KEY=secret qembed serve --host 0.0.0.0   # listen on the network, with a key
 
@@ -258,6 +260,8 @@ def serve(
     name: Annotated[str | None, typer.Option("--name", help="Server name for `qembed ps/stop/logs` (default: the profile name).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the profile, the SGLang command and env (key redacted), check the flags, exit.")] = False,
     json_: JsonOpt = False,
+    gpus: Annotated[str | None, typer.Option("--gpus", metavar="0,1,...", help="Serve on these GPUs, one replica per `tp_size` GPUs, through SGLang's `--dp-size` (sets profile keys `gpu_ids`, `dp_size`). See docs/scaling.md.")] = None,
+    use_gateway: Annotated[bool, typer.Option("--gateway", help="With --gpus: one SGLang server per replica behind the SGLang model gateway (smg) instead of `--dp-size` (`pip install 'qembed[gateway]'`).")] = False,
 ) -> None:
     """Start an SGLang embedding server and wait until it answers embeddings."""
     from qembed import gpu, launcher, output, profiles, sglang_args, state
@@ -267,6 +271,15 @@ def serve(
     sets, options = _overrides(set_, model, port, host, python, ready_timeout, shutdown_timeout)
     resolved = profiles.resolve_profile(profile, overrides=sets, options=options, gpus=snap)
     prof = resolved.profile
+    if gpus is not None or use_gateway:  # many GPUs: qembed/gateway.py, docs/scaling.md
+        from qembed import gateway
+
+        if gpus is None:
+            raise ConfigError("`--gateway` needs `--gpus`", hint="e.g. `qembed serve --gpus 0,1 --gateway`; "
+                              "for workers on other machines use `qembed gateway --worker URL ...`")
+        options = {**options, **gateway.dp_options(gateway.parse_gpus(gpus), prof.tp_size)}
+        resolved = profiles.resolve_profile(profile, overrides=sets, options=options, gpus=snap)
+        prof = resolved.profile
     py = sglang_args.sglang_python(prof)
     api_key = profiles.resolve_api_key(prof)
 
@@ -276,6 +289,11 @@ def serve(
             "the server, and no API key is set",
             hint=f"export `{prof.api_key_env}` (or set `api_key_file`) to require a key, or use `--host 127.0.0.1`",
         )
+    if dry_run and use_gateway:
+        from .gateway import dry_run_group
+
+        dry_run_group(prof, api_key=api_key, python=py, as_json=json_)
+        return
     if dry_run:
         _dry_run(resolved, api_key=api_key, python=py, as_json=json_, snap=snap)
         return
@@ -297,6 +315,11 @@ def serve(
         if message.startswith(f"`host: {prof.host}`"):
             continue  # the louder warning above says it
         output.warn(message)
+    if use_gateway:
+        from .gateway import serve_group
+
+        serve_group(prof, name=server_name, api_key=api_key, python=py, detach=detach, as_json=json_)
+        return
 
     log_path = state.new_log_path(server_name)
     # In the foreground SGLang gets SIGTERM if qembed dies without cleaning up (even SIGKILL);
@@ -308,6 +331,7 @@ def serve(
         model=prof.model, log_path=log_path, profile=prof.name, served_model_name=prof.served_model_name,
         detached=detach, api_key_env=prof.api_key_env if api_key else None,
         owner_pid=None if detach else os.getpid(), shutdown_timeout=prof.shutdown_timeout,
+        gpu_ids=prof.gpu_ids,
     )
     state.save(record)
 
@@ -395,10 +419,11 @@ def ps(json_: JsonOpt = False) -> None:
         return
     # Few columns so a table fits 80 characters; `--json` has every field (profile, log, ...).
     rows = [
-        (r.name, h, r.url, r.served_model_name or r.model, r.dimensions or "", r.pid, _uptime(r.uptime()))
+        (r.name, h, r.url, r.served_model_name or r.model, r.dimensions or "", r.pid, _uptime(r.uptime()),
+         ",".join(map(str, r.gpu_ids)) if r.gpu_ids else "")
         for r, h in zip(records, health, strict=True)
     ]
-    output.table(["NAME", "STATUS", "URL", "MODEL", "DIM", "PID", "UPTIME"], rows)
+    output.table(["NAME", "STATUS", "URL", "MODEL", "DIM", "PID", "UPTIME", "GPUS"], rows)
 
 
 def _pick(name: str | None) -> Record:
@@ -426,7 +451,7 @@ def stop(
     """Stop servers started by `qembed serve` (SIGTERM, drain, then kill the process group)."""
     from qembed import launcher, output, state
 
-    targets = state.list_records(clean=True) if all_ else [_pick(name)]
+    targets = state.list_records(clean=True) if all_ else state.with_members(_pick(name))
     done: list[dict[str, Any]] = []
     for rec in targets:
         wait = rec.shutdown_timeout if timeout is None else timeout

@@ -26,6 +26,7 @@ without a GPU:
   lists, NaN/inf, non-unit vectors, the wrong count, non-JSON, an HTML page, a body trickled one
   byte at a time, a huge ``Retry-After``, a truncated body, a wrong content type. And
   ``StandinConfig.models_body`` replaces the ``/v1/models`` body.
+* ``die_after`` makes the process exit mid-job (gateway failover tests).
 
 The vectors come from a pluggable :class:`Backend`. The default :class:`HashBackend` gives a
 deterministic unit vector per text (no torch needed); ``tests/standin/tiny_backend.py`` runs a
@@ -40,6 +41,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import struct
 import sys
 import threading
@@ -138,6 +140,9 @@ class StandinConfig:
     is_embedding: bool = True
     faults: list[Fault] = field(default_factory=list)
     models_body: str | None = None  #: raw ``/v1/models`` body instead of the real one
+    # The process exits (os._exit(1), no answer) on embedding request number die_after + 1:
+    # a worker that crashes mid-job (only meaningful for `python -m tests.standin.server`).
+    die_after: int | None = None
 
 
 def _pack(vec: list[float]) -> str:
@@ -504,6 +509,8 @@ class _Handler(BaseHTTPRequestHandler):
         with st.lock:
             st.requests.append(body)
             st.embedding_requests += 1
+            if st.config.die_after is not None and st.embedding_requests > st.config.die_after:
+                os._exit(1)
         fault = st.next_fault()
         if fault is not None:
             if fault.kind == "reset":
