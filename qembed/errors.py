@@ -87,6 +87,19 @@ class PortInUse(LaunchError):
     exit_code = ExitCode.USAGE
 
 
+class NameInUse(LaunchError):
+    """A server with this name is running (or being started) already."""
+
+    exit_code = ExitCode.USAGE
+
+
+class StateDirError(QembedError):
+    """The state directory (records, claims, logs) is missing and cannot be created, or is not
+    writable. ``QEMBED_STATE_DIR`` chooses another one."""
+
+    exit_code = ExitCode.USAGE
+
+
 class ServerExited(LaunchError):
     """SGLang exited before it was ready. ``returncode`` is the child's exit status."""
 
@@ -145,6 +158,7 @@ __all__ = [
     "InputError",
     "LaunchError",
     "MissingDependency",
+    "NameInUse",
     "NotReady",
     "PortInUse",
     "ProfileError",
@@ -152,4 +166,5 @@ __all__ = [
     "ServerError",
     "ServerExited",
     "ServerUnreachable",
+    "StateDirError",
 ]

@@ -67,6 +67,7 @@ POLL_INTERVAL = 0.25
 #: The text of the readiness probe embedding.
 PROBE_TEXT = "qembed readiness probe"
 _NOT_EMBEDDING = "does not appear to be an embedding model"
+_BIND_FAILED = re.compile(r"\[Errno 98\].*address already in use")
 
 
 # -- phases -------------------------------------------------------------------------------------
@@ -309,6 +310,32 @@ def port_holder(port: int) -> str | None:
     return None
 
 
+def port_owned_by(port: int, pids: Iterable[int]) -> bool | None:
+    """Whether one of ``pids`` holds the listening socket on ``port`` (Linux: the socket inode
+    from ``/proc/net/tcp{,6}`` among ``/proc/<pid>/fd``).
+
+    Returns ``None`` when this system does not show it (no ``/proc/net/tcp``).
+    """
+    if not Path("/proc/net/tcp").exists():
+        return None
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return False
+    targets = {f"socket:[{i}]" for i in inodes}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in targets:
+                    return True
+            except OSError:
+                continue
+    return False
+
+
 def check_port(host: str, port: int) -> None:
     """Raise :class:`PortInUse` (naming the holder and a free port) when the port is busy."""
     if port_is_free(host, port):
@@ -524,6 +551,9 @@ class Server:
         self.tail = self.follower.tail
         self.phase = "starting"
         self.ready: ReadyInfo | None = None
+        #: ``"pid 123 (nginx)"`` once another process was seen answering on our port.
+        self.foreign_holder: str | None = None
+        self._bind_failed: str | None = None  # uvicorn's "[Errno 98] ... address already in use"
 
     def __repr__(self) -> str:
         return f"<Server pid={self.pid} url={self.url} log={self.log_path}>"
@@ -551,6 +581,48 @@ class Server:
             key = phase_of(line)
             if key is not None:
                 self._advance(key, on_phase)
+            elif _BIND_FAILED.search(line):
+                self._bind_failed = line
+
+    def _owns_port(self) -> bool:
+        """The listening socket on our port belongs to this SGLang (its process group).
+
+        Until it does, ``/health`` may be another server's answer: SGLang binds only after the
+        model loads, so a process that took the port meanwhile would answer for it. Where the
+        system does not show socket owners (no ``/proc``), the answer is trusted as before.
+        """
+        owned = port_owned_by(self.port, [self.pid, *_group_members(self.pgid)])
+        return owned is not False
+
+    def _note_foreign(self, on_phase: Callable[[str, float], None] | None) -> None:
+        if self.foreign_holder is not None:
+            return
+        self.foreign_holder = port_holder(self.port) or "another process"
+        logger.warning("port %d answers, but it is held by %s, not SGLang pid %d",
+                       self.port, self.foreign_holder, self.pid)
+        if on_phase is not None:
+            on_phase(f"port {self.port} is held by {self.foreign_holder}, not by this SGLang: "
+                     "not trusting its answers", self.elapsed())
+
+    def _port_taken(self) -> PortInUse:
+        """SGLang logged that it cannot bind, and another process holds the port."""
+        self.follower.flush()
+        details, _, _ = failure_details(self.tail, profile=self.profile, returncode=None,
+                                        log_path=self.log_path)
+        free = find_free_port(self.host, self.port)
+        hint = f"pass `--port {free}` (free now)" if free else "pass a free `--port`"
+        return PortInUse(
+            f"SGLang could not bind port {self.port} after loading: it is held by "
+            f"{self.foreign_holder}, which answered in its place (after {self.elapsed():.0f} s)",
+            hint=hint + f", or stop {self.foreign_holder}",
+            details=details,
+        )
+
+    def _foreign_details(self) -> list[str]:
+        if self.foreign_holder is None:
+            return []
+        return [f"port {self.port} was held by {self.foreign_holder} while SGLang started; "
+                "qembed did not take its answers as SGLang's"]
 
     def _pause(self, seconds: float) -> int | None:
         """Wait on the process rather than sleep, so an exit is seen at once."""
@@ -568,7 +640,7 @@ class Server:
             f"SGLang exited before it was ready ({_exit_text(returncode)}, after {self.elapsed():.0f} s)",
             returncode=returncode,
             hint=hint,
-            details=details,
+            details=self._foreign_details() + details,
         )
 
     # -- public ---------------------------------------------------------------------------------
@@ -609,10 +681,15 @@ class Server:
                 now = time.monotonic()
                 if now >= deadline:
                     raise self._not_ready(timeout)
-                if not bound:
-                    bound = self._can_connect(min(1.0, deadline - now))
+                if self._bind_failed and self.foreign_holder:
+                    raise self._port_taken()
+                if not bound and self._can_connect(min(1.0, deadline - now)):
+                    # Trust nothing on the port until the listener is this SGLang.
+                    bound = self._owns_port()
                     if bound:
                         self._advance("warming_up", on_phase)
+                    else:
+                        self._note_foreign(on_phase)
                 if bound:
                     status = self._get_health(http, min(HEALTH_TIMEOUT, max(0.1, deadline - time.monotonic())))
                     if status == 200:
@@ -651,7 +728,7 @@ class Server:
             f"SGLang was not ready after {timeout:.0f} s (last phase: {phase})",
             hint="raise `--ready-timeout` (profile key `ready_timeout`) if the model is still "
             "loading, or read the log",
-            details=details,
+            details=self._foreign_details() + details,
         )
 
     def _probe(self, http: Any, deadline: float) -> ReadyInfo:
@@ -821,6 +898,7 @@ def spawn(
     profile: Profile | None = None,
     header: Iterable[str] = (),
     parent_death_signal: int | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Server:
     """Start ``argv`` in a new session (own process group), stdout+stderr to ``log_path``.
 
@@ -829,6 +907,8 @@ def spawn(
     ``parent_death_signal`` (Linux): the signal SGLang gets if this thread dies, even by
     SIGKILL, so a foreground server does not outlive ``qembed serve``. It uses ``preexec_fn``,
     which is unsafe when other threads run: the CLI passes it, :func:`launch` does not by default.
+    ``pass_fds`` stay open in SGLang (the :class:`qembed.state.Claim` locks, so a server holds
+    its name and port for as long as it runs).
     """
     full_env = merge_no_proxy({**os.environ, **(env or {})})
     log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -847,6 +927,7 @@ def spawn(
                 env=full_env,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=tuple(pass_fds),
                 preexec_fn=_pdeathsig(parent_death_signal) if parent_death_signal else None,
             )
         except OSError as exc:
@@ -868,6 +949,7 @@ def launch(
     check_flags: bool = True,
     check_port_free: bool = True,
     parent_death_signal: int | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Server:
     """Check and start SGLang for ``profile``; returns at once (call :meth:`Server.wait_ready`).
 
@@ -880,6 +962,7 @@ def launch(
         check_flags: run SGLang's own parser on the flags first (about 3 s).
         check_port_free: raise :class:`PortInUse` when the port is taken.
         parent_death_signal: see :func:`spawn` (the CLI passes SIGTERM in the foreground).
+        pass_fds: see :func:`spawn` (the CLI passes its :func:`qembed.state.claim` locks).
 
     Raises:
         PortInUse, FlagsRejected, MissingDependency, LaunchError.
@@ -906,6 +989,7 @@ def launch(
         profile=profile,
         header=[f"command: {cmd.display()}"],
         parent_death_signal=parent_death_signal,
+        pass_fds=pass_fds,
     )
 
 
@@ -928,6 +1012,7 @@ __all__ = [
     "phase_of",
     "port_holder",
     "port_is_free",
+    "port_owned_by",
     "redact",
     "spawn",
     "stop_process",

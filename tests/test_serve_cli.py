@@ -10,6 +10,7 @@ none survive.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import time
@@ -290,9 +291,9 @@ def test_detach_ps_logs_stop(fx: Env) -> None:
     record_text = (fx.state / "servers" / "emb.json").read_text()
     assert "k3y-value" not in record_text and '"api_key_env": "QEMBED_API_KEY"' in record_text
 
-    # a second server with the same name is refused while the first is alive
+    # a second server with the same name is bad input (exit 2) while the first is alive
     dup = harness.run_qembed(fx.args("--detach", "--name", "emb"), env)
-    assert dup.returncode != 0 and "already running" in dup.stderr
+    assert dup.returncode == ExitCode.USAGE and "already running" in dup.stderr, dup.stderr
 
     ps = harness.run_qembed(["ps", "--json"], env)
     rows = json.loads(ps.stdout)
@@ -356,3 +357,75 @@ def test_help_has_examples() -> None:
     r = harness.run_qembed(["serve", "--help"], harness.fake_env(Path("/nonexistent")))
     assert r.returncode == 0
     assert "qembed serve --detach --name emb" in r.stdout and "QEMBED_PROFILE" in r.stdout
+
+
+# -- claims, a stolen port, the state directory (issue 9 §4) ------------------------------------
+
+
+@pytest.mark.parametrize("same", ["name", "port"])
+def test_two_concurrent_serves_exactly_one_wins(fx: Env, tmp_path: Path, same: str) -> None:
+    """Two real `qembed serve` started together with the same name (or port): one serves, the
+    other exits 2 before its SGLang starts, and the winner stays in `ps` and `stop --all`."""
+    port2 = fx.port if same == "port" else harness.free_port()
+    names = ("emb", "emb") if same == "name" else ("a", "b")
+    pidfiles = [tmp_path / "p1.json", tmp_path / "p2.json"]
+    procs = [
+        harness.start_qembed(["serve", "-p", "a100", "--python", str(harness.WRAPPER), "--port", str(p),
+                              "--name", n, "--detach", "--json"],
+                             fx.with_(FAKE_SGLANG_PIDFILE=str(pf), FAKE_SGLANG_LOAD_DELAY="1.5"))
+        for p, n, pf in zip((fx.port, port2), names, pidfiles, strict=True)
+    ]
+    results = [p.communicate(timeout=60) for p in procs]
+    for pf in pidfiles:
+        if pf.exists():
+            fx.spawned.extend(harness.all_pids(harness.read_pids(pf)))
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, ExitCode.USAGE], results
+    loser = next(i for i, p in enumerate(procs) if p.returncode == ExitCode.USAGE)
+    winner = 1 - loser
+    err = results[loser][1]
+    assert ("already running or starting" if same == "name" else f"port {fx.port} is already claimed") in err, err
+    assert "Traceback" not in err
+    assert not pidfiles[loser].exists()  # its SGLang never started
+    info = json.loads(results[winner][0])
+    rows = json.loads(harness.run_qembed(["ps", "--json"], fx.env).stdout)
+    assert [(r["name"], r["pid"]) for r in rows] == [(info["name"], info["pid"])]
+    stop = harness.run_qembed(["stop", "--all"], fx.env)
+    assert stop.returncode == 0 and f"stopped {info['name']}" in stop.stderr
+    harness.assert_gone(harness.all_pids(harness.read_pids(pidfiles[winner])))
+    # the claims went with the server: the name and the port are free again
+    again = harness.run_qembed(fx.args("--detach", "--name", names[loser], "--json"), fx.env)
+    assert again.returncode == 0, again.stderr
+    fx.spawned.extend(fx.pids())
+    assert harness.run_qembed(["stop", "--all"], fx.env).returncode == 0
+
+
+def test_another_server_on_the_port_is_not_reported_ready(fx: Env) -> None:
+    """The port is free at the pre-check; another server takes it while SGLang loads and
+    answers /health and embeddings (1024-d). qembed must not say "ready" with its vector size."""
+    from tests.standin.server import StandinConfig, serve_in_thread
+
+    proc = harness.start_qembed(fx.args(), fx.with_(FAKE_SGLANG_MODE="port-stolen", FAKE_SGLANG_LOAD_DELAY="2",
+                                                   FAKE_SGLANG_BUSY_LINGER="60"))
+    pids = fx.pids()  # the fake is up and "loading"
+    with serve_in_thread(StandinConfig(dim=1024), port=fx.port) as other:
+        out, err = proc.communicate(timeout=60)
+        assert other.requests == []  # no probe went to it
+    assert proc.returncode == ExitCode.USAGE, err
+    assert "ready" not in out and "1024" not in out
+    assert f"SGLang could not bind port {fx.port} after loading: it is held by pid {os.getpid()}" in err
+    assert "[Errno 98]" in err and "hint: pass `--port " in err
+    assert f"port {fx.port} is held by pid {os.getpid()}" in err  # said while it waited
+    harness.assert_gone(pids)  # the lingering SGLang was stopped, not left for minutes
+    assert list((fx.state / "servers").glob("*.json")) == []
+
+
+def test_unusable_state_dir_is_a_clear_error(fx: Env, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    r = harness.run_qembed(fx.args(), fx.with_(QEMBED_STATE_DIR=str(blocker / "state")))
+    assert r.returncode == ExitCode.USAGE, r.stderr
+    assert r.stderr.startswith("error: the qembed state directory is not usable"), r.stderr
+    assert "hint: point `QEMBED_STATE_DIR` at a writable directory" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not fx.pidfile.exists()

@@ -20,7 +20,7 @@ from . import app
 if TYPE_CHECKING:
     from qembed.launcher import ReadyInfo, Server
     from qembed.profiles import Profile
-    from qembed.state import Record
+    from qembed.state import Claim, Record
 
 SERVE_EXAMPLES = """\
 Examples:
@@ -239,7 +239,7 @@ def serve(
 ) -> None:
     """Start an SGLang embedding server and wait until it answers embeddings."""
     from qembed import gpu, launcher, output, profiles, sglang_args, state
-    from qembed.errors import ConfigError, LaunchError, ServerExited
+    from qembed.errors import ConfigError
 
     snap = gpu.snapshot()
     overrides = _overrides(set_, model, port, host, python, ready_timeout, shutdown_timeout)
@@ -261,9 +261,24 @@ def serve(
     if not state.valid_name(server_name):
         raise ConfigError(f"invalid server name `{server_name}`",
                           hint="use letters, digits, `.`, `_` or `-` (at most 64), e.g. `--name emb`")
+    # Claim the name and the port before anything loads: of two `qembed serve` racing for
+    # either, exactly one gets past here. SGLang inherits the claim and holds it while it runs.
+    claim = state.claim(server_name, prof.port)
+    try:
+        _serve_claimed(claim, prof, snap=snap, api_key=api_key, py=py, server_name=server_name,
+                       detach=detach, json_=json_)
+    finally:
+        claim.release()
+
+
+def _serve_claimed(claim: Claim, prof: Profile, *, snap: Any, api_key: str | None, py: str,
+                   server_name: str, detach: bool, json_: bool) -> None:
+    from qembed import gpu, launcher, output, sglang_args, state
+    from qembed.errors import NameInUse, ServerExited
+
     existing = state.live(server_name)
-    if existing is not None:
-        raise LaunchError(
+    if existing is not None:  # a server recorded by a qembed without claims
+        raise NameInUse(
             f"a server named `{server_name}` is already running (pid {existing.pid}, {existing.url})",
             hint=f"stop it with `qembed stop {server_name}`, or start another with `--name NAME` and `--port N`",
         )
@@ -279,19 +294,20 @@ def serve(
     # In the foreground SGLang gets SIGTERM if qembed dies without cleaning up (even SIGKILL);
     # a detached server must outlive qembed.
     server = launcher.launch(prof, api_key=api_key, log_path=log_path, python=py, name=server_name,
-                             parent_death_signal=None if detach else signal.SIGTERM)
+                             parent_death_signal=None if detach else signal.SIGTERM,
+                             pass_fds=claim.fds)
+    claim.set_holder(server.pid)
     record = state.make_record(
         name=server_name, pid=server.pid, host=prof.host, port=prof.port, url=server.url,
         model=prof.model, log_path=log_path, profile=prof.name, served_model_name=prof.served_model_name,
         detached=detach, api_key_env=prof.api_key_env if api_key else None,
         owner_pid=None if detach else os.getpid(), shutdown_timeout=prof.shutdown_timeout,
     )
-    state.save(record)
-
     previous = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGHUP)}
     phases = _Phases(enabled=not json_)
     stopped_by: int | None = None
     try:
+        state.save(record)  # inside the try: a failed save must not leave SGLang running
         try:
             if not json_:
                 output.status(f"SGLang pid {server.pid}, log {log_path}")
