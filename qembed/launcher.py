@@ -150,6 +150,34 @@ class LogTail:
         return list(self._lines)
 
 
+#: The ``server_args`` fields a failure summary keeps (SGLang logs about 2 KB of them).
+SERVER_ARGS_KEYS = ("model_path", "served_model_name", "host", "port", "is_embedding", "dtype",
+                    "mem_fraction_static", "context_length", "tp_size", "dp_size")
+_SERVER_ARGS = re.compile(r"server_args=(?:ServerArgs\(|\{)")
+_ARG_VALUE = r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^,)}\s]+)"""
+
+
+def summarize_server_args(line: str) -> str:
+    """SGLang's ``server_args=ServerArgs(...)`` (or ``server_args={...}``) line cut to
+    :data:`SERVER_ARGS_KEYS`; any other line unchanged.
+
+    >>> summarize_server_args("[t] server_args=ServerArgs(model_path='m', api_key='k', port=1, x=2)")
+    "[t] server_args=ServerArgs(model_path='m', port=1, …) (2 of 4 fields shown)"
+    """
+    m = _SERVER_ARGS.search(line)
+    if m is None:
+        return line
+    body = line[m.end():]
+    total = len(re.findall(r"(?:^|,\s*)'?[A-Za-z_][A-Za-z0-9_]*'?\s*[=:]", body))
+    kept: list[str] = []
+    for key in SERVER_ARGS_KEYS:
+        hit = re.search(rf"(?:^|[\s,(])'?{key}'?\s*[=:]\s*{_ARG_VALUE}", body)
+        if hit:
+            kept.append(f"{key}={hit.group(1)}")
+    shown = f"{line[:m.start()]}server_args=ServerArgs({', '.join(kept)}, …)"
+    return f"{shown} ({len(kept)} of {total} fields shown)" if total else shown
+
+
 class LogFollower:
     """Reads a growing log file incrementally, feeding a :class:`LogTail` and the phases."""
 
@@ -497,7 +525,7 @@ def failure_details(
     except ImportError:
         logger.debug("qembed.diagnose is not available", exc_info=True)
     details: list[str] = []
-    shown = [t for t in tail.lines(last) if t.strip()]
+    shown = [summarize_server_args(t) for t in tail.lines(last) if t.strip()]
     if shown:
         details.append("last log lines:")
         details.extend(f"  {t}" for t in shown)
@@ -1017,4 +1045,5 @@ __all__ = [
     "spawn",
     "stop_process",
     "stop_server",
+    "summarize_server_args",
 ]

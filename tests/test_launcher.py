@@ -321,3 +321,18 @@ def test_another_server_on_the_port_is_never_taken_as_ready(fake: dict[str, obje
     finally:
         server.stop(timeout=5)
     harness.assert_gone(harness.all_pids(harness.read_pids(fake["pidfile"])))  # type: ignore[arg-type]
+
+
+def test_failure_summary_cuts_server_args_to_key_fields() -> None:
+    line = next(x for x in (Path(__file__).parent / "logs" / "cuda_oom.log").read_text().splitlines() if "server_args=" in x)
+    long_line = line[:-1] + ", " + ", ".join(f"opt_{i}=None" for i in range(150)) + ", api_key='sk-1')"
+    tail = launcher.LogTail(max_bytes=64 * 1024)
+    tail.add(long_line)
+    tail.add("torch.OutOfMemoryError: CUDA out of memory.")
+    details, _, _ = launcher.failure_details(tail, profile=None, returncode=-9, log_path=None)
+    shown = next(d for d in details if "server_args=" in d)
+    assert len(long_line) > 2000 and len(shown) < 300
+    assert "model_path='Qwen/Qwen3-Embedding-4B'" in shown and "port=30000" in shown
+    assert "mem_fraction_static=0.9" in shown and "api_key" not in shown and "opt_7" not in shown
+    assert "(9 of 164 fields shown)" in shown
+    assert launcher.summarize_server_args("no args here") == "no args here"

@@ -139,7 +139,7 @@ def test_logs_without_a_live_server_shows_the_newest_log(tmp_path: Path) -> None
     d = state.logs_dir()
     d.mkdir(parents=True)
     (d / "a100-80g-20261126-050000.log").write_text("[2026-11-26 05:00:00] torch.OutOfMemoryError: CUDA out of memory.\n")
-    result = CliRunner().invoke(app, ["logs", "-n", "5"])
+    result = CliRunner().invoke(app, ["logs", "--lines", "5"])
     assert result.exit_code == 0, result.output
     assert "CUDA out of memory" in result.stdout
 

@@ -40,7 +40,7 @@ def bench(
     requests: Annotated[int | None, typer.Option(
         "--requests", "-n", help="Requests per cell (overrides --duration).")] = None,
     duration: Annotated[float, typer.Option(
-        "--duration", "-d", help="Seconds per cell (in-flight requests are finished and counted).")] = 10.0,
+        "--duration", help="Seconds per cell (in-flight requests are finished and counted).")] = 10.0,
     warmup: Annotated[int | None, typer.Option(
         "--warmup", help="Warm-up requests per cell, not counted (default: min(concurrency, 16)).")] = None,
     dimensions: Annotated[int | None, typer.Option(

@@ -52,6 +52,7 @@ STOP_EXAMPLES = """\
 Examples:
 
 \b
+  qembed stop                      # the only server running
   qembed stop emb
   qembed stop --all
   qembed stop emb --timeout 5      # give in-flight requests 5 s, then kill
@@ -62,7 +63,7 @@ Examples:
 
 \b
   qembed logs emb                  # the last 50 lines
-  qembed logs emb -n 200
+  qembed logs emb --lines 200
   qembed logs emb -f               # follow until Ctrl-C or until the server exits
 """
 
@@ -400,8 +401,13 @@ def _pick(name: str | None) -> Record:
 
     records = state.list_records(clean=True)
     if name is None:
-        names = ", ".join(f"`{r.name}`" for r in records) or "none"
-        raise ConfigError("name the server to stop, or pass `--all`", hint=f"running: {names} (`qembed ps`)")
+        if len(records) == 1:  # the only one: no need to name it (as `qembed logs` picks)
+            return records[0]
+        if not records:
+            raise ConfigError("no servers running", hint="`qembed ps` lists them; start one with `qembed serve --detach`")
+        names = ", ".join(f"`{r.name}`" for r in records)
+        raise ConfigError("more than one server is running: name the one to stop, or pass `--all`",
+                          hint=f"running: {names} (`qembed ps`)")
     for r in records:
         if r.name == name:
             return r
@@ -411,7 +417,7 @@ def _pick(name: str | None) -> Record:
 
 @app.command("stop", epilog=STOP_EXAMPLES)
 def stop(
-    name: Annotated[str | None, typer.Argument(help="Server name (see `qembed ps`).")] = None,
+    name: Annotated[str | None, typer.Argument(help="Server name (see `qembed ps`; may be left out when only one runs).")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Stop every server qembed started.")] = False,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to let SGLang drain before killing it (default: the profile's `shutdown_timeout`).")] = None,
     json_: JsonOpt = False,
@@ -439,7 +445,7 @@ def stop(
 def logs(
     name: Annotated[str | None, typer.Argument(help="Server name (default: the most recent server, else the newest log).")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C or until the server exits.")] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines from the end to show first.")] = 50,
+    lines: Annotated[int, typer.Option("--lines", help="How many lines from the end to show first.")] = 50,
 ) -> None:
     """Show the SGLang log of a server started by `qembed serve`."""
     from pathlib import Path
