@@ -32,17 +32,21 @@ class QembedError(Exception):
         message: one sentence, lowercase start, no full stop: what happened.
         hint: what to do next (a command, a profile key, a flag), or ``None``.
         details: extra lines shown under the message (evidence, last log lines).
+        diagnoses: recognised causes as JSON-able dicts (``key``, ``title``, ``cause``, ``fix``,
+            ``evidence``...), for ``--log-format json``; the text form is in ``details``.
     """
 
     exit_code: int = ExitCode.FAILURE
 
     def __init__(
-        self, message: str, *, hint: str | None = None, details: list[str] | None = None
+        self, message: str, *, hint: str | None = None, details: list[str] | None = None,
+        diagnoses: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.details = list(details or [])
+        self.diagnoses = list(diagnoses or [])
 
 
 class ProfileError(QembedError, ValueError):

@@ -545,6 +545,13 @@ def failure_details(
     return details, hint, diagnoses
 
 
+def diagnoses_json(diagnoses: Iterable[Diagnosis]) -> list[dict[str, Any]]:
+    """Diagnoses as JSON-able dicts (for :attr:`qembed.errors.QembedError.diagnoses`)."""
+    from dataclasses import asdict
+
+    return [asdict(d) for d in diagnoses]
+
+
 class Server:
     """One SGLang process group started by :func:`launch` (or :func:`spawn`).
 
@@ -626,7 +633,7 @@ class Server:
         if self.foreign_holder is not None:
             return
         self.foreign_holder = port_holder(self.port) or "another process"
-        logger.warning("port %d answers, but it is held by %s, not SGLang pid %d",
+        logger.info("port %d answers, but it is held by %s, not SGLang pid %d",
                        self.port, self.foreign_holder, self.pid)
         if on_phase is not None:
             on_phase(f"port {self.port} is held by {self.foreign_holder}, not by this SGLang: "
@@ -635,8 +642,8 @@ class Server:
     def _port_taken(self) -> PortInUse:
         """SGLang logged that it cannot bind, and another process holds the port."""
         self.follower.flush()
-        details, _, _ = failure_details(self.tail, profile=self.profile, returncode=None,
-                                        log_path=self.log_path)
+        details, _, diags = failure_details(self.tail, profile=self.profile, returncode=None,
+                                            log_path=self.log_path)
         free = find_free_port(self.host, self.port)
         hint = f"pass `--port {free}` (free now)" if free else "pass a free `--port`"
         return PortInUse(
@@ -644,6 +651,7 @@ class Server:
             f"{self.foreign_holder}, which answered in its place (after {self.elapsed():.0f} s)",
             hint=hint + f", or stop {self.foreign_holder}",
             details=details,
+            diagnoses=diagnoses_json(diags),
         )
 
     def _foreign_details(self) -> list[str]:
@@ -661,7 +669,7 @@ class Server:
 
     def _exited(self, returncode: int) -> ServerExited:
         self.follower.flush()
-        details, hint, _ = failure_details(
+        details, hint, diags = failure_details(
             self.tail, profile=self.profile, returncode=returncode, log_path=self.log_path
         )
         return ServerExited(
@@ -669,6 +677,7 @@ class Server:
             returncode=returncode,
             hint=hint,
             details=self._foreign_details() + details,
+            diagnoses=diagnoses_json(diags),
         )
 
     # -- public ---------------------------------------------------------------------------------
@@ -750,13 +759,14 @@ class Server:
 
     def _not_ready(self, timeout: float) -> NotReady:
         self.follower.flush()
-        details, _, _ = failure_details(self.tail, profile=self.profile, returncode=None, log_path=self.log_path)
+        details, _, diags = failure_details(self.tail, profile=self.profile, returncode=None, log_path=self.log_path)
         phase = _PHASE[self.phase].label
         return NotReady(
             f"SGLang was not ready after {timeout:.0f} s (last phase: {phase})",
             hint="raise `--ready-timeout` (profile key `ready_timeout`) if the model is still "
             "loading, or read the log",
             details=self._foreign_details() + details,
+            diagnoses=diagnoses_json(diags),
         )
 
     def _probe(self, http: Any, deadline: float) -> ReadyInfo:
@@ -1030,6 +1040,7 @@ __all__ = [
     "base_url",
     "check_port",
     "connect_host",
+    "diagnoses_json",
     "failure_details",
     "find_free_port",
     "health_status",

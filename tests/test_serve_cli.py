@@ -434,3 +434,54 @@ def test_unusable_state_dir_is_a_clear_error(fx: Env, tmp_path: Path) -> None:
     assert "hint: point `QEMBED_STATE_DIR` at a writable directory" in r.stderr
     assert "Traceback" not in r.stderr
     assert not fx.pidfile.exists()
+
+
+# -- --log-format json (issue 14, logging) --------------------------------------------------------
+
+
+def _json_lines(stderr: str) -> list[dict[str, object]]:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines, "no events"
+    return [json.loads(line) for line in lines]  # every stderr line is one JSON object
+
+
+def test_log_format_json_failure_carries_the_diagnosis(fx: Env) -> None:
+    r = harness.run_qembed(fx.args("--log-format", "json"), fx.with_(FAKE_SGLANG_MODE="oom", FAKE_SGLANG_LOAD_DELAY="0.2"))
+    assert r.returncode == ExitCode.SERVER_EXITED, r.stderr
+    events = _json_lines(r.stderr)
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "spawned" and kinds[-1] == "error", kinds
+    assert {"ts", "level", "message"} <= set(events[0]) and events[0]["pid"] == fx.pids()[0]
+    assert ("phase", "loading") in [(e["event"], e.get("phase")) for e in events]
+    err = events[-1]
+    assert err["level"] == "error" and err["exit_code"] == ExitCode.SERVER_EXITED
+    assert str(err["message"]).startswith("SGLang exited before it was ready")
+    diags = err["diagnoses"]
+    assert isinstance(diags, list) and diags and diags[0]["title"] == "CUDA out of memory"
+    assert "CUDA out of memory" in str(diags[0]["evidence"]) and err["hint"]
+    harness.assert_gone(fx.pids())
+
+
+def test_log_format_json_ready_and_stop(fx: Env) -> None:
+    proc = harness.start_qembed(fx.args("--log-format", "json", "--json"), fx.env)
+    assert proc.stdout is not None
+    info = json.loads(proc.stdout.readline())  # --json: the ready object on stdout
+    pids = fx.pids()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    events = _json_lines(err)
+    kinds = [e["event"] for e in events]
+    assert kinds[-3:] == ["ready", "stopping", "stopped"], kinds
+    ready = events[-3]
+    assert ready["dimensions"] == info["dimensions"] == 2560 and ready["url"] == f"http://127.0.0.1:{fx.port}"
+    assert events[-1]["exit_code"] == 0 and events[-1]["by"] == "SIGTERM"
+    phases = [e["phase"] for e in events if e["event"] == "phase"]
+    assert phases[:2] == ["starting", "loading"] and phases[-1] == "ready"
+    harness.assert_gone(pids)
+
+
+def test_bad_log_format_is_usage_error(fx: Env) -> None:
+    r = harness.run_qembed(fx.args("--log-format", "xml"), fx.env)
+    assert r.returncode == ExitCode.USAGE and "--log-format xml" in r.stderr
+    assert not fx.pidfile.exists()

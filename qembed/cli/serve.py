@@ -38,7 +38,7 @@ Ctrl-C (or SIGTERM) stops SGLang: it drains in-flight requests for up to --shutd
 seconds, then the whole process group is killed. The SGLang log goes to a file in the state
 directory; the terminal shows the startup phases.
 
-""" + qenv.env_help("QEMBED_PROFILE", "QEMBED_API_KEY", "QEMBED_SGLANG_PYTHON", "QEMBED_STATE_DIR")
+""" + qenv.env_help("QEMBED_PROFILE", "QEMBED_API_KEY", "QEMBED_SGLANG_PYTHON", "QEMBED_STATE_DIR", "QEMBED_LOG_FORMAT")
 
 PS_EXAMPLES = """\
 Examples:
@@ -95,17 +95,22 @@ class _Phases:
     def __init__(self, enabled: bool) -> None:
         from qembed import output
 
-        self.enabled = enabled
+        self.json = output.log_format() == "json"
+        self.enabled = enabled or self.json  # JSON events go to log shippers, even with --json
         self.live: Any = None
-        if enabled and output.stderr_is_tty():
+        if self.enabled and not self.json and output.stderr_is_tty():
             self.live = output.err_console().status("starting SGLang")
             self.live.start()
 
     def __call__(self, label: str, elapsed: float) -> None:
         if not self.enabled:
             return
-        from qembed import output
+        from qembed import launcher, output
 
+        if self.json:
+            key = next((p.key for p in launcher.PHASES if p.label == label), None)
+            output.event("phase" if key else "notice", label, phase=key, elapsed_s=round(elapsed, 1))
+            return
         text = f"{label} ({elapsed:.0f} s)" if label != "ready" else f"ready in {elapsed:.1f} s"
         if self.live is not None:
             # finished phases stay on screen above the spinner, as plain lines do
@@ -216,7 +221,8 @@ def _stop_quietly(server: Server, timeout: float, *, say: bool) -> int | None:
     from qembed import output
 
     if say and server.proc.poll() is None:
-        output.status(f"stopping SGLang (pid {server.pid}; draining requests for up to {timeout:.0f} s) ...")
+        output.event("stopping", f"stopping SGLang (pid {server.pid}; draining requests for up to {timeout:.0f} s) ...",
+                     pid=server.pid, drain_timeout_s=timeout)
     try:
         return server.stop(timeout=timeout)
     except KeyboardInterrupt:  # a second Ctrl-C: stop() has already killed the group
@@ -237,11 +243,15 @@ def serve(
     name: Annotated[str | None, typer.Option("--name", help="Server name for `qembed ps/stop/logs` (default: the profile name).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the profile, the SGLang command and env (key redacted), check the flags, exit.")] = False,
     json_: JsonOpt = False,
+    log_format: Annotated[str, typer.Option("--log-format", envvar=qenv.LOG_FORMAT.name, metavar="text|json", help="qembed's own messages on stderr (phases, ready, stop, failures with their diagnosis): `text`, or `json` lines for log shippers. SGLang's log stays in its file.")] = "text",
 ) -> None:
     """Start an SGLang embedding server and wait until it answers embeddings."""
     from qembed import gpu, launcher, output, profiles, sglang_args, state
     from qembed.errors import ConfigError
 
+    if log_format not in output.LOG_FORMATS:
+        raise ConfigError(f"unknown `--log-format {log_format}`", hint="use `--log-format text` or `--log-format json`")
+    output.set_log_format(log_format)
     snap = gpu.snapshot()
     overrides = _overrides(set_, model, port, host, python, ready_timeout, shutdown_timeout)
     prof = profiles.load_profile(profile, overrides=overrides, gpus=snap)
@@ -310,8 +320,9 @@ def _serve_claimed(claim: Claim, prof: Profile, *, snap: Any, api_key: str | Non
     try:
         state.save(record)  # inside the try: a failed save must not leave SGLang running
         try:
-            if not json_:
-                output.status(f"SGLang pid {server.pid}, log {log_path}")
+            if not json_ or phases.json:
+                output.event("spawned", f"SGLang pid {server.pid}, log {log_path}", name=server_name,
+                             pid=server.pid, log_path=str(log_path), port=prof.port)
             info = server.wait_ready(timeout=prof.ready_timeout, on_phase=phases)
         finally:
             phases.close()
@@ -319,6 +330,9 @@ def _serve_claimed(claim: Claim, prof: Profile, *, snap: Any, api_key: str | Non
         record.dimensions = info.dimensions
         record.context_length = info.context_length
         state.save(record)
+        if phases.json:
+            output.event("ready", f"ready in {info.seconds:.1f} s: {info.served_model_name} at {info.url}",
+                         **info.to_json(), name=server_name, pid=server.pid, detached=detach)
         _render_ready(info, name=server_name, profile=prof, log_path=str(log_path), detached=detach,
                       has_key=api_key is not None, pid=server.pid, as_json=json_)
         if detach:
@@ -326,13 +340,13 @@ def _serve_claimed(claim: Claim, prof: Profile, *, snap: Any, api_key: str | Non
             return
         rc = server.wait()
         # SGLang exited by itself (or `qembed stop` from another shell) after it was ready.
-        details, hint, _ = launcher.failure_details(server.tail, profile=prof, returncode=rc, log_path=log_path)
+        details, hint, diags = launcher.failure_details(server.tail, profile=prof, returncode=rc, log_path=log_path)
         _stop_quietly(server, 0, say=False)  # its children may still run: kill the group
         if rc == 0:
-            output.status(f"SGLang exited (exit code 0) after {server.elapsed():.0f} s")
+            output.event("exited", f"SGLang exited (exit code 0) after {server.elapsed():.0f} s", exit_code=0)
             return
         raise ServerExited(f"SGLang exited while serving (exit code {rc}, after {server.elapsed():.0f} s)",
-                           returncode=rc, hint=hint, details=details)
+                           returncode=rc, hint=hint, details=details, diagnoses=launcher.diagnoses_json(diags))
     except KeyboardInterrupt as exc:
         stopped_by = exc.signum if isinstance(exc, _Terminated) else signal.SIGINT
     except BaseException:
@@ -350,7 +364,8 @@ def _serve_claimed(claim: Claim, prof: Profile, *, snap: Any, api_key: str | Non
         rc = _stop_quietly(server, prof.shutdown_timeout, say=True)
     finally:
         signal.signal(signal.SIGTERM, previous[signal.SIGTERM])
-    output.status(f"stopped (SGLang exit code {rc})")
+    output.event("stopped", f"stopped (SGLang exit code {rc})", exit_code=rc,
+                 by="SIGINT" if stopped_by == signal.SIGINT else signal.Signals(stopped_by or signal.SIGTERM).name)
     # Ctrl-C exits 130; a requested SIGTERM/SIGHUP stop is a clean shutdown for a service manager.
     raise typer.Exit(130 if stopped_by == signal.SIGINT else 0)
 
