@@ -195,6 +195,9 @@ class LogFollower:
             except FileNotFoundError:
                 return []
         out: list[str] = []
+        if os.fstat(self._fh.fileno()).st_size < self._fh.tell():  # rotated (copytruncate)
+            self._fh.seek(0)
+            self._partial = b""
         # In chunks: a server that ran for hours may have written a lot since the last call.
         while chunk := self._fh.read(1 << 20):
             *complete, self._partial = (self._partial + chunk).split(b"\n")
@@ -586,6 +589,8 @@ class Server:
         self.tail = self.follower.tail
         self.phase = "starting"
         self.ready: ReadyInfo | None = None
+        #: the :mod:`qembed.logrotate` watcher of this server's log (None: not rotated)
+        self.rotator: subprocess.Popen[bytes] | None = None
         #: ``"pid 123 (nginx)"`` once another process was seen answering on our port.
         self.foreign_holder: str | None = None
         self._bind_failed: str | None = None  # uvicorn's "[Errno 98] ... address already in use"
@@ -848,7 +853,16 @@ class Server:
         rc = stop_process(self.pid, self.pgid, timeout=timeout, proc=self.proc, on_wait=on_wait)
         self.follower.flush()
         self.follower.close()
+        self._stop_rotator()
         return self.proc.returncode if rc is None else rc
+
+    def _stop_rotator(self) -> None:
+        if self.rotator is None:
+            return
+        with contextlib.suppress(OSError):
+            self.rotator.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.rotator.wait(timeout=5)
 
     def detach(self) -> None:
         """Stop tracking the process: it keeps running after this interpreter exits."""
@@ -856,6 +870,8 @@ class Server:
         # Popen warns at garbage collection about a child still running; a detached server is
         # meant to outlive us (init reaps it), so tell Popen not to track it.
         self.proc.returncode = 0
+        if self.rotator is not None:  # it ends by itself when SGLang does
+            self.rotator.returncode = 0
 
 
 # -- recorded servers ---------------------------------------------------------------------------
@@ -937,6 +953,8 @@ def spawn(
     header: Iterable[str] = (),
     parent_death_signal: int | None = None,
     pass_fds: Sequence[int] = (),
+    log_max_bytes: int | None = None,
+    log_backups: int | None = None,
 ) -> Server:
     """Start ``argv`` in a new session (own process group), stdout+stderr to ``log_path``.
 
@@ -947,6 +965,8 @@ def spawn(
     which is unsafe when other threads run: the CLI passes it, :func:`launch` does not by default.
     ``pass_fds`` stay open in SGLang (the :class:`qembed.state.Claim` locks, so a server holds
     its name and port for as long as it runs).
+    ``log_max_bytes`` / ``log_backups`` (default :mod:`qembed.logrotate`'s 64 MiB, 3 backups):
+    a watcher process rotates the log by size while SGLang runs (``log_max_bytes=0``: never).
     """
     full_env = merge_no_proxy({**os.environ, **(env or {})})
     log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -974,7 +994,35 @@ def spawn(
                 hint="check `--python` / profile key `python` / `QEMBED_SGLANG_PYTHON`",
             ) from exc
     logger.info("spawned pid %d: log %s", proc.pid, log_path)
-    return Server(proc, host=host, port=port, log_path=log_path, api_key=api_key, profile=profile)
+    server = Server(proc, host=host, port=port, log_path=log_path, api_key=api_key, profile=profile)
+    server.rotator = _start_rotator(log_path, proc.pid, max_bytes=log_max_bytes, backups=log_backups)
+    return server
+
+
+def _start_rotator(log_path: Path, pid: int, *, max_bytes: int | None, backups: int | None) -> subprocess.Popen[bytes] | None:
+    """``python -m qembed.logrotate`` for SGLang's log, in its own session (it outlives a
+    detached ``qembed serve`` and ends with SGLang). None when rotation is off or fails to start:
+    a log that is not rotated is no reason to refuse the server."""
+    import sys
+
+    from . import logrotate
+
+    max_bytes = logrotate.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+    if max_bytes <= 0:
+        return None
+    backups = logrotate.DEFAULT_BACKUPS if backups is None else backups
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "qembed.logrotate", str(log_path), "--pid", str(pid),
+             "--max-bytes", str(max_bytes), "--backups", str(backups)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env, start_new_session=True, close_fds=True,
+        )
+    except OSError as exc:
+        logger.warning("could not start the log rotator for %s: %s", log_path, exc)
+        return None
 
 
 def launch(
@@ -988,6 +1036,8 @@ def launch(
     check_port_free: bool = True,
     parent_death_signal: int | None = None,
     pass_fds: Sequence[int] = (),
+    log_max_bytes: int | None = None,
+    log_backups: int | None = None,
 ) -> Server:
     """Check and start SGLang for ``profile``; returns at once (call :meth:`Server.wait_ready`).
 
@@ -1001,6 +1051,7 @@ def launch(
         check_port_free: raise :class:`PortInUse` when the port is taken.
         parent_death_signal: see :func:`spawn` (the CLI passes SIGTERM in the foreground).
         pass_fds: see :func:`spawn` (the CLI passes its :func:`qembed.state.claim` locks).
+        log_max_bytes, log_backups: log rotation, see :func:`spawn`.
 
     Raises:
         PortInUse, FlagsRejected, MissingDependency, LaunchError.
@@ -1028,6 +1079,8 @@ def launch(
         header=[f"command: {cmd.display()}"],
         parent_death_signal=parent_death_signal,
         pass_fds=pass_fds,
+        log_max_bytes=log_max_bytes,
+        log_backups=log_backups,
     )
 
 

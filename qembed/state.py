@@ -503,6 +503,9 @@ def follow_log(path: Path, *, alive: Callable[[], bool], interval: float = 0.2) 
         with fh:
             while True:
                 running = alive()  # checked before reading, so the last lines are not lost
+                if os.fstat(fh.fileno()).st_size < fh.tell():  # rotated (copytruncate): start over
+                    fh.seek(0)
+                    partial = b""
                 chunk = fh.read()
                 if chunk:
                     *complete, partial = (partial + chunk).split(b"\n")
