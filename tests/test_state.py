@@ -254,3 +254,23 @@ def test_missing_state_dir_is_created_private(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("QEMBED_STATE_DIR", str(tmp_path / "new" / "deeper"))
     path = state.new_log_path("emb")
     assert path.parent.is_dir() and oct(path.parent.stat().st_mode & 0o777) == "0o700"
+
+
+def test_bare_stop_needs_a_name_only_when_several_run() -> None:
+    """`qembed stop` with no name: nothing running or several running is exit 2 and names them
+    (the one-server case stops it: tests/test_serve_cli.py, test_logs_follow_ends_when_server_exits)."""
+    from typer.testing import CliRunner
+
+    from qembed.cli import app
+    from qembed.errors import ExitCode, QembedError
+
+    # CliRunner calls the app without the error funnel of `qembed.cli.main`: check the error
+    none = CliRunner().invoke(app, ["stop"]).exception
+    assert isinstance(none, QembedError) and none.exit_code == ExitCode.USAGE
+    assert none.message == "no servers running"
+    for name in ("a", "b"):  # records of this (live) process: nothing is stopped below
+        state.save(_record(name, os.getpid()))
+    several = CliRunner().invoke(app, ["stop"]).exception
+    assert isinstance(several, QembedError) and several.exit_code == ExitCode.USAGE
+    assert "more than one server is running" in several.message and "`a`, `b`" in (several.hint or "")
+    assert len(state.list_records()) == 2
