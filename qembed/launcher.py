@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import errno
 import logging
 import os
 import re
@@ -48,6 +47,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .errors import LaunchError, NotReady, PortInUse, ServerExited
+from .ports import base_url, check_port, connect_host, find_free_port, is_loopback, port_is_free
+from .procfs import group_members, port_holder, port_owned_by
+from .procgroup import kill_group, stop_process
 from .redact import redact
 
 if TYPE_CHECKING:
@@ -225,253 +227,6 @@ class LogFollower:
             self._fh = None
 
 
-# -- ports --------------------------------------------------------------------------------------
-
-
-def connect_host(host: str) -> str:
-    """Where to connect to a server bound on ``host`` (wildcards map to loopback, as SGLang's
-    own internal requests do)."""
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host in ("::", "[::]"):
-        return "::1"
-    return host
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def base_url(host: str, port: int) -> str:
-    h = connect_host(host)
-    if ":" in h and not h.startswith("["):
-        h = f"[{h}]"
-    return f"http://{h}:{port}"
-
-
-def port_is_free(host: str, port: int) -> bool:
-    """True when ``host:port`` can be bound now (with ``SO_REUSEADDR``, as uvicorn binds)."""
-    try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror:
-        return True  # an unresolvable host fails later with SGLang's own message
-    for family, socktype, proto, _, addr in infos:
-        with socket.socket(family, socktype, proto) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(addr)
-            except OSError as exc:
-                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                    return False
-                continue  # e.g. EADDRNOTAVAIL for an address this host lacks: not "busy"
-    return True
-
-
-def find_free_port(host: str, start: int, *, tries: int = 100) -> int | None:
-    """The first free port after ``start`` (None if ``tries`` ports are all busy)."""
-    for port in range(start + 1, min(start + 1 + tries, 65536)):
-        if port_is_free(host, port):
-            return port
-    return None
-
-
-def _listening_inodes(port: int) -> set[str]:
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            cols = row.split()
-            if len(cols) < 10:
-                continue
-            local, state, inode = cols[1], cols[3], cols[9]
-            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
-                inodes.add(inode)
-    return inodes
-
-
-def port_holder(port: int) -> str | None:
-    """``"pid 1234 (python3)"`` for the process listening on ``port``, when it can be seen.
-
-    psutil when installed, else a /proc scan (Linux); processes of other users are usually
-    not visible (then ``None``).
-    """
-    try:
-        import psutil
-    except ImportError:
-        psutil = None
-    if psutil is not None:
-        try:
-            for conn in psutil.net_connections(kind="inet"):
-                if conn.laddr and conn.laddr.port == port and conn.status == "LISTEN" and conn.pid:
-                    try:
-                        name = psutil.Process(conn.pid).name()
-                    except psutil.Error:
-                        name = "?"
-                    return f"pid {conn.pid} ({name})"
-        except (psutil.Error, OSError):
-            pass
-    inodes = _listening_inodes(port)
-    if not inodes:
-        return None
-    targets = {f"socket:[{i}]" for i in inodes}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fds = list((entry / "fd").iterdir())
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(fd) in targets:
-                    comm = (entry / "comm").read_text().strip()
-                    return f"pid {entry.name} ({comm})"
-            except OSError:
-                continue
-    return None
-
-
-def port_owned_by(port: int, pids: Iterable[int]) -> bool | None:
-    """Whether one of ``pids`` holds the listening socket on ``port`` (Linux: the socket inode
-    from ``/proc/net/tcp{,6}`` among ``/proc/<pid>/fd``).
-
-    Returns ``None`` when this system does not show it (no ``/proc/net/tcp``).
-    """
-    if not Path("/proc/net/tcp").exists():
-        return None
-    inodes = _listening_inodes(port)
-    if not inodes:
-        return False
-    targets = {f"socket:[{i}]" for i in inodes}
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") in targets:
-                    return True
-            except OSError:
-                continue
-    return False
-
-
-def check_port(host: str, port: int) -> None:
-    """Raise :class:`PortInUse` (naming the holder and a free port) when the port is busy."""
-    if port_is_free(host, port):
-        return
-    holder = port_holder(port)
-    free = find_free_port(host, port)
-    who = f" by {holder}" if holder else ""
-    hint = f"pass `--port {free}` (free now)" if free else "pass a free `--port`"
-    hint += ", or stop what holds it (`qembed ps` lists qembed's servers)"
-    raise PortInUse(
-        f"port {port} on {host} is already in use{who}",
-        hint=hint,
-        details=["SGLang would only notice after loading the model, then kill itself minutes later"],
-    )
-
-
-# -- process groups -----------------------------------------------------------------------------
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in process group ``pgid`` (Linux: scans /proc)."""
-    members: list[int] = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return []
-        return [pgid]
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{name}/stat").read_text()
-        except OSError:
-            continue
-        rest = raw[raw.rfind(")") + 2 :].split()
-        if len(rest) > 2 and rest[2] == str(pgid) and rest[0] not in ("Z", "X"):
-            members.append(int(name))
-    return members
-
-
-def _alive(pid: int) -> bool:
-    from .state import pid_alive
-
-    return pid_alive(pid)
-
-
-def kill_group(pgid: int, *, wait: float = 5.0) -> None:
-    """SIGKILL every process in the group and wait (up to ``wait`` s) until none is left."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-    deadline = time.monotonic() + wait
-    while _group_members(pgid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
-def stop_process(
-    pid: int,
-    pgid: int,
-    *,
-    timeout: float,
-    proc: subprocess.Popen[bytes] | None = None,
-    on_wait: Callable[[float], None] | None = None,
-) -> int | None:
-    """SIGTERM ``pid``, wait up to ``timeout`` s for it to exit (SGLang drains in-flight
-    requests first, with no upper bound of its own), then SIGKILL process group ``pgid``.
-
-    The group is SIGKILLed in every case, so children that outlive a clean exit go too. A second
-    Ctrl-C while waiting skips the rest of the wait. ``proc`` (when it is our child) is reaped.
-
-    Returns:
-        The exit status when ``proc`` was given (negative = killed by that signal), else None.
-    """
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + max(0.0, timeout)
-    try:
-        while True:
-            remaining = deadline - time.monotonic()
-            if proc is not None:
-                try:
-                    proc.wait(timeout=max(0.0, min(remaining, 1.0)))
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-            else:
-                if not _alive(pid):
-                    break
-                time.sleep(min(0.05, max(0.0, remaining)))
-            if time.monotonic() >= deadline:
-                logger.info("pid %d still running after %.0f s: SIGKILL to group %d", pid, timeout, pgid)
-                break
-            if on_wait is not None:
-                on_wait(deadline - time.monotonic())
-    finally:
-        # Runs on a second Ctrl-C too: nothing in the group may outlive us.
-        kill_group(pgid)
-        if proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
-    return proc.returncode if proc is not None else None
-
-
 # -- readiness ----------------------------------------------------------------------------------
 
 
@@ -631,7 +386,7 @@ class Server:
         model loads, so a process that took the port meanwhile would answer for it. Where the
         system does not show socket owners (no ``/proc``), the answer is trusted as before.
         """
-        owned = port_owned_by(self.port, [self.pid, *_group_members(self.pgid)])
+        owned = port_owned_by(self.port, [self.pid, *group_members(self.pgid)])
         return owned is not False
 
     def _note_foreign(self, on_phase: Callable[[str, float], None] | None) -> None:

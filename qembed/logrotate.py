@@ -61,7 +61,7 @@ def needs_rotation(path: Path, max_bytes: int) -> bool:
 def watch(path: Path, pid: int, *, max_bytes: int = DEFAULT_MAX_BYTES, backups: int = DEFAULT_BACKUPS,
           interval: float = DEFAULT_INTERVAL, start_time: int | None = None) -> None:
     """Rotate ``path`` whenever it passes ``max_bytes``, until process ``pid`` is gone."""
-    from .state import pid_alive, process_start_time
+    from .procfs import pid_alive, process_start_time
 
     start = start_time if start_time is not None else process_start_time(pid)
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import env as qenv
+from .procfs import pid_alive, process_start_time
 
 if TYPE_CHECKING:
     from .errors import StateDirError
@@ -117,47 +118,6 @@ def latest_log(name: str | None = None) -> Path | None:
     stem = re.escape(name) if name else r"[^/]+"
     candidates = [p for p in d.glob(f"{name or '*'}-*.log") if re.fullmatch(rf"{stem}-\d{{8}}-\d{{6}}(-\d+)?\.log", p.name)]
     return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
-
-
-# -- process identity ---------------------------------------------------------------------------
-
-
-def _read_stat(pid: int) -> list[str] | None:
-    """Fields of ``/proc/<pid>/stat`` after the ``comm`` field (index 0 = state)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # comm may contain spaces and parentheses: split after the last ")".
-    return raw[raw.rfind(")") + 2 :].split()
-
-
-def process_start_time(pid: int) -> int | None:
-    """The process start time in clock ticks since boot (``/proc/<pid>/stat`` field 22).
-
-    Returns ``None`` when it cannot be read (no such process, or not Linux).
-    """
-    rest = _read_stat(pid)
-    if rest is None or len(rest) < 20:
-        return None
-    try:
-        return int(rest[19])
-    except ValueError:
-        return None
-
-
-def pid_alive(pid: int) -> bool:
-    """True when ``pid`` exists and is not a zombie."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    rest = _read_stat(pid)
-    return not (rest is not None and rest[0] in ("Z", "X"))
 
 
 # -- records ------------------------------------------------------------------------------------
