@@ -32,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
@@ -44,9 +43,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import LaunchError, NotReady, PortInUse, ServerExited
+from .logfiles import LogFollower, LogTail, summarize_server_args
 from .ports import base_url, check_port, connect_host, find_free_port, is_loopback, port_is_free
 from .procfs import group_members, port_holder, port_owned_by
 from .procgroup import kill_group, stop_process
@@ -59,9 +59,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Loopback names SGLang's warm-up (``requests``) must not send through a proxy.
-#: How much of the log to keep in memory for diagnosis (Ollama keeps 8 KiB).
-TAIL_BYTES = 8 * 1024
 #: A healthy ``/health`` runs a 1-token forward after a 1 s sleep: allow well above that.
 HEALTH_TIMEOUT = 10.0
 #: How long one turn of the readiness loop waits on the process.
@@ -114,117 +111,6 @@ def phase_of(line: str) -> str | None:
         if pattern.search(line):
             return key
     return None
-
-
-# -- log following ------------------------------------------------------------------------------
-
-
-class LogTail:
-    """The last lines of a log, bounded to ``max_bytes`` in total (oldest dropped first).
-
-    Lines are stored redacted (:func:`redact`, plus ``secrets``): SGLang writes its API key
-    into the log, and these lines end up in error messages.
-    """
-
-    def __init__(self, max_bytes: int = TAIL_BYTES, *, secrets: Iterable[str] = ()) -> None:
-        self.max_bytes = max_bytes
-        self.secrets = tuple(s for s in secrets if s)
-        self._lines: collections.deque[tuple[int, str]] = collections.deque()
-        self._size = 0
-        self.line_count = 0  # lines seen in total (line numbers are 1-based)
-
-    def add(self, line: str) -> None:
-        line = redact(line.rstrip("\r\n"), self.secrets)
-        if len(line) > self.max_bytes:  # one huge line (a tensor dump): keep its end
-            line = line[-self.max_bytes :]
-        self.line_count += 1
-        self._lines.append((self.line_count, line))
-        self._size += len(line) + 1
-        while self._size > self.max_bytes and len(self._lines) > 1:
-            _, old = self._lines.popleft()
-            self._size -= len(old) + 1
-
-    def lines(self, last: int | None = None) -> list[str]:
-        items = [text for _, text in self._lines]
-        return items if last is None else items[-last:]
-
-    def numbered(self) -> list[tuple[int, str]]:
-        return list(self._lines)
-
-
-#: The ``server_args`` fields a failure summary keeps (SGLang logs about 2 KB of them).
-SERVER_ARGS_KEYS = ("model_path", "served_model_name", "host", "port", "is_embedding", "dtype",
-                    "mem_fraction_static", "context_length", "tp_size", "dp_size")
-_SERVER_ARGS = re.compile(r"server_args=(?:ServerArgs\(|\{)")
-_ARG_VALUE = r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^,)}\s]+)"""
-
-
-def summarize_server_args(line: str) -> str:
-    """SGLang's ``server_args=ServerArgs(...)`` (or ``server_args={...}``) line cut to
-    :data:`SERVER_ARGS_KEYS`; any other line unchanged.
-
-    >>> summarize_server_args("[t] server_args=ServerArgs(model_path='m', api_key='k', port=1, x=2)")
-    "[t] server_args=ServerArgs(model_path='m', port=1, …) (2 of 4 fields shown)"
-    """
-    m = _SERVER_ARGS.search(line)
-    if m is None:
-        return line
-    body = line[m.end():]
-    total = len(re.findall(r"(?:^|,\s*)'?[A-Za-z_][A-Za-z0-9_]*'?\s*[=:]", body))
-    kept: list[str] = []
-    for key in SERVER_ARGS_KEYS:
-        hit = re.search(rf"(?:^|[\s,(])'?{key}'?\s*[=:]\s*{_ARG_VALUE}", body)
-        if hit:
-            kept.append(f"{key}={hit.group(1)}")
-    shown = f"{line[:m.start()]}server_args=ServerArgs({', '.join(kept)}, …)"
-    return f"{shown} ({len(kept)} of {total} fields shown)" if total else shown
-
-
-class LogFollower:
-    """Reads a growing log file incrementally, feeding a :class:`LogTail` and the phases."""
-
-    def __init__(self, path: Path, tail: LogTail | None = None) -> None:
-        self.path = path
-        self.tail = tail or LogTail()
-        self._fh: IO[bytes] | None = None
-        self._partial = b""
-
-    def poll(self) -> list[str]:
-        """New complete lines since the last call."""
-        if self._fh is None:
-            try:
-                self._fh = open(self.path, "rb")  # noqa: SIM115 (kept open across calls)
-            except FileNotFoundError:
-                return []
-        out: list[str] = []
-        if os.fstat(self._fh.fileno()).st_size < self._fh.tell():  # rotated (copytruncate)
-            self._fh.seek(0)
-            self._partial = b""
-        # In chunks: a server that ran for hours may have written a lot since the last call.
-        while chunk := self._fh.read(1 << 20):
-            *complete, self._partial = (self._partial + chunk).split(b"\n")
-            for raw in complete:
-                line = raw.decode("utf-8", "replace")
-                self.tail.add(line)
-                out.append(line)
-            if len(out) > 10_000:  # callers only need the recent lines
-                del out[:-10_000]
-        return out
-
-    def flush(self) -> list[str]:
-        """Like :meth:`poll`, plus a last unterminated line."""
-        out = self.poll()
-        if self._partial:
-            line = self._partial.decode("utf-8", "replace")
-            self._partial = b""
-            self.tail.add(line)
-            out.append(line)
-        return out
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
 
 
 # -- readiness ----------------------------------------------------------------------------------

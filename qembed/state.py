@@ -24,13 +24,13 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import env as qenv
+from .logfiles import follow_log, read_log_tail
 from .procfs import pid_alive, process_start_time
 
 if TYPE_CHECKING:
@@ -434,51 +434,6 @@ def claim(name: str, port: int) -> Claim:
     out = Claim(name=name, port=port, fds=tuple(held))
     out.set_holder(os.getpid())
     return out
-
-
-# -- logs ---------------------------------------------------------------------------------------
-
-
-def read_log_tail(path: Path, lines: int = 50, *, max_bytes: int = 4 * 1024 * 1024) -> list[str]:
-    """The last ``lines`` lines of a log file (reads at most ``max_bytes`` from its end)."""
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        fh.seek(max(0, size - max_bytes))
-        data = fh.read()
-    text = data.decode("utf-8", "replace").splitlines()
-    if size > max_bytes and text:
-        text = text[1:]  # the first line is probably cut
-    return text[-lines:] if lines > 0 else []
-
-
-def follow_log(path: Path, *, alive: Callable[[], bool], interval: float = 0.2) -> Iterator[str]:
-    """Lines appended to ``path`` after this call, until ``alive()`` is False (what was
-    written before that is still yielded). The file is opened now, at its current end."""
-    fh = open(path, "rb")  # noqa: SIM115 (closed by the generator)
-    fh.seek(0, os.SEEK_END)
-
-    def lines() -> Iterator[str]:
-        partial = b""
-        with fh:
-            while True:
-                running = alive()  # checked before reading, so the last lines are not lost
-                if os.fstat(fh.fileno()).st_size < fh.tell():  # rotated (copytruncate): start over
-                    fh.seek(0)
-                    partial = b""
-                chunk = fh.read()
-                if chunk:
-                    *complete, partial = (partial + chunk).split(b"\n")
-                    for raw in complete:
-                        yield raw.decode("utf-8", "replace")
-                    continue
-                if not running:
-                    if partial:
-                        yield partial.decode("utf-8", "replace")
-                    return
-                time.sleep(interval)  # a file has no wait-for-data call; poll it
-
-    return lines()
 
 
 __all__ = [
