@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from .procfs import group_members, pid_alive
 
-logger = logging.getLogger("qembed.launcher")
+logger = logging.getLogger(__name__)
 
 
 def kill_group(pgid: int, *, wait: float = 5.0) -> None:
