@@ -682,18 +682,12 @@ def _server(c: _Ctx, transport: httpx.BaseTransport | None) -> None:
 
 
 def _latest_log() -> Path | None:
-    try:
-        from . import state
+    from . import state
 
-        d = state.logs_dir()
-    except Exception:
-        base = qenv.STATE_DIR.get()
-        if not base:
-            return None
-        d = Path(base) / "logs"
-    if not d.is_dir():
+    try:
+        return state.latest_log()  # the one rule for which file is a qembed serve log
+    except OSError:
         return None
-    return max(d.glob("*.log"), key=lambda p: p.stat().st_mtime, default=None)
 
 
 def _diagnosis(c: _Ctx) -> None:

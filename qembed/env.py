@@ -28,8 +28,9 @@ SGLANG_PYTHON = EnvVar("QEMBED_SGLANG_PYTHON", None, "Python interpreter that ha
 STATE_DIR = EnvVar("QEMBED_STATE_DIR", None, "Where server records and logs live (default: the platform state dir)")
 DEBUG = EnvVar("QEMBED_DEBUG", None, "Set to 1 to show tracebacks for known errors")
 LOG_LEVEL = EnvVar("QEMBED_LOG_LEVEL", "warning", "Log level of qembed's own logger")
+LOG_FORMAT = EnvVar("QEMBED_LOG_FORMAT", "text", "`qembed serve` messages on stderr: `text`, or `json` (one JSON object per line, for log shippers)")
 
-ALL: tuple[EnvVar, ...] = (URL, API_KEY, PROFILE, MODEL, SGLANG_PYTHON, STATE_DIR, DEBUG, LOG_LEVEL)
+ALL: tuple[EnvVar, ...] = (URL, API_KEY, PROFILE, MODEL, SGLANG_PYTHON, STATE_DIR, DEBUG, LOG_LEVEL, LOG_FORMAT)
 
 DEFAULT_URL = "http://127.0.0.1:30000"
 

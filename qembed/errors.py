@@ -32,17 +32,21 @@ class QembedError(Exception):
         message: one sentence, lowercase start, no full stop: what happened.
         hint: what to do next (a command, a profile key, a flag), or ``None``.
         details: extra lines shown under the message (evidence, last log lines).
+        diagnoses: recognised causes as JSON-able dicts (``key``, ``title``, ``cause``, ``fix``,
+            ``evidence``...), for ``--log-format json``; the text form is in ``details``.
     """
 
     exit_code: int = ExitCode.FAILURE
 
     def __init__(
-        self, message: str, *, hint: str | None = None, details: list[str] | None = None
+        self, message: str, *, hint: str | None = None, details: list[str] | None = None,
+        diagnoses: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.details = list(details or [])
+        self.diagnoses = list(diagnoses or [])
 
 
 class ProfileError(QembedError, ValueError):
@@ -83,6 +87,19 @@ class FlagsRejected(LaunchError):
 
 class PortInUse(LaunchError):
     """The port is already bound; SGLang would only notice after loading the model."""
+
+    exit_code = ExitCode.USAGE
+
+
+class NameInUse(LaunchError):
+    """A server with this name is running (or being started) already."""
+
+    exit_code = ExitCode.USAGE
+
+
+class StateDirError(QembedError):
+    """The state directory (records, claims, logs) is missing and cannot be created, or is not
+    writable. ``QEMBED_STATE_DIR`` chooses another one."""
 
     exit_code = ExitCode.USAGE
 
@@ -157,6 +174,7 @@ __all__ = [
     "InputError",
     "LaunchError",
     "MissingDependency",
+    "NameInUse",
     "NotReady",
     "PortInUse",
     "ProfileError",
@@ -164,4 +182,5 @@ __all__ = [
     "ServerError",
     "ServerExited",
     "ServerUnreachable",
+    "StateDirError",
 ]

@@ -8,6 +8,7 @@ progress) goes to stderr. Colour and live progress appear only when stderr is a 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -59,19 +60,68 @@ def stderr_is_tty() -> bool:
 
 # -- stderr: messages -------------------------------------------------------------------------
 
+#: ``text`` (default) or ``json``: with ``json`` every message on stderr is one JSON object per
+#: line (``qembed serve --log-format json``, for log shippers).
+_log_format = "text"
+LOG_FORMATS = ("text", "json")
+
+
+def set_log_format(fmt: str) -> None:
+    """Switch stderr messages (status, warnings, errors, events, qembed's own ``logging``)
+    between plain text and JSON lines."""
+    global _log_format
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {LOG_FORMATS}, not {fmt!r}")
+    _log_format = fmt
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_JsonLogFormatter() if fmt == "json" else logging.Formatter(
+            "%(levelname)s %(name)s: %(message)s"))
+
+
+def log_format() -> str:
+    return _log_format
+
+
+def _json_line(event: str, message: str, level: str, fields: dict[str, Any]) -> str:
+    from datetime import UTC, datetime
+
+    record = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "level": level,
+              "event": event, "message": message}
+    record.update({k: v for k, v in fields.items() if k not in record})
+    return json.dumps(record, default=str, ensure_ascii=False)
+
+
+class _JsonLogFormatter(logging.Formatter):
+    """A ``logging`` formatter writing the same JSON lines as :func:`event`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _json_line("log", record.getMessage(), record.levelname.lower(), {"logger": record.name})
+
 
 def _write_err(text: str) -> None:
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
 
 
+def event(kind: str, message: str, /, *, level: str = "info", **fields: Any) -> None:
+    """One qembed event on stderr: ``message`` as text, or with ``--log-format json`` a JSON
+    line ``{"ts", "level", "event": kind, "message", **fields}``."""
+    if _log_format == "json":
+        _write_err(_json_line(kind, message, level, fields))
+    else:
+        _write_err(message)
+
+
 def status(message: str) -> None:
     """A progress/status line on stderr (no prefix)."""
-    _write_err(message)
+    event("status", message)
 
 
 def warn(message: str, hint: str | None = None) -> None:
     """``warning: ...`` on stderr, with an optional hint paragraph."""
+    if _log_format == "json":
+        _write_err(_json_line("warning", message, "warning", {"hint": hint}))
+        return
     _write_err(f"warning: {message}" + (f"\n\nhint: {hint}" if hint else ""))
 
 
@@ -91,6 +141,13 @@ def format_error(exc: QembedError | BaseException) -> str:
 
 
 def error(exc: QembedError | BaseException) -> None:
+    if _log_format == "json":
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        _write_err(_json_line("error", message, "error", {
+            "error": type(exc).__name__, "exit_code": int(getattr(exc, "exit_code", 1)),
+            "details": list(getattr(exc, "details", None) or []), "hint": getattr(exc, "hint", None),
+            "diagnoses": list(getattr(exc, "diagnoses", None) or [])}))
+        return
     _write_err(format_error(exc))
 
 

@@ -24,13 +24,17 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import env as qenv
+from .logfiles import follow_log, read_log_tail
+from .procfs import pid_alive, process_start_time
+
+if TYPE_CHECKING:
+    from .errors import StateDirError
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,39 @@ def logs_dir() -> Path:
     return state_dir() / "logs"
 
 
+def claims_dir() -> Path:
+    return state_dir() / "claims"
+
+
+def state_dir_error(path: Path, exc: OSError) -> StateDirError:
+    """The user-facing error for a state directory that cannot be created or written."""
+    from .errors import StateDirError
+
+    why = exc.strerror or str(exc) or type(exc).__name__
+    return StateDirError(
+        f"the qembed state directory is not usable: `{path}`: {why}",
+        hint="point `QEMBED_STATE_DIR` at a writable directory (it holds server records, "
+        f"claims and SGLang logs; now `{state_dir()}`), or fix its permissions",
+    )
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create ``path`` (mode 0700: logs can hold the API key) and check it takes files.
+
+    Raises:
+        StateDirError: it cannot be created, is not a directory, or is not writable.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.is_dir():
+            raise NotADirectoryError(20, "not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "permission denied (not writable)")
+    except OSError as exc:
+        raise state_dir_error(path, exc) from exc
+    return path
+
+
 def valid_name(name: str) -> bool:
     """Server names become file names: letters, digits, ``.``, ``_``, ``-`` (max 64)."""
     return bool(_NAME_RE.match(name))
@@ -63,8 +100,7 @@ def valid_name(name: str) -> bool:
 def new_log_path(name: str, *, now: datetime | None = None) -> Path:
     """A fresh ``logs/<name>-<YYYYmmdd-HHMMSS>.log`` path (the directory is created)."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
-    d = logs_dir()
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)  # logs can hold the API key (SGLang logs it)
+    d = ensure_dir(logs_dir())  # 0700: logs can hold the API key (SGLang logs it)
     path = d / f"{name}-{stamp}.log"
     n = 1
     while path.exists():  # two launches in the same second
@@ -82,47 +118,6 @@ def latest_log(name: str | None = None) -> Path | None:
     stem = re.escape(name) if name else r"[^/]+"
     candidates = [p for p in d.glob(f"{name or '*'}-*.log") if re.fullmatch(rf"{stem}-\d{{8}}-\d{{6}}(-\d+)?\.log", p.name)]
     return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
-
-
-# -- process identity ---------------------------------------------------------------------------
-
-
-def _read_stat(pid: int) -> list[str] | None:
-    """Fields of ``/proc/<pid>/stat`` after the ``comm`` field (index 0 = state)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # comm may contain spaces and parentheses: split after the last ")".
-    return raw[raw.rfind(")") + 2 :].split()
-
-
-def process_start_time(pid: int) -> int | None:
-    """The process start time in clock ticks since boot (``/proc/<pid>/stat`` field 22).
-
-    Returns ``None`` when it cannot be read (no such process, or not Linux).
-    """
-    rest = _read_stat(pid)
-    if rest is None or len(rest) < 20:
-        return None
-    try:
-        return int(rest[19])
-    except ValueError:
-        return None
-
-
-def pid_alive(pid: int) -> bool:
-    """True when ``pid`` exists and is not a zombie."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    rest = _read_stat(pid)
-    return not (rest is not None and rest[0] in ("Z", "X"))
 
 
 # -- records ------------------------------------------------------------------------------------
@@ -225,14 +220,18 @@ def make_record(
 
 def save(record: Record) -> Path:
     """Write the record atomically (``servers/<name>.json``, mode 0600)."""
-    d = servers_dir()
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    d = ensure_dir(servers_dir())
     path = d / f"{record.name}.json"
     tmp = d / f".{record.name}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(record.to_json(), fh, indent=2)
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(record.to_json(), fh, indent=2)
+        os.replace(tmp, path)
+    except OSError as exc:  # disk full, read-only file system
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise state_dir_error(d, exc) from exc
     return path
 
 
@@ -327,51 +326,138 @@ def wait_gone(record: Record, timeout: float) -> bool:
     return True
 
 
-# -- logs ---------------------------------------------------------------------------------------
+# -- claims -------------------------------------------------------------------------------------
 
 
-def read_log_tail(path: Path, lines: int = 50, *, max_bytes: int = 4 * 1024 * 1024) -> list[str]:
-    """The last ``lines`` lines of a log file (reads at most ``max_bytes`` from its end)."""
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        fh.seek(max(0, size - max_bytes))
-        data = fh.read()
-    text = data.decode("utf-8", "replace").splitlines()
-    if size > max_bytes and text:
-        text = text[1:]  # the first line is probably cut
-    return text[-lines:] if lines > 0 else []
+@dataclass
+class Claim:
+    """Exclusive claims on a server name and a port: ``flock`` on ``claims/name-<name>.lock``
+    and ``claims/port-<port>.lock``.
+
+    The kernel drops a lock when the last descriptor of it closes, so a claimant that dies (even
+    by SIGKILL) never blocks a later one. ``qembed serve`` passes :attr:`fds` to SGLang, so a
+    detached server holds its claims for as long as it runs. :meth:`release` only closes this
+    process's descriptors: ``LOCK_UN`` would also unlock the copy SGLang inherited.
+    """
+
+    name: str
+    port: int
+    fds: tuple[int, ...]
+
+    def set_holder(self, pid: int) -> None:
+        """Record who holds the claims (shown to a loser; the lock itself decides)."""
+        info = json.dumps({"pid": pid, "start_time": process_start_time(pid), "name": self.name,
+                           "port": self.port}).encode()
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, info, 0)
+
+    def release(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds = ()
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
-def follow_log(path: Path, *, alive: Callable[[], bool], interval: float = 0.2) -> Iterator[str]:
-    """Lines appended to ``path`` after this call, until ``alive()`` is False (what was
-    written before that is still yielded). The file is opened now, at its current end."""
-    fh = open(path, "rb")  # noqa: SIM115 (closed by the generator)
-    fh.seek(0, os.SEEK_END)
+def _holder(fd: int) -> dict[str, Any]:
+    try:
+        raw = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
 
-    def lines() -> Iterator[str]:
-        partial = b""
-        with fh:
-            while True:
-                running = alive()  # checked before reading, so the last lines are not lost
-                chunk = fh.read()
-                if chunk:
-                    *complete, partial = (partial + chunk).split(b"\n")
-                    for raw in complete:
-                        yield raw.decode("utf-8", "replace")
-                    continue
-                if not running:
-                    if partial:
-                        yield partial.decode("utf-8", "replace")
-                    return
-                time.sleep(interval)  # a file has no wait-for-data call; poll it
 
-    return lines()
+def _holder_alive(info: dict[str, Any]) -> bool:
+    pid = info.get("pid")
+    if not isinstance(pid, int) or not pid_alive(pid):
+        return False
+    start = info.get("start_time")
+    return start is None or process_start_time(pid) in (None, start)
+
+
+def _take(path: Path) -> tuple[int, bool]:
+    """``(fd, True)`` holding ``flock(LOCK_EX)`` on ``path``, or ``(fd, False)`` when another
+    process holds the lock (the fd is still open, to read the holder)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise state_dir_error(path.parent, exc) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return fd, False
+    except OSError as exc:
+        os.close(fd)
+        raise state_dir_error(path.parent, exc) from exc
+    return fd, True
+
+
+def claim(name: str, port: int) -> Claim:
+    """Claim server ``name`` and ``port`` for this process, atomically, before anything loads.
+
+    Of two ``qembed serve`` with the same name or port, exactly one gets the claim.
+
+    Raises:
+        NameInUse: another live process holds the name.
+        PortInUse: another live process holds the port.
+        StateDirError: the state directory is not usable.
+    """
+    from .errors import NameInUse, PortInUse
+
+    d = ensure_dir(claims_dir())
+    held: list[int] = []
+    try:
+        for kind, key in (("name", name), ("port", str(port))):
+            fd, locked = _take(d / f"{kind}-{key}.lock")
+            if not locked:
+                info = _holder(fd)
+                os.close(fd)
+                pid = info.get("pid")
+                who = f"pid {pid}" if pid else "another qembed"
+                details = [] if _holder_alive(info) else [
+                    f"the recorded holder ({who}) is gone, but a process it left behind still holds "
+                    f"`{d / f'{kind}-{key}.lock'}` (`fuser -v` on that file names it)"]
+                if kind == "name":
+                    raise NameInUse(
+                        f"a server named `{name}` is already running or starting ({who})",
+                        hint=f"stop it with `qembed stop {name}`, or start another with `--name NAME` "
+                        "and `--port N`",
+                        details=details,
+                    )
+                other = info.get("name")
+                raise PortInUse(
+                    f"port {port} is already claimed by qembed server `{other or '?'}` ({who}), "
+                    "running or starting",
+                    hint="pass another `--port`, or stop that server"
+                    + (f" (`qembed stop {other}`)" if other else " (`qembed ps`)"),
+                    details=details,
+                )
+            held.append(fd)
+    except BaseException:
+        for fd in held:
+            os.close(fd)
+        raise
+    out = Claim(name=name, port=port, fds=tuple(held))
+    out.set_holder(os.getpid())
+    return out
 
 
 __all__ = [
+    "Claim",
     "Record",
+    "claim",
+    "claims_dir",
     "default_server",
+    "ensure_dir",
     "follow_log",
     "latest_log",
     "list_records",
@@ -388,6 +474,7 @@ __all__ = [
     "save",
     "servers_dir",
     "state_dir",
+    "state_dir_error",
     "valid_name",
     "with_members",
 ]

@@ -411,7 +411,7 @@ def test_cli_bare_bench_runs_the_quick_cells(standin: ServerProcess) -> None:
 
 def test_cli_bench_says_how_long_it_will_take(standin: ServerProcess) -> None:
     r = CliRunner().invoke(app, ["bench", "--url", standin.url, "-c", "1", "-b", "1", "-l", "64",
-                                 "-d", "0.1", "--warmup", "0"])
+                                 "--duration", "0.1", "--warmup", "0"])
     assert r.exit_code == 0, r.output
     assert "1 cells of 0.1 s" in r.stderr and "`--full` for the whole sweep" in r.stderr
 

@@ -287,7 +287,7 @@ def test_worker_flags_pass_the_real_sglang_parser() -> None:
 
 
 def test_cli_stdout_is_one_multi_document_stream_and_output_refuses_overwrite(tmp_path: Path) -> None:
-    base = [sys.executable, "-m", "qembed", "deploy", "k8s", "-p", "l4", "--gateway", "--autoscale", "1:2", "-n", "ml"]
+    base = [sys.executable, "-m", "qembed", "deploy", "k8s", "-p", "l4", "--gateway", "--autoscale", "1:2", "--namespace", "ml"]
     proc = subprocess.run(base, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     docs = list(yaml.safe_load_all(proc.stdout))

@@ -279,3 +279,60 @@ def test_missing_interpreter_is_a_launch_error(tmp_path: Path) -> None:
         launcher.spawn([str(tmp_path / "no-python"), "-c", "pass"], host="127.0.0.1", port=1,
                        log_path=tmp_path / "l.log")
     assert "--python" in (exc.value.hint or "")
+
+
+# -- readiness proves the listener is this SGLang (issue 9 §4) ------------------------------------
+
+
+def test_port_owned_by_names_the_listening_process() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert launcher.port_owned_by(port, [os.getpid()]) is True
+        assert launcher.port_owned_by(port, [os.getppid()]) is False
+    assert launcher.port_owned_by(port, [os.getpid()]) is False  # closed: nobody holds it
+
+
+@pytest.mark.slow
+def test_another_server_on_the_port_is_never_taken_as_ready(fake: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real SGLang binds only after loading: a server that took the port meanwhile answers
+    /health 200 and embeddings (here with 1024-d vectors). That must not be "ready"."""
+    from tests.standin.server import StandinConfig, serve_in_thread
+
+    port = int(fake["port"])  # type: ignore[call-overload]
+    server = _spawn(fake, monkeypatch, "port-stolen", FAKE_SGLANG_LOAD_DELAY="2", FAKE_SGLANG_BUSY_LINGER="30")
+    try:
+        harness.read_pids(fake["pidfile"])  # type: ignore[arg-type]  # the fake is "loading"
+        with serve_in_thread(StandinConfig(dim=1024), port=port) as other:
+            seen: list[str] = []
+            t0 = time.monotonic()
+            with pytest.raises(PortInUse) as exc:
+                server.wait_ready(timeout=30, on_phase=lambda label, t: seen.append(label))
+            assert time.monotonic() - t0 < 20  # at SGLang's bind failure, not after its linger
+            assert other.requests == []  # no probe embedding went to the other server
+        assert server.proc.poll() is None  # SGLang lingers, as the real one does for minutes
+        err = exc.value
+        assert err.exit_code == 2
+        assert f"held by pid {os.getpid()}" in err.message
+        assert "[Errno 98]" in "\n".join(err.details)
+        assert any(f"port {port} is held by pid {os.getpid()}" in label for label in seen)
+        assert "checking an embedding" not in seen and "ready" not in seen
+    finally:
+        server.stop(timeout=5)
+    harness.assert_gone(harness.all_pids(harness.read_pids(fake["pidfile"])))  # type: ignore[arg-type]
+
+
+def test_failure_summary_cuts_server_args_to_key_fields() -> None:
+    line = next(x for x in (Path(__file__).parent / "logs" / "cuda_oom.log").read_text().splitlines() if "server_args=" in x)
+    long_line = line[:-1] + ", " + ", ".join(f"opt_{i}=None" for i in range(150)) + ", api_key='sk-1')"
+    tail = launcher.LogTail(max_bytes=64 * 1024)
+    tail.add(long_line)
+    tail.add("torch.OutOfMemoryError: CUDA out of memory.")
+    details, _, _ = launcher.failure_details(tail, profile=None, returncode=-9, log_path=None)
+    shown = next(d for d in details if "server_args=" in d)
+    assert len(long_line) > 2000 and len(shown) < 300
+    assert "model_path='Qwen/Qwen3-Embedding-4B'" in shown and "port=30000" in shown
+    assert "mem_fraction_static=0.9" in shown and "api_key" not in shown and "opt_7" not in shown
+    assert "(9 of 164 fields shown)" in shown
+    assert launcher.summarize_server_args("no args here") == "no args here"

@@ -10,6 +10,7 @@ none survive.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import time
@@ -184,8 +185,12 @@ def test_exit_before_ready_is_diagnosed(fx: Env, mode: str, rc_text: str, quoted
 def test_failure_output_hides_the_api_key(fx: Env) -> None:
     r = harness.run_qembed(fx.args(), fx.with_(FAKE_SGLANG_MODE="oom", QEMBED_API_KEY="k3y-value"))
     assert r.returncode == ExitCode.SERVER_EXITED, r.stderr
-    assert "server_args=" in r.stderr and "'api_key': '[...]'" in r.stderr
     assert "k3y-value" not in r.stdout + r.stderr
+    # SGLang's ~2 KB server_args line is summarised to its key fields, not echoed
+    args_line = next(line for line in r.stderr.splitlines() if "server_args=" in line)
+    assert "server_args=ServerArgs(model_path='Qwen/Qwen3-Embedding-4B'" in args_line
+    assert f"port={fx.port}" in args_line and "fields shown)" in args_line
+    assert "api_key" not in args_line and len(args_line) < 400
     harness.assert_gone(fx.pids())
 
 
@@ -290,9 +295,9 @@ def test_detach_ps_logs_stop(fx: Env) -> None:
     record_text = (fx.state / "servers" / "emb.json").read_text()
     assert "k3y-value" not in record_text and '"api_key_env": "QEMBED_API_KEY"' in record_text
 
-    # a second server with the same name is refused while the first is alive
+    # a second server with the same name is bad input (exit 2) while the first is alive
     dup = harness.run_qembed(fx.args("--detach", "--name", "emb"), env)
-    assert dup.returncode != 0 and "already running" in dup.stderr
+    assert dup.returncode == ExitCode.USAGE and "already running" in dup.stderr, dup.stderr
 
     ps = harness.run_qembed(["ps", "--json"], env)
     rows = json.loads(ps.stdout)
@@ -300,7 +305,7 @@ def test_detach_ps_logs_stop(fx: Env) -> None:
     table = harness.run_qembed(["ps"], env)
     assert "emb" in table.stdout and "ready" in table.stdout
 
-    logs = harness.run_qembed(["logs", "emb", "-n", "200"], env)
+    logs = harness.run_qembed(["logs", "emb", "--lines", "200"], env)
     assert logs.returncode == 0
     assert "The server is fired up and ready to roll!" in logs.stdout
     # SGLang writes the key into its log (server_args); the file is private, the output redacted
@@ -309,7 +314,7 @@ def test_detach_ps_logs_stop(fx: Env) -> None:
     assert oct(log_file.stat().st_mode & 0o777) == "0o600"
     assert "k3y-value" not in logs.stdout and "'api_key': '[...]'" in logs.stdout
     no_env = {k: v for k, v in env.items() if k != "QEMBED_API_KEY"}
-    assert "k3y-value" not in harness.run_qembed(["logs", "emb", "-n", "200"], no_env).stdout
+    assert "k3y-value" not in harness.run_qembed(["logs", "emb", "--lines", "200"], no_env).stdout
 
     stop = harness.run_qembed(["stop", "emb", "--timeout", "10"], env)
     assert stop.returncode == 0, stop.stderr
@@ -324,9 +329,10 @@ def test_logs_follow_ends_when_server_exits(fx: Env) -> None:
     r = harness.run_qembed(fx.args("--detach", "--name", "f"), fx.env)
     assert r.returncode == 0, r.stderr
     pids = fx.pids()
-    follower = harness.start_qembed(["logs", "f", "-f", "-n", "1"], fx.env)
-    stop = harness.run_qembed(["stop", "f"], fx.env)
-    assert stop.returncode == 0
+    follower = harness.start_qembed(["logs", "f", "-f", "--lines", "1"], fx.env)
+    stop = harness.run_qembed(["stop"], fx.env)  # the only server: no name needed
+    assert stop.returncode == 0, stop.stderr
+    assert "stopped f" in stop.stderr
     out, err = follower.communicate(timeout=20)
     assert follower.returncode == 0, err
     assert "SIGTERM received" in out
@@ -356,3 +362,126 @@ def test_help_has_examples() -> None:
     r = harness.run_qembed(["serve", "--help"], harness.fake_env(Path("/nonexistent")))
     assert r.returncode == 0
     assert "qembed serve --detach --name emb" in r.stdout and "QEMBED_PROFILE" in r.stdout
+
+
+# -- claims, a stolen port, the state directory (issue 9 §4) ------------------------------------
+
+
+@pytest.mark.parametrize("same", ["name", "port"])
+def test_two_concurrent_serves_exactly_one_wins(fx: Env, tmp_path: Path, same: str) -> None:
+    """Two real `qembed serve` started together with the same name (or port): one serves, the
+    other exits 2 before its SGLang starts, and the winner stays in `ps` and `stop --all`."""
+    port2 = fx.port if same == "port" else harness.free_port()
+    names = ("emb", "emb") if same == "name" else ("a", "b")
+    pidfiles = [tmp_path / "p1.json", tmp_path / "p2.json"]
+    procs = [
+        harness.start_qembed(["serve", "-p", "a100", "--python", str(harness.WRAPPER), "--port", str(p),
+                              "--name", n, "--detach", "--json"],
+                             fx.with_(FAKE_SGLANG_PIDFILE=str(pf), FAKE_SGLANG_LOAD_DELAY="1.5"))
+        for p, n, pf in zip((fx.port, port2), names, pidfiles, strict=True)
+    ]
+    results = [p.communicate(timeout=60) for p in procs]
+    for pf in pidfiles:
+        if pf.exists():
+            fx.spawned.extend(harness.all_pids(harness.read_pids(pf)))
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, ExitCode.USAGE], results
+    loser = next(i for i, p in enumerate(procs) if p.returncode == ExitCode.USAGE)
+    winner = 1 - loser
+    err = results[loser][1]
+    assert ("already running or starting" if same == "name" else f"port {fx.port} is already claimed") in err, err
+    assert "Traceback" not in err
+    assert not pidfiles[loser].exists()  # its SGLang never started
+    info = json.loads(results[winner][0])
+    rows = json.loads(harness.run_qembed(["ps", "--json"], fx.env).stdout)
+    assert [(r["name"], r["pid"]) for r in rows] == [(info["name"], info["pid"])]
+    stop = harness.run_qembed(["stop", "--all"], fx.env)
+    assert stop.returncode == 0 and f"stopped {info['name']}" in stop.stderr
+    harness.assert_gone(harness.all_pids(harness.read_pids(pidfiles[winner])))
+    # the claims went with the server: the name and the port are free again
+    again = harness.run_qembed(fx.args("--detach", "--name", names[loser], "--json"), fx.env)
+    assert again.returncode == 0, again.stderr
+    fx.spawned.extend(fx.pids())
+    assert harness.run_qembed(["stop", "--all"], fx.env).returncode == 0
+
+
+def test_another_server_on_the_port_is_not_reported_ready(fx: Env) -> None:
+    """The port is free at the pre-check; another server takes it while SGLang loads and
+    answers /health and embeddings (1024-d). qembed must not say "ready" with its vector size."""
+    from tests.standin.server import StandinConfig, serve_in_thread
+
+    proc = harness.start_qembed(fx.args(), fx.with_(FAKE_SGLANG_MODE="port-stolen", FAKE_SGLANG_LOAD_DELAY="2",
+                                                   FAKE_SGLANG_BUSY_LINGER="60"))
+    pids = fx.pids()  # the fake is up and "loading"
+    with serve_in_thread(StandinConfig(dim=1024), port=fx.port) as other:
+        out, err = proc.communicate(timeout=60)
+        assert other.requests == []  # no probe went to it
+    assert proc.returncode == ExitCode.USAGE, err
+    assert "ready" not in out and "1024" not in out
+    assert f"SGLang could not bind port {fx.port} after loading: it is held by pid {os.getpid()}" in err
+    assert "[Errno 98]" in err and "hint: pass `--port " in err
+    assert f"port {fx.port} is held by pid {os.getpid()}" in err  # said while it waited
+    harness.assert_gone(pids)  # the lingering SGLang was stopped, not left for minutes
+    assert list((fx.state / "servers").glob("*.json")) == []
+
+
+def test_unusable_state_dir_is_a_clear_error(fx: Env, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    r = harness.run_qembed(fx.args(), fx.with_(QEMBED_STATE_DIR=str(blocker / "state")))
+    assert r.returncode == ExitCode.USAGE, r.stderr
+    assert r.stderr.startswith("error: the qembed state directory is not usable"), r.stderr
+    assert "hint: point `QEMBED_STATE_DIR` at a writable directory" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not fx.pidfile.exists()
+
+
+# -- --log-format json (issue 14, logging) --------------------------------------------------------
+
+
+def _json_lines(stderr: str) -> list[dict[str, object]]:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines, "no events"
+    return [json.loads(line) for line in lines]  # every stderr line is one JSON object
+
+
+def test_log_format_json_failure_carries_the_diagnosis(fx: Env) -> None:
+    r = harness.run_qembed(fx.args("--log-format", "json"), fx.with_(FAKE_SGLANG_MODE="oom", FAKE_SGLANG_LOAD_DELAY="0.2"))
+    assert r.returncode == ExitCode.SERVER_EXITED, r.stderr
+    events = _json_lines(r.stderr)
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "spawned" and kinds[-1] == "error", kinds
+    assert {"ts", "level", "message"} <= set(events[0]) and events[0]["pid"] == fx.pids()[0]
+    assert ("phase", "loading") in [(e["event"], e.get("phase")) for e in events]
+    err = events[-1]
+    assert err["level"] == "error" and err["exit_code"] == ExitCode.SERVER_EXITED
+    assert str(err["message"]).startswith("SGLang exited before it was ready")
+    diags = err["diagnoses"]
+    assert isinstance(diags, list) and diags and diags[0]["title"] == "CUDA out of memory"
+    assert "CUDA out of memory" in str(diags[0]["evidence"]) and err["hint"]
+    harness.assert_gone(fx.pids())
+
+
+def test_log_format_json_ready_and_stop(fx: Env) -> None:
+    proc = harness.start_qembed(fx.args("--log-format", "json", "--json"), fx.env)
+    assert proc.stdout is not None
+    info = json.loads(proc.stdout.readline())  # --json: the ready object on stdout
+    pids = fx.pids()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    events = _json_lines(err)
+    kinds = [e["event"] for e in events]
+    assert kinds[-3:] == ["ready", "stopping", "stopped"], kinds
+    ready = events[-3]
+    assert ready["dimensions"] == info["dimensions"] == 2560 and ready["url"] == f"http://127.0.0.1:{fx.port}"
+    assert events[-1]["exit_code"] == 0 and events[-1]["by"] == "SIGTERM"
+    phases = [e["phase"] for e in events if e["event"] == "phase"]
+    assert phases[:2] == ["starting", "loading"] and phases[-1] == "ready"
+    harness.assert_gone(pids)
+
+
+def test_bad_log_format_is_usage_error(fx: Env) -> None:
+    r = harness.run_qembed(fx.args("--log-format", "xml"), fx.env)
+    assert r.returncode == ExitCode.USAGE and "--log-format xml" in r.stderr
+    assert not fx.pidfile.exists()

@@ -139,7 +139,7 @@ def test_logs_without_a_live_server_shows_the_newest_log(tmp_path: Path) -> None
     d = state.logs_dir()
     d.mkdir(parents=True)
     (d / "a100-80g-20261126-050000.log").write_text("[2026-11-26 05:00:00] torch.OutOfMemoryError: CUDA out of memory.\n")
-    result = CliRunner().invoke(app, ["logs", "-n", "5"])
+    result = CliRunner().invoke(app, ["logs", "--lines", "5"])
     assert result.exit_code == 0, result.output
     assert "CUDA out of memory" in result.stdout
 
@@ -176,3 +176,101 @@ def test_record_json_has_no_unknown_keys_problem() -> None:
     d.mkdir(parents=True)
     (d / "emb.json").write_text(json.dumps(raw))
     assert state.load("emb") == rec
+
+
+# -- claims on a server name and a port (issue 9 §4) ----------------------------------------------
+
+
+def test_claims_are_exclusive_per_name_and_per_port() -> None:
+    from qembed.errors import ExitCode, NameInUse, PortInUse
+
+    first = state.claim("emb", 31000)
+    try:
+        with pytest.raises(NameInUse) as same_name:
+            state.claim("emb", 31001)
+        assert same_name.value.exit_code == ExitCode.USAGE
+        assert f"pid {os.getpid()}" in same_name.value.message
+        with pytest.raises(PortInUse) as same_port:
+            state.claim("other", 31000)
+        assert "claimed by qembed server `emb`" in same_port.value.message
+        assert "qembed stop emb" in (same_port.value.hint or "")
+        with state.claim("other", 31001):  # neither taken: fine
+            pass
+    finally:
+        first.release()
+    state.claim("emb", 31000).release()  # released: free again
+
+
+def test_claim_of_a_killed_claimant_does_not_block() -> None:
+    code = ("import sys, time; from qembed import state; c = state.claim('emb', 31000); "
+            "print('claimed', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "claimed"
+        from qembed.errors import NameInUse
+
+        with pytest.raises(NameInUse):
+            state.claim("emb", 31000)
+    finally:
+        proc.kill()  # SIGKILL: no cleanup code runs
+        proc.communicate()
+    state.claim("emb", 31000).release()
+
+
+def test_claim_lives_on_in_the_process_it_is_passed_to() -> None:
+    """A detached server keeps its claim after `qembed serve` exits: SGLang inherits the lock."""
+    from qembed.errors import PortInUse
+
+    c = state.claim("emb", 31000)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=c.fds)
+    c.set_holder(child.pid)
+    c.release()  # qembed exits; the child still holds the lock
+    try:
+        with pytest.raises(PortInUse) as exc:
+            state.claim("new", 31000)
+        assert f"pid {child.pid}" in exc.value.message
+    finally:
+        child.kill()
+        child.wait()
+    state.claim("new", 31000).release()
+
+
+@pytest.mark.parametrize("call", ["claim", "new_log_path", "save"])
+def test_unusable_state_dir_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str) -> None:
+    from qembed.errors import ExitCode, StateDirError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("QEMBED_STATE_DIR", str(blocker / "state"))
+    with pytest.raises(StateDirError) as exc:
+        {"claim": lambda: state.claim("emb", 31000), "new_log_path": lambda: state.new_log_path("emb"),
+         "save": lambda: state.save(_record("emb", os.getpid()))}[call]()
+    assert exc.value.exit_code == ExitCode.USAGE
+    assert str(blocker) in exc.value.message and "QEMBED_STATE_DIR" in (exc.value.hint or "")
+
+
+def test_missing_state_dir_is_created_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QEMBED_STATE_DIR", str(tmp_path / "new" / "deeper"))
+    path = state.new_log_path("emb")
+    assert path.parent.is_dir() and oct(path.parent.stat().st_mode & 0o777) == "0o700"
+
+
+def test_bare_stop_needs_a_name_only_when_several_run() -> None:
+    """`qembed stop` with no name: nothing running or several running is exit 2 and names them
+    (the one-server case stops it: tests/test_serve_cli.py, test_logs_follow_ends_when_server_exits)."""
+    from typer.testing import CliRunner
+
+    from qembed.cli import app
+    from qembed.errors import ExitCode, QembedError
+
+    # CliRunner calls the app without the error funnel of `qembed.cli.main`: check the error
+    none = CliRunner().invoke(app, ["stop"]).exception
+    assert isinstance(none, QembedError) and none.exit_code == ExitCode.USAGE
+    assert none.message == "no servers running"
+    for name in ("a", "b"):  # records of this (live) process: nothing is stopped below
+        state.save(_record(name, os.getpid()))
+    several = CliRunner().invoke(app, ["stop"]).exception
+    assert isinstance(several, QembedError) and several.exit_code == ExitCode.USAGE
+    assert "more than one server is running" in several.message and "`a`, `b`" in (several.hint or "")
+    assert len(state.list_records()) == 2

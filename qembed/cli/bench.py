@@ -42,7 +42,7 @@ def bench(
     requests: Annotated[int | None, typer.Option(
         "--requests", "-n", help="Requests per cell (overrides --duration).")] = None,
     duration: Annotated[float | None, typer.Option(
-        "--duration", "-d", help="Seconds per cell (in-flight requests are finished and counted; "
+        "--duration", help="Seconds per cell (in-flight requests are finished and counted; "
         "default 8, or 10 with --full).")] = None,
     warmup: Annotated[int | None, typer.Option(
         "--warmup", help="Warm-up requests per cell, not counted (default: min(concurrency, 16)).")] = None,

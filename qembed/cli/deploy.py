@@ -123,7 +123,7 @@ def k8s_cmd(
     gateway: Annotated[bool, typer.Option("--gateway", help="Add the smg gateway, discovering workers by label.")] = False,
     autoscale: Annotated[str | None, typer.Option("--autoscale", metavar="MIN:MAX", help="Add a KEDA ScaledObject scaling the workers between MIN and MAX.")] = None,
     name: Annotated[str, typer.Option("--name", help="Name of the Deployment/Service and the instance label.")] = "qembed",
-    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of every object.")] = "default",
+    namespace: Annotated[str, typer.Option("--namespace", help="Namespace of every object.")] = "default",
     api_key_secret: Annotated[str, typer.Option("--api-key-secret", help="Secret holding the API key (key `api-key`).")] = "qembed-api-key",
     no_api_key: Annotated[bool, typer.Option("--no-api-key", help="Run without an API key (no Secret reference).")] = False,
     hf_token_secret: Annotated[str, typer.Option("--hf-token-secret", help="Optional Secret with key `token` for HF_TOKEN.")] = "hf-token",

@@ -115,11 +115,11 @@ def embed(
     task: Annotated[str | None, typer.Option("--task", help="Instruction preset: retrieval, sts, bitext, code, classification, clustering.")] = None,
     instruction: Annotated[str | None, typer.Option("--instruction", help="Custom instruction, sent as `Instruct: ...\\nQuery:<text>`.")] = None,
     prefix: Annotated[str | None, typer.Option("--prefix", help="Raw prefix prepended to every text (not the trained format).")] = None,
-    dimensions: Annotated[int | None, typer.Option("--dimensions", "-d", help="Matryoshka size, 32 .. the model's full size.")] = None,
+    dimensions: Annotated[int | None, typer.Option("--dimensions", help="Matryoshka size, 32 .. the model's full size.")] = None,
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
     model: ModelOpt = None,
-    fmt: Annotated[Format | None, typer.Option("--format", "-f", help="Output format.", show_default=False)] = None,
+    fmt: Annotated[Format | None, typer.Option("--format", help="Output format.", show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Same as --format json; in bulk mode, the summary as JSON.")] = False,
     output_path: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (.npy, .jsonl, .parquet) instead of stdout.")] = None,
     input_path: Annotated[Path | None, typer.Option("--input", "-i", help="Bulk: read texts from .txt, .jsonl, .csv or .parquet.")] = None,
@@ -276,7 +276,7 @@ def _render_summary(result: BulkResult, *, as_json: bool) -> None:
 @app.command("similarity", epilog=SIMILARITY_EXAMPLES)
 def similarity(
     texts: Annotated[list[str], typer.Argument(help="Two or more texts; `-` reads lines from stdin.", show_default=False)],
-    dimensions: Annotated[int | None, typer.Option("--dimensions", "-d", help="Matryoshka size.")] = None,
+    dimensions: Annotated[int | None, typer.Option("--dimensions", help="Matryoshka size.")] = None,
     instruction: Annotated[str | None, typer.Option("--instruction", help="Override the similarity instruction (both sides).")] = None,
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from qembed.gpu import GPUSnapshot
     from qembed.launcher import ReadyInfo, Server
     from qembed.profiles import Profile, ResolvedProfile
-    from qembed.state import Record
+    from qembed.state import Claim, Record
 
 SERVE_EXAMPLES = """\
 Examples:
@@ -41,7 +41,7 @@ Ctrl-C (or SIGTERM) stops SGLang: it drains in-flight requests for up to --shutd
 seconds, then the whole process group is killed. The SGLang log goes to a file in the state
 directory; the terminal shows the startup phases.
 
-""" + qenv.env_help("QEMBED_PROFILE", "QEMBED_API_KEY", "QEMBED_SGLANG_PYTHON", "QEMBED_STATE_DIR")
+""" + qenv.env_help("QEMBED_PROFILE", "QEMBED_API_KEY", "QEMBED_SGLANG_PYTHON", "QEMBED_STATE_DIR", "QEMBED_LOG_FORMAT")
 
 PS_EXAMPLES = """\
 Examples:
@@ -55,6 +55,7 @@ STOP_EXAMPLES = """\
 Examples:
 
 \b
+  qembed stop                      # the only server running
   qembed stop emb
   qembed stop --all
   qembed stop emb --timeout 5      # give in-flight requests 5 s, then kill
@@ -65,7 +66,7 @@ Examples:
 
 \b
   qembed logs emb                  # the last 50 lines
-  qembed logs emb -n 200
+  qembed logs emb --lines 200
   qembed logs emb -f               # follow until Ctrl-C or until the server exits
 """
 
@@ -97,17 +98,22 @@ class _Phases:
     def __init__(self, enabled: bool) -> None:
         from qembed import output
 
-        self.enabled = enabled
+        self.json = output.log_format() == "json"
+        self.enabled = enabled or self.json  # JSON events go to log shippers, even with --json
         self.live: Any = None
-        if enabled and output.stderr_is_tty():
+        if self.enabled and not self.json and output.stderr_is_tty():
             self.live = output.err_console().status("starting SGLang")
             self.live.start()
 
     def __call__(self, label: str, elapsed: float) -> None:
         if not self.enabled:
             return
-        from qembed import output
+        from qembed import launcher, output
 
+        if self.json:
+            key = next((p.key for p in launcher.PHASES if p.label == label), None)
+            output.event("phase" if key else "notice", label, phase=key, elapsed_s=round(elapsed, 1))
+            return
         text = f"{label} ({elapsed:.0f} s)" if label != "ready" else f"ready in {elapsed:.1f} s"
         if self.live is not None:
             # finished phases stay on screen above the spinner, as plain lines do
@@ -239,7 +245,8 @@ def _stop_quietly(server: Server, timeout: float, *, say: bool) -> int | None:
     from qembed import output
 
     if say and server.proc.poll() is None:
-        output.status(f"stopping SGLang (pid {server.pid}; draining requests for up to {timeout:.0f} s) ...")
+        output.event("stopping", f"stopping SGLang (pid {server.pid}; draining requests for up to {timeout:.0f} s) ...",
+                     pid=server.pid, drain_timeout_s=timeout)
     try:
         return server.stop(timeout=timeout)
     except KeyboardInterrupt:  # a second Ctrl-C: stop() has already killed the group
@@ -262,11 +269,15 @@ def serve(
     json_: JsonOpt = False,
     gpus: Annotated[str | None, typer.Option("--gpus", metavar="0,1,...", help="Serve on these GPUs, one replica per `tp_size` GPUs, through SGLang's `--dp-size` (sets profile keys `gpu_ids`, `dp_size`). See docs/scaling.md.")] = None,
     use_gateway: Annotated[bool, typer.Option("--gateway", help="With --gpus: one SGLang server per replica behind the SGLang model gateway (smg) instead of `--dp-size` (`pip install 'qembed[gateway]'`).")] = False,
+    log_format: Annotated[str, typer.Option("--log-format", envvar=qenv.LOG_FORMAT.name, metavar="text|json", help="qembed's own messages on stderr (phases, ready, stop, failures with their diagnosis): `text`, or `json` lines for log shippers. SGLang's log stays in its file.")] = "text",
 ) -> None:
     """Start an SGLang embedding server and wait until it answers embeddings."""
     from qembed import gpu, launcher, output, profiles, sglang_args, state
-    from qembed.errors import ConfigError, LaunchError, ServerExited
+    from qembed.errors import ConfigError
 
+    if log_format not in output.LOG_FORMATS:
+        raise ConfigError(f"unknown `--log-format {log_format}`", hint="use `--log-format text` or `--log-format json`")
+    output.set_log_format(log_format)
     snap = gpu.snapshot()
     sets, options = _overrides(set_, model, port, host, python, ready_timeout, shutdown_timeout)
     resolved = profiles.resolve_profile(profile, overrides=sets, options=options, gpus=snap)
@@ -302,9 +313,24 @@ def serve(
     if not state.valid_name(server_name):
         raise ConfigError(f"invalid server name `{server_name}`",
                           hint="use letters, digits, `.`, `_` or `-` (at most 64), e.g. `--name emb`")
+    # Claim the name and the port before anything loads: of two `qembed serve` racing for
+    # either, exactly one gets past here. SGLang inherits the claim and holds it while it runs.
+    claim = state.claim(server_name, prof.port)
+    try:
+        _serve_claimed(claim, prof, snap=snap, api_key=api_key, py=py, server_name=server_name,
+                       detach=detach, json_=json_, use_gateway=use_gateway)
+    finally:
+        claim.release()
+
+
+def _serve_claimed(claim: Claim, prof: Profile, *, snap: Any, api_key: str | None, py: str,
+                   server_name: str, detach: bool, json_: bool, use_gateway: bool = False) -> None:
+    from qembed import gpu, launcher, output, sglang_args, state
+    from qembed.errors import NameInUse, ServerExited
+
     existing = state.live(server_name)
-    if existing is not None:
-        raise LaunchError(
+    if existing is not None:  # a server recorded by a qembed without claims
+        raise NameInUse(
             f"a server named `{server_name}` is already running (pid {existing.pid}, {existing.url})",
             hint=f"stop it with `qembed stop {server_name}`, or start another with `--name NAME` and `--port N`",
         )
@@ -325,7 +351,9 @@ def serve(
     # In the foreground SGLang gets SIGTERM if qembed dies without cleaning up (even SIGKILL);
     # a detached server must outlive qembed.
     server = launcher.launch(prof, api_key=api_key, log_path=log_path, python=py, name=server_name,
-                             parent_death_signal=None if detach else signal.SIGTERM)
+                             parent_death_signal=None if detach else signal.SIGTERM,
+                             pass_fds=claim.fds)
+    claim.set_holder(server.pid)
     record = state.make_record(
         name=server_name, pid=server.pid, host=prof.host, port=prof.port, url=server.url,
         model=prof.model, log_path=log_path, profile=prof.name, served_model_name=prof.served_model_name,
@@ -333,15 +361,15 @@ def serve(
         owner_pid=None if detach else os.getpid(), shutdown_timeout=prof.shutdown_timeout,
         gpu_ids=prof.gpu_ids,
     )
-    state.save(record)
-
     previous = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGHUP)}
     phases = _Phases(enabled=not json_)
     stopped_by: int | None = None
     try:
+        state.save(record)  # inside the try: a failed save must not leave SGLang running
         try:
-            if not json_:
-                output.status(f"SGLang pid {server.pid}, log {log_path}")
+            if not json_ or phases.json:
+                output.event("spawned", f"SGLang pid {server.pid}, log {log_path}", name=server_name,
+                             pid=server.pid, log_path=str(log_path), port=prof.port)
             info = server.wait_ready(timeout=prof.ready_timeout, on_phase=phases)
         finally:
             phases.close()
@@ -349,6 +377,9 @@ def serve(
         record.dimensions = info.dimensions
         record.context_length = info.context_length
         state.save(record)
+        if phases.json:
+            output.event("ready", f"ready in {info.seconds:.1f} s: {info.served_model_name} at {info.url}",
+                         **info.to_json(), name=server_name, pid=server.pid, detached=detach)
         _render_ready(info, name=server_name, profile=prof, log_path=str(log_path), detached=detach,
                       has_key=api_key is not None, pid=server.pid, as_json=json_)
         if detach:
@@ -356,13 +387,13 @@ def serve(
             return
         rc = server.wait()
         # SGLang exited by itself (or `qembed stop` from another shell) after it was ready.
-        details, hint, _ = launcher.failure_details(server.tail, profile=prof, returncode=rc, log_path=log_path)
+        details, hint, diags = launcher.failure_details(server.tail, profile=prof, returncode=rc, log_path=log_path)
         _stop_quietly(server, 0, say=False)  # its children may still run: kill the group
         if rc == 0:
-            output.status(f"SGLang exited (exit code 0) after {server.elapsed():.0f} s")
+            output.event("exited", f"SGLang exited (exit code 0) after {server.elapsed():.0f} s", exit_code=0)
             return
         raise ServerExited(f"SGLang exited while serving (exit code {rc}, after {server.elapsed():.0f} s)",
-                           returncode=rc, hint=hint, details=details)
+                           returncode=rc, hint=hint, details=details, diagnoses=launcher.diagnoses_json(diags))
     except KeyboardInterrupt as exc:
         stopped_by = exc.signum if isinstance(exc, _Terminated) else signal.SIGINT
     except BaseException:
@@ -380,7 +411,8 @@ def serve(
         rc = _stop_quietly(server, prof.shutdown_timeout, say=True)
     finally:
         signal.signal(signal.SIGTERM, previous[signal.SIGTERM])
-    output.status(f"stopped (SGLang exit code {rc})")
+    output.event("stopped", f"stopped (SGLang exit code {rc})", exit_code=rc,
+                 by="SIGINT" if stopped_by == signal.SIGINT else signal.Signals(stopped_by or signal.SIGTERM).name)
     # Ctrl-C exits 130; a requested SIGTERM/SIGHUP stop is a clean shutdown for a service manager.
     raise typer.Exit(130 if stopped_by == signal.SIGINT else 0)
 
@@ -432,8 +464,13 @@ def _pick(name: str | None) -> Record:
 
     records = state.list_records(clean=True)
     if name is None:
-        names = ", ".join(f"`{r.name}`" for r in records) or "none"
-        raise ConfigError("name the server to stop, or pass `--all`", hint=f"running: {names} (`qembed ps`)")
+        if len(records) == 1:  # the only one: no need to name it (as `qembed logs` picks)
+            return records[0]
+        if not records:
+            raise ConfigError("no servers running", hint="`qembed ps` lists them; start one with `qembed serve --detach`")
+        names = ", ".join(f"`{r.name}`" for r in records)
+        raise ConfigError("more than one server is running: name the one to stop, or pass `--all`",
+                          hint=f"running: {names} (`qembed ps`)")
     for r in records:
         if r.name == name:
             return r
@@ -443,7 +480,7 @@ def _pick(name: str | None) -> Record:
 
 @app.command("stop", epilog=STOP_EXAMPLES)
 def stop(
-    name: Annotated[str | None, typer.Argument(help="Server name (see `qembed ps`).")] = None,
+    name: Annotated[str | None, typer.Argument(help="Server name (see `qembed ps`; may be left out when only one runs).")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Stop every server qembed started.")] = False,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to let SGLang drain before killing it (default: the profile's `shutdown_timeout`).")] = None,
     json_: JsonOpt = False,
@@ -471,7 +508,7 @@ def stop(
 def logs(
     name: Annotated[str | None, typer.Argument(help="Server name (default: the most recent server, else the newest log).")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C or until the server exits.")] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines from the end to show first.")] = 50,
+    lines: Annotated[int, typer.Option("--lines", help="How many lines from the end to show first.")] = 50,
 ) -> None:
     """Show the SGLang log of a server started by `qembed serve`."""
     from pathlib import Path

@@ -11,11 +11,16 @@ whose children have PDEATHSIG).
 Environment:
     FAKE_SGLANG_MODE       ok (default) | hang | oom | no-kv | not-enough-memory | host-oom |
                            bad-model | port-busy | proxy-warmup | not-embedding |
-                           drain-forever | crash-after-ready (dies after the first embedding)
+                           drain-forever | crash-after-ready (dies after the first embedding) |
+                           port-stolen (waits, while "loading", until another process listens
+                           on its port, keeps loading, then fails to bind as uvicorn does and
+                           lingers FAKE_SGLANG_BUSY_LINGER s before SIGKILLing itself)
     FAKE_SGLANG_LOAD_DELAY seconds between "Load weight begin" and "end" (default 1.0)
     FAKE_SGLANG_HEALTH_503 how many /health polls answer 503 first (default 2)
     FAKE_SGLANG_HEALTH_DELAY seconds a 200 /health takes (default 0.2; SGLang: at least 1 s)
     FAKE_SGLANG_DRAIN      seconds the SIGTERM drain takes (default 0.3)
+    FAKE_SGLANG_BUSY_LINGER seconds between the Errno 98 line and the self-SIGKILL (default 0.5;
+                           SGLang's warm-up thread polls the busy port for 2-12 minutes)
     FAKE_SGLANG_PIDFILE    JSON file written at start: {"main", "children", "env", "argv"}
 """
 
@@ -98,6 +103,16 @@ def bad_model_lines(model: str) -> list[str]:
     ]
 
 
+def _listening(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def write_pidfile(children: list[int], argv: list[str]) -> None:
     path = os.environ.get("FAKE_SGLANG_PIDFILE")
     if not path:
@@ -136,6 +151,10 @@ def run(argv: list[str]) -> None:
     if MODE == "hang":
         while True:
             time.sleep(3600)
+    if MODE == "port-stolen":  # someone takes the port while the model loads
+        deadline = time.monotonic() + 60
+        while not _listening(args.host, args.port) and time.monotonic() < deadline:
+            sleep(0.05)
     sleep(load_delay)
     if MODE in ("oom", "no-kv", "not-enough-memory"):
         for line in {"oom": OOM, "no-kv": NO_KV, "not-enough-memory": NOT_ENOUGH}[MODE]:
@@ -177,7 +196,8 @@ def run(argv: list[str]) -> None:
             raise
         raw(f"ERROR:    [Errno 98] error while attempting to bind on address ('{args.host}', {args.port}): address already in use")
         raw("INFO:     Waiting for application shutdown.")
-        sleep(0.5)  # SGLang's warm-up thread polls the busy port for minutes first
+        # SGLang's warm-up thread polls the busy port (another server's!) for minutes first
+        sleep(float(os.environ.get("FAKE_SGLANG_BUSY_LINGER", "0.5")))
         die_by_sigkill()
     raw(f"INFO:     Uvicorn running on http://{args.host}:{args.port} (Press CTRL+C to quit)")
 

@@ -1,0 +1,47 @@
+"""Short flags mean one thing across every qembed command (issue 11, "Consistency").
+
+Walks the real Typer app: every command and sub-command, every option. A short flag (``-x``)
+that stands for two different long options anywhere in the CLI fails the test.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import typer
+
+from qembed.cli import app
+
+
+def _commands(cmd: Any, path: str = "qembed") -> list[tuple[str, Any]]:
+    out = [(path, cmd)]
+    for name, sub in (getattr(cmd, "commands", None) or {}).items():
+        out.extend(_commands(sub, f"{path} {name}"))
+    return out
+
+
+def short_flag_meanings() -> dict[str, dict[str, list[str]]]:
+    """``{"-d": {"--detach": ["qembed serve"]}, ...}``: what each short flag means, and where."""
+    meanings: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for path, cmd in _commands(typer.main.get_command(app)):
+        for param in cmd.params:
+            opts = [*getattr(param, "opts", []), *getattr(param, "secondary_opts", [])]
+            longs = sorted(o for o in opts if o.startswith("--"))
+            for short in (o for o in opts if len(o) == 2 and o.startswith("-")):
+                meanings[short][longs[0] if longs else short].append(path)
+    return meanings
+
+
+def test_every_short_flag_means_one_long_option() -> None:
+    meanings = short_flag_meanings()
+    clashes = {s: dict(m) for s, m in meanings.items() if len(m) > 1}
+    assert clashes == {}, f"short flags with two meanings: {clashes}"
+
+
+def test_the_walk_sees_the_cli() -> None:
+    # The test above can fail: it sees the commands and their short flags.
+    meanings = short_flag_meanings()
+    assert "qembed serve" in meanings["-d"]["--detach"]
+    assert "qembed logs" in meanings["-f"]["--follow"]
+    assert "qembed serve" in meanings["-p"]["--profile"] and "qembed doctor" in meanings["-p"]["--profile"]
