@@ -429,9 +429,9 @@ def write_vectors(dest: str | Path, ids: Sequence[Any], vectors: npt.NDArray[np.
     ids_are_rows = all(isinstance(x, int) for x in ids)
     plain = list(ids) == list(range(len(ids)))
     tag = f".{os.getpid()}.tmp"
-    tmp = dest.with_name("." + dest.name + tag)
+    tmp = dest.with_name(f".{dest.stem}{tag}{dest.suffix}")  # the suffix still names the format
     sidecar = ids_path(dest) if suffix(dest) == ".npy" and not plain else None
-    tmp_ids = sidecar.with_name("." + sidecar.name + tag) if sidecar else None
+    tmp_ids = sidecar.with_name(f".{sidecar.name}{tag}") if sidecar else None
     writer = writer_for(tmp, int(arr.shape[1]), ids_are_rows=ids_are_rows, ids_file=tmp_ids)
     try:
         writer.open(committed_rows=0, committed_offset=0, committed_chunks=0)

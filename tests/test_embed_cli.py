@@ -90,8 +90,8 @@ def test_dimensions_and_json_alias(srv: Running) -> None:
 def test_skip_reports_on_stderr(srv: Running) -> None:
     result = invoke(["embed", "--url", srv.url, "--on-error", "skip", "--format", "jsonl", "-"], "a\n  \nb\n")
     assert result.exit_code == 0
-    assert [json.loads(x)["index"] for x in result.stdout.splitlines()] == [0, 2]
-    assert "warning: input 1 skipped" in result.stderr
+    assert [json.loads(x)["id"] for x in result.stdout.splitlines()] == [0, 2]
+    assert "warning: line 2 of stdin skipped" in result.stderr
 
 
 def test_similarity_matrix_uses_the_sts_instruction_on_both_sides(srv: Running) -> None:
@@ -103,8 +103,8 @@ def test_similarity_matrix_uses_the_sts_instruction_on_both_sides(srv: Running) 
                     "Instruct: Retrieve semantically similar text\nQuery:a feline"]
     e = ref(sent)
     np.testing.assert_allclose(doc["matrix"], e @ e.T, atol=1e-5)
-    table = invoke(["similarity", "--url", srv.url, "a cat", "a feline"])
-    assert table.exit_code == 0 and "1.0000" in table.stdout
+    piped = invoke(["similarity", "--url", srv.url, "a cat", "a feline"])  # stdout is not a terminal
+    assert piped.exit_code == 0 and json.loads(piped.stdout)["matrix"] == doc["matrix"]
 
 
 def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str, str]:
@@ -118,8 +118,8 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 def test_errors_go_through_the_funnel(srv: Running, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_main(monkeypatch, capsys, ["embed", "--url", srv.url, "ok", " "])
     assert (code, out) == (2, "")
-    assert err.startswith("error: input 1: the text is empty or whitespace only")
-    assert "hint: remove blank inputs" in err
+    assert err.startswith("error: text 2: the text is empty or whitespace only")  # 1-based, as editors count
+    assert "hint: remove blank inputs" in err and "`--on-error skip`" in err
     code, out, err = run_main(monkeypatch, capsys, ["embed", "--url", srv.url, "--dimensions", "8", "x"])
     assert (code, out) == (2, "")
     assert "`dimensions` must be between 32 and 32" in err
