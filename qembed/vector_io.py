@@ -68,6 +68,10 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_output_format(dest: Path) -> None:
+    """A file name (not a directory) whose suffix names a format qembed writes."""
+    if dest.is_dir():
+        raise ConfigError(f"`{dest}` is a directory; `--output` needs a file name",
+                          hint=f"for example `{dest / 'vectors.npy'}`")
     if suffix(dest) not in OUTPUT_FORMATS:
         raise ConfigError(f"cannot write `{dest}`: unknown output format `{suffix(dest) or '(none)'}`",
                           hint=f"name the file with one of {', '.join(OUTPUT_FORMATS)}")
@@ -80,9 +84,6 @@ def check_destination(dest: Path, *, sources: Sequence[Path] = (), extra: Sequen
     ``extra`` are the files written next to ``dest`` (sidecar, journal); each must not be a source.
     With ``overwrite=False`` an existing ``dest`` (or sidecar) is refused.
     """
-    if dest.is_dir():
-        raise ConfigError(f"`{dest}` is a directory; `--output` needs a file name",
-                          hint=f"for example `{dest / 'vectors.npy'}`")
     check_output_format(dest)
     parent = dest.parent
     if not parent.exists():
