@@ -21,6 +21,7 @@ chunks already done, and carries on; the journal is deleted when the job finishe
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -597,10 +598,14 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
                 fut.cancel()
             raise
         finally:
-            if writer is not None:
-                writer.close()
-            if journal is not None:
-                journal.close()
+            # after a failed write the buffer still holds bytes that cannot land: closing must not
+            # raise over the real error (on success, finalize has already flushed and fsync'ed)
+            with contextlib.suppress(OSError):
+                if writer is not None:
+                    writer.close()
+            with contextlib.suppress(OSError):
+                if journal is not None:
+                    journal.close()
     jpath.unlink(missing_ok=True)
     result.dimensions = int(header["dim"]) if header["dim"] is not None else None
     result.seconds = time.perf_counter() - started
@@ -630,7 +635,8 @@ class _Ctx:
                         committed_offset=int(last["offset"]) if last else 0, committed_chunks=len(self.done),
                         ids_offset=int(last.get("ids_offset", 0)) if last else 0)
         except OSError as exc:
-            writer.close()
+            with contextlib.suppress(OSError):
+                writer.close()
             raise _storage_error(exc, self.out, self.result) from exc
         return writer, journal
 
