@@ -119,10 +119,11 @@ def test_one_shot_output_also_needs_overwrite(srv: Running, tmp_path: Path) -> N
 
 
 def test_a_second_job_on_the_same_output_is_refused_and_names_the_holder(tmp_path: Path) -> None:
-    texts = [f"line {i}" for i in range(60)]
+    texts = [f"line {i}" for i in range(300)]
     inp = jsonl_input(tmp_path / "docs.jsonl", texts)
     out = tmp_path / "vectors.jsonl"
-    cfg = StandinConfig(dim=32, faults=[Fault("delay", count=10**6, seconds=0.02)])
+    # 150 requests of 30 ms: the first job surely outlives the second one's start-up
+    cfg = StandinConfig(dim=32, faults=[Fault("delay", count=10**6, seconds=0.03)])
     with serve_in_thread(cfg) as slow:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         first = subprocess.Popen([sys.executable, "-m", "qembed", "embed", "--url", slow.url, "--input", str(inp),
@@ -135,6 +136,7 @@ def test_a_second_job_on_the_same_output_is_refused_and_names_the_holder(tmp_pat
                 assert time.monotonic() < deadline, "the first job never committed a chunk"
                 time.sleep(0.01)
             second = qembed("embed", "--url", slow.url, "--input", str(inp), "--output", str(out), "--resume")
+            assert first.poll() is None, "the first job ended before the second tried: nothing was tested"
             _, first_err = first.communicate(timeout=120)
         finally:
             if first.poll() is None:
@@ -145,7 +147,7 @@ def test_a_second_job_on_the_same_output_is_refused_and_names_the_holder(tmp_pat
     assert f"is being written by another qembed job (pid {first.pid} on" in err
     assert first.returncode == 0, first_err.decode()
     rows = [json.loads(line) for line in out.read_text().splitlines()]  # no torn line, no duplicate
-    assert [r["id"] for r in rows] == [f"doc-{i}" for i in range(60)]
+    assert [r["id"] for r in rows] == [f"doc-{i}" for i in range(300)]
     np.testing.assert_allclose([r["embedding"] for r in rows], ref(texts), atol=1e-6)
     assert not lock_path(out).exists()
 

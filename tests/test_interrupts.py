@@ -20,7 +20,7 @@ from qembed.bulk import journal_path, lock_path
 from tests.conftest import REPO
 from tests.standin.server import Fault, HashBackend, StandinConfig, serve_in_thread
 
-TEXTS = [f"line {i}" for i in range(80)]
+TEXTS = [f"line {i}" for i in range(200)]
 
 
 def _env() -> dict[str, str]:
