@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from qembed.bulk import OutputLock, embed_file, journal_path, lock_path
+from qembed.bulk import embed_file, journal_path
 from qembed.cli import app
 from qembed.client import Client
 from qembed.errors import ConfigError, InputError
@@ -50,6 +50,10 @@ def qembed(*args: str | bytes, timeout: float = 120, **kw: object) -> subprocess
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "qembed", *args], capture_output=True, timeout=timeout, env=env,
                           **kw)  # type: ignore[call-overload, no-any-return]
+
+
+def _lock(out: Path) -> Path:
+    return out.with_name(out.name + ".lock")
 
 
 class _Stop(KeyboardInterrupt):
@@ -89,7 +93,7 @@ def test_an_output_that_is_the_input_is_refused_before_anything_is_written(
     assert "destroy the input" in exc.value.message
     assert inp.read_bytes() == before
     assert srv.requests == []  # refused before any work
-    assert not journal_path(out).exists() and not lock_path(out).exists()
+    assert not journal_path(out).exists() and not _lock(out).exists()
 
 
 def test_an_existing_output_needs_overwrite(srv: Running, tmp_path: Path) -> None:
@@ -149,15 +153,17 @@ def test_a_second_job_on_the_same_output_is_refused_and_names_the_holder(tmp_pat
     rows = [json.loads(line) for line in out.read_text().splitlines()]  # no torn line, no duplicate
     assert [r["id"] for r in rows] == [f"doc-{i}" for i in range(300)]
     np.testing.assert_allclose([r["embedding"] for r in rows], ref(texts), atol=1e-6)
-    assert not lock_path(out).exists()
+    assert not _lock(out).exists()
 
 
 def test_a_lock_left_by_a_dead_job_does_not_block(srv: Running, tmp_path: Path) -> None:
     inp = jsonl_input(tmp_path / "docs.jsonl", TEXTS[:5])
     out = tmp_path / "v.jsonl"
-    lock_path(out).write_text("pid 1 on elsewhere\n")  # the file stays, the flock died with its process
+    _lock(out).write_text("pid 1 on elsewhere\n")  # the file stays, the flock died with its process
     with Client(srv.url) as c:
         assert embed_file(c, inp, out).rows_out == 5
+    from qembed.bulk import OutputLock
+
     held = OutputLock(out)
     held.acquire()
     try:

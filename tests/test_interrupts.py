@@ -16,11 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from qembed.bulk import journal_path, lock_path
+from qembed.bulk import journal_path
 from tests.conftest import REPO
 from tests.standin.server import Fault, HashBackend, StandinConfig, serve_in_thread
 
 TEXTS = [f"line {i}" for i in range(200)]
+
+
+def _lock(out: Path) -> Path:
+    return out.with_name(out.name + ".lock")
 
 
 def _env() -> dict[str, str]:
@@ -80,7 +84,7 @@ def test_ctrl_c_during_a_bulk_job_says_what_was_saved_and_how_to_continue(tmp_pa
         assert len(hint) == 1, err
         command = hint[0].removeprefix("hint: continue with: ")
         assert command.endswith("--resume") and "Traceback" not in err
-        assert not lock_path(out).exists()
+        assert not _lock(out).exists()
         srv.state.config.faults.clear()
         rerun = subprocess.run(_as_argv(command), capture_output=True, env=_env(), timeout=120)
     assert rerun.returncode == 0, rerun.stderr
