@@ -104,6 +104,7 @@ def main() -> None:
     """Console-script entry point: run the app through the error funnel."""
     from qembed.errors import ExitCode, QembedError
 
+    _KEPT.clear()
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when SIGINT is ignored
         signal.signal(signal.SIGINT, _on_sigint)
     try:
