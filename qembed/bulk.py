@@ -468,7 +468,8 @@ def embed_file(
         id_field = detect_id_field(inp, text_field)
     jpath = journal_path(out)
     sidecar = vector_io.ids_path(out) if _suffix(out) == ".npy" and (id_field is not None or on_error == "skip") else None
-    extra = [p for p in (sidecar, jpath, lock_path(out), out.with_name(out.name + ".parts")) if p is not None]
+    npy_ids = vector_io.ids_path(out) if _suffix(out) == ".npy" else None  # used or not, it belongs to `out`
+    extra = [p for p in (npy_ids, jpath, lock_path(out), out.with_name(out.name + ".parts")) if p is not None]
     vector_io.check_destination(out, sources=[inp], extra=extra)
     lock = OutputLock(out)
     lock.acquire()
@@ -500,7 +501,8 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
         raise ConfigError(f"an unfinished job left `{jpath}`",
                           hint="pass `--resume` to continue it, or `--overwrite` to start again")
     elif old_header is None:
-        leftovers = [p for p in (out, sidecar, parts) if p is not None and p.exists()]
+        npy_ids = vector_io.ids_path(out) if _suffix(out) == ".npy" else None
+        leftovers = [p for p in (out, npy_ids, parts) if p is not None and p.exists()]
         if leftovers and resume:
             raise ConfigError(f"nothing to resume: `{leftovers[0]}` exists but has no journal `{jpath}` "
                               "(the job finished, or was not started by qembed)",
@@ -606,6 +608,8 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
             with contextlib.suppress(OSError):
                 if journal is not None:
                     journal.close()
+    if sidecar is None and _suffix(out) == ".npy":  # a replaced output keeps no stale ids
+        vector_io.ids_path(out).unlink(missing_ok=True)
     jpath.unlink(missing_ok=True)
     result.dimensions = int(header["dim"]) if header["dim"] is not None else None
     result.seconds = time.perf_counter() - started

@@ -441,6 +441,8 @@ def write_vectors(dest: str | Path, ids: Sequence[Any], vectors: npt.NDArray[np.
         writer.close()
         if sidecar is not None and tmp_ids is not None:
             os.replace(tmp_ids, sidecar)
+        elif suffix(dest) == ".npy":  # a replaced .npy keeps no stale ids
+            ids_path(dest).unlink(missing_ok=True)
         os.replace(tmp, dest)
     except BaseException:
         for p in (tmp, tmp_ids):

@@ -348,3 +348,20 @@ def test_bulk_errors_are_1_based_and_name_on_error_skip(srv: Running, tmp_path: 
     err = r.stderr.decode()
     assert r.returncode == 2, err
     assert f"error: `{tmp_path / 'in.txt'}` line 3: the text is empty" in err and "`--on-error skip`" in err
+
+
+def test_a_stale_ids_sidecar_is_never_paired_with_new_vectors(srv: Running, tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("a\nb\n")
+    stale = tmp_path / "v.ids.jsonl"
+    stale.write_text('"old-1"\n"old-2"\n')
+    args = ["embed", "--url", srv.url, "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "v.npy")]
+    r = cli(args)
+    assert r.exit_code != 0 and "v.ids.jsonl` already exists" in str(r.exception)
+    assert stale.exists() and not (tmp_path / "v.npy").exists()
+    r = cli([*args, "--overwrite"])
+    assert r.exit_code == 0, r.stderr
+    assert not stale.exists()  # plain row numbers: no sidecar, and not the old one either
+    stale.write_text('"old"\n')
+    r = cli(["embed", "--url", srv.url, "-o", str(tmp_path / "v.npy"), "--overwrite", "x"])
+    assert r.exit_code == 0, r.stderr
+    assert not stale.exists()
