@@ -563,11 +563,12 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
     if on_progress:
         on_progress(result.rows_in, total, result.tokens)
 
-    writer: VectorWriter | None = None
-    journal: _Journal | None = None
-    ctx = _Ctx(inp, out, jpath, sidecar, header, done, id_field, result)
+    def fallback_dim() -> int:  # when no chunk has given a vector yet (empty input, every row skipped)
+        return int(dimensions or client.server_info().dimensions or 0)
+
+    ctx = _Ctx(inp, out, jpath, sidecar, header, done, id_field, result, fallback_dim)
     if header["dim"] is not None:
-        writer, journal = ctx.open(append=bool(done))
+        ctx.open(append=bool(done))
     from concurrent.futures import ThreadPoolExecutor
 
     index_base = result.rows_in
@@ -581,18 +582,19 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
                 chunk_no += 1
                 index_base += len(chunk)
                 if len(pending) >= 2:
-                    writer, journal = ctx.write_one(pending.popleft(), writer, journal)
+                    ctx.write_one(pending.popleft())
                     if on_progress:
                         on_progress(result.rows_in, total, result.tokens)
             while pending:
-                writer, journal = ctx.write_one(pending.popleft(), writer, journal)
+                ctx.write_one(pending.popleft())
                 if on_progress:
                     on_progress(result.rows_in, total, result.tokens)
-            if writer is None:  # empty input (or nothing embedded): still leave a valid, empty output
-                header["dim"] = dimensions or client.server_info().dimensions or 0
-                writer, journal = ctx.open(append=False)
+            if ctx.writer is None:  # empty input (or nothing embedded): still leave a valid, empty output
+                header["dim"] = fallback_dim()
+                ctx.open(append=False)
+            assert ctx.writer is not None
             try:
-                writer.finalize()
+                ctx.writer.finalize()
             except OSError as exc:
                 raise _storage_error(exc, out, result) from exc
         except BaseException:
@@ -603,11 +605,11 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
             # after a failed write the buffer still holds bytes that cannot land: closing must not
             # raise over the real error (on success, finalize has already flushed and fsync'ed)
             with contextlib.suppress(OSError):
-                if writer is not None:
-                    writer.close()
+                if ctx.writer is not None:
+                    ctx.writer.close()
             with contextlib.suppress(OSError):
-                if journal is not None:
-                    journal.close()
+                if ctx.journal is not None:
+                    ctx.journal.close()
     if sidecar is None and _suffix(out) == ".npy":  # a replaced output keeps no stale ids
         vector_io.ids_path(out).unlink(missing_ok=True)
     jpath.unlink(missing_ok=True)
@@ -628,8 +630,11 @@ class _Ctx:
     done: list[dict[str, Any]]
     id_field: str | None
     result: BulkResult
+    fallback_dim: Callable[[], int]
+    writer: VectorWriter | None = None  # open once the vector size is known; closed by the job
+    journal: _Journal | None = None
 
-    def open(self, *, append: bool) -> tuple[VectorWriter, _Journal]:
+    def open(self, *, append: bool) -> None:
         writer = vector_io.writer_for(self.out, int(self.header["dim"]), ids_are_rows=self.id_field is None,
                                       ids_file=self.sidecar)
         last = self.done[-1] if self.done else None
@@ -642,10 +647,9 @@ class _Ctx:
             with contextlib.suppress(OSError):
                 writer.close()
             raise _storage_error(exc, self.out, self.result) from exc
-        return writer, journal
+        self.writer, self.journal = writer, journal
 
-    def write_one(self, item: tuple[int, int, list[tuple[Any, str]], Any], writer: VectorWriter | None,
-                  journal: _Journal | None) -> tuple[VectorWriter, _Journal]:
+    def write_one(self, item: tuple[int, int, list[tuple[Any, str]], Any]) -> None:
         chunk_no, base, chunk, fut = item
         try:
             emb = fut.result()
@@ -661,16 +665,20 @@ class _Ctx:
                 exc.hint = ("fix or remove it, or pass `--on-error skip` to leave such records out "
                             "(they are listed in the summary)")
             raise
-        if writer is None or journal is None:
-            self.header["dim"] = int(emb.shape[1])
-            writer, journal = self.open(append=False)
+        if self.writer is None or self.journal is None:
+            # a chunk whose every row was skipped has no vector to tell the size
+            self.header["dim"] = int(emb.shape[1]) if len(emb) else self.fallback_dim()
+            self.open(append=False)
+        writer, journal = self.writer, self.journal
+        assert writer is not None and journal is not None
         rows = list(range(len(chunk))) if emb.indices is None else [int(i) for i in emb.indices]
         ids = [chunk[i][0] for i in rows]
         fails = [[chunk[f.index][0], base + f.index, f.reason] for f in emb.failures]
         import numpy as np
 
         try:
-            sums = writer.write(chunk_no, ids, emb.view(np.ndarray))
+            vectors = emb.view(np.ndarray).reshape(len(rows), -1 if len(rows) else writer.dim)
+            sums = writer.write(chunk_no, ids, vectors)
             offset, ids_offset = writer.commit()  # output durable first ...
             journal.commit({"chunk": chunk_no, "rows_in": len(chunk), "rows_out": len(rows),  # ... then the journal
                             "offset": offset, "ids_offset": ids_offset, "tokens": int(emb.prompt_tokens),
@@ -686,4 +694,3 @@ class _Ctx:
         r.rows_out += len(rows)
         r.tokens += int(emb.prompt_tokens)
         r.failures.extend(BulkFailure(*f) for f in fails)
-        return writer, journal

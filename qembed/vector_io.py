@@ -254,7 +254,7 @@ class NpyWriter(VectorWriter):
         import numpy as np
 
         # memoryview: no extra copy of the chunk (about 1.5 µs per 2560-d vector saved)
-        view = np.ascontiguousarray(vectors, dtype="<f4").data.cast("B")
+        view = np.ascontiguousarray(vectors, dtype="<f4").reshape(-1).data.cast("B")  # 1-D: empty chunks too
         self.f.write(view)
         self.rows += len(vectors)
         h = digest()

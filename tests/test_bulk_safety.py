@@ -365,3 +365,17 @@ def test_a_stale_ids_sidecar_is_never_paired_with_new_vectors(srv: Running, tmp_
     r = cli(["embed", "--url", srv.url, "-o", str(tmp_path / "v.npy"), "--overwrite", "x"])
     assert r.exit_code == 0, r.stderr
     assert not stale.exists()
+
+
+@pytest.mark.parametrize("dst", [".npy", ".jsonl", ".parquet"])
+def test_a_chunk_with_every_row_skipped_keeps_the_job_going(srv: Running, tmp_path: Path, dst: str) -> None:
+    # found by Hypothesis: the first chunk all blank used to set the vector size to 0 and crash
+    (tmp_path / "in.txt").write_text("\t\n \n\nreal text\n\n")
+    out = tmp_path / f"v{dst}"
+    with Client(srv.url) as c:
+        res = embed_file(c, tmp_path / "in.txt", out, chunk_rows=3, on_error="skip")
+    assert (res.rows_in, res.rows_out, res.dimensions) == (5, 1, 32)
+    assert [f.index for f in res.failures] == [0, 1, 2, 4]
+    if dst == ".npy":
+        np.testing.assert_allclose(np.load(out), ref(["real text"]), atol=1e-6)
+        assert (tmp_path / "v.ids.jsonl").read_text() == "3\n"
