@@ -39,13 +39,16 @@ _LAZY: dict[str, str] = {
     "NotReady": "qembed.errors",
     "ServerUnreachable": "qembed.errors",
     "ServerError": "qembed.errors",
+    "BadReply": "qembed.errors",
     "InputError": "qembed.errors",
+    "StorageError": "qembed.errors",
     "ExitCode": "qembed.errors",
 }
 
 __all__ = [
     "TASKS",
     "AsyncClient",
+    "BadReply",
     "Client",
     "ConfigError",
     "Embeddings",
@@ -63,6 +66,7 @@ __all__ = [
     "ServerError",
     "ServerExited",
     "ServerUnreachable",
+    "StorageError",
     "__version__",
     "format_query",
     "load_profile",
@@ -71,6 +75,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .client import AsyncClient, Client, Embeddings
     from .errors import (
+        BadReply,
         ConfigError,
         ExitCode,
         FlagsRejected,
@@ -85,6 +90,7 @@ if TYPE_CHECKING:
         ServerError,
         ServerExited,
         ServerUnreachable,
+        StorageError,
     )
     from .instructions import TASKS, format_query
     from .profiles import Profile, load_profile

@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+# the estimate when no tokenizer is on disk is the client's, so inputs are sized as requests are
+from .client import BYTES_PER_TOKEN, estimate_tokens
 from .errors import ConfigError, MissingDependency, ServerError, ServerUnreachable
 
 if TYPE_CHECKING:
@@ -49,24 +51,10 @@ CLIENT_BOUND_PCT = 85.0
 
 # -- GPU peaks ----------------------------------------------------------------------------------
 
-# Dense (no sparsity) bf16 tensor-core peaks in TFLOPS; T4 has no bf16, so its fp16 figure
-# (SGLang runs fp16 below sm80). Sources: performance.md section 2.2 (NVIDIA datasheets).
-# H200: the H100 SXM compute (same GH100 SMs and clocks; NVIDIA's H200 sheet quotes 1,979 with
-# sparsity). L40S: NVIDIA L40S datasheet, 362 dense (733 with sparsity).
-# Matching is on whole words of the NVML name, so "A10G", "L40" and "H100 NVL" (other peaks)
+# Dense (no sparsity) bf16 tensor-core peaks in TFLOPS live with the GPU names in
+# :data:`qembed.gpu.GPU_CLASSES` (one table for profiles and bench); T4 has no bf16, so its fp16
+# figure (SGLang runs fp16 below sm80). Names without a known peak ("A10G", "L40", "H100 NVL")
 # stay unknown rather than borrowing a neighbour's figure.
-# (words that must all appear, words that must not appear, label, TFLOPS)
-GPU_PEAKS: tuple[tuple[frozenset[str], frozenset[str], str, float], ...] = (
-    (frozenset({"H100", "PCIE"}), frozenset(), "H100 PCIe", 756.0),
-    (frozenset({"H100"}), frozenset({"PCIE", "NVL"}), "H100 SXM", 989.0),
-    (frozenset({"H200"}), frozenset({"NVL"}), "H200", 989.0),
-    (frozenset({"A100"}), frozenset(), "A100", 312.0),
-    (frozenset({"L40S"}), frozenset(), "L40S", 362.0),
-    (frozenset({"4090"}), frozenset(), "RTX 4090", 165.0),
-    (frozenset({"A10"}), frozenset(), "A10", 125.0),
-    (frozenset({"L4"}), frozenset(), "L4", 121.0),
-    (frozenset({"T4"}), frozenset(), "T4 (fp16)", 65.0),
-)
 
 
 def gpu_peak(name: str) -> tuple[str, float] | None:
@@ -78,11 +66,12 @@ def gpu_peak(name: str) -> tuple[str, float] | None:
         >>> gpu_peak("NVIDIA A10G") is None
         True
     """
-    words = set(name.upper().replace("-", " ").replace("_", " ").split())
-    for need, avoid, label, tflops in GPU_PEAKS:
-        if need <= words and not (avoid & words):
-            return label, tflops
-    return None
+    from .gpu import match_gpu_name
+
+    cls = match_gpu_name(name)
+    if cls is None or cls.peak_label is None or cls.peak_tflops is None:
+        return None
+    return cls.peak_label, cls.peak_tflops
 
 
 # -- FLOPs --------------------------------------------------------------------------------------
@@ -165,12 +154,6 @@ WORD_POOLS: dict[str, tuple[tuple[str, ...], str]] = {
     "ja": (_JA, ""),
     "code": (_CODE, " "),
 }
-BYTES_PER_TOKEN = 4  # the estimate when no tokenizer is on disk (byte-level BPE, multilingual)
-
-
-def estimate_tokens(text: str) -> int:
-    """Estimated tokens of ``text`` as the server counts them: ``utf8 bytes // 4 + 1`` (the EOS)."""
-    return len(text.encode("utf-8")) // BYTES_PER_TOKEN + 1
 
 
 TokenCounter = Callable[[str], int]
@@ -588,35 +571,34 @@ def _auth_headers(api_key: str | None) -> dict[str, str]:
 
 
 def probe_model(url: str, *, api_key: str | None, timeout: float = 10.0) -> str | None:
-    """The model path the server reports in ``/v1/models`` (``root``, else ``id``).
+    """The model path the server reports in ``/v1/models`` (``root``, else ``id``), after one
+    probe embedding has passed the client's checks (:func:`qembed.probe.probe_server`).
 
     Raises:
         ServerUnreachable: nothing answers at ``url``.
+        ServerError: the server rejected the API key (401).
+        BadReply: the probe embedding is not a valid reply (wrong size, NaN, not unit length, ...):
+            a sweep against this server would measure wrong vectors.
     """
-    import httpx
+    from .errors import BadReply
+    from .probe import probe_server
 
-    try:
-        r = httpx.get(url.rstrip("/") + "/v1/models", headers=_auth_headers(api_key), timeout=timeout)
-    except httpx.HTTPError as exc:
-        raise ServerUnreachable(f"no server answers at {url}",
-                                hint="start one with `qembed serve`, or pass `--profile NAME`") from exc
-    if r.status_code == 401:
-        raise ServerError("the server rejected the API key (HTTP 401)", status=401,
-                          hint="pass `--api-key` or set QEMBED_API_KEY")
-    if r.status_code != 200:
-        return None
-    with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
-        first = r.json()["data"][0]
-        return str(first.get("root") or first["id"])
-    return None
+    facts = probe_server(url, api_key, timeout=timeout, health=False)
+    err = facts.embedding_error
+    if isinstance(err, ServerUnreachable | BadReply) or (isinstance(err, ServerError) and err.status == 401):
+        if isinstance(err, ServerError) and err.status == 401:
+            err.hint = "pass `--api-key` or set QEMBED_API_KEY"
+        raise err
+    return facts.model_path
 
 
 def local_gpu_name(url: str) -> str | None:
     """The first visible GPU's NVML name when ``url`` points at this machine, else ``None``."""
     from urllib.parse import urlparse
 
-    host = (urlparse(url).hostname or "").lower()
-    if host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):
+    from .net import is_this_machine
+
+    if not is_this_machine(urlparse(url).hostname or ""):
         return None
     from .gpu import snapshot
 
@@ -726,6 +708,40 @@ def run_bench(url: str, options: BenchOptions = BenchOptions(), *, api_key: str 
                        sizing=source.sizing, dimensions=options.dimensions, cells=cells_out, notes=notes)
 
 
+# -- what a bare `qembed bench` runs -------------------------------------------------------------
+
+#: A bare ``qembed bench``: concurrency 1, 16, 64 x 1 and 32 inputs per request x 512 tokens =
+#: 6 cells of 8 s, about a minute with warm-ups. ``--full`` runs the whole default sweep
+#: (:data:`DEFAULT_CONCURRENCY` x :data:`DEFAULT_BATCH` x :data:`DEFAULT_LENGTHS`, 10 s each).
+QUICK_CONCURRENCY: tuple[int, ...] = (1, 16, 64)
+QUICK_BATCH: tuple[int, ...] = (1, 32)
+QUICK_LENGTHS: tuple[int, ...] = (512,)
+QUICK_DURATION = 8.0
+FULL_DURATION = 10.0
+
+
+def sweep_options(*, full: bool = False, concurrency: Sequence[int] | None = None,
+                  batch: Sequence[int] | None = None, lengths: Sequence[int] | None = None,
+                  duration: float | None = None, **rest: Any) -> BenchOptions:
+    """The quick sweep (default) or the full one (``full=True``); an axis or a duration given
+    explicitly wins over the preset's. ``rest`` goes to :class:`BenchOptions` unchanged."""
+    return BenchOptions(
+        concurrency=tuple(concurrency or (DEFAULT_CONCURRENCY if full else QUICK_CONCURRENCY)),
+        batch=tuple(batch or (DEFAULT_BATCH if full else QUICK_BATCH)),
+        lengths=tuple(lengths or (DEFAULT_LENGTHS if full else QUICK_LENGTHS)),
+        duration=duration if duration is not None else (FULL_DURATION if full else QUICK_DURATION),
+        **rest,
+    )
+
+
+def planned_seconds(options: BenchOptions) -> float | None:
+    """Measured seconds the sweep will take (cells x duration, warm-ups not counted), or
+    ``None`` when cells run a fixed number of requests."""
+    if options.requests is not None or options.duration is None:
+        return None
+    return len(options.concurrency) * len(options.batch) * len(options.lengths) * options.duration
+
+
 # -- launching a server for the run -------------------------------------------------------------
 
 
@@ -757,6 +773,32 @@ class CompareRow:
     texts_per_s: float
     client_cpu_us_per_text: float
     speedup: float | None = None  # qembed texts/s divided by this row's (1.0 for qembed)
+    #: qembed's client CPU per text divided by this row's (1.0 for qembed; below 1: qembed uses less)
+    cpu_ratio: float | None = None
+
+
+#: at most this many CPUs, a server on the same machine competes with the client for them
+SMALL_MACHINE_CPUS = 8
+
+
+def compare_caveat(url: str, *, cpus: int | None = None) -> str | None:
+    """The caveat for ``--compare`` when client and server share a small machine, else ``None``.
+
+    On a shared 2-core box, the server's own CPU work (tokenizing, a CPU stand-in's forward
+    pass) runs on the cores the client needs, so wall-clock texts/s measure both; client CPU per
+    text is what compares the clients.
+    """
+    import os
+    from urllib.parse import urlparse
+
+    from .launcher import is_loopback
+
+    host = urlparse(url).hostname or ""
+    n = cpus if cpus is not None else (os.cpu_count() or 1)
+    if not is_loopback(host) or n > SMALL_MACHINE_CPUS:
+        return None
+    return (f"client and server share this {n}-CPU machine: wall-clock texts/s include the "
+            "server's share of the CPUs, so compare the clients by client CPU per text")
 
 
 def compare(url: str, *, api_key: str | None = None, texts: int = 256, tokens: int = 512,
@@ -816,9 +858,10 @@ def compare(url: str, *, api_key: str | None = None, texts: int = 256, tokens: i
         timed(f"openai, {batch} texts/call, SDK defaults", run_batched)
     finally:
         oa.close()
-    base = rows[0].texts_per_s
+    base, base_cpu = rows[0].texts_per_s, rows[0].client_cpu_us_per_text
     for r in rows:
         r.speedup = base / r.texts_per_s if r.texts_per_s else None
+        r.cpu_ratio = base_cpu / r.client_cpu_us_per_text if r.client_cpu_us_per_text else None
     return rows
 
 
@@ -826,7 +869,12 @@ __all__ = [
     "DEFAULT_BATCH",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_LENGTHS",
-    "GPU_PEAKS",
+    "FULL_DURATION",
+    "QUICK_BATCH",
+    "QUICK_CONCURRENCY",
+    "QUICK_DURATION",
+    "QUICK_LENGTHS",
+    "SMALL_MACHINE_CPUS",
     "WORD_POOLS",
     "BenchOptions",
     "BenchReport",
@@ -835,6 +883,7 @@ __all__ = [
     "CompareRow",
     "TextSource",
     "compare",
+    "compare_caveat",
     "estimate_tokens",
     "flops_per_token",
     "gpu_peak",
@@ -845,7 +894,9 @@ __all__ = [
     "mfu",
     "parse_axis",
     "percentile",
+    "planned_seconds",
     "probe_model",
     "run_bench",
     "sweep",
+    "sweep_options",
 ]

@@ -20,11 +20,13 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -33,8 +35,17 @@ from . import __version__
 from . import env as qenv
 from .errors import InputError, ServerError, ServerUnreachable
 from .instructions import apply_prefix, format_document, format_query, resolve_instruction
-from .transport import AiohttpAsync, HttpxAsync, Request, Response, TransportFailure, choose_http
-from .vectors import check_dimensions
+from .transport import (
+    AiohttpAsync,
+    HttpxAsync,
+    HttpxSync,
+    Request,
+    Response,
+    Timeouts,
+    TransportFailure,
+    choose_http,
+)
+from .vectors import check_dimensions, parse_models, parse_reply, truncate
 
 if TYPE_CHECKING:
     import httpx
@@ -66,17 +77,24 @@ class UseClientDefault:
 USE_CLIENT_DEFAULT = UseClientDefault()
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
-#: a 32k-token input on a busy server can take minutes; the read timeout covers one request
+#: a 32k-token input on a busy server can take minutes; this bounds each read and, as a total
+#: deadline, each whole request (every byte of the answer)
 DEFAULT_READ_TIMEOUT = 300.0
 DEFAULT_MAX_RETRIES = 4
 DEFAULT_BACKOFF = 0.5  # seconds; doubled each attempt, with jitter, capped at MAX_BACKOFF
 MAX_BACKOFF = 10.0
+#: the longest ``Retry-After`` honoured; a longer one is capped, with a warning
 MAX_RETRY_AFTER = 60.0
+#: no retry starts after this many seconds since a request's first attempt (its waits included)
+DEFAULT_RETRY_TIMEOUT = 120.0
 #: texts per request; with 8 in flight, 128 keeps a modelled 0.6B-class GPU 97.8 % busy against
 #: 95.0 % with 64 (docs/performance.md section 7); `batch_tokens` still caps long texts
 DEFAULT_BATCH_SIZE = 128
 #: estimated tokens per request (see ``estimate_tokens``): 64 texts of ~512 tokens
 DEFAULT_BATCH_TOKENS = 32768
+#: UTF-8 bytes per token in the estimate used to size requests and benchmark inputs (the
+#: Qwen tokenizer is byte-level BPE: about 4 for English and code, about 3 for CJK)
+BYTES_PER_TOKEN = 4
 DEFAULT_CONCURRENCY = 8  # measured: 8 x 64 texts keeps a modelled GPU >= 95 % busy (docs/client.md)
 #: The Qwen tokenizer is byte-level BPE: a token is at least one UTF-8 byte, and in practice
 #: no text averages more than this many bytes per token. So ``bytes // 8`` is a *lower* bound
@@ -91,17 +109,18 @@ _AT_INDEX = re.compile(r"Input at index (\d+) cannot be empty")
 
 
 def estimate_tokens(text: str) -> int:
-    """Token estimate used to size requests: UTF-8 bytes / 3, plus the EOS.
+    """Token estimate without the tokenizer: ``utf8 bytes // 4 + 1`` (the EOS).
 
-    It over-counts English (the Qwen tokenizer averages ~4 bytes per token) and is close for
-    CJK (3 bytes a character, about one token each), so requests err on the small side.
+    The one estimate in qembed: the client sizes requests with it, ``qembed bench`` sizes its
+    inputs with it. It is close for English and code; CJK text (3 bytes a character, about one
+    token each) runs up to a third over it.
     """
-    return len(text.encode("utf-8")) // 3 + 1
+    return len(text.encode("utf-8", "surrogatepass")) // BYTES_PER_TOKEN + 1
 
 
 def min_tokens(text: str) -> int:
     """A lower bound on the token count (see ``MAX_BYTES_PER_TOKEN``), EOS included."""
-    return len(text.encode("utf-8")) // MAX_BYTES_PER_TOKEN + 1
+    return len(text.encode("utf-8", "surrogatepass")) // MAX_BYTES_PER_TOKEN + 1
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -229,10 +248,18 @@ class BaseClient:
         api_key: sent as ``Authorization: Bearer``; default ``QEMBED_API_KEY``, then the
             variable named by the recorded server.
         model: model name to send; default ``QEMBED_MODEL``, then the server's own.
-        timeout: seconds for the whole request (read), or an ``httpx.Timeout``; default
-            connect 5 s, read/write 300 s (32k-token inputs are slow on a busy server).
-        max_retries: retries on connection errors, 408/429/5xx (never on 400/401/404).
-        backoff: first retry delay in seconds (doubles, with jitter; ``Retry-After`` wins).
+        timeout: seconds one request may take in total (every byte of the answer), also the
+            per-read limit; or an ``httpx.Timeout`` (its ``read`` is then the total too).
+            Default: connect 5 s, read and total 300 s (32k-token inputs are slow on a busy
+            server).
+        max_retries: retries on connection errors, deadlines, 408/429/5xx (never on
+            400/401/404).
+        backoff: first retry delay in seconds (doubles, with jitter; ``Retry-After`` wins, up
+            to 60 s: a longer one is capped and logged as a warning).
+        retry_timeout: seconds after a request's first attempt when no further retry starts
+            (default 120); ``None``: only ``max_retries`` limits them.
+        expect_unit: the server L2-normalises (SGLang does for Qwen3-Embedding), so a reply
+            vector whose norm is not 1 within 1 % is refused (:class:`~qembed.errors.BadReply`).
         concurrency: requests in flight for one call.
         batch_size: texts per request.
         batch_tokens: estimated tokens per request (see :func:`estimate_tokens`).
@@ -251,6 +278,8 @@ class BaseClient:
         timeout: float | Any = USE_CLIENT_DEFAULT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         backoff: float = DEFAULT_BACKOFF,
+        retry_timeout: float | None = DEFAULT_RETRY_TIMEOUT,
+        expect_unit: bool = True,
         concurrency: int = DEFAULT_CONCURRENCY,
         batch_size: int = DEFAULT_BATCH_SIZE,
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
@@ -274,6 +303,12 @@ class BaseClient:
         self.timeout = timeout
         if max_retries < 0 or concurrency < 1 or batch_size < 1 or batch_tokens < 1:
             raise ConfigError("`max_retries` must be >= 0 and `concurrency`, `batch_size`, `batch_tokens` >= 1")
+        if isinstance(timeout, int | float) and not isinstance(timeout, bool) and not timeout > 0:
+            raise ConfigError(f"`timeout` must be a number of seconds > 0, got {timeout}")
+        if retry_timeout is not None and not retry_timeout >= 0:
+            raise ConfigError(f"`retry_timeout` must be >= 0 seconds or None, got {retry_timeout}")
+        self.retry_timeout = retry_timeout
+        self.expect_unit = expect_unit
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"`on_error` must be `raise` or `skip`, got `{on_error}`")
         self.max_retries = max_retries
@@ -303,19 +338,18 @@ class BaseClient:
 
         if isinstance(self.timeout, httpx.Timeout):
             return self.timeout  # keeps its write/pool settings too
-        connect, read = self._timeouts()
-        return httpx.Timeout(read, connect=connect)
+        t = self._timeouts()
+        return httpx.Timeout(t.read, connect=t.connect)
 
-    def _timeouts(self) -> tuple[float | None, float | None]:
-        """(connect, read) seconds, for I/O backends other than httpx."""
-        import httpx
-
+    def _timeouts(self) -> Timeouts:
+        """Connect, per-read and total seconds for every I/O backend."""
         t = self.timeout
         if isinstance(t, UseClientDefault):
-            return DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
-        if isinstance(t, httpx.Timeout):
-            return t.connect, t.read
-        return min(DEFAULT_CONNECT_TIMEOUT, float(t)), float(t)
+            return Timeouts(DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, DEFAULT_READ_TIMEOUT)
+        if isinstance(t, int | float):
+            return Timeouts(min(DEFAULT_CONNECT_TIMEOUT, float(t)), float(t), float(t))
+        # an httpx.Timeout: its read limit is the total deadline too
+        return Timeouts(t.connect, t.read, t.read)
 
     def _headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/json", "Accept": "application/json",
@@ -360,12 +394,40 @@ class BaseClient:
         mode: OnError = self.on_error if isinstance(on_error, UseClientDefault) else on_error
         if mode not in ("raise", "skip"):
             raise InputError(f"`on_error` must be `raise` or `skip`, got `{mode}`")
+        if dims is not None:
+            self._precheck_dimensions(dims)
         job = _Job(texts=formatted, dimensions=dims, on_error=mode)
         for i, text in enumerate(raw):
             if not text.strip():
                 job.fail(i, "the text is empty or whitespace only (SGLang rejects the whole request)",
                          hint="remove blank inputs, or pass `on_error=\"skip\"` / `--on-error skip`")
+        try:  # one pass over all texts; the per-text search runs only when one is bad
+            "".join(formatted).encode("utf-8")
+        except UnicodeEncodeError:
+            for i, text in enumerate(formatted):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    job.fail(i, f"the text has a lone surrogate ({text[exc.start]!r} at character {exc.start}), "
+                                "which is not valid UTF-8",
+                             hint="decode the source with `errors=\"replace\"`, or pass `on_error=\"skip\"`")
         return job
+
+    def _known_max_dimensions(self) -> int | None:
+        """The full vector size, when learned or known from the model name (qembed.models)."""
+        if self._full_dim is not None:
+            return self._full_dim
+        from .models import known_shape
+
+        for name in (self.model, self._server_model):
+            shape = known_shape(name) if name else None
+            if shape is not None:
+                return shape.hidden_size
+        return None
+
+    def _precheck_dimensions(self, dims: int) -> None:
+        """Refuse ``dimensions`` out of range before any connection, as far as it is known."""
+        check_dimensions(dims, self._known_max_dimensions())
 
     def _check_lengths(self, job: _Job) -> None:
         limit = self._max_model_len
@@ -420,22 +482,13 @@ class BaseClient:
         return Request("GET", "/v1/models")
 
     def _parse_models(self, resp: Response) -> None:
-        import orjson
-
         self._models_fetched = True
         if resp.status != 200:
             if resp.status == 401:
                 raise self._error_for(resp)
             logger.debug("GET /v1/models answered %s; no context-length check", resp.status)
             return
-        try:
-            data = orjson.loads(resp.content)["data"]
-            first = data[0] if data else {}
-            self._server_model = first.get("id")
-            mml = first.get("max_model_len")
-            self._max_model_len = int(mml) if mml else None
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError):
-            logger.debug("unexpected /v1/models body: %r", resp.content[:200])
+        self._server_model, self._max_model_len = parse_models(resp.content, source=f"{self.base_url}/v1/models")
 
     def _embed_request(self, texts: list[str], dimensions: int | None) -> Request:
         import orjson
@@ -451,63 +504,29 @@ class BaseClient:
     # -- replies ---------------------------------------------------------------------------
 
     def _parse_embeddings(self, job: _Job, rows: list[int], resp: Response, *, client_truncate: bool) -> None:
-        import numpy as np
-        import orjson
-
-        from .vectors import l2_normalize
-
-        try:
-            obj = orjson.loads(resp.content)
-            data = obj["data"]
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ServerError("the server's reply is not an embeddings response", status=resp.status,
-                              body=resp.content[:500].decode("utf-8", "replace")) from exc
-        if len(data) != len(rows):
-            raise ServerError(f"asked for {len(rows)} embeddings, the server returned {len(data)}",
-                              status=resp.status, body=None)
-        first = data[0]["embedding"] if data else None
+        """Check the reply (:func:`qembed.vectors.parse_reply`), then write its rows."""
+        server_dims = job.dimensions is not None and not client_truncate
         with self._state_lock:
-            if self._full_dim is None and first is not None and (job.dimensions is None or client_truncate):
-                if isinstance(first, str):  # exact size from the padded base64 length
-                    pad = first.count("=", len(first) - 2)
-                    self._full_dim = (len(first) // 4 * 3 - pad) // 4
-                else:
-                    self._full_dim = len(first)
-            if job.dimensions is not None and not client_truncate:
+            width = job.dimensions if server_dims else self._full_dim
+        reply = parse_reply(resp.content, len(rows), width=width, source=f"{self.base_url}/v1/embeddings",
+                            expect_unit=self.expect_unit, status=resp.status)
+        vectors = reply.vectors
+        with self._state_lock:
+            if self._full_dim is None and not server_dims:
+                self._full_dim = vectors.shape[1]
+            if server_dims:
                 self._supports_dimensions = True
             self._allocate(job)
-        out = job.out
         if client_truncate:
-            assert self._full_dim is not None
-            tmp = np.empty((len(rows), self._full_dim), dtype=np.float32)
-            self._decode_rows(data, tmp, list(range(len(rows))))
-            tmp = l2_normalize(tmp[:, : job.dimensions])
-            out[rows] = tmp
-        else:
-            self._decode_rows(data, out, rows)
+            assert job.dimensions is not None
+            if job.dimensions > vectors.shape[1]:
+                check_dimensions(job.dimensions, vectors.shape[1])
+            vectors = truncate(vectors, job.dimensions)
+        job.out[rows] = vectors
         job.ok[rows] = True
-        usage = obj.get("usage") or {}
         with job.lock:
-            job.tokens += int(usage.get("prompt_tokens") or 0)
-            job.model = job.model or obj.get("model")
-
-    @staticmethod
-    def _decode_rows(data: list[dict[str, Any]], out: Any, rows: list[int]) -> None:
-        """Decode each item straight into its row of ``out`` (the hot loop: no per-item imports)."""
-        import numpy as np
-        from pybase64 import b64decode
-
-        frombuffer, f32, width = np.frombuffer, np.dtype("<f4"), out.shape[1]
-        for pos, item in enumerate(data):
-            emb = item["embedding"]
-            row = rows[item.get("index", pos)]
-            if isinstance(emb, str):
-                vec = frombuffer(b64decode(emb), dtype=f32)
-                if vec.shape[0] != width:
-                    raise ValueError(f"vector has {vec.shape[0]} values, expected {width}")
-                out[row] = vec
-            else:  # float fallback
-                out[row] = np.asarray(emb, dtype=np.float32)
+            job.tokens += reply.prompt_tokens
+            job.model = job.model or reply.model
 
     @staticmethod
     def _error_message(resp: Response) -> tuple[str, Any]:
@@ -518,6 +537,10 @@ class BaseClient:
             body = orjson.loads(resp.content) if resp.content else None
         except orjson.JSONDecodeError:
             text = resp.content.decode("utf-8", "replace").strip()
+            if text.startswith("<"):  # an HTML error page: a proxy or another web server
+                m = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+                title = " ".join(m.group(1).split())[:100] if m else "no title"
+                return f"an HTML page ({title}), not SGLang's JSON: a proxy or another web server?", text[:500]
             return text[:500] or f"HTTP {resp.status}", text
         msg: Any = None
         if isinstance(body, dict):
@@ -552,11 +575,24 @@ class BaseClient:
     def _retry_delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after:
             try:
-                return max(0.0, min(float(retry_after), MAX_RETRY_AFTER))
+                asked = float(retry_after)
             except ValueError:
-                pass  # an HTTP date: fall back to our own backoff
+                asked = math.nan  # an HTTP date: fall back to our own backoff
+            if math.isfinite(asked):
+                if asked > MAX_RETRY_AFTER:
+                    logger.warning("%s asked to wait %g s (Retry-After); waiting %g s", self.base_url, asked,
+                                   MAX_RETRY_AFTER)
+                return max(0.0, min(asked, MAX_RETRY_AFTER))
         d = min(MAX_BACKOFF, self.backoff * (2**attempt))
         return float(d / 2 + random.uniform(0, d / 2))
+
+    def _retry_allowed(self, start: float, delay: float) -> bool:
+        """Whether a retry after ``delay`` s still starts within ``retry_timeout`` of ``start``."""
+        if self.retry_timeout is None or time.monotonic() + delay - start <= self.retry_timeout:
+            return True
+        logger.warning("%s: giving up retrying after %.0f s (`retry_timeout` %g s)", self.base_url,
+                       time.monotonic() - start, self.retry_timeout)
+        return False
 
     @staticmethod
     def _is_connect_error(exc: BaseException) -> bool:
@@ -576,6 +612,13 @@ class BaseClient:
         return self.max_retries
 
     def _unreachable(self, exc: BaseException) -> ServerUnreachable:
+        if isinstance(exc, TransportFailure) and exc.deadline:
+            total = self._timeouts().total
+            return ServerUnreachable(
+                f"{self.base_url} sent no complete answer within the {total:g} s request deadline",
+                hint="the server is stuck or overloaded (`qembed logs`); raise `timeout=` (`--timeout`) for "
+                "very long inputs",
+            )
         if self._is_connect_error(exc):
             return ServerUnreachable(
                 f"no server answers at {self.base_url}",
@@ -740,14 +783,13 @@ class Client(BaseClient):
         self._loop: Any = None
         self._loop_thread: threading.Thread | None = None
         self._inner: AsyncClient | None = None
-        self._http: Any = None
+        self._http: HttpxSync | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         if self.http == "aiohttp":
             kwargs.update(api_key=self.api_key, model=self.model)
             self._inner = AsyncClient(self.base_url, http="aiohttp", **kwargs)
         else:
-            import httpx
-
-            self._http = httpx.Client(**self._httpx_kwargs())
+            self._http = HttpxSync(self._httpx_kwargs(), total=self._timeouts().total)
 
     def __enter__(self) -> Client:
         return self
@@ -756,23 +798,41 @@ class Client(BaseClient):
         self.close()
 
     def close(self) -> None:
-        """Close connections, the worker threads and the event loop thread."""
+        """Close connections, the worker threads and the event loop thread.
+
+        A client that is never closed is closed when it is garbage-collected or at interpreter
+        exit, whichever comes first, so a script may just call ``qembed.Client().embed(...)``.
+        """
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         if self._http is not None:
             self._http.close()
-        if self._loop is not None:
-            loop, thread = self._loop, self._loop_thread
-            try:
-                if self._inner is not None:
-                    self._run(self._inner.aclose())
-            finally:
-                loop.call_soon_threadsafe(loop.stop)
-                if thread is not None:
-                    thread.join()
-                loop.close()
-                self._loop = self._loop_thread = None
+        if self._finalizer is not None:
+            self._finalizer()  # runs _stop_loop once
+            self._loop = self._loop_thread = self._finalizer = None
+
+    @staticmethod
+    def _stop_loop(loop: Any, thread: threading.Thread, inner: AsyncClient | None) -> None:
+        """Close the aiohttp session on its own loop, then stop the loop and its thread."""
+        import asyncio
+
+        try:
+            if inner is not None and loop.is_running() and threading.current_thread() is not thread:
+                async def close_and_settle() -> None:
+                    await inner.aclose()
+                    for _ in range(3):  # let the transports' connection_lost callbacks run
+                        await asyncio.sleep(0)
+
+                asyncio.run_coroutine_threadsafe(close_and_settle(), loop).result(timeout=10)
+        except Exception as exc:  # closing is best effort: never raise from a finalizer
+            logger.debug("closing the client's session failed: %s", exc)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            if threading.current_thread() is not thread:
+                thread.join(timeout=10)
+                if not thread.is_alive():
+                    loop.close()
 
     def _run(self, coro: Any) -> Any:
         """Run a coroutine on the private loop thread and wait for it (Ctrl-C cancels it)."""
@@ -784,6 +844,8 @@ class Client(BaseClient):
                 thread = threading.Thread(target=loop.run_forever, name="qembed-loop", daemon=True)
                 thread.start()
                 self._loop, self._loop_thread = loop, thread
+                # not a bound method: the finalizer must not keep the client alive
+                self._finalizer = weakref.finalize(self, Client._stop_loop, loop, thread, self._inner)
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return fut.result()
@@ -831,22 +893,22 @@ class Client(BaseClient):
     # -- I/O -------------------------------------------------------------------------------
 
     def _send(self, req: Request) -> Response:
-        import httpx
-
-        attempt = 0
+        assert self._http is not None
+        attempt, start = 0, time.monotonic()
         while True:
             try:
-                r = self._http.request(req.method, req.path, content=req.body)
-            except httpx.TransportError as exc:
-                if attempt >= self._transport_retries(exc):
-                    raise self._unreachable(exc) from exc
+                resp = self._http.request(req)
+            except TransportFailure as exc:
                 delay = self._retry_delay(attempt, None)
-                logger.info("%s %s: %s; retry %d in %.2f s", req.method, req.path, type(exc).__name__, attempt + 1, delay)
+                if attempt >= self._transport_retries(exc) or not self._retry_allowed(start, delay):
+                    raise self._unreachable(exc) from exc.__cause__
+                logger.info("%s %s: %s; retry %d in %.2f s", req.method, req.path, exc, attempt + 1, delay)
             else:
-                resp = Response(r.status_code, dict(r.headers), r.content)
                 if not self._retryable(resp.status) or attempt >= self.max_retries:
                     return resp
-                delay = self._retry_delay(attempt, r.headers.get("retry-after"))
+                delay = self._retry_delay(attempt, resp.headers.get("retry-after"))
+                if not self._retry_allowed(start, delay):
+                    return resp
                 logger.info("%s %s: HTTP %d; retry %d in %.2f s", req.method, req.path, resp.status, attempt + 1, delay)
             time.sleep(delay)
             attempt += 1
@@ -885,6 +947,7 @@ class Client(BaseClient):
             return self._finish(job)
         self._ensure_models()
         if job.dimensions is not None:
+            self._precheck_dimensions(job.dimensions)  # now with the served model's name
             if self._full_dim is None:
                 self._probe()
             assert self._full_dim is not None
@@ -949,7 +1012,7 @@ class AsyncClient(BaseClient):
         self._http: HttpxAsync | AiohttpAsync = (
             AiohttpAsync(base_url=self.base_url, headers=self._headers(), timeouts=self._timeouts(),
                          limit=self.concurrency * 2 + 2)
-            if use_aiohttp else HttpxAsync(self._httpx_kwargs())
+            if use_aiohttp else HttpxAsync(self._httpx_kwargs(), total=self._timeouts().total)
         )
         self._sem: Any = None
         self._sem_loop: Any = None
@@ -1009,18 +1072,22 @@ class AsyncClient(BaseClient):
     async def _send(self, req: Request) -> Response:
         import asyncio
 
-        attempt = 0
+        attempt, start = 0, time.monotonic()
         while True:
             try:
                 resp = await self._http.request(req)
             except TransportFailure as exc:
-                if attempt >= self._transport_retries(exc):
-                    raise self._unreachable(exc) from exc.__cause__
                 delay = self._retry_delay(attempt, None)
+                if attempt >= self._transport_retries(exc) or not self._retry_allowed(start, delay):
+                    raise self._unreachable(exc) from exc.__cause__
+                logger.info("%s %s: %s; retry %d in %.2f s", req.method, req.path, exc, attempt + 1, delay)
             else:
                 if not self._retryable(resp.status) or attempt >= self.max_retries:
                     return resp
                 delay = self._retry_delay(attempt, resp.headers.get("retry-after"))
+                if not self._retry_allowed(start, delay):
+                    return resp
+                logger.info("%s %s: HTTP %d; retry %d in %.2f s", req.method, req.path, resp.status, attempt + 1, delay)
             await asyncio.sleep(delay)
             attempt += 1
 
@@ -1049,6 +1116,7 @@ class AsyncClient(BaseClient):
             return self._finish(job)
         await self._ensure_models()
         if job.dimensions is not None:
+            self._precheck_dimensions(job.dimensions)  # now with the served model's name
             if self._full_dim is None:
                 await self._probe()
             assert self._full_dim is not None

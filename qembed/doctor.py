@@ -17,7 +17,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,7 +29,7 @@ from .gpu import GiB, MiB
 if TYPE_CHECKING:
     import httpx
 
-    from .gpu import GPUInfo, GPUSnapshot
+    from .gpu import GPUSnapshot
 
 Status = Literal["PASS", "WARN", "FAIL", "SKIP"]
 
@@ -127,10 +127,15 @@ class Probe:
     seconds: float = 0.0
 
 
-def run_probe(python: str, *, timeout: float = 60.0) -> Probe:
-    """Run the probe in ``python`` and parse its JSON line. Never raises."""
+def run_probe(python: str, *, timeout: float = 60.0, env: Mapping[str, str] | None = None) -> Probe:
+    """Run the probe in ``python`` and parse its JSON line. Never raises.
+
+    ``env`` is the environment SGLang would run with (:func:`qembed.sglang_args.resolve_sglang`;
+    default this process's): ``PYTHONPATH`` and the rest are kept, as the launch keeps them, so
+    the probe sees the packages the launch will import.
+    """
     t0 = time.perf_counter()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env = dict(os.environ if env is None else env)
     try:
         proc = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True,
                               timeout=timeout, env=env, check=False)
@@ -173,6 +178,11 @@ class _Ctx:
     profile: Any = None
     probe: Probe | None = None
     rows: list[Check] = field(default_factory=list)
+    overrides: Sequence[str] = ()
+    options: Mapping[str, object] = field(default_factory=dict)
+    env: dict[str, str] | None = None  # the environment SGLang would run with
+    port_row: int | None = None  # index of a "port in use" row the server check may clear
+    fit_rows: list[Check] = field(default_factory=list)  # rendered after the Model section
 
     def add(self, section: str, name: str, status: Status, found: str, fix: str | None = None) -> None:
         self.rows.append(Check(section, name, status, found, fix if status != PASS else None))
@@ -203,7 +213,8 @@ def _profile(c: _Ctx) -> None:
     from .errors import QembedError
 
     try:
-        resolved = resolve_profile(c.profile_ref, gpus=c.snap)
+        resolved = resolve_profile(c.profile_ref, overrides=c.overrides,
+                                   options={**c.options, "python": c.python}, gpus=c.snap)
     except QembedError as exc:
         c.add(s, "profile", FAIL, exc.message, exc.hint or "run `qembed profiles list`")
         return
@@ -242,38 +253,98 @@ def _nvml(c: _Ctx, sglang_version: str | None) -> None:
         c.add(s, "GPUs", FAIL, snap.error, "check `nvidia-smi` and `CUDA_VISIBLE_DEVICES`")
 
 
-def _gpus(c: _Ctx) -> None:
-    from . import gpu
+_STATUS: dict[str, Status] = {"fail": FAIL, "warn": WARN, "info": PASS}
+
+
+def _gpus(c: _Ctx, sglang_version: str | None) -> None:
+    """The GPU, GPU-class and memory-fit rows: :func:`qembed.gpu.launch_findings`, the rules
+    ``qembed serve`` refuses or warns by, rendered as rows (a new rule shows up in both)."""
+    from . import gpu, models
+
+    def fit(status: Status, found: str, fix: str | None = None, name: str = "fit") -> None:
+        c.fit_rows.append(Check("Memory fit", name, status, found, fix if status != PASS else None))
 
     snap = c.snap
     assert snap is not None
     if not snap.gpus:
         c.add("GPU", "GPUs", SKIP, "no GPU visible", None)
+        model = str(_p(c.profile, "model", "Qwen/Qwen3-Embedding-4B"))
+        shape = models.model_shape(model)
+        if shape is None:
+            fit(SKIP, f"unknown shape for {model} (no config.json)")
+            return
+        dbytes = models.dtype_bytes_for(_p(c.profile, "dtype", "auto"))
+        kvb = models.kv_dtype_bytes_for(_p(c.profile, "kv_cache_dtype"), dbytes)
+        tp = int(_p(c.profile, "tp_size", 1) or 1)
+        need = (f"weights {_gb(shape.loaded_params * dbytes / tp)} per GPU, "
+                f"KV {shape.kv_bytes_per_token(kvb, tp_size=tp) // 1024} KiB/token")
+        fit(SKIP, f"no GPU to check; {shape.name.split('/')[-1]} needs {need}")
         return
-    dtype = _p(c.profile, "dtype", "auto")
-    quant = _p(c.profile, "quantization")
-    for g in snap.gpus:
-        s = f"GPU {g.index}"
-        caps = f"{g.name}, sm{g.sm}: bf16 {'yes' if g.sm >= 80 else 'no'}, fp8 {'yes' if g.sm >= 89 else 'no'}"
-        need_q = gpu.QUANT_MIN_SM.get(str(quant)) if quant else None
-        if g.sm < gpu.MIN_SM:
-            c.add(s, "compute capability", FAIL, caps, "SGLang needs sm75 or newer; use another GPU (`gpu_ids`)")
-        elif need_q is not None and g.sm < need_q:
-            c.add(s, "compute capability", FAIL, caps + f"; `quantization: {quant}` needs sm{need_q}",
-                  f"remove `quantization` from {_plabel(c.profile)}")
-        elif g.sm < gpu.BF16_MIN_SM and dtype in ("auto", "bfloat16"):
-            c.add(s, "compute capability", WARN, caps + f"; `dtype: {dtype}` runs as float16",
-                  f"set `dtype: float16` in {_plabel(c.profile)}; vectors differ slightly from bf16")
+    findings = gpu.launch_findings(snap, c.profile, sglang_version=sglang_version, include_info=True)
+    by_gpu: dict[int, list[gpu.Finding]] = {}
+    fit_rows: list[gpu.Finding] = []
+    for f in findings:
+        if f.check == "driver":
+            continue  # the driver row of the NVIDIA driver section says it
+        if f.check in ("fit", "GPUs"):
+            fit_rows.append(f)
+        elif f.check == "profile":
+            c.add("Profile", "GPU class", _STATUS[f.level], f.message, f.hint)
         else:
-            c.add(s, "compute capability", PASS, caps)
-        c.add(s, "memory", PASS, f"{g.memory_total / GiB:.1f} GiB total, {g.memory_free / GiB:.1f} GiB free")
-        others = [p for p in g.processes if p.pid != os.getpid()]
-        if others:
-            held = ", ".join(f"pid {p.pid} {p.name or '?'} "
-                             f"{p.used_bytes // MiB if p.used_bytes is not None else '?'} MiB" for p in others)
-            c.add(s, "other processes", WARN, held, "stop them, or pick a free GPU with `gpu_ids`")
-        else:
-            c.add(s, "other processes", PASS, "none")
+            by_gpu.setdefault(f.gpu if f.gpu is not None else -1, []).append(f)
+    order = {"compute capability": 0, "memory": 1, "other processes": 2}
+    for index in sorted(by_gpu):
+        for f in sorted(by_gpu[index], key=lambda f: order.get(f.check, 9)):
+            c.add(f"GPU {index}" if index >= 0 else "GPU", f.check, _STATUS[f.level], f.message, f.hint)
+    if not any(f.check == "fit" for f in fit_rows):
+        model = str(_p(c.profile, "model", "Qwen/Qwen3-Embedding-4B"))
+        if models.model_shape(model) is None:
+            fit(SKIP, f"unknown shape for {model} (no config.json)")
+    for f in sorted(fit_rows, key=lambda f: f.check != "GPUs"):
+        fit(_STATUS[f.level], f.message, f.hint, name=f.check)
+
+
+def _fit(c: _Ctx) -> None:
+    c.rows.extend(c.fit_rows)
+
+
+def _default_url(c: _Ctx) -> str | None:
+    """The URL doctor checks when none is given and no server is recorded: the client's default
+    (``QEMBED_URL``, else ``http://127.0.0.1:30000``), when something listens there; else a SKIP."""
+    if c.url or _recorded_url()[0]:
+        return c.url
+    import socket
+    from urllib.parse import urlparse
+
+    url = qenv.URL.get() or qenv.DEFAULT_URL
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return url
+    except OSError:
+        c.add("Server", "server", SKIP, f"nothing answers at {url} (the client's default URL), and no "
+              "running `qembed serve` is recorded")
+        return None
+
+
+def _healthy_checked_server(c: _Ctx, checked: str | None) -> None:
+    """A port held by the healthy embedding server doctor just checked is not a FAIL."""
+    if c.port_row is None or not checked:
+        return
+    from urllib.parse import urlparse
+
+    port = int(_p(c.profile, "port", 30000))
+    try:
+        checked_port = urlparse(checked).port
+    except ValueError:
+        return
+    server = {r.name: r.status for r in c.rows if r.section == "Server"}
+    if checked_port == port and server.get("/health") == PASS and server.get("embedding") in (PASS, WARN):
+        row = c.rows[c.port_row]
+        c.rows[c.port_row] = Check(row.section, row.name, PASS,
+                                   f"{row.found.split(' is in use')[0]} is held by the healthy embedding "
+                                   f"server being checked ({checked.rstrip('/')})")
 
 
 def _torch(c: _Ctx) -> None:
@@ -338,7 +409,7 @@ def _sglang(c: _Ctx) -> None:
     from .errors import QembedError
 
     try:
-        result = check_flags(build_flags(c.profile), python=pr.python)
+        result = check_flags(build_flags(c.profile), python=pr.python, env=c.env)
     except QembedError as exc:
         c.add(s, "flags", FAIL, exc.message, exc.hint)
     else:
@@ -401,10 +472,10 @@ def _model(c: _Ctx) -> None:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         if offline:
             c.add(s, "model", FAIL, f"{model} is not in the HF cache and HF_HUB_OFFLINE is set",
-                  f"`huggingface-cli download {model}` on a connected machine, or unset HF_HUB_OFFLINE")
+                  f"`hf download {model}` on a connected machine, or unset HF_HUB_OFFLINE")
         elif not os.environ.get("HF_TOKEN"):
             c.add(s, "model", WARN, f"{model} is not in the local HF cache: SGLang downloads it at launch "
-                  f"({size}), anonymously", f"pre-fetch with `huggingface-cli download {model}` "
+                  f"({size}), anonymously", f"pre-fetch with `hf download {model}` "
                   "(set HF_TOKEN to avoid anonymous rate limits)")
         else:
             c.add(s, "model", PASS, f"{model} not cached yet: downloads at launch ({size}) with HF_TOKEN")
@@ -425,64 +496,18 @@ def _model(c: _Ctx) -> None:
         c.add(s, "architecture", WARN, f"{arch}: not a Qwen3-Embedding architecture",
               "qembed is tested with Qwen/Qwen3-Embedding-0.6B/4B/8B")
     if not any(d.glob("*.safetensors")):
-        c.add(s, "weights", FAIL, f"no *.safetensors in {d}", f"re-download: `huggingface-cli download {model}`")
+        c.add(s, "weights", FAIL, f"no *.safetensors in {d}", f"re-download: `hf download {model}`")
     tok = d / "tokenizer.json"
     eos = tokenizer_appends_eos(tok) if tok.is_file() else None
     repo = model if not is_path else "Qwen/Qwen3-Embedding-4B"
     if not tok.is_file():
-        c.add(s, "tokenizer", WARN, f"no tokenizer.json in {d}", f"`huggingface-cli download {repo} tokenizer.json`")
+        c.add(s, "tokenizer", WARN, f"no tokenizer.json in {d}", f"`hf download {repo} tokenizer.json`")
     elif eos:
         c.add(s, "tokenizer", PASS, "tokenizer.json appends <|endoftext|> (TemplateProcessing)")
     else:
         c.add(s, "tokenizer", WARN, "tokenizer.json does not append <|endoftext|> (an older snapshot): "
               "last-token vectors differ from the reference",
-              f"update it: `huggingface-cli download {repo} tokenizer.json` (or re-download the model)")
-
-
-def _fit(c: _Ctx) -> None:
-    from . import gpu, models
-
-    s = "Memory fit"
-    model = str(_p(c.profile, "model", "Qwen/Qwen3-Embedding-4B"))
-    shape = models.model_shape(model)
-    if shape is None:
-        c.add(s, "fit", SKIP, f"unknown shape for {model} (no config.json)")
-        return
-    dtype = _p(c.profile, "dtype", "auto")
-    dbytes = models.dtype_bytes_for(dtype)
-    kvb = models.kv_dtype_bytes_for(_p(c.profile, "kv_cache_dtype"), dbytes)
-    tp = int(_p(c.profile, "tp_size", 1) or 1)
-    dp = int(_p(c.profile, "dp_size", 1) or 1)
-    need = (f"weights {_gb(shape.loaded_params * dbytes / tp)} per GPU, "
-            f"KV {shape.kv_bytes_per_token(kvb, tp_size=tp) // 1024} KiB/token")
-    snap = c.snap
-    if snap is None or not snap.gpus:
-        c.add(s, "fit", SKIP, f"no GPU to check; {shape.name.split('/')[-1]} needs {need}")
-        return
-    gpus, missing = gpu.selected_gpus(snap, c.profile)
-    if missing or tp * dp > len(gpus):
-        c.add(s, "GPUs", FAIL, f"{_plabel(c.profile)} needs {tp * dp} GPUs (tp {tp} x dp {dp}); "
-              f"{len(gpus)} usable{f', gpu_ids {missing} absent' if missing else ''}",
-              f"lower `tp_size`/`dp_size` or fix `gpu_ids` in {_plabel(c.profile)}")
-        if not gpus:
-            return
-    g: GPUInfo = min(gpus, key=lambda x: x.memory_free)
-    fit = models.estimate_fit(shape, dtype_bytes=dbytes, gpu_total_bytes=g.memory_total,
-                              gpu_free_bytes=g.memory_free,
-                              mem_fraction=_p(c.profile, "gpu_memory_fraction"),
-                              context_length=_p(c.profile, "context_length"),
-                              chunked_prefill_size=_p(c.profile, "chunked_prefill_size"), tp_size=tp,
-                              kv_dtype_bytes=kvb)
-    frac = f"fraction {fit.mem_fraction:.3f}{' (SGLang auto)' if fit.mem_fraction_is_auto else ''}"
-    found = (f"GPU {g.index}: weights {_gb(fit.weights_bytes)}, KV {fit.kv_bytes_per_token // 1024} KiB/token, "
-             f"{frac}: {fit.note}")
-    fix = f"in {_plabel(c.profile)}: " + "; or ".join(fit.suggestions)
-    if fit.fits:
-        c.add(s, "fit", PASS, found)
-    elif fit.starts:
-        c.add(s, "fit", WARN, "a full-context request will not fit: " + found, fix)
-    else:
-        c.add(s, "fit", FAIL, "will not fit: " + found, fix)
+              f"update it: `hf download {repo} tokenizer.json` (or re-download the model)")
 
 
 def _in_container() -> bool:
@@ -544,6 +569,7 @@ def _network(c: _Ctx) -> None:
                 c.add(s, "port", WARN, f"{host}:{port} is used by qembed server `{ours}`",
                       f"fine if you mean to use it; otherwise `qembed stop {ours}` or set `port` in {_plabel(c.profile)}")
             else:
+                c.port_row = len(c.rows)
                 c.add(s, "port", FAIL, f"{host}:{port} is in use{who}",
                       f"set `port: {free or port + 1}` in {_plabel(c.profile)} (or `--set port={free or port + 1}`), "
                       "or stop that process")
@@ -608,6 +634,8 @@ def _api_key(profile: Any) -> str | None:
 
 
 def _server(c: _Ctx, transport: httpx.BaseTransport | None) -> None:
+    from .probe import probe_server
+
     s = "Server"
     url, name = c.url, None
     if not url:
@@ -615,66 +643,42 @@ def _server(c: _Ctx, transport: httpx.BaseTransport | None) -> None:
     if not url:
         c.add(s, "server", SKIP, "no --url given and no running `qembed serve` recorded")
         return
-    import httpx
-
-    url = url.rstrip("/")
-    headers = {}
-    key = _api_key(c.profile)
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
     # a healthy /health runs a 1-token forward after sleeping 1 s: allow far more than 1 s
-    timeout = httpx.Timeout(30.0, connect=5.0)
-    label = f"{url}" + (f" (`{name}`)" if name else "")
-    with httpx.Client(timeout=timeout, headers=headers, transport=transport, trust_env=False) as client:
-        try:
-            t0 = time.perf_counter()
-            r = client.get(f"{url}/health")
-            dt = time.perf_counter() - t0
-        except httpx.HTTPError as exc:
-            c.add(s, "/health", FAIL, f"{label}: no answer ({type(exc).__name__}: {exc})",
-                  "start it with `qembed serve`, or pass the right `--url`")
-            return
-        if r.status_code != 200:
-            c.add(s, "/health", FAIL, f"{label}: HTTP {r.status_code}",
-                  "503 = still starting or unhealthy; see `qembed logs`")
-            return
-        c.add(s, "/health", PASS, f"{label}: 200 in {dt:.1f} s")
-        model_id = None
-        try:
-            r = client.get(f"{url}/v1/models")
-            r.raise_for_status()
-            data = r.json()["data"][0]
-            model_id = data.get("id")
-            c.add(s, "/v1/models", PASS, f"{model_id}, max_model_len {data.get('max_model_len')}")
-        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
-            c.add(s, "/v1/models", WARN, f"unexpected answer: {exc}", "check the server log (`qembed logs`)")
-        body: dict[str, Any] = {"input": ["qembed doctor probe"], "model": model_id or "default"}
-        try:
-            r = client.post(f"{url}/v1/embeddings", json=body)
-        except httpx.HTTPError as exc:
-            c.add(s, "embedding", FAIL, f"request failed: {exc}", "see `qembed logs`")
-            return
-        if r.status_code != 200:
-            c.add(s, "embedding", FAIL, f"HTTP {r.status_code}: {r.text[:200]}",
+    f = probe_server(url, _api_key(c.profile), timeout=30.0, dimensions=True, transport=transport)
+    label = f"{f.url}" + (f" (`{name}`)" if name else "")
+    if f.health != 200:
+        fix = ("start it with `qembed serve`, or pass the right `--url`" if f.health is None
+               else "503 = still starting or unhealthy; see `qembed logs`")
+        c.add(s, "/health", FAIL, f"{label}: {f.health_error}", fix)
+        return
+    c.add(s, "/health", PASS, f"{label}: 200 in {f.health_seconds or 0:.1f} s")
+    if f.models_error is None and f.model is not None:
+        c.add(s, "/v1/models", PASS, f"{f.model}, max_model_len {f.max_model_len}")
+    else:
+        c.add(s, "/v1/models", WARN, f"unexpected answer: {f.models_error or 'no model listed'}",
+              "check the server log (`qembed logs`)")
+    err = f.embedding_error
+    if err is not None:
+        if f.embedding_status is not None and f.embedding_status != 200:
+            c.add(s, "embedding", FAIL, err.message[:300],
                   "401 = API key (`QEMBED_API_KEY`); 400 'not an embedding model' = started without --is-embedding")
-            return
-        vec = r.json()["data"][0]["embedding"]
-        norm = sum(x * x for x in vec) ** 0.5
-        status = PASS if abs(norm - 1.0) < 1e-2 else WARN
-        c.add(s, "embedding", status, f"{len(vec)} dimensions, norm {norm:.4f}",
-              "vectors should be unit length; check the server's model")
-        dims = min(256, max(1, len(vec) // 2))
-        try:
-            r = client.post(f"{url}/v1/embeddings", json={**body, "dimensions": dims})
-        except httpx.HTTPError as exc:
-            c.add(s, "dimensions", WARN, f"request failed: {exc}")
-            return
-        if r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == dims:
-            c.add(s, "dimensions", PASS, f"`dimensions: {dims}` works (Matryoshka on)")
         else:
-            c.add(s, "dimensions", WARN, f"`dimensions` refused (HTTP {r.status_code})",
-                  "set `matryoshka: true` in the profile and restart (or truncate client-side: qembed's "
-                  "client does it with `dimensions=`)")
+            c.add(s, "embedding", FAIL, err.message[:300], err.hint or "see `qembed logs`")
+        return
+    if f.size_mismatch:
+        c.add(s, "embedding", FAIL, f"{f.size_mismatch} (norm {f.norm:.4f})",
+              "another model or a broken server answers at this URL; see `qembed ps` and `qembed logs`")
+        return
+    c.add(s, "embedding", PASS, f"{f.dimensions} dimensions, norm {f.norm:.4f}")
+    dims = f.matryoshka_dimensions
+    if f.supports_dimensions:
+        c.add(s, "dimensions", PASS, f"`dimensions: {dims}` works (Matryoshka on)")
+    elif f.supports_dimensions is None:
+        c.add(s, "dimensions", WARN, f.dimensions_error or "not checked")
+    else:
+        c.add(s, "dimensions", WARN, f"`dimensions` refused ({f.dimensions_error})",
+              "set `matryoshka: true` in the profile and restart (or truncate client-side: qembed's "
+              "client does it with `dimensions=`)")
 
 
 def _latest_log() -> Path | None:
@@ -729,18 +733,25 @@ def run_checks(
     snapshot: GPUSnapshot | None = None,
     probe: Callable[[str], Probe] | None = None,
     transport: httpx.BaseTransport | None = None,
+    overrides: Sequence[str] = (),
+    options: Mapping[str, object] | None = None,
 ) -> list[Check]:
     """Run every check and return the rows, in display order. Never prints.
 
     Args:
         profile: profile reference (shipped name, YAML path or ``auto``).
-        url: a running server to check; default the one ``qembed serve`` recorded, if any.
-        python: interpreter to probe for torch/SGLang; default ``profile.python``, then
-            ``QEMBED_SGLANG_PYTHON``, then this interpreter.
+        url: a running server to check; default the one ``qembed serve`` recorded, else the
+            client's default URL (``QEMBED_URL``, else ``http://127.0.0.1:30000``) when something
+            listens there.
+        python: ``--python``: the interpreter to probe for torch/SGLang, ranked as ``qembed
+            serve`` ranks it (:func:`qembed.sglang_args.resolve_sglang`: this, else
+            ``profile.python``, else ``QEMBED_SGLANG_PYTHON``, else this interpreter).
         log: an SGLang log to diagnose; default the newest log in the state dir.
         snapshot: an NVML snapshot (default: :func:`qembed.gpu.snapshot`).
         probe: replaces :func:`run_probe` (tests).
         transport: an httpx transport for the server checks (tests).
+        overrides: ``--set KEY=VALUE`` texts, as ``qembed serve`` takes them.
+        options: typed profile values, as ``qembed serve --model/--port/--host`` gives them.
 
     Returns:
         :class:`Check` rows; use :func:`exit_code` for the process exit status.
@@ -750,23 +761,30 @@ def run_checks(
         >>> [r.name for r in rows if r.status == "FAIL"]         # doctest: +SKIP
     """
     from . import gpu
+    from .sglang_args import resolve_sglang
 
-    c = _Ctx(profile_ref=profile or "auto", url=url, python=python, log=str(log) if log else None)
+    c = _Ctx(profile_ref=profile or "auto", url=url, python=python, log=str(log) if log else None,
+             overrides=list(overrides), options={k: v for k, v in (options or {}).items() if v is not None})
     c.snap = snapshot if snapshot is not None else gpu.snapshot()
     _system(c)
     _profile(c)
-    target = python or _p(c.profile, "python") or qenv.SGLANG_PYTHON.get() or sys.executable
-    c.probe = (probe or run_probe)(os.path.expanduser(str(target)))
+    # the interpreter and environment `qembed serve` with the same options would launch
+    target, c.env = resolve_sglang(c.profile, python)
+    c.probe = probe(target) if probe is not None else run_probe(target, env=c.env)
     sglang_version = c.probe.sglang if c.probe.ok else None
     _nvml(c, sglang_version)
-    _gpus(c)
+    _gpus(c, sglang_version)
     _torch(c)
     _sglang(c)
     if c.profile is not None:
         _model(c)
         _fit(c)
     _network(c)
-    _server(c, transport)
+    checked = _default_url(c)
+    if checked is not None or c.url or _recorded_url()[0]:
+        c.url = checked
+        _server(c, transport)
+    _healthy_checked_server(c, c.url or _recorded_url()[0])
     _diagnosis(c)
     return c.rows
 

@@ -124,6 +124,17 @@ class ServerError(QembedError):
         self.body = body
 
 
+class BadReply(ServerError):
+    """The server answered, but the reply is not a valid embeddings response: not JSON, a
+    wrong count, indices that are not ``0..n-1`` once each, vectors of the wrong size,
+    non-finite or (from a normalising server) non-unit vectors. Nothing from it is used.
+
+    Exit code 1 (runtime failure), as for any other server error.
+    """
+
+    exit_code = ExitCode.FAILURE
+
+
 class InputError(QembedError, ValueError):
     """An input the server would reject (blank, too long, bad dimensions).
 
@@ -152,6 +163,7 @@ class StorageError(QembedError, OSError):
 
 
 __all__ = [
+    "BadReply",
     "ConfigError",
     "ExitCode",
     "FlagsRejected",

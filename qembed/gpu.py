@@ -232,6 +232,134 @@ def _read_gpu(pynvml: Any, i: int) -> GPUInfo:
     )
 
 
+# -- GPU classes: the one table that names GPUs ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GPUClass:
+    """A GPU model qembed knows: how NVML names it, its size, its shipped profile, its peak.
+
+    ``profiles`` (the ``auto`` pick, the "made for another GPU" warning) and ``bench`` (MFU) both
+    read this table, through :func:`match_gpu_name` and :func:`profile_for`.
+    """
+
+    label: str  # "A100 80GB"
+    words: frozenset[str]  # whole words of the NVML name that must all appear (upper case)
+    memory_gib: float  # nominal memory
+    sm: int  # compute capability as one number
+    profile: str | None  # the shipped profile sized for it; None = matched by memory and sm
+    peak_label: str | None = None  # the bench label of its dense bf16 peak
+    peak_tflops: float | None = None  # dense (no sparsity) bf16 TFLOPS; T4: fp16
+    avoid: frozenset[str] = frozenset()  # words that must not appear
+    min_gib: float = 0.0  # the class only holds at or above this measured memory
+
+
+def _c(label: str, words: str, gib: float, sm: int, profile: str | None, peak_label: str | None = None,
+       peak: float | None = None, avoid: str = "", min_gib: float = 0.0) -> GPUClass:
+    return GPUClass(label, frozenset(words.split()), gib, sm, profile, peak_label, peak,
+                    frozenset(avoid.split()), min_gib)
+
+
+# First match wins. Peaks: performance.md section 2.2 (NVIDIA datasheets). H200: the H100 SXM
+# compute (same GH100 SMs and clocks; NVIDIA's H200 sheet quotes 1,979 with sparsity). L40S:
+# NVIDIA L40S datasheet, 362 dense (733 with sparsity). Matching is on whole words of the NVML
+# name, so "A10G", "L40" and "H100 NVL" (other peaks) never borrow a neighbour's figure, and
+# "L40S" is never an "L4".
+GPU_CLASSES: tuple[GPUClass, ...] = (
+    _c("H100 PCIe", "H100 PCIE", 80, 90, "h100", "H100 PCIe", 756.0, min_gib=60),
+    _c("H100 NVL", "H100 NVL", 94, 90, "h100", min_gib=60),
+    _c("H100 SXM", "H100", 80, 90, "h100", "H100 SXM", 989.0, avoid="PCIE NVL", min_gib=60),
+    _c("H800", "H800", 80, 90, "h100", min_gib=60),
+    _c("H200", "H200", 141, 90, None, "H200", 989.0, avoid="NVL"),
+    _c("A100 80GB", "A100", 80, 80, "a100-80g", "A100", 312.0, min_gib=60),
+    _c("A100 40GB", "A100", 40, 80, "a100-40g", "A100", 312.0),
+    _c("A800 80GB", "A800", 80, 80, "a100-80g", min_gib=60),
+    _c("A800 40GB", "A800", 40, 80, "a100-40g"),
+    _c("L40S", "L40S", 48, 89, None, "L40S", 362.0),
+    _c("RTX 4090", "4090", 24, 89, "rtx4090", "RTX 4090", 165.0),
+    _c("A10", "A10", 24, 86, "a10", "A10", 125.0),
+    _c("A10G", "A10G", 24, 86, "a10"),
+    _c("L4", "L4", 24, 89, "l4", "L4", 121.0),
+    _c("T4", "T4", 16, 75, "t4", "T4 (fp16)", 65.0),
+)
+
+
+def _name_words(name: str) -> set[str]:
+    return set(name.upper().replace("-", " ").replace("_", " ").split())
+
+
+def match_gpu_name(name: str, memory_gib: float | None = None) -> GPUClass | None:
+    """The :data:`GPU_CLASSES` entry an NVML name (or a label such as ``l40s``) belongs to.
+
+    Whole words only. ``memory_gib`` (measured) picks between sizes of one name (A100 40/80GB);
+    without it the first entry for the name is returned.
+
+    Example:
+        >>> match_gpu_name("NVIDIA A100-PCIE-40GB", 39.4).profile
+        'a100-40g'
+        >>> match_gpu_name("NVIDIA L40S").label
+        'L40S'
+        >>> match_gpu_name("NVIDIA L40") is None
+        True
+    """
+    words = _name_words(name)
+    for cls in GPU_CLASSES:
+        if cls.words <= words and not (cls.avoid & words):
+            if memory_gib is not None and memory_gib < cls.min_gib:
+                continue
+            return cls
+    return None
+
+
+def profile_for_memory(memory_gib: float, sm: int) -> tuple[str | None, GPUClass | None]:
+    """The shipped profile for a GPU known only by memory and compute capability.
+
+    sm75-sm79 cards of 12-20 GiB get ``t4`` (no bfloat16, the same limits). Newer cards get the
+    profile of the largest class that fits in their memory (nominal size x 0.9, so a 24 GB class
+    takes a 22.5 GiB card) with a compute capability no higher than theirs; ``None`` when none
+    does (the caller falls back to ``generic``).
+
+    Returns:
+        ``(profile name, the class it is sized for)``.
+    """
+    if sm < MIN_SM:
+        return None, None
+    if sm < BF16_MIN_SM:
+        if 12 <= memory_gib < 20:
+            t4 = next(c for c in GPU_CLASSES if c.profile == "t4")
+            return "t4", t4
+        return None, None
+    fits = [c for c in GPU_CLASSES
+            if c.profile is not None and c.profile != "t4" and c.memory_gib * 0.9 <= memory_gib and c.sm <= sm]
+    if not fits:
+        return None, None
+    best = max(fits, key=lambda c: (c.memory_gib, c.sm))
+    return best.profile, best
+
+
+def profile_for(g: GPUInfo) -> tuple[str | None, str]:
+    """The shipped profile made for ``g`` (by name, else by memory and compute capability).
+
+    Returns:
+        ``(profile name or None, one-line reason)``; ``None`` means no shipped profile fits.
+    """
+    gib = g.memory_total_gib
+    desc = f"{g.name} ({gib:.0f} GiB, sm{g.sm})"
+    if g.sm < MIN_SM:
+        return None, f"{desc} is below sm{MIN_SM}, the oldest GPU SGLang supports"
+    cls = match_gpu_name(g.name, gib)
+    if cls is not None and cls.profile is not None:
+        return cls.profile, f"detected {desc}"
+    name, like = profile_for_memory(gib, g.sm)
+    known = f"{cls.label}: " if cls is not None else ""
+    if name is None or like is None:
+        return None, f"no shipped profile for {known}{desc}"
+    if name == "t4":
+        return name, f"detected {desc}: sm{g.sm} has no bfloat16 and {gib:.0f} GiB is T4-class"
+    return name, (f"detected {desc}: no profile of its own; by memory and compute capability "
+                  f"it takes the {like.label} (sm{like.sm}) sizing")
+
+
 # -- SGLang's CUDA build vs the driver --------------------------------------------------------
 
 #: SGLang 0.5.20 and later are built for CUDA 13 (reference §1.1b); 0.5.19 is the last CUDA 12 one.
@@ -312,6 +440,8 @@ class Finding:
     level: Literal["fail", "warn", "info"]
     message: str
     hint: str | None = None
+    check: str = "launch"  # what was checked, in words: "compute capability", "fit", ...
+    gpu: int | None = None  # the GPU index it is about, if one
 
 
 def _p(profile: Any, key: str, default: Any = None) -> Any:
@@ -334,36 +464,50 @@ def selected_gpus(snap: GPUSnapshot, profile: Any) -> tuple[list[GPUInfo], list[
     return list(snap.gpus[:want]), []
 
 
-def launch_findings(snap: GPUSnapshot, profile: Profile | Any, *, sglang_version: str | None) -> list[Finding]:
+def _caps(g: GPUInfo) -> str:
+    return (f"{g.name}, sm{g.sm}: bf16 {'yes' if g.sm >= BF16_MIN_SM else 'no'}, "
+            f"fp8 {'yes' if g.sm >= 89 else 'no'}")
+
+
+def launch_findings(
+    snap: GPUSnapshot, profile: Profile | Any, *, sglang_version: str | None, include_info: bool = False
+) -> list[Finding]:
     """Everything that stops (``fail``) or degrades (``warn``) a launch of ``profile`` on ``snap``.
+
+    The one home of these rules: ``qembed serve`` refuses on the first ``fail`` and shows the
+    warnings; ``qembed doctor`` renders every finding as a row (``include_info=True`` adds the
+    passing ``info`` rows: capabilities, memory, the fit).
 
     Args:
         snap: :func:`snapshot`.
         profile: the resolved profile (reads ``model``, ``dtype``, ``quantization``,
             ``gpu_memory_fraction``, ``context_length``, ``chunked_prefill_size``, ``tp_size``,
-            ``dp_size``, ``gpu_ids``, ``kv_cache_dtype``).
+            ``dp_size``, ``gpu_ids``, ``kv_cache_dtype``, ``name``).
         sglang_version: the installed SGLang version (``None`` = unknown / not installed).
+        include_info: also return ``info`` findings for the checks that pass.
 
     Returns:
-        Findings, fails first; each has a message and a hint naming the profile key to change.
+        Findings, fails first; each has a message, a hint naming the profile key to change, the
+        ``check`` it belongs to and the ``gpu`` it is about.
     """
     from . import models
 
     label = profile_label(profile)
     fails: list[Finding] = []
     warns: list[Finding] = []
+    infos: list[Finding] = []
     if snap.error or not snap.gpus:
         need = sglang_cuda_major(sglang_version)
         driver = "an R580+ NVIDIA driver (SGLang's CUDA 13 build)" if need == 13 else "the NVIDIA driver"
         fails.append(Finding("fail", f"no usable GPU: {snap.error or 'NVML lists none'}",
-                             f"install {driver} and check `nvidia-smi`; run `qembed doctor`"))
+                             f"install {driver} and check `nvidia-smi`; run `qembed doctor`", check="GPUs"))
         return fails
     if driver_too_old(snap, sglang_version):
         fails.append(Finding(
             "fail",
             f"the NVIDIA driver {snap.driver_version} (CUDA {snap.cuda_driver_str}) is too old for "
             f"sglang {sglang_version}, which is built for CUDA {sglang_cuda_major(sglang_version)}",
-            DRIVER_HINT,
+            DRIVER_HINT, check="driver",
         ))
     tp = max(1, int(_p(profile, "tp_size", 1) or 1))
     dp = max(1, int(_p(profile, "dp_size", 1) or 1))
@@ -371,43 +515,56 @@ def launch_findings(snap: GPUSnapshot, profile: Profile | Any, *, sglang_version
     if missing:
         have = ", ".join(str(g.index) for g in snap.gpus)
         fails.append(Finding("fail", f"`gpu_ids` {missing} of {label} are not present (visible: {have})",
-                             f"set `gpu_ids` in {label} to visible GPU indices, or remove it"))
+                             f"set `gpu_ids` in {label} to visible GPU indices, or remove it", check="GPUs"))
     if tp * dp > len(gpus):
         fails.append(Finding(
             "fail",
             f"{label} needs {tp * dp} GPUs (`tp_size` {tp} x `dp_size` {dp}) but {len(gpus)} "
             f"{'is' if len(gpus) == 1 else 'are'} available",
-            f"lower `tp_size`/`dp_size` in {label}, or list more GPUs in `gpu_ids`",
+            f"lower `tp_size`/`dp_size` in {label}, or list more GPUs in `gpu_ids`", check="GPUs",
         ))
     dtype = _p(profile, "dtype", "auto") or "auto"
     quant = _p(profile, "quantization")
     for g in gpus:
+        cc = "compute capability"
         if g.sm < MIN_SM:
             fails.append(Finding("fail", f"GPU {g.index} ({g.name}) is sm{g.sm}; SGLang needs sm{MIN_SM} or newer",
-                                 f"use another GPU (`gpu_ids` in {label})"))
+                                 f"use another GPU (`gpu_ids` in {label})", check=cc, gpu=g.index))
             continue
-        if g.sm < BF16_MIN_SM and dtype in ("bfloat16", "auto"):
+        need = QUANT_MIN_SM.get(str(quant)) if quant else None
+        quant_fails = need is not None and g.sm < need
+        no_bf16 = g.sm < BF16_MIN_SM and dtype in ("bfloat16", "auto")
+        if quant_fails:
+            fails.append(Finding(
+                "fail",
+                f"`quantization: {quant}` needs compute capability {need}; GPU {g.index} ({g.name}) is {g.sm}",
+                f"remove `quantization` from {label} (or pick one this GPU supports)", check=cc, gpu=g.index,
+            ))
+        if no_bf16:
             asked = "`dtype: bfloat16`" if dtype == "bfloat16" else "`dtype: auto` (the checkpoint is bf16)"
             warns.append(Finding(
                 "warn",
                 f"GPU {g.index} ({g.name}, sm{g.sm}) has no bfloat16: {asked} runs as float16 "
                 "(SGLang switches silently); vectors differ slightly from the bf16 reference",
-                f"set `dtype: float16` in {label} to make it explicit",
+                f"set `dtype: float16` in {label} to make it explicit", check=cc, gpu=g.index,
             ))
-        need = QUANT_MIN_SM.get(str(quant)) if quant else None
-        if need is not None and g.sm < need:
-            fails.append(Finding(
-                "fail",
-                f"`quantization: {quant}` needs compute capability {need}; GPU {g.index} ({g.name}) is {g.sm}",
-                f"remove `quantization` from {label} (or pick one this GPU supports)",
-            ))
+        if not (quant_fails or no_bf16):
+            infos.append(Finding("info", _caps(g), check=cc, gpu=g.index))
+        infos.append(Finding("info", f"{g.memory_total / GiB:.1f} GiB total, {g.memory_free / GiB:.1f} GiB free",
+                             check="memory", gpu=g.index))
         others = [p for p in g.processes if p.pid != os.getpid()]
         if others:
             held = ", ".join(
                 f"pid {p.pid} {p.name or '?'} {p.used_bytes // MiB if p.used_bytes is not None else '?'} MiB"
                 for p in others)
             warns.append(Finding("warn", f"GPU {g.index} is already in use: {held}",
-                                 "stop those processes, or pick a free GPU with `gpu_ids`"))
+                                 "stop those processes, or pick a free GPU with `gpu_ids`",
+                                 check="other processes", gpu=g.index))
+        else:
+            infos.append(Finding("info", "none", check="other processes", gpu=g.index))
+    mismatch = gpu_class_mismatch(profile, gpus)
+    if mismatch is not None:
+        warns.append(mismatch)
     shape = models.model_shape(str(_p(profile, "model", "Qwen/Qwen3-Embedding-4B")))
     if shape is not None and gpus:
         g = min(gpus, key=lambda x: x.memory_free)
@@ -422,18 +579,56 @@ def launch_findings(snap: GPUSnapshot, profile: Profile | Any, *, sglang_version
         )
         where = (f"GPU {g.index} ({g.name}, {g.memory_free / GiB:.1f} GiB free of "
                  f"{g.memory_total / GiB:.1f} GiB)")
+        frac = f"fraction {fit.mem_fraction:.3f}{' (SGLang auto)' if fit.mem_fraction_is_auto else ''}"
+        sizes = (f"weights {fit.weights_bytes / 1e9:.1f} GB, KV {fit.kv_bytes_per_token // 1024} KiB/token, "
+                 f"{frac}")
+        hint = f"in {label}: " + "; or ".join(fit.suggestions)
         if not fit.starts:
             fails.append(Finding(
-                "fail", f"{shape.name.split('/')[-1]} will not fit on {where}: {fit.note}",
-                f"in {label}: " + "; or ".join(fit.suggestions),
+                "fail", f"{shape.name.split('/')[-1]} will not fit on {where}: {fit.note} ({sizes})",
+                hint, check="fit", gpu=g.index,
             ))
         elif not fit.fits:
             # SGLang starts with a pool shorter than the context; inputs that long are refused
             warns.append(Finding(
-                "warn", f"one full-context request will not fit on {where}: {fit.note}",
-                f"in {label}: " + "; or ".join(fit.suggestions),
+                "warn", f"a full-context request will not fit on {where}: {fit.note} ({sizes})",
+                hint, check="fit", gpu=g.index,
             ))
-    return fails + warns
+        else:
+            infos.append(Finding("info", f"{shape.name.split('/')[-1]} fits on {where}: {fit.note} ({sizes})",
+                                 check="fit", gpu=g.index))
+    return fails + warns + (infos if include_info else [])
+
+
+def gpu_class_mismatch(profile: Profile | Any, gpus: Sequence[GPUInfo]) -> Finding | None:
+    """A warning when ``profile`` is a shipped profile made for another GPU class than the first
+    of ``gpus`` (``-p a100`` on a T4, ``-p t4`` on an A100), naming the profile made for it.
+
+    Profiles sized for the same memory on the same side of bfloat16 (``l4``, ``a10``,
+    ``rtx4090``) count as the same class.
+    """
+    name = _p(profile, "name")
+    made_for = [c for c in GPU_CLASSES if c.profile == name]
+    if not name or not made_for or not gpus:
+        return None
+    g = gpus[0]
+    want, _why = profile_for(g)
+    if want == name:
+        return None
+    wanted = [c for c in GPU_CLASSES if c.profile == want]
+    if want is not None and wanted and any(
+        a.memory_gib == b.memory_gib and (a.sm >= BF16_MIN_SM) == (b.sm >= BF16_MIN_SM)
+        for a in made_for for b in wanted
+    ):
+        return None
+    labels = " / ".join(dict.fromkeys(f"{c.label} (sm{c.sm})" for c in made_for))
+    gpu_desc = f"GPU {g.index} is {g.name} ({g.memory_total_gib:.0f} GiB, sm{g.sm})"
+    if want is None:
+        hint = "use `-p generic` (SGLang sizes memory itself) or `-p auto`"
+    else:
+        hint = f"use `-p {want}`, the profile made for this GPU (or `-p auto`, which picks it)"
+    return Finding("warn", f"profile `{name}` is made for the {labels}; {gpu_desc}", hint,
+                   check="profile", gpu=g.index)
 
 
 def require_launchable(snap: GPUSnapshot, profile: Profile | Any, *, sglang_version: str | None) -> list[Finding]:
@@ -450,25 +645,31 @@ def require_launchable(snap: GPUSnapshot, profile: Profile | Any, *, sglang_vers
         first = fails[0]
         raise GPUError(first.message, hint=first.hint,
                        details=[f.message for f in fails[1:]])
-    return findings
+    return [f for f in findings if f.level != "info"]
 
 
 __all__ = [
     "BF16_MIN_SM",
     "DRIVER_HINT",
     "FIRST_CUDA13_SGLANG",
+    "GPU_CLASSES",
     "LAST_CUDA12_SGLANG",
     "MIN_DRIVER_CUDA13",
     "MIN_SM",
     "QUANT_MIN_SM",
     "Finding",
+    "GPUClass",
     "GPUInfo",
     "GPUProcess",
     "GPUSnapshot",
     "driver_cuda_major",
     "driver_too_old",
+    "gpu_class_mismatch",
     "launch_findings",
+    "match_gpu_name",
     "parse_visible_devices",
+    "profile_for",
+    "profile_for_memory",
     "require_launchable",
     "selected_gpus",
     "sglang_cuda_major",

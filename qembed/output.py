@@ -134,13 +134,55 @@ def table(
     *,
     title: str | None = None,
     stderr: bool = False,
+    markup: bool = True,
+    stack_key: int = 0,
 ) -> None:
-    """A rich table (stdout by default: tables are the human form of data)."""
-    from rich.table import Table
+    """A rich table (stdout by default: tables are the human form of data).
 
+    ``markup=False`` shows cells as plain text (``[Errno 98]`` stays as written).
+    ``stack_key=N`` (N > 0): when the table does not fit the console at its natural width, each
+    row is printed as a block instead: its first N cells on one heading line, then one
+    ``column: value`` line per other non-empty cell, so nothing is cut to "…" and commands do not
+    break across columns (``qembed doctor`` in an 80-column terminal).
+    """
+    from rich.measure import Measurement
+    from rich.table import Table
+    from rich.text import Text
+
+    console = _console(stderr)
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
     t = Table(title=title, show_lines=False)
     for col in columns:
         t.add_column(col)
+    for row in cells:
+        t.add_row(*(row if markup else [Text(v) for v in row]))
+    natural = Measurement.get(console, console.options.update(width=100_000), t).maximum if stack_key else 0
+    if stack_key > 0 and natural > console.width:
+        _stacked(columns, cells, title=title, stderr=stderr, key=stack_key, width=console.width)
+        return
+    console.print(t)
+
+
+def _stacked(columns: Sequence[str], rows: list[list[str]], *, title: str | None, stderr: bool,
+             key: int, width: int) -> None:
+    import textwrap
+
+    write = _write_err if stderr else data
+    lines: list[str] = [title, ""] if title else []
+    label_width = max((len(c) for c in columns[key:]), default=0) + 2
+    indent = " " * (4 + label_width)
     for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
-    (_console(stderr)).print(t)
+        lines.append("  ".join(v for v in row[:key] if v))
+        for col, value in zip(columns[key:], row[key:], strict=False):
+            if not value:
+                continue
+            head = f"    {(col.lower() + ':'):<{label_width}}"
+            if "`" in value:
+                lines.append(head + value)  # commands stay whole: the terminal may wrap, never split them
+                continue
+            wrapped = textwrap.wrap(value, width=max(20, width - len(head)), break_long_words=False,
+                                    break_on_hyphens=False)
+            lines.append(head + wrapped[0] if wrapped else head)
+            lines.extend(indent + w for w in wrapped[1:])
+        lines.append("")
+    write("\n".join(lines).rstrip("\n"))

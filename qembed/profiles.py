@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
 import re
 import shlex
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pydantic
 
 from .errors import ProfileError
+from .redact import REDACTED, is_secret_name, redact_profile_dump
 
 if TYPE_CHECKING:
     from .gpu import GPUInfo, GPUSnapshot
@@ -108,6 +110,13 @@ HABIT_KEYS: dict[str, tuple[str | None, str]] = {
 _SECRET_KEY = re.compile(r"(api[_-]?key|apikey|secret|password|passwd|token|bearer|auth)", re.I)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+# Bounds on what a profile (or a `--set` value) may be: a YAML text expands to at most
+# MAX_NODES values after aliases, nests at most MAX_DEPTH levels and a file is at most MAX_BYTES.
+MAX_BYTES = 1024 * 1024
+MAX_DEPTH = 64
+MAX_NODES = 100_000
+MAX_ALIASES = 1_000
+
 
 class Profile(pydantic.BaseModel):
     """Every setting of one SGLang embedding server, in user terms.
@@ -116,7 +125,10 @@ class Profile(pydantic.BaseModel):
     0.5.23 flag. ``None`` means "leave it to SGLang's own rule at launch".
     """
 
-    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: `port: true` is not port 1, `port: "30000"` is not a number; finite: `nan`/`.inf`
+    # are no timeout or fraction.
+    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True, strict=True,
+                                       allow_inf_nan=False)
 
     name: str | None = None  # set by the loader (shipped name or file stem)
     description: str = ""
@@ -282,6 +294,14 @@ class Profile(pydantic.BaseModel):
                 raise ValueError(f"`{k}` is not a valid environment variable name")
         return v
 
+    @pydantic.field_validator("model_override_args")
+    @classmethod
+    def _json_only(cls, v: dict[str, Any]) -> dict[str, Any]:
+        problem = _json_problem(v, "model_override_args", 0)
+        if problem:
+            raise ValueError(problem)
+        return v
+
     @pydantic.field_validator("extra_args", mode="before")
     @classmethod
     def _extra_args_str(cls, v: Any) -> Any:
@@ -336,6 +356,31 @@ def _choice(v: str | None, choices: Sequence[str]) -> str | None:
     raise ValueError(f"`{v}` is not one of SGLang's choices{extra}: {', '.join(choices)}")
 
 
+def _json_problem(v: Any, where: str, depth: int) -> str | None:
+    """Why ``v`` cannot go into ``--json-model-override-args`` (JSON types, finite numbers)."""
+    if depth > MAX_DEPTH:
+        return f"`{where}` is nested more than {MAX_DEPTH} levels deep"
+    if v is None or isinstance(v, bool | int | str):
+        return None
+    if isinstance(v, float):
+        return None if math.isfinite(v) else f"`{where}` is {v}; JSON has no NaN or infinity"
+    if isinstance(v, list):
+        for i, item in enumerate(v):
+            problem = _json_problem(item, f"{where}[{i}]", depth + 1)
+            if problem:
+                return problem
+        return None
+    if isinstance(v, dict):
+        for k, item in v.items():
+            if not isinstance(k, str):
+                return f"`{where}` has a key that is not a string: {k!r}"
+            problem = _json_problem(item, f"{where}.{k}", depth + 1)
+            if problem:
+                return problem
+        return None
+    return f"`{where}` holds a {type(v).__name__}, which JSON cannot carry (quote it)"
+
+
 def _redact_maybe(v: str) -> str:
     return v if len(v) < 12 else v[:3] + "[...]"
 
@@ -344,6 +389,37 @@ FIELDS: tuple[str, ...] = tuple(Profile.model_fields)
 # Keys a profile file may not set itself.
 _LOADER_KEYS = {"name"}
 _DICT_KEYS = {"env", "model_override_args"}
+
+
+#: Keys whose unset value means "SGLang's own rule at launch"; shown as :data:`SGLANG_DECIDES_TEXT`.
+SGLANG_DECIDES: frozenset[str] = frozenset({
+    "gpu_memory_fraction", "max_running_requests", "chunked_prefill_size", "max_prefill_tokens",
+    "max_queued_requests", "context_length", "attention_backend", "quantization", "kv_cache_dtype",
+})
+SGLANG_DECIDES_TEXT = "(SGLang decides)"
+
+
+def display_value(key: str, value: Any) -> str:
+    """A profile value in words, the same in ``profiles show`` and ``serve --dry-run``.
+
+    ``None`` of a key SGLang sizes itself reads ``(SGLang decides)``; secret-named ``env``
+    values are already hidden when the dump came through :func:`redacted_values`.
+    """
+    if value is None:
+        return SGLANG_DECIDES_TEXT if key in SGLANG_DECIDES else "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        import json
+
+        return json.dumps(value) if value else ("{}" if isinstance(value, dict) else "[]")
+    return str(value)
+
+
+def redacted_values(profile: Profile) -> dict[str, Any]:
+    """``profile.model_dump(mode="json")`` with secret-named ``env`` values shown as ``[...]``:
+    what ``profiles show`` and ``serve --dry-run`` print."""
+    return redact_profile_dump(profile.model_dump(mode="json"))
 
 
 # -- shipped profiles ---------------------------------------------------------------------------
@@ -416,46 +492,27 @@ def list_profiles() -> list[ProfileSummary]:
 # -- auto pick ----------------------------------------------------------------------------------
 
 
-def _has_word(name: str, word: str) -> bool:
-    return re.search(rf"(?<![A-Za-z0-9]){re.escape(word)}(?![0-9])", name, re.I) is not None
-
-
 def _pick_one(g: GPUInfo) -> tuple[str, str]:
-    gib = g.memory_total / 1024**3
-    desc = f"{g.name} ({gib:.0f} GiB, sm{g.sm})"
-    if g.sm < 75:
-        return FALLBACK_PROFILE, (
-            f"{desc} is below sm75, the oldest GPU SGLang supports; using `{FALLBACK_PROFILE}` "
-            "(run `qembed doctor`)"
-        )
-    n = g.name
-    if (_has_word(n, "H100") or _has_word(n, "H800")) and gib >= 60:
-        return "h100", f"detected {desc}"
-    if _has_word(n, "A100") or _has_word(n, "A800"):
-        return ("a100-80g" if gib >= 60 else "a100-40g"), f"detected {desc}"
-    if _has_word(n, "L4"):
-        return "l4", f"detected {desc}"
-    if _has_word(n, "A10") or _has_word(n, "A10G"):
-        return "a10", f"detected {desc}"
-    if "4090" in n:
-        return "rtx4090", f"detected {desc}"
-    if _has_word(n, "T4"):
-        return "t4", f"detected {desc}"
-    if g.sm < 80 and 12 <= gib < 20:
-        # Turing-class 16 GB cards: the same limits as a T4 (no bf16, 2k chunks).
-        return "t4", f"detected {desc}: sm{g.sm} has no bfloat16 and {gib:.0f} GiB is T4-class"
+    from . import gpu as gpu_mod
+
+    name, reason = gpu_mod.profile_for(g)
+    if name is not None:
+        return name, reason
+    if g.sm < gpu_mod.MIN_SM:
+        return FALLBACK_PROFILE, f"{reason}; using `{FALLBACK_PROFILE}` (run `qembed doctor`)"
     return FALLBACK_PROFILE, (
-        f"no shipped profile for {desc}; `{FALLBACK_PROFILE}` leaves memory sizing to SGLang's own "
-        "rules for this GPU"
+        f"{reason}; `{FALLBACK_PROFILE}` leaves memory sizing to SGLang's own rules for this GPU"
     )
 
 
 def pick_auto(gpus: GPUSnapshot | None) -> tuple[str, str]:
     """Pick a shipped profile for the detected GPU.
 
-    Matches the first visible GPU by name (A100/A800, H100/H800, L4, A10/A10G, RTX 4090, T4),
-    then by memory and compute capability; anything else, and a machine without a usable GPU,
-    gets ``generic``, which sets no sizing and lets SGLang apply its own rules at launch.
+    Matches the first visible GPU by name (A100/A800, H100/H800, L4, A10/A10G, RTX 4090, T4;
+    :data:`qembed.gpu.GPU_CLASSES`), else by memory and compute capability
+    (:func:`qembed.gpu.profile_for_memory`: an L40S takes the A100 40GB sizing, a 16 GB sm75
+    card the T4's); a GPU no profile fits, and a machine without a usable GPU, get ``generic``,
+    which sets no sizing and lets SGLang apply its own rules at launch.
 
     Args:
         gpus: an NVML snapshot (:func:`qembed.gpu.snapshot`), or ``None`` for "no GPU".
@@ -516,35 +573,159 @@ def _key_error(key: str, where: str) -> ProfileError:
     return ProfileError(f"unknown key `{key}` in {where}", hint=hint)
 
 
-def _read_yaml(path: Path, label: str) -> dict[str, Any]:
+class _Unbounded(Exception):
+    """A YAML text over one of the bounds (MAX_DEPTH, MAX_NODES, MAX_ALIASES)."""
+
+
+def _expanded_size(root: Any) -> int:
+    """How many values ``root`` (a composed YAML node) becomes once every alias is expanded.
+
+    Memoised per node, so an alias bomb is measured in linear time instead of being built;
+    also refuses an expansion deeper than MAX_DEPTH and an alias that contains itself.
+    """
     import yaml
 
+    sizes: dict[int, tuple[int, int]] = {}
+    active: set[int] = set()
+
+    def walk(node: Any) -> tuple[int, int]:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise _Unbounded("an alias refers to the value that contains it")
+        active.add(key)
+        count, depth = 1, 1
+        if isinstance(node, yaml.SequenceNode):
+            children: list[Any] = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        for child in children:
+            c, d = walk(child)
+            count += c
+            depth = max(depth, d + 1)
+            if count > MAX_NODES:
+                raise _Unbounded(f"it expands to more than {MAX_NODES:,} values (a YAML alias bomb?)")
+            if depth > MAX_DEPTH:
+                raise _Unbounded(f"it nests more than {MAX_DEPTH} levels deep")
+        active.discard(key)
+        sizes[key] = (count, depth)
+        return count, depth
+
+    return walk(root)[0]
+
+
+def _loader_class() -> type[Any]:
+    import yaml
+
+    class BoundedLoader(yaml.SafeLoader):
+        """SafeLoader that stops at MAX_DEPTH levels and MAX_ALIASES aliases while composing."""
+
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self._qembed_depth = 0
+            self._qembed_aliases = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                self._qembed_aliases += 1
+                if self._qembed_aliases > MAX_ALIASES:
+                    raise _Unbounded(f"it uses more than {MAX_ALIASES:,} aliases")
+                return super().compose_node(parent, index)
+            self._qembed_depth += 1
+            try:
+                if self._qembed_depth > MAX_DEPTH:
+                    raise _Unbounded(f"it nests more than {MAX_DEPTH} levels deep")
+                return super().compose_node(parent, index)
+            finally:
+                self._qembed_depth -= 1
+
+    return BoundedLoader
+
+
+def load_yaml_text(text: str, where: str) -> Any:
+    """Parse a YAML text with the bounds every profile and ``--set`` value obeys.
+
+    Refuses, with a :class:`ProfileError` naming ``where``: invalid YAML, more than
+    :data:`MAX_DEPTH` levels of nesting, more than :data:`MAX_ALIASES` aliases, and texts that
+    expand to more than :data:`MAX_NODES` values (alias bombs), before anything is built.
+    """
+    import yaml
+
+    loader: Any = None
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ProfileError(f"profile file `{path}` does not exist",
-                           hint="run `qembed profiles list` for the shipped profiles") from exc
-    except OSError as exc:
-        raise ProfileError(f"cannot read profile file `{path}`: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
+        loader = _loader_class()(text)  # the reader already refuses control characters
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node)
+        return loader.construct_document(node)
+    except _Unbounded as exc:
+        raise ProfileError(f"{where} is refused: {exc}",
+                           hint=f"profiles nest at most {MAX_DEPTH} levels and expand to at most "
+                           f"{MAX_NODES:,} values; remove the repeated aliases") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ProfileError(f"`{path}` is not valid YAML{at}",
-                           details=[str(getattr(exc, "problem", exc))]) from exc
+        raise ProfileError(f"{where} is not valid YAML{at}",
+                           details=[str(getattr(exc, "problem", None) or exc)]) from None
+    except RecursionError:
+        raise ProfileError(f"{where} is refused: it nests too deeply",
+                           hint=f"profiles nest at most {MAX_DEPTH} levels") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _read_text(path: Path) -> str:
+    """A profile file's text: at most MAX_BYTES, UTF-8. Errors name the file."""
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise ProfileError(f"profile file `{path}` does not exist",
+                           hint="run `qembed profiles list` for the shipped profiles") from exc
+    except IsADirectoryError as exc:
+        raise ProfileError(f"profile `{path}` is a directory, not a YAML file") from exc
+    except OSError as exc:
+        raise ProfileError(f"cannot read profile file `{path}`: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_BYTES:
+        raise ProfileError(f"profile file `{path}` is larger than {MAX_BYTES // 1024} KiB",
+                           hint="a profile is a few lines of YAML; check that this is the right file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"profile file `{path}` is not UTF-8 text (byte {exc.start + 1} is 0x{raw[exc.start]:02x})",
+                           hint="save it as UTF-8") from None
+
+
+def _read_yaml(path: Path, label: str) -> dict[str, Any]:
+    text = _read_text(path)
+    data = load_yaml_text(text, f"`{path}`")
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ProfileError(f"`{path}` must be a YAML mapping of keys to values, not a {type(data).__name__}")
+    errors: list[ProfileError] = []
     for key in data:
         if not isinstance(key, str):
-            raise ProfileError(f"key `{key}` in `{path}` is not a string")
-        if key in _LOADER_KEYS:
-            raise ProfileError(f"`{key}` in `{path}` is set by the loader (the file name)",
-                               hint=f"remove `{key}`; the profile is named `{label}`")
-        if key not in FIELDS:
-            raise _key_error(key, f"`{path}`")
+            errors.append(ProfileError(f"key `{key}` in `{path}` is not a string"))
+        elif key in _LOADER_KEYS:
+            errors.append(ProfileError(f"`{key}` in `{path}` is set by the loader (the file name)",
+                                       hint=f"remove `{key}`; the profile is named `{label}`"))
+        elif key not in FIELDS:
+            errors.append(_key_error(key, f"`{path}`"))
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        # every bad key at once, each with its own answer
+        raise ProfileError(
+            f"{len(errors)} keys in `{path}` are not profile keys",
+            details=[e.message + (f" ({e.hint})" if e.hint else "") for e in errors],
+            hint="fix each of them; `qembed profiles show` lists the valid keys (docs/profiles.md)",
+        )
     return data
 
 
@@ -562,10 +743,28 @@ def _locate(ref: str, *, base: Path | None = None) -> tuple[Path, str]:
     if candidate.is_file():
         return candidate, candidate.stem
     names = shipped_names() + list(ALIASES)
-    close = difflib.get_close_matches(ref, names, n=1)
-    hint = (f"did you mean `{close[0]}`? " if close else "") + (
-        "run `qembed profiles list` for the shipped profiles, or pass a YAML file path"
-    )
+    hint = "run `qembed profiles list` for the shipped profiles, or pass a YAML file path"
+    from . import gpu as gpu_mod
+
+    cls = gpu_mod.match_gpu_name(ref)
+    same_name = sorted({c.profile for c in gpu_mod.GPU_CLASSES if c.profile and c.label.split()[0] == (cls.label.split()[0] if cls else None)})
+    if cls is not None and cls.profile is not None:
+        # a GPU that has profiles (`a100-80`): the closest of those, by spelling
+        close = difflib.get_close_matches(ref, same_name, n=1, cutoff=0.0)
+        hint = f"did you mean `{close[0] if close else cls.profile}`? " + hint
+    elif cls is not None:
+        # a GPU without a profile: answer by memory and compute capability, never by spelling
+        # (`l40s` is no `l4`)
+        made_for = gpu_mod.profile_for_memory(cls.memory_gib * 0.95, cls.sm)[0]
+        if made_for:
+            hint = (f"no profile is named after the {cls.label} ({cls.memory_gib:.0f} GB, sm{cls.sm}); "
+                    f"by memory and compute capability it takes `{made_for}`, and `auto` picks it "
+                    f"on that GPU; {hint}")
+        else:
+            hint = f"no shipped profile fits the {cls.label}; use `{FALLBACK_PROFILE}` or `auto`; {hint}"
+    else:
+        close = difflib.get_close_matches(ref, names, n=1)
+        hint = (f"did you mean `{close[0]}`? " if close else "") + hint
     if is_pathlike:
         raise ProfileError(f"profile file `{candidate}` does not exist", hint=hint)
     raise ProfileError(f"unknown profile `{ref}`", hint=hint)
@@ -604,9 +803,11 @@ def _resolve_chain(
 
 
 def _parse_overrides(overrides: Sequence[str] | Mapping[str, object]) -> list[tuple[str, Any, str]]:
-    """-> [(key, value, text for messages)]. ``key`` may be dotted (``env.FOO``)."""
-    import yaml
+    """-> [(key, value, text for messages)]. ``key`` may be dotted (``env.FOO``).
 
+    ``KEY=VALUE`` strings (``--set``) are the only values parsed, as YAML, with the bounds of a
+    profile file (:func:`load_yaml_text`); a mapping's values are taken as they are.
+    """
     out: list[tuple[str, Any, str]] = []
     if isinstance(overrides, Mapping):
         return [(str(k), v, f"{k}={v}") for k, v in overrides.items()]
@@ -620,15 +821,21 @@ def _parse_overrides(overrides: Sequence[str] | Mapping[str, object]) -> list[tu
             # Environment values stay strings: YAML would turn `yes` into True and `010` into 8.
             out.append((key, text, item))
             continue
+        if len(text) > MAX_BYTES:
+            raise ProfileError(f"the value of `--set {key}` is larger than {MAX_BYTES // 1024} KiB")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            value = text
+            value = load_yaml_text(text, f"the value of `--set {key}`") if text.strip() else None
+        except ProfileError as exc:
+            if exc.message.endswith("is not valid YAML") or " is not valid YAML at " in exc.message:
+                value = text  # not YAML: the text itself (`--set model=/data/run:1`)
+            else:
+                raise
         out.append((key, value, item))
     return out
 
 
-def _apply_overrides(values: dict[str, tuple[Any, str]], overrides: Sequence[str] | Mapping[str, object]) -> None:
+def _apply_overrides(values: dict[str, tuple[Any, str]], overrides: Sequence[str] | Mapping[str, object],
+                     source: str = "override") -> None:
     for key, value, _text in _parse_overrides(overrides):
         # No value in messages: it may be a secret someone tried to pass (`api_key=...`).
         where = "an override"
@@ -645,9 +852,9 @@ def _apply_overrides(values: dict[str, tuple[Any, str]], overrides: Sequence[str
             current = values.get(top, ({}, "default"))[0]
             current = dict(current) if isinstance(current, dict) else {}
             current[sub] = value
-            values[top] = (current, "override")
+            values[top] = (current, source)
         else:
-            values[top] = (value, "override")
+            values[top] = (value, source)
 
 
 def _validate(values: dict[str, tuple[Any, str]], label: str) -> Profile:
@@ -660,11 +867,15 @@ def _validate(values: dict[str, tuple[Any, str]], label: str) -> Profile:
         first = errs[0]
         key = str(first["loc"][0]) if first["loc"] else ""
         src = values.get(key, (None, "default"))[1] if key else label
-        where = "an override" if src == "override" else f"`{src}`"
+        where = {"override": "an override", "option": "a command-line option"}.get(src, f"`{src}`")
         msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
         if key:
             got = data.get(key)
-            shown = "" if got is None or "got" in msg else f" (got {got!r})"
+            if key == "env" and isinstance(got, Mapping):
+                got = redact_profile_dump({"env": got})["env"]
+            elif isinstance(got, str) and is_secret_name(key):
+                got = REDACTED
+            shown = "" if got is None or "got" in msg else f" (got {_short(got)})"
             message = f"invalid `{key}` in {where}: {msg}{shown}"
         else:
             message = f"invalid profile `{label}`: {msg}"
@@ -676,10 +887,16 @@ def _validate(values: dict[str, tuple[Any, str]], label: str) -> Profile:
         raise ProfileError(message, hint=hint, details=details) from exc
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
 def resolve_profile(
     ref: str = DEFAULT_PROFILE,
     *,
     overrides: Sequence[str] | Mapping[str, object] = (),
+    options: Mapping[str, object] | None = None,
     gpus: GPUSnapshot | None = None,
 ) -> ResolvedProfile:
     """Like :func:`load_profile`, but also says where each value came from."""
@@ -694,8 +911,10 @@ def resolve_profile(
     path, label = _locate(ref)
     values, chain = _resolve_chain(path, label=label)
     _apply_overrides(values, overrides)
+    _apply_overrides(values, {k: v for k, v in (options or {}).items() if v is not None}, source="option")
     profile = _validate(values, label)
     sources = {k: values[k][1] if k in values else "default" for k in FIELDS}
+    sources = {k: ("override" if v == "option" else v) for k, v in sources.items()}
     sources["name"] = "auto" if auto_reason else "loader"
     return ResolvedProfile(profile=profile, sources=sources, chain=chain,
                            auto_reason=auto_reason, requested=ref if auto_reason is None else "auto")
@@ -705,6 +924,7 @@ def load_profile(
     ref: str = DEFAULT_PROFILE,
     *,
     overrides: Sequence[str] | Mapping[str, object] = (),
+    options: Mapping[str, object] | None = None,
     gpus: GPUSnapshot | None = None,
 ) -> Profile:
     """Load a profile by shipped name, alias or YAML path, apply ``extends`` and overrides.
@@ -712,8 +932,12 @@ def load_profile(
     Args:
         ref: a shipped name (``a100-80g``; ``a100`` is an alias), ``auto`` (picks from ``gpus``
             with :func:`pick_auto`), or a path to a YAML file.
-        overrides: ``"key=value"`` strings (values parsed as YAML scalars, ``env.NAME=value``
-            sets one environment variable), or a mapping of keys to values.
+        overrides: ``"key=value"`` strings (``--set``: values parsed as bounded YAML,
+            ``env.NAME=value`` sets one environment variable as a string), or a mapping of keys
+            to values (taken as they are).
+        options: typed values applied after ``overrides``, never parsed (``qembed serve
+            --model/--port/--host/--python``: ``{"model": "/data/run #3", "port": 31000}``);
+            ``None`` values are skipped.
         gpus: the GPU snapshot ``auto`` picks from; ``None`` takes one with
             :func:`qembed.gpu.snapshot` (only when ``ref`` is ``auto``).
 
@@ -727,7 +951,7 @@ def load_profile(
         >>> load_profile("l4", overrides=["port=31000", "env.HF_HOME=/data/hf"]).port  # doctest: +SKIP
         31000
     """
-    return resolve_profile(ref, overrides=overrides, gpus=gpus).profile
+    return resolve_profile(ref, overrides=overrides, options=options, gpus=gpus).profile
 
 
 def resolve_api_key(profile: Profile) -> str | None:
@@ -765,13 +989,20 @@ __all__ = [
     "FALLBACK_PROFILE",
     "HABIT_KEYS",
     "KV_CACHE_DTYPES",
+    "MAX_BYTES",
+    "MAX_DEPTH",
+    "MAX_NODES",
     "QUANTIZATIONS",
+    "SGLANG_DECIDES",
     "Profile",
     "ProfileSummary",
     "ResolvedProfile",
+    "display_value",
     "list_profiles",
     "load_profile",
+    "load_yaml_text",
     "pick_auto",
+    "redacted_values",
     "resolve_api_key",
     "resolve_profile",
     "shipped_dir",

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import FlagsRejected, LaunchError, MissingDependency
+from .redact import REDACTED, redact_argv, redact_env
 
 if TYPE_CHECKING:
     from .profiles import Profile
@@ -41,7 +42,6 @@ logger = logging.getLogger(__name__)
 ENTRY_CODE = "from sglang.cli.main import main; main()"
 ENTRY_ARGS: tuple[str, ...] = ("-c", ENTRY_CODE, "serve", "--model-type", "llm")
 LOOPBACK_NO_PROXY: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
-REDACTED = "[...]"
 INSTALL_HINT = "pip install 'qembed[serve]'"
 
 # Flags qembed sets from profile keys (or must not be passed at all) -> what to use instead.
@@ -142,7 +142,7 @@ class LaunchCommand:
         return redact_argv(self.argv)
 
     def redacted_env(self) -> dict[str, str]:
-        return {k: (REDACTED if _secret_env_name(k) else v) for k, v in self.env.items()}
+        return redact_env(self.env)
 
     def display(self) -> str:
         """Shell-quoted ``ENV=... python ...`` with the API key shown as ``[...]``."""
@@ -154,29 +154,6 @@ class LaunchCommand:
         return f"LaunchCommand({self.display()!r})"
 
     __str__ = display
-
-
-def _secret_env_name(name: str) -> bool:
-    up = name.upper()
-    return any(w in up for w in ("API_KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD"))
-
-
-def redact_argv(argv: Sequence[str]) -> list[str]:
-    """A copy of ``argv`` with the value of ``--api-key`` replaced by ``[...]``."""
-    out: list[str] = []
-    hide_next = False
-    for arg in argv:
-        if hide_next:
-            out.append(REDACTED)
-            hide_next = False
-        elif arg == "--api-key":
-            out.append(arg)
-            hide_next = True
-        elif arg.startswith("--api-key="):
-            out.append(f"--api-key={REDACTED}")
-        else:
-            out.append(arg)
-    return out
 
 
 def build_flags(profile: Profile, *, api_key: str | None = None) -> list[str]:
@@ -259,17 +236,44 @@ def build_env(profile: Profile, *, environ: Mapping[str, str] | None = None) -> 
     return env
 
 
-def sglang_python(profile: Profile | None = None) -> str:
-    """The interpreter that runs SGLang: ``profile.python``, else ``QEMBED_SGLANG_PYTHON``,
-    else this interpreter."""
+def sglang_python(profile: Profile | None = None, cli_python: str | None = None) -> str:
+    """The interpreter that runs SGLang, as ``qembed serve`` ranks them: ``--python``
+    (``cli_python``), else ``profile.python``, else ``QEMBED_SGLANG_PYTHON``, else this
+    interpreter."""
     from . import env as qenv
 
+    if cli_python:
+        return os.path.expanduser(cli_python)
     if profile is not None and profile.python:
         return os.path.expanduser(profile.python)
     configured = qenv.SGLANG_PYTHON.get()
     if configured:
         return os.path.expanduser(configured)
     return sys.executable
+
+
+def resolve_sglang(
+    profile: Profile | None, cli_python: str | None = None, *, environ: Mapping[str, str] | None = None
+) -> tuple[str, dict[str, str]]:
+    """The interpreter SGLang runs in and the full environment it runs with: the one rule that
+    ``qembed serve``, ``qembed doctor`` and ``qembed profiles show`` share.
+
+    The interpreter is ranked by :func:`sglang_python`. The environment is this process's
+    (``PYTHONPATH``, ``PYTHONHOME`` and the rest kept, as the launch keeps them) plus the
+    profile's additions (:func:`build_env`: ``env``, ``CUDA_VISIBLE_DEVICES``, loopback in
+    ``NO_PROXY``).
+
+    Returns:
+        ``(python, env)``.
+    """
+    base = dict(os.environ if environ is None else environ)
+    python = sglang_python(profile, cli_python)
+    if profile is not None:
+        base.update(build_env(profile, environ=base))
+    else:
+        for name in ("NO_PROXY", "no_proxy"):
+            base[name] = merge_no_proxy(base.get(name))
+    return python, base
 
 
 def build_command(
@@ -312,7 +316,9 @@ def profile_warnings(profile: Profile) -> list[str]:
     if p.log_level in {"warning", "error", "critical"}:
         out.append(f"`log_level: {p.log_level}` hides SGLang's INFO lines (load phases, the ready "
                    "line), so progress and failure diagnosis see less")
-    if p.host not in {"127.0.0.1", "localhost", "::1"} and not (
+    from .net import is_loopback
+
+    if not is_loopback(p.host) and not (
         os.environ.get(p.api_key_env) or p.api_key_file
     ):
         out.append(f"`host: {p.host}` accepts connections from other machines and no API key is "
@@ -331,10 +337,30 @@ def profile_warnings(profile: Profile) -> list[str]:
 # Runs in SGLang's interpreter exactly as the launch does (no `-I`, same environment), so the
 # check sees the SGLang that will really run, be it from the venv, a user-site install or a
 # PYTHONPATH checkout. (An isolated `-I` check could pass while the launch runs something else.)
-# Reads a JSON list of argvs on stdin, writes one marked JSON line on stdout.
+# Reads a JSON list of argvs on stdin, writes one marked JSON line on stdout. For an accepted
+# argv the row carries the parsed ServerArgs fields (a msgspec Struct in 0.5.23, a dataclass
+# before), so tests can check that every value qembed sets arrives as meant. Secret fields
+# (`*api_key`, `*password`, `watermark_key*`) come back as @REDACTED@ when set: the values never
+# leave SGLang's interpreter. A value JSON cannot carry comes back as its repr.
 _CHECK_SCRIPT = r"""
 import contextlib, io, json, sys, time
 _out = sys.stdout
+def _fields(args):
+    names = getattr(type(args), "__struct_fields__", None)
+    if names is None:
+        import dataclasses
+        names = [f.name for f in dataclasses.fields(args)] if dataclasses.is_dataclass(args) else sorted(vars(args))
+    out = {}
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and (name.endswith(("api_key", "password")) or name.startswith("watermark_key")):
+            value = @REDACTED@
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            value = repr(value)
+        out[name] = value
+    return out
 try:
     from sglang.srt.server_args import prepare_server_args
 except BaseException as exc:
@@ -344,11 +370,12 @@ results = []
 for argv in json.load(sys.stdin):
     err, out = io.StringIO(), io.StringIO()
     t0 = time.perf_counter()
-    row = {"ok": False, "message": "", "exit_code": None, "crashed": False}
+    row = {"ok": False, "message": "", "exit_code": None, "crashed": False, "args": None}
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-            prepare_server_args(list(argv))
+            parsed = prepare_server_args(list(argv))
         row["ok"] = True
+        row["args"] = _fields(parsed)
     except SystemExit as exc:
         row["exit_code"] = exc.code if isinstance(exc.code, int) else 1
         lines = [l for l in err.getvalue().splitlines() if l.strip()]
@@ -360,7 +387,7 @@ for argv in json.load(sys.stdin):
     row["seconds"] = time.perf_counter() - t0
     results.append(row)
 _out.write("QEMBED-CHECK " + json.dumps({"results": results}) + "\n")
-"""
+""".replace("@REDACTED@", json.dumps(REDACTED))
 
 
 @dataclass(frozen=True)
@@ -372,6 +399,9 @@ class ParserCheck:
     seconds: float  # the parse itself (check_many) or the whole interpreter run (check_flags)
     exit_code: int | None = None  # 2 for an argparse rejection
     crashed: bool = False  # an exception other than SystemExit (e.g. `--log-level verbose`)
+    #: the parsed ``ServerArgs`` fields when ``ok`` (``mem_fraction_static``, ``context_length``,
+    #: ``is_embedding``, ``json_model_override_args``, ...); secrets set come back as ``[...]``
+    args: dict[str, object] | None = field(default=None, repr=False, compare=False)
 
 
 def _missing_python(python: str) -> MissingDependency:
@@ -382,9 +412,10 @@ def _missing_python(python: str) -> MissingDependency:
     )
 
 
-def _run_checks(flag_lists: Sequence[Sequence[str]], *, python: str, timeout: float) -> list[dict[str, object]]:
+def _run_checks(flag_lists: Sequence[Sequence[str]], *, python: str, timeout: float,
+                env: Mapping[str, str] | None = None) -> list[dict[str, object]]:
     payload = json.dumps([list(map(str, f)) for f in flag_lists])
-    env = dict(os.environ)
+    env = dict(os.environ if env is None else env)
     try:
         proc = subprocess.run(
             [python, "-c", _CHECK_SCRIPT],
@@ -412,7 +443,8 @@ def _run_checks(flag_lists: Sequence[Sequence[str]], *, python: str, timeout: fl
     return results
 
 
-def check_many(flag_lists: Sequence[Sequence[str]], *, python: str, timeout: float = 180.0) -> list[ParserCheck]:
+def check_many(flag_lists: Sequence[Sequence[str]], *, python: str, timeout: float = 180.0,
+               env: Mapping[str, str] | None = None) -> list[ParserCheck]:
     """Run many flag lists through ``prepare_server_args`` in ONE SGLang interpreter.
 
     Imports take about 3 s, each parse a few milliseconds, so tests check dozens of argvs in
@@ -424,24 +456,28 @@ def check_many(flag_lists: Sequence[Sequence[str]], *, python: str, timeout: flo
     """
     if not flag_lists:
         return []
-    rows = _run_checks(flag_lists, python=python, timeout=timeout)
+    rows = _run_checks(flag_lists, python=python, timeout=timeout, env=env)
     return [
         ParserCheck(ok=bool(r["ok"]), message=str(r["message"]), seconds=float(r["seconds"]),  # type: ignore[arg-type]
                     exit_code=r["exit_code"] if isinstance(r["exit_code"], int) else None,
-                    crashed=bool(r["crashed"]))
+                    crashed=bool(r["crashed"]),
+                    args=dict(r["args"]) if isinstance(r.get("args"), dict) else None)  # type: ignore[call-overload]
         for r in rows
     ]
 
 
-def check_flags(flags: Sequence[str], *, python: str, timeout: float = 180.0) -> ParserCheck:
+def check_flags(flags: Sequence[str], *, python: str, timeout: float = 180.0,
+                env: Mapping[str, str] | None = None) -> ParserCheck:
     """Run one flag list through SGLang's parser (``prepare_server_args``) in ``python``.
 
-    ``seconds`` is the whole run, interpreter start and imports included (about 3 s).
+    ``seconds`` is the whole run, interpreter start and imports included (about 3 s). ``env``
+    is the environment to run it in (default this process's; :func:`resolve_sglang` gives the
+    launch's).
     """
     t0 = time.perf_counter()
-    (result,) = check_many([list(flags)], python=python, timeout=timeout)
+    (result,) = check_many([list(flags)], python=python, timeout=timeout, env=env)
     return ParserCheck(ok=result.ok, message=result.message, seconds=time.perf_counter() - t0,
-                       exit_code=result.exit_code, crashed=result.crashed)
+                       exit_code=result.exit_code, crashed=result.crashed, args=result.args)
 
 
 def _habit_hint(message: str) -> str | None:
@@ -451,14 +487,14 @@ def _habit_hint(message: str) -> str | None:
     return None
 
 
-def ensure_accepted(flags: Sequence[str], *, python: str) -> None:
+def ensure_accepted(flags: Sequence[str], *, python: str, env: Mapping[str, str] | None = None) -> None:
     """Fail in seconds, not after a model load, when SGLang would reject ``flags``.
 
     Raises:
         FlagsRejected: the parser rejected or crashed on the flags (message quotes it).
         MissingDependency: no SGLang in ``python``.
     """
-    result = check_flags(flags, python=python)
+    result = check_flags(flags, python=python, env=env)
     if result.ok:
         return
     shown = " ".join(shlex.quote(a) for a in redact_argv(list(flags)))
@@ -512,5 +548,6 @@ __all__ = [
     "merge_no_proxy",
     "profile_warnings",
     "redact_argv",
+    "resolve_sglang",
     "sglang_python",
 ]

@@ -381,3 +381,92 @@ def test_notes_flag_impossible_mfu(standin: ServerProcess) -> None:
     assert cell.mfu is not None
     flagged = any("MFU above 100 %" in n for n in rep.notes)
     assert flagged == (cell.mfu > 1.0)
+
+
+# -- the quick default, --full, and --compare's CPU column (issue 11) -----------------------------
+
+
+def test_bare_bench_is_about_a_minute_and_full_is_the_whole_sweep() -> None:
+    quick = bench.sweep_options()
+    planned = bench.planned_seconds(quick)
+    assert planned is not None and 30 <= planned <= 60  # warm-ups come on top
+    assert len(bench.sweep(quick.concurrency, quick.batch, quick.lengths)) == 6
+    full = bench.sweep_options(full=True)
+    assert (full.concurrency, full.batch, full.lengths) == (
+        bench.DEFAULT_CONCURRENCY, bench.DEFAULT_BATCH, bench.DEFAULT_LENGTHS)
+    assert bench.planned_seconds(full) == 30 * 10.0
+    # an explicit axis or duration wins over either preset; requests leave no planned time
+    mixed = bench.sweep_options(full=True, concurrency=[8], duration=2.0)
+    assert mixed.concurrency == (8,) and mixed.lengths == bench.DEFAULT_LENGTHS
+    assert bench.planned_seconds(mixed) == 1 * 2 * 3 * 2.0
+    assert bench.planned_seconds(bench.sweep_options(requests=5)) is None
+
+
+def test_cli_bare_bench_runs_the_quick_cells(standin: ServerProcess) -> None:
+    r = CliRunner().invoke(app, ["bench", "--url", standin.url, "-n", "1", "--warmup", "0", "--json"])
+    assert r.exit_code == 0, r.output
+    cells = [(c["concurrency"], c["batch"], c["tokens_target"]) for c in json.loads(r.stdout)["cells"]]
+    assert cells == [(c, b, 512) for b in (1, 32) for c in (1, 16, 64)]
+
+
+def test_cli_bench_says_how_long_it_will_take(standin: ServerProcess) -> None:
+    r = CliRunner().invoke(app, ["bench", "--url", standin.url, "-c", "1", "-b", "1", "-l", "64",
+                                 "-d", "0.1", "--warmup", "0"])
+    assert r.exit_code == 0, r.output
+    assert "1 cells of 0.1 s" in r.stderr and "`--full` for the whole sweep" in r.stderr
+
+
+def test_compare_reports_cpu_ratio_next_to_wall_rate(standin: ServerProcess) -> None:
+    rows = bench.compare(standin.url, texts=6, tokens=64, batch=4)
+    assert rows[0].cpu_ratio == 1.0
+    for r in rows:
+        assert r.client_cpu_us_per_text > 0
+        assert r.cpu_ratio == pytest.approx(rows[0].client_cpu_us_per_text / r.client_cpu_us_per_text)
+
+
+@pytest.mark.parametrize(("url", "cpus", "caveat"), [
+    ("http://127.0.0.1:30000", 2, True),
+    ("http://localhost:30000", 8, True),
+    ("http://[::1]:30000", 4, True),
+    ("http://127.0.0.1:30000", 16, False),  # enough cores for both
+    ("http://gpu-box:30000", 2, False),  # the server is elsewhere
+])
+def test_compare_caveat_only_when_client_and_server_share_a_small_machine(
+    url: str, cpus: int, caveat: bool
+) -> None:
+    text = bench.compare_caveat(url, cpus=cpus)
+    assert (text is not None) == caveat
+    if text is not None:
+        assert f"{cpus}-CPU machine" in text and "client CPU per text" in text
+
+
+def test_cli_compare_table_shows_cpu_and_the_caveat(
+    standin: ServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    r = CliRunner().invoke(app, ["bench", "--url", standin.url, "-c", "1", "-b", "2", "-l", "64",
+                                 "-n", "1", "--compare", "--compare-texts", "4"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "texts/s (wall)" in r.stdout and "client CPU µs/text" in r.stdout
+    assert "qembed CPU/text" in r.stdout
+    assert "share this 2-CPU machine" in r.stderr
+    j = CliRunner().invoke(app, ["bench", "--url", standin.url, "-c", "1", "-b", "2", "-l", "64",
+                                 "-n", "1", "--compare", "--compare-texts", "4", "--json"])
+    d = json.loads(j.stdout)
+    assert "share this 2-CPU machine" in d["compare_caveat"]
+    assert all(c["cpu_ratio"] > 0 for c in d["compare"])
+
+
+def test_bench_help_examples_do_not_wrap_at_80_columns() -> None:
+    from qembed.cli.bench import BENCH_EXAMPLES
+
+    r = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    lines = [line.strip() for line in r.stdout.splitlines()]
+    examples = [e.strip() for e in BENCH_EXAMPLES.splitlines() if e.strip().startswith("qembed ")]
+    assert len(examples) >= 4
+    for example in examples:
+        assert example in lines, f"wrapped or missing: {example}"
+    assert max(len(line) for line in r.stdout.splitlines()) <= 80

@@ -94,7 +94,7 @@ def test_order_survives_a_slow_first_request() -> None:
 
 
 def test_request_split_by_token_budget() -> None:
-    long = "x" * 3000  # ~1000 estimated tokens
+    long = "x" * 4000  # ~1000 estimated tokens
     with serve_in_thread(StandinConfig(dim=8)) as srv, fast(srv.url, batch_tokens=2500) as c:
         c.embed_documents([long] * 5)
         sizes = [len(i) for i in embed_inputs(srv)]
@@ -229,7 +229,9 @@ def _mock(status: int, body: Any) -> Callable[[httpx.Request], httpx.Response]:
         (400, {"error": {"message": "nested openai", "type": "invalid_request_error"}}, "nested openai"),
         (401, {"error": "Unauthorized"}, "Unauthorized"),
         (404, {"detail": "Not Found"}, "Not Found"),
-        (400, b"<html>oops</html>", "<html>oops</html>"),
+        (400, b"plain text oops", "plain text oops"),
+        (502, b"<html><title>502 Bad Gateway</title></html>",
+         "an HTML page (502 Bad Gateway), not SGLang's JSON: a proxy or another web server?"),
     ],
 )
 def test_error_bodies_of_all_shapes(status: int, body: Any, message: str) -> None:
@@ -252,12 +254,12 @@ def test_float_fallback_and_api_key_header() -> None:
         body = json.loads(request.content)
         if body["encoding_format"] == "base64":
             return httpx.Response(400, json={"object": "error", "message": "encoding_format must be either 'float' or 'base64', got 'base64'"})
-        return httpx.Response(200, json={"data": [{"embedding": [3.0, 4.0] + [0.0] * 30, "index": 0}], "model": "m",
+        return httpx.Response(200, json={"data": [{"embedding": [0.0, 1.0] + [0.0] * 30, "index": 0}], "model": "m",
                                           "usage": {"prompt_tokens": 2}})
 
     with Client("http://server/v1", api_key="sekret", transport=httpx.MockTransport(handler)) as c:
         out = c.embed_documents(["x"])
-    assert out.shape == (1, 32) and out[0, :2].tolist() == [3.0, 4.0]
+    assert out.shape == (1, 32) and out[0, :2].tolist() == [0.0, 1.0]
     assert [json.loads(r.content)["encoding_format"] for r in seen[1:]] == ["base64", "float"]
     assert all(r.headers["authorization"] == "Bearer sekret" for r in seen)
     assert seen[0].url == "http://server/v1/models"  # the trailing /v1 of the base URL is not doubled

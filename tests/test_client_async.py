@@ -119,7 +119,7 @@ def _handler(seen: list[dict[str, Any]]):  # type: ignore[no-untyped-def]
         if len(seen) == 1:  # the first embeddings call is throttled once
             return httpx.Response(429, headers={"Retry-After": "0"}, json={"error": {"message": "slow down"}})
         data = [{"object": "embedding", "index": i,
-                 "embedding": base64.b64encode(struct.pack("<32f", *([float(len(t))] + [1.0] * 31))).decode()}
+                 "embedding": base64.b64encode(struct.pack("<32f", *[float(k == len(t) % 32) for k in range(32)])).decode()}
                 for i, t in enumerate(body["input"])]
         return httpx.Response(200, json={"data": data, "model": "m", "object": "list", "usage": {"prompt_tokens": 7}})
 

@@ -7,6 +7,7 @@ about 3 s, each parse a few ms), through a module-scoped fixture around `check_m
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -70,23 +71,27 @@ def everything_profile() -> Profile:
     )
 
 
-ACCEPTED: dict[str, list[str]] = {}
+# case -> (profile, api key): every argv qembed builds from them must parse, with its values
+PROFILES: dict[str, tuple[Profile, str | None]] = {}
 for _name in shipped_names():
     if _name != "auto":
-        ACCEPTED[f"shipped:{_name}"] = build_flags(load_profile(_name))
-        ACCEPTED[f"shipped:{_name}+key"] = build_flags(load_profile(_name), api_key="sk-test")
-ACCEPTED["everything"] = build_flags(everything_profile(), api_key="sk-test")
-ACCEPTED["minimal"] = build_flags(Profile(matryoshka=False))
+        PROFILES[f"shipped:{_name}"] = (load_profile(_name), None)
+        PROFILES[f"shipped:{_name}+key"] = (load_profile(_name), "sk-test")
+PROFILES["everything"] = (everything_profile(), "sk-test")
+PROFILES["minimal"] = (Profile(matryoshka=False), None)
 for _b in ATTENTION_BACKENDS:
-    ACCEPTED[f"attention_backend:{_b}"] = build_flags(Profile(attention_backend=_b))
+    PROFILES[f"attention_backend:{_b}"] = (Profile(attention_backend=_b), None)
 for _q in QUANTIZATIONS:
-    ACCEPTED[f"quantization:{_q}"] = build_flags(Profile(quantization=_q))
+    PROFILES[f"quantization:{_q}"] = (Profile(quantization=_q), None)
 for _k in KV_CACHE_DTYPES:
-    ACCEPTED[f"kv_cache_dtype:{_k}"] = build_flags(Profile(kv_cache_dtype=_k))
+    PROFILES[f"kv_cache_dtype:{_k}"] = (Profile(kv_cache_dtype=_k), None)
 for _d in ("auto", "bfloat16", "float16", "float32"):
-    ACCEPTED[f"dtype:{_d}"] = build_flags(Profile(dtype=_d))  # type: ignore[arg-type]
+    PROFILES[f"dtype:{_d}"] = (Profile(dtype=_d), None)  # type: ignore[arg-type]
 for _lvl in ("debug", "info", "warning", "error", "critical"):
-    ACCEPTED[f"log_level:{_lvl}"] = build_flags(Profile(log_level=_lvl))  # type: ignore[arg-type]
+    PROFILES[f"log_level:{_lvl}"] = (Profile(log_level=_lvl), None)  # type: ignore[arg-type]
+ACCEPTED: dict[str, list[str]] = {
+    case: build_flags(profile, api_key=key) for case, (profile, key) in PROFILES.items()
+}
 
 BASE = ["--model-path", "Qwen/Qwen3-Embedding-4B", "--is-embedding"]
 # Habit flags SGLang 0.5.23 rejects (reference section 1.5) -> text the error must contain.
@@ -141,3 +146,87 @@ def test_log_level_typo_crashes_the_real_parser(results: dict[str, ParserCheck])
     # Why qembed validates `log_level` itself: SGLang crashes (not a clean exit 2) on a typo.
     r = results["crash:log-level"]
     assert r.crashed and "AttributeError" in r.message
+
+
+# -- the values arrive: what SGLang parsed is what the profile set ----------------------------
+
+
+def expected_server_args(profile: Profile, api_key: str | None) -> dict[str, object]:
+    """Profile key -> the ``ServerArgs`` field and value SGLang 0.5.23 must end up with.
+
+    The test's own table (not build_flags'): a key that no longer reaches its field, or reaches
+    another one, fails here even when the parser accepts the argv.
+    """
+    p = profile
+    exp: dict[str, object] = {
+        "model_path": p.model,
+        "is_embedding": True,
+        "host": p.host,
+        "port": p.port,
+        "log_level": p.log_level,
+        "tp_size": p.tp_size,
+        "dp_size": p.dp_size,
+        "enable_metrics": p.metrics,
+        "enable_torch_compile": p.torch_compile,
+        # the key arrives, and comes back redacted
+        "api_key": "[...]" if api_key else None,
+    }
+    optional: dict[str, object | None] = {
+        "served_model_name": p.served_model_name,
+        "mem_fraction_static": p.gpu_memory_fraction,
+        "max_running_requests": p.max_running_requests,
+        "chunked_prefill_size": p.chunked_prefill_size,
+        "max_prefill_tokens": p.max_prefill_tokens,
+        "max_queued_requests": p.max_queued_requests,
+        "context_length": p.context_length,
+        "attention_backend": p.attention_backend,
+        "quantization": p.quantization,
+        "kv_cache_dtype": p.kv_cache_dtype,
+        "dtype": None if p.dtype == "auto" else p.dtype,
+    }
+    exp.update({k: v for k, v in optional.items() if v is not None})
+    return exp
+
+
+def expected_overrides(profile: Profile) -> dict[str, object]:
+    overrides = dict(profile.model_override_args)
+    if profile.matryoshka:
+        overrides.setdefault("is_matryoshka", True)
+    return overrides
+
+
+@pytest.mark.parametrize("case", list(PROFILES))
+def test_profile_values_arrive_in_server_args(results: dict[str, ParserCheck], case: str) -> None:
+    r = results[case]
+    assert r.ok and r.args is not None, f"{case}: {r.message}"
+    profile, key = PROFILES[case]
+    expected = expected_server_args(profile, key)
+    got = {name: r.args.get(name, "<missing>") for name in expected}
+    assert got == expected, case
+    raw = r.args["json_model_override_args"]
+    assert isinstance(raw, str)
+    assert (json.loads(raw) if raw else {}) == expected_overrides(profile), case
+
+
+def test_everything_profile_values_by_name(results: dict[str, ParserCheck]) -> None:
+    """The issue's fields, spelled out for the profile that sets every key."""
+    args = results["everything"].args
+    assert args is not None
+    assert args["mem_fraction_static"] == 0.8
+    assert args["context_length"] == 8192
+    assert args["is_embedding"] is True
+    assert json.loads(str(args["json_model_override_args"])) == {
+        "matryoshka_dimensions": [128, 256, 2560], "is_matryoshka": True}
+    assert args["chunked_prefill_size"] == -1
+    assert (args["tp_size"], args["dp_size"]) == (2, 2)
+    # extra_args reach SGLang too
+    assert args["disable_radix_cache"] is True and args["allow_auto_truncate"] is True
+    assert args["tokenizer_worker_num"] == 2
+    # the key was parsed but never came back in the clear
+    assert args["api_key"] == "[...]"
+    assert "sk-test" not in json.dumps(args)
+
+
+def test_rejected_argv_has_no_parsed_values(results: dict[str, ParserCheck]) -> None:
+    assert results["reject:max-model-len"].args is None
+    assert results["crash:log-level"].args is None

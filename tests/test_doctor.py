@@ -69,7 +69,7 @@ def quiet_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     from qembed import sglang_args
 
     monkeypatch.setattr(sglang_args, "check_flags",
-                        lambda flags, *, python, timeout=180.0: sglang_args.ParserCheck(True, "", 0.1))
+                        lambda flags, *, python, timeout=180.0, env=None: sglang_args.ParserCheck(True, "", 0.1))
     yield
 
 
@@ -82,7 +82,7 @@ def rows(checks: list[doctor.Check], status: str | None = None) -> dict[str, doc
 
 def test_no_driver_no_sglang_every_row_renders(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "no-driver")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with(
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with(
         torch="2.13.0+cpu", torch_cuda=None, sglang=None))
     result = CliRunner().invoke(app, ["doctor"], env={"COLUMNS": "400"})
     assert result.exit_code == 1, result.output
@@ -96,7 +96,7 @@ def test_no_driver_no_sglang_every_row_renders(monkeypatch: pytest.MonkeyPatch, 
 
 def test_no_driver_json(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "no-driver")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with(sglang=None, torch=None))
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with(sglang=None, torch=None))
     result = CliRunner().invoke(app, ["doctor", "--json"])
     assert result.exit_code == 1
     data = json.loads(result.stdout)
@@ -126,7 +126,7 @@ def test_real_probe_in_this_interpreter(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_a100_all_pass(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "a100")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port())
     checks = doctor.run_checks(profile=ref)
     assert [c for c in checks if c.status in ("WARN", "FAIL")] == []
@@ -142,7 +142,7 @@ def test_a100_all_pass(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_en
 
 def test_t4_bf16_warning_exit_6(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "t4")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port(), context_length=8192)
     result = CliRunner().invoke(app, ["doctor", "--profile", ref, "--json"])
     assert result.exit_code == 6, result.stdout
@@ -153,7 +153,7 @@ def test_t4_bf16_warning_exit_6(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 
 def test_t4_full_context_will_not_fit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "t4")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), dtype="float16")
     fit = rows(doctor.run_checks(profile=ref))["Memory fit/fit"]
     assert fit.status == "WARN" and fit.found.startswith("a full-context request will not fit")
@@ -162,27 +162,27 @@ def test_t4_full_context_will_not_fit(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 def test_8b_on_t4_will_not_fit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "t4")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     ref = write_profile(tmp_path, model="Qwen/Qwen3-Embedding-8B", dtype="float16", port=free_port())
     fit = rows(doctor.run_checks(profile=ref))["Memory fit/fit"]
-    assert fit.status == "FAIL" and fit.found.startswith("will not fit")
+    assert fit.status == "FAIL" and "will not fit on GPU 0" in fit.found
     assert "weights alone" in (fit.fix or "")
 
 
 def test_busy_gpu_names_the_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "busy")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port())
     r = rows(doctor.run_checks(profile=ref))
     assert r["GPU 0/other processes"].status == "WARN"
-    assert r["GPU 0/other processes"].found == "pid 4242 python3 28610 MiB"
+    assert r["GPU 0/other processes"].found == "GPU 0 is already in use: pid 4242 python3 28610 MiB"
     # the 30 GB are gone from the pool: free 50.0 GiB is what the fit uses
-    assert "GPU 0:" in r["Memory fit/fit"].found
+    assert "GPU 0 (" in r["Memory fit/fit"].found and "52.1 GiB free of 80.0 GiB" in r["Memory fit/fit"].found
 
 
 def test_old_driver_with_sglang_0_5_23(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "old-driver")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port())
     r = rows(doctor.run_checks(profile=ref))
     drv = r["NVIDIA driver/driver"]
@@ -198,10 +198,10 @@ def test_old_driver_with_sglang_0_5_23(monkeypatch: pytest.MonkeyPatch, tmp_path
 def test_tokenizer_without_eos_post_processor_warns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                     quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "a100")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m", eos=False)), port=free_port())
     tok = rows(doctor.run_checks(profile=ref))["Model/tokenizer"]
-    assert tok.status == "WARN" and "tokenizer.json" in (tok.fix or "") and "huggingface-cli download" in (tok.fix or "")
+    assert tok.status == "WARN" and "tokenizer.json" in (tok.fix or "") and "`hf download " in (tok.fix or "")
 
 
 def test_tokenizer_appends_eos(tmp_path: Path) -> None:
@@ -217,7 +217,7 @@ def test_tokenizer_appends_eos(tmp_path: Path) -> None:
 
 def test_dir_without_config_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "a100")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     (tmp_path / "empty").mkdir()
     ref = write_profile(tmp_path, model=str(tmp_path / "empty"), port=free_port())
     m = rows(doctor.run_checks(profile=ref))["Model/model"]
@@ -226,7 +226,7 @@ def test_dir_without_config_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 
 def test_hub_id_not_cached_warns_with_size(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "a100")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     ref = write_profile(tmp_path, model="Qwen/Qwen3-Embedding-8B", port=free_port())
     m = rows(doctor.run_checks(profile=ref))["Model/model"]
     assert m.status == "WARN" and "15.1 GB" in m.found, m  # 7,567,295,488 params x 2 bytes
@@ -243,7 +243,7 @@ def test_hub_id_not_cached_warns_with_size(monkeypatch: pytest.MonkeyPatch, tmp_
 
 def test_port_in_use_names_the_holder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "a100")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -257,7 +257,7 @@ def test_port_in_use_names_the_holder(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 def test_proxy_without_no_proxy_warns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "a100")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
@@ -278,7 +278,7 @@ def test_no_proxy_covers_loopback(value: str | None, covered: bool) -> None:
 
 def test_small_shm_in_container_warns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "a100")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     monkeypatch.setattr(doctor, "shm_size", lambda path="/dev/shm": 64 * 1024**2)
     monkeypatch.setattr(doctor, "_in_container", lambda: True)
     ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port())
@@ -294,7 +294,7 @@ def test_running_server(monkeypatch: pytest.MonkeyPatch, quiet_env: None, matryo
     from tests.standin.server import StandinConfig, serve_in_thread
 
     fake_nvml.install(monkeypatch, "no-driver")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     with serve_in_thread(StandinConfig(dim=2560, matryoshka=matryoshka)) as srv:
         url = f"http://127.0.0.1:{srv.port}"
         r = rows(doctor.run_checks(profile="generic", url=url))
@@ -306,7 +306,7 @@ def test_running_server(monkeypatch: pytest.MonkeyPatch, quiet_env: None, matryo
 
 def test_server_unreachable_fails(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "no-driver")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     r = rows(doctor.run_checks(profile="generic", url=f"http://127.0.0.1:{free_port()}"))
     assert r["Server//health"].status == "FAIL" and "no answer" in r["Server//health"].found
 
@@ -316,7 +316,7 @@ def test_server_unreachable_fails(monkeypatch: pytest.MonkeyPatch, quiet_env: No
 
 def test_log_option_diagnoses(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "no-driver")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     result = CliRunner().invoke(app, ["doctor", "--profile", "a100-40g", "--json", "--log", str(LOGS / "cuda_oom.log")])
     assert result.exit_code == 1
     (row,) = [r for r in json.loads(result.stdout)["checks"] if r["section"] == "Last failure"]
@@ -327,7 +327,7 @@ def test_log_option_diagnoses(monkeypatch: pytest.MonkeyPatch, quiet_env: None) 
 
 def test_newest_serve_log_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "no-driver")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     logs = Path(os.environ["QEMBED_STATE_DIR"]) / "logs"
     logs.mkdir(parents=True)
     old = logs / "default-20261119-090000.log"
@@ -342,7 +342,7 @@ def test_newest_serve_log_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 
 def test_missing_log_file_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "no-driver")
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0: probe_with())
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     r = [c for c in doctor.run_checks(profile="generic", log=tmp_path / "nope.log") if c.section == "Last failure"]
     assert r[0].status == "FAIL" and "cannot read" in r[0].found
 
@@ -360,3 +360,119 @@ def test_help_documents_exit_codes() -> None:
     result = CliRunner().invoke(app, ["doctor", "--help"])
     assert result.exit_code == 0
     assert "6 warnings only" in result.stdout and "QEMBED_PROFILE" in result.stdout
+
+
+# -- doctor checks what `serve` will run (issue 11) -----------------------------------------------
+
+
+def test_doctor_takes_serves_profile_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "a100")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
+    model = write_model(tmp_path / "run #3")
+    port = free_port()
+    result = CliRunner().invoke(app, ["doctor", "-p", "a100", "--model", str(model), "--port", str(port),
+                                      "--host", "::1", "--set", "context_length=8192", "--json"])
+    assert result.exit_code in (0, 6), result.output
+    by = {f"{r['section']}/{r['name']}": r for r in json.loads(result.stdout)["checks"]}
+    assert str(model) in by["Model/model"]["found"]  # taken as written: `#3` is no YAML comment
+    assert f"::1:{port} is free" in by["Network/port"]["found"]
+
+
+def test_python_ranked_as_serve_ranks_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "a100")
+    seen: list[str] = []
+
+    def probe(python: str) -> doctor.Probe:
+        seen.append(python)
+        return probe_with()
+
+    monkeypatch.setenv("QEMBED_SGLANG_PYTHON", "/env/bin/python")
+    ref = write_profile(tmp_path, python="/profile/bin/python")
+    doctor.run_checks(profile=ref, probe=probe)
+    doctor.run_checks(profile=ref, python="/cli/bin/python", probe=probe)
+    doctor.run_checks(profile="generic", probe=probe)
+    assert seen == ["/profile/bin/python", "/cli/bin/python", "/env/bin/python"]
+
+
+def test_probe_sees_pythonpath_as_the_launch_does(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    import sys
+
+    site = tmp_path / "site"
+    dist = site / "sglang-9.9.9.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: sglang\nVersion: 9.9.9\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    fake_nvml.install(monkeypatch, "no-driver")
+    r = rows(doctor.run_checks(profile="generic", python=sys.executable))
+    assert r["SGLang/sglang"].found.startswith("9.9.9")
+
+
+def test_default_url_is_probed_without_a_record(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
+    from tests.standin.server import StandinConfig, serve_in_thread
+
+    fake_nvml.install(monkeypatch, "no-driver")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
+    with serve_in_thread(StandinConfig(dim=1024)) as srv:
+        monkeypatch.setenv("QEMBED_URL", f"http://127.0.0.1:{srv.port}")
+        r = rows(doctor.run_checks(profile="generic"))
+    assert r["Server//health"].status == "PASS" and str(srv.port) in r["Server//health"].found
+    monkeypatch.setenv("QEMBED_URL", f"http://127.0.0.1:{free_port()}")
+    r = rows(doctor.run_checks(profile="generic"))
+    assert r["Server/server"].status == "SKIP" and "client's default URL" in r["Server/server"].found
+
+
+def test_port_held_by_the_healthy_server_being_checked_passes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                              quiet_env: None) -> None:
+    from tests.standin.server import StandinConfig, serve_in_thread
+
+    fake_nvml.install(monkeypatch, "no-driver")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
+    with serve_in_thread(StandinConfig(dim=2560)) as srv:
+        url = f"http://127.0.0.1:{srv.port}"
+        checks = doctor.run_checks(profile="generic", options={"port": srv.port}, url=url)
+    r = rows(checks)
+    assert r["Network/port"].status == "PASS" and "healthy embedding server" in r["Network/port"].found
+    assert "FAIL" not in {c.status for c in checks if c.section in ("Network", "Server")}
+
+
+def test_gpu_class_rule_is_shared_with_serve(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
+    from qembed import gpu
+    from qembed.profiles import load_profile
+
+    fake_nvml.install(monkeypatch, "a100")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
+    r = rows(doctor.run_checks(profile="t4"))["Profile/GPU class"]
+    served = [f for f in gpu.require_launchable(gpu.snapshot(), load_profile("t4"), sglang_version="0.5.23")
+              if f.check == "profile"]
+    assert r.status == "WARN" and "-p a100-80g" in (r.fix or "")
+    assert [(f.message, f.hint) for f in served] == [(r.found, r.fix)]
+
+
+def test_readable_in_80_columns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    fake_nvml.install(monkeypatch, "t4")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
+    model = write_model(tmp_path / "a-rather-long-directory-name" / "Qwen3-Embedding-4B-snapshot", eos=False)
+    result = CliRunner().invoke(app, ["doctor", "--model", str(model)], env={"COLUMNS": "80"})
+    out = result.stdout
+    assert "…" not in out
+    assert str(model) in out  # whole, never cut
+    assert "    fix:" in out and "    found:" in out  # stacked rows
+    for line in out.splitlines():
+        # only a command, or one word longer than the screen (a path), may run past, unbroken
+        assert len(line) <= 80 or "`" in line or " " not in line.strip().split(": ", 1)[-1].strip(), line
+    assert "`hf download Qwen/Qwen3-Embedding-4B tokenizer.json`" in out
+
+
+def test_cli_python_ranking_matches_serve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
+    # `QEMBED_SGLANG_PYTHON` must not act as `--python`: the profile's `python` ranks above it
+    fake_nvml.install(monkeypatch, "no-driver")
+    seen: list[str] = []
+
+    def fake_probe(python: str, timeout: float = 60.0, env: object = None) -> doctor.Probe:
+        seen.append(python)
+        return probe_with()
+
+    monkeypatch.setattr(doctor, "run_probe", fake_probe)
+    ref = write_profile(tmp_path, python="/profile/bin/python")
+    result = CliRunner().invoke(app, ["doctor", "-p", ref, "--json"], env={"QEMBED_SGLANG_PYTHON": "/env/bin/python"})
+    assert seen == ["/profile/bin/python"], result.output

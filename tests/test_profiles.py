@@ -430,7 +430,11 @@ AUTO_CASES = [
     (gpu("NVIDIA GeForce RTX 4090", 23.6, (8, 9)), "rtx4090"),
     (gpu("Tesla T4", 14.6, (7, 5)), "t4"),
     (gpu("Quadro RTX 5000", 16.0, (7, 5)), "t4"),
-    (gpu("NVIDIA L40S", 44.5, (8, 9)), FALLBACK_PROFILE),
+    # no profile of their own: matched by memory and compute capability, never by name
+    (gpu("NVIDIA L40S", 44.5, (8, 9)), "a100-40g"),
+    (gpu("NVIDIA H200", 139.8, (9, 0)), "h100"),
+    (gpu("NVIDIA RTX A4000", 15.7, (8, 6)), FALLBACK_PROFILE),
+    (gpu("NVIDIA GeForce RTX 3090", 23.7, (8, 6)), "a10"),
     (gpu("Tesla V100-SXM2-32GB", 31.7, (7, 0)), FALLBACK_PROFILE),
 ]
 

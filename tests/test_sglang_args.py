@@ -124,6 +124,36 @@ def test_sglang_python_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert build_command(Profile(python="/prof/python"), python="/arg/python").argv[0] == "/arg/python"
 
 
+def test_resolve_sglang_is_serves_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qembed.sglang_args import resolve_sglang
+
+    monkeypatch.setenv("QEMBED_SGLANG_PYTHON", "/env/python")
+    monkeypatch.setenv("PYTHONPATH", "/checkout/sglang/python")
+    monkeypatch.setenv("NO_PROXY", "corp.example")
+    prof = Profile(python="/prof/python", env={"HF_HOME": "/data"}, gpu_ids=[1])
+    py, env = resolve_sglang(prof, None)
+    assert py == "/prof/python"  # the profile's key ranks above QEMBED_SGLANG_PYTHON, as serve does
+    assert resolve_sglang(prof, "/cli/python")[0] == "/cli/python"
+    assert resolve_sglang(Profile(), None)[0] == "/env/python"
+    # the launch's environment: PYTHON* kept, the profile's additions on top
+    assert env["PYTHONPATH"] == "/checkout/sglang/python"
+    assert env["HF_HOME"] == "/data" and env["CUDA_VISIBLE_DEVICES"] == "1"
+    assert env["NO_PROXY"] == "corp.example,127.0.0.1,localhost,::1"
+
+
+def test_redaction_table_is_in_redact_only() -> None:
+    import inspect
+
+    from qembed import redact, sglang_args
+
+    source = inspect.getsource(sglang_args)
+    assert "PASSWORD" not in source and "TOKEN" not in source  # the table lives in redact.py
+    assert sglang_args.redact_argv is redact.redact_argv
+    cmd = build_command(Profile(env={"HF_TOKEN": "t0k3n", "SOME_API_KEY": "k3y", "HF_HOME": "/d"}), python="p")
+    assert cmd.redacted_env()["HF_TOKEN"] == "[...]" and cmd.redacted_env()["SOME_API_KEY"] == "[...]"
+    assert cmd.redacted_env()["HF_HOME"] == "/d"
+
+
 # -- env ----------------------------------------------------------------------------------------
 
 

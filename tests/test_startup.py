@@ -14,7 +14,9 @@ import pytest
 from tests.conftest import REPO
 
 HEAVY = ("openai", "numpy", "httpx", "aiohttp", "pydantic", "yaml", "pynvml", "rich", "pyarrow",
-         "orjson", "httpx2", "pybase64", "platformdirs", "torch", "transformers", "sglang")
+         "orjson", "httpx2", "pybase64", "platformdirs", "torch", "transformers", "sglang",
+         # the framework adapters' dependencies: only `import qembed.integrations.<framework>`
+         "langchain_core", "langchain_openai", "llama_index", "sentence_transformers", "tiktoken")
 
 # Prints the heavy top-level modules present in sys.modules when the interpreter exits, after
 # running the given code. atexit runs after Typer's SystemExit, so --help is covered too.
@@ -49,6 +51,19 @@ def test_import_qembed_alone_is_light() -> None:
     proc, loaded = _run("import qembed; qembed.__version__")
     assert proc.returncode == 0, proc.stderr
     assert loaded == []
+
+
+def test_import_qembed_integrations_is_light() -> None:
+    """The adapters' package imports no framework; only its submodules do."""
+    proc, loaded = _run("import qembed, qembed.integrations")
+    assert proc.returncode == 0, proc.stderr
+    assert loaded == []
+
+
+def test_the_probe_sees_a_framework_import() -> None:
+    # guard: importing an adapter does load its framework, so the checks above can fail
+    _, loaded = _run("import qembed.integrations.langchain")
+    assert "langchain_core" in loaded
 
 
 def test_import_qembed_cli_is_light() -> None:

@@ -92,9 +92,12 @@ def _interrupted() -> NoReturn:
 def _register() -> None:
     # Each module registers its commands on `app` (or adds a sub-app) when imported.
     from . import bench, doctor, embed, serve  # noqa: F401
+    from .deploy import deploy_app
     from .profiles import profiles_app
+    from .top import top_cmd  # noqa: F401
 
     app.add_typer(profiles_app, name="profiles")
+    app.add_typer(deploy_app, name="deploy")
 
 
 _register()

@@ -11,17 +11,16 @@ from qembed import env as qenv
 
 from . import app
 
-BENCH_EXAMPLES = """Examples:
+BENCH_EXAMPLES = """\
+Examples:
 
-  qembed bench --url http://127.0.0.1:30000
-
-  qembed bench --profile h100 --concurrency 4,16 --batch 32 --length 512 --json
-
-  qembed bench --url http://gpu-box:30000 --gpu "H100 SXM" --duration 20 --csv > bench.csv
-
-  qembed bench --url http://127.0.0.1:30000 --concurrency 8 --batch 32 --length 512 --compare
+\b
+  qembed bench                       # about a minute: 6 cells of 8 s
+  qembed bench --full                # the whole sweep: 30 cells of 10 s
+  qembed bench --profile h100 -c 4,16 -b 32 -l 512 --json
+  qembed bench --url http://gpu-box:30000 --gpu "H100 SXM" --csv
+  qembed bench -c 8 -b 32 -l 512 --compare   # vs the plain openai SDK
 """
-
 
 @app.command("bench", epilog=BENCH_EXAMPLES + "\n" + qenv.env_help("QEMBED_URL", "QEMBED_API_KEY"))
 def bench(
@@ -31,16 +30,20 @@ def bench(
         "--profile", help="Launch a server from this profile first, and stop it afterwards.")] = None,
     api_key: Annotated[str | None, typer.Option(
         "--api-key", envvar=qenv.API_KEY.name, help="Bearer key for the server.")] = None,
-    concurrency: Annotated[str, typer.Option(
-        "--concurrency", "-c", help="Requests in flight, comma-separated.")] = "1,4,16,64,256",
-    batch: Annotated[str, typer.Option(
-        "--batch", "-b", help="Inputs per request, comma-separated.")] = "1,32",
-    length: Annotated[str, typer.Option(
-        "--length", "-l", help="Input length in tokens, comma-separated.")] = "64,512,2048",
+    full: Annotated[bool, typer.Option(
+        "--full", help="The whole sweep: -c 1,4,16,64,256 -b 1,32 -l 64,512,2048, 10 s per cell "
+        "(default: -c 1,16,64 -b 1,32 -l 512, 8 s per cell, about a minute).")] = False,
+    concurrency: Annotated[str | None, typer.Option(
+        "--concurrency", "-c", help="Requests in flight, comma-separated.")] = None,
+    batch: Annotated[str | None, typer.Option(
+        "--batch", "-b", help="Inputs per request, comma-separated.")] = None,
+    length: Annotated[str | None, typer.Option(
+        "--length", "-l", help="Input length in tokens, comma-separated.")] = None,
     requests: Annotated[int | None, typer.Option(
         "--requests", "-n", help="Requests per cell (overrides --duration).")] = None,
-    duration: Annotated[float, typer.Option(
-        "--duration", "-d", help="Seconds per cell (in-flight requests are finished and counted).")] = 10.0,
+    duration: Annotated[float | None, typer.Option(
+        "--duration", "-d", help="Seconds per cell (in-flight requests are finished and counted; "
+        "default 8, or 10 with --full).")] = None,
     warmup: Annotated[int | None, typer.Option(
         "--warmup", help="Warm-up requests per cell, not counted (default: min(concurrency, 16)).")] = None,
     dimensions: Annotated[int | None, typer.Option(
@@ -74,14 +77,20 @@ def bench(
         raise ConfigError("give `--url` or `--profile`, not both")
     if loader not in ("auto", "aiohttp", "httpx"):
         raise ConfigError(f"`--loader` must be auto, aiohttp or httpx (got {loader!r})")
-    options = qbench.BenchOptions(
-        concurrency=qbench.parse_axis(concurrency, "--concurrency"),
-        batch=qbench.parse_axis(batch, "--batch"),
-        lengths=qbench.parse_axis(length, "--length"),
-        requests=requests, duration=duration, warmup=warmup, dimensions=dimensions, model=model,
+    options = qbench.sweep_options(
+        full=full,
+        concurrency=qbench.parse_axis(concurrency, "--concurrency") if concurrency else None,
+        batch=qbench.parse_axis(batch, "--batch") if batch else None,
+        lengths=qbench.parse_axis(length, "--length") if length else None,
+        duration=duration, requests=requests, warmup=warmup, dimensions=dimensions, model=model,
         tokenizer=tokenizer, gpu=gpu, seed=seed, loader=loader,
     )
     quiet = json_ or csv_
+    planned = qbench.planned_seconds(options)
+    if not quiet and planned is not None:
+        cells = len(options.concurrency) * len(options.batch) * len(options.lengths)
+        output.status(f"{cells} cells of {options.duration:g} s: about {planned:.0f} s plus warm-ups"
+                      + ("" if full else " (`--full` for the whole sweep)"))
 
     def on_phase(phase: str, elapsed: float) -> None:
         output.status(f"  {phase} ({elapsed:.0f} s)")
@@ -100,11 +109,13 @@ def bench(
     with ctx as (target, key):
         report = qbench.run_bench(target, options, api_key=key, on_cell=on_cell)
         rows = None
+        caveat = None
         if compare:
             if not quiet:
                 output.status(f"comparing with the openai SDK on {compare_texts} texts ...")
             rows = qbench.compare(target, api_key=key, texts=compare_texts, tokens=options.lengths[0],
                                   batch=max(options.batch), model=model, dimensions=dimensions, seed=seed)
+            caveat = qbench.compare_caveat(target)
 
     if json_:
         payload = report.to_dict()
@@ -112,6 +123,7 @@ def bench(
             from dataclasses import asdict
 
             payload["compare"] = [asdict(r) for r in rows]
+            payload["compare_caveat"] = caveat
         output.print_json(payload)
         return
     if csv_:
@@ -123,11 +135,16 @@ def bench(
     output.table(report.COLUMNS, report.rows(), title=title)
     output.status("latency p50/p95/p99 in ms; tok/s from the server's `usage`; MFU = tok/s x FLOPs/token / bf16 peak")
     if rows is not None:
-        output.table(("pattern", "texts", "seconds", "texts/s", "client CPU µs/text", "qembed is"),
-                     [(r.pattern, r.texts, f"{r.seconds:.2f}", f"{r.texts_per_s:,.1f}",
-                       f"{r.client_cpu_us_per_text:,.0f}",
-                       "" if r.speedup is None else f"{r.speedup:,.1f}x") for r in rows],
+        output.table(("pattern", "texts", "texts/s (wall)", "client CPU µs/text",
+                      "qembed texts/s", "qembed CPU/text"),
+                     [(r.pattern, r.texts, f"{r.texts_per_s:,.1f}", f"{r.client_cpu_us_per_text:,.0f}",
+                       "" if r.speedup is None else f"{r.speedup:,.2f}x",
+                       "" if r.cpu_ratio is None else f"{r.cpu_ratio:,.2f}x") for r in rows],
                      title="same texts, same server: qembed vs the plain openai SDK")
+        output.status("qembed texts/s and CPU/text are qembed's figure divided by the row's: "
+                      "above 1x qembed is faster; below 1x it uses less CPU per text")
+        if caveat:
+            output.warn(caveat)
     for note in report.notes:
         output.status(f"note: {note}")
     errors = sum(c.errors for c in report.cells)

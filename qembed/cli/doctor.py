@@ -25,39 +25,41 @@ Examples:
 
   qembed doctor --profile l4 --json
 
+  qembed doctor --model /data/qwen3-4b --port 31000 --set context_length=8192
+
   qembed doctor --url http://gpu-box:30000
 
   qembed doctor --log ~/.local/state/qembed/logs/default-20261120-100000.log
 """
 
 
-def _escape(text: str) -> str:
-    # rows quote log lines such as "[Errno 98]"; keep rich from reading them as markup
-    return text.replace("[", "\\[")
-
-
 @app.command("doctor", help=DOCTOR_HELP, epilog=qenv.env_help("QEMBED_PROFILE", "QEMBED_URL", "QEMBED_SGLANG_PYTHON", "QEMBED_STATE_DIR"))
 def doctor(
     profile: Annotated[str, typer.Option("--profile", "-p", envvar=qenv.PROFILE.name,
-                                         help="Profile to check: shipped name, YAML path or `auto`.")] = "auto",
+                                         help="Profile to check: shipped name, YAML path or `auto` (as `qembed serve -p`).")] = "auto",
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model: HF id or local dir (as `qembed serve --model`).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="HTTP port (as `qembed serve --port`).")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Bind address (as `qembed serve --host`).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a profile key (repeatable), as `qembed serve --set`.")] = None,
+    python: Annotated[str | None, typer.Option("--python", help="Interpreter with SGLang to probe (default: profile key `python`, else $QEMBED_SGLANG_PYTHON, else this one; as `qembed serve`).")] = None,
     url: Annotated[str | None, typer.Option("--url", envvar=qenv.URL.name,
-                                            help="A running server to check (default: the one `qembed serve` recorded).")] = None,
-    python: Annotated[str | None, typer.Option("--python", envvar=qenv.SGLANG_PYTHON.name,
-                                               help="Interpreter with SGLang to probe (default: the profile's, else this one).")] = None,
+                                            help="A running server to check (default: the one `qembed serve` recorded, else http://127.0.0.1:30000 if it answers).")] = None,
     log: Annotated[str | None, typer.Option("--log", help="An SGLang log file to diagnose (default: the newest `qembed serve` log).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     from qembed import output
     from qembed.doctor import exit_code, report_json, run_checks, summary
 
-    checks = run_checks(profile=profile, url=url, python=python, log=log)
+    # the same options `qembed serve` takes: only --set values are parsed, the rest are typed
+    checks = run_checks(profile=profile, url=url, python=python, log=log, overrides=list(set_ or []),
+                        options={"model": model, "port": port, "host": host})
     code = exit_code(checks)
     if json_:
         output.print_json(report_json(checks))
     else:
-        output.table(["Section", "Check", "Status", "Found", "Fix"],
-                     [[_escape(c.section), _escape(c.name), c.status, _escape(c.found), _escape(c.fix or "")]
-                      for c in checks], title="qembed doctor")
+        output.table(["Status", "Section", "Check", "Found", "Fix"],
+                     [[c.status, c.section, c.name, c.found, c.fix or ""] for c in checks],
+                     title="qembed doctor", markup=False, stack_key=3)
         counts = summary(checks)
         output.status(f"{counts['PASS']} passed, {counts['WARN']} warnings, {counts['FAIL']} failed, "
                       f"{counts['SKIP']} skipped")

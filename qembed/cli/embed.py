@@ -203,6 +203,7 @@ def embed(
     concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight.", min=1)] = 8,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Texts per request (default: 128).", min=1)] = None,
     chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="Bulk: rows per chunk (unit of progress and resume).", min=1)] = 1024,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds one request may take in total, every byte of the answer included (default: 300).", min=0.001, show_default=False)] = None,
 ) -> None:
     """Embed text with the Qwen3 instruction format; or embed a whole file (--input/--output)."""
     from qembed.errors import ConfigError, InputError, StorageError
@@ -226,7 +227,7 @@ def embed(
         from . import on_interrupt
 
         on_interrupt(lambda: _bulk_kept(output_path))
-        with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size) as client:
+        with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size, timeout=timeout) as client:
             try:
                 result = _run_bulk(client, input_path, output_path, kind=kind, task=task, instruction=instruction,
                                    prefix=prefix, dimensions=dimensions, text_field=text_field, id_field=id_field,
@@ -247,7 +248,8 @@ def embed(
     if chosen == Format.npy and output_path is None and sys.stdout.isatty():
         raise ConfigError("`--format npy` is binary and stdout is a terminal",
                           hint="redirect it (`> vectors.npy`), or pass `--output vectors.npy`")
-    with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size, on_error=mode) as client:
+    with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size, on_error=mode,
+                 timeout=timeout) as client:
         try:
             if kind == "query":
                 emb = client.embed_queries(items, task=task or "retrieval", instruction=instruction, dimensions=dimensions)

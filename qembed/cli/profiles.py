@@ -54,18 +54,25 @@ def show_cmd(
     ] = None,
     python: Annotated[
         str | None,
-        typer.Option("--python", envvar="QEMBED_SGLANG_PYTHON",
-                     help="Interpreter with SGLang installed (used in the command shown)."),
+        typer.Option("--python",
+                     help="Interpreter with SGLang installed (used in the command shown; default: "
+                     "profile key `python`, else $QEMBED_SGLANG_PYTHON, else this interpreter, as `serve`)."),
     ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Show a profile's resolved values, where each came from, and the SGLang command."""
     from qembed import output
     from qembed.errors import ProfileError
-    from qembed.profiles import FIELDS, resolve_api_key, resolve_profile
-    from qembed.sglang_args import build_command, profile_warnings
+    from qembed.profiles import (
+        FIELDS,
+        display_value,
+        redacted_values,
+        resolve_api_key,
+        resolve_profile,
+    )
+    from qembed.sglang_args import build_command, profile_warnings, sglang_python
 
-    resolved = resolve_profile(name, overrides=list(set_ or []))
+    resolved = resolve_profile(name, overrides=list(set_ or []), options={"python": python})
     profile = resolved.profile
     warnings = profile_warnings(profile)
     try:
@@ -73,8 +80,8 @@ def show_cmd(
     except ProfileError as exc:
         api_key = None
         warnings.append(exc.message)
-    cmd = build_command(profile, api_key=api_key, python=python)
-    values: dict[str, Any] = profile.model_dump()
+    cmd = build_command(profile, api_key=api_key, python=sglang_python(profile))
+    values: dict[str, Any] = redacted_values(profile)
 
     if json_:
         output.print_json({
@@ -95,28 +102,10 @@ def show_cmd(
     title = f"profile {profile.name}" + (f" (extends {' -> '.join(resolved.chain[1:])})" if len(resolved.chain) > 1 else "")
     output.table(
         ["key", "value", "from"],
-        [(k, _fmt(k, values[k]), resolved.sources.get(k, "")) for k in FIELDS if k not in {"name", "extends"}],
+        [(k, display_value(k, values[k]), resolved.sources.get(k, "")) for k in FIELDS if k not in {"name", "extends"}],
         title=title,
     )
     output.data("SGLang command:")
     output.data("  " + cmd.display())
     for w in warnings:
         output.warn(w)
-
-
-# Keys whose unset value means "SGLang's own rule at launch".
-_SGLANG_DECIDES = {"gpu_memory_fraction", "max_running_requests", "chunked_prefill_size",
-                   "max_prefill_tokens", "max_queued_requests", "context_length",
-                   "attention_backend", "quantization", "kv_cache_dtype"}
-
-
-def _fmt(key: str, value: Any) -> str:
-    if value is None:
-        return "(SGLang decides)" if key in _SGLANG_DECIDES else "-"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        import json
-
-        return json.dumps(value) if value else ("{}" if isinstance(value, dict) else "[]")
-    return str(value)

@@ -18,8 +18,9 @@ from qembed import env as qenv
 from . import app
 
 if TYPE_CHECKING:
+    from qembed.gpu import GPUSnapshot
     from qembed.launcher import ReadyInfo, Server
-    from qembed.profiles import Profile
+    from qembed.profiles import Profile, ResolvedProfile
     from qembed.state import Record
 
 SERVE_EXAMPLES = """\
@@ -122,13 +123,14 @@ class _Phases:
 def _overrides(
     set_: list[str] | None, model: str | None, port: int | None, host: str | None, python: str | None,
     ready_timeout: float | None, shutdown_timeout: float | None,
-) -> list[str]:
-    out = list(set_ or [])
-    for key, value in (("model", model), ("port", port), ("host", host), ("python", python),
-                       ("ready_timeout", ready_timeout), ("shutdown_timeout", shutdown_timeout)):
-        if value is not None:
-            out.append(f"{key}={value}")
-    return out
+) -> tuple[list[str], dict[str, object]]:
+    """``(--set texts, typed options)``: only ``--set`` values are parsed (as YAML); every other
+    option is taken as written, with the type it declares (``--host ::``, ``--model 2024``)."""
+    options: dict[str, object] = {
+        "model": model, "port": port, "host": host, "python": python,
+        "ready_timeout": ready_timeout, "shutdown_timeout": shutdown_timeout,
+    }
+    return list(set_ or []), {k: v for k, v in options.items() if v is not None}
 
 
 def _examples(info: ReadyInfo, profile: Profile, has_key: bool) -> list[str]:
@@ -180,27 +182,47 @@ def _render_ready(info: ReadyInfo, *, name: str, profile: Profile, log_path: str
     output.data("\n".join(lines))
 
 
-def _dry_run(profile: Profile, *, api_key: str | None, python: str, as_json: bool) -> None:
-    from qembed import output, sglang_args
+def _dry_run(resolved: ResolvedProfile, *, api_key: str | None, python: str, as_json: bool,
+             snap: GPUSnapshot) -> None:
+    from qembed import gpu, output, profiles, sglang_args
 
+    profile = resolved.profile
     cmd = sglang_args.build_command(profile, api_key=api_key, python=python)
     flags = sglang_args.build_flags(profile, api_key="x" if api_key else None)
-    dumped = profile.model_dump(mode="json")
+    _, env = sglang_args.resolve_sglang(profile, python)
+    dumped = profiles.redacted_values(profile)
+    # what a real `qembed serve` would say about this machine (it refuses on a `fail`)
+    findings = [f for f in gpu.launch_findings(snap, profile,
+                                               sglang_version=sglang_args.installed_sglang_version(python))
+                if f.level != "info"]
+    refusal = next((f for f in findings if f.level == "fail"), None)
     if not as_json:
+        if resolved.auto_reason:
+            output.status(f"auto: {resolved.auto_reason}")
         output.data(f"profile: {profile.name}")
         for key, value in dumped.items():
             if key not in ("name", "extends"):
-                output.data(f"  {key}: {value}")
+                output.data(f"  {key}: {profiles.display_value(key, value)}")
         output.data("command:")
         output.data(f"  {shlex_join(cmd.redacted_argv())}")
         output.data("environment (added):")
         for k, v in cmd.redacted_env().items():
             output.data(f"  {k}={v}")
+        for f in findings:
+            if f is refusal:
+                output.warn(f"a real `qembed serve` would refuse on this machine: {f.message}", f.hint)
+            else:
+                output.warn(f.message, f.hint)
         output.status("checking the flags with SGLang's own parser ...")
-    sglang_args.ensure_accepted(flags, python=python)
+    sglang_args.ensure_accepted(flags, python=python, env=env)
     if as_json:
-        output.print_json({"profile": dumped, "argv": cmd.redacted_argv(), "env": cmd.redacted_env(),
-                           "command": cmd.display(), "parser_check": "ok"})
+        output.print_json({"profile": dumped, "requested": resolved.requested,
+                           "auto_reason": resolved.auto_reason,
+                           "argv": cmd.redacted_argv(), "env": cmd.redacted_env(),
+                           "command": cmd.display(), "parser_check": "ok",
+                           "launch_findings": [{"level": f.level, "message": f.message, "hint": f.hint}
+                                               for f in findings],
+                           "serve_would_refuse": refusal is not None})
     else:
         output.status("SGLang's parser accepts these flags (dry run: nothing started)")
 
@@ -242,8 +264,9 @@ def serve(
     from qembed.errors import ConfigError, LaunchError, ServerExited
 
     snap = gpu.snapshot()
-    overrides = _overrides(set_, model, port, host, python, ready_timeout, shutdown_timeout)
-    prof = profiles.load_profile(profile, overrides=overrides, gpus=snap)
+    sets, options = _overrides(set_, model, port, host, python, ready_timeout, shutdown_timeout)
+    resolved = profiles.resolve_profile(profile, overrides=sets, options=options, gpus=snap)
+    prof = resolved.profile
     py = sglang_args.sglang_python(prof)
     api_key = profiles.resolve_api_key(prof)
 
@@ -254,7 +277,7 @@ def serve(
             hint=f"export `{prof.api_key_env}` (or set `api_key_file`) to require a key, or use `--host 127.0.0.1`",
         )
     if dry_run:
-        _dry_run(prof, api_key=api_key, python=py, as_json=json_)
+        _dry_run(resolved, api_key=api_key, python=py, as_json=json_, snap=snap)
         return
 
     server_name = name or prof.name or "default"

@@ -9,13 +9,23 @@ without a GPU:
   ``asyncio.sleep(1)``; tests use a shorter delay).
 * ``GET /v1/models``: 200 at once, with ``max_model_len`` (it answers before warm-up ends in
   the real server, which is why it is no readiness signal).
-* ``GET /model_info``, ``GET /metrics`` (404 unless ``metrics``), ``POST /encode``.
+* ``GET /model_info``, ``POST /encode``.
+* ``GET /metrics`` (404 unless ``metrics``): SGLang 0.5.23's real names and labels (reference
+  section 5, ``metrics_collector.py``): request/prompt-token counters, the
+  ``e2e_request_latency_seconds`` histogram with SGLang's buckets, ``http_responses_total``,
+  and the queue/running/KV gauges (``queue_reqs`` / ``running_reqs`` / ``token_usage`` in the
+  config set them). ``metrics_prefix`` switches ``sglang:`` to ``sglang_``.
 * ``POST /v1/embeddings``: SGLang's validation order and messages, flat error bodies
   (``{"object": "error", "message", "type", "param", "code"}``), ``dimensions`` only when
   Matryoshka is enabled (truncate, then L2-normalise), base64 = little-endian float32, ``model``
   echoes the model path, ``usage`` counts the appended EOS, 401 ``{"error": "Unauthorized"}``.
 * Faults for retry tests: ``status`` (e.g. 503 "The request queue is full."), ``reset`` (close
   the connection without an answer), ``delay`` and ``hang``.
+* A misbehaving server, one mode per fault (``Fault("bad", mode=...)``, see :data:`BAD_MODES`):
+  replies with repeated, negative or missing indices, short or long base64, wrong-length float
+  lists, NaN/inf, non-unit vectors, the wrong count, non-JSON, an HTML page, a body trickled one
+  byte at a time, a huge ``Retry-After``, a truncated body, a wrong content type. And
+  ``StandinConfig.models_body`` replaces the ``/v1/models`` body.
 
 The vectors come from a pluggable :class:`Backend`. The default :class:`HashBackend` gives a
 deterministic unit vector per text (no torch needed); ``tests/standin/tiny_backend.py`` runs a
@@ -96,6 +106,17 @@ class Fault:
     status: int = 503
     message: str = "The request queue is full."
     seconds: float = 0.0
+    mode: str = ""  #: for kind ``bad``: one of BAD_MODES
+
+
+#: kind ``bad`` modes: how a 200 reply (or the exchange) is broken
+BAD_MODES = (
+    "repeated_index", "negative_index", "missing_index", "index_out_of_range", "string_index",
+    "short_base64", "long_base64", "invalid_base64", "short_floats", "long_floats",
+    "nan", "inf", "not_unit", "zero_vector", "too_few", "too_many", "null_embedding",
+    "non_json", "html_200", "html_502", "empty_200", "no_data", "truncated", "trickle",
+    "retry_after", "wrong_content_type",
+)
 
 
 @dataclass
@@ -110,8 +131,80 @@ class StandinConfig:
     health_delay: float = 0.0
     api_key: str | None = None
     metrics: bool = False
+    metrics_prefix: str = "sglang:"
+    queue_reqs: int = 0
+    running_reqs: int = 0
+    token_usage: float = 0.0
     is_embedding: bool = True
     faults: list[Fault] = field(default_factory=list)
+    models_body: str | None = None  #: raw ``/v1/models`` body instead of the real one
+
+
+def _pack(vec: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode("ascii")
+
+
+def _unpack(emb: Any) -> list[float]:
+    if isinstance(emb, str):
+        raw = base64.b64decode(emb)
+        return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+    return list(emb)
+
+
+def mangle(reply: dict[str, Any], mode: str) -> tuple[int, str, bytes]:
+    """Break a good ``/v1/embeddings`` reply as ``mode`` says: (status, content type, body)."""
+    data: list[dict[str, Any]] = reply["data"]
+    fmt_b64 = isinstance(data[0]["embedding"], str)
+
+    def set_vec(i: int, vec: list[float]) -> None:
+        data[i]["embedding"] = _pack(vec) if fmt_b64 else vec
+
+    last = len(data) - 1
+    if mode == "repeated_index":
+        data[last]["index"] = 0
+    elif mode == "negative_index":
+        data[last]["index"] = -1
+    elif mode == "missing_index":
+        del data[last]["index"]
+    elif mode == "index_out_of_range":
+        data[last]["index"] = len(data)
+    elif mode == "string_index":
+        data[last]["index"] = str(last)
+    elif mode in ("short_base64", "short_floats"):
+        set_vec(last, _unpack(data[last]["embedding"])[:-1])
+    elif mode in ("long_base64", "long_floats"):
+        set_vec(last, [*_unpack(data[last]["embedding"]), 0.0])
+    elif mode == "invalid_base64":
+        data[last]["embedding"] = "@@" + data[last]["embedding"][2:]
+    elif mode in ("nan", "inf"):
+        vec = _unpack(data[last]["embedding"])
+        vec[0] = math.nan if mode == "nan" else math.inf
+        set_vec(last, vec)  # as floats, Python writes JSON's non-standard NaN/Infinity literal
+    elif mode == "not_unit":
+        set_vec(last, [2.0 * v for v in _unpack(data[last]["embedding"])])
+    elif mode == "zero_vector":
+        set_vec(last, [0.0] * len(_unpack(data[last]["embedding"])))
+    elif mode == "too_few":
+        data.pop()
+    elif mode == "too_many":
+        data.append({**data[last], "index": len(data)})
+    elif mode == "null_embedding":
+        data[last]["embedding"] = None
+    elif mode == "non_json":
+        return 200, "application/json", b"Internal error: CUDA error: an illegal memory access"
+    elif mode == "html_200":
+        return 200, "text/html", b"<html><head><title>Welcome to nginx!</title></head><body></body></html>"
+    elif mode == "html_502":
+        return 502, "text/html", b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+    elif mode == "empty_200":
+        return 200, "application/json", b""
+    elif mode == "no_data":
+        return 200, "application/json", json.dumps({"object": "list", "model": reply["model"]}).encode()
+    elif mode == "wrong_content_type":  # a good body with a wrong header: the body decides
+        return 200, "text/plain", json.dumps(reply).encode()
+    else:
+        raise ValueError(f"unknown bad mode {mode!r}")
+    return 200, "application/json", json.dumps(reply).encode()
 
 
 def _error_body(message: str, status: int, type_: str = "BadRequestError") -> dict[str, Any]:
@@ -135,7 +228,60 @@ class Standin:
         self.requests: list[dict[str, Any]] = []  # JSON bodies of POST /v1/embeddings, in order
         self.health_polls = 0
         self.embedding_requests = 0
+        self.prompt_tokens = 0
+        self.latencies: list[float] = []  # seconds, one per answered /v1/embeddings
+        self.responses: dict[int, int] = {}  # status code -> count, /v1/embeddings
         self.stopping = threading.Event()
+
+    # -- /metrics ----------------------------------------------------------------------------
+
+    #: SGLang's e2e latency buckets (metrics_collector.py, bucket_e2e_request_latency)
+    E2E_BUCKETS = (0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400, 600, 1200, 1800, 2400)
+
+    def metrics_text(self) -> str:
+        cfg = self.config
+        p = cfg.metrics_prefix
+        name = (cfg.served_model_name or cfg.model).replace("\\", "\\\\").replace('"', '\\"')
+        tok = f'model_name="{name}",engine_type="unified"'
+        sch = f'{tok},tp_rank="0",pp_rank="0",moe_ep_rank="0"'
+        with self.lock:
+            lat = list(self.latencies)
+            n_req, n_tok = self.embedding_requests, self.prompt_tokens
+            responses = dict(self.responses)
+        lines = [
+            f"# HELP {p}num_requests_total The number of processed requests.",
+            f"# TYPE {p}num_requests_total counter",
+            f'{p}num_requests_total{{{tok},is_streaming="false"}} {float(n_req)}',
+            f"# TYPE {p}prompt_tokens_total counter",
+            f"{p}prompt_tokens_total{{{tok}}} {float(n_tok)}",
+            f"# TYPE {p}num_aborted_requests_total counter",
+            f"{p}num_aborted_requests_total{{{tok}}} 0.0",
+            f"# HELP {p}e2e_request_latency_seconds Histogram of End-to-end request latency in seconds",
+            f"# TYPE {p}e2e_request_latency_seconds histogram",
+        ]
+        for le in self.E2E_BUCKETS:
+            count = sum(1 for x in lat if x <= le)
+            lines.append(f'{p}e2e_request_latency_seconds_bucket{{{tok},is_streaming="false",le="{float(le)}"}} {float(count)}')
+        lines += [
+            f'{p}e2e_request_latency_seconds_bucket{{{tok},is_streaming="false",le="+Inf"}} {float(len(lat))}',
+            f'{p}e2e_request_latency_seconds_count{{{tok},is_streaming="false"}} {float(len(lat))}',
+            f'{p}e2e_request_latency_seconds_sum{{{tok},is_streaming="false"}} {sum(lat)}',
+            f"# TYPE {p}http_responses_total counter",
+        ]
+        for code, count in sorted(responses.items()):
+            lines.append(f'{p}http_responses_total{{endpoint="/v1/embeddings",status_code="{code}",method="POST"}} {float(count)}')
+        lines += [
+            f"# TYPE {p}num_queue_reqs gauge", f"{p}num_queue_reqs{{{sch}}} {float(cfg.queue_reqs)}",
+            f"# TYPE {p}num_running_reqs gauge", f"{p}num_running_reqs{{{sch}}} {float(cfg.running_reqs)}",
+            f"# TYPE {p}token_usage gauge", f"{p}token_usage{{{sch}}} {float(cfg.token_usage)}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def record_response(self, status: int, started: float) -> None:
+        with self.lock:
+            self.responses[status] = self.responses.get(status, 0) + 1
+            if status == 200:
+                self.latencies.append(time.perf_counter() - started)
 
     # -- faults -----------------------------------------------------------------------------
 
@@ -215,6 +361,8 @@ class Standin:
                 emb = vec
             data.append({"embedding": emb, "index": i, "object": "embedding"})
         total = sum(counts)
+        with self.lock:
+            self.prompt_tokens += total
         return {
             "data": data,
             "model": cfg.model,
@@ -239,13 +387,54 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _send(self, status: int, body: Any = None, *, raw: bytes | None = None) -> None:
+    def _send(self, status: int, body: Any = None, *, raw: bytes | None = None,
+              content_type: str = "application/json", headers: dict[str, str] | None = None) -> None:
+        if self.command == "POST" and self.path.split("?", 1)[0] == "/v1/embeddings":
+            self.server.state.record_response(status, getattr(self, "_started", time.perf_counter()))
         payload = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.end_headers()
         self.wfile.write(payload)
+
+    def _bad(self, fault: Fault, body: Any) -> None:
+        """Answer as a misbehaving server (``Fault("bad", mode=...)``)."""
+        st = self.server.state
+        if fault.mode == "retry_after":
+            return self._send(fault.status, _error_body(fault.message, fault.status, str(fault.status)),
+                              headers={"Retry-After": f"{fault.seconds:g}"})
+        try:
+            reply = st.embeddings(body)
+        except RequestError as exc:
+            return self._send(exc.status, exc.body)
+        if fault.mode in ("truncated", "trickle"):
+            payload = json.dumps(reply).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.flush()
+            if fault.mode == "truncated":  # half the promised body, then the connection drops
+                self.wfile.write(payload[: len(payload) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(2)
+                return None
+            for i in range(len(payload)):  # one byte every `seconds`, until done or stopped
+                if st.stopping.wait(fault.seconds):
+                    return None
+                try:
+                    self.wfile.write(payload[i:i + 1])
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    return None
+            return None
+        status, ctype, raw = mangle(reply, fault.mode)
+        return self._send(status, raw=raw, content_type=ctype)
 
     def _authorized(self) -> bool:
         key = self.server.state.config.api_key
@@ -271,6 +460,8 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(cfg.health_delay)
             return self._send(200, raw=b"")
         if path == "/v1/models":
+            if cfg.models_body is not None:
+                return self._send(200, raw=cfg.models_body.encode())
             return self._send(200, {"object": "list", "data": [{
                 "id": cfg.served_model_name or cfg.model, "object": "model", "created": int(time.time()),
                 "owned_by": "sglang", "root": cfg.model, "parent": None,
@@ -285,11 +476,11 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/metrics":
             if not cfg.metrics:
                 return self._send(404, {"detail": "Not Found"})
-            text = f'sglang:num_requests_total{{model_name="{cfg.served_model_name or cfg.model}"}} {st.embedding_requests}\n'
-            return self._send(200, raw=text.encode())
+            return self._send(200, raw=st.metrics_text().encode())
         return self._send(404, {"detail": "Not Found"})
 
     def do_POST(self) -> None:
+        self._started = time.perf_counter()  # for the /metrics latency histogram
         st = self.server.state
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -323,6 +514,8 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.kind == "hang":
                 st.stopping.wait()
                 return None
+            if fault.kind == "bad":
+                return self._bad(fault, body)
             if fault.kind == "delay":
                 time.sleep(fault.seconds)
             elif fault.kind == "status":

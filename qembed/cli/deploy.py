@@ -1,0 +1,190 @@
+"""`qembed deploy docker|k8s|grafana|alerts`: deployment artefacts from a profile.
+
+Thin layer: options -> one :mod:`qembed.deploy` call -> :mod:`qembed.output`. Notes (driver,
+sizing, what was left out) go to stderr as warnings; the artefact goes to stdout, or into
+files with `--output DIR` (existing files are refused unless `--force`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from qembed import env as qenv
+
+if TYPE_CHECKING:
+    from qembed.profiles import Profile
+
+deploy_app = typer.Typer(
+    name="deploy",
+    help="Generate Docker, Kubernetes, Grafana and alerting files from a profile.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+ProfileOpt = Annotated[
+    str,
+    typer.Option("--profile", "-p", envvar=qenv.PROFILE.name,
+                 help="Deployment profile: a shipped name (a100-80g, h100, l4, ...), `auto`, or a YAML path."),
+]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a profile key, e.g. `--set port=31000` (repeatable).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+OutputOpt = Annotated[str | None, typer.Option("--output", "-o", help="Write the file(s) into this folder instead of stdout.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing files in `--output`.")]
+
+DOCKER_EXAMPLES = """\
+Examples:
+
+\b
+  qembed deploy docker -p h100                       # a `docker run` line
+  qembed deploy docker -p l4 --compose -o ./deploy   # ./deploy/compose.yaml
+  QEMBED_API_KEY=secret HF_TOKEN=hf_... sh -c "$(qembed deploy docker -p h100)"
+"""
+
+K8S_EXAMPLES = """\
+Examples:
+
+\b
+  qembed deploy k8s -p h100 | kubectl apply -f -
+  qembed deploy k8s -p h100 --replicas 2 --gateway -o ./k8s
+  qembed deploy k8s -p h100 --gateway --autoscale 1:4 --namespace ml -o ./k8s
+  kubectl create secret generic qembed-api-key --from-literal=api-key="$QEMBED_API_KEY"
+"""
+
+
+def _profile(name: str, set_: list[str] | None) -> Profile:
+    from qembed.profiles import load_profile
+
+    return load_profile(name, overrides=list(set_ or []))
+
+
+def _sglang_version(profile: Profile) -> str | None:
+    from qembed.sglang_args import installed_sglang_version, sglang_python
+
+    return installed_sglang_version(sglang_python(profile))
+
+
+def _notes(notes: list[str]) -> None:
+    from qembed import output
+
+    for n in notes:
+        output.status(f"note: {n}")
+
+
+def _emit(files: dict[str, str], output_dir: str | None, force: bool) -> None:
+    from qembed import output
+    from qembed.deploy import write_files
+
+    if output_dir is None:
+        output.data("".join(files.values()) if len(files) == 1 else "---\n".join(files.values()))
+        return
+    for path in write_files(files, output_dir, force=force):
+        output.status(f"wrote {path}")
+
+
+@deploy_app.command("docker", epilog=DOCKER_EXAMPLES)
+def docker_cmd(
+    profile: ProfileOpt = "auto",
+    set_: SetOpt = None,
+    compose: Annotated[bool, typer.Option("--compose", help="Write a compose file instead of a `docker run` line.")] = False,
+    bind: Annotated[str, typer.Option("--bind", help="Host address the port is published on.")] = "127.0.0.1",
+    host_port: Annotated[int | None, typer.Option("--host-port", help="Host port (default: the profile's port).")] = None,
+    hf_cache: Annotated[str, typer.Option("--hf-cache", help="Host folder mounted as the Hugging Face cache.")] = "$HOME/.cache/huggingface",
+    shm_size: Annotated[str | None, typer.Option("--shm-size", help="Use `--shm-size SIZE` (e.g. 16g) instead of `--ipc=host`.")] = None,
+    name: Annotated[str, typer.Option("--name", help="Container (and compose service) name.")] = "qembed",
+    no_api_key: Annotated[bool, typer.Option("--no-api-key", help="Do not pass the API key variable into the container.")] = False,
+    output_dir: OutputOpt = None,
+    force: ForceOpt = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Print a `docker run` line (or a compose file) running the same SGLang argv as `qembed serve`."""
+    from qembed import output
+    from qembed.deploy import docker
+
+    prof = _profile(profile, set_)
+    plan = docker.plan(prof, sglang_version=_sglang_version(prof), bind=bind, host_port=host_port,
+                       hf_cache=hf_cache, shm_size=shm_size, name=name, api_key=not no_api_key)
+    if json_:
+        output.print_json(plan.to_json())
+        return
+    # the notes are `#` comments at the top of the run line / compose file
+    if compose:
+        _emit({"compose.yaml": docker.compose(plan)}, output_dir, force)
+    else:
+        _emit({"docker-run.sh": docker.run_line(plan)}, output_dir, force)
+
+
+@deploy_app.command("k8s", epilog=K8S_EXAMPLES)
+def k8s_cmd(
+    profile: ProfileOpt = "auto",
+    set_: SetOpt = None,
+    replicas: Annotated[int, typer.Option("--replicas", help="Worker replicas.")] = 1,
+    gateway: Annotated[bool, typer.Option("--gateway", help="Add the smg gateway, discovering workers by label.")] = False,
+    autoscale: Annotated[str | None, typer.Option("--autoscale", metavar="MIN:MAX", help="Add a KEDA ScaledObject scaling the workers between MIN and MAX.")] = None,
+    name: Annotated[str, typer.Option("--name", help="Name of the Deployment/Service and the instance label.")] = "qembed",
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of every object.")] = "default",
+    api_key_secret: Annotated[str, typer.Option("--api-key-secret", help="Secret holding the API key (key `api-key`).")] = "qembed-api-key",
+    no_api_key: Annotated[bool, typer.Option("--no-api-key", help="Run without an API key (no Secret reference).")] = False,
+    hf_token_secret: Annotated[str, typer.Option("--hf-token-secret", help="Optional Secret with key `token` for HF_TOKEN.")] = "hf-token",
+    hf_cache_pvc: Annotated[str | None, typer.Option("--hf-cache-pvc", help="PersistentVolumeClaim for the Hugging Face cache.")] = None,
+    prometheus_url: Annotated[str, typer.Option("--prometheus-url", help="Prometheus that KEDA queries.")] = "http://prometheus-server.monitoring.svc:9090",
+    target_load: Annotated[int, typer.Option("--target-load", help="Queued + running requests per replica KEDA aims for.")] = 32,
+    scale_down_window: Annotated[int, typer.Option("--scale-down-window", help="Seconds of low load before a replica is removed.")] = 900,
+    gateway_image: Annotated[str | None, typer.Option("--gateway-image", help="smg image (default lightseekorg/smg:v<installed smg>).")] = None,
+    output_dir: OutputOpt = None,
+    force: ForceOpt = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Kubernetes manifests: worker Deployment/Service/PDB, optional gateway and KEDA autoscaling."""
+    from qembed import output
+    from qembed.deploy import k8s
+
+    prof = _profile(profile, set_)
+    scale = k8s.parse_autoscale(autoscale) if autoscale else None
+    result = k8s.manifests(
+        prof, sglang_version=_sglang_version(prof), name=name, namespace=namespace, replicas=replicas,
+        gateway=gateway, autoscale=scale, api_key_secret=None if no_api_key else api_key_secret,
+        hf_token_secret=hf_token_secret or None, hf_cache_pvc=hf_cache_pvc, prometheus_url=prometheus_url,
+        target_load=target_load, scale_down_window_s=scale_down_window, gateway_image=gateway_image,
+    )
+    if json_:
+        output.print_json(result.to_json())
+        return
+    _notes(result.notes)
+    if not no_api_key:
+        output.status(f"the pods need the Secret `{api_key_secret}`: kubectl -n {namespace} create secret "
+                      f'generic {api_key_secret} --from-literal=api-key="${prof.api_key_env}"')
+    _emit({fname: k8s.render_yaml(docs) for fname, docs in result.files.items()}, output_dir, force)
+
+
+@deploy_app.command("grafana")
+def grafana_cmd(
+    title: Annotated[str | None, typer.Option("--title", help="Dashboard title.")] = None,
+    output_dir: OutputOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Write a Grafana dashboard (JSON): QPS, tokens/s, latency, queue, KV, errors, GPUs (DCGM)."""
+    from qembed.deploy import grafana
+
+    _emit({"qembed-dashboard.json": grafana.render(title)}, output_dir, force)
+
+
+@deploy_app.command("alerts")
+def alerts_cmd(
+    p99_slo: Annotated[float, typer.Option("--p99-slo", help="p99 latency SLO in seconds.")] = 1.0,
+    error_rate: Annotated[float, typer.Option("--error-rate", help="Alert above this share of 5xx responses.")] = 0.05,
+    queue_threshold: Annotated[int, typer.Option("--queue-threshold", help="Queued requests before a growing queue alerts.")] = 10,
+    gpu_memory: Annotated[float, typer.Option("--gpu-memory", help="Alert above this fraction of GPU memory used (DCGM).")] = 0.97,
+    up_selector: Annotated[str, typer.Option("--up-selector", help='PromQL label matchers of the workers\' scrape job, e.g. job="qembed".')] = 'job="qembed"',
+    output_dir: OutputOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Write Prometheus alerting rules: down, p99 over SLO, queue growing, errors, GPU memory."""
+    from qembed.deploy import alerts
+
+    settings = alerts.AlertSettings(p99_slo_s=p99_slo, error_rate=error_rate, queue_threshold=queue_threshold,
+                                    gpu_memory_fraction=gpu_memory, up_selector=up_selector)
+    _emit({"qembed-alerts.yaml": alerts.render(settings)}, output_dir, force)
+
+

@@ -1,0 +1,289 @@
+"""Metric names (one table) and a small, strict Prometheus text-format parser.
+
+Every metric name that ``qembed top``, the Grafana dashboard, the alert rules and the KEDA
+trigger use lives here, so they cannot drift apart.
+
+* SGLang 0.5.23 (reference ``sglang-0.5.23.md`` section 5, ``metrics_collector.py``). Its
+  prefix has appeared both as ``sglang:`` (what 0.5.23 exports) and ``sglang_`` (other
+  releases and exporters that rewrite ``:``), so every query matches both: in PromQL with
+  ``{__name__=~"sglang[:_]NAME"}``, in :class:`Scrape` by trying each prefix.
+* The smg gateway (``smg launch``; names read from the ``/metrics`` of smg 1.13.0 on its
+  ``--prometheus-port``, default 29000, run in front of the stand-in worker).
+* NVIDIA's DCGM exporter (``DCGM_FI_DEV_*``), for GPU panels and alerts in a cluster.
+
+``prometheus_client`` is not installed in qembed's environment, so the text format is parsed
+here (https://prometheus.io/docs/instrumenting/exposition_formats/): ``# HELP``/``# TYPE``
+comments, ``name{label="value",...} value [timestamp]``, label escapes ``\\\\``, ``\\"``,
+``\\n``, and the values ``NaN``, ``+Inf``, ``-Inf``. Anything else is a :class:`ValueError`
+naming the line, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+# -- names ------------------------------------------------------------------------------------
+
+#: SGLang's metric prefixes, in the order they are tried.
+SGLANG_PREFIXES: tuple[str, ...] = ("sglang:", "sglang_")
+
+#: SGLang metric names without the prefix (reference section 5).
+SGLANG: dict[str, str] = {
+    "requests_total": "num_requests_total",  # counter, one per request
+    "aborted_total": "num_aborted_requests_total",  # counter: aborts and queue-full rejects
+    "http_responses_total": "http_responses_total",  # counter {endpoint,status_code,method}
+    "e2e_latency": "e2e_request_latency_seconds",  # histogram
+    "queue_time": "queue_time_seconds",  # histogram
+    "prompt_tokens_total": "prompt_tokens_total",  # counter: input tokens (embeddings)
+    "queue_reqs": "num_queue_reqs",  # gauge
+    "running_reqs": "num_running_reqs",  # gauge
+    "token_usage": "token_usage",  # gauge: fraction of the KV pool in use
+    "max_total_num_tokens": "max_total_num_tokens",  # gauge
+}
+
+#: smg gateway metric names (smg 1.13.0).
+GATEWAY: dict[str, str] = {
+    "http_requests_total": "smg_http_requests_total",  # counter {method,path}
+    "http_responses_total": "smg_http_responses_total",  # counter {path,status_code,error_code}
+    "http_duration": "smg_http_request_duration_seconds",  # histogram {method,path}
+    "inflight": "smg_admission_inflight",  # gauge
+    "worker_pool_size": "smg_worker_pool_size",  # gauge {worker_type,connection_mode,model}
+    "worker_health": "smg_worker_health",  # gauge 1/0
+}
+#: The gateway path whose traffic ``qembed top`` shows.
+GATEWAY_EMBEDDINGS_PATH = "/v1/embeddings"
+
+#: NVIDIA DCGM exporter field names (dcgm-exporter default counters).
+DCGM: dict[str, str] = {
+    "gpu_util": "DCGM_FI_DEV_GPU_UTIL",  # percent
+    "fb_used": "DCGM_FI_DEV_FB_USED",  # MiB
+    "fb_free": "DCGM_FI_DEV_FB_FREE",  # MiB
+}
+
+
+def sglang_names(key: str) -> list[str]:
+    """Both spellings of one SGLang metric: ``['sglang:x', 'sglang_x']``."""
+    return [p + SGLANG[key] for p in SGLANG_PREFIXES]
+
+
+def sglang_selector(key: str, suffix: str = "", labels: str = "") -> str:
+    """A PromQL selector matching both prefixes: ``{__name__=~"sglang[:_]x_bucket", ...}``."""
+    extra = f", {labels}" if labels else ""
+    return f'{{__name__=~"sglang[:_]{SGLANG[key]}{suffix}"{extra}}}'
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+
+    def label(self, key: str) -> str | None:
+        return dict(self.labels).get(key)
+
+
+def _value(text: str, lineno: int) -> float:
+    special = {"NaN": math.nan, "+Inf": math.inf, "Inf": math.inf, "-Inf": -math.inf}
+    if text in special:
+        return special[text]
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"line {lineno}: bad sample value {text!r}") from None
+
+
+def _labels(line: str, pos: int, lineno: int) -> tuple[tuple[tuple[str, str], ...], int]:
+    """Parse ``{a="x",b="y"}`` starting at ``line[pos] == '{'``; return labels and the end."""
+    out: list[tuple[str, str]] = []
+    pos += 1
+    while True:
+        while pos < len(line) and line[pos] in " \t":
+            pos += 1
+        if pos < len(line) and line[pos] == "}":
+            return tuple(out), pos + 1
+        m = _LABEL.match(line, pos)
+        if not m:
+            raise ValueError(f"line {lineno}: bad label name at column {pos + 1}")
+        key = m.group(0)
+        pos = m.end()
+        if line[pos:pos + 2] != '="':
+            raise ValueError(f"line {lineno}: expected '=\"' after label {key!r}")
+        pos += 2
+        chars: list[str] = []
+        while True:
+            if pos >= len(line):
+                raise ValueError(f"line {lineno}: unterminated value of label {key!r}")
+            ch = line[pos]
+            if ch == "\\":
+                nxt = line[pos + 1:pos + 2]
+                if nxt not in ("\\", '"', "n"):
+                    raise ValueError(f"line {lineno}: bad escape \\{nxt} in label {key!r}")
+                chars.append("\n" if nxt == "n" else nxt)
+                pos += 2
+                continue
+            if ch == '"':
+                pos += 1
+                break
+            chars.append(ch)
+            pos += 1
+        out.append((key, "".join(chars)))
+        while pos < len(line) and line[pos] in " \t":
+            pos += 1
+        if pos < len(line) and line[pos] == ",":
+            pos += 1
+            continue
+        if pos < len(line) and line[pos] == "}":
+            return tuple(out), pos + 1
+        raise ValueError(f"line {lineno}: expected ',' or '}}' in the labels")
+
+
+def parse_text(text: str) -> list[Sample]:
+    """Parse Prometheus text exposition format (version 0.0.4) into samples.
+
+    Raises:
+        ValueError: a line that is not a comment, blank, or a valid sample (names the line).
+    """
+    samples: list[Sample] = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _NAME.match(line)
+        if not m:
+            raise ValueError(f"line {lineno}: bad metric name in {raw[:80]!r}")
+        name = m.group(0)
+        pos = m.end()
+        labels: tuple[tuple[str, str], ...] = ()
+        if pos < len(line) and line[pos] == "{":
+            labels, pos = _labels(line, pos, lineno)
+        rest = line[pos:].split()
+        if not rest or len(rest) > 2 or (pos < len(line) and line[pos] not in " \t"):
+            raise ValueError(f"line {lineno}: expected `NAME[{{labels}}] VALUE [TIMESTAMP]`, got {raw[:80]!r}")
+        if len(rest) == 2 and not rest[1].lstrip("-").isdigit():
+            raise ValueError(f"line {lineno}: bad timestamp {rest[1]!r}")
+        samples.append(Sample(name, labels, _value(rest[0], lineno)))
+    return samples
+
+
+# -- reading a scrape -------------------------------------------------------------------------
+
+
+@dataclass
+class Scrape:
+    """One ``/metrics`` scrape, indexed by name, with the sums ``qembed top`` needs."""
+
+    samples: list[Sample]
+    at: float = 0.0  # time.monotonic() of the scrape
+    by_name: dict[str, list[Sample]] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        for s in self.samples:
+            self.by_name.setdefault(s.name, []).append(s)
+
+    def has(self, names: Iterable[str]) -> bool:
+        return any(n in self.by_name for n in names)
+
+    def total(self, names: Sequence[str], *, where: dict[str, str] | None = None) -> float | None:
+        """Sum over all label sets of the first name present; ``None`` when none is."""
+        for n in names:
+            rows = self.by_name.get(n)
+            if rows is None:
+                continue
+            chosen = [s.value for s in rows if not where or all(s.label(k) == v for k, v in where.items())]
+            finite = [v for v in chosen if math.isfinite(v)]
+            return sum(finite) if finite else (0.0 if not chosen else None)
+        return None
+
+    def buckets(self, names: Sequence[str], *, where: dict[str, str] | None = None) -> dict[float, float] | None:
+        """Histogram ``_bucket`` counts summed over label sets: ``{le: cumulative count}``."""
+        for n in names:
+            rows = self.by_name.get(n + "_bucket")
+            if rows is None:
+                continue
+            out: dict[float, float] = {}
+            for s in rows:
+                if where and not all(s.label(k) == v for k, v in where.items()):
+                    continue
+                le = s.label("le")
+                if le is None:
+                    raise ValueError(f"`{n}_bucket` sample without an `le` label")
+                bound = _value(le, 0)
+                out[bound] = out.get(bound, 0.0) + s.value
+            return out
+        return None
+
+    def status_total(self, names: Sequence[str], *, status_prefix: str, where: dict[str, str] | None = None) -> float | None:
+        """Sum of a responses counter whose ``status_code`` starts with ``status_prefix``."""
+        for n in names:
+            rows = self.by_name.get(n)
+            if rows is None:
+                continue
+            return sum(s.value for s in rows
+                       if (s.label("status_code") or "").startswith(status_prefix)
+                       and (not where or all(s.label(k) == v for k, v in where.items())))
+        return None
+
+
+def bucket_delta(new: dict[float, float], old: dict[float, float] | None) -> dict[float, float]:
+    """Per-bucket increase between two scrapes (a counter reset counts from zero)."""
+    if not old:
+        return dict(new)
+    out = {}
+    for le, v in new.items():
+        before = old.get(le, 0.0)
+        out[le] = v - before if v >= before else v
+    return out
+
+
+def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """Prometheus's ``histogram_quantile``: linear interpolation inside the bucket.
+
+    Returns ``None`` when the histogram holds no observations. A quantile that falls in the
+    ``+Inf`` bucket returns the largest finite bound (as Prometheus does).
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile must be within [0, 1], got {q}")
+    bounds = sorted(buckets)
+    if not bounds or not math.isinf(bounds[-1]):
+        return None
+    total = buckets[bounds[-1]]
+    if total <= 0:
+        return None
+    rank = q * total
+    prev_bound, prev_count = 0.0, 0.0
+    for b in bounds:
+        count = buckets[b]
+        if count >= rank:
+            if math.isinf(b):
+                return prev_bound if len(bounds) > 1 else None
+            if count == prev_count:
+                return b
+            lower = prev_bound if prev_bound < b else 0.0
+            return lower + (b - lower) * (rank - prev_count) / (count - prev_count)
+        prev_bound, prev_count = b, count
+    return None
+
+
+__all__ = [
+    "DCGM",
+    "GATEWAY",
+    "GATEWAY_EMBEDDINGS_PATH",
+    "SGLANG",
+    "SGLANG_PREFIXES",
+    "Sample",
+    "Scrape",
+    "bucket_delta",
+    "histogram_quantile",
+    "parse_text",
+    "sglang_names",
+    "sglang_selector",
+]

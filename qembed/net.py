@@ -1,0 +1,38 @@
+"""Network facts used in several places, each written once.
+
+:func:`is_loopback` is the one loopback test: the whole of ``127.0.0.0/8``, ``::1`` (with or
+without brackets), IPv4-mapped loopback (``::ffff:127.0.0.1``) and the name ``localhost``
+are loopback; wildcards (``0.0.0.0``, ``::``) and every other name are not.
+"""
+
+from __future__ import annotations
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name, as in a URL or ``--host``) is this machine's
+    loopback interface.
+
+    >>> [is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "[::1]", "localhost", "0.0.0.0", "10.0.0.1")]
+    [True, True, True, True, False, False]
+    """
+    import ipaddress
+
+    h = host.strip().strip("[]").lower().rstrip(".")
+    if h == "localhost" or h.endswith(".localhost"):
+        return True
+    try:
+        addr = ipaddress.ip_address(h.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped.is_loopback
+    return addr.is_loopback
+
+
+def is_this_machine(host: str) -> bool:
+    """Loopback, or a wildcard address (``0.0.0.0``, ``::``) that a local client reaches
+    through loopback."""
+    return is_loopback(host) or host.strip().strip("[]") in ("", "0.0.0.0", "::")
+
+
+__all__ = ["is_loopback", "is_this_machine"]

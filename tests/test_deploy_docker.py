@@ -1,0 +1,159 @@
+"""`qembed deploy docker`: the run line and the compose file, parsed and checked field by field;
+the API-key wrapper and the health probe are executed for real (sh, python, the stand-in)."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from qembed.deploy import PINNED_SGLANG, docker, write_files
+from qembed.errors import ConfigError
+from qembed.profiles import load_profile
+from qembed.sglang_args import check_many
+from tests.standin.server import StandinConfig, serve_in_thread
+
+SERVE_PREFIX = ["python3", "-c", "from sglang.cli.main import main; main()", "serve", "--model-type", "llm"]
+
+
+def run_argv(line: str) -> list[str]:
+    """The argv of the `docker run` line (comments dropped, continuations joined)."""
+    body = "\n".join(x for x in line.splitlines() if not x.startswith("#")).replace("\\\n", " ")
+    return shlex.split(body.replace('"$HOME', '"/home/u'))
+
+
+def plan(profile: str = "h100", **kw: object) -> docker.DockerPlan:
+    return docker.plan(load_profile(profile), sglang_version="0.5.23", **kw)  # type: ignore[arg-type]
+
+
+def test_run_line_has_every_part_of_a_deployment() -> None:
+    argv = run_argv(docker.run_line(plan()))
+    assert argv[:3] == ["docker", "run", "-d"]
+    image_at = argv.index("lmsysorg/sglang:v0.5.23")
+    opts, command = argv[:image_at], argv[image_at + 1:]
+    assert opts[opts.index("--gpus") + 1] == "1"
+    assert "--ipc=host" in opts
+    assert opts[opts.index("-p") + 1] == "127.0.0.1:30000:30000"
+    envs = [opts[i + 1] for i, a in enumerate(opts) if a == "-e"]
+    assert "HF_TOKEN" in envs and "QEMBED_API_KEY" in envs  # by name: values come from the caller
+    assert "NO_PROXY=127.0.0.1,localhost,::1" in envs
+    vols = [opts[i + 1] for i, a in enumerate(opts) if a == "-v"]
+    assert vols == ["/home/u/.cache/huggingface:/root/.cache/huggingface"]
+    assert "--health-start-period=1800s" in opts and "--health-timeout=25s" in opts
+    assert command[:4] == ["sh", "-c", 'exec "$@" ${QEMBED_API_KEY:+--api-key "$QEMBED_API_KEY"}', "sglang"]
+    serve = command[4:]
+    assert serve[:6] == SERVE_PREFIX
+    for pair in (["--host", "0.0.0.0"], ["--port", "30000"], ["--mem-fraction-static", "0.82"]):
+        i = serve.index(pair[0])
+        assert serve[i:i + 2] == pair
+    assert "--is-embedding" in serve and "--enable-metrics" in serve and "--api-key" not in serve
+
+
+def test_secrets_never_reach_the_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QEMBED_API_KEY", "sk-live-very-secret")
+    monkeypatch.setenv("HF_TOKEN", "hf_very_secret")
+    p = docker.plan(load_profile("l4", overrides=["env.WANDB_API_KEY=wb-secret", "env.FOO=bar"]),
+                    sglang_version="0.5.23")
+    for text in (docker.run_line(p), docker.compose(p), str(p.to_json())):
+        for secret in ("sk-live-very-secret", "hf_very_secret", "wb-secret"):
+            assert secret not in text
+    assert "WANDB_API_KEY" in p.pass_env and p.env["FOO"] == "bar"
+
+
+def test_gpu_ids_shm_size_bind_and_no_api_key() -> None:
+    p = docker.plan(load_profile("h100", overrides={"gpu_ids": [2, 3], "dp_size": 2}), sglang_version="0.5.23",
+                    bind="0.0.0.0", host_port=8080, shm_size="16g", api_key=False)
+    argv = run_argv(docker.run_line(p))
+    assert argv[argv.index("--gpus") + 1] == '"device=2,3"'
+    assert argv[argv.index("--shm-size") + 1] == "16g" and "--ipc=host" not in argv
+    assert argv[argv.index("-p") + 1] == "0.0.0.0:8080:30000"
+    assert "sh" not in argv and "QEMBED_API_KEY" not in argv
+    assert "CUDA_VISIBLE_DEVICES" not in " ".join(argv)  # the container numbers its GPUs 0..n-1
+    assert any("without an API key" in n for n in p.notes)
+
+
+def test_image_version_and_driver_note() -> None:
+    fallback = docker.plan(load_profile("h100"), sglang_version=None)
+    assert fallback.image == f"lmsysorg/sglang:v{PINNED_SGLANG}"
+    assert any("pinned" in n for n in fallback.notes)
+    assert any("R580" in n for n in fallback.notes)
+    old = docker.plan(load_profile("h100"), sglang_version="0.5.19")
+    assert old.image == "lmsysorg/sglang:v0.5.19" and not any("R580" in n for n in old.notes)
+
+
+def test_compose_file_fields() -> None:
+    p = plan("l4")
+    text = docker.compose(p)
+    data = yaml.safe_load(text)
+    svc = data["services"]["qembed"]
+    assert svc["image"] == "lmsysorg/sglang:v0.5.23"
+    assert svc["ipc"] == "host" and svc["ports"] == ["127.0.0.1:30000:30000"]
+    assert svc["environment"] == ["NO_PROXY=127.0.0.1,localhost,::1", "HF_TOKEN", "QEMBED_API_KEY"]
+    assert svc["volumes"] == ["${HOME}/.cache/huggingface:/root/.cache/huggingface"]
+    (dev,) = svc["deploy"]["resources"]["reservations"]["devices"]
+    assert dev == {"driver": "nvidia", "capabilities": ["gpu"], "count": 1}
+    hc = svc["healthcheck"]
+    assert hc["test"][0] == "CMD" and hc["start_period"] == "1800s" and hc["timeout"] == "25s"
+    # `$` is escaped so compose leaves the wrapper's variables to the container's shell
+    assert svc["command"][2] == 'exec "$$@" $${QEMBED_API_KEY:+--api-key "$$QEMBED_API_KEY"}'
+    assert svc["command"][4:10] == SERVE_PREFIX
+    assert text.startswith("# sglang 0.5.23 is a CUDA 13 build")
+
+
+@pytest.mark.parametrize("key", [None, "s3cr3t with space"])
+def test_api_key_wrapper_runs_in_a_real_shell(key: str | None) -> None:
+    cmd = docker.api_key_wrapper("QEMBED_API_KEY", [sys.executable, "-c", "import json,sys; print(json.dumps(sys.argv[1:]))", "--port", "1"])
+    env = {"PATH": "/usr/bin:/bin"} | ({"QEMBED_API_KEY": key} if key else {})
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=30, check=True).stdout
+    expected = ["--port", "1"] + (["--api-key", key] if key else [])
+    assert __import__("json").loads(out) == expected
+
+
+def test_health_probe_against_the_standin() -> None:
+    with serve_in_thread(StandinConfig(dim=8, health_503_count=1)) as srv:
+        probe = docker.health_probe(srv.port)
+        first = subprocess.run([sys.executable, *probe[1:]], capture_output=True, timeout=60)
+        second = subprocess.run([sys.executable, *probe[1:]], capture_output=True, timeout=60)
+        shell = subprocess.run(["sh", "-c", docker.health_shell(srv.port).replace("python3", sys.executable, 1)],
+                               capture_output=True, timeout=60)
+    assert first.returncode != 0  # 503 while warming up
+    assert second.returncode == 0 and shell.returncode == 0
+
+
+def test_write_files_refuses_to_overwrite(tmp_path: Path) -> None:
+    (tmp_path / "compose.yaml").write_text("mine\n")
+    with pytest.raises(ConfigError, match="already exists"):
+        write_files({"compose.yaml": "new\n", "other.yaml": "x\n"}, tmp_path)
+    assert (tmp_path / "compose.yaml").read_text() == "mine\n" and not (tmp_path / "other.yaml").exists()
+    write_files({"compose.yaml": "new\n"}, tmp_path, force=True)
+    assert (tmp_path / "compose.yaml").read_text() == "new\n"
+
+
+def test_cli_compose_output_and_refusal(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "qembed", "deploy", "docker", "-p", "l4", "--compose", "-o", str(tmp_path)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert yaml.safe_load((tmp_path / "compose.yaml").read_text())["services"]["qembed"]["image"].startswith("lmsysorg/sglang:v")
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "already exists" in again.stderr and "hint: pass `--force`" in again.stderr
+
+
+def test_cli_json() -> None:
+    proc = subprocess.run([sys.executable, "-m", "qembed", "deploy", "docker", "-p", "h100", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    data = __import__("json").loads(proc.stdout)
+    assert data["ipc"] == "host" and data["healthcheck"]["start_period_s"] == 1800
+
+
+@pytest.mark.conformance
+def test_container_flags_pass_the_real_sglang_parser() -> None:
+    from tests.test_conformance import parser_python
+
+    flag_lists = [plan(p).command[4 + len(SERVE_PREFIX):] for p in ("generic", "t4", "a100-40g", "h100")]
+    results = check_many(flag_lists, python=parser_python())
+    assert [r.message for r in results if not r.ok] == []
