@@ -262,7 +262,8 @@ def embed(
                 exc.message = labels[exc.index] + exc.message[len(f"input {exc.index}"):]
                 exc.args = (exc.message,)
                 skip = "or pass `--on-error skip` to leave it out (and be told which)"
-                exc.hint = f"{exc.hint}; {skip}" if exc.hint else skip.capitalize()
+                if "--on-error skip" not in (exc.hint or ""):
+                    exc.hint = f"{exc.hint}; {skip}" if exc.hint else skip.removeprefix("or ")
             raise
     if output_path is not None:
         _write_file(emb, len(items), labels, output_path)
