@@ -128,7 +128,8 @@ def check_input(path: Path) -> None:
         with open(path, "rb"):
             pass
     except OSError as exc:
-        raise ConfigError(f"cannot read `{path}`: {exc.strerror or exc}") from exc
+        raise ConfigError(f"cannot read `{path}`: {exc.strerror or exc}",
+                          hint=f"check that you may read it: ls -l {path}") from exc
 
 
 def _not_utf8(path: Path, line_no: int, exc: UnicodeDecodeError, index: int | None) -> InputError:

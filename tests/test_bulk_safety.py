@@ -379,3 +379,37 @@ def test_a_chunk_with_every_row_skipped_keeps_the_job_going(srv: Running, tmp_pa
     if dst == ".npy":
         np.testing.assert_allclose(np.load(out), ref(["real text"]), atol=1e-6)
         assert (tmp_path / "v.ids.jsonl").read_text() == "3\n"
+
+
+# Root ignores file modes, so EACCES is injected: the real `qembed` process with open()/os.open()
+# refusing one path, as a read-only directory or a foreign file would.
+_DENY = """
+import builtins, errno, os, sys
+target = os.environ["DENY_SUFFIX"]
+def deny(path):
+    if str(path).endswith(target):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+real_open, real_os_open = builtins.open, os.open
+builtins.open = lambda f, *a, **k: deny(f) or real_open(f, *a, **k)
+os.open = lambda p, *a, **k: deny(p) or real_os_open(p, *a, **k)
+from qembed.cli import main
+sys.argv = ["qembed", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize(("denied", "code", "message"), [
+    (".lock", 2, "cannot create `{out}.lock` next to the output: Permission denied"),  # before any work
+    ("v.npy", 1, "writing `{out}` failed: Permission denied; 0 input rows (0 vectors) are committed"),
+    ("in.txt", 2, "cannot read `{inp}`: Permission denied"),
+])
+def test_permission_denied_is_an_error_with_a_hint(srv: Running, tmp_path: Path, denied: str, code: int,
+                                                   message: str) -> None:
+    inp, out = tmp_path / "in.txt", tmp_path / "v.npy"
+    inp.write_text("a\nb\n")
+    r = subprocess.run([sys.executable, "-c", _DENY, "embed", "--url", srv.url, "--input", str(inp), "--output", str(out)],
+                       capture_output=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO), "DENY_SUFFIX": denied})
+    err = r.stderr.decode()
+    assert r.returncode == code, err
+    assert err.startswith("error: " + message.format(out=out, inp=inp)), err
+    assert "hint: " in err and "Traceback" not in err
