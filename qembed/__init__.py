@@ -41,6 +41,7 @@ _LAZY: dict[str, str] = {
     "ServerError": "qembed.errors",
     "BadReply": "qembed.errors",
     "InputError": "qembed.errors",
+    "StorageError": "qembed.errors",
     "ExitCode": "qembed.errors",
 }
 
@@ -65,6 +66,7 @@ __all__ = [
     "ServerError",
     "ServerExited",
     "ServerUnreachable",
+    "StorageError",
     "__version__",
     "format_query",
     "load_profile",
@@ -88,6 +90,7 @@ if TYPE_CHECKING:
         ServerError,
         ServerExited,
         ServerUnreachable,
+        StorageError,
     )
     from .instructions import TASKS, format_query
     from .profiles import Profile, load_profile

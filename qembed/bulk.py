@@ -1,24 +1,31 @@
 """Bulk files: stream records in, embed them chunk by chunk, write vectors out, resume after a crash.
 
-Inputs: ``.txt`` (one text a line), ``.jsonl`` / ``.csv`` (``text_field``, optional ``id_field``),
-``.parquet`` (pyarrow). Outputs: ``.npy`` (float32 rows), ``.jsonl`` (``{"id", "embedding"}``),
-``.parquet`` (``id`` + ``embedding``). Rows keep the input order; skipped inputs are left out of the
-output and listed in the result's ``failures`` (with their ids), never written as zero vectors.
+Inputs: ``.txt`` (one text a line), ``.jsonl`` / ``.csv`` (``text_field``; ``id_field``, found
+as ``id`` when present), ``.parquet`` (pyarrow). Outputs are written by :mod:`qembed.vector_io`:
+``.npy`` (float32 rows, plus an ids sidecar when ids are not row numbers), ``.jsonl``
+(``{"id", "embedding"}``), ``.parquet`` (``id`` + ``embedding``). Rows keep the input order;
+skipped inputs are left out of the output and listed in the result's ``failures`` (with their
+ids), never written as zero vectors.
+
+Nothing is destroyed: an output that is the input, an existing output (without ``overwrite``) and
+an output another job is writing (an exclusive ``flock`` on ``<output>.lock``) are refused before
+anything is written.
 
 Memory stays flat: at most two chunks are held at once. Resume works with a journal next to the
 output (``<output>.journal``): one JSON line per chunk, appended only after that chunk's output
-has been flushed and fsync'ed. ``resume=True`` truncates any output written after the last
-journal line, skips the chunks already done, and carries on; the journal is deleted when the job
-finishes. ``.npy`` gets a fixed-size header rewritten at the end (and at each commit), ``.parquet``
-is written as one part file per chunk and merged at the end.
+has been flushed and fsync'ed, with a checksum of the chunk's records and of the bytes it wrote.
+``resume=True`` checks that the output still holds every committed chunk and that the input still
+holds the same records, truncates any output written after the last journal line, skips the
+chunks already done, and carries on; the journal is deleted when the job finishes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import io
 import json
 import os
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -26,19 +33,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import ConfigError, InputError, MissingDependency
+from . import vector_io
+from .errors import ConfigError, InputError, QembedError, StorageError
+from .vector_io import OUTPUT_FORMATS as OUTPUT_FORMATS
+from .vector_io import VectorWriter
 
 if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
     from .client import Client
 
 INPUT_FORMATS = (".txt", ".jsonl", ".csv", ".parquet")
-OUTPUT_FORMATS = (".npy", ".jsonl", ".parquet")
 DEFAULT_CHUNK_ROWS = 1024
-JOURNAL_VERSION = 1
-_NPY_HEADER = 128  # bytes: magic + version + length + dict, padded; room for any shape
+JOURNAL_VERSION = 2
+# header keys that must match for a resume (the input's size and mtime are informational: the
+# records themselves are checked, chunk by chunk)
+_RESUME_KEYS = ("input", "output_format", "chunk_rows", "kind", "task", "instruction", "prefix", "dimensions",
+                "text_field", "id_field", "ids_file")
 
 ProgressFn = Callable[[int, "int | None", int], None]  # rows done, rows total, tokens done
 
@@ -81,6 +90,10 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
+def _pyarrow_parquet() -> Any:
+    return vector_io.pyarrow_parquet()
+
+
 def count_rows(path: Path) -> int | None:
     """Rows in the input, for the progress bar (cheap: a newline count or parquet metadata)."""
     ext = _suffix(path)
@@ -100,33 +113,92 @@ def count_rows(path: Path) -> int | None:
     return max(n, 0)
 
 
-def read_records(path: str | Path, *, text_field: str = "text", id_field: str | None = None) -> Iterator[tuple[Any, str]]:
-    """Yield ``(id, text)`` in file order. Without ``id_field`` the id is the 0-based row number."""
-    path = Path(path)
+def check_input(path: Path) -> None:
+    """Refuse an input that cannot be read, before any work: a directory, missing, unreadable."""
+    if path.is_dir():
+        raise ConfigError(f"`{path}` is a directory; `--input` needs a file",
+                          hint=f"give one file ({', '.join(INPUT_FORMATS)})")
     ext = _suffix(path)
     if ext not in INPUT_FORMATS:
         raise ConfigError(f"cannot read `{path}`: unknown input format `{ext or '(none)'}`",
                           hint=f"use one of {', '.join(INPUT_FORMATS)}")
     if not path.exists():
         raise ConfigError(f"input file `{path}` does not exist")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot read `{path}`: {exc.strerror or exc}",
+                          hint=f"check that you may read it: ls -l {path}") from exc
+
+
+def _not_utf8(path: Path, line_no: int, exc: UnicodeDecodeError, index: int | None) -> InputError:
+    return InputError(f"`{path}` line {line_no} is not UTF-8 (byte {exc.start + 1}: {exc.reason})", index=index,
+                      hint="convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8`")
+
+
+def _utf8_lines(f: Any, path: Path) -> Iterator[str]:
+    for line_no, raw in enumerate(f, start=1):
+        try:
+            text: str = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(path, line_no, exc, None) from exc
+        yield text.removeprefix("\ufeff") if line_no == 1 else text
+
+
+def detect_id_field(path: str | Path, text_field: str = "text") -> str | None:
+    """``"id"`` when the records carry an ``id`` field / column (as ``text`` is found), else None."""
+    path = Path(path)
+    ext = _suffix(path)
+    try:
+        if ext == ".jsonl":
+            import orjson
+
+            with open(path, "rb") as f:
+                for line in f:
+                    if line.strip():
+                        obj = orjson.loads(line)
+                        return "id" if isinstance(obj, dict) and "id" in obj and text_field != "id" else None
+        elif ext == ".csv":
+            with open(path, "rb") as f:
+                header = next(csv.reader(_utf8_lines(f, path)), [])
+            return "id" if "id" in header and text_field != "id" else None
+        elif ext == ".parquet":
+            names = _pyarrow_parquet().ParquetFile(path).schema_arrow.names
+            return "id" if "id" in names and text_field != "id" else None
+    except (ValueError, OSError, InputError):  # the reader reports a bad file with its line
+        return None
+    return None
+
+
+def read_records(path: str | Path, *, text_field: str = "text", id_field: str | None = None) -> Iterator[tuple[Any, str]]:
+    """Yield ``(id, text)`` in file order. Without ``id_field`` the id is the 0-based row number.
+
+    Errors name the 1-based line (``.txt``, ``.jsonl``, ``.csv``) or record (``.parquet``).
+    """
+    path = Path(path)
+    check_input(path)
+    ext = _suffix(path)
     if ext == ".txt":
         with open(path, "rb") as f:  # binary lines split on b"\n" only, like count_rows
             for i, raw in enumerate(f):
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    raise InputError(f"`{path}` line {i + 1} is not UTF-8: {exc}", index=i) from exc
+                    raise _not_utf8(path, i + 1, exc, i) from exc
                 yield i, text.removesuffix("\n").removesuffix("\r")
     elif ext == ".jsonl":
         yield from _read_jsonl(path, text_field, id_field)
     elif ext == ".csv":
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
+        with open(path, "rb") as f:
+            reader = csv.DictReader(_utf8_lines(f, path))
+            found = ", ".join(f"`{c}`" for c in reader.fieldnames or []) or "none"
             if reader.fieldnames is None or text_field not in reader.fieldnames:
-                raise InputError(f"`{path}` has no column `{text_field}`",
-                                 hint=f"columns: {', '.join(reader.fieldnames or [])}; pass `--text-field`")
+                raise InputError(f"`{path}` has no column `{text_field}`; columns found: {found}",
+                                 hint="pass `--text-field` with one of them")
             if id_field is not None and id_field not in reader.fieldnames:
-                raise InputError(f"`{path}` has no column `{id_field}`", hint="pass `--id-field` with an existing column")
+                raise InputError(f"`{path}` has no column `{id_field}`; columns found: {found}",
+                                 hint="pass `--id-field` with one of them")
             for i, row in enumerate(reader):
                 yield (row[id_field] if id_field else i), row[text_field] or ""
     else:
@@ -143,204 +215,47 @@ def _read_jsonl(path: Path, text_field: str, id_field: str | None) -> Iterator[t
                 continue
             try:
                 obj = orjson.loads(line)
-                text = obj[text_field]
-                rid = obj[id_field] if id_field else i
             except orjson.JSONDecodeError as exc:
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as uexc:
+                    raise _not_utf8(path, line_no, uexc, i) from exc
                 raise InputError(f"`{path}` line {line_no} is not JSON: {exc}", index=i) from exc
-            except (KeyError, TypeError) as exc:
-                raise InputError(f"`{path}` line {line_no} has no field `{exc.args[0] if exc.args else text_field}`",
-                                 index=i, hint="pass `--text-field` / `--id-field`") from exc
+            if not isinstance(obj, dict):
+                raise InputError(f"`{path}` line {line_no} is a JSON {type(obj).__name__}, not an object "
+                                 f"with a `{text_field}` field", index=i)
+            for name, flag in ((text_field, "--text-field"), (id_field, "--id-field")):
+                if name is not None and name not in obj:
+                    found = ", ".join(f"`{k}`" for k in obj) or "none"
+                    raise InputError(f"`{path}` line {line_no} has no field `{name}`; fields found: {found}",
+                                     index=i, hint=f"pass `{flag}` with one of them")
+            text = obj[text_field]
             if not isinstance(text, str):
-                raise InputError(f"`{path}` line {line_no}: `{text_field}` is not a string", index=i)
-            yield rid, text
+                raise InputError(f"`{path}` line {line_no}: `{text_field}` is a {type(text).__name__}, not a string",
+                                 index=i)
+            yield (obj[id_field] if id_field else i), text
             i += 1
-
-
-def _pyarrow_parquet() -> Any:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise MissingDependency("reading or writing `.parquet` needs pyarrow",
-                                hint="pip install 'qembed[parquet]'") from exc
-    return pq
 
 
 def _read_parquet(path: Path, text_field: str, id_field: str | None) -> Iterator[tuple[Any, str]]:
     pq = _pyarrow_parquet()
     pf = pq.ParquetFile(path)
     names = pf.schema_arrow.names
-    for name in [text_field] + ([id_field] if id_field else []):
-        if name not in names:
-            raise InputError(f"`{path}` has no column `{name}`", hint=f"columns: {', '.join(names)}")
+    for name, flag in ((text_field, "--text-field"), (id_field, "--id-field")):
+        if name is not None and name not in names:
+            raise InputError(f"`{path}` has no column `{name}`; columns found: {', '.join(f'`{n}`' for n in names)}",
+                             hint=f"pass `{flag}` with one of them")
     cols = [text_field] + ([id_field] if id_field and id_field != text_field else [])
     i = 0
     for batch in pf.iter_batches(batch_size=4096, columns=cols):
         texts = batch.column(text_field).to_pylist()
         ids = batch.column(id_field).to_pylist() if id_field else None
         for j, text in enumerate(texts):
+            if text is not None and not isinstance(text, str):
+                raise InputError(f"`{path}` record {i + 1}: `{text_field}` is a {type(text).__name__}, not a string",
+                                 index=i)
             yield (ids[j] if ids is not None else i), text if text is not None else ""
             i += 1
-
-
-# -- writers ---------------------------------------------------------------------------------
-
-
-class _Writer:
-    """Append-only output with a durable commit point and truncate-on-resume."""
-
-    def __init__(self, path: Path, dim: int, *, ids_are_rows: bool) -> None:
-        self.path = path
-        self.dim = dim
-        self.ids_are_rows = ids_are_rows
-
-    def open(self, *, committed_rows: int, committed_offset: int, committed_chunks: int) -> None:
-        raise NotImplementedError
-
-    def write(self, chunk_index: int, ids: list[Any], vectors: npt.NDArray[np.float32]) -> None:
-        raise NotImplementedError
-
-    def commit(self) -> int:
-        """Make everything written so far durable; return the offset to record in the journal."""
-        raise NotImplementedError
-
-    def finalize(self) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-
-def _npy_header(rows: int, dim: int) -> bytes:
-    d = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + f"{rows}, {dim}), }}"
-    body_len = _NPY_HEADER - 10
-    text = d.ljust(body_len - 1) + "\n"
-    return b"\x93NUMPY\x01\x00" + body_len.to_bytes(2, "little") + text.encode("latin1")
-
-
-class _NpyWriter(_Writer):
-    def open(self, *, committed_rows: int, committed_offset: int, committed_chunks: int) -> None:
-        mode = "r+b" if self.path.exists() and committed_rows else "w+b"
-        self.f = open(self.path, mode)  # noqa: SIM115 - closed in close()
-        self.rows = committed_rows
-        if mode == "w+b":
-            self.f.write(_npy_header(0, self.dim))
-        self.f.truncate(_NPY_HEADER + committed_rows * self.dim * 4)
-        self.f.seek(0, os.SEEK_END)
-
-    def write(self, chunk_index: int, ids: list[Any], vectors: npt.NDArray[np.float32]) -> None:
-        import numpy as np
-
-        # memoryview: no extra copy of the chunk (about 1.5 µs per 2560-d vector saved)
-        self.f.write(np.ascontiguousarray(vectors, dtype="<f4").data.cast("B"))
-        self.rows += len(vectors)
-
-    def commit(self) -> int:
-        # keep the header true at every commit, so a killed job leaves a loadable prefix
-        end = self.f.tell()
-        self.f.seek(0)
-        self.f.write(_npy_header(self.rows, self.dim))
-        self.f.seek(end)
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        return self.rows
-
-    def finalize(self) -> None:
-        self.commit()
-
-    def close(self) -> None:
-        self.f.close()
-
-
-class _JsonlWriter(_Writer):
-    def open(self, *, committed_rows: int, committed_offset: int, committed_chunks: int) -> None:
-        mode = "r+b" if self.path.exists() and committed_offset else "w+b"
-        self.f = open(self.path, mode)  # noqa: SIM115 - closed in close()
-        self.f.truncate(committed_offset)
-        self.f.seek(0, os.SEEK_END)
-
-    def write(self, chunk_index: int, ids: list[Any], vectors: npt.NDArray[np.float32]) -> None:
-        import orjson
-
-        buf = io.BytesIO()
-        for rid, vec in zip(ids, vectors, strict=True):
-            buf.write(orjson.dumps({"id": rid, "embedding": vec}, option=orjson.OPT_SERIALIZE_NUMPY))
-            buf.write(b"\n")
-        self.f.write(buf.getvalue())
-
-    def commit(self) -> int:
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        return self.f.tell()
-
-    def finalize(self) -> None:
-        self.commit()
-
-    def close(self) -> None:
-        self.f.close()
-
-
-class _ParquetWriter(_Writer):
-    """One part file per chunk (written to a temp name, then renamed), merged at the end."""
-
-    @property
-    def parts(self) -> Path:
-        return self.path.with_name(self.path.name + ".parts")
-
-    def open(self, *, committed_rows: int, committed_offset: int, committed_chunks: int) -> None:
-        self.pq = _pyarrow_parquet()
-        import pyarrow as pa
-
-        self.pa = pa
-        self.parts.mkdir(parents=True, exist_ok=True)
-        for p in self.parts.iterdir():  # drop anything after the last committed chunk
-            try:
-                k = int(p.name.split("-")[1].split(".")[0])
-            except (IndexError, ValueError):
-                k = -1
-            if k < 0 or k >= committed_chunks or not p.name.endswith(".parquet"):
-                p.unlink()
-        self.schema = pa.schema([("id", pa.int64() if self.ids_are_rows else pa.string()),
-                                 ("embedding", pa.list_(pa.float32(), self.dim))])
-        self.count = committed_chunks
-
-    def write(self, chunk_index: int, ids: list[Any], vectors: npt.NDArray[np.float32]) -> None:
-        import numpy as np
-
-        pa = self.pa
-        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
-        emb = pa.FixedSizeListArray.from_arrays(flat, self.dim)
-        id_arr = pa.array(ids if self.ids_are_rows else [str(x) for x in ids], type=self.schema.field("id").type)
-        table = pa.Table.from_arrays([id_arr, emb], schema=self.schema)
-        tmp = self.parts / f".part-{chunk_index:08d}.tmp"
-        self.pq.write_table(table, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.parts / f"part-{chunk_index:08d}.parquet")
-        self.count = chunk_index + 1
-
-    def commit(self) -> int:
-        fd = os.open(self.parts, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return self.count
-
-    def finalize(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with self.pq.ParquetWriter(tmp, self.schema) as w:
-            for p in sorted(self.parts.glob("part-*.parquet")):
-                w.write_table(self.pq.read_table(p, schema=self.schema))
-        os.replace(tmp, self.path)
-        for p in self.parts.iterdir():
-            p.unlink()
-        self.parts.rmdir()
-
-    def close(self) -> None:
-        pass
-
-
-_WRITERS: dict[str, type[_Writer]] = {".npy": _NpyWriter, ".jsonl": _JsonlWriter, ".parquet": _ParquetWriter}
 
 
 # -- journal ---------------------------------------------------------------------------------
@@ -348,6 +263,10 @@ _WRITERS: dict[str, type[_Writer]] = {".npy": _NpyWriter, ".jsonl": _JsonlWriter
 
 def journal_path(output: Path) -> Path:
     return output.with_name(output.name + ".journal")
+
+
+def lock_path(output: Path) -> Path:
+    return output.with_name(output.name + ".lock")
 
 
 def _read_journal(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -371,6 +290,14 @@ def _read_journal(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any
     return header, chunks
 
 
+def committed(output: str | Path) -> tuple[int, int] | None:
+    """``(input rows done, vectors written)`` that the journal of ``output`` records, or None."""
+    header, done = _read_journal(journal_path(Path(output)))
+    if header is None:
+        return None
+    return sum(int(d["rows_in"]) for d in done), sum(int(d["rows_out"]) for d in done)
+
+
 class _Journal:
     def __init__(self, path: Path, header: dict[str, Any], *, append: bool) -> None:
         self.path = path
@@ -390,6 +317,59 @@ class _Journal:
         self.f.close()
 
 
+class OutputLock:
+    """An exclusive ``flock`` on ``<output>.lock`` for the whole job: one writer per output.
+
+    The file names its holder (pid, host, start time), so a refused job can say who has it.
+    It is removed when the job ends; a lock file left by a killed job is simply taken over
+    (the kernel released the lock with the process).
+    """
+
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        self.path = lock_path(output)
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise ConfigError(f"cannot create `{self.path}` next to the output: {exc.strerror or exc}",
+                                  hint="choose an output in a directory you can write to") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+                os.close(fd)
+                raise ConfigError(f"`{self.output}` is being written by another qembed job ({holder})",
+                                  hint="wait for that job to finish, or write to another file") from None
+            # a finishing job unlinks the file after we opened it: then lock the new one
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since "
+                         f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+            self.fd = fd
+            return
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # while still held: nobody else can hold this inode
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+
 # -- the job ---------------------------------------------------------------------------------
 
 
@@ -402,6 +382,29 @@ def _chunks(records: Iterator[tuple[Any, str]], size: int) -> Iterator[list[tupl
             buf = []
     if buf:
         yield buf
+
+
+def _records_sum(chunk: list[tuple[Any, str]]) -> str:
+    """The content identity of a chunk of input records (ids and texts)."""
+    h = vector_io.digest()
+    for rid, text in chunk:
+        h.update(repr((rid, text)).encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return str(h.hexdigest())
+
+
+def _storage_error(exc: OSError, out: Path, result: BulkResult) -> StorageError:
+    import errno
+
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    what = ("the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "the file size limit was reached" if exc.errno == errno.EFBIG
+            else exc.strerror or str(exc))
+    return StorageError(
+        f"writing `{out}` failed: {what}; {result.rows_in} input rows ({result.rows_out} vectors) are committed",
+        rows_committed=result.rows_in,
+        hint=("free some space, then rerun the same command with `--resume` to continue from there" if full
+              else "fix the cause, then rerun the same command with `--resume` to continue from there"))
 
 
 def embed_file(
@@ -418,6 +421,7 @@ def embed_file(
     id_field: str | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     resume: bool = False,
+    overwrite: bool = False,
     on_error: Literal["raise", "skip"] = "raise",
     on_progress: ProgressFn | None = None,
 ) -> BulkResult:
@@ -428,56 +432,107 @@ def embed_file(
         kind: ``"document"`` (no instruction unless a symmetric ``task``), ``"query"``
             (Qwen3 query format with ``task`` / ``instruction``), or ``"raw"`` (``instruction``
             or ``prefix`` applied as given).
+        id_field: the records' id field; default: ``id`` when the records have one, else the
+            0-based row number.
         chunk_rows: rows per chunk: the unit of progress, memory and resume.
         resume: continue an interrupted job from its journal.
+        overwrite: replace an existing output (and any journal) instead of refusing.
         on_error: ``"skip"`` leaves blank / too long inputs out and lists them in ``failures``.
 
     Returns:
         :class:`BulkResult` (rows, tokens, failures with ids, seconds).
 
     Raises:
-        ConfigError: unknown format, or an unfinished journal without ``resume``.
-        InputError: a bad record (with ``on_error="raise"``), or a resume that does not match.
+        ConfigError: unknown format, a directory, a missing directory, the output is the input,
+            an existing output without ``overwrite``, another job holds the output, or an
+            unfinished journal without ``resume``.
+        InputError: a bad record (with ``on_error="raise"``), or a resume that does not match
+            (options, input records, or the output on disk).
+        StorageError: the output could not be written mid-job (disk full); says what is committed.
         MissingDependency: parquet without pyarrow.
 
     Example:
         >>> with qembed.Client() as c:                                   # doctest: +SKIP
-        ...     embed_file(c, "docs.jsonl", "vectors.npy", id_field="id", resume=True)
+        ...     embed_file(c, "docs.jsonl", "vectors.npy", resume=True)
     """
     started = time.perf_counter()
     inp, out = Path(input_path), Path(output_path)
-    if _suffix(out) not in OUTPUT_FORMATS:
-        raise ConfigError(f"cannot write `{out}`: unknown output format `{_suffix(out) or '(none)'}`",
-                          hint=f"use one of {', '.join(OUTPUT_FORMATS)}")
-    if _suffix(inp) not in INPUT_FORMATS:
-        raise ConfigError(f"cannot read `{inp}`: unknown input format `{_suffix(inp) or '(none)'}`",
-                          hint=f"use one of {', '.join(INPUT_FORMATS)}")
-    if not inp.exists():
-        raise ConfigError(f"input file `{inp}` does not exist")
+    check_input(inp)
+    vector_io.check_output_format(out)
+    if resume and overwrite:
+        raise ConfigError("`--resume` continues the output and `--overwrite` replaces it; pass one of them")
     if chunk_rows < 1:
         raise ConfigError("`chunk_rows` must be at least 1")
     if _suffix(out) in (".parquet",) or _suffix(inp) == ".parquet":
         _pyarrow_parquet()
+    if id_field is None:
+        id_field = detect_id_field(inp, text_field)
+    jpath = journal_path(out)
+    sidecar = vector_io.ids_path(out) if _suffix(out) == ".npy" and (id_field is not None or on_error == "skip") else None
+    npy_ids = vector_io.ids_path(out) if _suffix(out) == ".npy" else None  # used or not, it belongs to `out`
+    extra = [p for p in (npy_ids, jpath, lock_path(out), out.with_name(out.name + ".parts")) if p is not None]
+    vector_io.check_destination(out, sources=[inp], extra=extra)
+    lock = OutputLock(out)
+    lock.acquire()
+    try:
+        return _run(client, inp, out, jpath, sidecar, kind=kind, task=task, instruction=instruction, prefix=prefix,
+                    dimensions=dimensions, text_field=text_field, id_field=id_field, chunk_rows=chunk_rows,
+                    resume=resume, overwrite=overwrite, on_error=on_error, on_progress=on_progress, started=started)
+    finally:
+        lock.release()
+
+
+def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None, *, kind: str, task: str | None,
+         instruction: str | None, prefix: str | None, dimensions: int | None, text_field: str, id_field: str | None,
+         chunk_rows: int, resume: bool, overwrite: bool, on_error: Literal["raise", "skip"],
+         on_progress: ProgressFn | None, started: float) -> BulkResult:
     st = inp.stat()
     header: dict[str, Any] = {
         "qembed_journal": JOURNAL_VERSION, "input": str(inp.resolve()), "input_size": st.st_size,
         "input_mtime_ns": st.st_mtime_ns, "output_format": _suffix(out), "chunk_rows": chunk_rows,
         "kind": kind, "task": task, "instruction": instruction, "prefix": prefix,
-        "dimensions": dimensions, "text_field": text_field, "id_field": id_field, "dim": None,
+        "dimensions": dimensions, "text_field": text_field, "id_field": id_field,
+        "ids_file": str(sidecar) if sidecar else None, "dim": None,
     }
-    jpath = journal_path(out)
+    parts = out.with_name(out.name + ".parts")
     old_header, done = _read_journal(jpath)
-    if old_header is not None and not resume:
+    if overwrite:
+        old_header, done = None, []  # the old journal is rewritten with the first chunk
+    elif old_header is not None and not resume:
         raise ConfigError(f"an unfinished job left `{jpath}`",
-                          hint=f"pass `--resume` to continue it, or delete `{jpath}` to start again")
-    if resume and old_header is not None:
-        mismatched = [k for k in header if k != "dim" and old_header.get(k) != header[k]]
+                          hint="pass `--resume` to continue it, or `--overwrite` to start again")
+    elif old_header is None:
+        npy_ids = vector_io.ids_path(out) if _suffix(out) == ".npy" else None
+        leftovers = [p for p in (out, npy_ids, parts) if p is not None and p.exists()]
+        if leftovers and resume:
+            raise ConfigError(f"nothing to resume: `{leftovers[0]}` exists but has no journal `{jpath}` "
+                              "(the job finished, or was not started by qembed)",
+                              hint="pass `--overwrite` instead of `--resume` to embed it again")
+        if leftovers:
+            raise ConfigError(f"`{leftovers[0]}` already exists",
+                              hint="pass `--overwrite` to replace it, `--resume` to continue an interrupted job, "
+                                   "or choose another output")
+        done = []
+    else:
+        if old_header.get("qembed_journal") != JOURNAL_VERSION:
+            raise ConfigError(f"`{jpath}` was written by another qembed version and cannot be resumed",
+                              hint="pass `--overwrite` instead of `--resume` to start again")
+        mismatched = [k for k in _RESUME_KEYS if old_header.get(k) != header[k]]
         if mismatched:
             raise InputError(f"cannot resume: {', '.join(mismatched)} changed since the interrupted run",
-                             hint=f"rerun with the same options, or delete `{jpath}` to start again")
+                             hint="rerun with the same options, or pass `--overwrite` instead of `--resume` to start again")
         header["dim"] = old_header.get("dim")
-    else:
-        done = []
+        if done:
+            if header["dim"] is None:
+                raise InputError(f"cannot resume: `{jpath}` lists chunks but no vector size",
+                                 hint="pass `--overwrite` instead of `--resume` to start again")
+            probe = vector_io.writer_for(out, int(header["dim"]), ids_are_rows=id_field is None, ids_file=sidecar)
+            why = probe.verify(done)
+            if why:
+                rows = sum(int(d["rows_out"]) for d in done)
+                raise InputError(f"cannot resume: {why}; the journal `{jpath}` says {rows} vectors were saved",
+                                 hint="the output was changed after the interruption; pass `--overwrite` "
+                                      "instead of `--resume` to start again")
     result = BulkResult(input=str(inp), output=str(out), chunks_resumed=len(done))
     for entry in done:
         result.rows_in += entry["rows_in"]
@@ -497,15 +552,24 @@ def embed_file(
 
     records = read_records(inp, text_field=text_field, id_field=id_field)
     chunks = _chunks(records, chunk_rows)
-    for _ in range(len(done)):  # already written: read past them without embedding
-        next(chunks, None)
+    row = 0
+    for k, entry in enumerate(done):  # already written: read past them (checking they are the same records)
+        chunk = next(chunks, None)
+        if chunk is None or _records_sum(chunk) != entry.get("in_sum"):
+            last = row + (len(chunk) if chunk else 0)
+            raise InputError(f"cannot resume: the input `{inp}` changed since the interrupted run "
+                             f"(records {row + 1}..{max(last, row + 1)}, chunk {k + 1}, differ)",
+                             hint="resume with the same input, or pass `--overwrite` instead of `--resume` to start again")
+        row += len(chunk)
     if on_progress:
         on_progress(result.rows_in, total, result.tokens)
 
-    writer: _Writer | None = None
-    journal: _Journal | None = None
+    def fallback_dim() -> int:  # when no chunk has given a vector yet (empty input, every row skipped)
+        return int(dimensions or client.server_info().dimensions or 0)
+
+    ctx = _Ctx(inp, out, jpath, sidecar, header, done, id_field, result, fallback_dim)
     if header["dim"] is not None:
-        writer, journal = _open(out, jpath, header, done, id_field, append=bool(done))
+        ctx.open(append=bool(done))
     from concurrent.futures import ThreadPoolExecutor
 
     index_base = result.rows_in
@@ -519,76 +583,115 @@ def embed_file(
                 chunk_no += 1
                 index_base += len(chunk)
                 if len(pending) >= 2:
-                    writer, journal = _write_one(pending.popleft(), out, jpath, header, done, id_field,
-                                                 writer, journal, result, on_error)
+                    ctx.write_one(pending.popleft())
                     if on_progress:
                         on_progress(result.rows_in, total, result.tokens)
             while pending:
-                writer, journal = _write_one(pending.popleft(), out, jpath, header, done, id_field,
-                                             writer, journal, result, on_error)
+                ctx.write_one(pending.popleft())
                 if on_progress:
                     on_progress(result.rows_in, total, result.tokens)
+            if ctx.writer is None:  # empty input (or nothing embedded): still leave a valid, empty output
+                header["dim"] = fallback_dim()
+                ctx.open(append=False)
+            assert ctx.writer is not None
+            try:
+                ctx.writer.finalize()
+            except OSError as exc:
+                raise _storage_error(exc, out, result) from exc
         except BaseException:
             for *_, fut in pending:
                 fut.cancel()
-            if writer is not None:
-                writer.close()
-            if journal is not None:
-                journal.close()
             raise
-    if writer is None:  # empty input (or nothing embedded): still leave a valid, empty output
-        dim = dimensions or client.server_info().dimensions or 0
-        header["dim"] = dim
-        writer, journal = _open(out, jpath, header, done, id_field, append=False)
-    writer.finalize()
-    writer.close()
-    if journal is not None:
-        journal.close()
+        finally:
+            # after a failed write the buffer still holds bytes that cannot land: closing must not
+            # raise over the real error (on success, finalize has already flushed and fsync'ed)
+            with contextlib.suppress(OSError):
+                if ctx.writer is not None:
+                    ctx.writer.close()
+            with contextlib.suppress(OSError):
+                if ctx.journal is not None:
+                    ctx.journal.close()
+    if sidecar is None and _suffix(out) == ".npy":  # a replaced output keeps no stale ids
+        vector_io.ids_path(out).unlink(missing_ok=True)
     jpath.unlink(missing_ok=True)
     result.dimensions = int(header["dim"]) if header["dim"] is not None else None
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _open(out: Path, jpath: Path, header: dict[str, Any], done: list[dict[str, Any]],
-          id_field: str | None, *, append: bool) -> tuple[_Writer, _Journal]:
-    writer = _WRITERS[_suffix(out)](out, int(header["dim"]), ids_are_rows=id_field is None)
-    last = done[-1] if done else None
-    writer.open(committed_rows=sum(d["rows_out"] for d in done),
-                committed_offset=int(last["offset"]) if last else 0, committed_chunks=len(done))
-    journal = _Journal(jpath, header, append=append)
-    return writer, journal
+@dataclass
+class _Ctx:
+    """What writing one chunk needs: where, the journal header, what is done, the running result."""
 
+    inp: Path
+    out: Path
+    jpath: Path
+    sidecar: Path | None
+    header: dict[str, Any]
+    done: list[dict[str, Any]]
+    id_field: str | None
+    result: BulkResult
+    fallback_dim: Callable[[], int]
+    writer: VectorWriter | None = None  # open once the vector size is known; closed by the job
+    journal: _Journal | None = None
 
-def _write_one(item: tuple[int, int, list[tuple[Any, str]], Any], out: Path, jpath: Path,
-               header: dict[str, Any], done: list[dict[str, Any]], id_field: str | None,
-               writer: _Writer | None, journal: _Journal | None, result: BulkResult,
-               on_error: str) -> tuple[_Writer, _Journal]:
-    chunk_no, base, chunk, fut = item
-    try:
-        emb = fut.result()
-    except InputError as exc:
-        if exc.index is not None:  # name the record, not the position inside the chunk
-            rid = chunk[exc.index][0]
-            exc.message = f"record {rid} (row {base + exc.index}): " + exc.message.split(": ", 1)[-1]
-            exc.args = (exc.message,)
-            exc.index = base + exc.index
-        raise
-    if writer is None or journal is None:
-        header["dim"] = int(emb.shape[1])
-        writer, journal = _open(out, jpath, header, done, id_field, append=False)
-    rows = list(range(len(chunk))) if emb.indices is None else [int(i) for i in emb.indices]
-    ids = [chunk[i][0] for i in rows]
-    fails = [[chunk[f.index][0], base + f.index, f.reason] for f in emb.failures]
-    import numpy as np
+    def open(self, *, append: bool) -> None:
+        writer = vector_io.writer_for(self.out, int(self.header["dim"]), ids_are_rows=self.id_field is None,
+                                      ids_file=self.sidecar)
+        last = self.done[-1] if self.done else None
+        try:
+            journal = _Journal(self.jpath, self.header, append=append)  # the journal first: a crash after
+            writer.open(committed_rows=sum(d["rows_out"] for d in self.done),  # it leaves nothing unverified
+                        committed_offset=int(last["offset"]) if last else 0, committed_chunks=len(self.done),
+                        ids_offset=int(last.get("ids_offset", 0)) if last else 0)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                writer.close()
+            raise _storage_error(exc, self.out, self.result) from exc
+        self.writer, self.journal = writer, journal
 
-    writer.write(chunk_no, ids, emb.view(np.ndarray))
-    offset = writer.commit()  # output durable first ...
-    journal.commit({"chunk": chunk_no, "rows_in": len(chunk), "rows_out": len(rows),  # ... then the journal
-                    "offset": offset, "tokens": int(emb.prompt_tokens), "failures": fails})
-    result.chunks += 1
-    result.rows_in += len(chunk)
-    result.rows_out += len(rows)
-    result.tokens += int(emb.prompt_tokens)
-    result.failures.extend(BulkFailure(*f) for f in fails)
-    return writer, journal
+    def write_one(self, item: tuple[int, int, list[tuple[Any, str]], Any]) -> None:
+        chunk_no, base, chunk, fut = item
+        try:
+            emb = fut.result()
+        except InputError as exc:
+            if exc.index is not None:  # name the record (1-based, as editors count), not the position in the chunk
+                rid = chunk[exc.index][0]
+                n = base + exc.index + 1
+                where = f"line {n}" if _suffix(self.inp) == ".txt" else f"record {n}"
+                named = f" (id {rid!r})" if self.id_field is not None else ""
+                exc.message = f"`{self.inp}` {where}{named}: " + exc.message.split(": ", 1)[-1]
+                exc.args = (exc.message,)
+                exc.index = base + exc.index
+                exc.hint = ("fix or remove it, or pass `--on-error skip` to leave such records out "
+                            "(they are listed in the summary)")
+            raise
+        if self.writer is None or self.journal is None:
+            # a chunk whose every row was skipped has no vector to tell the size
+            self.header["dim"] = int(emb.shape[1]) if len(emb) else self.fallback_dim()
+            self.open(append=False)
+        writer, journal = self.writer, self.journal
+        assert writer is not None and journal is not None
+        rows = list(range(len(chunk))) if emb.indices is None else [int(i) for i in emb.indices]
+        ids = [chunk[i][0] for i in rows]
+        fails = [[chunk[f.index][0], base + f.index, f.reason] for f in emb.failures]
+        import numpy as np
+
+        try:
+            vectors = emb.view(np.ndarray).reshape(len(rows), -1 if len(rows) else writer.dim)
+            sums = writer.write(chunk_no, ids, vectors)
+            offset, ids_offset = writer.commit()  # output durable first ...
+            journal.commit({"chunk": chunk_no, "rows_in": len(chunk), "rows_out": len(rows),  # ... then the journal
+                            "offset": offset, "ids_offset": ids_offset, "tokens": int(emb.prompt_tokens),
+                            "failures": fails, "in_sum": _records_sum(chunk), "out_sha": sums.out,
+                            "ids_sha": sums.ids})
+        except OSError as exc:
+            if isinstance(exc, QembedError):
+                raise
+            raise _storage_error(exc, self.out, self.result) from exc
+        r = self.result
+        r.chunks += 1
+        r.rows_in += len(chunk)
+        r.rows_out += len(rows)
+        r.tokens += int(emb.prompt_tokens)
+        r.failures.extend(BulkFailure(*f) for f in fails)

@@ -165,6 +165,20 @@ class InputError(QembedError, ValueError):
         self.index = index
 
 
+class StorageError(QembedError, OSError):
+    """A file could not be written mid-job (disk full, file too large, I/O error).
+
+    ``rows_committed`` is how many input rows are safely on disk (a bulk job continues from
+    there with ``--resume``).
+    """
+
+    exit_code = ExitCode.FAILURE
+
+    def __init__(self, message: str, *, rows_committed: int | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.rows_committed = rows_committed
+
+
 __all__ = [
     "BadReply",
     "ConfigError",
@@ -183,4 +197,5 @@ __all__ = [
     "ServerExited",
     "ServerUnreachable",
     "StateDirError",
+    "StorageError",
 ]

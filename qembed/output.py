@@ -151,6 +151,16 @@ def error(exc: QembedError | BaseException) -> None:
     _write_err(format_error(exc))
 
 
+def interrupted(kept: Sequence[tuple[str, str | None]]) -> None:
+    """After Ctrl-C: ``interrupted``, then what each part of the command kept and how to go on."""
+    lines = ["", "interrupted"]
+    for what, hint in kept:
+        lines.append(f"  {what}")
+        if hint:
+            lines.extend(["", f"hint: {hint}"])
+    _write_err("\n".join(lines))
+
+
 # -- stdout: data ----------------------------------------------------------------------------
 
 

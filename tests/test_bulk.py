@@ -78,9 +78,10 @@ def test_skipped_rows_are_reported_with_ids_not_written(tmp_path: Path) -> None:
     write_input(inp, texts, ["i0", "i1", "i2", "i3", "i4"])
     with serve_in_thread(StandinConfig(dim=32)) as srv, Client(srv.url) as c:
         res = embed_file(c, inp, out, text_field="body", id_field="id", chunk_rows=2, on_error="skip")
-        with pytest.raises(InputError, match=r"record i1 \(row 1\)") as exc:
+        with pytest.raises(InputError, match=r"record 2 \(id 'i1'\)") as exc:
             embed_file(c, inp, tmp_path / "raise.npy", text_field="body", id_field="id", chunk_rows=2)
     assert exc.value.index == 1
+    assert "--on-error skip" in (exc.value.hint or "")
     assert [(f.id, f.index) for f in res.failures] == [("i1", 1), ("i3", 3)]
     got_ids, vecs = read_output(out)
     assert got_ids == ["i0", "i2", "i4"]

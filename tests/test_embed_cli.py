@@ -90,8 +90,8 @@ def test_dimensions_and_json_alias(srv: Running) -> None:
 def test_skip_reports_on_stderr(srv: Running) -> None:
     result = invoke(["embed", "--url", srv.url, "--on-error", "skip", "--format", "jsonl", "-"], "a\n  \nb\n")
     assert result.exit_code == 0
-    assert [json.loads(x)["index"] for x in result.stdout.splitlines()] == [0, 2]
-    assert "warning: input 1 skipped" in result.stderr
+    assert [json.loads(x)["id"] for x in result.stdout.splitlines()] == [0, 2]
+    assert "warning: line 2 of stdin skipped" in result.stderr
 
 
 def test_similarity_matrix_uses_the_sts_instruction_on_both_sides(srv: Running) -> None:
@@ -103,8 +103,8 @@ def test_similarity_matrix_uses_the_sts_instruction_on_both_sides(srv: Running) 
                     "Instruct: Retrieve semantically similar text\nQuery:a feline"]
     e = ref(sent)
     np.testing.assert_allclose(doc["matrix"], e @ e.T, atol=1e-5)
-    table = invoke(["similarity", "--url", srv.url, "a cat", "a feline"])
-    assert table.exit_code == 0 and "1.0000" in table.stdout
+    piped = invoke(["similarity", "--url", srv.url, "a cat", "a feline"])  # stdout is not a terminal
+    assert piped.exit_code == 0 and json.loads(piped.stdout)["matrix"] == doc["matrix"]
 
 
 def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str, str]:
@@ -118,8 +118,8 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 def test_errors_go_through_the_funnel(srv: Running, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_main(monkeypatch, capsys, ["embed", "--url", srv.url, "ok", " "])
     assert (code, out) == (2, "")
-    assert err.startswith("error: input 1: the text is empty or whitespace only")
-    assert "hint: remove blank inputs" in err
+    assert err.startswith("error: text 2: the text is empty or whitespace only")  # 1-based, as editors count
+    assert "hint: remove blank inputs" in err and "`--on-error skip`" in err
     code, out, err = run_main(monkeypatch, capsys, ["embed", "--url", srv.url, "--dimensions", "8", "x"])
     assert (code, out) == (2, "")
     assert "`dimensions` must be between 32 and" in err  # refused before any connection
@@ -158,3 +158,76 @@ def test_stdin_splits_on_newlines_only(srv: Running) -> None:
     result = invoke(["embed", "--url", srv.url, "--format", "jsonl", "-"], "page one\x0cstill one\u2028same\r\ntwo\n")
     assert result.exit_code == 0, result.stderr
     assert srv.requests[-1]["input"] == ["page one\x0cstill one\u2028same", "two"]
+
+
+# -- first tries (issue 11) and one writer for vectors (issue 10) -------------------------------
+
+
+def test_piped_stdin_is_read_without_a_dash(srv: Running) -> None:
+    result = invoke(["embed", "--url", srv.url, "--format", "jsonl"], "hello\nworld\n")  # echo ... | qembed embed
+    assert result.exit_code == 0, result.stderr
+    assert srv.requests[-1]["input"] == ["hello", "world"]
+    assert [json.loads(x)["id"] for x in result.stdout.splitlines()] == [0, 1]
+
+
+def test_output_file_format_comes_from_the_suffix_and_is_confirmed(srv: Running, tmp_path: Path) -> None:
+    npy = tmp_path / "v.npy"  # in a pipe the default format is json: the .npy must still be a .npy
+    result = invoke(["embed", "--url", srv.url, "-o", str(npy), *TEXTS])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    assert f"wrote 2 vectors of 32 dims to {npy}" in result.stderr
+    np.testing.assert_allclose(np.load(npy), ref(TEXTS), atol=1e-6)
+    assert not (tmp_path / "v.ids.jsonl").exists()  # plain row numbers need no sidecar
+    for suffix in (".jsonl", ".parquet"):
+        dest = tmp_path / f"v{suffix}"
+        result = invoke(["embed", "--url", srv.url, "-o", str(dest), *TEXTS])
+        assert result.exit_code == 0, result.stderr
+        assert f"wrote 2 vectors of 32 dims to {dest}" in result.stderr
+    assert list(tmp_path.glob(".*")) == []  # no temporary file left behind
+
+
+def test_one_jsonl_schema_for_stdout_one_shot_files_and_bulk(srv: Running, tmp_path: Path) -> None:
+    piped = invoke(["embed", "--url", srv.url, "--format", "jsonl", *TEXTS]).stdout
+    assert invoke(["embed", "--url", srv.url, "-o", str(tmp_path / "one.jsonl"), *TEXTS]).exit_code == 0
+    (tmp_path / "in.txt").write_text("\n".join(TEXTS) + "\n")
+    bulk = invoke(["embed", "--url", srv.url, "--input", str(tmp_path / "in.txt"), "-o", str(tmp_path / "bulk.jsonl")])
+    assert bulk.exit_code == 0, bulk.stderr
+    assert piped == (tmp_path / "one.jsonl").read_text() == (tmp_path / "bulk.jsonl").read_text()
+    assert list(json.loads(piped.splitlines()[0])) == ["id", "embedding"]
+
+
+def test_output_with_a_format_it_cannot_hold_is_refused(srv: Running, tmp_path: Path) -> None:
+    for fmt, dest in (("table", "v.npy"), ("json", "v.jsonl"), ("npy", "v.jsonl")):
+        result = invoke(["embed", "--url", srv.url, "--format", fmt, "-o", str(tmp_path / dest), "x"])
+        assert result.exit_code != 0 and "--format" in str(result.exception), (fmt, dest)
+    result = invoke(["embed", "--url", srv.url, "-o", str(tmp_path / "v.txt"), "x"])
+    assert "unknown output format `.txt`" in str(result.exception)
+    assert srv.requests == [] and list(tmp_path.iterdir()) == []
+
+
+def test_one_shot_npy_with_skipped_inputs_keeps_their_positions(srv: Running, tmp_path: Path) -> None:
+    result = invoke(["embed", "--url", srv.url, "--on-error", "skip", "-o", str(tmp_path / "v.npy"), "a", " ", "b"])
+    assert result.exit_code == 0, result.stderr
+    assert "warning: text 2 skipped" in result.stderr
+    assert (tmp_path / "v.ids.jsonl").read_text().split() == ["0", "2"]
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"), ref(["a", "b"]), atol=1e-6)
+
+
+def test_npy_to_a_terminal_is_refused(srv: Running) -> None:
+    import os
+    import pty
+    import subprocess
+
+    from tests.conftest import REPO
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "qembed", "embed", "--url", srv.url, "--format", "npy", "x"],
+                              stdout=follower, stderr=subprocess.PIPE, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 2
+    assert proc.stderr.decode().startswith("error: `--format npy` is binary and stdout is a terminal")
+    assert "> vectors.npy" in proc.stderr.decode() and srv.requests == []

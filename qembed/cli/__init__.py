@@ -4,6 +4,10 @@ Each command module parses options, makes one library call and renders the resul
 ``qembed.output``. Known errors (``QembedError``) print as ``error: ... / hint: ...`` without a
 traceback (``QEMBED_DEBUG=1`` adds one); unknown errors keep theirs.
 
+Ctrl-C reaches one funnel too. Typer turns ``KeyboardInterrupt`` into a silent ``Exit(130)``,
+so ``main`` notes the SIGINT itself; a command registers, with :func:`on_interrupt`, what it
+has kept and how to continue, and the funnel prints that before exiting 130.
+
 Only the standard library and typer are imported at module top level here and in every
 ``qembed/cli/*`` module, so ``qembed --help`` starts fast.
 """
@@ -11,7 +15,11 @@ Only the standard library and typer are imported at module top level here and in
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import NoReturn
 
 import typer
 
@@ -51,6 +59,36 @@ def _root(
                         format="%(levelname)s %(name)s: %(message)s")
 
 
+# what the running command has kept so far: () -> (what was kept, how to continue)
+_KEPT: list[Callable[[], tuple[str, str | None]]] = []
+_SIGINT_SEEN = False
+
+
+def on_interrupt(report: Callable[[], tuple[str, str | None]]) -> None:
+    """Register what to tell the user if Ctrl-C stops the command: what was kept, how to go on."""
+    _KEPT.append(report)
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    global _SIGINT_SEEN
+    _SIGINT_SEEN = True
+    raise KeyboardInterrupt
+
+
+def _interrupted() -> NoReturn:
+    from qembed import output
+    from qembed.errors import ExitCode
+
+    reports = []
+    for report in _KEPT:
+        try:
+            reports.append(report())
+        except Exception as exc:  # a report must never hide the interrupt
+            reports.append((f"could not tell what was kept: {exc}", None))
+    output.interrupted(reports)
+    sys.exit(int(ExitCode.INTERRUPTED))
+
+
 def _register() -> None:
     # Each module registers its commands on `app` (or adds a sub-app) when imported.
     from . import bench, doctor, embed, gateway, serve  # noqa: F401
@@ -69,9 +107,15 @@ def main() -> None:
     """Console-script entry point: run the app through the error funnel."""
     from qembed.errors import ExitCode, QembedError
 
+    _KEPT.clear()
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when SIGINT is ignored
+        signal.signal(signal.SIGINT, _on_sigint)
     try:
-        # With standalone_mode=False, `typer.Exit(n)` comes back as a return value.
+        # With standalone_mode=False, `typer.Exit(n)` comes back as a return value; Typer turns
+        # Ctrl-C into Exit(130), which is how an interrupt arrives here (serve handles its own).
         rc = app(standalone_mode=False)
+        if rc == ExitCode.INTERRUPTED and _SIGINT_SEEN:
+            _interrupted()
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except QembedError as exc:
@@ -84,8 +128,7 @@ def main() -> None:
         output.error(exc)
         sys.exit(int(exc.exit_code))
     except KeyboardInterrupt:
-        sys.stderr.write("\ninterrupted\n")
-        sys.exit(int(ExitCode.INTERRUPTED))
+        _interrupted()
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

@@ -30,12 +30,14 @@ Examples:
   qembed embed --task sts "a cat sat" --format table  # symmetric task: instruction on every text
   qembed embed --instruction "Given a bug report, retrieve the fixing commit" --query "NPE in parser"
   qembed embed --dimensions 256 --format npy "text" > v.npy
-  cat queries.txt | qembed embed --query - --format jsonl
-  qembed embed --input docs.jsonl --id-field id --output vectors.parquet
+  cat queries.txt | qembed embed --query --format jsonl     # piped stdin: one text a line
+  qembed embed "text" -o v.npy                        # the file's suffix picks the format
+  qembed embed --input docs.jsonl --output vectors.parquet          # keeps the records' `id`
   qembed embed --input docs.txt --output vectors.npy --resume       # continue after a crash
 
-Formats: json (default when piped), jsonl, npy (binary, to stdout or --output), table (default
-on a terminal: size, norm and first values). --json is --format json.
+Formats: json (default when piped), jsonl, npy (binary; to a pipe or --output), table (default
+on a terminal: size, norm and first values). --json is --format json. With --output the suffix
+(.npy, .jsonl, .parquet) picks the format; an existing file needs --overwrite.
 
 """ + qenv.env_help("QEMBED_URL", "QEMBED_API_KEY", "QEMBED_MODEL")
 
@@ -44,7 +46,7 @@ Examples:
 
 \b
   qembed similarity "a cat sat on the mat" "a feline rested on the rug" "stock prices fell"
-  qembed similarity --json "a" "b"
+  qembed similarity --json "a" "b"                    # JSON is also the default when piped
 
 Both sides get the semantic-similarity instruction ("Retrieve semantically similar text").
 
@@ -77,19 +79,89 @@ def _client(url: str | None, api_key: str | None, model: str | None, **kw: Any) 
     return Client(url, api_key=api_key, model=model, **{k: v for k, v in kw.items() if v is not None})
 
 
-def _read_texts(texts: list[str]) -> list[str]:
+def _stdin_piped() -> bool:
+    """stdin is a pipe or a file (not a terminal, not closed): read it as llm and Ollama do."""
+    stream = sys.stdin
+    try:
+        return stream is not None and not stream.isatty() and stream.readable()
+    except (ValueError, OSError):
+        return False
+
+
+def _stdin_lines() -> list[str]:
+    from qembed.errors import ConfigError, InputError
+
+    try:
+        raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8", "surrogateescape")
+    except OSError as exc:
+        raise ConfigError(f"cannot read stdin: {exc}") from exc
+    # split on newlines only: str.splitlines() would also split inside a text on
+    # \u2028, \x0c, ... and change what the model sees
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    out = []
+    for n, line in enumerate(lines, start=1):
+        try:
+            out.append(line.decode("utf-8").removesuffix("\r"))
+        except UnicodeDecodeError as exc:
+            raise InputError(f"line {n} of stdin is not UTF-8 (byte {exc.start + 1}: {exc.reason})",
+                             hint="convert it to UTF-8 first, e.g. `iconv -f latin1 -t utf-8 FILE | qembed embed`") from exc
+    return out
+
+
+def _check_utf8(value: str, what: str) -> None:
+    """argv arrives surrogate-escaped when it is not UTF-8: say so instead of failing in the encoder."""
+    from qembed.errors import InputError
+
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = value[exc.start]
+        byte = f" (the byte 0x{ord(bad) - 0xDC00:02x})" if 0xDC80 <= ord(bad) <= 0xDCFF else ""
+        raise InputError(f"{what} is not UTF-8{byte}",
+                         hint="pass UTF-8 text; convert a file first, e.g. `iconv -f latin1 -t utf-8 FILE | qembed embed`") from exc
+
+
+def _read_texts(texts: list[str], *, auto_stdin: bool = False) -> tuple[list[str], list[str]]:
+    """The texts and, for each, how to name it in a message (1-based, as editors count)."""
     out: list[str] = []
+    labels: list[str] = []
+    if not texts and auto_stdin and _stdin_piped():
+        texts = ["-"]
     for t in texts:
         if t == "-":
-            # split on newlines only: str.splitlines() would also split inside a text on
-            # \u2028, \x0c, ... and change what the model sees
-            lines = sys.stdin.read().split("\n")
-            if lines and lines[-1] == "":
-                lines.pop()
-            out.extend(line.removesuffix("\r") for line in lines)
+            lines = _stdin_lines()
+            labels.extend(f"line {n} of stdin" for n in range(1, len(lines) + 1))
+            out.extend(lines)
         else:
+            labels.append(f"text {len(out) + 1}")
+            _check_utf8(t, labels[-1])
             out.append(t)
-    return out
+    return out, labels
+
+
+def _continue_command() -> str:
+    """The exact command to continue an interrupted bulk job."""
+    import shlex
+
+    args = [a for a in sys.argv[1:] if a != "--overwrite"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return shlex.join(["qembed", *args])
+
+
+def _bulk_kept(output_path: Path) -> tuple[str, str | None]:
+    """What an interrupted bulk job kept, and how to continue (for the interrupt funnel)."""
+    from qembed import bulk
+
+    done = bulk.committed(output_path)
+    if done is None:
+        return f"nothing was written to `{output_path}` yet", "run the same command again"
+    rows_in, rows_out = done
+    return (f"{rows_in} input rows are saved in `{output_path}` ({rows_out} vectors); "
+            f"`{bulk.journal_path(output_path)}` keeps the place",
+            f"continue with: {_continue_command()}")
 
 
 def _write_binary(payload: bytes) -> None:
@@ -110,7 +182,7 @@ def _npy_bytes(arr: Any) -> bytes:
 
 @app.command("embed", epilog=EMBED_EXAMPLES)
 def embed(
-    texts: Annotated[list[str] | None, typer.Argument(help="Texts to embed; `-` reads one text per line from stdin.", show_default=False)] = None,
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to embed; `-` (or no text, with stdin piped) reads one text per line from stdin.", show_default=False)] = None,
     query: Annotated[bool | None, typer.Option("--query/--document", help="Query (with instruction) or document (none). Default: document, or query if --task/--instruction is given.", show_default=False)] = None,
     task: Annotated[str | None, typer.Option("--task", help="Instruction preset: retrieval, sts, bitext, code, classification, clustering.")] = None,
     instruction: Annotated[str | None, typer.Option("--instruction", help="Custom instruction, sent as `Instruct: ...\\nQuery:<text>`.")] = None,
@@ -124,8 +196,9 @@ def embed(
     output_path: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (.npy, .jsonl, .parquet) instead of stdout.")] = None,
     input_path: Annotated[Path | None, typer.Option("--input", "-i", help="Bulk: read texts from .txt, .jsonl, .csv or .parquet.")] = None,
     text_field: Annotated[str, typer.Option("--text-field", help="Bulk: the text column/field.")] = "text",
-    id_field: Annotated[str | None, typer.Option("--id-field", help="Bulk: the id column/field (default: row number).")] = None,
+    id_field: Annotated[str | None, typer.Option("--id-field", help="Bulk: the id column/field (default: `id` if the records have it, else the row number).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Bulk: continue an interrupted job from its journal.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output file (default: refuse).")] = False,
     on_error: Annotated[OnError, typer.Option("--on-error", help="raise: stop at a blank/too long input; skip: leave it out and report it.")] = OnError.raise_,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight.", min=1)] = 8,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Texts per request (default: 128).", min=1)] = None,
@@ -133,8 +206,11 @@ def embed(
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds one request may take in total, every byte of the answer included (default: 300).", min=0.001, show_default=False)] = None,
 ) -> None:
     """Embed text with the Qwen3 instruction format; or embed a whole file (--input/--output)."""
-    from qembed.errors import ConfigError
+    from qembed.errors import ConfigError, InputError, StorageError
 
+    for value, what in ((instruction, "`--instruction`"), (prefix, "`--prefix`")):
+        if value is not None:
+            _check_utf8(value, what)
     kind = "query" if (query or (query is None and (task or instruction))) else "document"
     if prefix is not None and (task or instruction or query):
         raise ConfigError("`--prefix` replaces the Qwen3 instruction; do not combine it with `--query`, `--task` or `--instruction`")
@@ -148,58 +224,110 @@ def embed(
             raise ConfigError("give texts as arguments or with `--input`, not both")
         if output_path is None:
             raise ConfigError("`--input` needs `--output` (.npy, .jsonl or .parquet)")
+        from . import on_interrupt
+
+        on_interrupt(lambda: _bulk_kept(output_path))
         with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size, timeout=timeout) as client:
-            result = _run_bulk(client, input_path, output_path, kind=kind, task=task, instruction=instruction,
-                               prefix=prefix, dimensions=dimensions, text_field=text_field, id_field=id_field,
-                               chunk_rows=chunk_rows, resume=resume, on_error=mode)
+            try:
+                result = _run_bulk(client, input_path, output_path, kind=kind, task=task, instruction=instruction,
+                                   prefix=prefix, dimensions=dimensions, text_field=text_field, id_field=id_field,
+                                   chunk_rows=chunk_rows, resume=resume, overwrite=overwrite, on_error=mode)
+            except StorageError as exc:
+                exc.hint = f"{exc.hint}: {_continue_command()}" if exc.hint else _continue_command()
+                raise
         _render_summary(result, as_json=json_ or fmt == Format.json)
         return
     if resume:
         raise ConfigError("`--resume` applies to `--input` jobs")
-    items = _read_texts(list(texts or []))
+    if output_path is not None:
+        _check_output(output_path, fmt, json_, overwrite)
+    items, labels = _read_texts(list(texts or []), auto_stdin=True)
     if not items:
-        raise ConfigError("nothing to embed", hint='pass texts, `-` for stdin, or `--input FILE`; e.g. `qembed embed --query "what is MRL?"`')
+        raise ConfigError("nothing to embed", hint='pass texts, pipe lines into stdin, or `--input FILE`; e.g. `qembed embed --query "what is MRL?"`')
     chosen = Format.json if json_ else (fmt or (Format.table if sys.stdout.isatty() else Format.json))
+    if chosen == Format.npy and output_path is None and sys.stdout.isatty():
+        raise ConfigError("`--format npy` is binary and stdout is a terminal",
+                          hint="redirect it (`> vectors.npy`), or pass `--output vectors.npy`")
     with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size, on_error=mode,
                  timeout=timeout) as client:
-        if kind == "query":
-            emb = client.embed_queries(items, task=task or "retrieval", instruction=instruction, dimensions=dimensions)
-        elif kind == "document":
-            emb = client.embed_documents(items, task=task, dimensions=dimensions)
-        else:
-            emb = client.embed(items, prefix=prefix, dimensions=dimensions)
-    _render(emb, items, chosen, output_path)
+        try:
+            if kind == "query":
+                emb = client.embed_queries(items, task=task or "retrieval", instruction=instruction, dimensions=dimensions)
+            elif kind == "document":
+                emb = client.embed_documents(items, task=task, dimensions=dimensions)
+            else:
+                emb = client.embed(items, prefix=prefix, dimensions=dimensions)
+        except InputError as exc:
+            if exc.index is not None and 0 <= exc.index < len(labels) and exc.message.startswith(f"input {exc.index}"):
+                exc.message = labels[exc.index] + exc.message[len(f"input {exc.index}"):]
+                exc.args = (exc.message,)
+                skip = "or pass `--on-error skip` to leave it out (and be told which)"
+                if "--on-error skip" not in (exc.hint or ""):
+                    exc.hint = f"{exc.hint}; {skip}" if exc.hint else skip.removeprefix("or ")
+            raise
+    if output_path is not None:
+        _write_file(emb, len(items), labels, output_path)
+    else:
+        _render(emb, items, labels, chosen)
+
+
+def _check_output(output_path: Path, fmt: Format | None, json_: bool, overwrite: bool) -> None:
+    """`--output` picks the format from its suffix; a --format that says otherwise is a mistake."""
+    from qembed import vector_io
+    from qembed.errors import ConfigError
+
+    suffix = output_path.suffix.lower()
+    wanted = Format.json if json_ else fmt
+    if wanted in (Format.table, Format.json):
+        raise ConfigError(f"`--format {wanted.value}` prints to stdout; `--output` writes "
+                          ".npy, .jsonl or .parquet, chosen by the file's suffix",
+                          hint=f"drop `--format {wanted.value}`" + (" / `--json`" if json_ else "")
+                          + ", or drop `--output`")
+    if wanted is not None and suffix != f".{wanted.value}":
+        raise ConfigError(f"`--format {wanted.value}` does not match the output `{output_path}`",
+                          hint=f"name the file `{output_path.with_suffix('.' + wanted.value)}`, or drop `--format`")
+    vector_io.check_destination(output_path, overwrite=overwrite,
+                                extra=[vector_io.ids_path(output_path)] if suffix == ".npy" else [])
+
+
+def _write_file(emb: Any, n: int, labels: list[str], output_path: Path) -> None:
+    import numpy as np
+
+    from qembed import output, vector_io
+
+    for f in emb.failures:
+        output.warn(f"{labels[f.index]} skipped: {f.reason}")
+    vectors = np.asarray(emb, dtype=np.float32)
+    try:
+        written = vector_io.write_vectors(output_path, _rows(emb, n), vectors)
+    except OSError as exc:
+        from qembed.errors import StorageError
+
+        raise StorageError(f"writing `{output_path}` failed: {exc.strerror or exc}",
+                           hint="nothing was written; free space or choose another output") from exc
+    ids = f" (ids in {written[1]})" if len(written) > 1 else ""
+    dims = int(vectors.shape[1]) if vectors.ndim == 2 else 0
+    output.status(f"wrote {len(vectors)} vectors of {dims} dims to {output_path}{ids}")
 
 
 def _rows(emb: Any, n: int) -> list[int]:
     return list(range(n)) if emb.indices is None else [int(i) for i in emb.indices]
 
 
-def _render(emb: Any, items: list[str], fmt: Format, output_path: Path | None) -> None:
+def _render(emb: Any, items: list[str], labels: list[str], fmt: Format) -> None:
     import numpy as np
 
-    from qembed import output
+    from qembed import output, vector_io
 
     rows = _rows(emb, len(items))
-    vectors = np.asarray(emb)
+    vectors = np.asarray(emb, dtype=np.float32)
     for f in emb.failures:
-        output.warn(f"input {f.index} skipped: {f.reason}")
+        output.warn(f"{labels[f.index]} skipped: {f.reason}")
     if fmt == Format.npy:
-        payload = _npy_bytes(vectors)
-        if output_path is not None:
-            output_path.write_bytes(payload)
-        else:
-            _write_binary(payload)
+        _write_binary(_npy_bytes(vectors))
         return
-    if fmt == Format.jsonl:
-        import orjson
-
-        lines = b"".join(orjson.dumps({"index": i, "embedding": v}, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
-                         for i, v in zip(rows, vectors, strict=True))
-        if output_path is not None:
-            output_path.write_bytes(lines)
-        else:
-            output.data(lines.decode())
+    if fmt == Format.jsonl:  # the same lines as a .jsonl file: {"id", "embedding"}
+        output.data(vector_io.jsonl_bytes(rows, vectors).decode())
         return
     if fmt == Format.json:
         doc = {
@@ -209,12 +337,7 @@ def _render(emb: Any, items: list[str], fmt: Format, output_path: Path | None) -
             "data": [{"index": i, "embedding": v.tolist()} for i, v in zip(rows, vectors, strict=True)],
             "failures": [{"index": f.index, "reason": f.reason} for f in emb.failures],
         }
-        if output_path is not None:
-            import json
-
-            output_path.write_text(json.dumps(doc))
-        else:
-            output.print_json(doc)
+        output.print_json(doc)
         return
     table_rows = []
     for i, v in zip(rows, vectors, strict=True):
@@ -281,7 +404,7 @@ def similarity(
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
     model: ModelOpt = None,
-    json_: Annotated[bool, typer.Option("--json", help="The matrix as JSON.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="The matrix as JSON (the default when stdout is not a terminal).")] = False,
 ) -> None:
     """Cosine similarity matrix of texts (the semantic-similarity instruction on every text)."""
     import numpy as np
@@ -290,13 +413,13 @@ def similarity(
     from qembed.errors import ConfigError
     from qembed.instructions import TASKS
 
-    items = _read_texts(texts)
+    items, _ = _read_texts(texts)
     if len(items) < 2:
         raise ConfigError("`qembed similarity` needs at least two texts")
     with _client(url, api_key, model) as client:
         emb = client.embed(items, instruction=instruction or TASKS["sts"], dimensions=dimensions)
     matrix = np.asarray(emb) @ np.asarray(emb).T
-    if json_:
+    if json_ or not sys.stdout.isatty():
         output.print_json({"texts": items, "matrix": [[round(float(x), 6) for x in row] for row in matrix]})
         return
     labels = [t if len(t) <= 24 else t[:21] + "..." for t in items]

@@ -55,7 +55,7 @@ def test_cli_dimensions_jsonl_matches_reference(server: Running, reference: Refe
         ["embed", "--url", server.url, "--dimensions", "32", "--format", "jsonl", *DOCUMENTS]
     )
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-    assert [r["index"] for r in rows] == list(range(len(DOCUMENTS)))
+    assert [r["id"] for r in rows] == list(range(len(DOCUMENTS)))
     got = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
     expected = truncate_normalise(reference.encode_documents(DOCUMENTS), 32)
     assert_matches(got, expected, label="cli documents d=32 jsonl")

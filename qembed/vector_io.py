@@ -1,0 +1,452 @@
+"""Vector files: one writer per format, picked by the file's suffix, for `qembed embed -o` and bulk.
+
+Formats (the same for a one-shot ``write_vectors`` and a streamed bulk job):
+
+* ``.npy``: float32 ``(rows, d)``. Ids that are not plain row numbers (an id field, or rows left
+  out by ``on_error="skip"``) go to a sidecar ``<stem>.ids.jsonl``: line *k* is the JSON id of
+  row *k*, so the rows stay traceable.
+* ``.jsonl``: ``{"id": ..., "embedding": [...]}`` per line (the only JSONL schema qembed writes).
+* ``.parquet``: columns ``id`` (int64 row numbers, or string ids) and ``embedding``
+  (``fixed_size_list<float32>[d]``); needs pyarrow.
+
+The streamed writers keep a durable commit point (``commit``) and can verify, before a resume,
+that the file still holds what a journal says was committed (``verify``): a blake2b checksum per
+chunk. ``check_destination`` refuses what would destroy a file: writing over the input, into a
+directory, into a directory that does not exist, or over an existing file without ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError, MissingDependency
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+OUTPUT_FORMATS = (".npy", ".jsonl", ".parquet")
+NPY_HEADER = 128  # bytes: magic + version + length + dict, padded; room for any shape
+
+
+def digest() -> Any:
+    """The checksum used in journals (blake2b, 16 bytes)."""
+    return hashlib.blake2b(digest_size=16)
+
+
+def suffix(path: Path) -> str:
+    return path.suffix.lower()
+
+
+def ids_path(output: Path) -> Path:
+    """The ids sidecar of a ``.npy`` output: ``vectors.npy`` -> ``vectors.ids.jsonl``."""
+    return output.with_name(output.stem + ".ids.jsonl")
+
+
+def pyarrow_parquet() -> Any:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise MissingDependency("reading or writing `.parquet` needs pyarrow",
+                                hint="pip install 'qembed[parquet]'") from exc
+    return pq
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_format(dest: Path) -> None:
+    """A file name (not a directory) whose suffix names a format qembed writes."""
+    if dest.is_dir():
+        raise ConfigError(f"`{dest}` is a directory; `--output` needs a file name",
+                          hint=f"for example `{dest / 'vectors.npy'}`")
+    if suffix(dest) not in OUTPUT_FORMATS:
+        raise ConfigError(f"cannot write `{dest}`: unknown output format `{suffix(dest) or '(none)'}`",
+                          hint=f"name the file with one of {', '.join(OUTPUT_FORMATS)}")
+
+
+def check_destination(dest: Path, *, sources: Sequence[Path] = (), extra: Sequence[Path] = (),
+                      overwrite: bool = True) -> None:
+    """Refuse, before anything is written, an output that would destroy a file or cannot be made.
+
+    ``extra`` are the files written next to ``dest`` (sidecar, journal); each must not be a source.
+    With ``overwrite=False`` an existing ``dest`` (or sidecar) is refused.
+    """
+    check_output_format(dest)
+    parent = dest.parent
+    if not parent.exists():
+        raise ConfigError(f"the directory `{parent}` of the output does not exist",
+                          hint=f"create it first: mkdir -p {parent}")
+    if not parent.is_dir():
+        raise ConfigError(f"`{parent}` is not a directory, so `{dest}` cannot be written")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write in `{parent}`: permission denied",
+                          hint="choose an output in a directory you can write to")
+    if dest.exists() and not os.access(dest, os.W_OK):
+        raise ConfigError(f"cannot write `{dest}`: permission denied")
+    for src in sources:
+        for path in (dest, *extra):
+            if _same_file(path, src):
+                raise ConfigError(f"the output `{path}` is the input `{src}`; writing it would destroy the input",
+                                  hint="choose another output file name")
+    if not overwrite:
+        for path in (dest, *extra):
+            if path.exists():
+                raise ConfigError(f"`{path}` already exists",
+                                  hint="pass `--overwrite` to replace it, or choose another output file name")
+
+
+# -- encoders (one per format) -------------------------------------------------------------
+
+
+def npy_header(rows: int, dim: int) -> bytes:
+    d = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + f"{rows}, {dim}), }}"
+    body_len = NPY_HEADER - 10
+    text = d.ljust(body_len - 1) + "\n"
+    return b"\x93NUMPY\x01\x00" + body_len.to_bytes(2, "little") + text.encode("latin1")
+
+
+def jsonl_bytes(ids: Sequence[Any], vectors: npt.NDArray[np.float32]) -> bytes:
+    """``{"id": ..., "embedding": [...]}`` lines."""
+    import orjson
+
+    buf = io.BytesIO()
+    for rid, vec in zip(ids, vectors, strict=True):
+        buf.write(orjson.dumps({"id": rid, "embedding": vec}, option=orjson.OPT_SERIALIZE_NUMPY, default=str))
+        buf.write(b"\n")
+    return buf.getvalue()
+
+
+def id_lines(ids: Sequence[Any]) -> bytes:
+    """The ``.npy`` sidecar: one JSON id per line."""
+    import orjson
+
+    return b"".join(orjson.dumps(rid, default=str) + b"\n" for rid in ids)
+
+
+# -- streamed writers ------------------------------------------------------------------------
+
+
+class ChunkSums:
+    """Checksums of what one chunk wrote (output bytes, sidecar bytes)."""
+
+    def __init__(self, out: str, ids: str | None) -> None:
+        self.out = out
+        self.ids = ids
+
+
+class VectorWriter:
+    """Append-only output with a durable commit point, truncate-on-resume and verification."""
+
+    def __init__(self, path: Path, dim: int, *, ids_are_rows: bool, ids_file: Path | None = None) -> None:
+        self.path = path
+        self.dim = dim
+        self.ids_are_rows = ids_are_rows
+        self.ids_file = ids_file
+        self.idf: Any = None
+
+    # the sidecar (npy only) --------------------------------------------------------------
+    def _open_ids(self, committed_offset: int) -> None:
+        if self.ids_file is None:
+            return
+        mode = "r+b" if self.ids_file.exists() and committed_offset else "w+b"
+        self.idf = open(self.ids_file, mode)  # noqa: SIM115 - closed in close()
+        self.idf.truncate(committed_offset)
+        self.idf.seek(0, os.SEEK_END)
+
+    def _write_ids(self, ids: Sequence[Any]) -> str | None:
+        if self.idf is None:
+            return None
+        payload = id_lines(ids)
+        self.idf.write(payload)
+        h = digest()
+        h.update(payload)
+        return str(h.hexdigest())
+
+    def _commit_ids(self) -> int:
+        if self.idf is None:
+            return 0
+        self.idf.flush()
+        os.fsync(self.idf.fileno())
+        return int(self.idf.tell())
+
+    # the interface -----------------------------------------------------------------------
+    def open(self, *, committed_rows: int, committed_offset: int, committed_chunks: int, ids_offset: int = 0) -> None:
+        raise NotImplementedError
+
+    def write(self, chunk_index: int, ids: Sequence[Any], vectors: npt.NDArray[np.float32]) -> ChunkSums:
+        raise NotImplementedError
+
+    def commit(self) -> tuple[int, int]:
+        """Make everything written so far durable; return (offset, sidecar offset) for the journal."""
+        raise NotImplementedError
+
+    def finalize(self) -> None:
+        self.commit()
+
+    def close(self) -> None:
+        if self.idf is not None:
+            self.idf.close()
+            self.idf = None
+
+    def verify(self, entries: Sequence[dict[str, Any]]) -> str | None:
+        """Why the file on disk does not hold the committed chunks ``entries``, or None if it does."""
+        raise NotImplementedError
+
+    def _verify_ranges(self, path: Path, ranges: list[tuple[int, int, str | None]], what: str) -> str | None:
+        if not ranges:
+            return None
+        if not path.exists():
+            return f"`{path}` is missing"
+        size = path.stat().st_size
+        if size < ranges[-1][1]:
+            return f"`{path}` is {size} bytes, shorter than the {ranges[-1][1]} bytes committed"
+        with open(path, "rb") as f:
+            for k, (start, end, want) in enumerate(ranges):
+                f.seek(start)
+                h = digest()
+                left = end - start
+                while left > 0:
+                    block = f.read(min(left, 1 << 20))
+                    if not block:
+                        break
+                    h.update(block)
+                    left -= len(block)
+                if want is None or h.hexdigest() != want:
+                    return f"{what} of chunk {k + 1} in `{path}` differ from what was committed"
+        return None
+
+    def _verify_ids(self, entries: Sequence[dict[str, Any]]) -> str | None:
+        if self.ids_file is None:
+            return None
+        ranges, start = [], 0
+        for e in entries:
+            end = int(e.get("ids_offset", 0))
+            ranges.append((start, end, e.get("ids_sha")))
+            start = end
+        return self._verify_ranges(self.ids_file, ranges, "the ids")
+
+
+class NpyWriter(VectorWriter):
+    def open(self, *, committed_rows: int, committed_offset: int, committed_chunks: int, ids_offset: int = 0) -> None:
+        mode = "r+b" if self.path.exists() and committed_rows else "w+b"
+        self.f = open(self.path, mode)  # noqa: SIM115 - closed in close()
+        self.rows = committed_rows
+        if mode == "w+b":
+            self.f.write(npy_header(0, self.dim))
+        self.f.truncate(NPY_HEADER + committed_rows * self.dim * 4)
+        self.f.seek(0, os.SEEK_END)
+        self._open_ids(ids_offset)
+
+    def write(self, chunk_index: int, ids: Sequence[Any], vectors: npt.NDArray[np.float32]) -> ChunkSums:
+        import numpy as np
+
+        # memoryview: no extra copy of the chunk (about 1.5 µs per 2560-d vector saved)
+        view = np.ascontiguousarray(vectors, dtype="<f4").reshape(-1).data.cast("B")  # 1-D: empty chunks too
+        self.f.write(view)
+        self.rows += len(vectors)
+        h = digest()
+        h.update(view)
+        return ChunkSums(h.hexdigest(), self._write_ids(ids))
+
+    def commit(self) -> tuple[int, int]:
+        # keep the header true at every commit, so a killed job leaves a loadable prefix
+        end = self.f.tell()
+        self.f.seek(0)
+        self.f.write(npy_header(self.rows, self.dim))
+        self.f.seek(end)
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        return self.rows, self._commit_ids()
+
+    def close(self) -> None:
+        if getattr(self, "f", None) is not None:
+            self.f.close()
+        super().close()
+
+    def verify(self, entries: Sequence[dict[str, Any]]) -> str | None:
+        if not entries:
+            return None
+        if not self.path.exists():
+            return f"`{self.path}` is missing"
+        with open(self.path, "rb") as f:
+            head = f.read(NPY_HEADER)
+        m = re.search(rb"'shape': \((\d+), (\d+)\)", head)
+        rows = int(entries[-1]["offset"])
+        if not head.startswith(b"\x93NUMPY") or b"'<f4'" not in head or m is None:
+            return f"`{self.path}` is not the .npy file this job wrote"
+        if int(m.group(2)) != self.dim or int(m.group(1)) < rows:
+            return f"`{self.path}` holds {m.group(1).decode()} rows of {m.group(2).decode()} dims, not the {rows} rows committed"
+        ranges, start = [], 0
+        for e in entries:
+            end = int(e["offset"])
+            ranges.append((NPY_HEADER + start * self.dim * 4, NPY_HEADER + end * self.dim * 4, e.get("out_sha")))
+            start = end
+        return self._verify_ranges(self.path, ranges, "the vectors") or self._verify_ids(entries)
+
+
+class JsonlWriter(VectorWriter):
+    def open(self, *, committed_rows: int, committed_offset: int, committed_chunks: int, ids_offset: int = 0) -> None:
+        mode = "r+b" if self.path.exists() and committed_offset else "w+b"
+        self.f = open(self.path, mode)  # noqa: SIM115 - closed in close()
+        self.f.truncate(committed_offset)
+        self.f.seek(0, os.SEEK_END)
+
+    def write(self, chunk_index: int, ids: Sequence[Any], vectors: npt.NDArray[np.float32]) -> ChunkSums:
+        payload = jsonl_bytes(ids, vectors)
+        self.f.write(payload)
+        h = digest()
+        h.update(payload)
+        return ChunkSums(h.hexdigest(), None)
+
+    def commit(self) -> tuple[int, int]:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        return int(self.f.tell()), 0
+
+    def close(self) -> None:
+        if getattr(self, "f", None) is not None:
+            self.f.close()
+        super().close()
+
+    def verify(self, entries: Sequence[dict[str, Any]]) -> str | None:
+        ranges, start = [], 0
+        for e in entries:
+            end = int(e["offset"])
+            ranges.append((start, end, e.get("out_sha")))
+            start = end
+        return self._verify_ranges(self.path, ranges, "the lines")
+
+
+class ParquetWriter(VectorWriter):
+    """One part file per chunk (written to a temp name, then renamed), merged at the end."""
+
+    @property
+    def parts(self) -> Path:
+        return self.path.with_name(self.path.name + ".parts")
+
+    def part(self, chunk_index: int) -> Path:
+        return self.parts / f"part-{chunk_index:08d}.parquet"
+
+    def open(self, *, committed_rows: int, committed_offset: int, committed_chunks: int, ids_offset: int = 0) -> None:
+        self.pq = pyarrow_parquet()
+        import pyarrow as pa
+
+        self.pa = pa
+        self.parts.mkdir(parents=True, exist_ok=True)
+        for p in self.parts.iterdir():  # drop anything after the last committed chunk
+            try:
+                k = int(p.name.split("-")[1].split(".")[0])
+            except (IndexError, ValueError):
+                k = -1
+            if k < 0 or k >= committed_chunks or not p.name.endswith(".parquet"):
+                p.unlink()
+        self.schema = pa.schema([("id", pa.int64() if self.ids_are_rows else pa.string()),
+                                 ("embedding", pa.list_(pa.float32(), self.dim))])
+        self.count = committed_chunks
+
+    def write(self, chunk_index: int, ids: Sequence[Any], vectors: npt.NDArray[np.float32]) -> ChunkSums:
+        import numpy as np
+
+        pa = self.pa
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+        emb = pa.FixedSizeListArray.from_arrays(flat, self.dim)
+        id_arr = pa.array(list(ids) if self.ids_are_rows else [str(x) for x in ids], type=self.schema.field("id").type)
+        table = pa.Table.from_arrays([id_arr, emb], schema=self.schema)
+        tmp = self.parts / f".part-{chunk_index:08d}.tmp"
+        self.pq.write_table(table, tmp)
+        h = digest()
+        with open(tmp, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+            os.fsync(f.fileno())
+        os.replace(tmp, self.part(chunk_index))
+        self.count = chunk_index + 1
+        return ChunkSums(h.hexdigest(), None)
+
+    def commit(self) -> tuple[int, int]:
+        fd = os.open(self.parts, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return self.count, 0
+
+    def finalize(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with self.pq.ParquetWriter(tmp, self.schema) as w:
+            for p in sorted(self.parts.glob("part-*.parquet")):
+                w.write_table(self.pq.read_table(p, schema=self.schema))
+        os.replace(tmp, self.path)
+        for p in self.parts.iterdir():
+            p.unlink()
+        self.parts.rmdir()
+
+    def verify(self, entries: Sequence[dict[str, Any]]) -> str | None:
+        for k, e in enumerate(entries):
+            part = self.part(k)
+            why = self._verify_ranges(part, [(0, part.stat().st_size if part.exists() else 1, e.get("out_sha"))],
+                                      "the rows")
+            if why:
+                return why
+        return None
+
+
+WRITERS: dict[str, type[VectorWriter]] = {".npy": NpyWriter, ".jsonl": JsonlWriter, ".parquet": ParquetWriter}
+
+
+def writer_for(path: Path, dim: int, *, ids_are_rows: bool, ids_file: Path | None = None) -> VectorWriter:
+    """The streamed writer for ``path``'s suffix."""
+    check_output_format(path)
+    return WRITERS[suffix(path)](path, dim, ids_are_rows=ids_are_rows, ids_file=ids_file)
+
+
+def write_vectors(dest: str | Path, ids: Sequence[Any], vectors: npt.NDArray[np.float32]) -> list[Path]:
+    """Write ``vectors`` (``(n, d)`` float32) with their ``ids`` to ``dest``; the suffix picks the format.
+
+    Ids that are not ``0..n-1`` are kept: in the file (``.jsonl``, ``.parquet``) or in the
+    ``.npy``'s sidecar ``<stem>.ids.jsonl``. The file appears whole or not at all (written to a
+    temporary name, then renamed). Returns the paths written.
+    """
+    import numpy as np
+
+    dest = Path(dest)
+    check_output_format(dest)
+    arr = np.asarray(vectors, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[0] != len(ids):
+        raise ValueError(f"vectors of shape {arr.shape} do not match {len(ids)} ids")
+    ids_are_rows = all(isinstance(x, int) for x in ids)
+    plain = list(ids) == list(range(len(ids)))
+    tag = f".{os.getpid()}.tmp"
+    tmp = dest.with_name(f".{dest.stem}{tag}{dest.suffix}")  # the suffix still names the format
+    sidecar = ids_path(dest) if suffix(dest) == ".npy" and not plain else None
+    tmp_ids = sidecar.with_name(f".{sidecar.name}{tag}") if sidecar else None
+    writer = writer_for(tmp, int(arr.shape[1]), ids_are_rows=ids_are_rows, ids_file=tmp_ids)
+    try:
+        writer.open(committed_rows=0, committed_offset=0, committed_chunks=0)
+        writer.write(0, ids, arr)
+        writer.finalize()
+        writer.close()
+        if sidecar is not None and tmp_ids is not None:
+            os.replace(tmp_ids, sidecar)
+        elif suffix(dest) == ".npy":  # a replaced .npy keeps no stale ids
+            ids_path(dest).unlink(missing_ok=True)
+        os.replace(tmp, dest)
+    except BaseException:
+        for p in (tmp, tmp_ids):
+            if p is not None:
+                p.unlink(missing_ok=True)
+        raise
+    return [dest] + ([sidecar] if sidecar else [])

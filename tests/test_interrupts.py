@@ -1,0 +1,137 @@
+"""Ctrl-C and a full disk, on the real `qembed` process: what was kept, and the exact command to
+continue (issue 11 "Interruptions", issue 9 §8). Waits are on conditions (a committed journal
+line), with deadlines; never sleeps as synchronisation."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from qembed.bulk import journal_path
+from tests.conftest import REPO
+from tests.standin.server import Fault, HashBackend, StandinConfig, serve_in_thread
+
+TEXTS = [f"line {i}" for i in range(200)]
+
+
+def _lock(out: Path) -> Path:
+    return out.with_name(out.name + ".lock")
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def _sigint_default() -> None:
+    # a background shell may start us with SIGINT ignored; a user's terminal does not
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _committed_chunks(journal: Path) -> int:
+    if not journal.exists():
+        return 0
+    return max(0, len(journal.read_bytes().split(b"\n")[:-1]) - 1)
+
+
+def _wait_for(cond, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert proc.poll() is None, f"exited before {what}: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def _as_argv(command: str) -> list[str]:
+    """The printed `qembed ...` command, run the same way as the test ran it."""
+    words = shlex.split(command)
+    assert words[0] == "qembed"
+    return [sys.executable, "-m", "qembed", *words[1:]]
+
+
+def test_ctrl_c_during_a_bulk_job_says_what_was_saved_and_how_to_continue(tmp_path: Path) -> None:
+    inp = tmp_path / "docs.txt"
+    inp.write_text("".join(t + "\n" for t in TEXTS))
+    out = tmp_path / "vectors.npy"
+    cfg = StandinConfig(dim=32, faults=[Fault("delay", count=10**6, seconds=0.02)])
+    with serve_in_thread(cfg) as srv:
+        argv = [sys.executable, "-m", "qembed", "embed", "--input", str(inp), "--output", str(out),
+                "--url", srv.url, "--chunk-rows", "4", "--batch-size", "2", "--concurrency", "1"]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+                                preexec_fn=_sigint_default)
+        try:
+            _wait_for(lambda: _committed_chunks(journal_path(out)) >= 2, proc, "two committed chunks")
+            proc.send_signal(signal.SIGINT)
+            _, err_b = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err = err_b.decode()
+        assert proc.returncode == 130, err
+        saved = _committed_chunks(journal_path(out)) * 4
+        assert saved < len(TEXTS), "the job finished before the interrupt"
+        assert "interrupted" in err and f"{saved} input rows are saved in `{out}`" in err, err
+        hint = [line for line in err.splitlines() if line.startswith("hint: continue with: ")]
+        assert len(hint) == 1, err
+        command = hint[0].removeprefix("hint: continue with: ")
+        assert command.endswith("--resume") and "Traceback" not in err
+        assert not _lock(out).exists()
+        srv.state.config.faults.clear()
+        rerun = subprocess.run(_as_argv(command), capture_output=True, env=_env(), timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"({saved // 4} chunks from before --resume)" in rerun.stderr.decode()
+    np.testing.assert_allclose(np.load(out), np.array(HashBackend(32).embed(TEXTS)), atol=1e-6)
+
+
+def test_ctrl_c_in_any_command_is_reported(tmp_path: Path) -> None:
+    cfg = StandinConfig(dim=32, faults=[Fault("hang", count=10**6)])
+    with serve_in_thread(cfg) as srv:
+        proc = subprocess.Popen([sys.executable, "-m", "qembed", "embed", "--url", srv.url, "hello"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), preexec_fn=_sigint_default)
+        try:
+            _wait_for(lambda: len(srv.requests) >= 1, proc, "the request to arrive")
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 130
+    assert err.decode().strip() == "interrupted" and out == b""
+
+
+def _limit_file_size() -> None:
+    _sigint_default()
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # the child sees EFBIG past 4 KiB
+
+
+def test_a_full_disk_says_what_is_committed_and_resume_finishes(tmp_path: Path) -> None:
+    inp = tmp_path / "docs.jsonl"
+    inp.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS)))
+    out = tmp_path / "vectors.jsonl"  # ~700 bytes a row at d=32: 4 KiB holds about 5 rows
+    with serve_in_thread(StandinConfig(dim=32)) as srv:
+        argv = [sys.executable, "-m", "qembed", "embed", "--input", str(inp), "--output", str(out),
+                "--url", srv.url, "--chunk-rows", "2"]
+        full = subprocess.run(argv, capture_output=True, env=_env(), timeout=120, preexec_fn=_limit_file_size)
+        err = full.stderr.decode()
+        assert full.returncode == 1, err
+        committed = sum(json.loads(x)["rows_in"] for x in journal_path(out).read_text().splitlines()[1:])
+        assert 0 < committed < len(TEXTS)
+        assert err.startswith(f"error: writing `{out}` failed: the file size limit was reached; "
+                              f"{committed} input rows ({committed} vectors) are committed"), err
+        assert "Traceback" not in err and "--resume" in err
+        command = err.split("--resume` to continue from there: ", 1)[1].strip()
+        rerun = subprocess.run(_as_argv(command), capture_output=True, env=_env(), timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"d{i}" for i in range(len(TEXTS))]
+    np.testing.assert_allclose([r["embedding"] for r in rows], HashBackend(32).embed(TEXTS), atol=1e-6)
