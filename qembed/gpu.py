@@ -311,6 +311,24 @@ def match_gpu_name(name: str, memory_gib: float | None = None) -> GPUClass | Non
     return None
 
 
+def gpu_peak(name: str) -> tuple[str, float] | None:
+    """``(label, dense bf16 TFLOPS)`` for an NVML GPU name (or a label), ``None`` when unknown.
+
+    T4 has no bf16, so its fp16 figure (SGLang runs fp16 below sm80). Names without a known
+    peak ("A10G", "L40", "H100 NVL") stay unknown rather than borrowing a neighbour's figure.
+
+    Example:
+        >>> gpu_peak("NVIDIA H100 80GB HBM3")
+        ('H100 SXM', 989.0)
+        >>> gpu_peak("NVIDIA A10G") is None
+        True
+    """
+    cls = match_gpu_name(name)
+    if cls is None or cls.peak_label is None or cls.peak_tflops is None:
+        return None
+    return cls.peak_label, cls.peak_tflops
+
+
 def profile_for_memory(memory_gib: float, sm: int) -> tuple[str | None, GPUClass | None]:
     """The shipped profile for a GPU known only by memory and compute capability.
 
@@ -665,6 +683,7 @@ __all__ = [
     "driver_cuda_major",
     "driver_too_old",
     "gpu_class_mismatch",
+    "gpu_peak",
     "launch_findings",
     "match_gpu_name",
     "parse_visible_devices",
