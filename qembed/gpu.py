@@ -462,19 +462,16 @@ class Finding:
     gpu: int | None = None  # the GPU index it is about, if one
 
 
-def _p(profile: Any, key: str, default: Any = None) -> Any:
-    return getattr(profile, key, default) if profile is not None else default
-
-
-def profile_label(profile: Any) -> str:
-    name = _p(profile, "name")
+def profile_label(profile: Profile | None) -> str:
+    """How findings name ``profile``: profile `NAME`, or "the profile" when it has no name."""
+    name = profile.name if profile is not None else None
     return f"profile `{name}`" if name else "the profile"
 
 
-def selected_gpus(snap: GPUSnapshot, profile: Any) -> tuple[list[GPUInfo], list[int]]:
+def selected_gpus(snap: GPUSnapshot, profile: Profile) -> tuple[list[GPUInfo], list[int]]:
     """The GPUs a launch would use, and the ``gpu_ids`` that match no visible GPU."""
-    ids = _p(profile, "gpu_ids")
-    want = max(1, int(_p(profile, "tp_size", 1) or 1)) * max(1, int(_p(profile, "dp_size", 1) or 1))
+    ids = profile.gpu_ids
+    want = max(1, profile.tp_size) * max(1, profile.dp_size)
     if ids:
         by_index = {g.index: g for g in snap.gpus}
         missing = [i for i in ids if i not in by_index]
@@ -488,7 +485,7 @@ def _caps(g: GPUInfo) -> str:
 
 
 def launch_findings(
-    snap: GPUSnapshot, profile: Profile | Any, *, sglang_version: str | None, include_info: bool = False
+    snap: GPUSnapshot, profile: Profile, *, sglang_version: str | None, include_info: bool = False
 ) -> list[Finding]:
     """Everything that stops (``fail``) or degrades (``warn``) a launch of ``profile`` on ``snap``.
 
@@ -527,8 +524,8 @@ def launch_findings(
             f"sglang {sglang_version}, which is built for CUDA {sglang_cuda_major(sglang_version)}",
             DRIVER_HINT, check="driver",
         ))
-    tp = max(1, int(_p(profile, "tp_size", 1) or 1))
-    dp = max(1, int(_p(profile, "dp_size", 1) or 1))
+    tp = max(1, profile.tp_size)
+    dp = max(1, profile.dp_size)
     gpus, missing = selected_gpus(snap, profile)
     if missing:
         have = ", ".join(str(g.index) for g in snap.gpus)
@@ -541,15 +538,15 @@ def launch_findings(
             f"{'is' if len(gpus) == 1 else 'are'} available",
             f"lower `tp_size`/`dp_size` in {label}, or list more GPUs in `gpu_ids`", check="GPUs",
         ))
-    dtype = _p(profile, "dtype", "auto") or "auto"
-    quant = _p(profile, "quantization")
+    dtype = profile.dtype
+    quant = profile.quantization
     for g in gpus:
         cc = "compute capability"
         if g.sm < MIN_SM:
             fails.append(Finding("fail", f"GPU {g.index} ({g.name}) is sm{g.sm}; SGLang needs sm{MIN_SM} or newer",
                                  f"use another GPU (`gpu_ids` in {label})", check=cc, gpu=g.index))
             continue
-        need = QUANT_MIN_SM.get(str(quant)) if quant else None
+        need = QUANT_MIN_SM.get(quant) if quant else None
         quant_fails = need is not None and g.sm < need
         no_bf16 = g.sm < BF16_MIN_SM and dtype in ("bfloat16", "auto")
         if quant_fails:
@@ -583,17 +580,17 @@ def launch_findings(
     mismatch = gpu_class_mismatch(profile, gpus)
     if mismatch is not None:
         warns.append(mismatch)
-    shape = models.model_shape(str(_p(profile, "model", "Qwen/Qwen3-Embedding-4B")))
+    shape = models.model_shape(profile.model)
     if shape is not None and gpus:
         g = min(gpus, key=lambda x: x.memory_free)
         dbytes = models.dtype_bytes_for(dtype)
         fit = models.estimate_fit(
             shape, dtype_bytes=dbytes, gpu_total_bytes=g.memory_total,
             gpu_free_bytes=g.memory_free,
-            mem_fraction=_p(profile, "gpu_memory_fraction"),
-            context_length=_p(profile, "context_length"),
-            chunked_prefill_size=_p(profile, "chunked_prefill_size"), tp_size=tp,
-            kv_dtype_bytes=models.kv_dtype_bytes_for(_p(profile, "kv_cache_dtype"), dbytes),
+            mem_fraction=profile.gpu_memory_fraction,
+            context_length=profile.context_length,
+            chunked_prefill_size=profile.chunked_prefill_size, tp_size=tp,
+            kv_dtype_bytes=models.kv_dtype_bytes_for(profile.kv_cache_dtype, dbytes),
         )
         where = (f"GPU {g.index} ({g.name}, {g.memory_free / GiB:.1f} GiB free of "
                  f"{g.memory_total / GiB:.1f} GiB)")
@@ -618,14 +615,14 @@ def launch_findings(
     return fails + warns + (infos if include_info else [])
 
 
-def gpu_class_mismatch(profile: Profile | Any, gpus: Sequence[GPUInfo]) -> Finding | None:
+def gpu_class_mismatch(profile: Profile, gpus: Sequence[GPUInfo]) -> Finding | None:
     """A warning when ``profile`` is a shipped profile made for another GPU class than the first
     of ``gpus`` (``-p a100`` on a T4, ``-p t4`` on an A100), naming the profile made for it.
 
     Profiles sized for the same memory on the same side of bfloat16 (``l4``, ``a10``,
     ``rtx4090``) count as the same class.
     """
-    name = _p(profile, "name")
+    name = profile.name
     made_for = [c for c in GPU_CLASSES if c.profile == name]
     if not name or not made_for or not gpus:
         return None
@@ -649,7 +646,7 @@ def gpu_class_mismatch(profile: Profile | Any, gpus: Sequence[GPUInfo]) -> Findi
                    check="profile", gpu=g.index)
 
 
-def require_launchable(snap: GPUSnapshot, profile: Profile | Any, *, sglang_version: str | None) -> list[Finding]:
+def require_launchable(snap: GPUSnapshot, profile: Profile, *, sglang_version: str | None) -> list[Finding]:
     """Raise :class:`~qembed.errors.GPUError` on the first failing check; return the rest.
 
     Raises:
