@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from .profiles import Profile
@@ -69,7 +69,7 @@ def read_log_tail(path: str | Path, *, max_bytes: int = TAIL_BYTES, max_lines: i
     return [redact(line) for line in read_tail(Path(path), max_lines, max_bytes=max_bytes)]
 
 
-def diagnose_file(path: str | Path, *, profile: Profile | Any | None = None,
+def diagnose_file(path: str | Path, *, profile: Profile | None = None,
                   returncode: int | None = None) -> list[Diagnosis]:
     """:func:`diagnose` over the bounded tail of a log file."""
     return diagnose(read_log_tail(path), profile=profile, returncode=returncode)
@@ -78,18 +78,14 @@ def diagnose_file(path: str | Path, *, profile: Profile | Any | None = None,
 # -- helpers to phrase fixes ------------------------------------------------------------------
 
 
-def _p(profile: Any, key: str, default: Any = None) -> Any:
-    return getattr(profile, key, default) if profile is not None else default
-
-
-def _where(profile: Any) -> str:
-    name = _p(profile, "name")
+def _where(profile: Profile | None) -> str:
+    name = profile.name if profile is not None else None
     return f"in profile `{name}`" if name else "in the profile"
 
 
-def _now(profile: Any, key: str, log_value: Any = None) -> str:
-    """``(now 0.90)`` from the profile, else ``(SGLang used 0.83)`` from the log, else ``(now auto)``."""
-    v = _p(profile, key)
+def _now(profile: Profile | None, v: float | int | None, log_value: str | None = None) -> str:
+    """``(now 0.90)`` from the profile's value ``v``, else ``(SGLang used 0.83)`` from the log,
+    else ``(now auto)``."""
     if v is not None:
         return f"(now {v})"
     if log_value is not None:
@@ -117,8 +113,13 @@ def _log_value(lines: list[str], key: str) -> str | None:
 @dataclass(frozen=True)
 class _Ctx:
     lines: list[str]
-    profile: Any
+    profile: Profile | None
     returncode: int | None
+
+    @property
+    def fraction(self) -> float | None:
+        """The profile's ``gpu_memory_fraction`` (``None``: no profile, or SGLang's auto value)."""
+        return self.profile.gpu_memory_fraction if self.profile else None
 
     def find(self, pattern: str | re.Pattern[str]) -> tuple[int, re.Match[str]] | None:
         rx = re.compile(pattern) if isinstance(pattern, str) else pattern
@@ -145,7 +146,7 @@ def _flags_rejected(ctx: _Ctx) -> Diagnosis | None:
         return None
     _, m = hit
     where = _where(ctx.profile)
-    extra = list(_p(ctx.profile, "extra_args", []) or [])
+    extra = list(ctx.profile.extra_args) if ctx.profile else []
     key_of = {"--dtype": "dtype", "--kv-cache-dtype": "kv_cache_dtype", "--quantization": "quantization",
               "--attention-backend": "attention_backend", "--log-level": "log_level",
               "--load-balance-method": "extra_args"}
@@ -173,7 +174,7 @@ def _port_in_use(ctx: _Ctx) -> Diagnosis | None:
     hit = ctx.find(r"\[Errno 98\].*address already in use")
     if not hit:
         return None
-    port = _p(ctx.profile, "port")
+    port = ctx.profile.port if ctx.profile else None
     m = re.search(r"\('([^']*)', (\d+)\)", ctx.lines[hit[0]])
     port = port or (int(m.group(2)) if m else None)
     suggestion = f" (now {port}) to a free port, e.g. {port + 1}" if port else " to a free port"
@@ -213,7 +214,7 @@ def _weights_no_kv(ctx: _Ctx) -> Diagnosis | None:
         minimum = float(m.group(1))
         target = math.ceil((minimum + 0.05) * 100) / 100  # room for a useful pool, not just > 0
         if target <= 0.95:
-            fix = (f"raise `gpu_memory_fraction` {where} {_now(ctx.profile, 'gpu_memory_fraction', cur and cur.group(1))} "
+            fix = (f"raise `gpu_memory_fraction` {where} {_now(ctx.profile, ctx.fraction, cur and cur.group(1))} "
                    f"to {_fmt_frac(target)} (SGLang's minimum is {minimum:.3f})")
         else:
             fix = (f"the weights need more than 95% of the free memory (minimum fraction {minimum:.3f}): "
@@ -230,15 +231,15 @@ def _kv_pool_empty(ctx: _Ctx) -> Diagnosis | None:
     if not hit:
         return None
     m = re.search(r"mem_fraction_static=([0-9.]+)", ctx.lines[hit[0]])
-    cur = _p(ctx.profile, "gpu_memory_fraction")
+    cur = ctx.fraction
     base = cur if cur is not None else (float(m.group(1)) if m else None)
     where = _where(ctx.profile)
     if base is not None:
         target = min(0.95, round(base + 0.05, 2))
-        frac = f"raise `gpu_memory_fraction` {where} {_now(ctx.profile, 'gpu_memory_fraction', m and m.group(1))} to {_fmt_frac(target)}"
+        frac = f"raise `gpu_memory_fraction` {where} {_now(ctx.profile, ctx.fraction, m and m.group(1))} to {_fmt_frac(target)}"
     else:
         frac = f"raise `gpu_memory_fraction` {where}"
-    ctxlen = _p(ctx.profile, "context_length")
+    ctxlen = ctx.profile.context_length if ctx.profile else None
     return _d(ctx, hit, "kv_pool_empty", "KV cache pool is empty",
               "the KV pool came out at 0 tokens: weights plus reserved memory fill the budget",
               f"{frac}, or lower `context_length` ({'now ' + str(ctxlen) if ctxlen else 'now the model maximum'})")
@@ -250,7 +251,7 @@ def _bcg_capture(ctx: _Ctx) -> Diagnosis | None:
         return None
     where = _where(ctx.profile)
     oom = ctx.find(r"CUDA out of memory|OutOfMemoryError")
-    cur = _p(ctx.profile, "gpu_memory_fraction")
+    cur = ctx.fraction
     lower = (f"lower `gpu_memory_fraction` {where} (now {cur}) to {_fmt_frac(max(0.5, cur - 0.1))}"
              if cur else f"set `gpu_memory_fraction: 0.80` {where}")
     disable = f"add `--cuda-graph-backend-prefill disabled` to `extra_args` {where}"
@@ -265,12 +266,12 @@ def _cuda_oom(ctx: _Ctx) -> Diagnosis | None:
     if not hit:
         return None
     where = _where(ctx.profile)
-    cur = _p(ctx.profile, "gpu_memory_fraction")
+    cur = ctx.fraction
     logged = _log_value(ctx.lines, "mem_fraction_static")
     base = cur if cur is not None else (float(logged) if logged else None)
-    chunk = _p(ctx.profile, "chunked_prefill_size") or _log_value(ctx.lines, "chunked_prefill_size")
+    chunk = (ctx.profile.chunked_prefill_size if ctx.profile else None) or _log_value(ctx.lines, "chunked_prefill_size")
     if base is not None:
-        frac = (f"lower `gpu_memory_fraction` {where} {_now(ctx.profile, 'gpu_memory_fraction', logged)} "
+        frac = (f"lower `gpu_memory_fraction` {where} {_now(ctx.profile, ctx.fraction, logged)} "
                 f"to {_fmt_frac(max(0.5, round(base - 0.1, 2)))}")
     else:
         frac = f"set `gpu_memory_fraction: 0.80` {where}"
@@ -287,7 +288,7 @@ def _host_oom(ctx: _Ctx) -> Diagnosis | None:
     hit = ctx.find(r"scheduler died during initialization \(exit code: -9\)")
     if not hit:
         return None
-    dp = _p(ctx.profile, "dp_size")
+    dp = ctx.profile.dp_size if ctx.profile else None
     dp_s = f", or lower `dp_size` {_where(ctx.profile)} (now {dp}): every replica loads the weights in host RAM" if dp and dp > 1 else ""
     return _d(ctx, hit, "host_oom", "scheduler killed (host out of memory)",
               "the OS killed SGLang's scheduler with SIGKILL during start-up, usually the OOM killer "
@@ -303,7 +304,7 @@ def _quant_capability(ctx: _Ctx) -> Diagnosis | None:
     _, m = hit
     return _d(ctx, hit, "quantization_capability", "quantization not supported on this GPU",
               f"`{m.group(1)}` needs compute capability {m.group(2)}; this GPU is {m.group(3)}",
-              f"remove `quantization` {_where(ctx.profile)} (now {_p(ctx.profile, 'quantization') or m.group(1)}), "
+              f"remove `quantization` {_where(ctx.profile)} (now {(ctx.profile.quantization if ctx.profile else None) or m.group(1)}), "
               "or pick a method this GPU supports")
 
 
@@ -336,7 +337,7 @@ def _context_too_long(ctx: _Ctx) -> Diagnosis | None:
     _, m = hit
     return _d(ctx, hit, "context_too_long", "context_length above the model's maximum",
               f"the model supports {m.group(2)} tokens; {m.group(1)} was asked for",
-              f"set `context_length` {_where(ctx.profile)} (now {_p(ctx.profile, 'context_length') or m.group(1)}) "
+              f"set `context_length` {_where(ctx.profile)} (now {(ctx.profile.context_length if ctx.profile else None) or m.group(1)}) "
               f"to {m.group(2)} or less (or add `SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN: \"1\"` to `env`)")
 
 
@@ -344,7 +345,7 @@ def _no_config(ctx: _Ctx) -> Diagnosis | None:
     hit = ctx.find(r"Unrecognized model in (\S+?)\.? Should have|does not appear to have a file named config\.json")
     if not hit:
         return None
-    model = _p(ctx.profile, "model")
+    model = ctx.profile.model if ctx.profile else None
     return _d(ctx, hit, "model_no_config", "model directory has no config.json",
               "the model path is not a Hugging Face model directory (config.json missing)",
               f"set `model` {_where(ctx.profile)}{f' (now {model})' if model else ''} to the snapshot "
@@ -367,7 +368,7 @@ def _kv_pool_small(ctx: _Ctx) -> Diagnosis | None:
     _, m = hit
     tokens, ctxlen = int(m.group(1)), int(m.group(2))
     new_ctx = max(512, (tokens // 1024) * 1024) if tokens >= 1024 else tokens
-    cur = _p(ctx.profile, "gpu_memory_fraction")
+    cur = ctx.fraction
     frac = f"raise `gpu_memory_fraction` (now {cur})" if cur else "raise `gpu_memory_fraction`"
     return _d(ctx, hit, "kv_pool_small", "KV pool smaller than one full context",
               f"the pool holds {tokens} tokens but the context is {ctxlen}; requests that long will fail",
@@ -420,7 +421,7 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def diagnose(lines: Iterable[str], *, profile: Profile | Any | None = None,
+def diagnose(lines: Iterable[str], *, profile: Profile | None = None,
              returncode: int | None = None) -> list[Diagnosis]:
     """Recognise SGLang failures in log lines, most specific first.
 

@@ -24,12 +24,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import __version__
 from . import env as qenv
+from .errors import ProfileError, QembedError
 from .gpu import GiB, MiB
+from .gpu import profile_label as _plabel
 
 if TYPE_CHECKING:
     import httpx
 
     from .gpu import GPUSnapshot
+    from .profiles import Profile
 
 Status = Literal["PASS", "WARN", "FAIL", "SKIP"]
 
@@ -155,17 +158,8 @@ def run_probe(python: str, *, timeout: float = 60.0, env: Mapping[str, str] | No
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _p(profile: Any, key: str, default: Any = None) -> Any:
-    return getattr(profile, key, default) if profile is not None else default
-
-
 def _gb(n: float) -> str:
     return f"{n / 1e9:.1f} GB"
-
-
-def _plabel(profile: Any) -> str:
-    name = _p(profile, "name")
-    return f"profile `{name}`" if name else "the profile"
 
 
 @dataclass
@@ -175,7 +169,7 @@ class _Ctx:
     python: str | None
     log: str | None
     snap: GPUSnapshot | None = None
-    profile: Any = None
+    profile: Profile | None = None
     probe: Probe | None = None
     rows: list[Check] = field(default_factory=list)
     overrides: Sequence[str] = ()
@@ -183,6 +177,15 @@ class _Ctx:
     env: dict[str, str] | None = None  # the environment SGLang would run with
     port_row: int | None = None  # index of a "port in use" row the server check may clear
     fit_rows: list[Check] = field(default_factory=list)  # rendered after the Model section
+
+    @property
+    def settings(self) -> Profile:
+        """The loaded profile, else the default settings (what checks assume without one)."""
+        if self.profile is not None:
+            return self.profile
+        from .profiles import Profile
+
+        return Profile()
 
     def add(self, section: str, name: str, status: Status, found: str, fix: str | None = None) -> None:
         self.rows.append(Check(section, name, status, found, fix if status != PASS else None))
@@ -205,12 +208,7 @@ def _system(c: _Ctx) -> None:
 
 def _profile(c: _Ctx) -> None:
     s = "Profile"
-    try:
-        from .profiles import resolve_profile
-    except ImportError as exc:
-        c.add(s, "profile", SKIP, f"profiles unavailable ({exc})")
-        return
-    from .errors import QembedError
+    from .profiles import resolve_profile
 
     try:
         resolved = resolve_profile(c.profile_ref, overrides=c.overrides,
@@ -268,19 +266,19 @@ def _gpus(c: _Ctx, sglang_version: str | None) -> None:
     assert snap is not None
     if not snap.gpus:
         c.add("GPU", "GPUs", SKIP, "no GPU visible", None)
-        model = str(_p(c.profile, "model", "Qwen/Qwen3-Embedding-4B"))
+        model = c.settings.model
         shape = models.model_shape(model)
         if shape is None:
             fit(SKIP, f"unknown shape for {model} (no config.json)")
             return
-        dbytes = models.dtype_bytes_for(_p(c.profile, "dtype", "auto"))
-        kvb = models.kv_dtype_bytes_for(_p(c.profile, "kv_cache_dtype"), dbytes)
-        tp = int(_p(c.profile, "tp_size", 1) or 1)
+        dbytes = models.dtype_bytes_for(c.settings.dtype)
+        kvb = models.kv_dtype_bytes_for(c.settings.kv_cache_dtype, dbytes)
+        tp = max(1, c.settings.tp_size)
         need = (f"weights {_gb(shape.loaded_params * dbytes / tp)} per GPU, "
                 f"KV {shape.kv_bytes_per_token(kvb, tp_size=tp) // 1024} KiB/token")
         fit(SKIP, f"no GPU to check; {shape.name.split('/')[-1]} needs {need}")
         return
-    findings = gpu.launch_findings(snap, c.profile, sglang_version=sglang_version, include_info=True)
+    findings = gpu.launch_findings(snap, c.settings, sglang_version=sglang_version, include_info=True)
     by_gpu: dict[int, list[gpu.Finding]] = {}
     fit_rows: list[gpu.Finding] = []
     for f in findings:
@@ -297,7 +295,7 @@ def _gpus(c: _Ctx, sglang_version: str | None) -> None:
         for f in sorted(by_gpu[index], key=lambda f: order.get(f.check, 9)):
             c.add(f"GPU {index}" if index >= 0 else "GPU", f.check, _STATUS[f.level], f.message, f.hint)
     if not any(f.check == "fit" for f in fit_rows):
-        model = str(_p(c.profile, "model", "Qwen/Qwen3-Embedding-4B"))
+        model = c.settings.model
         if models.model_shape(model) is None:
             fit(SKIP, f"unknown shape for {model} (no config.json)")
     for f in sorted(fit_rows, key=lambda f: f.check != "GPUs"):
@@ -334,7 +332,7 @@ def _healthy_checked_server(c: _Ctx, checked: str | None) -> None:
         return
     from urllib.parse import urlparse
 
-    port = int(_p(c.profile, "port", 30000))
+    port = c.settings.port
     try:
         checked_port = urlparse(checked).port
     except ValueError:
@@ -401,12 +399,7 @@ def _sglang(c: _Ctx) -> None:
     if c.profile is None:
         c.add(s, "flags", SKIP, "no profile loaded")
         return
-    try:
-        from .sglang_args import build_flags, check_flags, profile_warnings
-    except ImportError as exc:
-        c.add(s, "flags", SKIP, f"sglang_args unavailable ({exc})")
-        return
-    from .errors import QembedError
+    from .sglang_args import build_flags, check_flags, profile_warnings
 
     try:
         result = check_flags(build_flags(c.profile), python=pr.python, env=c.env)
@@ -458,7 +451,7 @@ def _model(c: _Ctx) -> None:
     from . import models
 
     s = "Model"
-    model = str(_p(c.profile, "model", "Qwen/Qwen3-Embedding-4B"))
+    model = c.settings.model
     shape = models.model_shape(model)
     size = _gb(shape.params * 2) if shape else "several GB"
     local = Path(model).expanduser()
@@ -551,28 +544,25 @@ def no_proxy_covers_loopback(value: str | None) -> bool:
 
 def _network(c: _Ctx) -> None:
     s = "Network"
-    host = str(_p(c.profile, "host", "127.0.0.1"))
-    port = int(_p(c.profile, "port", 30000))
-    try:
-        from .launcher import find_free_port, port_holder, port_is_free
-    except ImportError:
-        c.add(s, "port", SKIP, "launcher unavailable")
+    host = c.settings.host
+    port = c.settings.port
+    from .launcher import find_free_port, port_holder, port_is_free
+
+    if port_is_free(host, port):
+        c.add(s, "port", PASS, f"{host}:{port} is free")
     else:
-        if port_is_free(host, port):
-            c.add(s, "port", PASS, f"{host}:{port} is free")
+        holder = port_holder(port)
+        free = find_free_port(host, port)
+        ours = _recorded_on_port(port)
+        who = f" by {holder}" if holder else " (holder not visible: another user or container)"
+        if ours:
+            c.add(s, "port", WARN, f"{host}:{port} is used by qembed server `{ours}`",
+                  f"fine if you mean to use it; otherwise `qembed stop {ours}` or set `port` in {_plabel(c.profile)}")
         else:
-            holder = port_holder(port)
-            free = find_free_port(host, port)
-            ours = _recorded_on_port(port)
-            who = f" by {holder}" if holder else " (holder not visible: another user or container)"
-            if ours:
-                c.add(s, "port", WARN, f"{host}:{port} is used by qembed server `{ours}`",
-                      f"fine if you mean to use it; otherwise `qembed stop {ours}` or set `port` in {_plabel(c.profile)}")
-            else:
-                c.port_row = len(c.rows)
-                c.add(s, "port", FAIL, f"{host}:{port} is in use{who}",
-                      f"set `port: {free or port + 1}` in {_plabel(c.profile)} (or `--set port={free or port + 1}`), "
-                      "or stop that process")
+            c.port_row = len(c.rows)
+            c.add(s, "port", FAIL, f"{host}:{port} is in use{who}",
+                  f"set `port: {free or port + 1}` in {_plabel(c.profile)} (or `--set port={free or port + 1}`), "
+                  "or stop that process")
     proxies = {k: v for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
                if (v := os.environ.get(k))}
     no_proxy = os.environ.get("NO_PROXY") or os.environ.get("no_proxy")
@@ -620,16 +610,16 @@ def _recorded_url() -> tuple[str | None, str | None]:
     return (rec.url, rec.name) if rec is not None else (None, None)
 
 
-def _api_key(profile: Any) -> str | None:
+def _api_key(profile: Profile | None) -> str | None:
     if profile is not None:
-        try:
-            from .profiles import resolve_api_key
+        from .profiles import resolve_api_key
 
+        try:
             key = resolve_api_key(profile)
-            if key:
-                return key
-        except Exception:
-            pass
+        except ProfileError:  # an unreadable key file: the variable may still hold one
+            key = None
+        if key:
+            return key
     return qenv.API_KEY.get()
 
 

@@ -311,6 +311,24 @@ def match_gpu_name(name: str, memory_gib: float | None = None) -> GPUClass | Non
     return None
 
 
+def gpu_peak(name: str) -> tuple[str, float] | None:
+    """``(label, dense bf16 TFLOPS)`` for an NVML GPU name (or a label), ``None`` when unknown.
+
+    T4 has no bf16, so its fp16 figure (SGLang runs fp16 below sm80). Names without a known
+    peak ("A10G", "L40", "H100 NVL") stay unknown rather than borrowing a neighbour's figure.
+
+    Example:
+        >>> gpu_peak("NVIDIA H100 80GB HBM3")
+        ('H100 SXM', 989.0)
+        >>> gpu_peak("NVIDIA A10G") is None
+        True
+    """
+    cls = match_gpu_name(name)
+    if cls is None or cls.peak_label is None or cls.peak_tflops is None:
+        return None
+    return cls.peak_label, cls.peak_tflops
+
+
 def profile_for_memory(memory_gib: float, sm: int) -> tuple[str | None, GPUClass | None]:
     """The shipped profile for a GPU known only by memory and compute capability.
 
@@ -444,19 +462,16 @@ class Finding:
     gpu: int | None = None  # the GPU index it is about, if one
 
 
-def _p(profile: Any, key: str, default: Any = None) -> Any:
-    return getattr(profile, key, default) if profile is not None else default
-
-
-def profile_label(profile: Any) -> str:
-    name = _p(profile, "name")
+def profile_label(profile: Profile | None) -> str:
+    """How findings name ``profile``: profile `NAME`, or "the profile" when it has no name."""
+    name = profile.name if profile is not None else None
     return f"profile `{name}`" if name else "the profile"
 
 
-def selected_gpus(snap: GPUSnapshot, profile: Any) -> tuple[list[GPUInfo], list[int]]:
+def selected_gpus(snap: GPUSnapshot, profile: Profile) -> tuple[list[GPUInfo], list[int]]:
     """The GPUs a launch would use, and the ``gpu_ids`` that match no visible GPU."""
-    ids = _p(profile, "gpu_ids")
-    want = max(1, int(_p(profile, "tp_size", 1) or 1)) * max(1, int(_p(profile, "dp_size", 1) or 1))
+    ids = profile.gpu_ids
+    want = max(1, profile.tp_size) * max(1, profile.dp_size)
     if ids:
         by_index = {g.index: g for g in snap.gpus}
         missing = [i for i in ids if i not in by_index]
@@ -470,7 +485,7 @@ def _caps(g: GPUInfo) -> str:
 
 
 def launch_findings(
-    snap: GPUSnapshot, profile: Profile | Any, *, sglang_version: str | None, include_info: bool = False
+    snap: GPUSnapshot, profile: Profile, *, sglang_version: str | None, include_info: bool = False
 ) -> list[Finding]:
     """Everything that stops (``fail``) or degrades (``warn``) a launch of ``profile`` on ``snap``.
 
@@ -509,8 +524,8 @@ def launch_findings(
             f"sglang {sglang_version}, which is built for CUDA {sglang_cuda_major(sglang_version)}",
             DRIVER_HINT, check="driver",
         ))
-    tp = max(1, int(_p(profile, "tp_size", 1) or 1))
-    dp = max(1, int(_p(profile, "dp_size", 1) or 1))
+    tp = max(1, profile.tp_size)
+    dp = max(1, profile.dp_size)
     gpus, missing = selected_gpus(snap, profile)
     if missing:
         have = ", ".join(str(g.index) for g in snap.gpus)
@@ -523,15 +538,15 @@ def launch_findings(
             f"{'is' if len(gpus) == 1 else 'are'} available",
             f"lower `tp_size`/`dp_size` in {label}, or list more GPUs in `gpu_ids`", check="GPUs",
         ))
-    dtype = _p(profile, "dtype", "auto") or "auto"
-    quant = _p(profile, "quantization")
+    dtype = profile.dtype
+    quant = profile.quantization
     for g in gpus:
         cc = "compute capability"
         if g.sm < MIN_SM:
             fails.append(Finding("fail", f"GPU {g.index} ({g.name}) is sm{g.sm}; SGLang needs sm{MIN_SM} or newer",
                                  f"use another GPU (`gpu_ids` in {label})", check=cc, gpu=g.index))
             continue
-        need = QUANT_MIN_SM.get(str(quant)) if quant else None
+        need = QUANT_MIN_SM.get(quant) if quant else None
         quant_fails = need is not None and g.sm < need
         no_bf16 = g.sm < BF16_MIN_SM and dtype in ("bfloat16", "auto")
         if quant_fails:
@@ -565,17 +580,17 @@ def launch_findings(
     mismatch = gpu_class_mismatch(profile, gpus)
     if mismatch is not None:
         warns.append(mismatch)
-    shape = models.model_shape(str(_p(profile, "model", "Qwen/Qwen3-Embedding-4B")))
+    shape = models.model_shape(profile.model)
     if shape is not None and gpus:
         dbytes = models.dtype_bytes_for(dtype)
         # Every chosen GPU runs a full replica (or a tp shard): judge each, report the worst.
         fits = [(models.estimate_fit(
             shape, dtype_bytes=dbytes, gpu_total_bytes=x.memory_total,
             gpu_free_bytes=x.memory_free,
-            mem_fraction=_p(profile, "gpu_memory_fraction"),
-            context_length=_p(profile, "context_length"),
-            chunked_prefill_size=_p(profile, "chunked_prefill_size"), tp_size=tp,
-            kv_dtype_bytes=models.kv_dtype_bytes_for(_p(profile, "kv_cache_dtype"), dbytes),
+            mem_fraction=profile.gpu_memory_fraction,
+            context_length=profile.context_length,
+            chunked_prefill_size=profile.chunked_prefill_size, tp_size=tp,
+            kv_dtype_bytes=models.kv_dtype_bytes_for(profile.kv_cache_dtype, dbytes),
         ), x) for x in sorted(gpus, key=lambda x: x.memory_free)]
         fit, g = next(((f, x) for f, x in fits if not f.starts), None) or \
             next(((f, x) for f, x in fits if not f.fits), fits[0])
@@ -602,14 +617,14 @@ def launch_findings(
     return fails + warns + (infos if include_info else [])
 
 
-def gpu_class_mismatch(profile: Profile | Any, gpus: Sequence[GPUInfo]) -> Finding | None:
+def gpu_class_mismatch(profile: Profile, gpus: Sequence[GPUInfo]) -> Finding | None:
     """A warning when ``profile`` is a shipped profile made for another GPU class than the first
     of ``gpus`` (``-p a100`` on a T4, ``-p t4`` on an A100), naming the profile made for it.
 
     Profiles sized for the same memory on the same side of bfloat16 (``l4``, ``a10``,
     ``rtx4090``) count as the same class.
     """
-    name = _p(profile, "name")
+    name = profile.name
     made_for = [c for c in GPU_CLASSES if c.profile == name]
     if not name or not made_for or not gpus:
         return None
@@ -633,7 +648,7 @@ def gpu_class_mismatch(profile: Profile | Any, gpus: Sequence[GPUInfo]) -> Findi
                    check="profile", gpu=g.index)
 
 
-def require_launchable(snap: GPUSnapshot, profile: Profile | Any, *, sglang_version: str | None) -> list[Finding]:
+def require_launchable(snap: GPUSnapshot, profile: Profile, *, sglang_version: str | None) -> list[Finding]:
     """Raise :class:`~qembed.errors.GPUError` on the first failing check; return the rest.
 
     Raises:
@@ -667,6 +682,7 @@ __all__ = [
     "driver_cuda_major",
     "driver_too_old",
     "gpu_class_mismatch",
+    "gpu_peak",
     "launch_findings",
     "match_gpu_name",
     "parse_visible_devices",

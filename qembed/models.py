@@ -1,4 +1,4 @@
-"""Model shapes (layers, heads, hidden size) and the GPU memory-fit estimate.
+"""Model shapes (layers, heads, hidden size), FLOPs per token, and the GPU memory-fit estimate.
 
 Shapes come from the model's own ``config.json`` when it is on disk (a local directory or the
 Hugging Face cache), else from the table of known Qwen3-Embedding shapes below.
@@ -83,6 +83,37 @@ KNOWN_SHAPES: dict[str, ModelShape] = {
         ModelShape("Qwen/Qwen3-Embedding-8B", 4096, 36, 32, 8, 128, 12288, 151665, 32768, False),
     )
 }
+
+
+# -- FLOPs per token (``qembed bench``'s MFU) ---------------------------------------------------
+
+
+def matmul_params(shape: ModelShape) -> int:
+    """Parameters that take part in a matmul per token (the embedding table is a lookup).
+
+    Per layer: q ``h x heads*d``, k and v ``h x kv*d`` each, o ``heads*d x h``, SwiGLU MLP ``3 x h x mlp``.
+    """
+    h, d = shape.hidden_size, shape.head_dim
+    q = shape.num_heads * d
+    kv = shape.num_kv_heads * d
+    per_layer = h * q + 2 * h * kv + q * h + 3 * h * shape.intermediate_size
+    return shape.num_layers * per_layer
+
+
+def flops_per_token(shape: ModelShape, ctx: float) -> float:
+    """``2 x matmul params + 4 x layers x ctx x head_dim x heads`` (performance.md section 2.1).
+
+    ``ctx`` is the input length (the PaLM MFU convention; causal attention really does about
+    half of the second term).
+    """
+    attention = 4 * shape.num_layers * ctx * shape.head_dim * shape.num_heads
+    return 2.0 * matmul_params(shape) + attention
+
+
+def mfu(tokens_per_s: float, flops_per_tok: float, peak_tflops: float) -> float:
+    """Model FLOPs utilisation as a fraction (0.5 = 50 %); the peak comes from
+    :func:`qembed.gpu.gpu_peak`."""
+    return tokens_per_s * flops_per_tok / (peak_tflops * 1e12)
 
 
 def _hf_hub_cache() -> Path:
@@ -422,9 +453,12 @@ __all__ = [
     "dtype_bytes_for",
     "estimate_fit",
     "find_model_config",
+    "flops_per_token",
     "hf_snapshot_dir",
     "known_shape",
     "kv_dtype_bytes_for",
+    "matmul_params",
+    "mfu",
     "model_dir",
     "model_shape",
     "shape_from_config",

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pydantic
 
 from .errors import ProfileError
+from .habits import HABIT_KEYS
 from .redact import REDACTED, is_secret_name, redact_profile_dump
 
 if TYPE_CHECKING:
@@ -66,45 +67,7 @@ KV_CACHE_DTYPES: tuple[str, ...] = (
     "auto", "fp8_e5m2", "fp8_e4m3", "mxfp8", "bf16", "bfloat16", "nvfp4", "fp4_mx_block16",
 )  # fmt: skip
 
-# Keys copied from vLLM / TEI / SGLang habits -> (qembed key or None, what to use instead).
-# Source of the SGLang equivalents: reference sglang-0.5.23.md section 1.5.
-HABIT_KEYS: dict[str, tuple[str | None, str]] = {
-    "max_batch_size": ("max_running_requests", "`max_running_requests` (`--max-running-requests`) caps concurrent requests; `max_prefill_tokens` (`--max-prefill-tokens`) or `chunked_prefill_size` (`--chunked-prefill-size`) cap tokens per batch; `max_queued_requests` (`--max-queued-requests`) caps the queue"),
-    "gpu_memory_utilization": ("gpu_memory_fraction", "`gpu_memory_fraction` (`--mem-fraction-static`)"),
-    "max_model_len": ("context_length", "`context_length` (`--context-length`)"),
-    "max_num_seqs": ("max_running_requests", "`max_running_requests` (`--max-running-requests`)"),
-    "max_num_batched_tokens": ("max_prefill_tokens", "`max_prefill_tokens` (`--max-prefill-tokens`) or `chunked_prefill_size` (`--chunked-prefill-size`)"),
-    "task": (None, "nothing: qembed always passes `--is-embedding`"),
-    "runner": (None, "nothing: qembed always passes `--is-embedding`"),
-    "pooling": (None, "nothing: SGLang hard-codes last-token pooling for Qwen3-Embedding"),
-    "pooling_type": (None, "nothing: SGLang hard-codes last-token pooling for Qwen3-Embedding"),
-    "pooler_config": (None, "nothing: SGLang hard-codes last-token pooling for Qwen3-Embedding"),
-    "normalize": (None, "nothing: SGLang always L2-normalises Qwen3-Embedding vectors"),
-    "embedding_dim": ("matryoshka", "`matryoshka: true` (the default) and the per-request `dimensions` field"),
-    "dimensions": ("matryoshka", "`matryoshka: true` (the default) and the per-request `dimensions` field"),
-    "is_matryoshka": ("matryoshka", "`matryoshka` (`--json-model-override-args '{\"is_matryoshka\": true}'`)"),
-    "enforce_eager": ("extra_args", "`extra_args: [--cuda-graph-backend-prefill, disabled]` (SGLang has no `--enforce-eager`)"),
-    "hf_overrides": ("model_override_args", "`model_override_args` (`--json-model-override-args`)"),
-    "json_model_override_args": ("model_override_args", "`model_override_args` (`--json-model-override-args`)"),
-    "max_client_batch_size": (None, "nothing on the server: SGLang has no cap on inputs per request; the client splits large batches"),
-    "max_batch_tokens": ("max_prefill_tokens", "`max_prefill_tokens` (`--max-prefill-tokens`) or `chunked_prefill_size` (`--chunked-prefill-size`)"),
-    "max_batch_prefill_tokens": ("max_prefill_tokens", "`max_prefill_tokens` (`--max-prefill-tokens`)"),
-    "max_concurrent_requests": ("max_running_requests", "`max_running_requests` (`--max-running-requests`) and `max_queued_requests` (`--max-queued-requests`)"),
-    "model_id": ("model", "`model` (`--model-path`)"),
-    "model_path": ("model", "`model` (`--model-path`)"),
-    "model_name": ("served_model_name", "`served_model_name` (`--served-model-name`)"),
-    "mem_fraction_static": ("gpu_memory_fraction", "`gpu_memory_fraction` (`--mem-fraction-static`)"),
-    "tensor_parallel_size": ("tp_size", "`tp_size` (`--tp-size`)"),
-    "data_parallel_size": ("dp_size", "`dp_size` (`--dp-size`)"),
-    "enable_torch_compile": ("torch_compile", "`torch_compile` (`--enable-torch-compile`)"),
-    "enable_metrics": ("metrics", "`metrics` (`--enable-metrics`)"),
-    "is_embedding": (None, "nothing: qembed always passes `--is-embedding`"),
-    "enable_prefix_caching": (None, "nothing: prefix caching is on by default; turn it off with `extra_args: [--disable-radix-cache]`"),
-    "enable_chunked_prefill": ("chunked_prefill_size", "nothing: chunked prefill is on by default; `chunked_prefill_size: -1` turns it off"),
-    "cuda_visible_devices": ("gpu_ids", "`gpu_ids` (sets `CUDA_VISIBLE_DEVICES`)"),
-    "gpus": ("gpu_ids", "`gpu_ids` (sets `CUDA_VISIBLE_DEVICES`)"),
-    "api_key": ("api_key_env", "`api_key_env` (name of the environment variable holding the key, default `QEMBED_API_KEY`) or `api_key_file`"),
-}
+# Keys copied from vLLM / TEI / SGLang habits: qembed.habits.HABIT_KEYS (one table with the flags).
 
 # Unknown keys that look like a secret get the API-key answer rather than "closest key".
 _SECRET_KEY = re.compile(r"(api[_-]?key|apikey|secret|password|passwd|token|bearer|auth)", re.I)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import FlagsRejected, LaunchError, MissingDependency
+from .habits import HABIT_FLAGS
 from .redact import REDACTED, redact_argv, redact_env
 
 if TYPE_CHECKING:
@@ -77,30 +78,7 @@ MANAGED_FLAGS: dict[str, str] = {
     "--help": "`sglang serve --help` directly",
 }
 
-# vLLM / TEI flags that SGLang 0.5.23 rejects -> the equivalent (reference section 1.5).
-HABIT_FLAGS: dict[str, str] = {
-    "--max-batch-size": "`max_running_requests` (`--max-running-requests`), or `max_prefill_tokens` / `chunked_prefill_size` for tokens per batch",
-    "--gpu-memory-utilization": "`gpu_memory_fraction` (`--mem-fraction-static`)",
-    "--max-model-len": "`context_length` (`--context-length`)",
-    "--max-num-seqs": "`max_running_requests` (`--max-running-requests`)",
-    "--max-num-batched-tokens": "`max_prefill_tokens` (`--max-prefill-tokens`) or `chunked_prefill_size` (`--chunked-prefill-size`)",
-    "--task": "nothing: qembed always passes `--is-embedding`",
-    "--runner": "nothing: qembed always passes `--is-embedding`",
-    "--pooling-type": "nothing: SGLang hard-codes last-token pooling for Qwen3-Embedding",
-    "--pooling": "nothing: SGLang hard-codes last-token pooling for Qwen3-Embedding",
-    "--normalize": "nothing: SGLang always L2-normalises; pick dimensions per request with `dimensions`",
-    "--embedding-dim": "nothing: pick dimensions per request with `dimensions` (`matryoshka: true`)",
-    "--hf-overrides": "`model_override_args` (`--json-model-override-args`)",
-    "--enforce-eager": "`extra_args: [--cuda-graph-backend-prefill, disabled]`",
-    "--enable-prefix-caching": "nothing: it is on by default (`--disable-radix-cache` turns it off)",
-    "--enable-chunked-prefill": "nothing: it is on by default (`chunked_prefill_size: -1` turns it off)",
-    "--cuda-graph-max-bs": "`--cuda-graph-max-bs-prefill` (embeddings only capture prefill graphs); the bare flag is an ambiguous prefix",
-    "--cuda-graph-bs": "`--cuda-graph-bs-prefill`; the bare flag is an ambiguous prefix",
-    "--max-client-batch-size": "nothing: SGLang has no cap on inputs per request",
-    "--max-batch-tokens": "`max_prefill_tokens` (`--max-prefill-tokens`)",
-    "--max-concurrent-requests": "`max_running_requests` (`--max-running-requests`) and `max_queued_requests`",
-    "--model-id": "the `model` key",
-}
+# vLLM / TEI flags that SGLang 0.5.23 rejects: qembed.habits.HABIT_FLAGS (one table with the keys).
 
 
 def _flag_name(arg: str) -> str:

@@ -470,3 +470,55 @@ def test_bench_help_examples_do_not_wrap_at_80_columns() -> None:
     for example in examples:
         assert example in lines, f"wrapped or missing: {example}"
     assert max(len(line) for line in r.stdout.splitlines()) <= 80
+
+
+# -- bench reaches servers the way the client does (issue 10) ------------------------------------
+
+
+def _dead_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point every proxy variable at a port where nothing listens: a request that follows them
+    fails to connect."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+
+@pytest.mark.parametrize("loader", ["httpx", "aiohttp"])
+def test_load_generator_ignores_http_proxy_like_the_client(
+    standin: ServerProcess, monkeypatch: pytest.MonkeyPatch, loader: str
+) -> None:
+    import asyncio
+
+    from qembed.bench import load
+    from qembed.client import Client
+
+    _dead_proxy(monkeypatch)
+    with Client(standin.url) as client:  # the reference behaviour: the client ignores the proxy
+        assert len(client.embed(["a", "b"])) == 2
+    cells = [bench.Cell(concurrency=2, batch=2, tokens=64)]
+    out = asyncio.run(load.run_cells(
+        standin.url, cells, bench.TextSource(seed=0), headers={"Content-Type": "application/json"},
+        loader=loader, model=None, dimensions=None, requests=4, duration=None, warmup=1, timeout=30,
+        on_cell=None, finish=lambda res: None))
+    (cell,) = out
+    assert (cell.requests, cell.errors, cell.first_error) == (4, 0, None)
+
+
+def test_compare_ignores_http_proxy(standin: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    _dead_proxy(monkeypatch)
+    rows = bench.compare(standin.url, texts=4, tokens=64, batch=2, model="Qwen/Qwen3-Embedding-4B")
+    assert [r.texts for r in rows] == [4, 4, 4]
+
+
+def test_a_200_reply_that_is_not_json_is_an_error_not_a_crash() -> None:
+    from qembed.bench.load import Tally, check_reply
+
+    tally = Tally()
+    check_reply(200, b"<html>proxy error</html>", 1, tally)
+    check_reply(200, b'{"data": "nope"}', 1, tally)
+    check_reply(200, b'[1, 2]', 1, tally)
+    assert (tally.ok, tally.errors) == (0, 3)
+    assert tally.first_error is not None and "not JSON" in tally.first_error
+    check_reply(200, b'{"data": [{"embedding": "AAAA"}], "usage": {"prompt_tokens": 7}}', 1, tally)
+    assert (tally.ok, tally.texts, tally.tokens) == (1, 1, 7)

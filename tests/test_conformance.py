@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from qembed.habits import HABIT_FLAGS
 from qembed.profiles import (
     ATTENTION_BACKENDS,
     KV_CACHE_DTYPES,
@@ -94,21 +95,12 @@ ACCEPTED: dict[str, list[str]] = {
 }
 
 BASE = ["--model-path", "Qwen/Qwen3-Embedding-4B", "--is-embedding"]
-# Habit flags SGLang 0.5.23 rejects (reference section 1.5) -> text the error must contain.
+# Flags SGLang 0.5.23 rejects (reference section 1.5) -> text the error must contain: every habit
+# flag qembed refuses in `extra_args` (qembed.habits, the one table), and a few bad values.
 REJECTED: dict[str, tuple[list[str], str]] = {
-    "max-batch-size": (["--max-batch-size", "32"], "--max-batch-size"),
-    "gpu-memory-utilization": (["--gpu-memory-utilization", "0.9"], "--gpu-memory-utilization"),
-    "max-model-len": (["--max-model-len", "8192"], "--max-model-len"),
-    "max-num-seqs": (["--max-num-seqs", "8"], "--max-num-seqs"),
-    "task": (["--task", "embed"], "--task"),
-    "pooling-type": (["--pooling-type", "LAST"], "--pooling-type"),
-    "hf-overrides": (["--hf-overrides", "{}"], "--hf-overrides"),
-    "enforce-eager": (["--enforce-eager"], "--enforce-eager"),
-    "cuda-graph-max-bs": (["--cuda-graph-max-bs", "32"], "--cuda-graph-max-bs"),
+    **{flag.removeprefix("--"): ([flag, "1"], flag) for flag in HABIT_FLAGS},
     "kv-cache-dtype-fp8": (["--kv-cache-dtype", "fp8"], "fp8"),
     "dtype-bf16": (["--dtype", "bf16"], "bf16"),
-    "normalize": (["--normalize"], "--normalize"),
-    "embedding-dim": (["--embedding-dim", "512"], "--embedding-dim"),
     "is-embedding-true": (["--is-embedding", "true"], "true"),
     "bogus-attention": (["--attention-backend", "flashinfr"], "flashinfr"),
 }

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from qembed import habits
 from qembed.errors import ProfileError
 from qembed.gpu import GiB, GPUInfo, GPUSnapshot
 from qembed.profiles import (
@@ -528,3 +529,16 @@ def test_resolve_api_key_missing_or_empty_file(tmp_path: Path) -> None:
     empty = write(tmp_path, "empty", "\n")
     with pytest.raises(ProfileError, match="empty"):
         resolve_api_key(load_profile("generic", overrides={"api_key_file": str(empty)}))
+
+
+@pytest.mark.parametrize("flag", [f for f, h in habits.HABITS.items() if h.as_key])
+def test_every_habit_key_is_refused_with_the_tables_equivalent(flag: str) -> None:
+    key = habits.key_of(flag)
+    with pytest.raises(ProfileError) as ei:
+        load_profile("generic", overrides=[f"{key}=1"])
+    if key == "api_key":
+        assert "never stored in a profile" in ei.value.message
+        return
+    assert f"`{key}`" in ei.value.message and "habit" in ei.value.message
+    assert (ei.value.hint or "").startswith(f"use {habits.HABITS[flag].use}")
+

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from qembed.errors import FlagsRejected, MissingDependency
+from qembed.habits import HABIT_FLAGS, HABITS
 from qembed.profiles import Profile, load_profile
 from qembed.sglang_args import (
     ENTRY_ARGS,
@@ -339,3 +340,13 @@ def test_ensure_accepted_raises_with_habit_hint(tmp_path: Path) -> None:
 def test_installed_sglang_version(tmp_path: Path) -> None:
     assert installed_sglang_version(str(tmp_path / "nope")) is None
     assert installed_sglang_version(_bare_python(tmp_path)) is None
+
+
+@pytest.mark.parametrize("flag", list(HABIT_FLAGS))
+def test_every_habit_flag_is_refused_in_extra_args_with_its_equivalent(flag: str) -> None:
+    # qembed.habits is the one table: the extra_args check refuses each flag with the same
+    # equivalent the profile-key check gives for its key
+    problem = check_extra_args([flag, "1"])
+    assert problem == f"`{flag}` is not a SGLang 0.5.23 flag; use {HABITS[flag].use}"
+    problem_eq = check_extra_args([f"{flag}=1"])
+    assert problem_eq is not None and problem_eq.startswith(f"`{flag}` is not a SGLang 0.5.23 flag")
