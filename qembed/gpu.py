@@ -334,6 +334,9 @@ def selected_gpus(snap: GPUSnapshot, profile: Any) -> tuple[list[GPUInfo], list[
     return list(snap.gpus[:want]), []
 
 
+CPU_SERVE_COMMAND = "qembed serve --profile cpu"  # the no-GPU alternative (qembed.refserver)
+
+
 def launch_findings(snap: GPUSnapshot, profile: Profile | Any, *, sglang_version: str | None) -> list[Finding]:
     """Everything that stops (``fail``) or degrades (``warn``) a launch of ``profile`` on ``snap``.
 
@@ -356,7 +359,8 @@ def launch_findings(snap: GPUSnapshot, profile: Profile | Any, *, sglang_version
         need = sglang_cuda_major(sglang_version)
         driver = "an R580+ NVIDIA driver (SGLang's CUDA 13 build)" if need == 13 else "the NVIDIA driver"
         fails.append(Finding("fail", f"no usable GPU: {snap.error or 'NVML lists none'}",
-                             f"install {driver} and check `nvidia-smi`; run `qembed doctor`"))
+                             f"install {driver} and check `nvidia-smi`; run `qembed doctor`; "
+                             f"without a GPU, `{CPU_SERVE_COMMAND}` serves the reference engine on CPU"))
         return fails
     if driver_too_old(snap, sglang_version):
         fails.append(Finding(

@@ -99,6 +99,7 @@ class ReferenceEngine:
         self.dim = int(self.st.get_embedding_dimension() or 0)
         self.prompts: dict[str, str] = dict(self.st.prompts or {})
         self.tokenizer: Any = self.st.tokenizer
+        self.vocab_size = len(self.tokenizer)
         self.hf_model: Any = self.st[0].auto_model
         config = self.hf_model.config
         self.context_length = int(getattr(config, "max_position_embeddings", 0) or 32768)

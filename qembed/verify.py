@@ -510,7 +510,7 @@ def _full_norm_diagnosis(result: DimResult, tol: Tolerance) -> list[Diagnosis]:
 
 
 def verify(
-    url: str,
+    url: str | None,
     *,
     model: str | None = None,
     dimensions: Sequence[int] | None = None,
@@ -524,7 +524,8 @@ def verify(
     """Compare the server at ``url`` with the reference engine on ``texts``.
 
     Args:
-        url: the server's base URL (``/v1`` optional).
+        url: the server's base URL (``/v1`` optional); None = ``QEMBED_URL``, then the server
+            recorded by ``qembed serve``, then ``http://127.0.0.1:30000``.
         model: the reference model (HF id or directory); default: what the server reports in
             ``/v1/models`` (its model path or id).
         dimensions: Matryoshka sizes to check besides the full size; default

@@ -54,6 +54,7 @@ def _root(
 def _register() -> None:
     # Each module registers its commands on `app` (or adds a sub-app) when imported.
     from . import bench, doctor, embed, serve  # noqa: F401
+    from . import verify as _verify  # noqa: F401
     from .profiles import profiles_app
 
     app.add_typer(profiles_app, name="profiles")

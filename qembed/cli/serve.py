@@ -31,6 +31,8 @@ Examples:
   qembed serve --set gpu_memory_fraction=0.8 --set context_length=8192
   qembed serve --detach --name emb          # run in the background; see `qembed ps`
   qembed serve --dry-run                    # show the SGLang command, check its flags, exit
+  qembed serve --profile cpu                # no GPU: the reference engine on CPU (dev, CI; not production)
+  qembed serve --verify                     # once ready, compare its vectors with the model card's
   qembed serve --python ~/sglang-venv/bin/python   # SGLang lives in another environment
   QEMBED_API_KEY=secret qembed serve --host 0.0.0.0   # listen on the network, with a key
 
@@ -236,6 +238,7 @@ def serve(
     name: Annotated[str | None, typer.Option("--name", help="Server name for `qembed ps/stop/logs` (default: the profile name).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the profile, the SGLang command and env (key redacted), check the flags, exit.")] = False,
     json_: JsonOpt = False,
+    verify_: Annotated[bool, typer.Option("--verify", help="Once ready, run `qembed verify` against it; stop the server if it fails (needs `qembed[verify]`).")] = False,
 ) -> None:
     """Start an SGLang embedding server and wait until it answers embeddings."""
     from qembed import gpu, launcher, output, profiles, sglang_args, state
@@ -254,7 +257,7 @@ def serve(
             hint=f"export `{prof.api_key_env}` (or set `api_key_file`) to require a key, or use `--host 127.0.0.1`",
         )
     if dry_run:
-        _dry_run(prof, api_key=api_key, python=py, as_json=json_)
+        (_dry_run_reference if prof.engine == "reference" else _dry_run)(prof, api_key=api_key, python=py, as_json=json_)
         return
 
     server_name = name or prof.name or "default"
@@ -268,7 +271,10 @@ def serve(
             hint=f"stop it with `qembed stop {server_name}`, or start another with `--name NAME` and `--port N`",
         )
 
-    for finding in gpu.require_launchable(snap, prof, sglang_version=sglang_args.installed_sglang_version(py)):
+    if prof.engine == "reference":
+        _reference_notice(prof, quiet=json_)
+    for finding in ([] if prof.engine == "reference" else  # the reference engine needs no GPU
+                    gpu.require_launchable(snap, prof, sglang_version=sglang_args.installed_sglang_version(py))):
         output.warn(finding.message, finding.hint)
     for message in sglang_args.profile_warnings(prof):
         if message.startswith(f"`host: {prof.host}`"):
@@ -304,6 +310,8 @@ def serve(
         state.save(record)
         _render_ready(info, name=server_name, profile=prof, log_path=str(log_path), detached=detach,
                       has_key=api_key is not None, pid=server.pid, as_json=json_)
+        if verify_:
+            _verify_after_ready(info, prof, api_key=api_key, quiet=json_)
         if detach:
             server.detach()
             return
@@ -336,6 +344,50 @@ def serve(
     output.status(f"stopped (SGLang exit code {rc})")
     # Ctrl-C exits 130; a requested SIGTERM/SIGHUP stop is a clean shutdown for a service manager.
     raise typer.Exit(130 if stopped_by == signal.SIGINT else 0)
+
+
+# -- the reference engine (`--profile cpu`) and `--verify` -----------------------------------------
+
+
+def _reference_notice(profile: Profile, *, quiet: bool) -> None:
+    from qembed import models, output
+    from qembed.refserver import NOTICE
+
+    if quiet:
+        return
+    shape = models.model_shape(profile.model)
+    size = f": {shape.hidden_size}-d vectors (a 4B server gives 2560)" if shape is not None else ""
+    output.status(f"{profile.model}{size}")
+    output.status(NOTICE)
+
+
+def _dry_run_reference(profile: Profile, *, api_key: str | None, python: str, as_json: bool) -> None:
+    from qembed import output
+    from qembed.refserver import build_command
+
+    cmd = build_command(profile, api_key=api_key)
+    if as_json:
+        output.print_json({"profile": profile.model_dump(mode="json"), "argv": cmd.redacted_argv(),
+                           "env": cmd.redacted_env(), "command": cmd.display()})
+        return
+    output.data(f"profile: {profile.name} (engine: reference)")
+    output.data("command:")
+    output.data(f"  {shlex_join(cmd.redacted_argv())}")
+    output.status("dry run: nothing started")
+
+
+def _verify_after_ready(info: ReadyInfo, profile: Profile, *, api_key: str | None, quiet: bool) -> None:
+    """`serve --verify`: raises VerifyFailed (exit 1; the caller then stops the server)."""
+    from qembed import output
+    from qembed.verify import verify_or_raise
+
+    fp32 = profile.engine == "reference" or profile.dtype == "float32"
+    report = verify_or_raise(info.url, model=profile.model, precision="fp32" if fp32 else "bf16",
+                             api_key=api_key, progress=None if quiet else output.status)
+    if not quiet:
+        full = report.results[0]
+        output.status(f"verify: PASS (min cos {full.min_cos:.7f} over {len(full.texts)} texts, "
+                      f"{report.tolerance.name} tolerance, {report.seconds:.0f} s)")
 
 
 # -- ps / stop / logs ------------------------------------------------------------------------------
