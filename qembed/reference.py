@@ -104,6 +104,12 @@ class ReferenceEngine:
         config = self.hf_model.config
         self.context_length = int(getattr(config, "max_position_embeddings", 0) or 32768)
         self.lock = threading.Lock()  # one forward at a time (torch uses all threads anyway)
+        # A fast tokenizer is not safe across threads while another call pads (encode): token
+        # counting (a server's event loop) gets its own copy and lock.
+        import copy
+
+        self._count_tokenizer: Any = copy.deepcopy(self.tokenizer)
+        self._count_lock = threading.Lock()
         self._copies: dict[str, Any] = {}
 
     def __repr__(self) -> str:
@@ -150,7 +156,8 @@ class ReferenceEngine:
 
     def token_ids(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
         """The model's tokenizer, no extra kwargs: its post-processor appends ``<|endoftext|>``."""
-        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+        with self._count_lock:
+            return list(self._count_tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
     def _model_in(self, precision: Precision) -> Any:
         if precision == "float32":

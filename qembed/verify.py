@@ -518,7 +518,7 @@ def verify(
     api_key: str | None = None,
     device: str = "cpu",
     engine: ReferenceEngine | None = None,
-    texts: Sequence[Text] = TEXTS,
+    texts: Sequence[Text] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> VerifyReport:
     """Compare the server at ``url`` with the reference engine on ``texts``.
@@ -535,6 +535,7 @@ def verify(
         api_key: default ``QEMBED_API_KEY``.
         device: where the reference runs (``cpu``, ``cuda``).
         engine: an already loaded reference engine (tests, ``serve --verify``).
+        texts: the text set (default :data:`TEXTS`).
 
     Raises:
         ServerUnreachable, ServerError, MissingDependency, ConfigError.
@@ -546,6 +547,7 @@ def verify(
     from .vectors import check_dimensions, truncate
 
     say = progress or (lambda _msg: None)
+    texts = TEXTS if texts is None else texts
     started = time.monotonic()
     with Client(url, api_key=api_key, max_retries=2) as client:
         info = client.server_info()
@@ -598,9 +600,11 @@ class VerifyFailed(QembedError):
 
 
 def verify_or_raise(url: str, *, model: str, precision: Literal["auto", "fp32", "bf16"],
-                    api_key: str | None, progress: Callable[[str], None] | None = None) -> VerifyReport:
-    """Run :func:`verify` once; raise :class:`VerifyFailed` (exit 1) with the diagnosis if it fails."""
-    report = verify(url, model=model, precision=precision, api_key=api_key, progress=progress)
+                    api_key: str | None, progress: Callable[[str], None] | None = None,
+                    **kwargs: Any) -> VerifyReport:
+    """Run :func:`verify` once (``kwargs`` go to it); raise :class:`VerifyFailed` (exit 1) with
+    the diagnosis if it fails."""
+    report = verify(url, model=model, precision=precision, api_key=api_key, progress=progress, **kwargs)
     if not report.ok:
         worst = min(report.results, key=lambda r: r.min_cos if r.texts else -2.0)
         found = report.explained_by
