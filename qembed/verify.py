@@ -171,8 +171,8 @@ HYPOTHESES: tuple[Hypothesis, ...] = (
                "tokenizer with add_eos_token=/add_bos_token= (transformers 5 then drops the EOS)"),
     Hypothesis("mean-pooling", "mean pooling instead of last-token pooling",
                "pool the last token: sentence-transformers `1_Pooling/config.json` "
-               "pooling_mode_lasttoken; vLLM `--pooler-config '{\"pooling_type\": \"LAST\"}'`; TEI "
-               "`--pooling last-token`; SGLang pools the last token for Qwen3-Embedding"),
+               "pooling_mode_lasttoken; vLLM: no `--pooler-config` override (its embed default is LAST "
+               "+ normalise); TEI `--pooling last-token`; SGLang pools the last token for Qwen3-Embedding"),
     Hypothesis("no-instruction", "queries are sent without the instruction",
                "send queries as `Instruct: {task}\\nQuery:{text}`: qembed's `embed_queries` / "
                "`qembed embed --query`, or `qembed.format_query(text)`"),
