@@ -350,9 +350,17 @@ def serve(
 
 
 def _reference_notice(profile: Profile, *, quiet: bool) -> None:
+    import importlib.util
+
     from qembed import models, output
     from qembed.refserver import NOTICE
 
+    if importlib.util.find_spec("sentence_transformers") is None:  # fail before spawning
+        from qembed.errors import MissingDependency
+        from qembed.reference import INSTALL_HINT
+
+        raise MissingDependency("`engine: reference` needs sentence-transformers, which is not installed",
+                                hint=INSTALL_HINT)
     if quiet:
         return
     shape = models.model_shape(profile.model)
