@@ -606,14 +606,19 @@ def verify_or_raise(url: str, *, model: str, precision: Literal["auto", "fp32", 
     the diagnosis if it fails."""
     report = verify(url, model=model, precision=precision, api_key=api_key, progress=progress, **kwargs)
     if not report.ok:
-        worst = min(report.results, key=lambda r: r.min_cos if r.texts else -2.0)
+        failing = [r for r in report.results if not r.ok]
+        problems = [f"{r.dimensions} dims: {p}" for r in failing for p in r.problems]
+        scored = [r for r in failing if r.texts]
+        what = (problems[0] if problems and not scored else
+                f"min cos {min(r.min_cos for r in scored):.6f}, max |norm-1| "
+                f"{max(r.max_norm_err for r in scored):.1e}")
         found = report.explained_by
         raise VerifyFailed(
-            f"the server's vectors differ from the reference (min cos {worst.min_cos:.6f}, "
-            f"{report.tolerance.name} tolerance {1 - report.tolerance.cos})",
+            f"the server's vectors differ from the reference ({what}; {report.tolerance.name} "
+            f"tolerance: cos >= 1 - {report.tolerance.cos:g}, |norm - 1| <= {report.tolerance.norm:g})",
             hint=(f"{found[0].title}: {found[0].fix}" if found
-                  else f"run `qembed verify --url {url}` for the per-text report"),
-            details=[f"{d.name}: {d.title} (reproduces the server)" for d in found],
+                  else f"run `qembed verify --url {report.url}` for the per-text report"),
+            details=[*problems, *(f"{d.name}: {d.title} (reproduces the server)" for d in found)],
         )
     return report
 

@@ -189,3 +189,24 @@ def test_refserver_refuses_a_missing_model(tmp_path: Path) -> None:
                         "--port", str(harness.free_port())], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
     assert "error: could not load the reference model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_serve_verify_failure_stops_the_server(tiny_model: TinyModel, tmp_path: Path) -> None:
+    """`serve --verify` against the fake SGLang (hash vectors, 2560-d): verify fails, exit 1,
+    and nothing is left running."""
+    pidfile = tmp_path / "pids.json"
+    env = harness.fake_env(pidfile, QEMBED_STATE_DIR=str(tmp_path / "state"), HF_HUB_OFFLINE="1")
+    env.pop("QEMBED_API_KEY", None)
+    spawned: list[int] = []
+    try:
+        r = _qembed(["serve", "-p", "a100", "--python", str(harness.WRAPPER), "--port", str(harness.free_port()),
+                     "--model", str(tiny_model.path), "--verify", "--detach"], env)
+        spawned = harness.all_pids(harness.read_pids(pidfile))
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "error: the server's vectors differ from the reference" in r.stderr
+        assert "Traceback" not in r.stderr
+        assert "the server's vectors have 2560 values, the reference's 64" in r.stderr
+        harness.assert_gone(spawned)
+        assert json.loads(_qembed(["ps", "--json"], env).stdout) == []
+    finally:
+        harness.kill_leftovers(spawned)

@@ -207,7 +207,8 @@ def test_verify_or_raise_gives_the_fix_as_hint(backend: TinyBackend, tiny_model:
                         engine=ref_engine, texts=SUBSET, dimensions=[])
     assert err.value.exit_code == 1
     assert err.value.hint is not None and "151643" in err.value.hint
-    assert "no-eos" in err.value.details[0]
+    assert any("no-eos" in d for d in err.value.details)
+    assert "min cos" in err.value.message
 
 
 # -- the CLI -----------------------------------------------------------------------------------------
