@@ -52,7 +52,7 @@ NOTICE = (
     "qembed reference engine (sentence-transformers, fp32 on CPU): for development, CI and "
     "verification, not production throughput. Measured on 2 shared CPU cores with the 2-layer "
     "test model: 400-800 texts/s of 64 tokens, 70-85 of 512 tokens; the real 0.6B needs about "
-    "6,000x the compute per token, so expect roughly 1 short text/s (an estimate; docs/verify.md)"
+    "6,000x the compute per token: expect about 1 short text/s or less (an estimate; docs/verify.md)"
 )
 _EXEMPT = ("/health", "/metrics")
 
