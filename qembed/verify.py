@@ -142,7 +142,7 @@ TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(
         "fp32", 1e-5, 1e-4,
         "fp32 server vs fp32 reference: noise <= 1.2e-7, the subtlest known mistake (EOS twice) "
-        "3.5e-4 (tiny-reference-model.md section 5)"),
+        "3.5e-4 (docs/verify.md)"),
     "bf16": Tolerance(
         "bf16", 1e-3, 2e-3,
         "ESTIMATE, not measured on a GPU: bf16 alone costs 1.2e-4 on the 2-layer test model and "
