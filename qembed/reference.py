@@ -103,6 +103,9 @@ class ReferenceEngine:
         self.hf_model: Any = self.st[0].auto_model
         config = self.hf_model.config
         self.context_length = int(getattr(config, "max_position_embeddings", 0) or 32768)
+        # sentence_bert_config.json may cap inputs below the context (e.g. 8192) and ST would then
+        # cut longer texts silently; a server refuses them instead, so never truncate here.
+        self.st.max_seq_length = max(int(self.st.max_seq_length or 0), self.context_length)
         self.lock = threading.Lock()  # one forward at a time (torch uses all threads anyway)
         # A fast tokenizer is not safe across threads while another call pads (encode): token
         # counting (a server's event loop) gets its own copy and lock.
