@@ -32,6 +32,11 @@ LOG_FORMAT = EnvVar("QEMBED_LOG_FORMAT", "text", "`qembed serve` messages on std
 
 ALL: tuple[EnvVar, ...] = (URL, API_KEY, PROFILE, MODEL, SGLANG_PYTHON, STATE_DIR, DEBUG, LOG_LEVEL, LOG_FORMAT)
 
+#: Set by qembed itself for a child it starts, never by users: the reference engine's API key
+#: travels in the child's environment, not in its argv (qembed/refserver.py).
+REFSERVER_API_KEY = EnvVar("QEMBED_REFSERVER_API_KEY", None, "Internal: the API key `qembed serve --profile cpu` hands the reference engine")
+INTERNAL: tuple[EnvVar, ...] = (REFSERVER_API_KEY,)
+
 DEFAULT_URL = "http://127.0.0.1:30000"
 
 

@@ -479,6 +479,9 @@ def selected_gpus(snap: GPUSnapshot, profile: Profile) -> tuple[list[GPUInfo], l
     return list(snap.gpus[:want]), []
 
 
+CPU_SERVE_COMMAND = "qembed serve --profile cpu"  # the no-GPU alternative (qembed.refserver)
+
+
 def _caps(g: GPUInfo) -> str:
     return (f"{g.name}, sm{g.sm}: bf16 {'yes' if g.sm >= BF16_MIN_SM else 'no'}, "
             f"fp8 {'yes' if g.sm >= 89 else 'no'}")
@@ -515,7 +518,8 @@ def launch_findings(
         need = sglang_cuda_major(sglang_version)
         driver = "an R580+ NVIDIA driver (SGLang's CUDA 13 build)" if need == 13 else "the NVIDIA driver"
         fails.append(Finding("fail", f"no usable GPU: {snap.error or 'NVML lists none'}",
-                             f"install {driver} and check `nvidia-smi`; run `qembed doctor`", check="GPUs"))
+                             f"install {driver} and check `nvidia-smi`; run `qembed doctor`; "
+                             f"without a GPU, `{CPU_SERVE_COMMAND}` serves the reference engine on CPU", check="GPUs"))
         return fails
     if driver_too_old(snap, sglang_version):
         fails.append(Finding(

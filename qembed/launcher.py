@@ -58,6 +58,7 @@ from .redact import redact
 
 if TYPE_CHECKING:
     from .profiles import Profile
+    from .sglang_args import LaunchCommand
     from .state import Record
 
 logger = logging.getLogger(__name__)
@@ -196,6 +197,13 @@ def _start_rotator(log_path: Path, pid: int, *, max_bytes: int | None, backups: 
         return None
 
 
+def _reference_command(profile: Profile, *, api_key: str | None, python: str | None) -> LaunchCommand:
+    """``engine: reference``: ``python -m qembed.refserver`` (this interpreter unless ``python``)."""
+    from .refserver import build_command
+
+    return build_command(profile, api_key=api_key, python=python)
+
+
 def launch(
     profile: Profile,
     *,
@@ -230,11 +238,13 @@ def launch(
     from . import sglang_args
     from .state import new_log_path
 
+    reference = profile.engine == "reference"
     py = python or sglang_args.sglang_python(profile)
-    cmd = sglang_args.build_command(profile, api_key=api_key, python=py)
+    cmd = (_reference_command(profile, api_key=api_key, python=python) if reference
+           else sglang_args.build_command(profile, api_key=api_key, python=py))
     if check_port_free:
         check_port(profile.host, profile.port)
-    if check_flags:
+    if check_flags and not reference:  # SGLang's parser has nothing to say about the reference engine
         # The parser sees a placeholder key: no secret in that short-lived argv.
         flags = sglang_args.build_flags(profile, api_key="x" if api_key else None)
         sglang_args.ensure_accepted(flags, python=py)

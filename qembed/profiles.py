@@ -97,6 +97,8 @@ class Profile(pydantic.BaseModel):
     description: str = ""
     gpu: str = ""  # the GPU this profile is sized for, in words (shown by `qembed profiles list`)
     extends: str | None = None  # consumed by the loader
+    # `sglang`, or `reference`: the model card's recipe on CPU (`qembed serve --profile cpu`, qembed.refserver)
+    engine: Literal["sglang", "reference"] = "sglang"
     model: str = "Qwen/Qwen3-Embedding-4B"  # HF id or local dir -> --model-path
     served_model_name: str | None = None  # -> --served-model-name
     host: str = "127.0.0.1"  # -> --host

@@ -347,9 +347,10 @@ def env_var_problems(docs: dict[str, str]) -> list[str]:
     from qembed import env
 
     names = {v.name for v in env.ALL}
+    internal = {v.name for v in env.INTERNAL}
     out = [f"{doc}: `{name}` is not in qembed/env.py"
            for doc, text in docs.items() for name in sorted(set(_VAR.findall(text)))
-           if name not in names | TEST_ONLY_VARS]
+           if name not in names | internal | TEST_ONLY_VARS]
     table = {r[0].strip("`"): r[1] for r in _table_rows(docs["README.md"], "## Environment variables")}
     for v in env.ALL:
         want = f"`{v.default}`" if v.default is not None else "none"

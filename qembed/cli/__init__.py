@@ -92,6 +92,7 @@ def _interrupted() -> NoReturn:
 def _register() -> None:
     # Each module registers its commands on `app` (or adds a sub-app) when imported.
     from . import bench, doctor, embed, gateway, serve  # noqa: F401
+    from . import verify as _verify  # noqa: F401
     from .deploy import deploy_app
     from .profiles import profiles_app
     from .top import top_cmd  # noqa: F401

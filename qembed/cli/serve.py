@@ -34,6 +34,8 @@ Examples:
   qembed serve --dry-run                    # show the SGLang command, check its flags, exit
   qembed serve --gpus 0,1,2,3               # one model on four GPUs (SGLang --dp-size 4)
   qembed serve --gpus 0,1 --gateway         # two servers behind the SGLang model gateway
+  qembed serve --profile cpu                # no GPU: the reference engine on CPU (dev, CI; not production)
+  qembed serve --verify                     # once ready, compare its vectors with the model card's
   qembed serve --python ~/sglang-venv/bin/python   # SGLang lives in another environment
   QEMBED_API_KEY=secret qembed serve --host 0.0.0.0   # listen on the network, with a key
 
@@ -270,6 +272,7 @@ def serve(
     gpus: Annotated[str | None, typer.Option("--gpus", metavar="0,1,...", help="Serve on these GPUs, one replica per `tp_size` GPUs, through SGLang's `--dp-size` (sets profile keys `gpu_ids`, `dp_size`). See docs/scaling.md.")] = None,
     use_gateway: Annotated[bool, typer.Option("--gateway", help="With --gpus: one SGLang server per replica behind the SGLang model gateway (smg) instead of `--dp-size` (`pip install 'qembed[gateway]'`).")] = False,
     log_format: Annotated[str, typer.Option("--log-format", envvar=qenv.LOG_FORMAT.name, metavar="text|json", help="qembed's own messages on stderr (phases, ready, stop, failures with their diagnosis): `text`, or `json` lines for log shippers. SGLang's log stays in its file.")] = "text",
+    verify_: Annotated[bool, typer.Option("--verify", help="Once ready, run `qembed verify` against it; stop the server if it fails (needs `qembed[verify]`).")] = False,
 ) -> None:
     """Start an SGLang embedding server and wait until it answers embeddings."""
     from qembed import gpu, launcher, output, profiles, sglang_args, state
@@ -306,7 +309,10 @@ def serve(
         dry_run_group(prof, api_key=api_key, python=py, as_json=json_)
         return
     if dry_run:
-        _dry_run(resolved, api_key=api_key, python=py, as_json=json_, snap=snap)
+        if prof.engine == "reference":
+            _dry_run_reference(prof, api_key=api_key, python=py, as_json=json_)
+        else:
+            _dry_run(resolved, api_key=api_key, python=py, as_json=json_, snap=snap)
         return
 
     server_name = name or prof.name or "default"
@@ -318,13 +324,14 @@ def serve(
     claim = state.claim(server_name, prof.port)
     try:
         _serve_claimed(claim, prof, snap=snap, api_key=api_key, py=py, server_name=server_name,
-                       detach=detach, json_=json_, use_gateway=use_gateway)
+                       detach=detach, json_=json_, use_gateway=use_gateway, verify_=verify_)
     finally:
         claim.release()
 
 
 def _serve_claimed(claim: Claim, prof: Profile, *, snap: Any, api_key: str | None, py: str,
-                   server_name: str, detach: bool, json_: bool, use_gateway: bool = False) -> None:
+                   server_name: str, detach: bool, json_: bool, use_gateway: bool = False,
+                   verify_: bool = False) -> None:
     from qembed import gpu, launcher, output, sglang_args, state
     from qembed.errors import NameInUse, ServerExited
 
@@ -335,7 +342,10 @@ def _serve_claimed(claim: Claim, prof: Profile, *, snap: Any, api_key: str | Non
             hint=f"stop it with `qembed stop {server_name}`, or start another with `--name NAME` and `--port N`",
         )
 
-    for finding in gpu.require_launchable(snap, prof, sglang_version=sglang_args.installed_sglang_version(py)):
+    if prof.engine == "reference":
+        _reference_notice(prof, quiet=json_)
+    for finding in ([] if prof.engine == "reference" else  # the reference engine needs no GPU
+                    gpu.require_launchable(snap, prof, sglang_version=sglang_args.installed_sglang_version(py))):
         output.warn(finding.message, finding.hint)
     for message in sglang_args.profile_warnings(prof):
         if message.startswith(f"`host: {prof.host}`"):
@@ -382,6 +392,8 @@ def _serve_claimed(claim: Claim, prof: Profile, *, snap: Any, api_key: str | Non
                          **info.to_json(), name=server_name, pid=server.pid, detached=detach)
         _render_ready(info, name=server_name, profile=prof, log_path=str(log_path), detached=detach,
                       has_key=api_key is not None, pid=server.pid, as_json=json_)
+        if verify_:
+            _verify_after_ready(info, prof, api_key=api_key, quiet=json_)
         if detach:
             server.detach()
             return
@@ -415,6 +427,58 @@ def _serve_claimed(claim: Claim, prof: Profile, *, snap: Any, api_key: str | Non
                  by="SIGINT" if stopped_by == signal.SIGINT else signal.Signals(stopped_by or signal.SIGTERM).name)
     # Ctrl-C exits 130; a requested SIGTERM/SIGHUP stop is a clean shutdown for a service manager.
     raise typer.Exit(130 if stopped_by == signal.SIGINT else 0)
+
+
+# -- the reference engine (`--profile cpu`) and `--verify` -----------------------------------------
+
+
+def _reference_notice(profile: Profile, *, quiet: bool) -> None:
+    import importlib.util
+
+    from qembed import models, output
+    from qembed.refserver import NOTICE
+
+    if importlib.util.find_spec("sentence_transformers") is None:  # fail before spawning
+        from qembed.errors import MissingDependency
+        from qembed.reference import INSTALL_HINT
+
+        raise MissingDependency("`engine: reference` needs sentence-transformers, which is not installed",
+                                hint=INSTALL_HINT)
+    if quiet:
+        return
+    shape = models.model_shape(profile.model)
+    size = f": {shape.hidden_size}-d vectors (a 4B server gives 2560)" if shape is not None else ""
+    output.status(f"{profile.model}{size}")
+    output.status(NOTICE)
+
+
+def _dry_run_reference(profile: Profile, *, api_key: str | None, python: str, as_json: bool) -> None:
+    from qembed import output
+    from qembed.refserver import build_command
+
+    cmd = build_command(profile, api_key=api_key)
+    if as_json:
+        output.print_json({"profile": profile.model_dump(mode="json"), "argv": cmd.redacted_argv(),
+                           "env": cmd.redacted_env(), "command": cmd.display()})
+        return
+    output.data(f"profile: {profile.name} (engine: reference)")
+    output.data("command:")
+    output.data(f"  {shlex_join(cmd.redacted_argv())}")
+    output.status("dry run: nothing started")
+
+
+def _verify_after_ready(info: ReadyInfo, profile: Profile, *, api_key: str | None, quiet: bool) -> None:
+    """`serve --verify`: raises VerifyFailed (exit 1; the caller then stops the server)."""
+    from qembed import output
+    from qembed.verify import verify_or_raise
+
+    fp32 = profile.engine == "reference" or profile.dtype == "float32"
+    report = verify_or_raise(info.url, model=profile.model, precision="fp32" if fp32 else "bf16",
+                             api_key=api_key, progress=None if quiet else output.status)
+    if not quiet:
+        full = report.results[0]
+        output.status(f"verify: PASS (min cos {full.min_cos:.7f} over {len(full.texts)} texts, "
+                      f"{report.tolerance.name} tolerance, {report.seconds:.0f} s)")
 
 
 # -- ps / stop / logs ------------------------------------------------------------------------------

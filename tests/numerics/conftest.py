@@ -4,6 +4,7 @@ reference recipe on it, the tiny-model backend, and stand-in servers (once per m
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -11,6 +12,9 @@ from tests.numerics.reference import MEASURED, Reference
 from tests.numerics.tiny_model import TinyModel, build_tiny_model
 from tests.standin.server import Running, StandinConfig, serve_in_thread
 from tests.standin.tiny_backend import TinyBackend
+
+if TYPE_CHECKING:
+    from qembed.reference import ReferenceEngine
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +32,16 @@ def tiny_model_no_eos(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
 @pytest.fixture(scope="session")
 def reference(tiny_model: TinyModel) -> Reference:
     return Reference(tiny_model.path)
+
+
+@pytest.fixture(scope="session")
+def ref_engine(tiny_model: TinyModel) -> ReferenceEngine:
+    """qembed's reference engine (sentence-transformers) on the fixture directory."""
+    from qembed.reference import ReferenceEngine
+    from tests.numerics.reference import offline
+
+    with offline():
+        return ReferenceEngine(str(tiny_model.path), threads=2)
 
 
 @pytest.fixture(scope="session")
