@@ -106,3 +106,19 @@ def test_python_m_qembed_help_importtime_lists_no_heavy_module() -> None:
              for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "typer" in names  # the parse worked
     assert sorted(names & set(HEAVY)) == []
+
+
+def test_one_shot_embed_loads_no_aiohttp_or_httpx() -> None:
+    """`qembed embed "x"` (one small request) goes over http.client: neither HTTP library nor
+    asyncio is imported (docs/performance.md, "One-shot `qembed embed`")."""
+    from tests.standin.server import StandinConfig, serve_in_thread
+
+    with serve_in_thread(StandinConfig(dim=32)) as srv:
+        code = ("import sys, runpy; sys.argv = ['qembed', 'embed', '--url', %r, 'x']; "
+                "import atexit; atexit.register(lambda: sys.stderr.write('\\nASYNCIO=%%s\\n' %% ('asyncio' in sys.modules)))\n"
+                "runpy.run_module('qembed', run_name='__main__')") % srv.url
+        proc, loaded = _run(code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '"embedding": [' in proc.stdout  # it did embed
+    assert "aiohttp" not in loaded and "httpx" not in loaded, loaded
+    assert "ASYNCIO=False" in proc.stderr
