@@ -50,7 +50,7 @@ from .transport import (
     TransportFailure,
     choose_http,
 )
-from .vectors import check_dimensions, parse_models, parse_reply, truncate
+from .vectors import check_dimensions, parse_models, parse_reply, parse_reply_rows, truncate
 
 if TYPE_CHECKING:
     import httpx
@@ -59,9 +59,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["USE_CLIENT_DEFAULT", "AsyncClient", "BaseClient", "Client", "Embeddings", "Failure", "ServerInfo"]
+__all__ = ["USE_CLIENT_DEFAULT", "AsyncClient", "BaseClient", "Client", "EmbeddingLists", "Embeddings", "Failure",
+           "ServerInfo"]
 
 OnError = Literal["raise", "skip"]
+Kind = Literal["raw", "query", "document"]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -137,6 +139,23 @@ class Failure:
 
     index: int
     reason: str
+
+
+@dataclass(frozen=True)
+class EmbeddingLists:
+    """What :class:`Embeddings` holds, as plain Python lists (no numpy): see ``embed_lists``.
+
+    ``vectors[k]`` is the row of input ``indices[k]`` (``indices`` is ``None`` when no input
+    was skipped); each value is the float32 the server sent, as a Python float, exactly as
+    ``Embeddings.tolist()`` gives it.
+    """
+
+    vectors: list[list[float]]
+    dimensions: int  #: values per vector (0 when nothing was embedded and the size is unknown)
+    prompt_tokens: int
+    model: str | None
+    indices: list[int] | None
+    failures: list[Failure]
 
 
 @dataclass(frozen=True)
@@ -226,8 +245,9 @@ class _Job:
     texts: list[str]
     dimensions: int | None
     on_error: OnError
-    out: Any = None  # np.ndarray (n, d), allocated once d is known
-    ok: Any = None  # np.ndarray[bool] (n,)
+    plain: bool = False  #: rows as Python lists, no numpy (``embed_lists``)
+    out: Any = None  # np.ndarray (n, d), allocated once d is known; plain: list of rows
+    ok: Any = None  # np.ndarray[bool] (n,); plain: list[bool]
     tokens: int = 0
     model: str | None = None
     failures: dict[int, str] = field(default_factory=dict)
@@ -505,6 +525,10 @@ class BaseClient:
         return job.dimensions if job.dimensions is not None else self._full_dim
 
     def _allocate(self, job: _Job) -> None:
+        if job.plain:
+            if job.out is None:
+                job.out, job.ok = [None] * len(job.texts), [False] * len(job.texts)
+            return
         import numpy as np
 
         d = self._out_dim(job)
@@ -544,22 +568,33 @@ class BaseClient:
         server_dims = job.dimensions is not None and not client_truncate
         with self._state_lock:
             width = job.dimensions if server_dims else self._full_dim
-        reply = parse_reply(resp.content, len(rows), width=width, source=f"{self.base_url}/v1/embeddings",
-                            expect_unit=self.expect_unit, status=resp.status)
-        vectors = reply.vectors
+        source = f"{self.base_url}/v1/embeddings"
+        reply: Any = (parse_reply_rows if job.plain else parse_reply)(
+            resp.content, len(rows), width=width, source=source, expect_unit=self.expect_unit, status=resp.status)
+        vectors = reply.rows if job.plain else reply.vectors
+        got = len(vectors[0]) if job.plain else vectors.shape[1]
         with self._state_lock:
             if self._full_dim is None and not server_dims:
-                self._full_dim = vectors.shape[1]
+                self._full_dim = got
             if server_dims:
                 self._supports_dimensions = True
             self._allocate(job)
         if client_truncate:
             assert job.dimensions is not None
-            if job.dimensions > vectors.shape[1]:
-                check_dimensions(job.dimensions, vectors.shape[1])
-            vectors = truncate(vectors, job.dimensions)
-        job.out[rows] = vectors
-        job.ok[rows] = True
+            if job.dimensions > got:
+                check_dimensions(job.dimensions, got)
+            if job.plain:  # the one numpy step of a plain job: the same renormalisation as always
+                import numpy as np
+
+                vectors = truncate(np.array(vectors, dtype=np.float32), job.dimensions).tolist()
+            else:
+                vectors = truncate(vectors, job.dimensions)
+        if job.plain:
+            for i, row in zip(rows, vectors, strict=True):
+                job.out[i], job.ok[i] = row, True
+        else:
+            job.out[rows] = vectors
+            job.ok[rows] = True
         with job.lock:
             job.tokens += reply.prompt_tokens
             job.model = job.model or reply.model
@@ -715,11 +750,14 @@ class BaseClient:
         return self._info()
 
     def _embed_flow(self, raw: list[str], formatted: list[str], dimensions: int | UseClientDefault | None,
-                    on_error: OnError | UseClientDefault) -> Flow[Embeddings]:
-        """One embed() call: check the inputs, learn what is needed, plan, send, assemble."""
+                    on_error: OnError | UseClientDefault, *, plain: bool = False) -> Flow[Any]:
+        """One embed() call: check the inputs, learn what is needed, plan, send, assemble
+        (:class:`Embeddings`; with ``plain``, :class:`EmbeddingLists`)."""
         job = self._new_job(raw, formatted, dimensions, on_error)
+        job.plain = plain
+        finish = self._finish_lists if plain else self._finish
         if not job.texts:
-            return self._finish(job)
+            return finish(job)
         yield from self._models_flow()
         if job.dimensions is not None:
             self._precheck_dimensions(job.dimensions)  # now with the served model's name
@@ -738,7 +776,7 @@ class BaseClient:
             yield from self._batch_flow(job, batches[0])
         elif batches:
             yield Parallel([self._batch_flow(job, b) for b in batches])
-        return self._finish(job)
+        return finish(job)
 
     def _batch_flow(self, job: _Job, rows: list[int]) -> Flow[None]:
         """Send ``rows``; on a whole-request failure caused by one input, isolate it by halving."""
@@ -779,6 +817,14 @@ class BaseClient:
                     stack.append(rest)
                 continue
             raise self._error_for(resp)
+
+    def _finish_lists(self, job: _Job) -> EmbeddingLists:
+        failures = [Failure(i, r) for i, r in sorted(job.failures.items())]
+        ok = [bool(job.ok[i]) and i not in job.failures for i in range(len(job.texts))] if job.ok else []
+        keep = [i for i, k in enumerate(ok) if k]
+        return EmbeddingLists(vectors=[job.out[i] for i in keep], dimensions=self._out_dim(job) or 0,
+                              prompt_tokens=job.tokens, model=job.model,
+                              indices=None if len(keep) == len(job.texts) else keep, failures=failures)
 
     def _finish(self, job: _Job) -> Embeddings:
         import numpy as np
@@ -822,6 +868,23 @@ class BaseClient:
         return ServerInfo(url=self.base_url, model=self.model or self._server_model,
                           max_model_len=self._max_model_len, dimensions=self._full_dim,
                           supports_dimensions=self._supports_dimensions)
+
+
+def _kind_args(kind: Kind, task: str | None, instruction: str | None, prefix: str | None) -> dict[str, Any]:
+    """``_format`` arguments for ``embed_lists``: what ``embed`` / ``embed_queries`` /
+    ``embed_documents`` pass (a query with neither task nor instruction gets retrieval)."""
+    from .errors import ConfigError
+
+    if kind not in ("raw", "query", "document"):
+        raise ConfigError(f"`kind` must be `raw`, `query` or `document`, got `{kind}`")
+    if kind == "query":
+        return {"kind": kind, "task": "retrieval" if task is None and instruction is None else task,
+                "instruction": instruction}
+    if kind == "document":
+        if instruction is not None or prefix is not None:
+            raise ConfigError("documents take no `instruction` or `prefix`; use `kind=\"query\"` or `\"raw\"`")
+        return {"kind": kind, "task": task}
+    return {"kind": kind, "instruction": instruction, "prefix": prefix}
 
 
 def _normalise_url(url: str) -> str:
@@ -1055,7 +1118,8 @@ class Client(BaseClient):
               on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Embeddings:
         """Embed texts as given, or with ``instruction`` in the Qwen3 query format."""
         raw, formatted = self._format(texts, kind="raw", instruction=instruction, prefix=prefix)
-        return self._drive(self._embed_flow(raw, formatted, dimensions, on_error))
+        out: Embeddings = self._drive(self._embed_flow(raw, formatted, dimensions, on_error))
+        return out
 
     @_with_args_doc
     def embed_queries(self, texts: str | Iterable[str], *, task: str | None = "retrieval",
@@ -1064,7 +1128,8 @@ class Client(BaseClient):
                       on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Embeddings:
         """Embed queries as ``Instruct: {task}\\nQuery:{text}`` (default task: retrieval)."""
         raw, formatted = self._format(texts, kind="query", task=task, instruction=instruction)
-        return self._drive(self._embed_flow(raw, formatted, dimensions, on_error))
+        out: Embeddings = self._drive(self._embed_flow(raw, formatted, dimensions, on_error))
+        return out
 
     @_with_args_doc
     def embed_documents(self, texts: str | Iterable[str], *, task: str | None = None,
@@ -1072,7 +1137,25 @@ class Client(BaseClient):
                         on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Embeddings:
         """Embed documents: no instruction, except for a symmetric ``task`` (sts, bitext, ...)."""
         raw, formatted = self._format(texts, kind="document", task=task)
-        return self._drive(self._embed_flow(raw, formatted, dimensions, on_error))
+        out: Embeddings = self._drive(self._embed_flow(raw, formatted, dimensions, on_error))
+        return out
+
+    def embed_lists(self, texts: str | Iterable[str], *, kind: Kind = "document", task: str | None = None,
+                    instruction: str | None = None, prefix: str | None = None,
+                    dimensions: int | UseClientDefault | None = USE_CLIENT_DEFAULT,
+                    on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> EmbeddingLists:
+        """The vectors of ``embed`` (``kind="raw"``), ``embed_queries`` (``"query"``) or
+        ``embed_documents`` (``"document"``), under the same checks, as Python lists: numpy is
+        not imported (unless the client itself must truncate a Matryoshka size). For a few
+        texts in a short-lived process, where importing numpy costs more than the request.
+
+        Example:
+            >>> client.embed_lists(["hello"]).vectors[0][:2]                 # doctest: +SKIP
+            [0.0123, -0.0456]
+        """
+        raw, formatted = self._format(texts, **_kind_args(kind, task, instruction, prefix))
+        result: EmbeddingLists = self._drive(self._embed_flow(raw, formatted, dimensions, on_error, plain=True))
+        return result
 
     def server_info(self) -> ServerInfo:
         """Model name, context length and full vector size (one probe embedding, cached)."""
@@ -1166,7 +1249,8 @@ class AsyncClient(BaseClient):
                     on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Embeddings:
         """Embed texts as given, or with ``instruction`` in the Qwen3 query format."""
         raw, formatted = self._format(texts, kind="raw", instruction=instruction, prefix=prefix)
-        return await _drive_async(self, self._io, self._embed_flow(raw, formatted, dimensions, on_error))
+        out: Embeddings = await _drive_async(self, self._io, self._embed_flow(raw, formatted, dimensions, on_error))
+        return out
 
     @_with_args_doc
     async def embed_queries(self, texts: str | Iterable[str], *, task: str | None = "retrieval",
@@ -1175,7 +1259,8 @@ class AsyncClient(BaseClient):
                             on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Embeddings:
         """Embed queries as ``Instruct: {task}\\nQuery:{text}`` (default task: retrieval)."""
         raw, formatted = self._format(texts, kind="query", task=task, instruction=instruction)
-        return await _drive_async(self, self._io, self._embed_flow(raw, formatted, dimensions, on_error))
+        out: Embeddings = await _drive_async(self, self._io, self._embed_flow(raw, formatted, dimensions, on_error))
+        return out
 
     @_with_args_doc
     async def embed_documents(self, texts: str | Iterable[str], *, task: str | None = None,
@@ -1183,7 +1268,18 @@ class AsyncClient(BaseClient):
                               on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Embeddings:
         """Embed documents: no instruction, except for a symmetric ``task`` (sts, bitext, ...)."""
         raw, formatted = self._format(texts, kind="document", task=task)
-        return await _drive_async(self, self._io, self._embed_flow(raw, formatted, dimensions, on_error))
+        out: Embeddings = await _drive_async(self, self._io, self._embed_flow(raw, formatted, dimensions, on_error))
+        return out
+
+    async def embed_lists(self, texts: str | Iterable[str], *, kind: Kind = "document", task: str | None = None,
+                          instruction: str | None = None, prefix: str | None = None,
+                          dimensions: int | UseClientDefault | None = USE_CLIENT_DEFAULT,
+                          on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> EmbeddingLists:
+        """:meth:`Client.embed_lists`, awaited."""
+        raw, formatted = self._format(texts, **_kind_args(kind, task, instruction, prefix))
+        result: EmbeddingLists = await _drive_async(self, self._io, self._embed_flow(
+            raw, formatted, dimensions, on_error, plain=True))
+        return result
 
     async def server_info(self) -> ServerInfo:
         """Model name, context length and full vector size (one probe embedding, cached)."""

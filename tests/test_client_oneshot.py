@@ -16,7 +16,6 @@ from qembed.cli import main
 from qembed.transport import StdlibSync
 from tests.standin.server import Running, StandinConfig, serve_in_thread
 
-
 REAL_CLIENT = qembed.client.Client
 
 

@@ -108,17 +108,17 @@ def test_python_m_qembed_help_importtime_lists_no_heavy_module() -> None:
     assert sorted(names & set(HEAVY)) == []
 
 
-def test_one_shot_embed_loads_no_aiohttp_or_httpx() -> None:
-    """`qembed embed "x"` (one small request) goes over http.client: neither HTTP library nor
-    asyncio is imported (docs/performance.md, "One-shot `qembed embed`")."""
+def test_one_shot_embed_loads_no_aiohttp_httpx_or_numpy() -> None:
+    """`qembed embed "x"` (one small request, JSON out) goes over http.client and prints plain
+    lists: no HTTP library, no asyncio, no numpy (docs/performance.md, "One-shot `qembed embed`")."""
     from tests.standin.server import StandinConfig, serve_in_thread
 
     with serve_in_thread(StandinConfig(dim=32)) as srv:
-        code = ("import sys, runpy; sys.argv = ['qembed', 'embed', '--url', %r, 'x']; "
-                "import atexit; atexit.register(lambda: sys.stderr.write('\\nASYNCIO=%%s\\n' %% ('asyncio' in sys.modules)))\n"
-                "runpy.run_module('qembed', run_name='__main__')") % srv.url
+        code = (f"import sys, runpy; sys.argv = ['qembed', 'embed', '--url', {srv.url!r}, 'x']; import atexit; "
+                "atexit.register(lambda: sys.stderr.write(f\"\\nASYNCIO={'asyncio' in sys.modules}\\n\"))\n"
+                "runpy.run_module('qembed', run_name='__main__')")
         proc, loaded = _run(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '"embedding": [' in proc.stdout  # it did embed
-    assert "aiohttp" not in loaded and "httpx" not in loaded, loaded
+    assert not {"aiohttp", "httpx", "numpy"} & set(loaded), loaded
     assert "ASYNCIO=False" in proc.stderr

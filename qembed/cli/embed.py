@@ -162,7 +162,12 @@ def embed(
     chosen = Format.json if json_ else (fmt or (Format.table if sys.stdout.isatty() else Format.json))
     with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size, on_error=mode,
                  timeout=timeout) as client:
-        if kind == "query":
+        emb: Any
+        if chosen == Format.json:  # printed from plain lists: a one-shot run never imports numpy
+            emb = client.embed_lists(items, kind=kind,  # type: ignore[arg-type]  # raw, query or document
+                                     task=task or "retrieval" if kind == "query" else task,
+                                     instruction=instruction, prefix=prefix, dimensions=dimensions)
+        elif kind == "query":
             emb = client.embed_queries(items, task=task or "retrieval", instruction=instruction, dimensions=dimensions)
         elif kind == "document":
             emb = client.embed_documents(items, task=task, dimensions=dimensions)
@@ -176,14 +181,17 @@ def _rows(emb: Any, n: int) -> list[int]:
 
 
 def _render(emb: Any, items: list[str], fmt: Format, output_path: Path | None) -> None:
-    import numpy as np
-
     from qembed import output
 
     rows = _rows(emb, len(items))
-    vectors = np.asarray(emb)
     for f in emb.failures:
         output.warn(f"input {f.index} skipped: {f.reason}")
+    if fmt == Format.json and hasattr(emb, "dimensions"):  # EmbeddingLists: no numpy
+        _render_json(emb, rows, emb.vectors, emb.dimensions, output_path)
+        return
+    import numpy as np
+
+    vectors = np.asarray(emb)
     if fmt == Format.npy:
         payload = _npy_bytes(vectors)
         if output_path is not None:
@@ -202,19 +210,7 @@ def _render(emb: Any, items: list[str], fmt: Format, output_path: Path | None) -
             output.data(lines.decode())
         return
     if fmt == Format.json:
-        doc = {
-            "model": emb.model,
-            "dimensions": int(vectors.shape[1]) if vectors.ndim == 2 else None,
-            "prompt_tokens": int(emb.prompt_tokens),
-            "data": [{"index": i, "embedding": v.tolist()} for i, v in zip(rows, vectors, strict=True)],
-            "failures": [{"index": f.index, "reason": f.reason} for f in emb.failures],
-        }
-        if output_path is not None:
-            import json
-
-            output_path.write_text(json.dumps(doc))
-        else:
-            output.print_json(doc)
+        _render_json(emb, rows, vectors.tolist(), int(vectors.shape[1]) if vectors.ndim == 2 else None, output_path)
         return
     table_rows = []
     for i, v in zip(rows, vectors, strict=True):
@@ -223,6 +219,25 @@ def _render(emb: Any, items: list[str], fmt: Format, output_path: Path | None) -
         table_rows.append([i, text, v.shape[0], f"{float(np.linalg.norm(v)):.4f}", f"[{head}, ...]"])
     output.table(["#", "text", "dims", "norm", "first values"], table_rows,
                  title=f"{emb.model or 'embeddings'} · {int(emb.prompt_tokens)} tokens")
+
+
+def _render_json(emb: Any, rows: list[int], vectors: list[list[float]], dimensions: int | None,
+                 output_path: Path | None) -> None:
+    from qembed import output
+
+    doc = {
+        "model": emb.model,
+        "dimensions": dimensions,
+        "prompt_tokens": int(emb.prompt_tokens),
+        "data": [{"index": i, "embedding": v} for i, v in zip(rows, vectors, strict=True)],
+        "failures": [{"index": f.index, "reason": f.reason} for f in emb.failures],
+    }
+    if output_path is not None:
+        import json
+
+        output_path.write_text(json.dumps(doc))
+    else:
+        output.print_json(doc)
 
 
 def _run_bulk(client: Client, input_path: Path, output_path: Path, **kw: Any) -> BulkResult:
