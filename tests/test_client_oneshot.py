@@ -78,3 +78,38 @@ def test_the_default_client_reaches_aiohttp_only_for_concurrent_requests(srv: Ru
         assert c._loop is None  # no event loop was needed
         out = c.embed_documents([f"t{i}" for i in range(9)])
         assert c._loop is not None and out.shape == (9, 64)
+
+
+CALLS: list[tuple[str, dict[str, object], str, dict[str, object]]] = [
+    # (Embeddings method, its arguments, embed_lists kind, its arguments)
+    ("embed_documents", {}, "document", {}),
+    ("embed_queries", {}, "query", {}),
+    ("embed_queries", {"task": "sts", "dimensions": 32}, "query", {"task": "sts", "dimensions": 32}),
+    ("embed", {"instruction": "Find it", "on_error": "skip"}, "raw", {"instruction": "Find it", "on_error": "skip"}),
+    ("embed", {"prefix": "p: "}, "raw", {"prefix": "p: "}),
+    ("embed_documents", {"task": "sts"}, "document", {"task": "sts"}),
+]
+
+
+@pytest.mark.parametrize("matryoshka", [True, False])  # False: the client truncates and renormalises
+@pytest.mark.parametrize("encoding", ["base64", "float"])
+def test_embed_lists_is_embed_as_lists(matryoshka: bool, encoding: str) -> None:
+    texts = ["a cat", " ", "a dog sat", "x" * 50]
+    for method, kw, kind, lkw in CALLS:
+        with serve_in_thread(StandinConfig(dim=64, matryoshka=matryoshka)) as s:
+            with REAL_CLIENT(s.url, batch_size=2) as c:
+                c._encoding = encoding
+                arrays = getattr(c, method)(texts if kw.get("on_error") else [t for t in texts if t.strip()], **kw)
+            first = list(s.requests)
+        with serve_in_thread(StandinConfig(dim=64, matryoshka=matryoshka)) as s:
+            with REAL_CLIENT(s.url, batch_size=2) as c:
+                c._encoding = encoding
+                lists = c.embed_lists(texts if kw.get("on_error") else [t for t in texts if t.strip()], kind=kind,
+                                      **lkw)  # type: ignore[arg-type]
+            second = list(s.requests)
+        assert first == second, method  # the same requests
+        assert lists.vectors == arrays.tolist(), (method, kw)
+        assert lists.dimensions == arrays.shape[1]
+        assert lists.indices == (None if arrays.indices is None else arrays.indices.tolist())
+        assert (lists.failures, lists.model, lists.prompt_tokens) == (arrays.failures, arrays.model,
+                                                                      arrays.prompt_tokens)
