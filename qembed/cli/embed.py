@@ -182,11 +182,12 @@ def _rows(emb: Any, n: int) -> list[int]:
 
 def _render(emb: Any, items: list[str], fmt: Format, output_path: Path | None) -> None:
     from qembed import output
+    from qembed.client import EmbeddingLists
 
     rows = _rows(emb, len(items))
     for f in emb.failures:
         output.warn(f"input {f.index} skipped: {f.reason}")
-    if fmt == Format.json and hasattr(emb, "dimensions"):  # EmbeddingLists: no numpy
+    if isinstance(emb, EmbeddingLists):  # plain lists (--format json): no numpy
         _render_json(emb, rows, emb.vectors, emb.dimensions, output_path)
         return
     import numpy as np
