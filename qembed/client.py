@@ -1,5 +1,7 @@
-"""The embedding client: ``BaseClient`` builds requests and parses replies (no I/O);
-``Client`` and ``AsyncClient`` only move bytes (httpx), retry and run requests concurrently.
+"""The embedding client: ``BaseClient`` holds the configuration, what was learned about the
+server, and the sans-IO flows that make every decision (no I/O); ``Client`` and ``AsyncClient``
+only drive those flows over a transport (:mod:`qembed.transport`), running requests
+concurrently where a flow asks for it.
 
 What it gets right by default, because users of Qwen3-Embedding most often get it wrong:
 
@@ -37,15 +39,18 @@ from .errors import InputError, ServerError, ServerUnreachable
 from .instructions import apply_prefix, format_document, format_query, resolve_instruction
 from .transport import (
     AiohttpAsync,
+    AsyncTransport,
     HttpxAsync,
     HttpxSync,
     Request,
     Response,
+    StdlibSync,
+    SyncTransport,
     Timeouts,
     TransportFailure,
     choose_http,
 )
-from .vectors import check_dimensions, parse_models, parse_reply, truncate
+from .vectors import check_dimensions, parse_models, parse_reply, parse_reply_rows, truncate
 
 if TYPE_CHECKING:
     import httpx
@@ -54,9 +59,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["USE_CLIENT_DEFAULT", "AsyncClient", "BaseClient", "Client", "Embeddings", "Failure", "ServerInfo"]
+__all__ = ["USE_CLIENT_DEFAULT", "AsyncClient", "BaseClient", "Client", "EmbeddingLists", "Embeddings", "Failure",
+           "ServerInfo"]
 
 OnError = Literal["raise", "skip"]
+Kind = Literal["raw", "query", "document"]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -132,6 +139,23 @@ class Failure:
 
     index: int
     reason: str
+
+
+@dataclass(frozen=True)
+class EmbeddingLists:
+    """What :class:`Embeddings` holds, as plain Python lists (no numpy): see ``embed_lists``.
+
+    ``vectors[k]`` is the row of input ``indices[k]`` (``indices`` is ``None`` when no input
+    was skipped); each value is the float32 the server sent, as a Python float, exactly as
+    ``Embeddings.tolist()`` gives it.
+    """
+
+    vectors: list[list[float]]
+    dimensions: int  #: values per vector (0 when nothing was embedded and the size is unknown)
+    prompt_tokens: int
+    model: str | None
+    indices: list[int] | None
+    failures: list[Failure]
 
 
 @dataclass(frozen=True)
@@ -221,8 +245,9 @@ class _Job:
     texts: list[str]
     dimensions: int | None
     on_error: OnError
-    out: Any = None  # np.ndarray (n, d), allocated once d is known
-    ok: Any = None  # np.ndarray[bool] (n,)
+    plain: bool = False  #: rows as Python lists, no numpy (``embed_lists``)
+    out: Any = None  # np.ndarray (n, d), allocated once d is known; plain: list of rows
+    ok: Any = None  # np.ndarray[bool] (n,); plain: list[bool]
     tokens: int = 0
     model: str | None = None
     failures: dict[int, str] = field(default_factory=dict)
@@ -233,6 +258,26 @@ class _Job:
             raise InputError(f"input {index}: {reason}", index=index, hint=hint)
         with self.lock:
             self.failures[index] = reason
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """A flow step: wait this long (a retry's backoff), then resume the flow."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """A flow step: run these sub-flows, at most ``concurrency`` at a time, then resume."""
+
+    flows: list[Generator[Request | Sleep | Parallel, Any, None]]
+
+
+Step = Request | Sleep | Parallel
+_T = TypeVar("_T")
+#: a sans-IO flow: yields steps, receives their outcomes, returns its result
+Flow = Generator[Step, Any, _T]
 
 
 # -- the I/O-free core -----------------------------------------------------------------------
@@ -327,9 +372,20 @@ class BaseClient:
         self._supports_dimensions: bool | None = None
         self._encoding = "base64"
         self._state_lock = threading.Lock()
+        self._sem: Any = None
+        self._sem_loop: Any = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def _semaphore(self) -> Any:
+        """One limit on requests in flight per client (and event loop), shared by all calls."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self._sem is None or self._sem_loop is not loop:
+            self._sem, self._sem_loop = asyncio.Semaphore(self.concurrency), loop
+        return self._sem
 
     # -- httpx construction ----------------------------------------------------------------
 
@@ -469,6 +525,10 @@ class BaseClient:
         return job.dimensions if job.dimensions is not None else self._full_dim
 
     def _allocate(self, job: _Job) -> None:
+        if job.plain:
+            if job.out is None:
+                job.out, job.ok = [None] * len(job.texts), [False] * len(job.texts)
+            return
         import numpy as np
 
         d = self._out_dim(job)
@@ -508,22 +568,33 @@ class BaseClient:
         server_dims = job.dimensions is not None and not client_truncate
         with self._state_lock:
             width = job.dimensions if server_dims else self._full_dim
-        reply = parse_reply(resp.content, len(rows), width=width, source=f"{self.base_url}/v1/embeddings",
-                            expect_unit=self.expect_unit, status=resp.status)
-        vectors = reply.vectors
+        source = f"{self.base_url}/v1/embeddings"
+        reply: Any = (parse_reply_rows if job.plain else parse_reply)(
+            resp.content, len(rows), width=width, source=source, expect_unit=self.expect_unit, status=resp.status)
+        vectors = reply.rows if job.plain else reply.vectors
+        got = len(vectors[0]) if job.plain else vectors.shape[1]
         with self._state_lock:
             if self._full_dim is None and not server_dims:
-                self._full_dim = vectors.shape[1]
+                self._full_dim = got
             if server_dims:
                 self._supports_dimensions = True
             self._allocate(job)
         if client_truncate:
             assert job.dimensions is not None
-            if job.dimensions > vectors.shape[1]:
-                check_dimensions(job.dimensions, vectors.shape[1])
-            vectors = truncate(vectors, job.dimensions)
-        job.out[rows] = vectors
-        job.ok[rows] = True
+            if job.dimensions > got:
+                check_dimensions(job.dimensions, got)
+            if job.plain:  # the one numpy step of a plain job: the same renormalisation as always
+                import numpy as np
+
+                vectors = truncate(np.array(vectors, dtype=np.float32), job.dimensions).tolist()
+            else:
+                vectors = truncate(vectors, job.dimensions)
+        if job.plain:
+            for i, row in zip(rows, vectors, strict=True):
+                job.out[i], job.ok[i] = row, True
+        else:
+            job.out[rows] = vectors
+            job.ok[rows] = True
         with job.lock:
             job.tokens += reply.prompt_tokens
             job.model = job.model or reply.model
@@ -630,19 +701,91 @@ class BaseClient:
             hint="check the server (`qembed ps`, `qembed logs`) and try again",
         )
 
-    # -- the per-batch state machine (shared by both clients) ------------------------------
+    # -- the sans-IO flows (shared by both clients) -----------------------------------------
+    #
+    # Every decision lives here, once: what to send, retries and their waits, the prelude
+    # (models, probe, dimension check, plan), the Matryoshka and base64 fallbacks, isolating a
+    # bad input by halving. A flow is a generator: it yields a step and receives its outcome:
+    #   Request  -> the Response (after no retries: the flow retries), or a TransportFailure
+    #               thrown into it;
+    #   Sleep    -> None, after that many seconds;
+    #   Parallel -> None, once all its sub-flows ran (at most `concurrency` at a time).
+    # `Client` and `AsyncClient` only drive flows (`_drive`, `_drive_async`): they move bytes.
 
-    def _batch_flow(self, job: _Job, rows: list[int]) -> Generator[Request, Response, None]:
-        """Send ``rows``; on a whole-request failure caused by one input, isolate it by halving.
+    def _exchange(self, req: Request) -> Flow[Response]:
+        """One request with retries: connection errors, deadlines, 408/429/5xx."""
+        attempt, start = 0, time.monotonic()
+        while True:
+            try:
+                resp: Response = yield req
+            except TransportFailure as exc:
+                delay = self._retry_delay(attempt, None)
+                if attempt >= self._transport_retries(exc) or not self._retry_allowed(start, delay):
+                    raise self._unreachable(exc) from exc.__cause__
+                logger.info("%s %s: %s; retry %d in %.2f s", req.method, req.path, exc, attempt + 1, delay)
+            else:
+                if not self._retryable(resp.status) or attempt >= self.max_retries:
+                    return resp
+                delay = self._retry_delay(attempt, resp.headers.get("retry-after"))
+                if not self._retry_allowed(start, delay):
+                    return resp
+                logger.info("%s %s: HTTP %d; retry %d in %.2f s", req.method, req.path, resp.status, attempt + 1,
+                            delay)
+            yield Sleep(delay)
+            attempt += 1
 
-        Yields requests, receives the final response for each (after retries).
-        """
+    def _models_flow(self) -> Flow[None]:
+        if not self._models_fetched:
+            self._parse_models((yield from self._exchange(self._models_request())))
+
+    def _probe_flow(self) -> Flow[None]:
+        """One embedding to learn the full vector size."""
+        probe = _Job(texts=["qembed dimension probe"], dimensions=None, on_error="raise")
+        yield from self._batch_flow(probe, [0])
+
+    def _info_flow(self) -> Flow[ServerInfo]:
+        yield from self._models_flow()
+        if self._full_dim is None:
+            yield from self._probe_flow()
+        return self._info()
+
+    def _embed_flow(self, raw: list[str], formatted: list[str], dimensions: int | UseClientDefault | None,
+                    on_error: OnError | UseClientDefault, *, plain: bool = False) -> Flow[Any]:
+        """One embed() call: check the inputs, learn what is needed, plan, send, assemble
+        (:class:`Embeddings`; with ``plain``, :class:`EmbeddingLists`)."""
+        job = self._new_job(raw, formatted, dimensions, on_error)
+        job.plain = plain
+        finish = self._finish_lists if plain else self._finish
+        if not job.texts:
+            return finish(job)
+        yield from self._models_flow()
+        if job.dimensions is not None:
+            self._precheck_dimensions(job.dimensions)  # now with the served model's name
+            if self._full_dim is None:
+                yield from self._probe_flow()
+            assert self._full_dim is not None
+            check_dimensions(job.dimensions, self._full_dim)
+            if job.dimensions == self._full_dim:
+                job.dimensions = None
+        self._check_lengths(job)
+        self._allocate(job)
+        batches = self._plan(job)
+        while batches and self._needs_learning(job):
+            yield from self._batch_flow(job, batches.pop(0))
+        if len(batches) == 1:
+            yield from self._batch_flow(job, batches[0])
+        elif batches:
+            yield Parallel([self._batch_flow(job, b) for b in batches])
+        return finish(job)
+
+    def _batch_flow(self, job: _Job, rows: list[int]) -> Flow[None]:
+        """Send ``rows``; on a whole-request failure caused by one input, isolate it by halving."""
         stack = [rows]
         while stack:
             part = stack.pop()
             server_dims = job.dimensions if (job.dimensions is not None and self._supports_dimensions is not False) else None
             client_truncate = job.dimensions is not None and server_dims is None
-            resp = yield self._embed_request([job.texts[i] for i in part], server_dims)
+            resp = yield from self._exchange(self._embed_request([job.texts[i] for i in part], server_dims))
             if resp.status == 200:
                 self._parse_embeddings(job, part, resp, client_truncate=client_truncate)
                 continue
@@ -674,6 +817,14 @@ class BaseClient:
                     stack.append(rest)
                 continue
             raise self._error_for(resp)
+
+    def _finish_lists(self, job: _Job) -> EmbeddingLists:
+        failures = [Failure(i, r) for i, r in sorted(job.failures.items())]
+        ok = [bool(job.ok[i]) and i not in job.failures for i in range(len(job.texts))] if job.ok else []
+        keep = [i for i, k in enumerate(ok) if k]
+        return EmbeddingLists(vectors=[job.out[i] for i in keep], dimensions=self._out_dim(job) or 0,
+                              prompt_tokens=job.tokens, model=job.model,
+                              indices=None if len(keep) == len(job.texts) else keep, failures=failures)
 
     def _finish(self, job: _Job) -> Embeddings:
         import numpy as np
@@ -719,6 +870,23 @@ class BaseClient:
                           supports_dimensions=self._supports_dimensions)
 
 
+def _kind_args(kind: Kind, task: str | None, instruction: str | None, prefix: str | None) -> dict[str, Any]:
+    """``_format`` arguments for ``embed_lists``: what ``embed`` / ``embed_queries`` /
+    ``embed_documents`` pass (a query with neither task nor instruction gets retrieval)."""
+    from .errors import ConfigError
+
+    if kind not in ("raw", "query", "document"):
+        raise ConfigError(f"`kind` must be `raw`, `query` or `document`, got `{kind}`")
+    if kind == "query":
+        return {"kind": kind, "task": "retrieval" if task is None and instruction is None else task,
+                "instruction": instruction}
+    if kind == "document":
+        if instruction is not None or prefix is not None:
+            raise ConfigError("documents take no `instruction` or `prefix`; use `kind=\"query\"` or `\"raw\"`")
+        return {"kind": kind, "task": task}
+    return {"kind": kind, "instruction": instruction, "prefix": prefix}
+
+
 def _normalise_url(url: str) -> str:
     url = url.strip().rstrip("/")
     if "://" not in url:
@@ -762,34 +930,124 @@ def _with_args_doc(fn: _F) -> _F:
     return fn
 
 
+# -- drivers: move the bytes each flow step asks for ---------------------------------------
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real error in a (nested) exception group; qembed's own errors first."""
+    import asyncio
+
+    flat: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            stack[:0] = list(exc.exceptions)
+        elif not isinstance(exc, asyncio.CancelledError):
+            flat.append(exc)
+    from .errors import QembedError
+
+    for exc in flat:
+        if isinstance(exc, QembedError):
+            return exc
+    return flat[0] if flat else group
+
+
+async def _drive_async(client: BaseClient, io: AsyncTransport, flow: Flow[_T]) -> _T:
+    """Run a flow over an async transport; a ``Parallel`` step runs its sub-flows as tasks."""
+    import asyncio
+
+    value: Any = None
+    error: TransportFailure | None = None
+    while True:
+        try:
+            step = flow.send(value) if error is None else flow.throw(error)
+        except StopIteration as stop:
+            result: _T = stop.value
+            return result
+        value, error = None, None
+        if isinstance(step, Request):
+            try:
+                value = await io.request(step)
+            except TransportFailure as exc:
+                error = exc
+        elif isinstance(step, Sleep):
+            await asyncio.sleep(step.seconds)
+        else:
+            await _gather_async(client, io, step.flows)
+
+
+async def _gather_async(client: BaseClient, io: AsyncTransport, flows: list[Flow[None]]) -> None:
+    import asyncio
+
+    sem = client._semaphore()
+
+    async def one(f: Flow[None]) -> None:
+        async with sem:
+            await _drive_async(client, io, f)
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for f in flows:
+                tg.create_task(one(f))
+    except BaseExceptionGroup as group:
+        # callers expect the same exceptions as from Client, not a group
+        raise _first_error(group) from None
+
+
+class _OnLoop:
+    """A sync face for an async transport: each request runs on the client's loop thread."""
+
+    def __init__(self, io: AsyncTransport, run: Callable[[Any], Any]) -> None:
+        self._io, self._run = io, run
+
+    def request(self, req: Request) -> Response:
+        resp: Response = self._run(self._io.request(req))
+        return resp
+
+    def close(self) -> None:
+        pass  # the async transport is closed with the loop
+
+
 # -- sync ------------------------------------------------------------------------------------
 
 
 class Client(BaseClient):
     """Synchronous client; same methods as :class:`AsyncClient`, blocking.
 
-    ``http="auto"`` (default) uses aiohttp when it is installed and no ``transport`` is given:
-    requests then run on a private event loop in one background thread, through an internal
-    :class:`AsyncClient` (2-2.5x less CPU per vector, docs/client.md). Otherwise httpx, with
-    concurrent requests in a small thread pool. ``"httpx"`` / ``"aiohttp"`` force one.
+    ``http="auto"`` (default), with no ``transport`` and aiohttp installed: a call's single
+    requests (the model lookup, a one-request job) go over the standard library's
+    ``http.client``, which costs no import, and a call with several requests runs them
+    concurrently over aiohttp on a private event-loop thread (2-2.5x less CPU per vector than
+    httpx, docs/client.md). ``"aiohttp"``: everything over aiohttp; ``"httpx"`` and
+    ``"stdlib"``: everything over that library, concurrent requests in a small thread pool.
+    Whatever the transport, the same flow makes every decision and there is one copy of what
+    the client learned about the server.
     """
 
-    def __init__(self, base_url: str | None = None, *, http: Literal["auto", "httpx", "aiohttp"] = "auto",
-                 **kwargs: Any) -> None:
+    def __init__(self, base_url: str | None = None, *,
+                 http: Literal["auto", "httpx", "aiohttp", "stdlib"] = "auto", **kwargs: Any) -> None:
         super().__init__(base_url, **kwargs)
-        self.http: str = choose_http(http, self._transport)
+        self.http: str = choose_http(http, self._transport, sync=True)
         self._pool: Any = None
         self._pool_lock = threading.Lock()
         self._loop: Any = None
         self._loop_thread: threading.Thread | None = None
-        self._inner: AsyncClient | None = None
-        self._http: HttpxSync | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._aio: AiohttpAsync | None = None
+        limit = self.concurrency * 2 + 2
+        self._io: SyncTransport
         if self.http == "aiohttp":
-            kwargs.update(api_key=self.api_key, model=self.model)
-            self._inner = AsyncClient(self.base_url, http="aiohttp", **kwargs)
+            self._aio = AiohttpAsync(base_url=self.base_url, headers=self._headers(), timeouts=self._timeouts(),
+                                     limit=limit)
+        if self.http == "httpx":
+            self._io = HttpxSync(self._httpx_kwargs(), total=self._timeouts().total)
+        elif self.http == "stdlib" or http == "auto":
+            self._io = StdlibSync(base_url=self.base_url, headers=self._headers(), timeouts=self._timeouts(),
+                                  limit=limit)
         else:
-            self._http = HttpxSync(self._httpx_kwargs(), total=self._timeouts().total)
+            assert self._aio is not None
+            self._io = _OnLoop(self._aio, self._run)
 
     def __enter__(self) -> Client:
         return self
@@ -806,21 +1064,20 @@ class Client(BaseClient):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        if self._http is not None:
-            self._http.close()
+        self._io.close()
         if self._finalizer is not None:
             self._finalizer()  # runs _stop_loop once
             self._loop = self._loop_thread = self._finalizer = None
 
     @staticmethod
-    def _stop_loop(loop: Any, thread: threading.Thread, inner: AsyncClient | None) -> None:
+    def _stop_loop(loop: Any, thread: threading.Thread, aio: AiohttpAsync | None) -> None:
         """Close the aiohttp session on its own loop, then stop the loop and its thread."""
         import asyncio
 
         try:
-            if inner is not None and loop.is_running() and threading.current_thread() is not thread:
+            if aio is not None and loop.is_running() and threading.current_thread() is not thread:
                 async def close_and_settle() -> None:
-                    await inner.aclose()
+                    await aio.aclose()
                     for _ in range(3):  # let the transports' connection_lost callbacks run
                         await asyncio.sleep(0)
 
@@ -845,7 +1102,7 @@ class Client(BaseClient):
                 thread.start()
                 self._loop, self._loop_thread = loop, thread
                 # not a bound method: the finalizer must not keep the client alive
-                self._finalizer = weakref.finalize(self, Client._stop_loop, loop, thread, self._inner)
+                self._finalizer = weakref.finalize(self, Client._stop_loop, loop, thread, self._aio)
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return fut.result()
@@ -861,7 +1118,8 @@ class Client(BaseClient):
               on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Embeddings:
         """Embed texts as given, or with ``instruction`` in the Qwen3 query format."""
         raw, formatted = self._format(texts, kind="raw", instruction=instruction, prefix=prefix)
-        return self._embed(raw, formatted, dimensions, on_error)
+        out: Embeddings = self._drive(self._embed_flow(raw, formatted, dimensions, on_error))
+        return out
 
     @_with_args_doc
     def embed_queries(self, texts: str | Iterable[str], *, task: str | None = "retrieval",
@@ -870,7 +1128,8 @@ class Client(BaseClient):
                       on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Embeddings:
         """Embed queries as ``Instruct: {task}\\nQuery:{text}`` (default task: retrieval)."""
         raw, formatted = self._format(texts, kind="query", task=task, instruction=instruction)
-        return self._embed(raw, formatted, dimensions, on_error)
+        out: Embeddings = self._drive(self._embed_flow(raw, formatted, dimensions, on_error))
+        return out
 
     @_with_args_doc
     def embed_documents(self, texts: str | Iterable[str], *, task: str | None = None,
@@ -878,57 +1137,71 @@ class Client(BaseClient):
                         on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Embeddings:
         """Embed documents: no instruction, except for a symmetric ``task`` (sts, bitext, ...)."""
         raw, formatted = self._format(texts, kind="document", task=task)
-        return self._embed(raw, formatted, dimensions, on_error)
+        out: Embeddings = self._drive(self._embed_flow(raw, formatted, dimensions, on_error))
+        return out
+
+    def embed_lists(self, texts: str | Iterable[str], *, kind: Kind = "document", task: str | None = None,
+                    instruction: str | None = None, prefix: str | None = None,
+                    dimensions: int | UseClientDefault | None = USE_CLIENT_DEFAULT,
+                    on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> EmbeddingLists:
+        """The vectors of ``embed`` (``kind="raw"``), ``embed_queries`` (``"query"``) or
+        ``embed_documents`` (``"document"``), under the same checks, as Python lists: numpy is
+        not imported (unless the client itself must truncate a Matryoshka size). For a few
+        texts in a short-lived process, where importing numpy costs more than the request.
+
+        Example:
+            >>> client.embed_lists(["hello"]).vectors[0][:2]                 # doctest: +SKIP
+            [0.0123, -0.0456]
+        """
+        raw, formatted = self._format(texts, **_kind_args(kind, task, instruction, prefix))
+        result: EmbeddingLists = self._drive(self._embed_flow(raw, formatted, dimensions, on_error, plain=True))
+        return result
 
     def server_info(self) -> ServerInfo:
         """Model name, context length and full vector size (one probe embedding, cached)."""
-        if self._inner is not None:
-            info: ServerInfo = self._run(self._inner.server_info())
-            return info
-        self._ensure_models()
-        if self._full_dim is None:
-            self._probe()
-        return self._info()
+        return self._drive(self._info_flow())
 
-    # -- I/O -------------------------------------------------------------------------------
+    # -- the driver ------------------------------------------------------------------------
 
-    def _send(self, req: Request) -> Response:
-        assert self._http is not None
-        attempt, start = 0, time.monotonic()
+    def _drive(self, flow: Flow[_T]) -> _T:
+        """Run a flow: requests over the sync transport, waits with ``time.sleep``."""
+        value: Any = None
+        error: TransportFailure | None = None
         while True:
             try:
-                resp = self._http.request(req)
-            except TransportFailure as exc:
-                delay = self._retry_delay(attempt, None)
-                if attempt >= self._transport_retries(exc) or not self._retry_allowed(start, delay):
-                    raise self._unreachable(exc) from exc.__cause__
-                logger.info("%s %s: %s; retry %d in %.2f s", req.method, req.path, exc, attempt + 1, delay)
+                step = flow.send(value) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                result: _T = stop.value
+                return result
+            value, error = None, None
+            if isinstance(step, Request):
+                try:
+                    value = self._io.request(step)
+                except TransportFailure as exc:
+                    error = exc
+            elif isinstance(step, Sleep):
+                time.sleep(step.seconds)
             else:
-                if not self._retryable(resp.status) or attempt >= self.max_retries:
-                    return resp
-                delay = self._retry_delay(attempt, resp.headers.get("retry-after"))
-                if not self._retry_allowed(start, delay):
-                    return resp
-                logger.info("%s %s: HTTP %d; retry %d in %.2f s", req.method, req.path, resp.status, attempt + 1, delay)
-            time.sleep(delay)
-            attempt += 1
+                self._parallel(step.flows)
 
-    def _ensure_models(self) -> None:
-        if not self._models_fetched:
-            self._parse_models(self._send(self._models_request()))
-
-    def _probe(self) -> None:
-        probe = _Job(texts=["qembed dimension probe"], dimensions=None, on_error="raise")
-        self._drive(probe, [0])
-
-    def _drive(self, job: _Job, rows: list[int]) -> None:
-        flow = self._batch_flow(job, rows)
+    def _parallel(self, flows: list[Flow[None]]) -> None:
+        """Several requests at once: over aiohttp on the loop thread when the client has it,
+        else in a thread pool over the (thread-safe) sync transport."""
+        if self._aio is not None:
+            self._run(_gather_async(self, self._aio, flows))
+            return
+        if self.concurrency == 1:
+            for f in flows:
+                self._drive(f)
+            return
+        pool = self._executor()
+        futures = [pool.submit(self._drive, f) for f in flows]
         try:
-            req = next(flow)
-            while True:
-                req = flow.send(self._send(req))
-        except StopIteration:
-            pass
+            for fut in futures:
+                fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()
 
     def _executor(self) -> Any:
         with self._pool_lock:
@@ -937,61 +1210,6 @@ class Client(BaseClient):
 
                 self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="qembed")
             return self._pool
-
-    def _embed(self, raw: list[str], formatted: list[str], dimensions: Any, on_error: Any) -> Embeddings:
-        if self._inner is not None:
-            out: Embeddings = self._run(self._inner._embed(raw, formatted, dimensions, on_error))
-            return out
-        job = self._new_job(raw, formatted, dimensions, on_error)
-        if not job.texts:
-            return self._finish(job)
-        self._ensure_models()
-        if job.dimensions is not None:
-            self._precheck_dimensions(job.dimensions)  # now with the served model's name
-            if self._full_dim is None:
-                self._probe()
-            assert self._full_dim is not None
-            check_dimensions(job.dimensions, self._full_dim)
-            if job.dimensions == self._full_dim:
-                job.dimensions = None
-        self._check_lengths(job)
-        self._allocate(job)
-        batches = self._plan(job)
-        while batches and self._needs_learning(job):
-            self._drive(job, batches.pop(0))
-        if len(batches) == 1 or (batches and self.concurrency == 1):
-            for b in batches:
-                self._drive(job, b)
-        elif batches:
-            pool = self._executor()
-            futures = [pool.submit(self._drive, job, b) for b in batches]
-            try:
-                for f in futures:
-                    f.result()
-            finally:
-                for f in futures:
-                    f.cancel()
-        return self._finish(job)
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first real error in a (nested) exception group; qembed's own errors first."""
-    import asyncio
-
-    flat: list[BaseException] = []
-    stack: list[BaseException] = [group]
-    while stack:
-        exc = stack.pop(0)
-        if isinstance(exc, BaseExceptionGroup):
-            stack[:0] = list(exc.exceptions)
-        elif not isinstance(exc, asyncio.CancelledError):
-            flat.append(exc)
-    from .errors import QembedError
-
-    for exc in flat:
-        if isinstance(exc, QembedError):
-            return exc
-    return flat[0] if flat else group
 
 
 # -- async -----------------------------------------------------------------------------------
@@ -1007,24 +1225,12 @@ class AsyncClient(BaseClient):
     def __init__(self, base_url: str | None = None, *, http: Literal["auto", "httpx", "aiohttp"] = "auto",
                  **kwargs: Any) -> None:
         super().__init__(base_url, **kwargs)
-        use_aiohttp = choose_http(http, self._transport) == "aiohttp"
-        self.http: str = "aiohttp" if use_aiohttp else "httpx"
-        self._http: HttpxAsync | AiohttpAsync = (
+        self.http: str = choose_http(http, self._transport)
+        self._io: AsyncTransport = (
             AiohttpAsync(base_url=self.base_url, headers=self._headers(), timeouts=self._timeouts(),
                          limit=self.concurrency * 2 + 2)
-            if use_aiohttp else HttpxAsync(self._httpx_kwargs(), total=self._timeouts().total)
+            if self.http == "aiohttp" else HttpxAsync(self._httpx_kwargs(), total=self._timeouts().total)
         )
-        self._sem: Any = None
-        self._sem_loop: Any = None
-
-    def _semaphore(self) -> Any:
-        """One limit on requests in flight per client (and event loop), shared by all calls."""
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        if self._sem is None or self._sem_loop is not loop:
-            self._sem, self._sem_loop = asyncio.Semaphore(self.concurrency), loop
-        return self._sem
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -1033,7 +1239,7 @@ class AsyncClient(BaseClient):
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._io.aclose()
 
     close = aclose
 
@@ -1043,7 +1249,8 @@ class AsyncClient(BaseClient):
                     on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Embeddings:
         """Embed texts as given, or with ``instruction`` in the Qwen3 query format."""
         raw, formatted = self._format(texts, kind="raw", instruction=instruction, prefix=prefix)
-        return await self._embed(raw, formatted, dimensions, on_error)
+        out: Embeddings = await _drive_async(self, self._io, self._embed_flow(raw, formatted, dimensions, on_error))
+        return out
 
     @_with_args_doc
     async def embed_queries(self, texts: str | Iterable[str], *, task: str | None = "retrieval",
@@ -1052,7 +1259,8 @@ class AsyncClient(BaseClient):
                             on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Embeddings:
         """Embed queries as ``Instruct: {task}\\nQuery:{text}`` (default task: retrieval)."""
         raw, formatted = self._format(texts, kind="query", task=task, instruction=instruction)
-        return await self._embed(raw, formatted, dimensions, on_error)
+        out: Embeddings = await _drive_async(self, self._io, self._embed_flow(raw, formatted, dimensions, on_error))
+        return out
 
     @_with_args_doc
     async def embed_documents(self, texts: str | Iterable[str], *, task: str | None = None,
@@ -1060,88 +1268,19 @@ class AsyncClient(BaseClient):
                               on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> Embeddings:
         """Embed documents: no instruction, except for a symmetric ``task`` (sts, bitext, ...)."""
         raw, formatted = self._format(texts, kind="document", task=task)
-        return await self._embed(raw, formatted, dimensions, on_error)
+        out: Embeddings = await _drive_async(self, self._io, self._embed_flow(raw, formatted, dimensions, on_error))
+        return out
+
+    async def embed_lists(self, texts: str | Iterable[str], *, kind: Kind = "document", task: str | None = None,
+                          instruction: str | None = None, prefix: str | None = None,
+                          dimensions: int | UseClientDefault | None = USE_CLIENT_DEFAULT,
+                          on_error: OnError | UseClientDefault = USE_CLIENT_DEFAULT) -> EmbeddingLists:
+        """:meth:`Client.embed_lists`, awaited."""
+        raw, formatted = self._format(texts, **_kind_args(kind, task, instruction, prefix))
+        result: EmbeddingLists = await _drive_async(self, self._io, self._embed_flow(
+            raw, formatted, dimensions, on_error, plain=True))
+        return result
 
     async def server_info(self) -> ServerInfo:
         """Model name, context length and full vector size (one probe embedding, cached)."""
-        await self._ensure_models()
-        if self._full_dim is None:
-            await self._probe()
-        return self._info()
-
-    async def _send(self, req: Request) -> Response:
-        import asyncio
-
-        attempt, start = 0, time.monotonic()
-        while True:
-            try:
-                resp = await self._http.request(req)
-            except TransportFailure as exc:
-                delay = self._retry_delay(attempt, None)
-                if attempt >= self._transport_retries(exc) or not self._retry_allowed(start, delay):
-                    raise self._unreachable(exc) from exc.__cause__
-                logger.info("%s %s: %s; retry %d in %.2f s", req.method, req.path, exc, attempt + 1, delay)
-            else:
-                if not self._retryable(resp.status) or attempt >= self.max_retries:
-                    return resp
-                delay = self._retry_delay(attempt, resp.headers.get("retry-after"))
-                if not self._retry_allowed(start, delay):
-                    return resp
-                logger.info("%s %s: HTTP %d; retry %d in %.2f s", req.method, req.path, resp.status, attempt + 1, delay)
-            await asyncio.sleep(delay)
-            attempt += 1
-
-    async def _ensure_models(self) -> None:
-        if not self._models_fetched:
-            self._parse_models(await self._send(self._models_request()))
-
-    async def _probe(self) -> None:
-        probe = _Job(texts=["qembed dimension probe"], dimensions=None, on_error="raise")
-        await self._drive(probe, [0])
-
-    async def _drive(self, job: _Job, rows: list[int]) -> None:
-        flow = self._batch_flow(job, rows)
-        try:
-            req = next(flow)
-            while True:
-                req = flow.send(await self._send(req))
-        except StopIteration:
-            pass
-
-    async def _embed(self, raw: list[str], formatted: list[str], dimensions: Any, on_error: Any) -> Embeddings:
-        import asyncio
-
-        job = self._new_job(raw, formatted, dimensions, on_error)
-        if not job.texts:
-            return self._finish(job)
-        await self._ensure_models()
-        if job.dimensions is not None:
-            self._precheck_dimensions(job.dimensions)  # now with the served model's name
-            if self._full_dim is None:
-                await self._probe()
-            assert self._full_dim is not None
-            check_dimensions(job.dimensions, self._full_dim)
-            if job.dimensions == self._full_dim:
-                job.dimensions = None
-        self._check_lengths(job)
-        self._allocate(job)
-        batches = self._plan(job)
-        while batches and self._needs_learning(job):
-            await self._drive(job, batches.pop(0))
-        if batches:
-            sem = self._semaphore()
-
-            async def one(b: list[int]) -> None:
-                async with sem:
-                    await self._drive(job, b)
-
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    for b in batches:
-                        tg.create_task(one(b))
-            except BaseExceptionGroup as group:
-                # callers expect the same exceptions as from Client, not a group
-                raise _first_error(group) from None
-        return self._finish(job)
-
-
+        return await _drive_async(self, self._io, self._info_flow())

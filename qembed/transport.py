@@ -1,16 +1,23 @@
 """The client's I/O backends: move request bytes, report transport failures. No retries,
-no parsing (that is :class:`qembed.client.BaseClient`'s job).
+no parsing, no decisions: :class:`qembed.client.BaseClient`'s sans-IO flows make those, and
+``Client`` / ``AsyncClient`` only carry each request the flow yields to a backend here.
 
-Two async backends behind one small interface (``await request(Request) -> Response``,
-``await aclose()``), and one sync backend (``request(Request) -> Response``, ``close()``):
+Two interfaces, one failure type (:class:`TransportFailure`):
 
-* :class:`AiohttpAsync`, the default when aiohttp is installed: 2-2.5x less client CPU per
-  vector than ``httpx.AsyncClient`` with requests in flight (docs/client.md, "Transport";
-  encode/httpx#3215).
-* :class:`HttpxAsync`, which also takes any httpx ``transport=`` (``httpx.MockTransport`` in
-  tests).
+* sync, :class:`SyncTransport` (``request(Request) -> Response``, ``close()``):
 
-* :class:`HttpxSync`, for the sync client's httpx mode.
+  * :class:`StdlibSync` (``http.client``): the light one. It imports in a few ms where aiohttp
+    takes ~100 ms, so a one-shot ``qembed embed "text"`` never loads aiohttp or asyncio; with a
+    small pool of keep-alive connections it is also thread-safe.
+  * :class:`HttpxSync`, for the sync client's httpx mode (and any httpx ``transport=``).
+
+* async, :class:`AsyncTransport` (``await request(Request) -> Response``, ``await aclose()``):
+
+  * :class:`AiohttpAsync`, the default for concurrent requests when aiohttp is installed: 2-2.5x
+    less client CPU per vector than ``httpx.AsyncClient`` with requests in flight
+    (docs/client.md, "Transport"; encode/httpx#3215).
+  * :class:`HttpxAsync`, which also takes any httpx ``transport=`` (``httpx.MockTransport`` in
+    tests).
 
 Every backend bounds a request three ways: the connect timeout, the per-read timeout, and a
 total deadline for the whole exchange (connect, send, every byte of the answer), so a server
@@ -22,10 +29,11 @@ aiohttp and httpx are imported inside the functions that use them.
 
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass
@@ -61,28 +69,195 @@ class TransportFailure(Exception):
         self.deadline = deadline
 
 
+class SyncTransport(Protocol):
+    def request(self, req: Request) -> Response: ...
+
+    def close(self) -> None: ...
+
+
+class AsyncTransport(Protocol):
+    async def request(self, req: Request) -> Response: ...
+
+    async def aclose(self) -> None: ...
+
+
 def _past_deadline(total: float | None) -> TransportFailure:
     return TransportFailure(f"no complete answer within the {total:g} s request deadline", connect=False,
                             deadline=True)
 
 
-def choose_http(http: str, transport: Any) -> str:
-    """``auto``: aiohttp when installed and no httpx ``transport`` is injected, else httpx."""
+def choose_http(http: str, transport: Any, *, sync: bool = False) -> str:
+    """``auto``: aiohttp when installed and no httpx ``transport`` is injected, else httpx;
+    ``stdlib`` only for the sync client. Checking for aiohttp does not import it."""
     from .errors import ConfigError, MissingDependency
 
-    if http not in ("auto", "httpx", "aiohttp"):
-        raise ConfigError(f"`http` must be `auto`, `httpx` or `aiohttp`, got `{http}`")
-    if http == "aiohttp" and transport is not None:
-        raise ConfigError("`transport=` is an httpx transport; it cannot be used with `http=\"aiohttp\"`")
-    if http == "httpx" or (http == "auto" and transport is not None):
-        return "httpx"
-    try:
-        import aiohttp  # noqa: F401
-    except ImportError as exc:
+    allowed = ("auto", "httpx", "aiohttp", "stdlib") if sync else ("auto", "httpx", "aiohttp")
+    if http not in allowed:
+        raise ConfigError(f"`http` must be {', '.join(f'`{a}`' for a in allowed[:-1])} or `{allowed[-1]}`, "
+                          f"got `{http}`")
+    if http in ("aiohttp", "stdlib") and transport is not None:
+        raise ConfigError(f"`transport=` is an httpx transport; it cannot be used with `http=\"{http}\"`")
+    if http in ("httpx", "stdlib") or (http == "auto" and transport is not None):
+        return http if http != "auto" else "httpx"
+    import importlib.util
+
+    if importlib.util.find_spec("aiohttp") is None:
         if http == "aiohttp":
-            raise MissingDependency("`http=\"aiohttp\"` needs aiohttp", hint="pip install aiohttp") from exc
+            raise MissingDependency("`http=\"aiohttp\"` needs aiohttp", hint="pip install aiohttp")
         return "httpx"
     return "aiohttp"
+
+
+def _close_connections(idle: list[Any]) -> None:
+    import contextlib
+
+    while idle:
+        with contextlib.suppress(Exception):  # best effort (it runs from a finalizer too)
+            idle.pop().close()
+
+
+class _NotSent(Exception):
+    """Sending failed: the connection was dead before the request left."""
+
+
+def _dropped(conn: Any) -> bool:
+    """Whether an idle keep-alive connection was closed by the server (it reads as ready)."""
+    import select
+
+    sock = conn.sock
+    if sock is None:
+        return True
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+class StdlibSync:
+    """Blocking I/O over the standard library's ``http.client``: nothing to import but the
+    standard library, so one small request costs no aiohttp/httpx import. Keep-alive
+    connections are pooled (up to ``limit`` idle), so threads may share it. Proxies from the
+    environment are ignored, as for the other backends.
+
+    Bounds: the connect timeout, the per-read timeout, and the total deadline; no read waits
+    longer than the time left, and each read returns what one ``recv`` got, so a server that
+    trickles bytes is cut off at ``total`` plus at most one read.
+
+    Args:
+        base_url: ``http://`` or ``https://`` host, port and optional path prefix.
+        headers: sent with every request (User-Agent, Authorization).
+        timeouts: connect, per-read and total seconds (:class:`Timeouts`).
+        limit: idle connections kept.
+    """
+
+    def __init__(self, *, base_url: str, headers: dict[str, str], timeouts: Timeouts, limit: int) -> None:
+        from urllib.parse import urlsplit
+
+        u = urlsplit(base_url)
+        self._https = u.scheme == "https"
+        self._host = u.hostname or "127.0.0.1"
+        self._port = u.port
+        self._prefix = u.path.rstrip("/")
+        self._headers = headers
+        self._timeouts = timeouts
+        self._limit = limit
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+        weakref.finalize(self, _close_connections, self._idle)
+
+    def _connection(self) -> tuple[Any, bool]:
+        """An idle keep-alive connection (reused: True), else a new, connected one."""
+        while True:
+            with self._lock:
+                idle = self._idle.pop() if self._idle else None
+            if idle is None:
+                break
+            if not _dropped(idle):
+                return idle, True
+            idle.close()  # the server closed it while idle (e.g. uvicorn's 5 s keep-alive)
+        import http.client
+
+        t = self._timeouts
+        connect = min(x for x in (t.connect, t.total, 1e9) if x is not None)
+        conn: Any
+        if self._https:
+            conn = http.client.HTTPSConnection(self._host, self._port, timeout=connect)
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=connect)
+        try:
+            conn.connect()
+        except OSError as exc:
+            conn.close()
+            raise TransportFailure(f"{type(exc).__name__}: {exc}", connect=True) from exc
+        return conn, False
+
+    def request(self, req: Request) -> Response:
+        import http.client
+
+        t = self._timeouts
+        end = None if t.total is None else time.monotonic() + t.total
+        while True:
+            conn, reused = self._connection()
+            try:
+                return self._exchange(conn, req, end)
+            except TimeoutError as exc:
+                conn.close()
+                if end is not None and time.monotonic() >= end - 1e-3:
+                    raise _past_deadline(t.total) from exc
+                raise TransportFailure(f"ReadTimeout: {exc or 'timed out'}", connect=False) from exc
+            except _NotSent as exc:
+                conn.close()
+                if reused:  # a kept-alive connection that died unseen: the request never left
+                    continue
+                cause = exc.__cause__
+                raise TransportFailure(f"{type(cause).__name__}: {cause}", connect=False) from cause
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                raise TransportFailure(f"{type(exc).__name__}: {exc}", connect=False) from exc
+
+    def _exchange(self, conn: Any, req: Request, end: float | None) -> Response:
+        import http.client
+
+        read = self._timeouts.read
+
+        def bound() -> None:
+            # no single wait longer than the per-read limit or the time left
+            left = None if end is None else max(end - time.monotonic(), 1e-3)
+            limits = [x for x in (read, left) if x is not None]
+            conn.sock.settimeout(min(limits) if limits else None)
+
+        bound()
+        try:
+            conn.request(req.method, self._prefix + req.path, body=req.body, headers=self._headers)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise _NotSent() from exc
+        r = conn.getresponse()
+        chunks: list[bytes] = []
+        while not r.isclosed():
+            bound()
+            chunk = r.read1(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if end is not None and time.monotonic() > end:
+                raise TimeoutError("past the request deadline")
+        if r.length:  # the body ended before its Content-Length
+            raise http.client.IncompleteRead(b"".join(chunks), r.length)
+        r.close()  # the connection may take the next request only after this
+        resp = Response(r.status, {k.lower(): v for k, v in r.getheaders()}, b"".join(chunks))
+        if r.will_close:
+            conn.close()
+        else:
+            with self._lock:
+                if len(self._idle) < self._limit:
+                    self._idle.append(conn)
+                    return resp
+            conn.close()
+        return resp
+
+    def close(self) -> None:
+        with self._lock:
+            _close_connections(self._idle)
 
 
 def _httpx_failure(exc: Exception) -> TransportFailure:

@@ -56,35 +56,37 @@ def _few(values: Any, limit: int = 5) -> str:
     return ", ".join(str(v) for v in values[:limit]) + (", ..." if len(values) > limit else "")
 
 
-def _check_indices(indices: list[Any], n: int, source: str) -> npt.NDArray[np.intp]:
-    """The ``index`` fields as an array, if they are exactly a permutation of ``0..n-1``."""
-    import numpy as np
-
+def _check_indices(indices: list[Any], n: int, source: str) -> list[int] | None:
+    """``None`` if the ``index`` fields are ``0..n-1`` in order; else the order that puts the
+    rows in input order, if they are exactly a permutation of ``0..n-1``. (Pure Python: both
+    the numpy and the plain decoder use it, and a request has at most a few hundred items.)"""
     if any(type(i) is not int for i in indices):  # bool, float, str, None are all wrong
         pos = next(p for p, i in enumerate(indices) if type(i) is not int)
         raise _bad(source, f"item {pos} has index {indices[pos]!r}, not an integer")
-    ix = np.array(indices, dtype=np.intp) if n else np.zeros(0, dtype=np.intp)
-    if n == 0:
-        return ix
-    lo, hi = int(ix.min()), int(ix.max())
-    if lo >= 0 and hi < n and bool((np.bincount(ix, minlength=n) == 1).all()):
-        return ix
+    if indices == list(range(n)):
+        return None
+    counts = [0] * n
+    for i in indices:
+        if 0 <= i < n:
+            counts[i] += 1
+    out_of_range = [i for i in indices if not 0 <= i < n]
+    if not out_of_range and all(c == 1 for c in counts):
+        return indices
     problems: list[str] = []
-    out_of_range = ix[(ix < 0) | (ix >= n)]
-    if out_of_range.size:
+    if out_of_range:
         problems.append(f"out of range 0..{n - 1}: {_few(out_of_range)}")
-    counts = np.bincount(ix[(ix >= 0) & (ix < n)], minlength=n)
-    if (counts > 1).any():
-        problems.append(f"repeated: {_few(np.flatnonzero(counts > 1))}")
-    if (counts == 0).any():
-        problems.append(f"missing: {_few(np.flatnonzero(counts == 0))}")
+    if any(c > 1 for c in counts):
+        problems.append(f"repeated: {_few(v for v, c in enumerate(counts) if c > 1)}")
+    if any(c == 0 for c in counts):
+        problems.append(f"missing: {_few(v for v, c in enumerate(counts) if c == 0)}")
     raise _bad(source, "the indices are not 0.." + f"{n - 1} once each ({'; '.join(problems)})")
 
 
-def _decode_base64(embs: list[str], width: int | None, source: str) -> npt.NDArray[np.float32]:
+def _base64_rows(embs: list[str], width: int | None, source: str) -> tuple[list[bytes], int]:
+    """Each item's bytes and the values per vector, once every item decodes to ``width``
+    little-endian float32 values (``None``: as many as item 0)."""
     import binascii
 
-    import numpy as np
     from pybase64 import b64decode
 
     try:
@@ -106,12 +108,17 @@ def _decode_base64(embs: list[str], width: int | None, source: str) -> npt.NDArr
         if len(raw) != nbytes:
             got = f"{len(raw) / 4:g}" if len(raw) % 4 else str(len(raw) // 4)
             raise _bad(source, f"item {pos} has {got} float32 values, expected {nbytes // 4}")
-    return np.frombuffer(b"".join(raws), dtype="<f4").reshape(len(raws), nbytes // 4)
+    return raws, nbytes // 4
 
 
-def _decode_floats(embs: list[Any], width: int | None, source: str) -> npt.NDArray[np.float32]:
+def _decode_base64(embs: list[str], width: int | None, source: str) -> npt.NDArray[np.float32]:
     import numpy as np
 
+    raws, w = _base64_rows(embs, width, source)
+    return np.frombuffer(b"".join(raws), dtype="<f4").reshape(len(raws), w)
+
+
+def _check_float_lists(embs: list[Any], width: int | None, source: str) -> None:
     for pos, e in enumerate(embs):
         if len(e) != (width if width is not None else len(embs[0])):
             raise _bad(source, f"item {pos} has {len(e)} values, expected {width or len(embs[0])}")
@@ -121,8 +128,34 @@ def _decode_floats(embs: list[Any], width: int | None, source: str) -> npt.NDArr
             raise _bad(source, f"item {pos}'s float list holds values that are not numbers")
     if not embs[0]:
         raise _bad(source, "item 0's float list is empty")
+
+
+def _decode_floats(embs: list[Any], width: int | None, source: str) -> npt.NDArray[np.float32]:
+    import numpy as np
+
+    _check_float_lists(embs, width, source)
     with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused below
         return np.array(embs, dtype=np.float64).astype(np.float32)
+
+
+_UNIT_SQ = ((1 - UNIT_NORM_TOLERANCE) ** 2, (1 + UNIT_NORM_TOLERANCE) ** 2)  #: squared-norm range
+
+
+def _refuse_values(sq: list[float] | None, finite: list[bool], source: str) -> None:
+    """The value rules, once for both decoders: every value finite; with ``sq`` (the rows'
+    squared norms, when the server normalises) every norm 1 within the tolerance."""
+    import math
+
+    if not all(finite):
+        raise _bad(source, f"item(s) {_few(i for i, f in enumerate(finite) if not f)} have NaN or infinite values")
+    if sq is None:
+        return
+    lo, hi = _UNIT_SQ
+    bad = [i for i, x in enumerate(sq) if not lo <= x <= hi]
+    if bad:
+        norms = (math.sqrt(sq[i]) for i in bad)
+        raise _bad(source, f"item(s) {_few(bad)} are not unit vectors (norm {_few(f'{x:.4g}' for x in norms)}; "
+                           f"tolerance {UNIT_NORM_TOLERANCE:g}), but the server normalises")
 
 
 def _check_values(vectors: npt.NDArray[np.float32], *, expect_unit: bool, source: str) -> None:
@@ -130,40 +163,32 @@ def _check_values(vectors: npt.NDArray[np.float32], *, expect_unit: bool, source
 
     if expect_unit:
         # One pass: a NaN or inf anywhere makes the row's squared norm NaN or inf, which fails
-        # the range check as well.
+        # the range check as well; the rules are applied (and explained) only then.
         with np.errstate(over="ignore", invalid="ignore"):
             sq = np.einsum("ij,ij->i", vectors, vectors)
-            ok = (sq >= (1 - UNIT_NORM_TOLERANCE) ** 2) & (sq <= (1 + UNIT_NORM_TOLERANCE) ** 2)
+            ok = (sq >= _UNIT_SQ[0]) & (sq <= _UNIT_SQ[1])
         if bool(ok.all()):
             return
-        finite = np.isfinite(vectors).all(axis=1)
-        if not bool(finite.all()):
-            raise _bad(source, f"item(s) {_few(np.flatnonzero(~finite))} have NaN or infinite values")
-        bad = np.flatnonzero(~ok)
-        norms = np.sqrt(sq[bad].astype(np.float64))
-        raise _bad(source, f"item(s) {_few(bad)} are not unit vectors (norm {_few(f'{x:.4g}' for x in norms)}; "
-                           f"tolerance {UNIT_NORM_TOLERANCE:g}), but the server normalises")
+        finite_rows: list[bool] = np.isfinite(vectors).all(axis=1).tolist()  # type: ignore[assignment]
+        _refuse_values(sq.astype(np.float64).tolist(), finite_rows, source)
+        return
     finite = np.isfinite(vectors).all(axis=1)
     if not bool(finite.all()):
-        raise _bad(source, f"item(s) {_few(np.flatnonzero(~finite))} have NaN or infinite values")
+        finite_rows = finite.tolist()  # type: ignore[assignment]
+        _refuse_values(None, finite_rows, source)
 
 
-def parse_reply(content: bytes, n: int, *, width: int | None, source: str, expect_unit: bool = True,
-                status: int = 200) -> Reply:
-    """Check an embeddings reply for ``n`` inputs and return its vectors in input order.
+def _check_rows(rows: list[list[float]], *, expect_unit: bool, source: str) -> None:
+    """:func:`_check_values` for plain rows (the same rules, :func:`_refuse_values`)."""
+    import math
 
-    Args:
-        content: the response body.
-        n: how many inputs the request carried.
-        width: values per vector; ``None`` learns it from the first item (all must agree).
-        source: what to name in errors (the URL).
-        expect_unit: the server L2-normalises, so every vector must have norm 1.
-        status: the HTTP status, for the error.
+    finite = [all(map(math.isfinite, r)) for r in rows]
+    sq = [math.fsum(x * x for x in r) if f else math.nan for r, f in zip(rows, finite, strict=True)]
+    _refuse_values(sq if expect_unit else None, finite, source)
 
-    Raises:
-        BadReply: anything in the reply is wrong; no vector is returned.
-    """
-    import numpy as np
+
+def _items(content: bytes, n: int, *, source: str, status: int) -> tuple[dict[str, Any], list[Any], list[int] | None]:
+    """The reply's JSON, its ``n`` embeddings and their order (see :func:`_check_indices`)."""
     import orjson
 
     try:
@@ -185,26 +210,94 @@ def parse_reply(content: bytes, n: int, *, width: int | None, source: str, expec
         pos = next(p for p, item in enumerate(data)
                    if not isinstance(item, dict) or "index" not in item or "embedding" not in item)
         raise _bad(source, f"item {pos} has no `index` or no `embedding`: {str(data[pos])[:100]}") from None
-    ix = _check_indices(indices, n, source)
-    if n == 0:
-        vectors = np.zeros((0, width or 0), dtype=np.float32)
-    elif all(type(e) is str for e in embs):
-        vectors = _decode_base64(embs, width, source)
-    elif all(type(e) is list for e in embs):
-        vectors = _decode_floats(embs, width, source)
-    else:
+    order = _check_indices(indices, n, source)
+    if n and not (all(type(e) is str for e in embs) or all(type(e) is list for e in embs)):
         pos = next(p for p, e in enumerate(embs) if type(e) is not type(embs[0]) or type(e) not in (str, list))
         raise _bad(source, f"item {pos}'s embedding is a {type(embs[pos]).__name__}, not base64 text or a float list")
-    _check_values(vectors, expect_unit=expect_unit, source=source)
-    if not bool((ix == np.arange(n)).all()):
-        ordered = np.empty_like(vectors)
-        ordered[ix] = vectors
-        vectors = ordered
+    return obj, embs, order
+
+
+def _usage(obj: dict[str, Any]) -> tuple[str | None, int]:
     usage = obj.get("usage")
     tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
     model = obj.get("model")
-    return Reply(vectors=vectors, model=model if isinstance(model, str) else None,
-                 prompt_tokens=tokens if type(tokens) is int and tokens >= 0 else 0)
+    return (model if isinstance(model, str) else None), (tokens if type(tokens) is int and tokens >= 0 else 0)
+
+
+def parse_reply(content: bytes, n: int, *, width: int | None, source: str, expect_unit: bool = True,
+                status: int = 200) -> Reply:
+    """Check an embeddings reply for ``n`` inputs and return its vectors in input order.
+
+    Args:
+        content: the response body.
+        n: how many inputs the request carried.
+        width: values per vector; ``None`` learns it from the first item (all must agree).
+        source: what to name in errors (the URL).
+        expect_unit: the server L2-normalises, so every vector must have norm 1.
+        status: the HTTP status, for the error.
+
+    Raises:
+        BadReply: anything in the reply is wrong; no vector is returned.
+    """
+    import numpy as np
+
+    obj, embs, order = _items(content, n, source=source, status=status)
+    if n == 0:
+        vectors = np.zeros((0, width or 0), dtype=np.float32)
+    elif type(embs[0]) is str:
+        vectors = _decode_base64(embs, width, source)
+    else:
+        vectors = _decode_floats(embs, width, source)
+    _check_values(vectors, expect_unit=expect_unit, source=source)
+    if order is not None:
+        ordered = np.empty_like(vectors)
+        ordered[np.array(order, dtype=np.intp)] = vectors
+        vectors = ordered
+    model, tokens = _usage(obj)
+    return Reply(vectors=vectors, model=model, prompt_tokens=tokens)
+
+
+@dataclass(frozen=True)
+class RowsReply:
+    """:class:`Reply` without numpy: ``rows`` are lists of the float32 values (as floats)."""
+
+    rows: list[list[float]]
+    model: str | None
+    prompt_tokens: int
+
+
+def parse_reply_rows(content: bytes, n: int, *, width: int | None, source: str, expect_unit: bool = True,
+                     status: int = 200) -> RowsReply:
+    """:func:`parse_reply` without numpy, under the same checks: for small replies where
+    importing numpy would cost more than the work (a one-shot ``qembed embed``). Each value is
+    the float32 the server sent, as a Python float, exactly as ``parse_reply(...).vectors.tolist()``.
+    """
+    import array
+    import sys
+
+    obj, embs, order = _items(content, n, source=source, status=status)
+    rows: list[list[float]]
+    if n == 0:
+        rows = []
+    elif type(embs[0]) is str:
+        raws, _ = _base64_rows(embs, width, source)
+        rows = []
+        for raw in raws:
+            a = array.array("f", raw)
+            if sys.byteorder != "little":
+                a.byteswap()
+            rows.append(a.tolist())
+    else:
+        _check_float_lists(embs, width, source)
+        rows = [array.array("f", e).tolist() for e in embs]  # float32, as parse_reply; too large: inf
+    _check_rows(rows, expect_unit=expect_unit, source=source)
+    if order is not None:
+        ordered: list[list[float]] = [[] for _ in rows]
+        for row, i in zip(rows, order, strict=True):
+            ordered[i] = row
+        rows = ordered
+    model, tokens = _usage(obj)
+    return RowsReply(rows=rows, model=model, prompt_tokens=tokens)
 
 
 def parse_models(content: bytes, *, source: str) -> tuple[str | None, int | None]:

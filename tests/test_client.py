@@ -30,10 +30,11 @@ def reference(texts: list[str], dim: int, dims: int | None = None) -> np.ndarray
 HTTP = {"backend": "httpx"}
 
 
-@pytest.fixture(autouse=True, params=["httpx", "aiohttp"])
+@pytest.fixture(autouse=True, params=["httpx", "aiohttp", "stdlib", "auto"])
 def http_backend(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Every test here runs with both I/O backends of the sync Client (aiohttp is a core
-    dependency, so neither variant may be skipped)."""
+    """Every test here runs with every I/O backend of the sync Client, and with `auto` (single
+    requests over the standard library, concurrent ones over aiohttp). aiohttp is a core
+    dependency, so no variant may be skipped."""
     HTTP["backend"] = request.param
     yield request.param
     HTTP["backend"] = "httpx"
@@ -41,7 +42,7 @@ def http_backend(request: pytest.FixtureRequest) -> Iterator[str]:
 
 def fast(url: str, **kw: Any) -> Client:
     c = Client(url, backoff=0.001, http=HTTP["backend"], **kw)  # type: ignore[arg-type]
-    assert c.http == HTTP["backend"]
+    assert c.http == {"auto": "aiohttp"}.get(HTTP["backend"], HTTP["backend"])
     return c
 
 

@@ -145,3 +145,66 @@ def test_one_mock_handler_serves_both_clients() -> None:
                             "encoding_format": "base64", "model": "m"}
     np.testing.assert_array_equal(s, a)
     assert s.prompt_tokens == a.prompt_tokens == 7
+
+
+# -- one handler for both clients (httpx.MockTransport) ----------------------------------------
+
+
+def _mock_handler(log: list[dict[str, Any]]) -> Any:
+    """An SGLang-shaped server in a function: /v1/models, then base64 replies (one refusal of
+    `dimensions`, as a server with Matryoshka off sends), each request recorded."""
+    import base64
+    import json
+
+    import httpx
+
+    from tests.standin.server import HashBackend
+
+    backend = HashBackend(48)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m", "max_model_len": 512}]})
+        body = json.loads(request.content)
+        log.append(body)
+        if "dimensions" in body:
+            return httpx.Response(400, json={"object": "error", "message": "This model does not support matryoshka "
+                                             "representation, changing output dimensions will lead to poor results."})
+        vecs = np.array(backend.embed(body["input"]), dtype="<f4")
+        data = [{"object": "embedding", "index": i, "embedding": base64.b64encode(v.tobytes()).decode()}
+                for i, v in enumerate(vecs)]
+        return httpx.Response(200, json={"data": data, "model": "m", "usage": {"prompt_tokens": len(data)}})
+
+    return handler
+
+
+def test_one_handler_same_requests_and_results() -> None:
+    """The parity STYLE.md asks for: one MockTransport handler serves Client and AsyncClient;
+    the same calls give the same requests (same bodies, same order) and identical arrays."""
+    import httpx
+
+    calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+        ("embed_documents", ([f"d{i}" for i in range(9)],), {}),
+        ("embed_queries", (["q"],), {"dimensions": 32}),
+        ("embed", (["x", " ", "y"],), {"on_error": "skip"}),
+    ]
+    sync_log: list[dict[str, Any]] = []
+    with Client(transport=httpx.MockTransport(_mock_handler(sync_log)), batch_size=4, concurrency=1) as c:
+        sync_out = [getattr(c, name)(*a, **kw) for name, a, kw in calls]
+        sync_info = c.server_info()
+
+    async_log: list[dict[str, Any]] = []
+
+    async def run() -> tuple[list[Any], Any]:
+        async with AsyncClient(transport=httpx.MockTransport(_mock_handler(async_log)), batch_size=4,
+                               concurrency=1) as ac:
+            return [await getattr(ac, name)(*a, **kw) for name, a, kw in calls], await ac.server_info()
+
+    async_out, async_info = asyncio.run(run())
+    assert sync_log == async_log
+    assert len(sync_log) == 3 + 2 + 1  # 9 texts in 3 requests; refused dimensions, then truncated; one
+    assert sync_info == async_info and sync_info.supports_dimensions is False
+    for s, a in zip(sync_out, async_out, strict=True):
+        assert s.shape == a.shape
+        np.testing.assert_array_equal(s, a)
+        assert (s.prompt_tokens, s.model, s.failures) == (a.prompt_tokens, a.model, a.failures)

@@ -1,6 +1,6 @@
 """The client against a misbehaving server: every fault mode of the stand-in
-(``tests/standin/server.py``, ``Fault("bad", mode=...)``), with both I/O backends of the sync
-client and with the async client. No reply becomes a vector unless it passes every check;
+(``tests/standin/server.py``, ``Fault("bad", mode=...)``), with every I/O backend of the sync
+client (and its default, `auto`) and with the async client. No reply becomes a vector unless it passes every check;
 every wait is bounded; every failure is a QembedError naming the URL.
 
 docs/reliability/client.md lists these faults with the test that proves each.
@@ -63,7 +63,7 @@ FLOAT_EXPECTED: dict[str, tuple[type[QembedError], str]] = {
 TEXTS = ["alpha", "beta", "gamma"]
 
 
-@pytest.fixture(params=["httpx", "aiohttp", "async"])
+@pytest.fixture(params=["httpx", "aiohttp", "stdlib", "auto", "async"])
 def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -121,9 +121,7 @@ def _embed_floats(url: str, how: str, texts: list[str]) -> Any:
                 return await ac.embed_documents(texts)
         return asyncio.run(run())
     with Client(url, http=how, backoff=0.001, max_retries=1) as c:  # type: ignore[arg-type]
-        if c._inner is not None:
-            c._inner._encoding = "float"
-        c._encoding = "float"
+        c._encoding = "float"  # the one copy of what the client learned
         return c.embed_documents(texts)
 
 

@@ -106,3 +106,19 @@ def test_python_m_qembed_help_importtime_lists_no_heavy_module() -> None:
              for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "typer" in names  # the parse worked
     assert sorted(names & set(HEAVY)) == []
+
+
+def test_one_shot_embed_loads_no_aiohttp_httpx_or_numpy() -> None:
+    """`qembed embed "x"` (one small request, JSON out) goes over http.client and prints plain
+    lists: no HTTP library, no asyncio, no numpy (docs/performance.md, "One-shot `qembed embed`")."""
+    from tests.standin.server import StandinConfig, serve_in_thread
+
+    with serve_in_thread(StandinConfig(dim=32)) as srv:
+        code = (f"import sys, runpy; sys.argv = ['qembed', 'embed', '--url', {srv.url!r}, 'x']; import atexit; "
+                "atexit.register(lambda: sys.stderr.write(f\"\\nASYNCIO={'asyncio' in sys.modules}\\n\"))\n"
+                "runpy.run_module('qembed', run_name='__main__')")
+        proc, loaded = _run(code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '"embedding": [' in proc.stdout  # it did embed
+    assert not {"aiohttp", "httpx", "numpy"} & set(loaded), loaded
+    assert "ASYNCIO=False" in proc.stderr

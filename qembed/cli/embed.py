@@ -250,8 +250,14 @@ def embed(
                           hint="redirect it (`> vectors.npy`), or pass `--output vectors.npy`")
     with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size, on_error=mode,
                  timeout=timeout) as client:
+        emb: Any
         try:
-            if kind == "query":
+            if chosen == Format.json and output_path is None:
+                # printed from plain lists: a one-shot run never imports numpy
+                emb = client.embed_lists(items, kind=kind,  # type: ignore[arg-type]  # raw, query or document
+                                         task=task or "retrieval" if kind == "query" else task,
+                                         instruction=instruction, prefix=prefix, dimensions=dimensions)
+            elif kind == "query":
                 emb = client.embed_queries(items, task=task or "retrieval", instruction=instruction, dimensions=dimensions)
             elif kind == "document":
                 emb = client.embed_documents(items, task=task, dimensions=dimensions)
@@ -315,14 +321,20 @@ def _rows(emb: Any, n: int) -> list[int]:
 
 
 def _render(emb: Any, items: list[str], labels: list[str], fmt: Format) -> None:
-    import numpy as np
-
-    from qembed import output, vector_io
+    from qembed import output
+    from qembed.client import EmbeddingLists
 
     rows = _rows(emb, len(items))
-    vectors = np.asarray(emb, dtype=np.float32)
     for f in emb.failures:
         output.warn(f"{labels[f.index]} skipped: {f.reason}")
+    if isinstance(emb, EmbeddingLists):  # plain lists (--format json): no numpy
+        _render_json(emb, rows, emb.vectors, emb.dimensions)
+        return
+    import numpy as np
+
+    from qembed import vector_io
+
+    vectors = np.asarray(emb, dtype=np.float32)
     if fmt == Format.npy:
         _write_binary(_npy_bytes(vectors))
         return
@@ -330,14 +342,7 @@ def _render(emb: Any, items: list[str], labels: list[str], fmt: Format) -> None:
         output.data(vector_io.jsonl_bytes(rows, vectors).decode())
         return
     if fmt == Format.json:
-        doc = {
-            "model": emb.model,
-            "dimensions": int(vectors.shape[1]) if vectors.ndim == 2 else None,
-            "prompt_tokens": int(emb.prompt_tokens),
-            "data": [{"index": i, "embedding": v.tolist()} for i, v in zip(rows, vectors, strict=True)],
-            "failures": [{"index": f.index, "reason": f.reason} for f in emb.failures],
-        }
-        output.print_json(doc)
+        _render_json(emb, rows, vectors.tolist(), int(vectors.shape[1]) if vectors.ndim == 2 else None)
         return
     table_rows = []
     for i, v in zip(rows, vectors, strict=True):
@@ -346,6 +351,19 @@ def _render(emb: Any, items: list[str], labels: list[str], fmt: Format) -> None:
         table_rows.append([i, text, v.shape[0], f"{float(np.linalg.norm(v)):.4f}", f"[{head}, ...]"])
     output.table(["#", "text", "dims", "norm", "first values"], table_rows,
                  title=f"{emb.model or 'embeddings'} · {int(emb.prompt_tokens)} tokens")
+
+
+def _render_json(emb: Any, rows: list[int], vectors: list[list[float]], dimensions: int | None) -> None:
+    from qembed import output
+
+    doc = {
+        "model": emb.model,
+        "dimensions": dimensions,
+        "prompt_tokens": int(emb.prompt_tokens),
+        "data": [{"index": i, "embedding": v} for i, v in zip(rows, vectors, strict=True)],
+        "failures": [{"index": f.index, "reason": f.reason} for f in emb.failures],
+    }
+    output.print_json(doc)
 
 
 def _run_bulk(client: Client, input_path: Path, output_path: Path, **kw: Any) -> BulkResult:
