@@ -165,14 +165,17 @@ def gateway() -> Iterator[tuple[str, str]]:
         try:
             deadline = time.monotonic() + 60
             url = f"http://127.0.0.1:{port}"
+            # smg answers /health before it has registered the worker (an embedding gets 404
+            # until then): ready means an embedding goes through, as `qembed gateway` waits
+            body = {"model": "Qwen/Qwen3-Embedding-4B", "input": ["ready?"]}
             while True:
                 assert proc.poll() is None, "smg exited"
                 try:
-                    if httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code == 200:
+                    if httpx.post(f"{url}/v1/embeddings", json=body, timeout=5, trust_env=False).status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass
-                assert time.monotonic() < deadline, "smg did not become healthy in 60 s"
+                assert time.monotonic() < deadline, "smg did not route an embedding in 60 s"
                 time.sleep(0.2)
             yield url, f"http://127.0.0.1:{mport}"
         finally:
