@@ -19,10 +19,10 @@ TOP_EXAMPLES = """\
 Examples:
 
 \b
-  qembed top                                  # the server `qembed serve` started last
-  qembed top emb                              # a named server (see `qembed ps`)
-  qembed top --url http://10.0.0.5:30000      # any SGLang worker started with metrics on
-  qembed top --url http://gateway:29000       # the smg gateway's --prometheus-port
+  qembed top                              # the server started last
+  qembed top emb                          # a named server (`qembed ps`)
+  qembed top --url http://10.0.0.5:30000  # a worker with metrics on
+  qembed top --url http://gateway:29000   # smg's --prometheus-port
   qembed top --once --json | jq .[0].p99_s
 
 The server needs `metrics: true` in its profile (SGLang's `--enable-metrics`; on by default in
