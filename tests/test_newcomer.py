@@ -62,3 +62,20 @@ def test_help_fits_80_columns_and_examples_stay_whole(command: list[str]) -> Non
     assert proc.returncode == 0, proc.stderr
     assert [x for x in proc.stdout.splitlines() if len(x) > 80] == []
     assert _wrapped_examples(proc.stdout) == []
+
+
+def test_doctor_checks_what_serve_profile_cpu_runs(tmp_path: Path) -> None:
+    """`doctor --profile cpu` checks the reference engine, not a driver, GPU and SGLang it never uses."""
+    from tests.numerics.tiny_model import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "QEMBED_STATE_DIR": str(tmp_path / "state"),
+           "QEMBED_URL": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "qembed", "doctor", "--profile", "cpu", "--model", str(model.path),
+                           "--json"], capture_output=True, text=True, timeout=120, env=env)
+    rows = {(r["section"], r["name"]): r["status"] for r in __import__("json").loads(proc.stdout)["checks"]}
+    assert rows[("Reference engine", "sentence-transformers")] == "PASS"
+    assert rows[("Reference engine", "torch")] == "PASS"
+    assert rows[("NVIDIA driver", "GPU")] == "SKIP"
+    assert not [k for k in rows if k[0] in ("SGLang", "Torch/CUDA", "Memory fit")]
+    assert rows[("Model", "model")] == "PASS"
