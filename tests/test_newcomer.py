@@ -79,3 +79,18 @@ def test_doctor_checks_what_serve_profile_cpu_runs(tmp_path: Path) -> None:
     assert rows[("NVIDIA driver", "GPU")] == "SKIP"
     assert not [k for k in rows if k[0] in ("SGLang", "Torch/CUDA", "Memory fit")]
     assert rows[("Model", "model")] == "PASS"
+
+
+def test_bench_table_in_80_columns_cuts_no_number() -> None:
+    """`qembed bench` at 80 columns: 11 columns fit without the box instead of ending in "…"."""
+    from tests.standin.server import serve_in_thread
+
+    with serve_in_thread() as srv:
+        proc = qembed("bench", "--url", f"http://127.0.0.1:{srv.port}", "-c", "1,2", "-b", "1,4", "-l", "64", "-n", "2", "--warmup", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert "…" not in proc.stdout
+    lines = proc.stdout.splitlines()
+    start = next(i for i, x in enumerate(lines) if x.startswith("conc"))
+    assert [x for x in lines[start:] if len(x) > 80] == []
+    header = lines[start]
+    assert header.split() == ["conc", "batch", "len", "req/s", "texts/s", "tok/s", "p50", "p95", "p99", "err", "MFU"]
