@@ -94,3 +94,17 @@ def test_bench_table_in_80_columns_cuts_no_number() -> None:
     assert [x for x in lines[start:] if len(x) > 80] == []
     header = lines[start]
     assert header.split() == ["conc", "batch", "len", "req/s", "texts/s", "tok/s", "p50", "p95", "p99", "err", "MFU"]
+
+
+def test_small_dimensions_hint_names_the_sizes() -> None:
+    proc = qembed("embed", "x", "--dimensions", "8", "--url", "http://127.0.0.1:9")
+    assert proc.returncode == 2
+    assert "error: `dimensions` must be between 32 and the model's full size, got 8\n" in proc.stderr
+    assert "hint: pick a value from 32 up to the model's vector size (0.6B: 1024, 4B: 2560, 8B: 4096)" in proc.stderr
+
+
+def test_missing_input_file_has_a_hint(tmp_path: Path) -> None:
+    proc = qembed("embed", "--input", "no-such-docs.jsonl", "--output", str(tmp_path / "v.npy"))
+    assert proc.returncode == 2
+    assert "error: input file `no-such-docs.jsonl` does not exist" in proc.stderr
+    assert f"hint: check the file name and its folder (relative paths start in `{Path.cwd()}`)" in proc.stderr
