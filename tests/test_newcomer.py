@@ -108,3 +108,16 @@ def test_missing_input_file_has_a_hint(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "error: input file `no-such-docs.jsonl` does not exist" in proc.stderr
     assert f"hint: check the file name and its folder (relative paths start in `{Path.cwd()}`)" in proc.stderr
+
+
+def test_top_once_is_readable_in_80_columns() -> None:
+    """`qembed top --once` at 80 columns: no "serv…", "http…", "work…" cells."""
+    from tests.standin.server import StandinConfig, serve_in_thread
+
+    with serve_in_thread(StandinConfig(dim=8, metrics=True)) as srv:
+        proc = qembed("top", "--url", f"http://127.0.0.1:{srv.port}", "--once", "--interval", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "…" not in proc.stdout
+    assert [x for x in proc.stdout.splitlines() if len(x) > 80] == []
+    row = next(x for x in proc.stdout.splitlines() if x.startswith("127.0.0.1:"))
+    assert row.split()[:2] == [f"127.0.0.1:{srv.port}", "worker"]
