@@ -123,7 +123,9 @@ def check_input(path: Path) -> None:
         raise ConfigError(f"cannot read `{path}`: unknown input format `{ext or '(none)'}`",
                           hint=f"use one of {', '.join(INPUT_FORMATS)}")
     if not path.exists():
-        raise ConfigError(f"input file `{path}` does not exist")
+        where = "" if path.is_absolute() else f" (relative paths start in `{Path.cwd()}`)"
+        raise ConfigError(f"input file `{path}` does not exist",
+                          hint=f"check the file name and its folder{where}")
     try:
         with open(path, "rb"):
             pass

@@ -96,7 +96,7 @@ def ver(name):
         return md.version(name)
     except md.PackageNotFoundError:
         return None
-for name in ("torch", "sglang", "transformers", "flashinfer-python", "sglang-kernel"):
+for name in ("torch", "sglang", "transformers", "flashinfer-python", "sglang-kernel", "sentence-transformers"):
     out[name] = ver(name)
 out["torch_cuda"] = None
 try:
@@ -127,6 +127,7 @@ class Probe:
     sglang: str | None = None
     transformers: str | None = None
     flashinfer: str | None = None
+    sentence_transformers: str | None = None  # the reference engine (`engine: reference`)
     seconds: float = 0.0
 
 
@@ -152,6 +153,7 @@ def run_probe(python: str, *, timeout: float = 60.0, env: Mapping[str, str] | No
     return Probe(python, True, python_version=d.get("python"), executable=d.get("executable"),
                  torch=d.get("torch"), torch_cuda=d.get("torch_cuda"), sglang=d.get("sglang"),
                  transformers=d.get("transformers"), flashinfer=d.get("flashinfer-python"),
+                 sentence_transformers=d.get("sentence-transformers"),
                  seconds=time.perf_counter() - t0)
 
 
@@ -377,6 +379,26 @@ def _torch(c: _Ctx) -> None:
               gpu.DRIVER_HINT)
     else:
         c.add(s, "torch", PASS, found + f"; driver supports CUDA {snap.cuda_driver_str if snap else '?'}")
+
+
+def _reference_engine(c: _Ctx) -> None:
+    """``engine: reference`` (``--profile cpu``): no driver, GPU or SGLang; sentence-transformers."""
+    from .reference import INSTALL_HINT
+
+    c.add("NVIDIA driver", "GPU", SKIP,
+          "the reference engine runs on CPU: no driver, GPU or SGLang needed")
+    s = "Reference engine"
+    pr = c.probe
+    assert pr is not None
+    if not pr.ok:
+        c.add(s, "interpreter", FAIL, pr.error or "probe failed", "pass `--python PATH` to a working interpreter")
+        return
+    c.add(s, "interpreter", PASS, f"{pr.executable} (Python {pr.python_version})")
+    for label, have in (("torch", pr.torch), ("sentence-transformers", pr.sentence_transformers)):
+        if have is None:
+            c.add(s, label, FAIL, f"not installed in {pr.python}", INSTALL_HINT)
+        else:
+            c.add(s, label, PASS, have)
 
 
 def _sglang(c: _Ctx) -> None:
@@ -753,16 +775,27 @@ def run_checks(
     _system(c)
     _profile(c)
     # the interpreter and environment `qembed serve` with the same options would launch
-    target, c.env = resolve_sglang(c.profile, python)
+    reference = c.profile is not None and c.profile.engine == "reference"
+    if reference and c.profile is not None:
+        from .refserver import build_command
+
+        cmd = build_command(c.profile, python=python)
+        target, c.env = cmd.argv[0], {**os.environ, **cmd.env}
+    else:
+        target, c.env = resolve_sglang(c.profile, python)
     c.probe = probe(target) if probe is not None else run_probe(target, env=c.env)
     sglang_version = c.probe.sglang if c.probe.ok else None
-    _nvml(c, sglang_version)
-    _gpus(c, sglang_version)
-    _torch(c)
-    _sglang(c)
+    if reference:
+        _reference_engine(c)
+    else:
+        _nvml(c, sglang_version)
+        _gpus(c, sglang_version)
+        _torch(c)
+        _sglang(c)
     if c.profile is not None:
         _model(c)
-        _fit(c)
+        if not reference:
+            _fit(c)
     _network(c)
     checked = _default_url(c)
     if checked is not None or c.url or _recorded_url()[0]:

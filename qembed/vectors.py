@@ -353,10 +353,15 @@ def check_dimensions(dimensions: int, full: int | None) -> None:
     not known yet, so only the lower bound and the type are checked)."""
     from .errors import InputError
 
-    top = full if full is not None else "the model's full size"
     if (isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < MIN_DIMENSIONS
             or (full is not None and dimensions > full)):
+        if full is None:  # the model is not known yet: only the lower bound was checked
+            raise InputError(
+                f"`dimensions` must be between {MIN_DIMENSIONS} and the model's full size, got {dimensions}",
+                hint=f"pick a value from {MIN_DIMENSIONS} up to the model's vector size (0.6B: 1024, "
+                     "4B: 2560, 8B: 4096), or leave it out for the full-size vector",
+            )
         raise InputError(
-            f"`dimensions` must be between {MIN_DIMENSIONS} and {top} for this model, got {dimensions}",
-            hint=f"pick a value in {MIN_DIMENSIONS}..{top}, or leave it out for the full-size vector",
+            f"`dimensions` must be between {MIN_DIMENSIONS} and {full} for this model, got {dimensions}",
+            hint=f"pick a value in {MIN_DIMENSIONS}..{full}, or leave it out for the full-size vector",
         )

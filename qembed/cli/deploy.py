@@ -39,7 +39,8 @@ Examples:
 \b
   qembed deploy docker -p h100                       # a `docker run` line
   qembed deploy docker -p l4 --compose -o ./deploy   # ./deploy/compose.yaml
-  QEMBED_API_KEY=secret HF_TOKEN=hf_... sh -c "$(qembed deploy docker -p h100)"
+  QEMBED_API_KEY=secret HF_TOKEN=hf_... \\
+      sh -c "$(qembed deploy docker -p h100)"   # run it, keys from the env
 """
 
 K8S_EXAMPLES = """\
@@ -49,7 +50,8 @@ Examples:
   qembed deploy k8s -p h100 | kubectl apply -f -
   qembed deploy k8s -p h100 --replicas 2 --gateway -o ./k8s
   qembed deploy k8s -p h100 --gateway --autoscale 1:4 --namespace ml -o ./k8s
-  kubectl create secret generic qembed-api-key --from-literal=api-key="$QEMBED_API_KEY"
+  kubectl create secret generic qembed-api-key \\
+      --from-literal=api-key="$QEMBED_API_KEY"
 """
 
 

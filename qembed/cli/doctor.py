@@ -21,14 +21,11 @@ Exit codes: 0 all checks pass, 1 at least one FAIL, 6 warnings only (no FAIL).
 
 Examples:
 
+\b
   qembed doctor
-
   qembed doctor --profile l4 --json
-
   qembed doctor --model /data/qwen3-4b --port 31000 --set context_length=8192
-
   qembed doctor --url http://gpu-box:30000
-
   qembed doctor --log ~/.local/state/qembed/logs/default-20261120-100000.log
 """
 

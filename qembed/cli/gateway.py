@@ -27,11 +27,13 @@ GATEWAY_EXAMPLES = """\
 Examples:
 
 \b
-  # on each GPU machine (a worker; --host 0.0.0.0 so the gateway can reach it, with a key):
+  # on each GPU machine (a worker the gateway can reach, with a key):
   QEMBED_API_KEY=secret qembed serve --host 0.0.0.0 --detach
   # on the gateway machine:
-  QEMBED_API_KEY=secret qembed gateway --worker http://10.0.0.5:30000 --worker http://10.0.0.6:30000
-  qembed gateway --worker http://gpu1:30000 --worker http://gpu2:30000 --policy power_of_two -d
+  QEMBED_API_KEY=secret qembed gateway \\
+      --worker http://10.0.0.5:30000 --worker http://10.0.0.6:30000
+  qembed gateway -w http://gpu1:30000 -w http://gpu2:30000 \\
+      --policy power_of_two -d
 
 Every worker must serve the same model and vector size; a worker that does not answer, or is
 not an embedding server, is refused with its URL. The gateway is ready when it answers and at

@@ -17,10 +17,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 SHOW_EXAMPLES = """Examples:
 
-  qembed profiles show              # what `auto` picks on this machine, and why
-
+\b
+  qembed profiles show              # what `auto` picks here, and why
   qembed profiles show a100 --set port=31000 --set env.HF_HOME=/data/hf
-
   qembed profiles show ./my-profile.yaml --json
 """
 

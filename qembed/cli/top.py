@@ -19,10 +19,10 @@ TOP_EXAMPLES = """\
 Examples:
 
 \b
-  qembed top                                  # the server `qembed serve` started last
-  qembed top emb                              # a named server (see `qembed ps`)
-  qembed top --url http://10.0.0.5:30000      # any SGLang worker started with metrics on
-  qembed top --url http://gateway:29000       # the smg gateway's --prometheus-port
+  qembed top                              # the server started last
+  qembed top emb                          # a named server (`qembed ps`)
+  qembed top --url http://10.0.0.5:30000  # a worker with metrics on
+  qembed top --url http://gateway:29000   # smg's --prometheus-port
   qembed top --once --json | jq .[0].p99_s
 
 The server needs `metrics: true` in its profile (SGLang's `--enable-metrics`; on by default in
@@ -39,19 +39,29 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f} ms"
 
 
+def _short(url: str) -> str:
+    """``http://127.0.0.1:30000/metrics`` -> ``127.0.0.1:30000`` (the scheme and default path add nothing)."""
+    short = url.split("://", 1)[-1]
+    return short.removesuffix("/metrics")
+
+
 def _table(rows: list[Stats]) -> Table:
+    from rich import box
     from rich.table import Table
 
-    t = Table(title="qembed top", show_lines=False)
+    # 11 columns fit 80 terminal columns: no vertical rules, the server as host:port, cells fold
+    t = Table(title="qembed top", show_lines=False, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+              padding=(0, 0))
     for col in ("server", "kind", "req/s", "tok/s", "p50", "p95", "p99", "queue", "running",
                 "KV used", "5xx/s"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for s in rows:
+        server = _short(s.url)
         if not s.ok:
-            t.add_row(s.url, s.kind, f"error: {s.error}", *[""] * 8)
+            t.add_row(server, s.kind, f"error: {s.error}", *[""] * 8)
             continue
         kind = s.kind if s.workers is None else f"gateway ({s.healthy_workers or 0:.0f}/{s.workers:.0f} workers)"
-        t.add_row(s.url, kind, _fmt(s.requests_per_s, ".1f"), _fmt(s.tokens_per_s, ".0f"),
+        t.add_row(server, kind, _fmt(s.requests_per_s, ".1f"), _fmt(s.tokens_per_s, ".0f"),
                   _ms(s.p50_s), _ms(s.p95_s), _ms(s.p99_s), _fmt(s.queue, ".0f"), _fmt(s.running, ".0f"),
                   _fmt(None if s.kv_usage is None else s.kv_usage * 100, ".1f", "%"),
                   _fmt(s.errors_per_s, ".2f"))

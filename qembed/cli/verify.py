@@ -35,11 +35,12 @@ Exit codes: 0 pass, 1 fail, 2 bad option or missing extra, 7 no server at the UR
 
 Examples:
 
+\b
   qembed verify --url http://127.0.0.1:30000
-
-  qembed verify --url http://gpu-box:8000/v1 --model Qwen/Qwen3-Embedding-4B --dimensions 256,1024
-
-  qembed verify --url http://127.0.0.1:30000 --model ./Qwen3-Embedding-0.6B --precision fp32 --json
+  qembed verify --url http://gpu-box:8000/v1 \\
+      --model Qwen/Qwen3-Embedding-4B --dimensions 256,1024
+  qembed verify --url http://127.0.0.1:30000 \\
+      --model ./Qwen3-Embedding-0.6B --precision fp32 --json
 """
 
 

@@ -88,6 +88,14 @@ def container_spec(profile: Profile) -> ContainerSpec:
     """
     from qembed.sglang_args import build_command
 
+    if profile.engine != "sglang":
+        # `cpu.yaml` runs qembed's reference engine, not SGLang: an SGLang GPU container built
+        # from it would silently serve something else than `qembed serve` does.
+        raise ConfigError(
+            f"profile `{profile.name}` runs the {profile.engine} engine, not SGLang: "
+            "`qembed deploy` builds SGLang containers for NVIDIA GPUs",
+            hint="pick a GPU profile (`qembed profiles list`), e.g. `-p l4`; the reference engine is "
+                 "for development and CI (`qembed serve --profile cpu`)")
     notes: list[str] = []
     inside = profile.model_copy(update={"host": "0.0.0.0", "gpu_ids": None, "python": CONTAINER_PYTHON})
     if profile.python:
