@@ -37,6 +37,7 @@ from . import __version__
 from . import env as qenv
 from .errors import InputError, ServerError, ServerUnreachable
 from .instructions import apply_prefix, format_document, format_query, resolve_instruction
+from .net import base_url as _base_url
 from .transport import (
     AiohttpAsync,
     AsyncTransport,
@@ -338,7 +339,7 @@ class BaseClient:
         if base_url is None and qenv.URL.get() is None:
             record = _recorded_server()
         url = base_url or qenv.URL.get() or (record.url if record else None) or qenv.DEFAULT_URL
-        self.base_url = _normalise_url(url)
+        self.base_url = _base_url(url)
         key = api_key or qenv.API_KEY.get()
         if key is None and record is not None:
             key_env = getattr(record, "api_key_env", None)
@@ -885,15 +886,6 @@ def _kind_args(kind: Kind, task: str | None, instruction: str | None, prefix: st
             raise ConfigError("documents take no `instruction` or `prefix`; use `kind=\"query\"` or `\"raw\"`")
         return {"kind": kind, "task": task}
     return {"kind": kind, "instruction": instruction, "prefix": prefix}
-
-
-def _normalise_url(url: str) -> str:
-    url = url.strip().rstrip("/")
-    if "://" not in url:
-        url = "http://" + url
-    if url.endswith("/v1"):
-        url = url[: -len("/v1")]
-    return url
 
 
 def _recorded_server() -> Any:

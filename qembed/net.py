@@ -35,4 +35,30 @@ def is_this_machine(host: str) -> bool:
     return is_loopback(host) or host.strip().strip("[]") in ("", "0.0.0.0", "::")
 
 
-__all__ = ["is_loopback", "is_this_machine"]
+def base_url(url: str, *, what: str = "server URL", example: str = "--url http://127.0.0.1:30000") -> str:
+    """A server's base URL as every part of qembed uses it: ``http://`` added when no scheme is
+    given, no trailing ``/`` or ``/v1``. The one URL normaliser (client, ``top``, ``gateway``).
+
+    Raises:
+        ConfigError: a scheme other than http(s), or no host (exit 2: bad input).
+
+    >>> base_url("127.0.0.1:30000/v1/")
+    'http://127.0.0.1:30000'
+    """
+    from urllib.parse import urlsplit
+
+    from .errors import ConfigError
+
+    u = url.strip().rstrip("/")
+    if "://" not in u:
+        u = "http://" + u
+    if u.endswith("/v1"):
+        u = u[: -len("/v1")]
+    parts = urlsplit(u)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{what} `{url}` is not an http(s) URL",
+                          hint=f"pass the server's base URL, e.g. `{example}`")
+    return u
+
+
+__all__ = ["base_url", "is_loopback", "is_this_machine"]

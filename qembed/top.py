@@ -78,16 +78,19 @@ class Stats:
 
 
 def metrics_url(url: str) -> str:
-    """``http://h:p`` -> ``http://h:p/metrics``; a URL that already names a path is kept.
+    """``h:p`` or ``http://h:p`` -> ``http://h:p/metrics``; a URL that already ends in
+    ``/metrics`` is kept, any other path (``/v1``, ``/v1/embeddings``) is the server's base.
 
     Raises:
         ConfigError: not an http(s) URL.
     """
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"`{url}` is not an http(s) URL", hint="e.g. `--url http://127.0.0.1:30000`")
-    path = parts.path if parts.path not in ("", "/") else "/metrics"
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+    from .net import base_url
+
+    u = url.strip().rstrip("/")
+    if u.endswith("/metrics"):
+        return base_url(u[: -len("/metrics")]) + "/metrics"
+    parts = urlsplit(base_url(u))
+    return urlunsplit((parts.scheme, parts.netloc, "/metrics", "", ""))
 
 
 def is_local(url: str) -> bool:

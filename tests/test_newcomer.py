@@ -4,10 +4,12 @@ the real `python -m qembed` process, its exit code and its `error:` / `hint:` li
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,44 @@ def test_top_once_is_readable_in_80_columns() -> None:
     assert [x for x in proc.stdout.splitlines() if len(x) > 80] == []
     row = next(x for x in proc.stdout.splitlines() if x.startswith("127.0.0.1:"))
     assert row.split()[:2] == [f"127.0.0.1:{srv.port}", "worker"]
+
+
+@pytest.fixture
+def standin_url() -> Iterator[str]:
+    from tests.standin.server import serve_in_thread
+
+    with serve_in_thread() as srv:
+        yield srv.url
+
+
+def _qembed(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # stdin is a pipe either way (empty when no input): `embed` reads piped stdin
+    return subprocess.run([sys.executable, "-m", "qembed", *args], capture_output=True, text=True,
+                          timeout=120, env=env, input=input or "")
+
+
+def test_similarity_reads_piped_stdin_without_a_dash(standin_url: str) -> None:
+    """`printf 'a\\nb\\n' | qembed similarity` was "Missing argument 'texts'" (newcomer trial)."""
+    proc = _qembed("similarity", "--url", standin_url, input="a cat\na feline\n")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["texts"] == ["a cat", "a feline"] and len(doc["matrix"]) == 2
+
+
+def test_a_url_with_another_scheme_is_bad_input() -> None:
+    """`--url htp://x` ended in "NonHttpUrlClientError", exit 7; it is bad input (exit 2)."""
+    proc = _qembed("embed", "x", "--url", "htp://127.0.0.1:9")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error:") and "is not an http(s) URL" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_top_takes_the_same_urls_as_the_client() -> None:
+    """A URL without `http://`, or one naming `/v1/embeddings`, reaches the server's /metrics."""
+    from qembed.top import metrics_url
+
+    base = "http://127.0.0.1:30000"
+    assert metrics_url("127.0.0.1:30000") == metrics_url(base + "/v1/embeddings") == base + "/metrics"
+    assert metrics_url(base + "/metrics") == base + "/metrics"
+    assert metrics_url(base + "/v1/") == base + "/metrics"

@@ -114,7 +114,8 @@ def test_unreachable_and_bad_urls() -> None:
     with pytest.raises(ServerUnreachable):
         scrape(f"http://127.0.0.1:{port}")
     with pytest.raises(ConfigError):
-        top.metrics_url("localhost:30000")
+        top.metrics_url("ftp://localhost:30000")
+    assert top.metrics_url("localhost:30000") == "http://localhost:30000/metrics"  # as the client takes it
     assert top.metrics_url("http://h:1") == "http://h:1/metrics"
     assert top.metrics_url("http://h:29000/metrics") == "http://h:29000/metrics"
     with pytest.raises(ConfigError):

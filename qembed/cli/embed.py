@@ -47,6 +47,7 @@ Examples:
 \b
   qembed similarity "a cat sat on the mat" "a feline rested on the rug" "stock prices fell"
   qembed similarity --json "a" "b"                    # JSON is also the default when piped
+  printf 'a cat\na feline\n' | qembed similarity     # one text a line from stdin
 
 Both sides get the semantic-similarity instruction ("Retrieve semantically similar text").
 
@@ -416,7 +417,7 @@ def _render_summary(result: BulkResult, *, as_json: bool) -> None:
 
 @app.command("similarity", epilog=SIMILARITY_EXAMPLES)
 def similarity(
-    texts: Annotated[list[str], typer.Argument(help="Two or more texts; `-` reads lines from stdin.", show_default=False)],
+    texts: Annotated[list[str] | None, typer.Argument(help="Two or more texts; piped stdin (or `-`) gives one text a line.", show_default=False)] = None,
     dimensions: Annotated[int | None, typer.Option("--dimensions", help="Matryoshka size.")] = None,
     instruction: Annotated[str | None, typer.Option("--instruction", help="Override the similarity instruction (both sides).")] = None,
     url: UrlOpt = None,
@@ -431,9 +432,11 @@ def similarity(
     from qembed.errors import ConfigError
     from qembed.instructions import TASKS
 
-    items, _ = _read_texts(texts)
+    items, _ = _read_texts(list(texts or []), auto_stdin=True)
     if len(items) < 2:
-        raise ConfigError("`qembed similarity` needs at least two texts")
+        raise ConfigError("`qembed similarity` needs at least two texts",
+                          hint='pass them as arguments, e.g. `qembed similarity "a cat" "a feline"`, '
+                               "or pipe one text a line into stdin")
     with _client(url, api_key, model) as client:
         emb = client.embed(items, instruction=instruction or TASKS["sts"], dimensions=dimensions)
     matrix = np.asarray(emb) @ np.asarray(emb).T
