@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from qembed.bulk import embed_file, journal_path
-from qembed.cli import app
 from qembed.client import Client
 from qembed.errors import ConfigError, InputError
+from tests.cli_helpers import invoke
 from tests.conftest import REPO
 from tests.standin.server import Fault, HashBackend, Running, StandinConfig, serve_in_thread
 
@@ -39,10 +38,6 @@ def jsonl_input(path: Path, texts: list[str], ids: list[str] | None = None) -> P
     ids = ids or [f"doc-{i}" for i in range(len(texts))]
     path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip(ids, texts, strict=True)))
     return path
-
-
-def cli(args: list[str], stdin: str | None = None):  # type: ignore[no-untyped-def]
-    return CliRunner().invoke(app, args, input=stdin)
 
 
 def qembed(*args: str | bytes, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[bytes]:
@@ -114,10 +109,10 @@ def test_an_existing_output_needs_overwrite(srv: Running, tmp_path: Path) -> Non
 def test_one_shot_output_also_needs_overwrite(srv: Running, tmp_path: Path) -> None:
     out = tmp_path / "v.npy"
     out.write_bytes(b"precious")
-    r = cli(["embed", "--url", srv.url, "-o", str(out), "hello"])
+    r = invoke(["embed", "--url", srv.url, "-o", str(out), "hello"])
     assert r.exit_code != 0 and "already exists" in str(r.exception)
     assert out.read_bytes() == b"precious"
-    r = cli(["embed", "--url", srv.url, "-o", str(out), "--overwrite", "hello"])
+    r = invoke(["embed", "--url", srv.url, "-o", str(out), "--overwrite", "hello"])
     assert r.exit_code == 0, r.stderr
     np.testing.assert_allclose(np.load(out), ref(["hello"]), atol=1e-6)
 
@@ -255,11 +250,11 @@ def test_resume_without_a_journal_over_a_finished_output_is_refused(srv: Running
 
 def test_records_own_id_is_kept_without_a_flag(srv: Running, tmp_path: Path) -> None:
     inp = jsonl_input(tmp_path / "docs.jsonl", TEXTS[:6], ids=[f"k{i}" for i in range(6)])
-    r = cli(["embed", "--url", srv.url, "--input", str(inp), "--output", str(tmp_path / "v.jsonl")])
+    r = invoke(["embed", "--url", srv.url, "--input", str(inp), "--output", str(tmp_path / "v.jsonl")])
     assert r.exit_code == 0, r.stderr
     assert [json.loads(x)["id"] for x in (tmp_path / "v.jsonl").read_text().splitlines()] == [f"k{i}" for i in range(6)]
     (tmp_path / "plain.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS[:3]))
-    r = cli(["embed", "--url", srv.url, "--input", str(tmp_path / "plain.jsonl"), "--output", str(tmp_path / "p.jsonl")])
+    r = invoke(["embed", "--url", srv.url, "--input", str(tmp_path / "plain.jsonl"), "--output", str(tmp_path / "p.jsonl")])
     assert r.exit_code == 0, r.stderr
     assert [json.loads(x)["id"] for x in (tmp_path / "p.jsonl").read_text().splitlines()] == [0, 1, 2]
 
@@ -268,7 +263,7 @@ def test_npy_keeps_ids_and_skipped_rows_stay_traceable(srv: Running, tmp_path: P
     texts = ["a", "  ", "b", "", "c"]
     inp = jsonl_input(tmp_path / "docs.jsonl", texts, ids=["i0", "i1", "i2", "i3", "i4"])
     out = tmp_path / "v.npy"
-    r = cli(["embed", "--url", srv.url, "--input", str(inp), "--output", str(out), "--id-field", "id",
+    r = invoke(["embed", "--url", srv.url, "--input", str(inp), "--output", str(out), "--id-field", "id",
              "--on-error", "skip", "--chunk-rows", "2", "--json"])
     assert r.exit_code == 0, r.stderr
     ids = [json.loads(x) for x in (tmp_path / "v.ids.jsonl").read_text().splitlines()]
@@ -277,7 +272,7 @@ def test_npy_keeps_ids_and_skipped_rows_stay_traceable(srv: Running, tmp_path: P
     assert [f["id"] for f in json.loads(r.stdout)["failures"]] == ["i1", "i3"]
     # row numbers with skips: the sidecar says which input row each vector is
     (tmp_path / "in.txt").write_text("a\n\nb\n")
-    r = cli(["embed", "--url", srv.url, "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "t.npy"),
+    r = invoke(["embed", "--url", srv.url, "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "t.npy"),
              "--on-error", "skip"])
     assert r.exit_code == 0, r.stderr
     assert (tmp_path / "t.ids.jsonl").read_text().split() == ["0", "2"]
@@ -355,14 +350,14 @@ def test_a_stale_ids_sidecar_is_never_paired_with_new_vectors(srv: Running, tmp_
     stale = tmp_path / "v.ids.jsonl"
     stale.write_text('"old-1"\n"old-2"\n')
     args = ["embed", "--url", srv.url, "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "v.npy")]
-    r = cli(args)
+    r = invoke(args)
     assert r.exit_code != 0 and "v.ids.jsonl` already exists" in str(r.exception)
     assert stale.exists() and not (tmp_path / "v.npy").exists()
-    r = cli([*args, "--overwrite"])
+    r = invoke([*args, "--overwrite"])
     assert r.exit_code == 0, r.stderr
     assert not stale.exists()  # plain row numbers: no sidecar, and not the old one either
     stale.write_text('"old"\n')
-    r = cli(["embed", "--url", srv.url, "-o", str(tmp_path / "v.npy"), "--overwrite", "x"])
+    r = invoke(["embed", "--url", srv.url, "-o", str(tmp_path / "v.npy"), "--overwrite", "x"])
     assert r.exit_code == 0, r.stderr
     assert not stale.exists()
 
