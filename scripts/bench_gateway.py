@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from qembed.bench import TextSource  # noqa: E402
+from tests.fake_site import harness  # noqa: E402
 from tests.standin.gpu_model import GPUModel, ServerProcess, spawn  # noqa: E402
 
 DIM = 2560
@@ -49,14 +50,6 @@ CASE_B = GPUModel(overhead_s=0.003, per_vector_s=0.00033)  # 0.6B
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -75,8 +68,8 @@ def workers(n: int, gpu: GPUModel | None) -> Iterator[list[ServerProcess]]:
 def smg(urls: list[str], tmp: Path, policy: str) -> Iterator[Any]:
     from qembed import gateway
 
-    server = gateway.start_gateway(urls, host="127.0.0.1", port=free_port(), policy=policy,
-                                   log_path=tmp / f"smg-{time.monotonic_ns()}.log", metrics_port=free_port(),
+    server = gateway.start_gateway(urls, host="127.0.0.1", port=harness.free_port(), policy=policy,
+                                   log_path=tmp / f"smg-{time.monotonic_ns()}.log", metrics_port=harness.free_port(),
                                    ready_timeout=60)
     try:
         gateway.wait_gateway(server, timeout=60, min_healthy=len(urls))
