@@ -39,17 +39,12 @@ sys.path.insert(0, str(REPO))
 
 from qembed.bench import TextSource  # noqa: E402
 from tests.fake_site import harness  # noqa: E402
-from tests.standin.gpu_model import GPUModel, ServerProcess, spawn  # noqa: E402
+from tests.standin.gpu_model import GPUModel, ServerProcess, cpu_seconds, spawn  # noqa: E402
 
 DIM = 2560
 TOKENS = 128
 CASE_A = GPUModel(overhead_s=0.005, per_vector_s=0.002)  # 4B, 128 tokens, H100 at ~50 % MFU
 CASE_B = GPUModel(overhead_s=0.003, per_vector_s=0.00033)  # 0.6B
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager

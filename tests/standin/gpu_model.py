@@ -329,6 +329,17 @@ def main(argv: list[str] | None = None) -> None:
 # -- the parent's side: spawn, find the port, read CPU time, stop by PID -----------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of process ``pid`` in seconds (fields 14 and 15 of proc(5)), read with
+    qembed's one ``/proc/<pid>/stat`` parser."""
+    from qembed.procfs import read_stat
+
+    rest = read_stat(pid)
+    if rest is None:
+        raise ProcessLookupError(f"no /proc/{pid}/stat")
+    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class ServerProcess:
     proc: subprocess.Popen[bytes]
@@ -339,11 +350,8 @@ class ServerProcess:
         return self.proc.pid
 
     def cpu_seconds(self) -> float:
-        """utime + stime of the server process, from the kernel's per-process stat file."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks  # fields 14 and 15 of proc(5)
+        """utime + stime of the server process."""
+        return cpu_seconds(self.pid)
 
     def stop(self, timeout: float = 10.0) -> int:
         if self.proc.poll() is None:
