@@ -13,7 +13,6 @@ import asyncio
 import importlib
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pytest
@@ -64,15 +63,6 @@ def li(server: Running) -> Iterator[QembedEmbedding]:
     emb.close()
 
 
-def _sent_since(server: Running, start: int) -> list[Any]:
-    """Every input the stand-in received since request number ``start``."""
-    out: list[Any] = []
-    for body in server.requests[start:]:
-        inp = body["input"]
-        out.extend([inp] if isinstance(inp, str) else inp)
-    return out
-
-
 # -- LangChain -----------------------------------------------------------------------------
 
 
@@ -85,7 +75,7 @@ def test_langchain_documents_and_queries_match_sentence_transformers(
     assert_matches(docs, st.documents(DOCUMENTS), label="langchain adapter documents")
     assert_matches(queries, st.queries(QUERIES), label="langchain adapter queries")
     # the wire: text, never ids; newlines intact; the exact official query format
-    sent = _sent_since(server, start)
+    sent = server.inputs_since(start)
     assert all(isinstance(x, str) for x in sent)
     assert [x for x in sent if not x.startswith("Instruct:")][-len(DOCUMENTS):] == DOCUMENTS
     assert [RETRIEVAL_PROMPT + q for q in QUERIES] == [x for x in sent if x.startswith("Instruct:")]
@@ -184,7 +174,7 @@ def test_llamaindex_texts_and_queries_match_sentence_transformers(
     assert_matches(docs, st.documents(DOCUMENTS), label="llamaindex adapter texts")
     assert_matches(one, st.documents(DOCUMENTS[6:7]), label="llamaindex adapter one text")
     assert_matches(queries, st.queries(QUERIES), label="llamaindex adapter queries")
-    sent = _sent_since(server, start)
+    sent = server.inputs_since(start)
     assert all(isinstance(x, str) for x in sent)
     assert DOCUMENTS[6] in sent and "\n" in DOCUMENTS[6]  # no newline replacement
     assert [RETRIEVAL_PROMPT + q for q in QUERIES] == [x for x in sent if x.startswith("Instruct:")]
