@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +25,6 @@ TEXTS = [f"record number {i}" for i in range(40)]
 
 def ref(texts: list[str]) -> np.ndarray:
     return np.array(HashBackend(32).embed(texts), dtype=np.float32)
-
-
-@pytest.fixture
-def srv() -> Iterator[Running]:
-    with serve_in_thread(StandinConfig(dim=32)) as s:
-        yield s
 
 
 def jsonl_input(path: Path, texts: list[str], ids: list[str] | None = None) -> Path:

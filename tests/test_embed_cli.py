@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +15,6 @@ from tests.standin.server import HashBackend, Running, StandinConfig, serve_in_t
 
 RETRIEVAL = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
 TEXTS = ["what is MRL?", "a second text"]
-
-
-@pytest.fixture
-def srv() -> Iterator[Running]:
-    with serve_in_thread(StandinConfig(dim=32)) as s:
-        yield s
 
 
 def ref(texts: list[str]) -> np.ndarray:
