@@ -51,6 +51,18 @@ def _bad(source: str, what: str, *, status: int = 200, body: Any = None) -> Exce
     )
 
 
+def _json_body(content: bytes, source: str, *, status: int = 200) -> Any:
+    """The parsed JSON of a reply body; a body that is not JSON (an HTML page, say) is a BadReply."""
+    import orjson
+
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        snippet = content[:200].decode("utf-8", "replace")
+        kind = "an HTML page" if snippet.lstrip().startswith("<") else "not JSON"
+        raise _bad(source, f"the body is {kind}: {snippet!r}", status=status, body=snippet) from None
+
+
 def _few(values: Any, limit: int = 5) -> str:
     values = list(values)
     return ", ".join(str(v) for v in values[:limit]) + (", ..." if len(values) > limit else "")
@@ -164,14 +176,8 @@ def parse_reply(content: bytes, n: int, *, width: int | None, source: str, expec
         BadReply: anything in the reply is wrong; no vector is returned.
     """
     import numpy as np
-    import orjson
 
-    try:
-        obj = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        snippet = content[:200].decode("utf-8", "replace")
-        kind = "an HTML page" if snippet.lstrip().startswith("<") else "not JSON"
-        raise _bad(source, f"the body is {kind}: {snippet!r}", status=status, body=snippet) from None
+    obj = _json_body(content, source, status=status)
     data = obj.get("data") if isinstance(obj, dict) else None
     if not isinstance(data, list):
         raise _bad(source, "there is no `data` list (not an embeddings response)", status=status,
@@ -213,14 +219,8 @@ def parse_models(content: bytes, *, source: str) -> tuple[str | None, int | None
     Raises:
         BadReply: not JSON, no ``data`` list, or fields of the wrong type.
     """
-    import orjson
 
-    try:
-        obj = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        snippet = content[:200].decode("utf-8", "replace")
-        kind = "an HTML page" if snippet.lstrip().startswith("<") else "not JSON"
-        raise _bad(source, f"the body is {kind}: {snippet!r}", body=snippet) from None
+    obj = _json_body(content, source)
     data = obj.get("data") if isinstance(obj, dict) else None
     if not isinstance(data, list) or (data and not isinstance(data[0], dict)):
         raise _bad(source, "there is no `data` list of models")
