@@ -39,12 +39,16 @@ sys.path.insert(0, str(REPO))
 
 from qembed.bench import TextSource  # noqa: E402
 from tests.fake_site import harness  # noqa: E402
-from tests.standin.gpu_model import GPUModel, ServerProcess, cpu_seconds, spawn  # noqa: E402
-
-DIM = 2560
-TOKENS = 128
-CASE_A = GPUModel(overhead_s=0.005, per_vector_s=0.002)  # 4B, 128 tokens, H100 at ~50 % MFU
-CASE_B = GPUModel(overhead_s=0.003, per_vector_s=0.00033)  # 0.6B
+from tests.standin.gpu_model import (  # noqa: E402
+    CASE_A,
+    CASE_B,
+    CASE_DIM,
+    CASE_TOKENS,
+    GPUModel,
+    ServerProcess,
+    cpu_seconds,
+    spawn,
+)
 
 
 @contextlib.contextmanager
@@ -52,7 +56,7 @@ def workers(n: int, gpu: GPUModel | None) -> Iterator[list[ServerProcess]]:
     made: list[ServerProcess] = []
     try:
         for _ in range(n):
-            made.append(spawn(dim=DIM, gpu=gpu, ttl=1800))
+            made.append(spawn(dim=CASE_DIM, gpu=gpu, ttl=1800))
         yield made
     finally:
         for w in made:
@@ -86,7 +90,7 @@ def run_client(url: str, texts: list[str], repeat: int, *, extra_pids: list[int]
             out = client.embed(texts)
             t, c = time.perf_counter() - t0, time.process_time() - c0
             o = {p: cpu_seconds(p) - o0[p] for p in extra_pids}
-            assert out.shape == (len(texts), DIM)
+            assert out.shape == (len(texts), CASE_DIM)
             rows.append({"seconds": t, "vectors_per_s": len(texts) / t, "client_us": c / len(texts) * 1e6,
                          "other_us": {str(p): v / len(texts) * 1e6 for p, v in o.items()}})
     med = {
@@ -161,7 +165,7 @@ def main() -> int:
 
     gateway.require_smg()
     only = set(a.only.split(","))
-    texts = TextSource(seed=0).texts(TOKENS, 0, max(a.vectors, 3 * 3000))
+    texts = TextSource(seed=0).texts(CASE_TOKENS, 0, max(a.vectors, 3 * 3000))
     res: dict[str, Any] = {"cpus": os.cpu_count(), "policy": a.policy, "repeat": a.repeat}
     with tempfile.TemporaryDirectory() as tmp:
         if "overhead" in only:

@@ -70,6 +70,14 @@ class GPUModel:
         return n / self.forward_seconds(n, 0)
 
 
+# The benchmark cases of docs/performance.md (scripts/bench_client.py, scripts/bench_gateway.py):
+# 4B-sized vectors of ~128-token texts, and two modelled GPUs.
+CASE_DIM = 2560
+CASE_TOKENS = 128
+CASE_A = GPUModel(overhead_s=0.005, per_vector_s=0.002)  # 4B, 128 tokens, H100 at ~50 % MFU
+CASE_B = GPUModel(overhead_s=0.003, per_vector_s=0.00033)  # 0.6B
+
+
 def bf16_unit_vectors(n: int, dim: int, *, seed: int = 0) -> Any:
     """``n`` unit vectors rounded to bf16 (kept as float32), the precision SGLang returns."""
     rng = np.random.default_rng(seed)
