@@ -7,17 +7,17 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from qembed.bulk import embed_file, journal_path
+from qembed.bulk import embed_file, journal_path, lock_path
 from qembed.client import Client
 from qembed.errors import ConfigError, InputError
 from tests.cli_helpers import invoke
 from tests.conftest import REPO
+from tests.fake_site import harness
 from tests.standin.server import Fault, HashBackend, Running, StandinConfig, serve_in_thread
 
 TEXTS = [f"record number {i}" for i in range(40)]
@@ -38,10 +38,6 @@ def qembed(*args: str | bytes, timeout: float = 120, **kw: object) -> subprocess
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "qembed", *args], capture_output=True, timeout=timeout, env=env,
                           **kw)  # type: ignore[call-overload, no-any-return]
-
-
-def _lock(out: Path) -> Path:
-    return out.with_name(out.name + ".lock")
 
 
 class _Stop(KeyboardInterrupt):
@@ -81,7 +77,7 @@ def test_an_output_that_is_the_input_is_refused_before_anything_is_written(
     assert "destroy the input" in exc.value.message
     assert inp.read_bytes() == before
     assert srv.requests == []  # refused before any work
-    assert not journal_path(out).exists() and not _lock(out).exists()
+    assert not journal_path(out).exists() and not lock_path(out).exists()
 
 
 def test_an_existing_output_needs_overwrite(srv: Running, tmp_path: Path) -> None:
@@ -121,19 +117,12 @@ def test_a_second_job_on_the_same_output_is_refused_and_names_the_holder(tmp_pat
         first = subprocess.Popen([sys.executable, "-m", "qembed", "embed", "--url", slow.url, "--input", str(inp),
                                   "--output", str(out), "--chunk-rows", "4", "--batch-size", "2",
                                   "--concurrency", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        try:
-            deadline = time.monotonic() + 60
-            while not (journal_path(out).exists() and len(journal_path(out).read_bytes().splitlines()) >= 2):
-                assert first.poll() is None, first.communicate()
-                assert time.monotonic() < deadline, "the first job never committed a chunk"
-                time.sleep(0.01)
+        with harness.reaped(first):
+            harness.wait_while_running(first, lambda: harness.committed_chunks(journal_path(out)) >= 1,
+                                       what="the first job's first committed chunk")
             second = qembed("embed", "--url", slow.url, "--input", str(inp), "--output", str(out), "--resume")
             assert first.poll() is None, "the first job ended before the second tried: nothing was tested"
             _, first_err = first.communicate(timeout=120)
-        finally:
-            if first.poll() is None:
-                first.kill()
-                first.wait()
     err = second.stderr.decode()
     assert second.returncode == 2, err
     assert f"is being written by another qembed job (pid {first.pid} on" in err
@@ -141,13 +130,13 @@ def test_a_second_job_on_the_same_output_is_refused_and_names_the_holder(tmp_pat
     rows = [json.loads(line) for line in out.read_text().splitlines()]  # no torn line, no duplicate
     assert [r["id"] for r in rows] == [f"doc-{i}" for i in range(300)]
     np.testing.assert_allclose([r["embedding"] for r in rows], ref(texts), atol=1e-6)
-    assert not _lock(out).exists()
+    assert not lock_path(out).exists()
 
 
 def test_a_lock_left_by_a_dead_job_does_not_block(srv: Running, tmp_path: Path) -> None:
     inp = jsonl_input(tmp_path / "docs.jsonl", TEXTS[:5])
     out = tmp_path / "v.jsonl"
-    _lock(out).write_text("pid 1 on elsewhere\n")  # the file stays, the flock died with its process
+    lock_path(out).write_text("pid 1 on elsewhere\n")  # the file stays, the flock died with its process
     with Client(srv.url) as c:
         assert embed_file(c, inp, out).rows_out == 5
     from qembed.bulk import OutputLock
