@@ -9,7 +9,8 @@ import pytest
 
 from qembed import habits
 from qembed.errors import ProfileError
-from qembed.gpu import GiB, GPUInfo, GPUSnapshot
+from qembed.gpu import GPUInfo, GPUSnapshot
+from qembed.models import GiB
 from qembed.profiles import (
     ALIASES,
     FALLBACK_PROFILE,
