@@ -24,7 +24,6 @@ from qembed.integrations.llamaindex import QembedEmbedding
 from tests.numerics.reference import assert_caught, assert_matches
 from tests.numerics.st_reference import STReference
 from tests.numerics.texts import DOCUMENTS, QUERIES
-from tests.numerics.tiny_model import TinyModel
 from tests.standin.server import Running
 
 DIMS = 32
@@ -43,11 +42,6 @@ CORPUS: list[str] = [*DOCUMENTS,
     "The quick brown fox jumps over the lazy dog.",
 ]
 assert len(CORPUS) == 20
-
-
-@pytest.fixture(scope="module")
-def st(tiny_model: TinyModel) -> STReference:
-    return STReference(tiny_model.path)
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,6 @@ MODEL = "Qwen/Qwen3-Embedding-0.6B"
 NEWLINE_DOCS = [d for d in DOCUMENTS if "\n" in d]
 
 
-@pytest.fixture(scope="module")
-def st(tiny_model: TinyModel) -> STReference:
-    return STReference(tiny_model.path)
-
-
 def _openai_embeddings(server: Running, **kw: Any) -> Any:
     from langchain_openai import OpenAIEmbeddings
 
