@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import __version__
 from . import env as qenv
 from .errors import ProfileError, QembedError
-from .gpu import GiB, MiB
 from .gpu import profile_label as _plabel
+from .models import GiB, MiB
 
 if TYPE_CHECKING:
     import httpx

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .models import GiB, MiB
+
 if TYPE_CHECKING:
     from .profiles import Profile
 
-MiB = 1024**2
-GiB = 1024**3
 
 
 @dataclass(frozen=True)

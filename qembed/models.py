@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MiB = 1024**2
+MiB = 1024**2  #: the byte units every module uses (gpu, doctor, deploy import them from here)
 GiB = 1024**3
 
 

@@ -125,28 +125,23 @@ def warn(message: str, hint: str | None = None) -> None:
     _write_err(f"warning: {message}" + (f"\n\nhint: {hint}" if hint else ""))
 
 
-def format_error(exc: QembedError | BaseException) -> str:
+def format_error(exc: QembedError) -> str:
     """Render an error as text: ``error: message``, detail lines, blank line, ``hint: ...``.
 
     Readable without colour (uv's STYLE.md shape).
     """
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    lines = [f"error: {message}"]
-    for detail in getattr(exc, "details", None) or []:
-        lines.append(f"  {detail}")
-    hint = getattr(exc, "hint", None)
-    if hint:
-        lines.extend(["", f"hint: {hint}"])
+    lines = [f"error: {exc.message or type(exc).__name__}"]
+    lines.extend(f"  {detail}" for detail in exc.details)
+    if exc.hint:
+        lines.extend(["", f"hint: {exc.hint}"])
     return "\n".join(lines)
 
 
-def error(exc: QembedError | BaseException) -> None:
+def error(exc: QembedError) -> None:
     if _log_format == "json":
-        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        _write_err(_json_line("error", message, "error", {
-            "error": type(exc).__name__, "exit_code": int(getattr(exc, "exit_code", 1)),
-            "details": list(getattr(exc, "details", None) or []), "hint": getattr(exc, "hint", None),
-            "diagnoses": list(getattr(exc, "diagnoses", None) or [])}))
+        _write_err(_json_line("error", exc.message or type(exc).__name__, "error", {
+            "error": type(exc).__name__, "exit_code": int(exc.exit_code), "details": list(exc.details),
+            "hint": exc.hint, "diagnoses": list(exc.diagnoses)}))
         return
     _write_err(format_error(exc))
 

@@ -75,7 +75,8 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-def _listening_inodes(port: int) -> set[str]:
+def _listening_sockets(port: int) -> set[str]:
+    """The fd link targets (``socket:[<inode>]``) of the sockets listening on ``port``."""
     inodes: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -88,8 +89,23 @@ def _listening_inodes(port: int) -> set[str]:
                 continue
             local, state, inode = cols[1], cols[3], cols[9]
             if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
-                inodes.add(inode)
+                inodes.add(f"socket:[{inode}]")
     return inodes
+
+
+def _holds_one_of(pid: int | str, sockets: set[str]) -> bool:
+    """Whether an open file of ``pid`` is one of ``sockets`` (False where /proc does not say)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in sockets:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def port_holder(port: int) -> str | None:
@@ -113,22 +129,13 @@ def port_holder(port: int) -> str | None:
                     return f"pid {conn.pid} ({name})"
         except (psutil.Error, OSError):
             pass
-    inodes = _listening_inodes(port)
-    if not inodes:
+    sockets = _listening_sockets(port)
+    if not sockets:
         return None
-    targets = {f"socket:[{i}]" for i in inodes}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fds = list((entry / "fd").iterdir())
-        except OSError:
-            continue
-        for fd in fds:
+        if entry.name.isdigit() and _holds_one_of(entry.name, sockets):
             try:
-                if os.readlink(fd) in targets:
-                    comm = (entry / "comm").read_text().strip()
-                    return f"pid {entry.name} ({comm})"
+                return f"pid {entry.name} ({(entry / 'comm').read_text().strip()})"
             except OSError:
                 continue
     return None
@@ -142,22 +149,8 @@ def port_owned_by(port: int, pids: Iterable[int]) -> bool | None:
     """
     if not Path("/proc/net/tcp").exists():
         return None
-    inodes = _listening_inodes(port)
-    if not inodes:
-        return False
-    targets = {f"socket:[{i}]" for i in inodes}
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") in targets:
-                    return True
-            except OSError:
-                continue
-    return False
+    sockets = _listening_sockets(port)
+    return bool(sockets) and any(_holds_one_of(pid, sockets) for pid in pids)
 
 
 __all__ = ["group_members", "pid_alive", "port_holder", "port_owned_by", "process_start_time", "read_stat"]

@@ -632,10 +632,11 @@ def load_yaml_text(text: str, where: str) -> Any:
                            hint=f"profiles nest at most {MAX_DEPTH} levels and expand to at most "
                            f"{MAX_NODES:,} values; remove the repeated aliases") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        marked = exc if isinstance(exc, yaml.MarkedYAMLError) else None
+        mark = marked.problem_mark if marked else None
         at = f" at line {mark.line + 1}" if mark is not None else ""
         raise ProfileError(f"{where} is not valid YAML{at}",
-                           details=[str(getattr(exc, "problem", None) or exc)]) from None
+                           details=[str((marked.problem if marked else None) or exc)]) from None
     except RecursionError:
         raise ProfileError(f"{where} is refused: it nests too deeply",
                            hint=f"profiles nest at most {MAX_DEPTH} levels") from None

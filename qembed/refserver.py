@@ -445,7 +445,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, args.log_level.upper()),
+    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="[%(asctime)s] %(message)s")
     from .errors import QembedError
     from .reference import ReferenceEngine

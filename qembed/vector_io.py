@@ -147,6 +147,28 @@ class ChunkSums:
         self.ids = ids
 
 
+def _reopen(path: Path, keep: int) -> io.BufferedRandom:
+    """``path`` open for appending after its first ``keep`` bytes (what the journal committed);
+    a new, empty file when ``keep`` is 0 or the file is gone."""
+    f = open(path, "r+b") if keep and path.exists() else open(path, "w+b")  # noqa: SIM115 - the writer closes it
+    f.truncate(keep)
+    f.seek(0, os.SEEK_END)
+    return f
+
+
+def _spans(entries: Sequence[dict[str, Any]], end_key: str, sha_key: str, *, base: int = 0,
+           scale: int = 1) -> list[tuple[int, int, str | None]]:
+    """The byte range and checksum of each committed chunk: chunk k ends at ``entries[k][end_key]``
+    (in units of ``scale`` bytes, after ``base`` bytes of header)."""
+    spans: list[tuple[int, int, str | None]] = []
+    start = 0
+    for e in entries:
+        end = int(e.get(end_key, 0))
+        spans.append((base + start * scale, base + end * scale, e.get(sha_key)))
+        start = end
+    return spans
+
+
 class VectorWriter:
     """Append-only output with a durable commit point, truncate-on-resume and verification."""
 
@@ -155,16 +177,13 @@ class VectorWriter:
         self.dim = dim
         self.ids_are_rows = ids_are_rows
         self.ids_file = ids_file
-        self.idf: Any = None
+        self.idf: io.BufferedRandom | None = None
 
     # the sidecar (npy only) --------------------------------------------------------------
     def _open_ids(self, committed_offset: int) -> None:
         if self.ids_file is None:
             return
-        mode = "r+b" if self.ids_file.exists() and committed_offset else "w+b"
-        self.idf = open(self.ids_file, mode)  # noqa: SIM115 - closed in close()
-        self.idf.truncate(committed_offset)
-        self.idf.seek(0, os.SEEK_END)
+        self.idf = _reopen(self.ids_file, committed_offset)
 
     def _write_ids(self, ids: Sequence[Any]) -> str | None:
         if self.idf is None:
@@ -231,23 +250,36 @@ class VectorWriter:
     def _verify_ids(self, entries: Sequence[dict[str, Any]]) -> str | None:
         if self.ids_file is None:
             return None
-        ranges, start = [], 0
-        for e in entries:
-            end = int(e.get("ids_offset", 0))
-            ranges.append((start, end, e.get("ids_sha")))
-            start = end
-        return self._verify_ranges(self.ids_file, ranges, "the ids")
+        return self._verify_ranges(self.ids_file, _spans(entries, "ids_offset", "ids_sha"), "the ids")
 
 
-class NpyWriter(VectorWriter):
+class _FileWriter(VectorWriter):
+    """A writer that appends to one open file, ``f`` (``.npy`` and ``.jsonl``)."""
+
+    _f: io.BufferedRandom | None = None
+
+    @property
+    def f(self) -> io.BufferedRandom:
+        if self._f is None:
+            raise RuntimeError(f"the writer of `{self.path}` is not open")
+        return self._f
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        super().close()
+
+
+class NpyWriter(_FileWriter):
     def open(self, *, committed_rows: int, committed_offset: int, committed_chunks: int, ids_offset: int = 0) -> None:
-        mode = "r+b" if self.path.exists() and committed_rows else "w+b"
-        self.f = open(self.path, mode)  # noqa: SIM115 - closed in close()
+        fresh = not (committed_rows and self.path.exists())
+        self._f = _reopen(self.path, NPY_HEADER + committed_rows * self.dim * 4 if committed_rows else 0)
         self.rows = committed_rows
-        if mode == "w+b":
-            self.f.write(npy_header(0, self.dim))
-        self.f.truncate(NPY_HEADER + committed_rows * self.dim * 4)
-        self.f.seek(0, os.SEEK_END)
+        if fresh:  # a new file starts with its header
+            self._f.seek(0)
+            self._f.write(npy_header(0, self.dim))
+            self._f.seek(0, os.SEEK_END)
         self._open_ids(ids_offset)
 
     def write(self, chunk_index: int, ids: Sequence[Any], vectors: npt.NDArray[np.float32]) -> ChunkSums:
@@ -271,11 +303,6 @@ class NpyWriter(VectorWriter):
         os.fsync(self.f.fileno())
         return self.rows, self._commit_ids()
 
-    def close(self) -> None:
-        if getattr(self, "f", None) is not None:
-            self.f.close()
-        super().close()
-
     def verify(self, entries: Sequence[dict[str, Any]]) -> str | None:
         if not entries:
             return None
@@ -289,20 +316,13 @@ class NpyWriter(VectorWriter):
             return f"`{self.path}` is not the .npy file this job wrote"
         if int(m.group(2)) != self.dim or int(m.group(1)) < rows:
             return f"`{self.path}` holds {m.group(1).decode()} rows of {m.group(2).decode()} dims, not the {rows} rows committed"
-        ranges, start = [], 0
-        for e in entries:
-            end = int(e["offset"])
-            ranges.append((NPY_HEADER + start * self.dim * 4, NPY_HEADER + end * self.dim * 4, e.get("out_sha")))
-            start = end
-        return self._verify_ranges(self.path, ranges, "the vectors") or self._verify_ids(entries)
+        spans = _spans(entries, "offset", "out_sha", base=NPY_HEADER, scale=self.dim * 4)
+        return self._verify_ranges(self.path, spans, "the vectors") or self._verify_ids(entries)
 
 
-class JsonlWriter(VectorWriter):
+class JsonlWriter(_FileWriter):
     def open(self, *, committed_rows: int, committed_offset: int, committed_chunks: int, ids_offset: int = 0) -> None:
-        mode = "r+b" if self.path.exists() and committed_offset else "w+b"
-        self.f = open(self.path, mode)  # noqa: SIM115 - closed in close()
-        self.f.truncate(committed_offset)
-        self.f.seek(0, os.SEEK_END)
+        self._f = _reopen(self.path, committed_offset)
 
     def write(self, chunk_index: int, ids: Sequence[Any], vectors: npt.NDArray[np.float32]) -> ChunkSums:
         payload = jsonl_bytes(ids, vectors)
@@ -316,18 +336,8 @@ class JsonlWriter(VectorWriter):
         os.fsync(self.f.fileno())
         return int(self.f.tell()), 0
 
-    def close(self) -> None:
-        if getattr(self, "f", None) is not None:
-            self.f.close()
-        super().close()
-
     def verify(self, entries: Sequence[dict[str, Any]]) -> str | None:
-        ranges, start = [], 0
-        for e in entries:
-            end = int(e["offset"])
-            ranges.append((start, end, e.get("out_sha")))
-            start = end
-        return self._verify_ranges(self.path, ranges, "the lines")
+        return self._verify_ranges(self.path, _spans(entries, "offset", "out_sha"), "the lines")
 
 
 class ParquetWriter(VectorWriter):

@@ -51,6 +51,18 @@ def _bad(source: str, what: str, *, status: int = 200, body: Any = None) -> Exce
     )
 
 
+def _json_body(content: bytes, source: str, *, status: int = 200) -> Any:
+    """The parsed JSON of a reply body; a body that is not JSON (an HTML page, say) is a BadReply."""
+    import orjson
+
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        snippet = content[:200].decode("utf-8", "replace")
+        kind = "an HTML page" if snippet.lstrip().startswith("<") else "not JSON"
+        raise _bad(source, f"the body is {kind}: {snippet!r}", status=status, body=snippet) from None
+
+
 def _few(values: Any, limit: int = 5) -> str:
     values = list(values)
     return ", ".join(str(v) for v in values[:limit]) + (", ..." if len(values) > limit else "")
@@ -170,7 +182,12 @@ def _check_values(vectors: npt.NDArray[np.float32], *, expect_unit: bool, source
         if bool(ok.all()):
             return
         finite_rows: list[bool] = np.isfinite(vectors).all(axis=1).tolist()  # type: ignore[assignment]
-        _refuse_values(sq.astype(np.float64).tolist(), finite_rows, source)
+        # the message's norms in float64, as the plain-rows path computes them (float32 squares
+        # of tiny values underflow to 0)
+        v64 = vectors.astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            sq64 = np.einsum("ij,ij->i", v64, v64)
+        _refuse_values(sq64.tolist(), finite_rows, source)
         return
     finite = np.isfinite(vectors).all(axis=1)
     if not bool(finite.all()):
@@ -189,14 +206,8 @@ def _check_rows(rows: list[list[float]], *, expect_unit: bool, source: str) -> N
 
 def _items(content: bytes, n: int, *, source: str, status: int) -> tuple[dict[str, Any], list[Any], list[int] | None]:
     """The reply's JSON, its ``n`` embeddings and their order (see :func:`_check_indices`)."""
-    import orjson
 
-    try:
-        obj = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        snippet = content[:200].decode("utf-8", "replace")
-        kind = "an HTML page" if snippet.lstrip().startswith("<") else "not JSON"
-        raise _bad(source, f"the body is {kind}: {snippet!r}", status=status, body=snippet) from None
+    obj = _json_body(content, source, status=status)
     data = obj.get("data") if isinstance(obj, dict) else None
     if not isinstance(data, list):
         raise _bad(source, "there is no `data` list (not an embeddings response)", status=status,
@@ -306,14 +317,8 @@ def parse_models(content: bytes, *, source: str) -> tuple[str | None, int | None
     Raises:
         BadReply: not JSON, no ``data`` list, or fields of the wrong type.
     """
-    import orjson
 
-    try:
-        obj = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        snippet = content[:200].decode("utf-8", "replace")
-        kind = "an HTML page" if snippet.lstrip().startswith("<") else "not JSON"
-        raise _bad(source, f"the body is {kind}: {snippet!r}", body=snippet) from None
+    obj = _json_body(content, source)
     data = obj.get("data") if isinstance(obj, dict) else None
     if not isinstance(data, list) or (data and not isinstance(data[0], dict)):
         raise _bad(source, "there is no `data` list of models")

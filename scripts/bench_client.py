@@ -44,12 +44,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from qembed.bench import TextSource  # noqa: E402
-from tests.standin.gpu_model import GPUModel, ServerProcess, running  # noqa: E402
-
-DIM = 2560
-TOKENS = 128
-CASE_A = GPUModel(overhead_s=0.005, per_vector_s=0.002)  # 4B, 128 tokens, H100 at ~50 % MFU
-CASE_B = GPUModel(overhead_s=0.003, per_vector_s=0.00033)  # 0.6B
+from tests.standin.gpu_model import (  # noqa: E402
+    CASE_A,
+    CASE_B,
+    CASE_DIM,
+    CASE_TOKENS,
+    GPUModel,
+    ServerProcess,
+    running,
+)
 
 
 @dataclass
@@ -106,7 +109,7 @@ def case_qembed(srv: ServerProcess, texts: list[str], **client_kw: Any) -> Measu
 
         def run() -> int:
             out = client.embed(texts)
-            assert out.shape == (len(texts), DIM) and out.dtype.name == "float32"
+            assert out.shape == (len(texts), CASE_DIM) and out.dtype.name == "float32"
             return int(out.shape[0])
 
         label = "qembed Client.embed" + (f" {client_kw}" if client_kw else " (defaults)")
@@ -147,7 +150,7 @@ def case_naive(srv: ServerProcess, texts: list[str]) -> Measure:
         n = 0
         for t in texts:
             r = oa.embeddings.create(model="m", input=t, encoding_format="float")
-            n += len(r.data[0].embedding) // DIM
+            n += len(r.data[0].embedding) // CASE_DIM
         return n
 
     return measure("openai, 1 text/call, float (naive)", srv, run)
@@ -196,7 +199,7 @@ def case_saturation(texts: list[str], gpu: GPUModel, name: str, *, concurrency: 
 
     import qembed
 
-    with running(dim=DIM, gpu=gpu, ttl=300) as srv, qembed.Client(srv.url, concurrency=concurrency) as client:
+    with running(dim=CASE_DIM, gpu=gpu, ttl=300) as srv, qembed.Client(srv.url, concurrency=concurrency) as client:
         client.embed(texts[:128])
         before = httpx.get(srv.url + "/stats").json()
 
@@ -221,7 +224,7 @@ def case_rss(rows: int, dims: int, workdir: Path) -> dict[str, Any]:
         for i in range(rows):
             f.write(json.dumps({"id": i, "text": f"row {i} a short text about embeddings"}) + "\n")
     out = workdir / "out.parquet"
-    with running(dim=DIM, ttl=3600) as srv:
+    with running(dim=CASE_DIM, ttl=3600) as srv:
         argv = [sys.executable, "-m", "qembed", "embed", "--url", srv.url, "--input", str(src),
                 "--output", str(out), "--dimensions", str(dims), "--id-field", "id"]
         t0 = time.perf_counter()
@@ -333,11 +336,11 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             results["rss"] = case_rss(a.rows, a.rss_dims, Path(tmp))
     src = TextSource(seed=0)
-    texts = src.texts(TOKENS, 0, max(a.vectors, a.batched_vectors, 30_000))
+    texts = src.texts(CASE_TOKENS, 0, max(a.vectors, a.batched_vectors, 30_000))
 
     if only & {"bulk", "qembed", "naive", "sdk-batched", "httpx-float"}:
         print("client cost against an instant stand-in (2560-d):", flush=True)
-        with running(dim=DIM, ttl=1800) as srv:
+        with running(dim=CASE_DIM, ttl=1800) as srv:
             if "bulk" in only:
                 with tempfile.TemporaryDirectory() as tmp:
                     m["bulk"] = case_bulk(srv, texts[: a.vectors], Path(tmp))

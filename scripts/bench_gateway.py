@@ -38,25 +38,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from qembed.bench import TextSource  # noqa: E402
-from tests.standin.gpu_model import GPUModel, ServerProcess, spawn  # noqa: E402
-
-DIM = 2560
-TOKENS = 128
-CASE_A = GPUModel(overhead_s=0.005, per_vector_s=0.002)  # 4B, 128 tokens, H100 at ~50 % MFU
-CASE_B = GPUModel(overhead_s=0.003, per_vector_s=0.00033)  # 0.6B
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.fake_site import harness  # noqa: E402
+from tests.standin.gpu_model import (  # noqa: E402
+    CASE_A,
+    CASE_B,
+    CASE_DIM,
+    CASE_TOKENS,
+    GPUModel,
+    ServerProcess,
+    cpu_seconds,
+    spawn,
+)
 
 
 @contextlib.contextmanager
@@ -64,7 +56,7 @@ def workers(n: int, gpu: GPUModel | None) -> Iterator[list[ServerProcess]]:
     made: list[ServerProcess] = []
     try:
         for _ in range(n):
-            made.append(spawn(dim=DIM, gpu=gpu, ttl=1800))
+            made.append(spawn(dim=CASE_DIM, gpu=gpu, ttl=1800))
         yield made
     finally:
         for w in made:
@@ -75,8 +67,8 @@ def workers(n: int, gpu: GPUModel | None) -> Iterator[list[ServerProcess]]:
 def smg(urls: list[str], tmp: Path, policy: str) -> Iterator[Any]:
     from qembed import gateway
 
-    server = gateway.start_gateway(urls, host="127.0.0.1", port=free_port(), policy=policy,
-                                   log_path=tmp / f"smg-{time.monotonic_ns()}.log", metrics_port=free_port(),
+    server = gateway.start_gateway(urls, host="127.0.0.1", port=harness.free_port(), policy=policy,
+                                   log_path=tmp / f"smg-{time.monotonic_ns()}.log", metrics_port=harness.free_port(),
                                    ready_timeout=60)
     try:
         gateway.wait_gateway(server, timeout=60, min_healthy=len(urls))
@@ -98,7 +90,7 @@ def run_client(url: str, texts: list[str], repeat: int, *, extra_pids: list[int]
             out = client.embed(texts)
             t, c = time.perf_counter() - t0, time.process_time() - c0
             o = {p: cpu_seconds(p) - o0[p] for p in extra_pids}
-            assert out.shape == (len(texts), DIM)
+            assert out.shape == (len(texts), CASE_DIM)
             rows.append({"seconds": t, "vectors_per_s": len(texts) / t, "client_us": c / len(texts) * 1e6,
                          "other_us": {str(p): v / len(texts) * 1e6 for p, v in o.items()}})
     med = {
@@ -173,7 +165,7 @@ def main() -> int:
 
     gateway.require_smg()
     only = set(a.only.split(","))
-    texts = TextSource(seed=0).texts(TOKENS, 0, max(a.vectors, 3 * 3000))
+    texts = TextSource(seed=0).texts(CASE_TOKENS, 0, max(a.vectors, 3 * 3000))
     res: dict[str, Any] = {"cpus": os.cpu_count(), "policy": a.policy, "repeat": a.repeat}
     with tempfile.TemporaryDirectory() as tmp:
         if "overhead" in only:

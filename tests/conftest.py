@@ -1,13 +1,17 @@
-"""Shared fixtures: an isolated environment for every test, and the CI rule that a skipped
-conformance test is a failure."""
+"""Shared fixtures: an isolated environment for every test, stand-in servers, and the CI rule
+that a skipped conformance test is a failure."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.standin.server import Running
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,6 +29,24 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     monkeypatch.setenv("QEMBED_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("NO_COLOR", "1")
     yield
+
+
+@pytest.fixture
+def srv() -> Iterator[Running]:
+    """A stand-in server with 32-d vectors (the CLI tests)."""
+    from tests.standin.server import StandinConfig, serve_in_thread
+
+    with serve_in_thread(StandinConfig(dim=32)) as s:
+        yield s
+
+
+@pytest.fixture
+def standin() -> Iterator[Running]:
+    """A stand-in server with 16-d vectors (the client fault and probe tests)."""
+    from tests.standin.server import StandinConfig, serve_in_thread
+
+    with serve_in_thread(StandinConfig(dim=16)) as s:
+        yield s
 
 
 _skipped_conformance: list[str] = []

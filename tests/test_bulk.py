@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import pytest
 from qembed.bulk import embed_file, journal_path
 from qembed.client import Client
 from qembed.errors import ConfigError, InputError
+from tests.fake_site import harness
 from tests.standin.server import Fault, HashBackend, StandinConfig, serve_in_thread
 
 TEXTS = [f"record number {i}" for i in range(37)]
@@ -97,12 +97,6 @@ def test_an_unfinished_journal_needs_resume(tmp_path: Path) -> None:
     assert "--resume" in (exc.value.hint or "")
 
 
-def _committed_chunks(journal: Path) -> int:
-    if not journal.exists():
-        return 0
-    return max(0, sum(1 for line in journal.read_bytes().split(b"\n")[:-1]) - 1)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("dst", [".npy", ".jsonl", ".parquet"])
 def test_resume_after_sigkill_has_no_gaps_and_no_duplicates(tmp_path: Path, dst: str) -> None:
@@ -120,19 +114,14 @@ def test_resume_after_sigkill_has_no_gaps_and_no_duplicates(tmp_path: Path, dst:
         log = open(tmp_path / "killed.log", "wb")  # noqa: SIM115 - closed below
         proc = subprocess.Popen(argv, stdout=log, stderr=log, env=dict(os.environ))
         try:
-            deadline = time.monotonic() + 60
-            while _committed_chunks(journal) < 5:
-                assert proc.poll() is None, (tmp_path / "killed.log").read_text()
-                assert time.monotonic() < deadline, "the job never committed 5 chunks"
-                time.sleep(0.01)
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+            with harness.reaped(proc):
+                harness.wait_while_running(proc, lambda: harness.committed_chunks(journal) >= 5,
+                                           what="5 committed chunks", log=tmp_path / "killed.log")
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
             log.close()
-        done_before = _committed_chunks(journal)
+        done_before = harness.committed_chunks(journal)
         assert done_before < 30, "the job finished before it was killed"
         srv.state.config.faults.clear()
         n_requests_before = len(srv.requests)

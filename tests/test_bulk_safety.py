@@ -7,19 +7,17 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from qembed.bulk import embed_file, journal_path
-from qembed.cli import app
+from qembed.bulk import embed_file, journal_path, lock_path
 from qembed.client import Client
 from qembed.errors import ConfigError, InputError
+from tests.cli_helpers import invoke
 from tests.conftest import REPO
+from tests.fake_site import harness
 from tests.standin.server import Fault, HashBackend, Running, StandinConfig, serve_in_thread
 
 TEXTS = [f"record number {i}" for i in range(40)]
@@ -29,20 +27,10 @@ def ref(texts: list[str]) -> np.ndarray:
     return np.array(HashBackend(32).embed(texts), dtype=np.float32)
 
 
-@pytest.fixture
-def srv() -> Iterator[Running]:
-    with serve_in_thread(StandinConfig(dim=32)) as s:
-        yield s
-
-
 def jsonl_input(path: Path, texts: list[str], ids: list[str] | None = None) -> Path:
     ids = ids or [f"doc-{i}" for i in range(len(texts))]
     path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip(ids, texts, strict=True)))
     return path
-
-
-def cli(args: list[str], stdin: str | None = None):  # type: ignore[no-untyped-def]
-    return CliRunner().invoke(app, args, input=stdin)
 
 
 def qembed(*args: str | bytes, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[bytes]:
@@ -50,10 +38,6 @@ def qembed(*args: str | bytes, timeout: float = 120, **kw: object) -> subprocess
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "qembed", *args], capture_output=True, timeout=timeout, env=env,
                           **kw)  # type: ignore[call-overload, no-any-return]
-
-
-def _lock(out: Path) -> Path:
-    return out.with_name(out.name + ".lock")
 
 
 class _Stop(KeyboardInterrupt):
@@ -93,7 +77,7 @@ def test_an_output_that_is_the_input_is_refused_before_anything_is_written(
     assert "destroy the input" in exc.value.message
     assert inp.read_bytes() == before
     assert srv.requests == []  # refused before any work
-    assert not journal_path(out).exists() and not _lock(out).exists()
+    assert not journal_path(out).exists() and not lock_path(out).exists()
 
 
 def test_an_existing_output_needs_overwrite(srv: Running, tmp_path: Path) -> None:
@@ -114,10 +98,10 @@ def test_an_existing_output_needs_overwrite(srv: Running, tmp_path: Path) -> Non
 def test_one_shot_output_also_needs_overwrite(srv: Running, tmp_path: Path) -> None:
     out = tmp_path / "v.npy"
     out.write_bytes(b"precious")
-    r = cli(["embed", "--url", srv.url, "-o", str(out), "hello"])
+    r = invoke(["embed", "--url", srv.url, "-o", str(out), "hello"])
     assert r.exit_code != 0 and "already exists" in str(r.exception)
     assert out.read_bytes() == b"precious"
-    r = cli(["embed", "--url", srv.url, "-o", str(out), "--overwrite", "hello"])
+    r = invoke(["embed", "--url", srv.url, "-o", str(out), "--overwrite", "hello"])
     assert r.exit_code == 0, r.stderr
     np.testing.assert_allclose(np.load(out), ref(["hello"]), atol=1e-6)
 
@@ -133,19 +117,12 @@ def test_a_second_job_on_the_same_output_is_refused_and_names_the_holder(tmp_pat
         first = subprocess.Popen([sys.executable, "-m", "qembed", "embed", "--url", slow.url, "--input", str(inp),
                                   "--output", str(out), "--chunk-rows", "4", "--batch-size", "2",
                                   "--concurrency", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        try:
-            deadline = time.monotonic() + 60
-            while not (journal_path(out).exists() and len(journal_path(out).read_bytes().splitlines()) >= 2):
-                assert first.poll() is None, first.communicate()
-                assert time.monotonic() < deadline, "the first job never committed a chunk"
-                time.sleep(0.01)
+        with harness.reaped(first):
+            harness.wait_while_running(first, lambda: harness.committed_chunks(journal_path(out)) >= 1,
+                                       what="the first job's first committed chunk")
             second = qembed("embed", "--url", slow.url, "--input", str(inp), "--output", str(out), "--resume")
             assert first.poll() is None, "the first job ended before the second tried: nothing was tested"
             _, first_err = first.communicate(timeout=120)
-        finally:
-            if first.poll() is None:
-                first.kill()
-                first.wait()
     err = second.stderr.decode()
     assert second.returncode == 2, err
     assert f"is being written by another qembed job (pid {first.pid} on" in err
@@ -153,13 +130,13 @@ def test_a_second_job_on_the_same_output_is_refused_and_names_the_holder(tmp_pat
     rows = [json.loads(line) for line in out.read_text().splitlines()]  # no torn line, no duplicate
     assert [r["id"] for r in rows] == [f"doc-{i}" for i in range(300)]
     np.testing.assert_allclose([r["embedding"] for r in rows], ref(texts), atol=1e-6)
-    assert not _lock(out).exists()
+    assert not lock_path(out).exists()
 
 
 def test_a_lock_left_by_a_dead_job_does_not_block(srv: Running, tmp_path: Path) -> None:
     inp = jsonl_input(tmp_path / "docs.jsonl", TEXTS[:5])
     out = tmp_path / "v.jsonl"
-    _lock(out).write_text("pid 1 on elsewhere\n")  # the file stays, the flock died with its process
+    lock_path(out).write_text("pid 1 on elsewhere\n")  # the file stays, the flock died with its process
     with Client(srv.url) as c:
         assert embed_file(c, inp, out).rows_out == 5
     from qembed.bulk import OutputLock
@@ -255,11 +232,11 @@ def test_resume_without_a_journal_over_a_finished_output_is_refused(srv: Running
 
 def test_records_own_id_is_kept_without_a_flag(srv: Running, tmp_path: Path) -> None:
     inp = jsonl_input(tmp_path / "docs.jsonl", TEXTS[:6], ids=[f"k{i}" for i in range(6)])
-    r = cli(["embed", "--url", srv.url, "--input", str(inp), "--output", str(tmp_path / "v.jsonl")])
+    r = invoke(["embed", "--url", srv.url, "--input", str(inp), "--output", str(tmp_path / "v.jsonl")])
     assert r.exit_code == 0, r.stderr
     assert [json.loads(x)["id"] for x in (tmp_path / "v.jsonl").read_text().splitlines()] == [f"k{i}" for i in range(6)]
     (tmp_path / "plain.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS[:3]))
-    r = cli(["embed", "--url", srv.url, "--input", str(tmp_path / "plain.jsonl"), "--output", str(tmp_path / "p.jsonl")])
+    r = invoke(["embed", "--url", srv.url, "--input", str(tmp_path / "plain.jsonl"), "--output", str(tmp_path / "p.jsonl")])
     assert r.exit_code == 0, r.stderr
     assert [json.loads(x)["id"] for x in (tmp_path / "p.jsonl").read_text().splitlines()] == [0, 1, 2]
 
@@ -268,7 +245,7 @@ def test_npy_keeps_ids_and_skipped_rows_stay_traceable(srv: Running, tmp_path: P
     texts = ["a", "  ", "b", "", "c"]
     inp = jsonl_input(tmp_path / "docs.jsonl", texts, ids=["i0", "i1", "i2", "i3", "i4"])
     out = tmp_path / "v.npy"
-    r = cli(["embed", "--url", srv.url, "--input", str(inp), "--output", str(out), "--id-field", "id",
+    r = invoke(["embed", "--url", srv.url, "--input", str(inp), "--output", str(out), "--id-field", "id",
              "--on-error", "skip", "--chunk-rows", "2", "--json"])
     assert r.exit_code == 0, r.stderr
     ids = [json.loads(x) for x in (tmp_path / "v.ids.jsonl").read_text().splitlines()]
@@ -277,7 +254,7 @@ def test_npy_keeps_ids_and_skipped_rows_stay_traceable(srv: Running, tmp_path: P
     assert [f["id"] for f in json.loads(r.stdout)["failures"]] == ["i1", "i3"]
     # row numbers with skips: the sidecar says which input row each vector is
     (tmp_path / "in.txt").write_text("a\n\nb\n")
-    r = cli(["embed", "--url", srv.url, "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "t.npy"),
+    r = invoke(["embed", "--url", srv.url, "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "t.npy"),
              "--on-error", "skip"])
     assert r.exit_code == 0, r.stderr
     assert (tmp_path / "t.ids.jsonl").read_text().split() == ["0", "2"]
@@ -355,14 +332,14 @@ def test_a_stale_ids_sidecar_is_never_paired_with_new_vectors(srv: Running, tmp_
     stale = tmp_path / "v.ids.jsonl"
     stale.write_text('"old-1"\n"old-2"\n')
     args = ["embed", "--url", srv.url, "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "v.npy")]
-    r = cli(args)
+    r = invoke(args)
     assert r.exit_code != 0 and "v.ids.jsonl` already exists" in str(r.exception)
     assert stale.exists() and not (tmp_path / "v.npy").exists()
-    r = cli([*args, "--overwrite"])
+    r = invoke([*args, "--overwrite"])
     assert r.exit_code == 0, r.stderr
     assert not stale.exists()  # plain row numbers: no sidecar, and not the old one either
     stale.write_text('"old"\n')
-    r = cli(["embed", "--url", srv.url, "-o", str(tmp_path / "v.npy"), "--overwrite", "x"])
+    r = invoke(["embed", "--url", srv.url, "-o", str(tmp_path / "v.npy"), "--overwrite", "x"])
     assert r.exit_code == 0, r.stderr
     assert not stale.exists()
 

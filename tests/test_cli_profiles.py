@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from qembed import gpu as gpu_mod
 from qembed.cli import app
-from qembed.gpu import GiB, GPUInfo, GPUSnapshot
+from qembed.gpu import GPUInfo, GPUSnapshot
+from qembed.models import GiB
 
 runner = CliRunner()
 

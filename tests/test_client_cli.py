@@ -8,16 +8,8 @@ import time
 
 import pytest
 
-from qembed.cli import main
+from tests.cli_helpers import run_main
 from tests.standin.server import Fault, StandinConfig, serve_in_thread
-
-
-def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["qembed", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
 
 
 def test_timeout_bounds_a_trickling_server(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

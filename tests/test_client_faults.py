@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +76,6 @@ def embed(url: str, how: str, texts: list[str], **kw: Any) -> Any:
         return asyncio.run(run())
     with Client(url, http=how, **kw) as c:  # type: ignore[arg-type]
         return c.embed_documents(texts)
-
-
-@pytest.fixture
-def standin() -> Iterator[Any]:
-    with serve_in_thread(StandinConfig(dim=16)) as srv:
-        yield srv
 
 
 def test_every_fault_mode_is_covered() -> None:

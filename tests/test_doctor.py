@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from qembed import doctor
 from qembed.cli import app
 from tests import fake_nvml
+from tests.fake_site import harness
 
 LOGS = Path(__file__).parent / "logs"
 
@@ -36,12 +37,6 @@ def write_model(d: Path, *, eos: bool = True, arch: str = "Qwen3ForCausalLM") ->
                                                   "post_processor": post, "model": {"vocab": {}}}))
     (d / "model.safetensors").write_bytes(b"\0" * 16)
     return d
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_profile(tmp: Path, **values: object) -> str:
@@ -127,7 +122,7 @@ def test_real_probe_in_this_interpreter(monkeypatch: pytest.MonkeyPatch) -> None
 def test_a100_all_pass(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "a100")
     monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
-    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port())
+    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=harness.free_port())
     checks = doctor.run_checks(profile=ref)
     assert [c for c in checks if c.status in ("WARN", "FAIL")] == []
     r = rows(checks)
@@ -143,7 +138,7 @@ def test_a100_all_pass(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_en
 def test_t4_bf16_warning_exit_6(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "t4")
     monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
-    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port(), context_length=8192)
+    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=harness.free_port(), context_length=8192)
     result = CliRunner().invoke(app, ["doctor", "--profile", ref, "--json"])
     assert result.exit_code == 6, result.stdout
     warns = [r for r in json.loads(result.stdout)["checks"] if r["status"] == "WARN"]
@@ -163,7 +158,7 @@ def test_t4_full_context_will_not_fit(monkeypatch: pytest.MonkeyPatch, tmp_path:
 def test_8b_on_t4_will_not_fit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "t4")
     monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
-    ref = write_profile(tmp_path, model="Qwen/Qwen3-Embedding-8B", dtype="float16", port=free_port())
+    ref = write_profile(tmp_path, model="Qwen/Qwen3-Embedding-8B", dtype="float16", port=harness.free_port())
     fit = rows(doctor.run_checks(profile=ref))["Memory fit/fit"]
     assert fit.status == "FAIL" and "will not fit on GPU 0" in fit.found
     assert "weights alone" in (fit.fix or "")
@@ -172,7 +167,7 @@ def test_8b_on_t4_will_not_fit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, 
 def test_busy_gpu_names_the_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "busy")
     monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
-    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port())
+    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=harness.free_port())
     r = rows(doctor.run_checks(profile=ref))
     assert r["GPU 0/other processes"].status == "WARN"
     assert r["GPU 0/other processes"].found == "GPU 0 is already in use: pid 4242 python3 28610 MiB"
@@ -183,7 +178,7 @@ def test_busy_gpu_names_the_process(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 def test_old_driver_with_sglang_0_5_23(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "old-driver")
     monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
-    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port())
+    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=harness.free_port())
     r = rows(doctor.run_checks(profile=ref))
     drv = r["NVIDIA driver/driver"]
     assert drv.status == "FAIL"
@@ -199,7 +194,7 @@ def test_tokenizer_without_eos_post_processor_warns(monkeypatch: pytest.MonkeyPa
                                                     quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "a100")
     monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
-    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m", eos=False)), port=free_port())
+    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m", eos=False)), port=harness.free_port())
     tok = rows(doctor.run_checks(profile=ref))["Model/tokenizer"]
     assert tok.status == "WARN" and "tokenizer.json" in (tok.fix or "") and "`hf download " in (tok.fix or "")
 
@@ -219,7 +214,7 @@ def test_dir_without_config_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     fake_nvml.install(monkeypatch, "a100")
     monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     (tmp_path / "empty").mkdir()
-    ref = write_profile(tmp_path, model=str(tmp_path / "empty"), port=free_port())
+    ref = write_profile(tmp_path, model=str(tmp_path / "empty"), port=harness.free_port())
     m = rows(doctor.run_checks(profile=ref))["Model/model"]
     assert m.status == "FAIL" and "no config.json" in m.found and "`model`" in (m.fix or "")
 
@@ -227,7 +222,7 @@ def test_dir_without_config_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 def test_hub_id_not_cached_warns_with_size(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "a100")
     monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
-    ref = write_profile(tmp_path, model="Qwen/Qwen3-Embedding-8B", port=free_port())
+    ref = write_profile(tmp_path, model="Qwen/Qwen3-Embedding-8B", port=harness.free_port())
     m = rows(doctor.run_checks(profile=ref))["Model/model"]
     assert m.status == "WARN" and "15.1 GB" in m.found, m  # 7,567,295,488 params x 2 bytes
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -261,7 +256,7 @@ def test_proxy_without_no_proxy_warns(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port())
+    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=harness.free_port())
     r = rows(doctor.run_checks(profile=ref))["Network/proxy"]
     assert r.status == "WARN" and "NO_PROXY=127.0.0.1,localhost,::1" in (r.fix or "")
     monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
@@ -281,7 +276,7 @@ def test_small_shm_in_container_warns(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     monkeypatch.setattr(doctor, "shm_size", lambda path="/dev/shm": 64 * 1024**2)
     monkeypatch.setattr(doctor, "_in_container", lambda: True)
-    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=free_port())
+    ref = write_profile(tmp_path, model=str(write_model(tmp_path / "m")), port=harness.free_port())
     r = rows(doctor.run_checks(profile=ref))["Network//dev/shm"]
     assert r.status == "WARN" and "64 MiB" in r.found and "--shm-size" in (r.fix or "")
 
@@ -307,7 +302,7 @@ def test_running_server(monkeypatch: pytest.MonkeyPatch, quiet_env: None, matryo
 def test_server_unreachable_fails(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "no-driver")
     monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
-    r = rows(doctor.run_checks(profile="generic", url=f"http://127.0.0.1:{free_port()}"))
+    r = rows(doctor.run_checks(profile="generic", url=f"http://127.0.0.1:{harness.free_port()}"))
     assert r["Server//health"].status == "FAIL" and "no answer" in r["Server//health"].found
 
 
@@ -369,7 +364,7 @@ def test_doctor_takes_serves_profile_options(monkeypatch: pytest.MonkeyPatch, tm
     fake_nvml.install(monkeypatch, "a100")
     monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     model = write_model(tmp_path / "run #3")
-    port = free_port()
+    port = harness.free_port()
     result = CliRunner().invoke(app, ["doctor", "-p", "a100", "--model", str(model), "--port", str(port),
                                       "--host", "::1", "--set", "context_length=8192", "--json"])
     assert result.exit_code in (0, 6), result.output
@@ -416,7 +411,7 @@ def test_default_url_is_probed_without_a_record(monkeypatch: pytest.MonkeyPatch,
         monkeypatch.setenv("QEMBED_URL", f"http://127.0.0.1:{srv.port}")
         r = rows(doctor.run_checks(profile="generic"))
     assert r["Server//health"].status == "PASS" and str(srv.port) in r["Server//health"].found
-    monkeypatch.setenv("QEMBED_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("QEMBED_URL", f"http://127.0.0.1:{harness.free_port()}")
     r = rows(doctor.run_checks(profile="generic"))
     assert r["Server/server"].status == "SKIP" and "client's default URL" in r["Server/server"].found
 

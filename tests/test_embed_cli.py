@@ -5,32 +5,20 @@ from __future__ import annotations
 import io
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from qembed.cli import app, main
+from tests.cli_helpers import invoke, run_main
 from tests.standin.server import HashBackend, Running, StandinConfig, serve_in_thread
 
 RETRIEVAL = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
 TEXTS = ["what is MRL?", "a second text"]
 
 
-@pytest.fixture
-def srv() -> Iterator[Running]:
-    with serve_in_thread(StandinConfig(dim=32)) as s:
-        yield s
-
-
 def ref(texts: list[str]) -> np.ndarray:
     return np.array(HashBackend(32).embed(texts), dtype=np.float32)
-
-
-def invoke(args: list[str], stdin: str | None = None):  # type: ignore[no-untyped-def]
-    return CliRunner().invoke(app, args, input=stdin)
 
 
 @pytest.mark.parametrize("source", ["argument", "file", "stdin"])
@@ -105,14 +93,6 @@ def test_similarity_matrix_uses_the_sts_instruction_on_both_sides(srv: Running) 
     np.testing.assert_allclose(doc["matrix"], e @ e.T, atol=1e-5)
     piped = invoke(["similarity", "--url", srv.url, "a cat", "a feline"])  # stdout is not a terminal
     assert piped.exit_code == 0 and json.loads(piped.stdout)["matrix"] == doc["matrix"]
-
-
-def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["qembed", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
 
 
 def test_errors_go_through_the_funnel(srv: Running, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from qembed import gpu
 from qembed.errors import GPUError
+from qembed.models import MiB
 from qembed.profiles import Profile
 from tests import fake_nvml
 
@@ -25,7 +26,7 @@ def test_snapshot_a100(monkeypatch: pytest.MonkeyPatch) -> None:
     assert snap.cuda_driver_version == 13000 and snap.cuda_driver_str == "13.0"
     (g,) = snap.gpus
     assert g.name == "NVIDIA A100-SXM4-80GB" and g.sm == 80
-    assert g.memory_total == 81920 * gpu.MiB
+    assert g.memory_total == 81920 * MiB
     assert g.memory_free == g.memory_total - g.memory_used
     assert g.processes == ()
 

@@ -11,43 +11,20 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from qembed.bulk import journal_path
+from qembed.bulk import journal_path, lock_path
 from tests.conftest import REPO
+from tests.fake_site import harness
 from tests.standin.server import Fault, HashBackend, StandinConfig, serve_in_thread
 
 TEXTS = [f"line {i}" for i in range(200)]
 
 
-def _lock(out: Path) -> Path:
-    return out.with_name(out.name + ".lock")
-
-
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
-
-
-def _sigint_default() -> None:
-    # a background shell may start us with SIGINT ignored; a user's terminal does not
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def _committed_chunks(journal: Path) -> int:
-    if not journal.exists():
-        return 0
-    return max(0, len(journal.read_bytes().split(b"\n")[:-1]) - 1)
-
-
-def _wait_for(cond, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert proc.poll() is None, f"exited before {what}: {proc.communicate()}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def _as_argv(command: str) -> list[str]:
@@ -66,25 +43,22 @@ def test_ctrl_c_during_a_bulk_job_says_what_was_saved_and_how_to_continue(tmp_pa
         argv = [sys.executable, "-m", "qembed", "embed", "--input", str(inp), "--output", str(out),
                 "--url", srv.url, "--chunk-rows", "4", "--batch-size", "2", "--concurrency", "1"]
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
-                                preexec_fn=_sigint_default)
-        try:
-            _wait_for(lambda: _committed_chunks(journal_path(out)) >= 2, proc, "two committed chunks")
+                                preexec_fn=harness.default_sigint)
+        with harness.reaped(proc):
+            harness.wait_while_running(proc, lambda: harness.committed_chunks(journal_path(out)) >= 2,
+                                       what="two committed chunks")
             proc.send_signal(signal.SIGINT)
             _, err_b = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         err = err_b.decode()
         assert proc.returncode == 130, err
-        saved = _committed_chunks(journal_path(out)) * 4
+        saved = harness.committed_chunks(journal_path(out)) * 4
         assert saved < len(TEXTS), "the job finished before the interrupt"
         assert "interrupted" in err and f"{saved} input rows are saved in `{out}`" in err, err
         hint = [line for line in err.splitlines() if line.startswith("hint: continue with: ")]
         assert len(hint) == 1, err
         command = hint[0].removeprefix("hint: continue with: ")
         assert command.endswith("--resume") and "Traceback" not in err
-        assert not _lock(out).exists()
+        assert not lock_path(out).exists()
         srv.state.config.faults.clear()
         rerun = subprocess.run(_as_argv(command), capture_output=True, env=_env(), timeout=120)
     assert rerun.returncode == 0, rerun.stderr
@@ -96,21 +70,17 @@ def test_ctrl_c_in_any_command_is_reported(tmp_path: Path) -> None:
     cfg = StandinConfig(dim=32, faults=[Fault("hang", count=10**6)])
     with serve_in_thread(cfg) as srv:
         proc = subprocess.Popen([sys.executable, "-m", "qembed", "embed", "--url", srv.url, "hello"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), preexec_fn=_sigint_default)
-        try:
-            _wait_for(lambda: len(srv.requests) >= 1, proc, "the request to arrive")
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), preexec_fn=harness.default_sigint)
+        with harness.reaped(proc):
+            harness.wait_while_running(proc, lambda: len(srv.requests) >= 1, what="the request to arrive")
             proc.send_signal(signal.SIGINT)
             out, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
     assert proc.returncode == 130
     assert err.decode().strip() == "interrupted" and out == b""
 
 
 def _limit_file_size() -> None:
-    _sigint_default()
+    harness.default_sigint()
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # the child sees EFBIG past 4 KiB
 
 

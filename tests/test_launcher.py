@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,6 +144,17 @@ def test_busy_port_names_holder_and_a_free_port() -> None:
         assert suggested > port and launcher.port_is_free("127.0.0.1", suggested)
     assert launcher.port_is_free("127.0.0.1", port)
     launcher.check_port("127.0.0.1", port)  # no error once free
+
+
+def test_port_holder_without_psutil_reads_proc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The /proc fallback (no psutil) names the same holder, and nobody for a closed port."""
+    monkeypatch.setitem(sys.modules, "psutil", None)  # `import psutil` raises ImportError
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert launcher.port_holder(port) == f"pid {os.getpid()} ({Path('/proc/self/comm').read_text().strip()})"
+    assert launcher.port_holder(port) is None
 
 
 # -- process tests ------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ traceback, never a hang."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,12 +21,6 @@ from tests.test_doctor import probe_with, quiet_env, rows  # noqa: F401 (quiet_e
 # (a short or long vector alone is only wrong against the model's known size: see below)
 REPLY_MODES = ["negative_index", "missing_index", "index_out_of_range", "string_index", "invalid_base64", "nan", "inf", "not_unit", "zero_vector", "too_few", "too_many",
                "null_embedding", "non_json", "html_200", "empty_200", "no_data"]
-
-
-@pytest.fixture
-def standin() -> Iterator[Any]:
-    with serve_in_thread(StandinConfig(dim=16)) as srv:
-        yield srv
 
 
 def test_a_good_server_gives_every_fact(standin: Any) -> None:

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from qembed import bench, gpu
 from qembed.errors import ExitCode, ProfileError
-from qembed.gpu import GiB, GPUInfo, GPUSnapshot
+from qembed.gpu import GPUInfo, GPUSnapshot
+from qembed.models import GiB
 from qembed.profiles import FIELDS, MAX_DEPTH, Profile, load_profile, load_yaml_text
 from qembed.redact import redact
 from qembed.sglang_args import build_command, build_flags

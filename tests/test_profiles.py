@@ -9,7 +9,8 @@ import pytest
 
 from qembed import habits
 from qembed.errors import ProfileError
-from qembed.gpu import GiB, GPUInfo, GPUSnapshot
+from qembed.gpu import GPUInfo, GPUSnapshot
+from qembed.models import GiB
 from qembed.profiles import (
     ALIASES,
     FALLBACK_PROFILE,
@@ -158,8 +159,9 @@ def test_not_a_mapping(tmp_path: Path) -> None:
 
 def test_bad_yaml_names_line(tmp_path: Path) -> None:
     path = write(tmp_path, "bad.yaml", "port: 1\nmodel: [unclosed\n")
-    with pytest.raises(ProfileError, match="not valid YAML"):
+    with pytest.raises(ProfileError, match="not valid YAML at line 3") as ei:
         load_profile(str(path))
+    assert ei.value.details == ["expected ',' or ']', but got '<stream end>'"]  # YAML's own words
 
 
 def test_unknown_key_names_key_file_and_closest(tmp_path: Path) -> None:

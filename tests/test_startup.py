@@ -72,6 +72,19 @@ def test_import_qembed_cli_is_light() -> None:
     assert loaded == []
 
 
+def test_the_root_app_needs_no_cli_module() -> None:
+    """qembed/cli/app.py loads on its own (qembed.cli not imported), so a command module that
+    imports `app` from it never meets a half-initialised `qembed.cli` package."""
+    code = ("import sys, importlib.util, typer; "
+            "spec = importlib.util.spec_from_file_location('_root_app', 'qembed/cli/app.py'); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+            "assert isinstance(m.app, typer.Typer); "
+            "assert not [n for n in sys.modules if n.startswith('qembed.cli')], sorted(sys.modules)")
+    proc, loaded = _run(code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert loaded == []
+
+
 def _help(argv: list[str]) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     code = f"import sys, runpy; sys.argv = ['qembed', *{argv!r}]; runpy.run_module('qembed', run_name='__main__')"
     proc, loaded = _run(code)

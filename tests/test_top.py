@@ -20,6 +20,7 @@ from qembed import top
 from qembed.deploy.metrics import Scrape, bucket_delta, histogram_quantile, parse_text
 from qembed.errors import ConfigError, ServerError, ServerUnreachable
 from tests.conftest import REPO
+from tests.fake_site import harness
 from tests.standin.server import Fault, StandinConfig, serve_in_thread
 
 SMG = Path(sys.executable).parent / "smg"
@@ -148,17 +149,11 @@ def test_cli_once_against_nothing_exits_unreachable() -> None:
 # -- the real smg gateway ----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def gateway() -> Iterator[tuple[str, str]]:
     assert SMG.exists(), f"smg is not installed at {SMG}"
     with serve_in_thread(StandinConfig(dim=8, metrics=True)) as srv:
-        port, mport = _free_port(), _free_port()
+        port, mport = harness.free_port(), harness.free_port()
         proc = subprocess.Popen([str(SMG), "launch", "--worker-urls", srv.url, "--policy", "round_robin",
                                  "--host", "127.0.0.1", "--port", str(port), "--prometheus-port", str(mport),
                                  "--prometheus-host", "127.0.0.1"],

@@ -14,50 +14,20 @@ Only the standard library and typer are imported at module top level here and in
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 from collections.abc import Callable
 from types import FrameType
 from typing import NoReturn
 
+import click
 import typer
 
-from qembed import __version__
 from qembed import env as qenv
 
-app = typer.Typer(
-    name="qembed",
-    help=(
-        "Serve and use Qwen3-Embedding models on NVIDIA GPUs with SGLang.\n\n"
-        "Start a server:  qembed serve            (profile `auto` picks settings for your GPU)\n\n"
-        "Embed text:      qembed embed --query \"what is MRL?\"\n\n"
-        "Something wrong: qembed doctor"
-    ),
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+from .app import app
 
-
-def _version_callback(value: bool) -> None:
-    if value:
-        typer.echo(f"qembed {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log qembed's own debug messages to stderr."),
-    version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
-    ),
-) -> None:
-    level = "DEBUG" if verbose else (qenv.LOG_LEVEL.get() or "WARNING").upper()
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level, logging.WARNING),
-                        format="%(levelname)s %(name)s: %(message)s")
-
+__all__ = ["app", "main", "on_interrupt"]
 
 # what the running command has kept so far: () -> (what was kept, how to continue)
 _KEPT: list[Callable[[], tuple[str, str | None]]] = []
@@ -90,7 +60,8 @@ def _interrupted() -> NoReturn:
 
 
 def _register() -> None:
-    # Each module registers its commands on `app` (or adds a sub-app) when imported.
+    # Each module registers its commands on `app` (imported from .app) when imported; the
+    # profiles and deploy sub-apps are added here.
     from . import bench, doctor, embed, gateway, serve  # noqa: F401
     from . import verify as _verify  # noqa: F401
     from .deploy import deploy_app
@@ -137,10 +108,6 @@ def main() -> None:
         sys.exit(int(ExitCode.INTERRUPTED))
     except SystemExit:
         raise
-    except Exception as exc:  # click usage errors come through here in standalone_mode=False
-        from qembed.errors import ExitCode as _EC
-
-        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
-            exc.show()
-            sys.exit(int(getattr(exc, "exit_code", _EC.USAGE)))
-        raise
+    except click.ClickException as exc:  # usage errors come through here in standalone_mode=False
+        exc.show()
+        sys.exit(exc.exit_code)

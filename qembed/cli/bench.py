@@ -9,7 +9,7 @@ import typer
 
 from qembed import env as qenv
 
-from . import app
+from .app import app
 
 BENCH_EXAMPLES = """\
 Examples:

@@ -8,7 +8,7 @@ import typer
 
 from qembed import env as qenv
 
-from . import app
+from .app import app
 
 DOCTOR_HELP = """Check everything `qembed serve` needs, and explain the last failure.
 

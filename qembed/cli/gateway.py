@@ -15,7 +15,7 @@ import typer
 
 from qembed import env as qenv
 
-from . import app
+from .app import app
 
 if TYPE_CHECKING:
     from qembed.gateway import GatewayInfo, Group

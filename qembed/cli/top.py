@@ -8,7 +8,7 @@ import typer
 
 from qembed import env as qenv
 
-from . import app
+from .app import app
 
 if TYPE_CHECKING:
     from rich.table import Table

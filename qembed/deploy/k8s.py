@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qembed.errors import ConfigError
+from qembed.models import GiB
 
 from . import CONTAINER_HF_CACHE, container_spec, driver_note, sglang_image
 from .metrics import sglang_selector
@@ -30,7 +31,6 @@ from .metrics import sglang_selector
 if TYPE_CHECKING:
     from qembed.profiles import Profile
 
-GiB = 1024**3
 #: /health: 1 s sleep + up to SGLANG_HEALTH_CHECK_TIMEOUT=20 s (reference 2.2), plus margin.
 PROBE_TIMEOUT_S = 25
 PROBE_PERIOD_S = 30

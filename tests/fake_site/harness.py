@@ -1,4 +1,5 @@
-"""Helpers for tests that spawn the fake SGLang (TEST CODE, not a double itself).
+"""Helpers for tests that spawn processes: the fake SGLang, qembed itself (TEST CODE, not a
+double itself).
 
 Import as ``from tests.fake_site import harness``. Everything waits on a condition with a
 deadline; nothing sleeps a fixed time as synchronisation.
@@ -14,13 +15,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 FAKE_SITE = Path(__file__).resolve().parent
 REPO = FAKE_SITE.parent.parent
 WRAPPER = FAKE_SITE / "python"  # interpreter for --python: sees the fake sglang
+P = TypeVar("P", bound="subprocess.Popen[Any]")
+
 ENTRY = ["-c", "from sglang.cli.main import main; main()", "serve", "--model-type", "llm"]
 
 
@@ -56,6 +59,38 @@ def wait_until(cond: Callable[[], Any], *, timeout: float, what: str, interval: 
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def wait_while_running(proc: subprocess.Popen[Any], cond: Callable[[], Any], *, what: str,
+                       timeout: float = 60.0, log: Path | None = None) -> None:
+    """Poll ``cond`` until it holds; fail at once, with the process's output (or ``log``), if
+    ``proc`` exits first, and after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if proc.poll() is not None:
+            output = log.read_text(errors="replace") if log is not None else proc.communicate()
+            raise AssertionError(f"the process exited ({proc.returncode}) before {what}: {output}")
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def reaped(proc: P) -> Iterator[P]:
+    """Kill ``proc`` if it still runs when the block ends (however it ends), and reap it."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def committed_chunks(journal: Path) -> int:
+    """Chunks a bulk job's journal records as committed (whole lines after the header line)."""
+    if not journal.exists():
+        return 0
+    return max(0, len(journal.read_bytes().split(b"\n")[:-1]) - 1)
 
 
 def read_pids(pidfile: Path, *, timeout: float = 20.0) -> dict[str, Any]:
@@ -98,7 +133,7 @@ def kill_leftovers(pids: Iterable[int]) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def _default_sigint() -> None:
+def default_sigint() -> None:
     # A background job of a non-interactive shell starts with SIGINT ignored, and children
     # inherit that; qembed must see Ctrl-C as a terminal would deliver it.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -109,7 +144,7 @@ def start_qembed(args: list[str], env: Mapping[str, str], *, cwd: Path = REPO) -
     return subprocess.Popen(
         [sys.executable, "-m", "qembed", *args],
         env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
+        stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
     )
 
 

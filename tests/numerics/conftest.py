@@ -1,5 +1,6 @@
 """Fixtures for the numerics suite: the tiny Qwen3 model (built once per session), the
-reference recipe on it, the tiny-model backend, and stand-in servers (once per module)."""
+reference recipe on it, the sentence-transformers reference, the tiny-model backend, and
+stand-in servers (once per module)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tests.standin.tiny_backend import TinyBackend
 
 if TYPE_CHECKING:
     from qembed.reference import ReferenceEngine
+    from tests.numerics.st_reference import STReference
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +44,14 @@ def ref_engine(tiny_model: TinyModel) -> ReferenceEngine:
 
     with offline():
         return ReferenceEngine(str(tiny_model.path), threads=2)
+
+
+@pytest.fixture(scope="module")
+def st(tiny_model: TinyModel) -> STReference:
+    """The model card's sentence-transformers recipe on the fixture model (the framework tests)."""
+    from tests.numerics.st_reference import STReference
+
+    return STReference(tiny_model.path)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ import asyncio
 import importlib
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pytest
@@ -25,7 +24,6 @@ from qembed.integrations.llamaindex import QembedEmbedding
 from tests.numerics.reference import assert_caught, assert_matches
 from tests.numerics.st_reference import STReference
 from tests.numerics.texts import DOCUMENTS, QUERIES
-from tests.numerics.tiny_model import TinyModel
 from tests.standin.server import Running
 
 DIMS = 32
@@ -47,11 +45,6 @@ assert len(CORPUS) == 20
 
 
 @pytest.fixture(scope="module")
-def st(tiny_model: TinyModel) -> STReference:
-    return STReference(tiny_model.path)
-
-
-@pytest.fixture(scope="module")
 def lc(server: Running) -> Iterator[QembedEmbeddings]:
     with QembedEmbeddings(url=server.url) as emb:
         yield emb
@@ -62,15 +55,6 @@ def li(server: Running) -> Iterator[QembedEmbedding]:
     emb = QembedEmbedding(url=server.url)
     yield emb
     emb.close()
-
-
-def _sent_since(server: Running, start: int) -> list[Any]:
-    """Every input the stand-in received since request number ``start``."""
-    out: list[Any] = []
-    for body in server.requests[start:]:
-        inp = body["input"]
-        out.extend([inp] if isinstance(inp, str) else inp)
-    return out
 
 
 # -- LangChain -----------------------------------------------------------------------------
@@ -85,7 +69,7 @@ def test_langchain_documents_and_queries_match_sentence_transformers(
     assert_matches(docs, st.documents(DOCUMENTS), label="langchain adapter documents")
     assert_matches(queries, st.queries(QUERIES), label="langchain adapter queries")
     # the wire: text, never ids; newlines intact; the exact official query format
-    sent = _sent_since(server, start)
+    sent = server.inputs_since(start)
     assert all(isinstance(x, str) for x in sent)
     assert [x for x in sent if not x.startswith("Instruct:")][-len(DOCUMENTS):] == DOCUMENTS
     assert [RETRIEVAL_PROMPT + q for q in QUERIES] == [x for x in sent if x.startswith("Instruct:")]
@@ -184,7 +168,7 @@ def test_llamaindex_texts_and_queries_match_sentence_transformers(
     assert_matches(docs, st.documents(DOCUMENTS), label="llamaindex adapter texts")
     assert_matches(one, st.documents(DOCUMENTS[6:7]), label="llamaindex adapter one text")
     assert_matches(queries, st.queries(QUERIES), label="llamaindex adapter queries")
-    sent = _sent_since(server, start)
+    sent = server.inputs_since(start)
     assert all(isinstance(x, str) for x in sent)
     assert DOCUMENTS[6] in sent and "\n" in DOCUMENTS[6]  # no newline replacement
     assert [RETRIEVAL_PROMPT + q for q in QUERIES] == [x for x in sent if x.startswith("Instruct:")]

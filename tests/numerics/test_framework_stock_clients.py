@@ -27,19 +27,6 @@ MODEL = "Qwen/Qwen3-Embedding-0.6B"
 NEWLINE_DOCS = [d for d in DOCUMENTS if "\n" in d]
 
 
-@pytest.fixture(scope="module")
-def st(tiny_model: TinyModel) -> STReference:
-    return STReference(tiny_model.path)
-
-
-def _inputs(server: Running, start: int) -> list[Any]:
-    out: list[Any] = []
-    for body in server.requests[start:]:
-        inp = body["input"]
-        out.extend([inp] if isinstance(inp, str) else inp)
-    return out
-
-
 def _openai_embeddings(server: Running, **kw: Any) -> Any:
     from langchain_openai import OpenAIEmbeddings
 
@@ -79,7 +66,7 @@ def test_langchain_defaults_send_token_ids_without_eos(
     start = len(server.requests)
     got = np.array(emb.embed_documents(DOCUMENTS), dtype=np.float32)
     assert byte_level_cl100k == ["cl100k_base"]  # tiktoken's fallback for a non-OpenAI name
-    sent = _inputs(server, start)
+    sent = server.inputs_since(start)
     assert all(isinstance(x, list) and all(isinstance(i, int) for i in x) for x in sent)
     assert sent[0] == list(DOCUMENTS[0].encode())  # the client-side ids, not text
     assert not any(x[-1] == tiny_model.endoftext_id for x in sent)  # no EOS appended
@@ -94,7 +81,7 @@ def test_langchain_raw_text_is_right_for_documents_but_queries_lack_the_instruct
     start = len(server.requests)
     docs = np.array(emb.embed_documents(DOCUMENTS), dtype=np.float32)
     queries = np.array([emb.embed_query(q) for q in QUERIES], dtype=np.float32)
-    assert _inputs(server, start) == DOCUMENTS + QUERIES  # text, newlines intact, no instruction
+    assert server.inputs_since(start) == DOCUMENTS + QUERIES  # text, newlines intact, no instruction
     assert_matches(docs, st.documents(DOCUMENTS), label="langchain check_embedding_ctx_length=False docs")
     assert_caught(queries, st.queries(QUERIES), label="langchain check_embedding_ctx_length=False queries")
     assert_matches(queries, st.documents(QUERIES), label="langchain embed_query == a bare document")
@@ -133,7 +120,7 @@ def test_llamaindex_replaces_every_newline(server: Running, st: STReference, kin
     start = len(server.requests)
     docs = np.array(emb.get_text_embedding_batch(NEWLINE_DOCS), dtype=np.float32)
     queries = np.array([emb.get_query_embedding(format_query(q)) for q in QUERIES], dtype=np.float32)
-    sent = _inputs(server, start)
+    sent = server.inputs_since(start)
     assert sent == [t.replace("\n", " ") for t in NEWLINE_DOCS + [format_query(q) for q in QUERIES]]
     assert not any("\n" in x for x in sent)
     d = assert_caught(docs, st.documents(NEWLINE_DOCS), label=f"llamaindex {kind} documents with newlines")

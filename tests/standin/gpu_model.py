@@ -70,6 +70,14 @@ class GPUModel:
         return n / self.forward_seconds(n, 0)
 
 
+# The benchmark cases of docs/performance.md (scripts/bench_client.py, scripts/bench_gateway.py):
+# 4B-sized vectors of ~128-token texts, and two modelled GPUs.
+CASE_DIM = 2560
+CASE_TOKENS = 128
+CASE_A = GPUModel(overhead_s=0.005, per_vector_s=0.002)  # 4B, 128 tokens, H100 at ~50 % MFU
+CASE_B = GPUModel(overhead_s=0.003, per_vector_s=0.00033)  # 0.6B
+
+
 def bf16_unit_vectors(n: int, dim: int, *, seed: int = 0) -> Any:
     """``n`` unit vectors rounded to bf16 (kept as float32), the precision SGLang returns."""
     rng = np.random.default_rng(seed)
@@ -329,6 +337,17 @@ def main(argv: list[str] | None = None) -> None:
 # -- the parent's side: spawn, find the port, read CPU time, stop by PID -----------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of process ``pid`` in seconds (fields 14 and 15 of proc(5)), read with
+    qembed's one ``/proc/<pid>/stat`` parser."""
+    from qembed.procfs import read_stat
+
+    rest = read_stat(pid)
+    if rest is None:
+        raise ProcessLookupError(f"no /proc/{pid}/stat")
+    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class ServerProcess:
     proc: subprocess.Popen[bytes]
@@ -339,11 +358,8 @@ class ServerProcess:
         return self.proc.pid
 
     def cpu_seconds(self) -> float:
-        """utime + stime of the server process, from the kernel's per-process stat file."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks  # fields 14 and 15 of proc(5)
+        """utime + stime of the server process."""
+        return cpu_seconds(self.pid)
 
     def stop(self, timeout: float = 10.0) -> int:
         if self.proc.poll() is None:

@@ -566,6 +566,14 @@ class Running:
     def requests(self) -> list[dict[str, Any]]:
         return self.state.requests
 
+    def inputs_since(self, start: int) -> list[Any]:
+        """Every input (text or token ids) received since request number ``start``, flattened."""
+        out: list[Any] = []
+        for body in self.requests[start:]:
+            inp = body["input"]
+            out.extend([inp] if isinstance(inp, str) else inp)
+        return out
+
 
 @contextlib.contextmanager
 def serve_in_thread(
