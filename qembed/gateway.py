@@ -290,9 +290,9 @@ def check_exposure(host: str, api_key: str | None) -> None:
     smg without a key leaves its control plane open: anyone who reaches the port could register
     or remove workers (smg's own start-up "SECURITY POSTURE" warning says so).
     """
-    from . import launcher
+    from .net import is_loopback
 
-    if not launcher.is_loopback(host) and not api_key:
+    if not is_loopback(host) and not api_key:
         raise ConfigError(
             f"refusing to run the gateway on `{host}` without an API key: anyone who can reach it "
             "could use it, and register or remove its workers",
