@@ -326,7 +326,7 @@ def start_gateway(
     server = launcher.spawn(gateway_argv(flags), host=host, port=port, log_path=log_path, env=env,
                             api_key=api_key, header=[f"command: smg {' '.join(flags)}"],
                             parent_death_signal=parent_death_signal)
-    server.metrics_port = metrics_port  # type: ignore[attr-defined]
+    server.metrics_port = metrics_port
     return server
 
 
@@ -379,7 +379,7 @@ def wait_gateway(server: Server, *, timeout: float, min_healthy: int = 1,
             server._pause(0.1)
         info = _probe_through(http, server, deadline)
     info.workers = worker_health(server.url, api_key=server._api_key) or health
-    info.metrics_port = getattr(server, "metrics_port", None)
+    info.metrics_port = server.metrics_port
     event("ready")
     return info
 

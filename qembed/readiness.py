@@ -215,6 +215,8 @@ class Server:
         self.rotator: subprocess.Popen[bytes] | None = None
         #: ``"pid 123 (nginx)"`` once another process was seen answering on our port.
         self.foreign_holder: str | None = None
+        #: the Prometheus port, for a server that serves metrics on its own port (smg)
+        self.metrics_port: int | None = None
         self._bind_failed: str | None = None  # uvicorn's "[Errno 98] ... address already in use"
 
     def __repr__(self) -> str:
