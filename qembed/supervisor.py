@@ -92,6 +92,9 @@ class ServingSession:
         detach: the server outlives this process (no parent-death signal, no owner pid).
         gpus: the GPU snapshot for the checks (default: a fresh one).
         on_event: receives each :class:`Event`.
+        checks: run the checks in :meth:`prepare` (a replica of a group that was checked as
+            a whole skips them).
+        record_fields: more :func:`qembed.state.make_record` fields (``group``, ``role``).
 
     Raises (from :meth:`prepare` / :meth:`launch` / :meth:`wait_ready`):
         ConfigError: invalid name. NameInUse / PortInUse: claimed or held. GPUError: the GPU
@@ -102,8 +105,11 @@ class ServingSession:
 
     def __init__(self, profile: Profile, *, name: str, api_key: str | None, python: str | None = None,
                  detach: bool = False, gpus: GPUSnapshot | None = None,
-                 on_event: Callable[[Event], None] | None = None) -> None:
+                 on_event: Callable[[Event], None] | None = None, checks: bool = True,
+                 record_fields: Mapping[str, Any] | None = None) -> None:
         self.profile = profile
+        self.checks = checks
+        self.record_fields = dict(record_fields or {})
         self.name = name
         self.api_key = api_key
         if python is None:
@@ -146,7 +152,8 @@ class ServingSession:
                     f"a server named `{self.name}` is already running (pid {existing.pid}, {existing.url})",
                     hint=f"stop it with `qembed stop {self.name}`, or start another with `--name NAME` and `--port N`",
                 )
-            self._check()
+            if self.checks:
+                self._check()
         except BaseException:
             self.close()
             raise
@@ -170,8 +177,11 @@ class ServingSession:
         for message in sglang_args.profile_warnings(prof, exposure=False):
             self._say(Event("warning", message))
 
-    def launch(self) -> Server:
-        """Spawn SGLang (holding the claim) and save its record; on failure nothing is left."""
+    def launch(self, *, check_flags: bool = True, check_port_free: bool = True) -> Server:
+        """Spawn SGLang (holding the claim) and save its record; on failure nothing is left.
+
+        ``check_flags`` / ``check_port_free``: as :func:`qembed.launcher.launch` (a group checks
+        the flags and every port once, before its first launch)."""
         from . import launcher, state
 
         if self.claim is None:
@@ -182,7 +192,8 @@ class ServingSession:
             # In the foreground SGLang gets SIGTERM if this process dies without cleaning up
             # (even SIGKILL); a detached server must outlive it.
             self.server = launcher.launch(prof, api_key=self.api_key, log_path=self.log_path, python=self.python,
-                                          name=self.name, pass_fds=self.claim.fds,
+                                          name=self.name, pass_fds=self.claim.fds, check_flags=check_flags,
+                                          check_port_free=check_port_free,
                                           parent_death_signal=None if self.detached else signal.SIGTERM)
             self.claim.set_holder(self.server.pid)
             self.record = state.make_record(
@@ -191,7 +202,7 @@ class ServingSession:
                 served_model_name=prof.served_model_name, detached=self.detached,
                 api_key_env=prof.api_key_env if self.api_key else None,
                 owner_pid=None if self.detached else os.getpid(), shutdown_timeout=prof.shutdown_timeout,
-                gpu_ids=prof.gpu_ids,
+                gpu_ids=prof.gpu_ids, **self.record_fields,
             )
             state.save(self.record)  # a failed save must not leave SGLang running
         except KeyboardInterrupt:

@@ -135,3 +135,14 @@ def test_an_invalid_name_claims_nothing(fake: Path) -> None:
     with pytest.raises(ConfigError):
         session.prepare()
     assert session.claim is None and session.server is None
+
+
+def test_a_group_replica_whose_name_is_taken_claims_nothing(fake: Path) -> None:
+    """`serve --gpus 0,1 --gateway`: each replica is a session; one refused claim releases all."""
+    from qembed import gateway
+
+    prof = _profile(gpu_ids=[0, 1], dp_size=2)
+    with state.claim("emb.r1", harness.free_port()), pytest.raises(NameInUse):
+        gateway.start_replicas(prof, [0, 1], name="emb", api_key=None, python=str(harness.WRAPPER))
+    assert _claim_is_free("emb.r0", prof.port + 1)
+    assert state.list_records(clean=False) == []
