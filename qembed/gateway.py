@@ -43,6 +43,7 @@ from .errors import (
 if TYPE_CHECKING:
     from .launcher import Server
     from .profiles import Profile
+    from .supervisor import ServingSession
 
 logger = logging.getLogger(__name__)
 
@@ -290,9 +291,9 @@ def check_exposure(host: str, api_key: str | None) -> None:
     smg without a key leaves its control plane open: anyone who reaches the port could register
     or remove workers (smg's own start-up "SECURITY POSTURE" warning says so).
     """
-    from . import launcher
+    from .net import is_loopback
 
-    if not launcher.is_loopback(host) and not api_key:
+    if not is_loopback(host) and not api_key:
         raise ConfigError(
             f"refusing to run the gateway on `{host}` without an API key: anyone who can reach it "
             "could use it, and register or remove its workers",
@@ -326,7 +327,7 @@ def start_gateway(
     server = launcher.spawn(gateway_argv(flags), host=host, port=port, log_path=log_path, env=env,
                             api_key=api_key, header=[f"command: smg {' '.join(flags)}"],
                             parent_death_signal=parent_death_signal)
-    server.metrics_port = metrics_port  # type: ignore[attr-defined]
+    server.metrics_port = metrics_port
     return server
 
 
@@ -379,7 +380,7 @@ def wait_gateway(server: Server, *, timeout: float, min_healthy: int = 1,
             server._pause(0.1)
         info = _probe_through(http, server, deadline)
     info.workers = worker_health(server.url, api_key=server._api_key) or health
-    info.metrics_port = getattr(server, "metrics_port", None)
+    info.metrics_port = server.metrics_port
     event("ready")
     return info
 
@@ -463,37 +464,56 @@ class Group:
     profiles: list[Profile]
     gateway: Server | None = None
     infos: list[Any] = field(default_factory=list)  # launcher.ReadyInfo per replica
+    sessions: list[ServingSession] = field(default_factory=list)  # one per replica, in order
 
     def servers(self) -> list[Server]:
         return ([self.gateway] if self.gateway is not None else []) + self.replicas
 
     def stop(self, timeout: float) -> None:
-        """Gateway first (no new traffic), then every replica; each process group is killed."""
+        """Gateway first (no new traffic), then every replica; each process group is killed,
+        each replica's record removed and its claim released."""
         from concurrent.futures import ThreadPoolExecutor
 
+        try:
+            if self.gateway is not None:
+                self.gateway.stop(timeout=min(timeout, 10.0))
+            with ThreadPoolExecutor(max_workers=max(1, len(self.replicas))) as pool:
+                list(pool.map(lambda s: s.stop(timeout=timeout if s.proc.poll() is None else 0), self.replicas))
+        finally:
+            for session in self.sessions:
+                session.close()
+
+    def detach(self) -> None:
+        """Leave the gateway and every replica running, recorded, after this process exits."""
         if self.gateway is not None:
-            self.gateway.stop(timeout=min(timeout, 10.0))
-        with ThreadPoolExecutor(max_workers=max(1, len(self.replicas))) as pool:
-            list(pool.map(lambda s: s.stop(timeout=timeout if s.proc.poll() is None else 0), self.replicas))
+            self.gateway.detach()
+        for session in self.sessions:
+            session.detach()
 
 
 def start_replicas(profile: Profile, gpu_ids: Sequence[int], *, name: str, api_key: str | None,
-                   python: str, parent_death_signal: int | None = None) -> Group:
-    """Check every port and the flags once, then spawn one SGLang per GPU group."""
-    from . import launcher, sglang_args, state
+                   python: str, detach: bool = False) -> Group:
+    """Claim every replica's name and port, check every port and the flags once, then launch
+    one SGLang per GPU group, each a :class:`qembed.supervisor.ServingSession` (recorded with
+    ``group`` and ``role: replica``). On any failure the replicas launched so far are stopped,
+    their records removed and their claims released."""
+    from . import launcher, sglang_args
+    from .supervisor import ServingSession
 
     profs = replica_profiles(profile, gpu_ids)
-    for p in profs:
-        launcher.check_port(p.host, p.port)
-    launcher.check_port(profile.host, profile.port)
-    sglang_args.ensure_accepted(sglang_args.build_flags(profs[0], api_key="x" if api_key else None), python=python)
-    group = Group(name=name, replicas=[], profiles=profs)
+    sessions = [ServingSession(p, name=replica_name(name, k), api_key=api_key, python=python, detach=detach,
+                               checks=False, record_fields={"group": name, "role": "replica"})
+                for k, p in enumerate(profs)]
+    group = Group(name=name, replicas=[], profiles=profs, sessions=sessions)
     try:
-        for k, p in enumerate(profs):
-            rname = replica_name(name, k)
-            group.replicas.append(launcher.launch(
-                p, api_key=api_key, log_path=state.new_log_path(rname), python=python, name=rname,
-                check_flags=False, check_port_free=False, parent_death_signal=parent_death_signal))
+        for session in sessions:
+            session.prepare()
+        for p in profs:
+            launcher.check_port(p.host, p.port)
+        launcher.check_port(profile.host, profile.port)
+        sglang_args.ensure_accepted(sglang_args.build_flags(profs[0], api_key="x" if api_key else None), python=python)
+        for session in sessions:
+            group.replicas.append(session.launch(check_flags=False, check_port_free=False))
     except BaseException:
         group.stop(0)
         raise

@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING
 
 from .errors import LaunchError
 from .logfiles import LogFollower, LogTail, summarize_server_args
-from .ports import base_url, check_port, connect_host, find_free_port, is_loopback, port_is_free
+from .net import is_loopback
+from .ports import base_url, check_port, connect_host, find_free_port, port_is_free
 from .procfs import port_holder, port_owned_by
 from .procgroup import kill_group, stop_process
 from .readiness import (

@@ -23,17 +23,6 @@ def connect_host(host: str) -> str:
     return host
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def base_url(host: str, port: int) -> str:
     h = connect_host(host)
     if ":" in h and not h.startswith("["):
@@ -83,4 +72,4 @@ def check_port(host: str, port: int) -> None:
     )
 
 
-__all__ = ["base_url", "check_port", "connect_host", "find_free_port", "is_loopback", "port_is_free"]
+__all__ = ["base_url", "check_port", "connect_host", "find_free_port", "port_is_free"]

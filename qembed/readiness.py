@@ -28,14 +28,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import LaunchError, NotReady, PortInUse, ServerExited
+from .diagnose import Diagnosis, diagnose
+from .errors import (
+    BadReply,
+    LaunchError,
+    NotReady,
+    PortInUse,
+    ServerError,
+    ServerExited,
+    ServerUnreachable,
+)
 from .logfiles import LogFollower, LogTail, summarize_server_args
 from .ports import base_url, connect_host, find_free_port
 from .procfs import group_members, port_holder, port_owned_by
 from .procgroup import stop_process
 
 if TYPE_CHECKING:
-    from .diagnose import Diagnosis
     from .profiles import Profile
 
 logger = logging.getLogger(__name__)
@@ -44,8 +52,6 @@ logger = logging.getLogger(__name__)
 HEALTH_TIMEOUT = 10.0
 #: How long one turn of the readiness loop waits on the process.
 POLL_INTERVAL = 0.25
-#: The text of the readiness probe embedding.
-PROBE_TEXT = "qembed readiness probe"
 _NOT_EMBEDDING = "does not appear to be an embedding model"
 _BIND_FAILED = re.compile(r"\[Errno 98\].*address already in use")
 
@@ -139,16 +145,10 @@ def failure_details(
 ) -> tuple[list[str], str | None, list[Diagnosis]]:
     """The detail lines (last log lines, diagnosis, log path) and hint for a failed launch."""
     numbered = tail.numbered()
-    diagnoses: list[Diagnosis] = []
-    try:
-        from .diagnose import diagnose
-
-        lines = [text for _, text in numbered]
-        diagnoses = list(diagnose(lines, profile=profile, returncode=returncode))
-        # Errors before warnings (a KV-pool warning is no cause of death); stable otherwise.
-        diagnoses.sort(key=lambda d: getattr(d, "level", "error") != "error")
-    except ImportError:
-        logger.debug("qembed.diagnose is not available", exc_info=True)
+    lines = [text for _, text in numbered]
+    diagnoses = list(diagnose(lines, profile=profile, returncode=returncode))
+    # Errors before warnings (a KV-pool warning is no cause of death); stable otherwise.
+    diagnoses.sort(key=lambda d: d.level != "error")
     details: list[str] = []
     shown = [summarize_server_args(t) for t in tail.lines(last) if t.strip()]
     if shown:
@@ -215,6 +215,8 @@ class Server:
         self.rotator: subprocess.Popen[bytes] | None = None
         #: ``"pid 123 (nginx)"`` once another process was seen answering on our port.
         self.foreign_holder: str | None = None
+        #: the Prometheus port, for a server that serves metrics on its own port (smg)
+        self.metrics_port: int | None = None
         self._bind_failed: str | None = None  # uvicorn's "[Errno 98] ... address already in use"
 
     def __repr__(self) -> str:
@@ -363,8 +365,8 @@ class Server:
                     self._read_log(on_phase)
                     raise self._exited(rc)
             self._read_log(on_phase)
-            self._advance("probe", on_phase)
-            info = self._probe(http, deadline)
+        self._advance("probe", on_phase)
+        info = self._probe(deadline)
         self._advance("ready", on_phase)
         self.ready = info
         return info
@@ -396,63 +398,48 @@ class Server:
             diagnoses=diagnoses_json(diags),
         )
 
-    def _probe(self, http: Any, deadline: float) -> ReadyInfo:
-        """``/v1/models`` for the served name and context length, then one embedding."""
-        import httpx
+    def _probe(self, deadline: float) -> ReadyInfo:
+        """``/v1/models`` for the served name and context length, then one checked embedding
+        (:func:`qembed.probe.probe_server`, the probe every command uses)."""
+        from .probe import probe_server
 
-        def left() -> float:
-            return max(1.0, min(60.0, deadline - time.monotonic()))
-
+        left = max(1.0, min(60.0, deadline - time.monotonic()))
         served = self.profile.served_model_name if self.profile else None
-        model = self.profile.model if self.profile else None
-        context: int | None = None
-        try:
-            r = http.get(f"{self.url}/v1/models", timeout=left())
-            entries = r.json().get("data") or [] if r.status_code == 200 else []
-            if entries:
-                served = entries[0].get("id") or served
-                context = entries[0].get("max_model_len")
-        except (httpx.HTTPError, ValueError, AttributeError) as exc:
-            logger.debug("GET /v1/models failed: %s", exc)
-        body = {"input": PROBE_TEXT, "model": served or "default"}
-        try:
-            r = http.post(f"{self.url}/v1/embeddings", json=body, timeout=left())
-        except httpx.HTTPError as exc:
+        facts = probe_server(self.url, self._api_key, health=False, model=served, timeout=left)
+        err = facts.embedding_error
+        if isinstance(err, ServerUnreachable):
             rc = self.proc.poll()
             if rc is not None:
-                raise self._exited(rc) from exc
-            raise LaunchError(
-                f"the probe embedding failed: {exc}",
-                hint=f"read the log: `less {self.log_path}`",
-            ) from exc
-        text = r.text
-        if r.status_code == 400 and _NOT_EMBEDDING in text:
-            raise LaunchError(
-                "SGLang started the model as a text generator, not an embedding model "
-                "(the probe got 400 \"does not appear to be an embedding model\")",
-                hint="SGLang needs `--is-embedding` for Qwen3-Embedding (its config says "
-                "Qwen3ForCausalLM); do not remove it through `extra_args`",
-            )
-        if r.status_code == 401:
-            raise LaunchError(
-                "the probe embedding was refused with 401 Unauthorized",
-                hint="the server expects an API key: set the variable named by `api_key_env`",
-            )
-        if r.status_code != 200:
-            raise LaunchError(f"the probe embedding got HTTP {r.status_code}: {text[:300]}",
-                              hint=f"read the log: `less {self.log_path}`")
-        try:
-            payload = r.json()
-            vec = payload["data"][0]["embedding"]
-            dims = len(vec)
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise LaunchError(f"the probe embedding returned an unexpected body: {text[:300]}") from exc
+                raise self._exited(rc) from err
+            raise LaunchError(f"the probe embedding failed: {err.message}",
+                              hint=f"read the log: `less {self.log_path}`") from err
+        if isinstance(err, ServerError) and not isinstance(err, BadReply):
+            if err.status == 400 and _NOT_EMBEDDING in err.message:
+                raise LaunchError(
+                    "SGLang started the model as a text generator, not an embedding model "
+                    "(the probe got 400 \"does not appear to be an embedding model\")",
+                    hint="SGLang needs `--is-embedding` for Qwen3-Embedding (its config says "
+                    "Qwen3ForCausalLM); do not remove it through `extra_args`",
+                ) from err
+            if err.status == 401:
+                raise LaunchError(
+                    "the probe embedding was refused with 401 Unauthorized",
+                    hint="the server expects an API key: set the variable named by `api_key_env`",
+                ) from err
+            raise LaunchError(f"the probe embedding got HTTP {err.status}: {err.message}",
+                              hint=f"read the log: `less {self.log_path}`") from err
+        if err is not None:  # BadReply: wrong shape, non-finite or not unit length
+            raise LaunchError(f"the probe embedding returned an unexpected body: {err.message}",
+                              details=err.details) from err
+        if facts.dimensions is None:  # pragma: no cover - probe_server sets an error instead
+            raise LaunchError("the probe embedding returned no vector")
+        model = self.profile.model if self.profile else None
         return ReadyInfo(
             url=self.url,
-            model=str(payload.get("model") or model or ""),
-            served_model_name=str(served or payload.get("model") or ""),
-            dimensions=dims,
-            context_length=int(context) if isinstance(context, int) else None,
+            model=str(facts.model_path or model or ""),
+            served_model_name=str(facts.model or served or ""),
+            dimensions=facts.dimensions,
+            context_length=facts.max_model_len,
             seconds=self.elapsed(),
         )
 

@@ -279,8 +279,11 @@ def build_command(
     return LaunchCommand(argv=argv, env=build_env(profile, environ=environ))
 
 
-def profile_warnings(profile: Profile) -> list[str]:
-    """Settings that are valid but probably not what the user wants (one sentence each)."""
+def profile_warnings(profile: Profile, *, exposure: bool = True) -> list[str]:
+    """Settings that are valid but probably not what the user wants (one sentence each).
+
+    ``exposure=False`` leaves out the keyless network address: a serving session says that one
+    itself, louder (:func:`qembed.supervisor.exposure_warning`)."""
     p = profile
     out: list[str] = []
     if p.torch_compile:
@@ -296,7 +299,7 @@ def profile_warnings(profile: Profile) -> list[str]:
                    "line), so progress and failure diagnosis see less")
     from .net import is_loopback
 
-    if not is_loopback(p.host) and not (
+    if exposure and not is_loopback(p.host) and not (
         os.environ.get(p.api_key_env) or p.api_key_file
     ):
         out.append(f"`host: {p.host}` accepts connections from other machines and no API key is "

@@ -14,7 +14,7 @@ import contextlib
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qembed.errors import ConfigError
 from qembed.gpu import gpu_peak
@@ -24,6 +24,9 @@ from .load import loader_name, run_cells
 from .report import BenchReport, Cell, CellResult
 from .shared import _auth_headers, local_gpu_name, probe_model
 from .texts import TextSource, load_tokenizer
+
+if TYPE_CHECKING:
+    from qembed.supervisor import Event
 
 DEFAULT_CONCURRENCY: tuple[int, ...] = (1, 4, 16, 64, 256)
 DEFAULT_BATCH: tuple[int, ...] = (1, 32)
@@ -199,16 +202,22 @@ def planned_seconds(options: BenchOptions) -> float | None:
 
 @contextlib.contextmanager
 def launched(profile_name: str, *, api_key: str | None = None,
-             on_phase: Callable[[str, float], None] | None = None) -> Iterator[tuple[str, str | None]]:
-    """Launch a server from a profile, yield ``(url, api_key)``, stop it on exit (always)."""
-    from qembed.launcher import launch
+             on_phase: Callable[[str, float], None] | None = None,
+             on_event: Callable[[Event], None] | None = None) -> Iterator[tuple[str, str | None]]:
+    """Launch a server from a profile, yield ``(url, api_key)``, stop it on exit (always).
+
+    It is a :class:`qembed.supervisor.ServingSession` named ``bench-<profile>``: claimed, checked
+    (GPU findings go to ``on_event``), recorded for ``qembed ps`` while it runs.
+    """
     from qembed.profiles import load_profile, resolve_api_key
+    from qembed.state import valid_name
+    from qembed.supervisor import ServingSession
 
     profile = load_profile(profile_name)
     key = api_key or resolve_api_key(profile)
-    server = launch(profile, api_key=key)
-    try:
-        server.wait_ready(timeout=profile.ready_timeout, on_phase=on_phase)
-        yield server.url, key
-    finally:
-        server.stop(timeout=profile.shutdown_timeout)
+    name = f"bench-{profile.name}"
+    with ServingSession(profile, name=name if valid_name(name) else "bench", api_key=key,
+                        on_event=on_event) as session:
+        session.start()
+        info = session.wait_ready(on_phase=on_phase)
+        yield info.url, key

@@ -173,23 +173,15 @@ def serve_group(prof: Profile, *, name: str, api_key: str | None, python: str, d
 
     gateway.require_smg()
     gateway.check_exposure(prof.host, api_key)  # before minutes of model loading, not after
-    for k in range(len(gateway.split_gpus(prof.gpu_ids or [], prof.tp_size))):
-        _check_name(gateway.replica_name(name, k))
-    pds = None if detach else signal.SIGTERM
+    # each replica is a serving session: its name and port claimed, its record saved
     group: Group = gateway.start_replicas(prof, prof.gpu_ids or [], name=name, api_key=api_key, python=python,
-                                          parent_death_signal=pds)
-    records: list[Record] = []
+                                          detach=detach)
+    pds = None if detach else signal.SIGTERM
+    records: list[Record] = [s.record for s in group.sessions if s.record is not None]
     say = None if as_json else output.status
     try:
-        for k, (s, p) in enumerate(zip(group.replicas, group.profiles, strict=True)):
-            rec = state.make_record(
-                name=gateway.replica_name(name, k), pid=s.pid, host=p.host, port=p.port, url=s.url, model=p.model,
-                log_path=s.log_path, profile=prof.name, served_model_name=p.served_model_name, detached=detach,
-                api_key_env=prof.api_key_env if api_key else None, owner_pid=None if detach else os.getpid(),
-                shutdown_timeout=prof.shutdown_timeout, gpu_ids=p.gpu_ids, group=name, role="replica")
-            state.save(rec)
-            records.append(rec)
-            if say:
+        if say:
+            for k, (s, p) in enumerate(zip(group.replicas, group.profiles, strict=True)):
                 say(f"replica {k} on GPU {','.join(map(str, p.gpu_ids or []))}: SGLang pid {s.pid}, {s.url}, log {s.log_path}")
         infos = gateway.wait_replicas(group, timeout=prof.ready_timeout, on_event=say)
         for rec, ri in zip(records, infos, strict=True):
@@ -219,8 +211,7 @@ def serve_group(prof: Profile, *, name: str, api_key: str | None, python: str, d
             extra={"replicas": [{"name": r.name, "pid": r.pid, "url": r.url, "gpu_ids": r.gpu_ids}
                                 for r in records[1:]]})
     if detach:
-        for s in group.servers():
-            s.detach()
+        group.detach()
         return
     _foreground(group.gateway, records, lambda: group.stop(prof.shutdown_timeout), others=group.replicas)
 

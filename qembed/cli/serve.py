@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -19,9 +20,10 @@ from .app import app
 
 if TYPE_CHECKING:
     from qembed.gpu import GPUSnapshot
-    from qembed.launcher import ReadyInfo, Server
+    from qembed.launcher import ReadyInfo
     from qembed.profiles import Profile, ResolvedProfile
-    from qembed.state import Claim, Record
+    from qembed.state import Record
+    from qembed.supervisor import Event, ServingSession
 
 SERVE_EXAMPLES = """\
 Examples:
@@ -243,18 +245,6 @@ def shlex_join(argv: list[str]) -> str:
     return shlex.join(argv)
 
 
-def _stop_quietly(server: Server, timeout: float, *, say: bool) -> int | None:
-    from qembed import output
-
-    if say and server.proc.poll() is None:
-        output.event("stopping", f"stopping SGLang (pid {server.pid}; draining requests for up to {timeout:.0f} s) ...",
-                     pid=server.pid, drain_timeout_s=timeout)
-    try:
-        return server.stop(timeout=timeout)
-    except KeyboardInterrupt:  # a second Ctrl-C: stop() has already killed the group
-        return server.proc.poll()
-
-
 @app.command("serve", epilog=SERVE_EXAMPLES)
 def serve(
     profile: ProfileOpt = "auto",
@@ -275,7 +265,7 @@ def serve(
     verify_: Annotated[bool, typer.Option("--verify", help="Once ready, run `qembed verify` against it; stop the server if it fails (needs `qembed[verify]`).")] = False,
 ) -> None:
     """Start an SGLang embedding server and wait until it answers embeddings."""
-    from qembed import gpu, launcher, output, profiles, sglang_args, state
+    from qembed import gpu, output, profiles, sglang_args, supervisor
     from qembed.errors import ConfigError
 
     if log_format not in output.LOG_FORMATS:
@@ -297,110 +287,81 @@ def serve(
     py = sglang_args.sglang_python(prof)
     api_key = profiles.resolve_api_key(prof)
 
-    if not launcher.is_loopback(prof.host) and not api_key:
-        output.warn(
-            f"SGLang will listen on `{prof.host}`: anyone who can reach port {prof.port} can use "
-            "the server, and no API key is set",
-            hint=f"export `{prof.api_key_env}` (or set `api_key_file`) to require a key, or use `--host 127.0.0.1`",
-        )
-    if dry_run and use_gateway:
-        from .gateway import dry_run_group
-
-        dry_run_group(prof, api_key=api_key, python=py, as_json=json_)
-        return
     if dry_run:
-        if prof.engine == "reference":
+        exposure = supervisor.exposure_warning(prof, api_key)  # a real serve: the session says it
+        if exposure is not None:
+            output.warn(exposure.message, exposure.hint)
+        if use_gateway:
+            from .gateway import dry_run_group
+
+            dry_run_group(prof, api_key=api_key, python=py, as_json=json_)
+        elif prof.engine == "reference":
             _dry_run_reference(prof, api_key=api_key, python=py, as_json=json_)
         else:
             _dry_run(resolved, api_key=api_key, python=py, as_json=json_, snap=snap)
         return
 
-    server_name = name or prof.name or "default"
-    if not state.valid_name(server_name):
-        raise ConfigError(f"invalid server name `{server_name}`",
-                          hint="use letters, digits, `.`, `_` or `-` (at most 64), e.g. `--name emb`")
-    # Claim the name and the port before anything loads: of two `qembed serve` racing for
-    # either, exactly one gets past here. SGLang inherits the claim and holds it while it runs.
-    claim = state.claim(server_name, prof.port)
-    try:
-        _serve_claimed(claim, prof, snap=snap, api_key=api_key, py=py, server_name=server_name,
-                       detach=detach, json_=json_, use_gateway=use_gateway, verify_=verify_)
-    finally:
-        claim.release()
-
-
-def _serve_claimed(claim: Claim, prof: Profile, *, snap: Any, api_key: str | None, py: str,
-                   server_name: str, detach: bool, json_: bool, use_gateway: bool = False,
-                   verify_: bool = False) -> None:
-    from qembed import gpu, launcher, output, sglang_args, state
-    from qembed.errors import NameInUse, ServerExited
-
-    existing = state.live(server_name)
-    if existing is not None:  # a server recorded by a qembed without claims
-        raise NameInUse(
-            f"a server named `{server_name}` is already running (pid {existing.pid}, {existing.url})",
-            hint=f"stop it with `qembed stop {server_name}`, or start another with `--name NAME` and `--port N`",
-        )
-
-    if prof.engine == "reference":
-        _reference_notice(prof, quiet=json_)
-    for finding in ([] if prof.engine == "reference" else  # the reference engine needs no GPU
-                    gpu.require_launchable(snap, prof, sglang_version=sglang_args.installed_sglang_version(py))):
-        output.warn(finding.message, finding.hint)
-    for message in sglang_args.profile_warnings(prof):
-        if message.startswith(f"`host: {prof.host}`"):
-            continue  # the louder warning above says it
-        output.warn(message)
-    if use_gateway:
+    session = supervisor.ServingSession(prof, name=name or prof.name or "default", api_key=api_key, python=py,
+                                        detach=detach, gpus=snap, on_event=_renderer(json_))
+    if use_gateway:  # the session claims and checks; the group launches its replicas and smg
         from .gateway import serve_group
 
-        serve_group(prof, name=server_name, api_key=api_key, python=py, detach=detach, as_json=json_)
+        session.prepare()
+        try:
+            serve_group(prof, name=session.name, api_key=api_key, python=py, detach=detach, as_json=json_)
+        finally:
+            session.close()
         return
+    _serve_session(session, json_=json_, verify_=verify_)
 
-    log_path = state.new_log_path(server_name)
-    # In the foreground SGLang gets SIGTERM if qembed dies without cleaning up (even SIGKILL);
-    # a detached server must outlive qembed.
-    server = launcher.launch(prof, api_key=api_key, log_path=log_path, python=py, name=server_name,
-                             parent_death_signal=None if detach else signal.SIGTERM,
-                             pass_fds=claim.fds)
-    claim.set_holder(server.pid)
-    record = state.make_record(
-        name=server_name, pid=server.pid, host=prof.host, port=prof.port, url=server.url,
-        model=prof.model, log_path=log_path, profile=prof.name, served_model_name=prof.served_model_name,
-        detached=detach, api_key_env=prof.api_key_env if api_key else None,
-        owner_pid=None if detach else os.getpid(), shutdown_timeout=prof.shutdown_timeout,
-        gpu_ids=prof.gpu_ids,
-    )
+
+def _renderer(json_: bool) -> Callable[[Event], None]:
+    """How `serve` says a session's events (warnings always; notices unless `--json`)."""
+    from qembed import output
+
+    def render(e: Event) -> None:
+        if e.kind == "warning":
+            output.warn(e.message, e.hint)
+        elif e.kind == "notice":
+            if not json_:
+                output.status(e.message)
+        elif e.kind == "spawned":
+            if not json_ or output.log_format() == "json":
+                output.event("spawned", e.message, **e.fields)
+        elif e.kind == "stopping" and not (json_ and e.fields.get("reason") == "failed"):
+            output.event("stopping", e.message, pid=e.fields.get("pid"), drain_timeout_s=e.fields.get("drain_timeout_s"))
+
+    return render
+
+
+def _serve_session(session: ServingSession, *, json_: bool, verify_: bool) -> None:
+    from qembed import launcher, output
+    from qembed.errors import ServerExited
+
+    prof, detach = session.profile, session.detached
+    server = session.start()
+    log_path = server.log_path
     previous = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGHUP)}
     phases = _Phases(enabled=not json_)
     stopped_by: int | None = None
     try:
-        state.save(record)  # inside the try: a failed save must not leave SGLang running
         try:
-            if not json_ or phases.json:
-                output.event("spawned", f"SGLang pid {server.pid}, log {log_path}", name=server_name,
-                             pid=server.pid, log_path=str(log_path), port=prof.port)
-            info = server.wait_ready(timeout=prof.ready_timeout, on_phase=phases)
+            info = session.wait_ready(on_phase=phases)
         finally:
             phases.close()
-        record.served_model_name = info.served_model_name
-        record.dimensions = info.dimensions
-        record.context_length = info.context_length
-        state.save(record)
         if phases.json:
             output.event("ready", f"ready in {info.seconds:.1f} s: {info.served_model_name} at {info.url}",
-                         **info.to_json(), name=server_name, pid=server.pid, detached=detach)
-        _render_ready(info, name=server_name, profile=prof, log_path=str(log_path), detached=detach,
-                      has_key=api_key is not None, pid=server.pid, as_json=json_)
+                         **info.to_json(), name=session.name, pid=server.pid, detached=detach)
+        _render_ready(info, name=session.name, profile=prof, log_path=str(log_path), detached=detach,
+                      has_key=session.api_key is not None, pid=server.pid, as_json=json_)
         if verify_:
-            _verify_after_ready(info, prof, api_key=api_key, quiet=json_)
+            _verify_after_ready(info, prof, api_key=session.api_key, quiet=json_)
         if detach:
-            server.detach()
+            session.detach()
             return
-        rc = server.wait()
+        rc = session.wait()
         # SGLang exited by itself (or `qembed stop` from another shell) after it was ready.
         details, hint, diags = launcher.failure_details(server.tail, profile=prof, returncode=rc, log_path=log_path)
-        _stop_quietly(server, 0, say=False)  # its children may still run: kill the group
         if rc == 0:
             output.event("exited", f"SGLang exited (exit code 0) after {server.elapsed():.0f} s", exit_code=0)
             return
@@ -410,17 +371,15 @@ def _serve_claimed(claim: Claim, prof: Profile, *, snap: Any, api_key: str | Non
         stopped_by = exc.signum if isinstance(exc, _Terminated) else signal.SIGINT
     except BaseException:
         # Not ready, not an embedding server, or qembed itself failed: leave nothing running.
-        _stop_quietly(server, 0 if server.proc.poll() is not None else prof.shutdown_timeout, say=not json_)
+        session.abort()
         raise
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        if not (detach and server.ready is not None):
-            state.remove_if_owned(record)
     # Ctrl-C / SIGTERM: drain, then kill the group.
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        rc = _stop_quietly(server, prof.shutdown_timeout, say=True)
+        rc = session.stop()
     finally:
         signal.signal(signal.SIGTERM, previous[signal.SIGTERM])
     output.event("stopped", f"stopped (SGLang exit code {rc})", exit_code=rc,
@@ -430,26 +389,6 @@ def _serve_claimed(claim: Claim, prof: Profile, *, snap: Any, api_key: str | Non
 
 
 # -- the reference engine (`--profile cpu`) and `--verify` -----------------------------------------
-
-
-def _reference_notice(profile: Profile, *, quiet: bool) -> None:
-    import importlib.util
-
-    from qembed import models, output
-    from qembed.refserver import NOTICE
-
-    if importlib.util.find_spec("sentence_transformers") is None:  # fail before spawning
-        from qembed.errors import MissingDependency
-        from qembed.reference import INSTALL_HINT
-
-        raise MissingDependency("`engine: reference` needs sentence-transformers, which is not installed",
-                                hint=INSTALL_HINT)
-    if quiet:
-        return
-    shape = models.model_shape(profile.model)
-    size = f": {shape.hidden_size}-d vectors (a 4B server gives 2560)" if shape is not None else ""
-    output.status(f"{profile.model}{size}")
-    output.status(NOTICE)
 
 
 def _dry_run_reference(profile: Profile, *, api_key: str | None, python: str, as_json: bool) -> None:
