@@ -137,14 +137,10 @@ class WorkerInfo:
 
 
 def normalize_url(url: str) -> str:
-    """``http://host:port`` without a trailing ``/`` or ``/v1``; refuses other schemes."""
-    u = url.strip().rstrip("/")
-    if u.endswith("/v1"):
-        u = u[:-3]
-    if not u.startswith(("http://", "https://")) or len(u.split("://", 1)[1]) == 0:
-        raise ConfigError(f"worker URL `{url}` is not an http(s) URL",
-                          hint="pass the server's base URL, e.g. `--worker http://10.0.0.5:30000`")
-    return u
+    """A worker's base URL, by the rule every URL in qembed follows (:func:`qembed.net.base_url`)."""
+    from .net import base_url
+
+    return base_url(url, what="worker URL", example="--worker http://10.0.0.5:30000")
 
 
 def probe_worker(url: str, *, api_key: str | None = None, timeout: float = 30.0) -> WorkerInfo:

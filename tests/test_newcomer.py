@@ -47,17 +47,14 @@ def _wrapped_examples(text: str) -> list[str]:
     return bad
 
 
-OWNED_ELSEWHERE = "examples wider than 80 columns in a file another change owns (docs/newcomer-trial.md)"
-
-
 @pytest.mark.parametrize("command", [
     [], ["doctor"], ["verify"], ["profiles", "show"], ["profiles", "list"], ["top"], ["gateway"],
     ["deploy", "docker"], ["deploy", "k8s"], ["deploy", "grafana"], ["deploy", "alerts"], ["bench"],
     ["ps"], ["stop"],
-    pytest.param(["embed"], marks=pytest.mark.xfail(strict=True, reason=OWNED_ELSEWHERE)),
-    pytest.param(["similarity"], marks=pytest.mark.xfail(strict=True, reason=OWNED_ELSEWHERE)),
-    pytest.param(["serve"], marks=pytest.mark.xfail(strict=True, reason=OWNED_ELSEWHERE)),
-    pytest.param(["logs"], marks=pytest.mark.xfail(strict=True, reason=OWNED_ELSEWHERE)),
+    ["embed"],
+    ["similarity"],
+    ["serve"],
+    ["logs"],
 ])
 def test_help_fits_80_columns_and_examples_stay_whole(command: list[str]) -> None:
     proc = qembed(*command, "--help")
@@ -164,3 +161,16 @@ def test_top_takes_the_same_urls_as_the_client() -> None:
     assert metrics_url("127.0.0.1:30000") == metrics_url(base + "/v1/embeddings") == base + "/metrics"
     assert metrics_url(base + "/metrics") == base + "/metrics"
     assert metrics_url(base + "/v1/") == base + "/metrics"
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["embed", "x", "--dimension", "32"], "No such option: --dimension"),
+    (["emebd", "x"], "No such command 'emebd'. Did you mean 'embed'?"),
+])
+def test_a_typo_is_an_error_with_a_hint_not_clicks_usage_block(args: list[str], says: str) -> None:
+    """A typo'd flag or command printed Click's own "Usage: ... Error: ..." block (newcomer trial)."""
+    proc = _qembed(*args)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: {says}"), proc.stderr
+    assert "hint: see `qembed" in proc.stderr and "--help`" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Usage:" not in proc.stderr

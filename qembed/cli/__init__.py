@@ -20,7 +20,6 @@ from collections.abc import Callable
 from types import FrameType
 from typing import NoReturn
 
-import click
 import typer
 
 from qembed import env as qenv
@@ -75,6 +74,19 @@ def _register() -> None:
 _register()
 
 
+def _usage_error(exc: Exception) -> NoReturn:
+    """A typo'd flag or command, a missing argument: `error:` / `hint:` like every other error."""
+    from qembed import output
+    from qembed.errors import ConfigError
+
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command_path", None) or "qembed"
+    err = ConfigError(str(exc.format_message()),  # type: ignore[attr-defined]
+                      hint=f"see `{command} --help` for the options and examples")
+    output.error(err)
+    sys.exit(int(exc.exit_code))  # type: ignore[attr-defined]
+
+
 def main() -> None:
     """Console-script entry point: run the app through the error funnel."""
     from qembed.errors import ExitCode, QembedError
@@ -85,7 +97,7 @@ def main() -> None:
     try:
         # With standalone_mode=False, `typer.Exit(n)` comes back as a return value; Typer turns
         # Ctrl-C into Exit(130), which is how an interrupt arrives here (serve handles its own).
-        rc = app(standalone_mode=False)
+        rc = app(standalone_mode=False, prog_name="qembed")
         if rc == ExitCode.INTERRUPTED and _SIGINT_SEEN:
             _interrupted()
         if isinstance(rc, int) and rc:
@@ -108,6 +120,9 @@ def main() -> None:
         sys.exit(int(ExitCode.INTERRUPTED))
     except SystemExit:
         raise
-    except click.ClickException as exc:  # usage errors come through here in standalone_mode=False
-        exc.show()
-        sys.exit(exc.exit_code)
+    except Exception as exc:
+        # Click's usage errors come through here in standalone_mode=False. Typer vendors Click,
+        # so there is no public class to name: they are known by what they carry.
+        if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)):
+            raise
+        _usage_error(exc)

@@ -103,7 +103,11 @@ def bench(
     ctx: contextlib.AbstractContextManager[tuple[str, str | None]]
     if profile:
         output.status(f"launching profile `{profile}` ...")
-        ctx = qbench.launched(profile, api_key=api_key, on_phase=on_phase)
+        from .serve import (
+            _renderer,  # the session's warnings and notices, said as `serve` says them
+        )
+
+        ctx = qbench.launched(profile, api_key=api_key, on_phase=on_phase, on_event=_renderer(quiet))
     else:
         ctx = contextlib.nullcontext((url or qenv.DEFAULT_URL, api_key))
     with ctx as (target, key):

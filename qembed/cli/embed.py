@@ -25,15 +25,23 @@ EMBED_EXAMPLES = """\
 Examples:
 
 \b
-  qembed embed --query "what is MRL?"                 # Instruct: <retrieval task>\\nQuery:what is MRL?
-  qembed embed "Paris is the capital of France."      # a document: no instruction
-  qembed embed --task sts "a cat sat" --format table  # symmetric task: instruction on every text
-  qembed embed --instruction "Given a bug report, retrieve the fixing commit" --query "NPE in parser"
+  # Instruct: <retrieval task>\\nQuery:what is MRL?
+  qembed embed --query "what is MRL?"
+  # a document: no instruction
+  qembed embed "Paris is the capital of France."
+  # symmetric task: instruction on every text
+  qembed embed --task sts "a cat sat" --format table
+  qembed embed --query "NPE in parser" \\
+      --instruction "Given a bug report, retrieve the fixing commit"
   qembed embed --dimensions 256 --format npy "text" > v.npy
-  cat queries.txt | qembed embed --query --format jsonl     # piped stdin: one text a line
-  qembed embed "text" -o v.npy                        # the file's suffix picks the format
-  qembed embed --input docs.jsonl --output vectors.parquet          # keeps the records' `id`
-  qembed embed --input docs.txt --output vectors.npy --resume       # continue after a crash
+  # piped stdin: one text a line
+  cat queries.txt | qembed embed --query --format jsonl
+  # the file's suffix picks the format
+  qembed embed "text" -o v.npy
+  # keeps the records' `id`
+  qembed embed --input docs.jsonl --output vectors.parquet
+  # continue after a crash
+  qembed embed --input docs.txt --output vectors.npy --resume
 
 Formats: json (default when piped), jsonl, npy (binary; to a pipe or --output), table (default
 on a terminal: size, norm and first values). --json is --format json. With --output the suffix
@@ -45,9 +53,11 @@ SIMILARITY_EXAMPLES = """\
 Examples:
 
 \b
-  qembed similarity "a cat sat on the mat" "a feline rested on the rug" "stock prices fell"
-  qembed similarity --json "a" "b"                    # JSON is also the default when piped
-  printf 'a cat\na feline\n' | qembed similarity     # one text a line from stdin
+  qembed similarity "a cat sat on the mat" "a feline rested" "stocks fell"
+  # JSON is also the default when piped
+  qembed similarity --json "a" "b"
+  # one text a line from stdin
+  printf 'a cat\na feline\n' | qembed similarity
 
 Both sides get the semantic-similarity instruction ("Retrieve semantically similar text").
 

@@ -29,17 +29,26 @@ SERVE_EXAMPLES = """\
 Examples:
 
 \b
-  qembed serve                              # profile `auto` picks settings for your GPU
+  # profile `auto` picks settings for your GPU
+  qembed serve
   qembed serve -p a100-40g --port 31000     # a shipped profile, another port
   qembed serve --set gpu_memory_fraction=0.8 --set context_length=8192
-  qembed serve --detach --name emb          # run in the background; see `qembed ps`
-  qembed serve --dry-run                    # show the SGLang command, check its flags, exit
-  qembed serve --gpus 0,1,2,3               # one model on four GPUs (SGLang --dp-size 4)
-  qembed serve --gpus 0,1 --gateway         # two servers behind the SGLang model gateway
-  qembed serve --profile cpu                # no GPU: the reference engine on CPU (dev, CI; not production)
-  qembed serve --verify                     # once ready, compare its vectors with the model card's
-  qembed serve --python ~/sglang-venv/bin/python   # SGLang lives in another environment
-  QEMBED_API_KEY=secret qembed serve --host 0.0.0.0   # listen on the network, with a key
+  # run in the background; see `qembed ps`
+  qembed serve --detach --name emb
+  # show the SGLang command, check its flags, exit
+  qembed serve --dry-run
+  # one model on four GPUs (SGLang --dp-size 4)
+  qembed serve --gpus 0,1,2,3
+  # two servers behind the SGLang model gateway
+  qembed serve --gpus 0,1 --gateway
+  # no GPU: the reference engine on CPU (dev, CI; not production)
+  qembed serve --profile cpu
+  # once ready, compare its vectors with the model card's
+  qembed serve --verify
+  # SGLang lives in another environment
+  qembed serve --python ~/sglang-venv/bin/python
+  # listen on the network, with a key
+  QEMBED_API_KEY=secret qembed serve --host 0.0.0.0
 
 Ctrl-C (or SIGTERM) stops SGLang: it drains in-flight requests for up to --shutdown-timeout
 seconds, then the whole process group is killed. The SGLang log goes to a file in the state
@@ -71,7 +80,8 @@ Examples:
 \b
   qembed logs emb                  # the last 50 lines
   qembed logs emb --lines 200
-  qembed logs emb -f               # follow until Ctrl-C or until the server exits
+  # follow until Ctrl-C or until the server exits
+  qembed logs emb -f
 """
 
 ProfileOpt = Annotated[
