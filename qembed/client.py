@@ -321,7 +321,7 @@ class BaseClient:
         *,
         api_key: str | None = None,
         model: str | None = None,
-        timeout: float | Any = USE_CLIENT_DEFAULT,
+        timeout: float | httpx.Timeout | UseClientDefault | None = USE_CLIENT_DEFAULT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         backoff: float = DEFAULT_BACKOFF,
         retry_timeout: float | None = DEFAULT_RETRY_TIMEOUT,
@@ -403,6 +403,8 @@ class BaseClient:
         t = self.timeout
         if isinstance(t, UseClientDefault):
             return Timeouts(DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, DEFAULT_READ_TIMEOUT)
+        if t is None:  # no limit, as httpx takes `timeout=None`
+            return Timeouts(None, None, None)
         if isinstance(t, int | float):
             return Timeouts(min(DEFAULT_CONNECT_TIMEOUT, float(t)), float(t), float(t))
         # an httpx.Timeout: its read limit is the total deadline too
