@@ -73,10 +73,10 @@ def test_import_qembed_cli_is_light() -> None:
 
 
 def test_the_root_app_needs_no_cli_module() -> None:
-    """qembed/cli/app.py loads on its own (qembed.cli not imported), so a command module that
+    """qembed/cli/_app.py loads on its own (qembed.cli not imported), so a command module that
     imports `app` from it never meets a half-initialised `qembed.cli` package."""
     code = ("import sys, importlib.util, typer; "
-            "spec = importlib.util.spec_from_file_location('_root_app', 'qembed/cli/app.py'); "
+            "spec = importlib.util.spec_from_file_location('_root_app', 'qembed/cli/_app.py'); "
             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
             "assert isinstance(m.app, typer.Typer); "
             "assert not [n for n in sys.modules if n.startswith('qembed.cli')], sorted(sys.modules)")

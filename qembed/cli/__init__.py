@@ -24,7 +24,7 @@ import typer
 
 from qembed import env as qenv
 
-from .app import app
+from ._app import app as _root_app
 
 __all__ = ["app", "main", "on_interrupt"]
 
@@ -58,20 +58,53 @@ def _interrupted() -> NoReturn:
     sys.exit(int(ExitCode.INTERRUPTED))
 
 
-def _register() -> None:
-    # Each module registers its commands on `app` (imported from .app) when imported; the
-    # profiles and deploy sub-apps are added here.
-    from . import bench, doctor, embed, gateway, serve  # noqa: F401
-    from . import verify as _verify  # noqa: F401
+#: the module that registers each top-level command; `main` imports only the invoked one, so a
+#: one-shot `qembed embed "text"` does not load (or build Click commands for) the other twelve
+_COMMAND_MODULES = {
+    "embed": "embed", "similarity": "embed", "serve": "serve", "ps": "serve", "stop": "serve",
+    "logs": "serve", "bench": "bench", "doctor": "doctor", "gateway": "gateway", "verify": "verify",
+    "top": "top",
+}
+_registered_all = False
+
+
+def _register(only: str | None = None) -> None:
+    """Import the command modules, which register their commands on the root app; add the
+    `profiles` and `deploy` sub-apps. ``only``: just that command's module."""
+    global _registered_all
+    import importlib
+
+    if only is not None:
+        importlib.import_module(f".{_COMMAND_MODULES[only]}", __name__)
+        return
+    if _registered_all:
+        return
+    for module in sorted(set(_COMMAND_MODULES.values())):
+        importlib.import_module(f".{module}", __name__)
     from .deploy import deploy_app
     from .profiles import profiles_app
-    from .top import top_cmd  # noqa: F401
 
-    app.add_typer(profiles_app, name="profiles")
-    app.add_typer(deploy_app, name="deploy")
+    _root_app.add_typer(profiles_app, name="profiles")
+    _root_app.add_typer(deploy_app, name="deploy")
+    _registered_all = True
 
 
-_register()
+def __getattr__(name: str) -> object:
+    # `from qembed.cli import app` (tests, embedding qembed's CLI): the app with every command
+    if name == "app":
+        _register()
+        return _root_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _invoked_command(argv: list[str]) -> str | None:
+    """The top-level command named on the command line, when it is one `main` can load alone."""
+    for arg in argv:
+        if arg in ("-h", "--help", "--version"):
+            return None
+        if not arg.startswith("-"):
+            return arg if arg in _COMMAND_MODULES else None
+    return None
 
 
 def _usage_error(exc: Exception) -> NoReturn:
@@ -97,7 +130,12 @@ def main() -> None:
     try:
         # With standalone_mode=False, `typer.Exit(n)` comes back as a return value; Typer turns
         # Ctrl-C into Exit(130), which is how an interrupt arrives here (serve handles its own).
-        rc = app(standalone_mode=False, prog_name="qembed")
+        command = _invoked_command(sys.argv[1:])
+        if command is not None:
+            _register(only=command)
+        else:
+            _register()
+        rc = _root_app(standalone_mode=False, prog_name="qembed")
         if rc == ExitCode.INTERRUPTED and _SIGINT_SEEN:
             _interrupted()
         if isinstance(rc, int) and rc:

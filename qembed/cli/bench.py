@@ -9,7 +9,7 @@ import typer
 
 from qembed import env as qenv
 
-from .app import app
+from ._app import app
 
 BENCH_EXAMPLES = """\
 Examples:

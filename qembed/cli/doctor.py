@@ -8,7 +8,7 @@ import typer
 
 from qembed import env as qenv
 
-from .app import app
+from ._app import app
 
 DOCTOR_HELP = """Check everything `qembed serve` needs, and explain the last failure.
 

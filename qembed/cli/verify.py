@@ -8,7 +8,7 @@ import typer
 
 from qembed import env as qenv
 
-from .app import app
+from ._app import app
 
 if TYPE_CHECKING:
     from qembed.verify import VerifyReport

@@ -20,8 +20,10 @@ app = typer.Typer(
     name="qembed",
     help=(
         "Serve and use Qwen3-Embedding models on NVIDIA GPUs with SGLang.\n\n"
-        "Start a server:  qembed serve            (profile `auto` picks settings for your GPU)\n\n"
-        "Embed text:      qembed embed --query \"what is MRL?\"\n\n"
+        "\b\n"
+        "Start a server:  qembed serve     (profile `auto` picks settings for the GPU)\n"
+        "No GPU:          qembed serve --profile cpu\n"
+        "Embed text:      qembed embed --query \"what is MRL?\"\n"
         "Something wrong: qembed doctor"
     ),
     no_args_is_help=True,
