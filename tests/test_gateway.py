@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -317,9 +318,17 @@ def test_gateway_cli_shows_worker_health_and_stop_leaves_nothing(tmp_path: Path,
                            timeout=90)
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert info["healthy_workers"] == 2 and {w["url"] for w in info["workers"]} == {w.url for w in ws}
+    # ready means at least one healthy worker (smg checks the others on its own schedule); what
+    # it shows is each worker it knows and whether it is healthy
+    assert info["healthy_workers"] >= 1
+    assert {w["url"] for w in info["workers"]} <= {w.url for w in ws}
+    assert info["healthy_workers"] == sum(w["healthy"] for w in info["workers"])
     pid = info["pid"]
     try:
+        deadline = time.monotonic() + 60
+        while sum(w.healthy for w in gateway.worker_health(f"http://127.0.0.1:{port}")) < 2:
+            assert time.monotonic() < deadline, "smg did not count both workers healthy in 60 s"
+            time.sleep(0.2)
         assert embed(f"http://127.0.0.1:{port}", ["hi"]).status_code == 200
         ps = json.loads(harness.run_qembed(["ps", "--json"], env).stdout)
         assert [(p["name"], p["role"], p["status"]) for p in ps] == [("gw", "gateway", "ready")]
