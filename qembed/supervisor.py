@@ -135,6 +135,11 @@ class ServingSession:
 
     # -- steps ----------------------------------------------------------------------------------
 
+    @property
+    def engine(self) -> str:
+        """What is being served, in messages: SGLang, or the reference engine (`--profile cpu`)."""
+        return "the reference engine" if self.profile.engine == "reference" else "SGLang"
+
     def prepare(self) -> ServingSession:
         """Validate and claim the name and port, then run the checks (nothing is launched)."""
         from . import state
@@ -163,6 +168,12 @@ class ServingSession:
         from . import gpu, sglang_args
 
         prof = self.profile
+        model = prof.model
+        if model.startswith(("/", "./", "../", "~")) and not os.path.exists(os.path.expanduser(model)):
+            # found here, not after the engine has started and died on it
+            raise ConfigError(f"the model directory `{model}` does not exist",
+                              hint="pass a local model directory (with config.json), or a Hugging Face id "
+                                   "such as `Qwen/Qwen3-Embedding-4B`")
         exposure = exposure_warning(prof, self.api_key)
         if exposure is not None:
             self._say(exposure)
@@ -212,7 +223,7 @@ class ServingSession:
         except BaseException:
             self.abort()
             raise
-        self._say(Event("spawned", f"SGLang pid {self.server.pid}, log {self.log_path}",
+        self._say(Event("spawned", f"{self.engine} pid {self.server.pid}, log {self.log_path}",
                         fields={"name": self.name, "pid": self.server.pid, "log_path": str(self.log_path),
                                 "port": prof.port}))
         return self.server
@@ -317,7 +328,7 @@ class ServingSession:
         if server is None:
             return None
         if reason is not None and server.proc.poll() is None:
-            self._say(Event("stopping", f"stopping SGLang (pid {server.pid}; draining requests for up to "
+            self._say(Event("stopping", f"stopping {self.engine} (pid {server.pid}; draining requests for up to "
                             f"{timeout:.0f} s) ...",
                             fields={"pid": server.pid, "drain_timeout_s": timeout, "reason": reason}))
         try:

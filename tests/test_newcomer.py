@@ -174,3 +174,14 @@ def test_a_typo_is_an_error_with_a_hint_not_clicks_usage_block(args: list[str], 
     assert proc.stderr.startswith(f"error: {says}"), proc.stderr
     assert "hint: see `qembed" in proc.stderr and "--help`" in proc.stderr
     assert "Traceback" not in proc.stderr and "Usage:" not in proc.stderr
+
+
+def test_a_missing_model_directory_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    """`serve -p cpu --model /tmp/nope` waited 19 s for the engine to die on it (newcomer trial)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "QEMBED_STATE_DIR": str(tmp_path / "state")}
+    proc = subprocess.run([sys.executable, "-m", "qembed", "serve", "-p", "cpu", "--model", str(tmp_path / "nope")],
+                          capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: the model directory `{tmp_path / 'nope'}` does not exist"), proc.stderr
+    assert "hint:" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list((tmp_path / "state").rglob("*.log"))  # nothing was started
