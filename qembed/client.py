@@ -37,6 +37,7 @@ from . import __version__
 from . import env as qenv
 from .errors import InputError, ServerError, ServerUnreachable
 from .instructions import apply_prefix, format_document, format_query, resolve_instruction
+from .net import auth_headers as _auth_headers
 from .net import base_url as _base_url
 from .transport import (
     AiohttpAsync,
@@ -413,8 +414,7 @@ class BaseClient:
     def _headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/json", "Accept": "application/json",
              "User-Agent": f"qembed/{__version__}"}
-        if self.api_key:
-            h["Authorization"] = f"Bearer {self.api_key}"
+        h.update(_auth_headers(self.api_key))
         h.update(self._extra_headers)
         return h
 

@@ -39,6 +39,7 @@ from .errors import (
     ServerExited,
     ServerUnreachable,
 )
+from .net import auth_headers
 
 if TYPE_CHECKING:
     from .launcher import Server
@@ -152,7 +153,7 @@ def probe_worker(url: str, *, api_key: str | None = None, timeout: float = 30.0)
     """
     import httpx
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_headers(api_key)
     try:
         with httpx.Client(trust_env=False, headers=headers, timeout=timeout) as http:
             r = http.get(f"{url}/v1/models")
@@ -244,7 +245,7 @@ def worker_health(gateway_url: str, *, api_key: str | None = None, timeout: floa
     gateway's key when it has one); [] if unreadable."""
     import httpx
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_headers(api_key)
     try:
         with httpx.Client(trust_env=False, timeout=timeout, headers=headers) as http:
             r = http.get(f"{gateway_url}/workers")
@@ -339,7 +340,7 @@ def wait_gateway(server: Server, *, timeout: float, min_healthy: int = 1,
     import httpx
 
     deadline = time.monotonic() + timeout
-    headers = {"Authorization": f"Bearer {server._api_key}"} if server._api_key else {}
+    headers = auth_headers(server._api_key)
     said: set[str] = set()
 
     def event(text: str) -> None:

@@ -61,4 +61,9 @@ def base_url(url: str, *, what: str = "server URL", example: str = "--url http:/
     return u
 
 
-__all__ = ["base_url", "is_loopback", "is_this_machine"]
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """``Authorization: Bearer <key>`` when there is a key (SGLang's and smg's scheme), else none."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+__all__ = ["auth_headers", "base_url", "is_loopback", "is_this_machine"]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import QembedError, ServerError, ServerUnreachable
+from .net import auth_headers
 
 PROBE_TEXT = "qembed probe"
 
@@ -109,7 +110,7 @@ def probe_server(url: str, api_key: str | None, *, timeout: float = 30.0, health
     url = url.rstrip("/")
     if url.endswith("/v1"):
         url = url[: -len("/v1")]
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_headers(api_key)
     facts: dict[str, Any] = {"url": url}
     deadline = time.monotonic
 

@@ -231,7 +231,9 @@ class Server:
         return self.proc.poll()
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        from .net import auth_headers
+
+        return auth_headers(self._api_key)
 
     def _advance(self, key: str, on_phase: Callable[[str, float], None] | None) -> None:
         if _PHASE[key].rank <= _PHASE[self.phase].rank:

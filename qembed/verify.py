@@ -309,7 +309,9 @@ def _server_details(url: str, api_key: str | None, timeout: float = 10.0) -> dic
     """The first ``/v1/models`` entry (best effort: ``{}`` when there is none)."""
     import httpx
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    from .net import auth_headers
+
+    headers = auth_headers(api_key)
     try:
         r = httpx.get(f"{url.rstrip('/')}/v1/models", headers=headers, timeout=timeout, trust_env=False)
         data = r.json().get("data") if r.status_code == 200 else None

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from qembed.client import BYTES_PER_TOKEN, estimate_tokens
 from qembed.errors import ServerError, ServerUnreachable
+from qembed.net import auth_headers
 
 __all__ = ["BYTES_PER_TOKEN", "estimate_tokens", "local_gpu_name", "probe_model"]
 
 
 def _auth_headers(api_key: str | None) -> dict[str, str]:
-    h = {"Content-Type": "application/json"}
-    if api_key:
-        h["Authorization"] = f"Bearer {api_key}"
-    return h
+    return {"Content-Type": "application/json", **auth_headers(api_key)}
 
 
 def probe_model(url: str, *, api_key: str | None, timeout: float = 10.0) -> str | None:
