@@ -24,8 +24,8 @@ step "installing $TORCH_SPEC (CPU build) and qembed[test] into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check "$TORCH_SPEC"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
-step "building the SGLang parser venv (.venv-sglang)"
-bash scripts/setup_sglang_parser.sh
+step "building the SGLang venv (.venv-sglang: real SGLang on CPU, the parser and the engine)"
+bash scripts/setup_sglang.sh
 
 step "promtool (Debian's prometheus package) for the alert-rule checks"
 if ! command -v promtool >/dev/null 2>&1; then

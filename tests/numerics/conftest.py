@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.engine.wiretap import Wiretap, wiretap
 from tests.numerics.reference import MEASURED, Reference
 from tests.numerics.tiny_model import TinyModel, build_tiny_model
 from tests.standin.server import Running, StandinConfig, serve_in_thread
@@ -16,13 +17,8 @@ from tests.standin.tiny_backend import TinyBackend
 
 if TYPE_CHECKING:
     from qembed.reference import ReferenceEngine
+    from tests.engine.real import Engine
     from tests.numerics.st_reference import STReference
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    """The fixture model directory (tokenizer appends ``<|endoftext|>``, like current snapshots)."""
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen3-embedding"))
 
 
 @pytest.fixture(scope="session")
@@ -60,17 +56,24 @@ def backend(tiny_model: TinyModel) -> TinyBackend:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model: TinyModel, backend: TinyBackend) -> Iterator[Running]:
-    """The stand-in SGLang server with the correct tiny backend and Matryoshka enabled."""
-    cfg = StandinConfig(dim=backend.dim, model=str(tiny_model.path), matryoshka=True)
-    with serve_in_thread(cfg, backend) as srv:
-        yield srv
+def server(engine: Engine) -> Iterator[Wiretap]:
+    """Real SGLang 0.5.23 on CPU (the session's shared engine: fp32, Matryoshka on), behind a
+    recording pass-through so tests can also check what the client sent."""
+    with wiretap(engine.url, engine.model) as tap:
+        yield tap
 
 
 @pytest.fixture(scope="module")
-def server_no_mrl(tiny_model: TinyModel, backend: TinyBackend) -> Iterator[Running]:
-    """The same, launched without Matryoshka: a ``dimensions`` request is rejected with 400."""
-    cfg = StandinConfig(dim=backend.dim, model=str(tiny_model.path), matryoshka=False)
+def server_no_mrl(engine_no_mrl: Engine) -> Iterator[Wiretap]:
+    """Real SGLang started without `is_matryoshka`: every `dimensions` request is HTTP 400."""
+    with wiretap(engine_no_mrl.url, engine_no_mrl.model) as tap:
+        yield tap
+
+
+@pytest.fixture(scope="module")
+def standin_server(tiny_model: TinyModel, backend: TinyBackend) -> Iterator[Running]:
+    """The stand-in with the correct tiny backend, for what real SGLang can't be made to show."""
+    cfg = StandinConfig(dim=backend.dim, model=str(tiny_model.path), matryoshka=True)
     with serve_in_thread(cfg, backend) as srv:
         yield srv
 

@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from qembed.cli import app
+from tests.engine.wiretap import Wiretap
 from tests.numerics.reference import Reference, assert_matches, format_query, truncate_normalise
 from tests.numerics.texts import DOCUMENTS, MIXED, QUERIES
-from tests.standin.server import Running
 
 STS = "Retrieve semantically similar text"  # the official STS instruction
 
@@ -31,7 +31,7 @@ def _json_rows(stdout: str, n: int) -> np.ndarray:
     return np.asarray([d["embedding"] for d in doc["data"]], dtype=np.float32)
 
 
-def test_cli_query_json_matches_reference(server: Running, reference: Reference) -> None:
+def test_cli_query_json_matches_reference(server: Wiretap, reference: Reference) -> None:
     out = _invoke(["embed", "--url", server.url, "--query", "--format", "json", *QUERIES])
     assert_matches(
         _json_rows(out.stdout, len(QUERIES)),
@@ -41,7 +41,7 @@ def test_cli_query_json_matches_reference(server: Running, reference: Reference)
 
 
 def test_cli_documents_npy_matches_reference(
-    server: Running, reference: Reference, tmp_path: Path
+    server: Wiretap, reference: Reference, tmp_path: Path
 ) -> None:
     path = tmp_path / "docs.npy"
     _invoke(["embed", "--url", server.url, "--format", "npy", "--output", str(path), *DOCUMENTS])
@@ -50,7 +50,7 @@ def test_cli_documents_npy_matches_reference(
     assert_matches(got, reference.encode_documents(DOCUMENTS), label="cli documents npy")
 
 
-def test_cli_dimensions_jsonl_matches_reference(server: Running, reference: Reference) -> None:
+def test_cli_dimensions_jsonl_matches_reference(server: Wiretap, reference: Reference) -> None:
     out = _invoke(
         ["embed", "--url", server.url, "--dimensions", "32", "--format", "jsonl", *DOCUMENTS]
     )
@@ -63,7 +63,7 @@ def test_cli_dimensions_jsonl_matches_reference(server: Running, reference: Refe
 
 @pytest.mark.parametrize("suffix", [".npy", ".jsonl"])
 def test_cli_bulk_file_matches_reference(
-    server: Running, reference: Reference, tmp_path: Path, suffix: str
+    server: Wiretap, reference: Reference, tmp_path: Path, suffix: str
 ) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text(
@@ -97,7 +97,7 @@ def test_cli_bulk_file_matches_reference(
     assert_matches(got, reference.encode_documents(MIXED), label=f"cli bulk {suffix}")
 
 
-def test_cli_similarity_matrix_matches_reference(server: Running, reference: Reference) -> None:
+def test_cli_similarity_matrix_matches_reference(server: Wiretap, reference: Reference) -> None:
     texts = QUERIES[:5]
     out = _invoke(["similarity", "--url", server.url, "--json", *texts])
     matrix = np.asarray(json.loads(out.stdout)["matrix"])

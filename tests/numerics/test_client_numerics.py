@@ -16,6 +16,7 @@ import pytest
 
 from qembed import AsyncClient, Client, InputError, format_query
 from qembed.instructions import TASKS
+from tests.engine.wiretap import Wiretap
 from tests.numerics.reference import (
     RETRIEVAL_TASK,
     Reference,
@@ -26,7 +27,7 @@ from tests.numerics.reference import (
 from tests.numerics.reference import format_query as reference_format_query
 from tests.numerics.texts import DOCUMENTS, MIXED, QUERIES
 from tests.numerics.tiny_model import TinyModel
-from tests.standin.server import Running, StandinConfig, serve_in_thread
+from tests.standin.server import StandinConfig, serve_in_thread
 from tests.standin.tiny_backend import TinyBackend
 
 # Official instruction texts (QwenLM README; evaluation/qwen3_embedding_model.py), typed in here
@@ -39,7 +40,7 @@ OFFICIAL = {
 
 
 @pytest.fixture
-def client(server: Running) -> Iterator[Client]:
+def client(server: Wiretap) -> Iterator[Client]:
     with Client(server.url, max_retries=0) as c:
         yield c
 
@@ -107,7 +108,7 @@ def test_symmetric_tasks_put_the_official_instruction_on_both_sides(
 
 @pytest.mark.parametrize("dims", [32, 48])
 def test_server_side_dimensions_match_truncate_then_normalise(
-    server: Running, client: Client, reference: Reference, dims: int
+    server: Wiretap, client: Client, reference: Reference, dims: int
 ) -> None:
     before = len(server.requests)
     got = _as_array(client.embed_documents(DOCUMENTS, dimensions=dims), len(DOCUMENTS))
@@ -126,7 +127,7 @@ def test_server_side_dimensions_match_truncate_then_normalise(
 
 @pytest.mark.parametrize("dims", [32, 48])
 def test_client_side_truncation_when_matryoshka_is_off(
-    server_no_mrl: Running, reference: Reference, dims: int
+    server_no_mrl: Wiretap, reference: Reference, dims: int
 ) -> None:
     with Client(server_no_mrl.url, max_retries=0) as c:
         got = _as_array(c.embed_documents(DOCUMENTS, dimensions=dims), len(DOCUMENTS))
@@ -151,7 +152,7 @@ def test_dimensions_below_the_model_card_minimum_are_refused(client: Client) -> 
 
 
 def test_mixed_batch_in_order_across_concurrent_requests(
-    server: Running, reference: Reference
+    server: Wiretap, reference: Reference
 ) -> None:
     """Mixed languages and lengths, split into many small requests run 4 at a time."""
     before = len(server.requests)
@@ -163,7 +164,7 @@ def test_mixed_batch_in_order_across_concurrent_requests(
     assert (np.argmax(got @ expected.T, axis=1) == np.arange(len(MIXED))).all()
 
 
-def test_async_client_matches_too(server: Running, reference: Reference) -> None:
+def test_async_client_matches_too(server: Wiretap, reference: Reference) -> None:
     async def run() -> tuple[np.ndarray, np.ndarray]:
         async with AsyncClient(server.url, max_retries=0, batch_size=4) as c:
             return np.asarray(await c.embed_queries(QUERIES)), np.asarray(

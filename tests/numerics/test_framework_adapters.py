@@ -21,10 +21,10 @@ from qembed.errors import InputError, MissingDependency
 from qembed.instructions import TASKS
 from qembed.integrations.langchain import QembedEmbeddings
 from qembed.integrations.llamaindex import QembedEmbedding
+from tests.engine.wiretap import Wiretap
 from tests.numerics.reference import assert_caught, assert_matches
 from tests.numerics.st_reference import STReference
 from tests.numerics.texts import DOCUMENTS, QUERIES
-from tests.standin.server import Running
 
 DIMS = 32
 RETRIEVAL_PROMPT = f"Instruct: {TASKS['retrieval']}\nQuery:"
@@ -45,13 +45,13 @@ assert len(CORPUS) == 20
 
 
 @pytest.fixture(scope="module")
-def lc(server: Running) -> Iterator[QembedEmbeddings]:
+def lc(server: Wiretap) -> Iterator[QembedEmbeddings]:
     with QembedEmbeddings(url=server.url) as emb:
         yield emb
 
 
 @pytest.fixture(scope="module")
-def li(server: Running) -> Iterator[QembedEmbedding]:
+def li(server: Wiretap) -> Iterator[QembedEmbedding]:
     emb = QembedEmbedding(url=server.url)
     yield emb
     emb.close()
@@ -61,7 +61,7 @@ def li(server: Running) -> Iterator[QembedEmbedding]:
 
 
 def test_langchain_documents_and_queries_match_sentence_transformers(
-    lc: QembedEmbeddings, st: STReference, server: Running
+    lc: QembedEmbeddings, st: STReference, server: Wiretap
 ) -> None:
     start = len(server.requests)
     docs = np.array(lc.embed_documents(DOCUMENTS), dtype=np.float32)
@@ -76,7 +76,7 @@ def test_langchain_documents_and_queries_match_sentence_transformers(
     assert any("\n" in d for d in DOCUMENTS)  # the set does test newlines
 
 
-def test_langchain_async_methods_match_too(server: Running, st: STReference) -> None:
+def test_langchain_async_methods_match_too(server: Wiretap, st: STReference) -> None:
     emb = QembedEmbeddings(url=server.url)
 
     async def run() -> tuple[list[list[float]], list[list[float]]]:
@@ -92,7 +92,7 @@ def test_langchain_async_methods_match_too(server: Running, st: STReference) -> 
     assert_matches(np.array(queries), st.queries(QUERIES), label="langchain adapter async queries")
 
 
-def test_langchain_dimensions_truncate_then_normalise(server: Running, st: STReference) -> None:
+def test_langchain_dimensions_truncate_then_normalise(server: Wiretap, st: STReference) -> None:
     with QembedEmbeddings(url=server.url, dimensions=DIMS) as emb:
         docs = np.array(emb.embed_documents(DOCUMENTS))
         queries = np.array([emb.embed_query(q) for q in QUERIES])
@@ -104,7 +104,7 @@ def test_langchain_dimensions_truncate_then_normalise(server: Running, st: STRef
 
 
 def test_langchain_task_and_instruction_choose_the_query_prompt(
-    server: Running, st: STReference
+    server: Wiretap, st: STReference
 ) -> None:
     with QembedEmbeddings(url=server.url, task="code") as code, \
             QembedEmbeddings(url=server.url, instruction=CUSTOM) as custom:
@@ -119,7 +119,7 @@ def test_langchain_task_and_instruction_choose_the_query_prompt(
     assert_matches(docs, st.documents(DOCUMENTS), label="documents stay bare with an instruction")
 
 
-def test_symmetric_task_instructs_documents_too(server: Running, st: STReference) -> None:
+def test_symmetric_task_instructs_documents_too(server: Wiretap, st: STReference) -> None:
     prompt = f"Instruct: {TASKS['sts']}\nQuery:"
     with QembedEmbeddings(url=server.url, task="sts") as emb:
         docs = np.array(emb.embed_documents(QUERIES))
@@ -159,7 +159,7 @@ def test_langchain_retriever_round_trip(lc: QembedEmbeddings, st: STReference) -
 
 
 def test_llamaindex_texts_and_queries_match_sentence_transformers(
-    li: QembedEmbedding, st: STReference, server: Running
+    li: QembedEmbedding, st: STReference, server: Wiretap
 ) -> None:
     start = len(server.requests)
     docs = np.array(li.get_text_embedding_batch(DOCUMENTS), dtype=np.float32)
@@ -174,7 +174,7 @@ def test_llamaindex_texts_and_queries_match_sentence_transformers(
     assert [RETRIEVAL_PROMPT + q for q in QUERIES] == [x for x in sent if x.startswith("Instruct:")]
 
 
-def test_llamaindex_async_methods_match_too(server: Running, st: STReference) -> None:
+def test_llamaindex_async_methods_match_too(server: Wiretap, st: STReference) -> None:
     emb = QembedEmbedding(url=server.url, embed_batch_size=5)  # several batches, gathered
 
     async def run() -> tuple[list[list[float]], list[list[float]], list[float]]:
@@ -191,7 +191,7 @@ def test_llamaindex_async_methods_match_too(server: Running, st: STReference) ->
     assert_matches(np.array([one]), st.documents(DOCUMENTS[6:7]), label="llamaindex async one text")
 
 
-def test_llamaindex_dimensions_and_instruction(server: Running, st: STReference) -> None:
+def test_llamaindex_dimensions_and_instruction(server: Wiretap, st: STReference) -> None:
     emb = QembedEmbedding(url=server.url, dimensions=DIMS, instruction=CUSTOM)
     try:
         docs = np.array(emb.get_text_embedding_batch(DOCUMENTS))

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from qembed.instructions import format_query
+from tests.engine.wiretap import Wiretap
 from tests.numerics.reference import assert_caught, assert_matches
 from tests.numerics.st_reference import STReference
 from tests.numerics.texts import DOCUMENTS, QUERIES
 from tests.numerics.tiny_model import TinyModel
-from tests.standin.server import Running
 
 pytestmark = pytest.mark.third_party
 
@@ -27,7 +27,7 @@ MODEL = "Qwen/Qwen3-Embedding-0.6B"
 NEWLINE_DOCS = [d for d in DOCUMENTS if "\n" in d]
 
 
-def _openai_embeddings(server: Running, **kw: Any) -> Any:
+def _openai_embeddings(server: Wiretap, **kw: Any) -> Any:
     from langchain_openai import OpenAIEmbeddings
 
     return OpenAIEmbeddings(model=MODEL, base_url=server.url + "/v1", api_key="unused",  # type: ignore[arg-type]
@@ -60,7 +60,7 @@ def byte_level_cl100k(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 def test_langchain_defaults_send_token_ids_without_eos(
-    server: Running, st: STReference, byte_level_cl100k: list[str], tiny_model: TinyModel
+    server: Wiretap, st: STReference, byte_level_cl100k: list[str], tiny_model: TinyModel
 ) -> None:
     emb = _openai_embeddings(server)
     start = len(server.requests)
@@ -75,7 +75,7 @@ def test_langchain_defaults_send_token_ids_without_eos(
 
 
 def test_langchain_raw_text_is_right_for_documents_but_queries_lack_the_instruction(
-    server: Running, st: STReference
+    server: Wiretap, st: STReference
 ) -> None:
     emb = _openai_embeddings(server, check_embedding_ctx_length=False)
     start = len(server.requests)
@@ -88,7 +88,7 @@ def test_langchain_raw_text_is_right_for_documents_but_queries_lack_the_instruct
 
 
 def test_langchain_settings_that_make_the_stock_class_right(
-    server: Running, st: STReference
+    server: Wiretap, st: STReference
 ) -> None:
     """What docs/client.md tells users who keep OpenAIEmbeddings: raw text, and the query
     formatted with qembed.format_query; `dimensions` passes through."""
@@ -102,7 +102,7 @@ def test_langchain_settings_that_make_the_stock_class_right(
 # -- LlamaIndex OpenAIEmbedding / OpenAILikeEmbedding --------------------------------------
 
 
-def _llamaindex(kind: str, server: Running) -> Any:
+def _llamaindex(kind: str, server: Wiretap) -> Any:
     if kind == "OpenAIEmbedding":
         from llama_index.embeddings.openai import OpenAIEmbedding
 
@@ -115,7 +115,7 @@ def _llamaindex(kind: str, server: Running) -> Any:
 
 
 @pytest.mark.parametrize("kind", ["OpenAIEmbedding", "OpenAILikeEmbedding"])
-def test_llamaindex_replaces_every_newline(server: Running, st: STReference, kind: str) -> None:
+def test_llamaindex_replaces_every_newline(server: Wiretap, st: STReference, kind: str) -> None:
     emb = _llamaindex(kind, server)
     start = len(server.requests)
     docs = np.array(emb.get_text_embedding_batch(NEWLINE_DOCS), dtype=np.float32)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from tests.engine.wiretap import Wiretap
 from tests.numerics.reference import (
     COS_TOL,
     NORM_TOL,
@@ -24,7 +25,7 @@ from tests.numerics.reference import (
 from tests.numerics.texts import DOCUMENTS, MIXED, QUERIES
 from tests.numerics.tiny_model import TinyModel
 from tests.numerics.wire import post_embeddings
-from tests.standin.server import Running, StandinConfig, serve_in_thread
+from tests.standin.server import StandinConfig, serve_in_thread
 from tests.standin.tiny_backend import Mistake, TinyBackend
 
 # -- mistakes in the server ---------------------------------------------------------------
@@ -75,14 +76,14 @@ PROMPT_MISTAKES: dict[str, Callable[[str], str]] = {
 
 
 @pytest.mark.parametrize("name", list(PROMPT_MISTAKES))
-def test_query_prompt_mistakes_are_caught(server: Running, reference: Reference, name: str) -> None:
+def test_query_prompt_mistakes_are_caught(server: Wiretap, reference: Reference, name: str) -> None:
     sent = [PROMPT_MISTAKES[name](q) for q in QUERIES]
     got, _ = post_embeddings(server.url, sent)
     assert_caught(got, reference.encode_queries(QUERIES), label=f"query prompt: {name}")
 
 
 def test_documents_with_the_query_instruction_are_caught(
-    server: Running, reference: Reference
+    server: Wiretap, reference: Reference
 ) -> None:
     got, _ = post_embeddings(
         server.url, [f"Instruct: {RETRIEVAL_TASK}\nQuery:{d}" for d in DOCUMENTS]
@@ -96,7 +97,7 @@ def test_documents_with_the_query_instruction_are_caught(
     "extra", ["<|endoftext|> twice", "<|im_end|> (tokenizer.eos_token) appended"]
 )
 def test_client_side_eos_mistakes_are_caught(
-    server: Running, reference: Reference, tiny_model: TinyModel, extra: str
+    server: Wiretap, reference: Reference, tiny_model: TinyModel, extra: str
 ) -> None:
     """A client that "ensures EOS" on ids that already end with it, or with eos_token_id."""
     tail = tiny_model.endoftext_id if extra.startswith("<|endoftext|>") else tiny_model.im_end_id
@@ -109,7 +110,7 @@ def test_client_side_eos_mistakes_are_caught(
 
 
 @pytest.mark.parametrize("dims", [32, 16])
-def test_matryoshka_mistakes_are_caught(server: Running, reference: Reference, dims: int) -> None:
+def test_matryoshka_mistakes_are_caught(server: Wiretap, reference: Reference, dims: int) -> None:
     full, _ = post_embeddings(server.url, DOCUMENTS)
     expected = truncate_normalise(reference.encode_documents(DOCUMENTS), dims)
     # control: client-side truncate + renormalise of the correct full vectors passes
@@ -125,7 +126,7 @@ def test_matryoshka_mistakes_are_caught(server: Running, reference: Reference, d
     assert_caught(full, expected, label=f"MRL d={dims} ignored")
 
 
-def test_order_and_count_mistakes_are_caught(server: Running, reference: Reference) -> None:
+def test_order_and_count_mistakes_are_caught(server: Wiretap, reference: Reference) -> None:
     got, _ = post_embeddings(server.url, MIXED)
     expected = reference.encode(MIXED)
     assert_matches(got, expected, label="mixed batch (control)")

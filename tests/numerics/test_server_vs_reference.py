@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.engine.wiretap import Wiretap
 from tests.numerics.reference import (
     Reference,
     assert_matches,
@@ -19,7 +20,6 @@ from tests.numerics.reference import (
 from tests.numerics.texts import DOCUMENTS, MIXED, QUERIES
 from tests.numerics.tiny_model import TinyModel
 from tests.numerics.wire import post_embeddings
-from tests.standin.server import Running
 from tests.standin.tiny_backend import TinyBackend
 
 TASK = "Given a web search query, retrieve relevant passages that answer the query"
@@ -27,24 +27,24 @@ TASK = "Given a web search query, retrieve relevant passages that answer the que
 
 @pytest.mark.parametrize("encoding_format", ["float", "base64"])
 def test_documents_match_reference(
-    server: Running, reference: Reference, encoding_format: str
+    server: Wiretap, reference: Reference, encoding_format: str
 ) -> None:
     got, reply = post_embeddings(server.url, DOCUMENTS, encoding_format=encoding_format)
     assert got.shape == (len(DOCUMENTS), 64)
     assert_matches(
         got, reference.encode_documents(DOCUMENTS), label=f"server docs ({encoding_format})"
     )
-    assert reply["model"] == server.state.config.model
+    assert reply["model"] == server.model
 
 
-def test_instructed_queries_match_reference(server: Running, reference: Reference) -> None:
+def test_instructed_queries_match_reference(server: Wiretap, reference: Reference) -> None:
     got, _ = post_embeddings(server.url, [format_query(TASK, q) for q in QUERIES])
     assert_matches(got, reference.encode_queries(QUERIES, task=TASK), label="server queries")
 
 
 @pytest.mark.parametrize("dims", [32, 16])
 def test_server_side_dimensions_truncate_then_renormalise(
-    server: Running, reference: Reference, dims: int
+    server: Wiretap, reference: Reference, dims: int
 ) -> None:
     got, _ = post_embeddings(server.url, DOCUMENTS, dimensions=dims, encoding_format="base64")
     assert got.shape == (len(DOCUMENTS), dims)
@@ -55,7 +55,7 @@ def test_server_side_dimensions_truncate_then_renormalise(
     )
 
 
-def test_mixed_batch_comes_back_in_order(server: Running, reference: Reference) -> None:
+def test_mixed_batch_comes_back_in_order(server: Wiretap, reference: Reference) -> None:
     got, _ = post_embeddings(server.url, MIXED)
     expected = reference.encode(MIXED)
     assert_matches(got, expected, label="server mixed batch")
@@ -63,7 +63,7 @@ def test_mixed_batch_comes_back_in_order(server: Running, reference: Reference) 
     assert (np.argmax(got @ expected.T, axis=1) == np.arange(len(MIXED))).all()
 
 
-def test_usage_counts_the_appended_eos(server: Running, reference: Reference) -> None:
+def test_usage_counts_the_appended_eos(server: Wiretap, reference: Reference) -> None:
     _, reply = post_embeddings(server.url, DOCUMENTS[:3])
     assert reply["usage"]["prompt_tokens"] == sum(
         len(reference.tokenizer(t)["input_ids"]) for t in DOCUMENTS[:3]
@@ -71,7 +71,7 @@ def test_usage_counts_the_appended_eos(server: Running, reference: Reference) ->
 
 
 def test_token_ids_without_eos_differ_from_text(
-    server: Running, reference: Reference, tiny_model: TinyModel
+    server: Wiretap, reference: Reference, tiny_model: TinyModel
 ) -> None:
     """The SGLang trap: token ids are embedded as given, with no EOS appended. A client that
     pre-tokenizes with ``add_special_tokens=False`` gets different vectors than the same text."""

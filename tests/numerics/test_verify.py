@@ -27,10 +27,11 @@ import pytest
 
 from qembed.reference import ReferenceEngine
 from qembed.verify import TEXTS, VerifyFailed, verify, verify_or_raise
+from tests.engine.wiretap import Wiretap
 from tests.numerics.reference import Reference, truncate_normalise
 from tests.numerics.texts import DOCUMENTS, QUERIES
 from tests.numerics.tiny_model import TinyModel
-from tests.standin.server import Input, Running, Standin, StandinConfig, _Server, serve_in_thread
+from tests.standin.server import Input, Standin, StandinConfig, _Server, serve_in_thread
 from tests.standin.tiny_backend import TinyBackend
 
 pytestmark = pytest.mark.slow
@@ -89,7 +90,7 @@ def test_text_set_covers_what_the_issue_asks(ref_engine: ReferenceEngine) -> Non
 # -- passing ---------------------------------------------------------------------------------------
 
 
-def test_verify_passes_against_the_standin(server: Running, ref_engine: ReferenceEngine) -> None:
+def test_verify_passes_against_real_sglang(server: Wiretap, ref_engine: ReferenceEngine) -> None:
     report = verify(server.url, engine=ref_engine, precision="fp32")
     assert report.ok, report.to_json()
     full, cut = report.results
@@ -101,14 +102,14 @@ def test_verify_passes_against_the_standin(server: Running, ref_engine: Referenc
     assert any(r.get("dimensions") == 32 for r in server.requests)  # truncated by the server
 
 
-def test_verify_falls_back_to_client_side_truncation(server_no_mrl: Running, ref_engine: ReferenceEngine) -> None:
+def test_verify_falls_back_to_client_side_truncation(server_no_mrl: Wiretap, ref_engine: ReferenceEngine) -> None:
     report = verify(server_no_mrl.url, engine=ref_engine, precision="fp32", texts=SUBSET)
     assert report.ok, report.to_json()
     assert report.results[1].truncation == "client"
 
 
 def test_default_tolerance_is_bf16_for_a_server_that_is_not_the_reference(
-        server: Running, ref_engine: ReferenceEngine) -> None:
+        server: Wiretap, ref_engine: ReferenceEngine) -> None:
     report = verify(server.url, engine=ref_engine, texts=SUBSET, dimensions=[])
     assert report.ok and report.tolerance.name == "bf16" and report.tolerance.cos == 1e-3
     assert [r.dimensions for r in report.results] == [64]
@@ -224,7 +225,7 @@ def _cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
     return int(done.value.code or 0)
 
 
-def test_cli_verify_json_pass_and_fail(server: Running, backend: TinyBackend, tiny_model: TinyModel,
+def test_cli_verify_json_pass_and_fail(server: Wiretap, backend: TinyBackend, tiny_model: TinyModel,
                                        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """`qembed verify --json`: exit 0 with a report; exit 1 with the diagnosis (real model load)."""
     import qembed.verify
