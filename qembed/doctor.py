@@ -31,6 +31,7 @@ from .models import GiB, MiB
 if TYPE_CHECKING:
     import httpx
 
+    from .cpu import HostInfo, KernelCheck
     from .gpu import GPUSnapshot
     from .profiles import Profile
 
@@ -421,10 +422,17 @@ def _sglang(c: _Ctx) -> None:
     if c.profile is None:
         c.add(s, "flags", SKIP, "no profile loaded")
         return
+    _parser_flags(c, s, pr.python)
+
+
+def _parser_flags(c: _Ctx, s: str, python: str) -> None:
+    """The argv verdict of SGLang's own parser for the profile (as `serve` would launch it), and
+    the profile settings worth a warning."""
     from .sglang_args import build_flags, check_flags, profile_warnings
 
+    assert c.profile is not None
     try:
-        result = check_flags(build_flags(c.profile), python=pr.python, env=c.env)
+        result = check_flags(build_flags(c.profile), python=python, env=c.env)
     except QembedError as exc:
         c.add(s, "flags", FAIL, exc.message, exc.hint)
     else:
@@ -435,6 +443,45 @@ def _sglang(c: _Ctx) -> None:
                   f"fix `extra_args` (or the key it names) in {_plabel(c.profile)}")
     for w in profile_warnings(c.profile):
         c.add(s, "profile setting", WARN, w, f"edit {_plabel(c.profile)}")
+
+
+#: Where each finding of the CPU plan (:func:`qembed.cpu.plan`) shows: (section, row name).
+_CPU_ROWS: dict[str, tuple[str, str]] = {
+    "cpu": ("CPU", "cpu"), "flags": ("CPU", "AVX-512/AMX"), "threads": ("CPU", "threads"),
+    "kernels": ("SGLang", "CPU build"), "path": ("SGLang", "path"), "dtype": ("SGLang", "dtype"),
+    "ram": ("Memory fit", "RAM"), "kv": ("Memory fit", "KV pool"),
+}
+
+
+def _cpu_engine(c: _Ctx, *, python: str, host: HostInfo | None, kernels: KernelCheck | None) -> None:
+    """``device: cpu`` (``--profile xeon``): no driver or GPU; the CPU, SGLang's CPU build and the
+    path it takes, the dtype, RAM and the KV pool, from the plan ``qembed serve`` launches by, then
+    the parser's verdict on the argv with the plan's values."""
+    from . import cpu
+
+    assert c.profile is not None
+    c.add("NVIDIA driver", "GPU", SKIP, "`device: cpu`: SGLang's CPU backend needs no driver or GPU")
+    pr = c.probe
+    p = cpu.plan(c.profile, python=python, env=c.env, host=host, kernels=kernels)
+    status = {"fail": FAIL, "warn": WARN, "info": PASS}
+    order = list(_CPU_ROWS)
+    sglang_row = False
+    for f in sorted(p.findings, key=lambda f: order.index(f.check) if f.check in order else len(order)):
+        section, name = _CPU_ROWS.get(f.check, ("CPU", f.check))
+        if section == "SGLang" and not sglang_row:
+            sglang_row = True
+            if pr is not None and pr.ok and pr.sglang:
+                c.add("SGLang", "sglang", PASS, f"{pr.sglang} in {pr.executable}")
+            else:
+                c.add("SGLang", "sglang", FAIL, (pr.error if pr is not None and not pr.ok else None)
+                      or f"not installed in {python}", "see the `CPU build` row")
+        row = Check(section, name, status[f.level], f.message, f.hint if f.level != "info" else None)
+        (c.fit_rows if section == "Memory fit" else c.rows).append(row)
+    c.profile = p.profile  # the parser checks what `serve` launches: explicit dtype and KV pool
+    if p.path == "missing" or pr is None or not pr.ok or not pr.sglang:
+        c.add("SGLang", "flags", SKIP, "no SGLang CPU build to check the profile's flags with")
+        return
+    _parser_flags(c, "SGLang", pr.python)
 
 
 def tokenizer_appends_eos(tokenizer_json: Path) -> bool | None:
@@ -741,6 +788,8 @@ def run_checks(
     transport: httpx.BaseTransport | None = None,
     overrides: Sequence[str] = (),
     options: Mapping[str, object] | None = None,
+    host: HostInfo | None = None,
+    kernels: KernelCheck | None = None,
 ) -> list[Check]:
     """Run every check and return the rows, in display order. Never prints.
 
@@ -758,6 +807,9 @@ def run_checks(
         transport: an httpx transport for the server checks (tests).
         overrides: ``--set KEY=VALUE`` texts, as ``qembed serve`` takes them.
         options: typed profile values, as ``qembed serve --model/--port/--host`` gives them.
+        host: the CPU and RAM for a ``device: cpu`` profile (default :func:`qembed.cpu.read_host`).
+        kernels: SGLang's CPU build as :func:`qembed.cpu.check_kernels` reports it (default: asked
+            in the target interpreter).
 
     Returns:
         :class:`Check` rows; use :func:`exit_code` for the process exit status.
@@ -787,6 +839,8 @@ def run_checks(
     sglang_version = c.probe.sglang if c.probe.ok else None
     if reference:
         _reference_engine(c)
+    elif c.profile is not None and c.profile.device == "cpu":
+        _cpu_engine(c, python=target, host=host, kernels=kernels)
     else:
         _nvml(c, sglang_version)
         _gpus(c, sglang_version)

@@ -479,7 +479,12 @@ def selected_gpus(snap: GPUSnapshot, profile: Profile) -> tuple[list[GPUInfo], l
     return list(snap.gpus[:want]), []
 
 
-CPU_SERVE_COMMAND = "qembed serve --profile cpu"  # the no-GPU alternative (qembed.refserver)
+CPU_SERVE_COMMAND = "qembed serve --profile cpu"  # the no-GPU alternative for dev/CI (qembed.refserver)
+XEON_SERVE_COMMAND = "qembed serve --profile xeon"  # the no-GPU production option (qembed.cpu)
+#: What to run without an NVIDIA GPU: both CPU options, in the words every no-GPU hint uses.
+NO_GPU_OPTIONS = (f"without a GPU, `{XEON_SERVE_COMMAND}` runs real SGLang on CPU (production; needs "
+                  f"SGLang's CPU build, see `qembed doctor -p xeon`), and `{CPU_SERVE_COMMAND}` the reference "
+                  "engine (development and CI)")
 
 
 def _caps(g: GPUInfo) -> str:
@@ -519,7 +524,7 @@ def launch_findings(
         driver = "an R580+ NVIDIA driver (SGLang's CUDA 13 build)" if need == 13 else "the NVIDIA driver"
         fails.append(Finding("fail", f"no usable GPU: {snap.error or 'NVML lists none'}",
                              f"install {driver} and check `nvidia-smi`; run `qembed doctor`; "
-                             f"without a GPU, `{CPU_SERVE_COMMAND}` serves the reference engine on CPU", check="GPUs"))
+                             + NO_GPU_OPTIONS, check="GPUs"))
         return fails
     if driver_too_old(snap, sglang_version):
         fails.append(Finding(
@@ -677,6 +682,7 @@ __all__ = [
     "LAST_CUDA12_SGLANG",
     "MIN_DRIVER_CUDA13",
     "MIN_SM",
+    "NO_GPU_OPTIONS",
     "QUANT_MIN_SM",
     "Finding",
     "GPUClass",

@@ -99,6 +99,8 @@ class Profile(pydantic.BaseModel):
     extends: str | None = None  # consumed by the loader
     # `sglang`, or `reference`: the model card's recipe on CPU (`qembed serve --profile cpu`, qembed.refserver)
     engine: Literal["sglang", "reference"] = "sglang"
+    # `cuda`, or `cpu`: SGLang's CPU backend (`--device cpu` + SGLANG_USE_CPU_ENGINE=1; profile `xeon`)
+    device: Literal["cuda", "cpu"] = "cuda"
     model: str = "Qwen/Qwen3-Embedding-4B"  # HF id or local dir -> --model-path
     served_model_name: str | None = None  # -> --served-model-name
     host: str = "127.0.0.1"  # -> --host
@@ -110,6 +112,7 @@ class Profile(pydantic.BaseModel):
     max_prefill_tokens: int | None = None  # -> --max-prefill-tokens
     max_queued_requests: int | None = None  # -> --max-queued-requests
     context_length: int | None = None  # -> --context-length
+    max_total_tokens: int | None = None  # -> --max-total-tokens (the KV pool; on CPU sized from free RAM)
     torch_compile: bool = False  # -> --enable-torch-compile (no effect on embeddings in 0.5.23)
     matryoshka: bool = True  # -> --json-model-override-args '{"is_matryoshka": true}'
     model_override_args: dict[str, Any] = {}  # merged into --json-model-override-args
@@ -170,7 +173,8 @@ class Profile(pydantic.BaseModel):
             raise ValueError(f"must be a positive number of tokens, or -1 to disable chunking, got {v}")
         return v
 
-    @pydantic.field_validator("max_running_requests", "max_prefill_tokens", "max_queued_requests", "context_length")
+    @pydantic.field_validator("max_running_requests", "max_prefill_tokens", "max_queued_requests", "context_length",
+                              "max_total_tokens")
     @classmethod
     def _positive_opt(cls, v: int | None) -> int | None:
         if v is not None and v <= 0:

@@ -44,6 +44,8 @@ ENTRY_CODE = "from sglang.cli.main import main; main()"
 ENTRY_ARGS: tuple[str, ...] = ("-c", ENTRY_CODE, "serve", "--model-type", "llm")
 LOOPBACK_NO_PROXY: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
 INSTALL_HINT = "pip install 'qembed[serve]'"
+#: SGLang selects its CPU platform for `--device cpu` only when this is "1" (srt/platforms)
+CPU_ENGINE_ENV = "SGLANG_USE_CPU_ENGINE"
 
 # Flags qembed sets from profile keys (or must not be passed at all) -> what to use instead.
 # argparse accepts unambiguous prefixes, so `check_extra_args` also rejects prefixes of these.
@@ -62,6 +64,8 @@ MANAGED_FLAGS: dict[str, str] = {
     "--max-prefill-tokens": "the `max_prefill_tokens` key",
     "--max-queued-requests": "the `max_queued_requests` key",
     "--context-length": "the `context_length` key",
+    "--max-total-tokens": "the `max_total_tokens` key",
+    "--device": "the `device` key (`cpu` for SGLang's CPU backend, profile `xeon`)",
     "--enable-torch-compile": "the `torch_compile` key",
     "--json-model-override-args": "the `matryoshka` and `model_override_args` keys",
     "--enable-metrics": "the `metrics` key",
@@ -143,6 +147,8 @@ def build_flags(profile: Profile, *, api_key: str | None = None) -> list[str]:
     """
     p = profile
     flags = ["--model-path", p.model, "--is-embedding", "--host", p.host, "--port", str(p.port)]
+    if p.device == "cpu":
+        flags += ["--device", "cpu"]
     if p.served_model_name:
         flags += ["--served-model-name", p.served_model_name]
     if p.dtype != "auto":
@@ -155,6 +161,7 @@ def build_flags(profile: Profile, *, api_key: str | None = None) -> list[str]:
         ("--max-prefill-tokens", p.max_prefill_tokens),
         ("--max-queued-requests", p.max_queued_requests),
         ("--context-length", p.context_length),
+        ("--max-total-tokens", p.max_total_tokens),
     ):
         if value is not None:
             flags += [flag, str(value)]
@@ -204,6 +211,9 @@ def build_env(profile: Profile, *, environ: Mapping[str, str] | None = None) -> 
     """
     base = os.environ if environ is None else environ
     env = dict(profile.env)
+    if profile.device == "cpu":
+        # `--device cpu` selects SGLang's CPU platform only with this set (srt/platforms)
+        env.setdefault(CPU_ENGINE_ENV, "1")
     if profile.gpu_ids is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in profile.gpu_ids)
         # `gpu_ids` are the indices nvidia-smi and NVML show (PCI bus order); CUDA's own default
@@ -307,7 +317,7 @@ def profile_warnings(profile: Profile, *, exposure: bool = True) -> list[str]:
     if p.chunked_prefill_size == -1:
         out.append("`chunked_prefill_size: -1` prefills each input whole: a long input needs its "
                    "full activations at once")
-    if p.dtype == "float32":
+    if p.dtype == "float32" and p.device != "cpu":  # on CPU float32 is qembed's own choice (qembed.cpu)
         out.append("`dtype: float32` doubles weight memory and is much slower; use it only to "
                    "compare numerics")
     return out

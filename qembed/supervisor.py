@@ -2,7 +2,8 @@
 
 ``qembed serve`` and ``qembed bench --profile`` run a server through :class:`ServingSession`, so
 both get the same name and port claims (:func:`qembed.state.claim`), the same GPU checks
-(:func:`qembed.gpu.require_launchable`; skipped for ``engine: reference``), the same record for
+(:func:`qembed.gpu.require_launchable`; skipped for ``engine: reference``; for ``device: cpu`` the
+plan of :mod:`qembed.cpu`, whose explicit ``dtype`` and ``max_total_tokens`` the launch uses), the same record for
 ``qembed ps/stop/logs``, and the same cleanup: whatever fails after the launch stops the whole
 process group, removes the record and releases the claim.
 
@@ -180,6 +181,18 @@ class ServingSession:
         if prof.engine == "reference":  # needs no GPU, but sentence-transformers
             for line in reference_notice(prof):
                 self._say(Event("notice", line))
+        elif prof.device == "cpu":  # SGLang's CPU backend: no NVML, no driver; SGLang's CPU build
+            from . import cpu
+
+            plan = cpu.plan(prof, python=self.python)
+            plan.require()  # refuses before anything starts: no CPU build, or no RAM for the model
+            # the launch gets the plan's explicit dtype and KV pool (never `auto`, never 70 % of RAM)
+            self.profile = prof = plan.profile
+            for line in cpu.notice_lines(plan):
+                self._say(Event("notice", line))
+            for finding in plan.findings:
+                if finding.level == "warn":
+                    self._say(Event("warning", finding.message, finding.hint))
         else:
             snap = self.gpus if self.gpus is not None else gpu.snapshot()
             version = sglang_args.installed_sglang_version(self.python)

@@ -22,7 +22,8 @@ app = typer.Typer(
         "Serve and use Qwen3-Embedding models on NVIDIA GPUs with SGLang.\n\n"
         "\b\n"
         "Start a server:  qembed serve     (profile `auto` picks settings for the GPU)\n"
-        "No GPU:          qembed serve --profile cpu\n"
+        "No GPU:          qembed serve --profile xeon   (SGLang on CPU; production)\n"
+        "                 qembed serve --profile cpu    (reference engine; dev, CI)\n"
         "Embed text:      qembed embed --query \"what is MRL?\"\n"
         "Something wrong: qembed doctor"
     ),

@@ -15,7 +15,9 @@ DOCTOR_HELP = """Check everything `qembed serve` needs, and explain the last fai
 Rows: system, profile, NVIDIA driver (vs the installed SGLang's CUDA build), each GPU,
 torch/CUDA and SGLang in the target interpreter (probed in a subprocess), the model files,
 the memory fit, port/proxy//dev/shm, a running server (/health, /v1/models, one embedding,
-`dimensions`) and the newest `qembed serve` log (or --log FILE).
+`dimensions`) and the newest `qembed serve` log (or --log FILE). For `device: cpu` profiles
+(`-p xeon`): the CPU (AVX-512, AMX), SGLang's CPU build and the path it takes, the dtype, RAM and
+the KV pool instead of the driver and GPU rows.
 
 Exit codes: 0 all checks pass, 1 at least one FAIL, 6 warnings only (no FAIL).
 
@@ -24,6 +26,7 @@ Examples:
 \b
   qembed doctor
   qembed doctor --profile l4 --json
+  qembed doctor --profile xeon      # no GPU: SGLang on CPU
   qembed doctor --model /data/qwen3-4b --port 31000 --set context_length=8192
   qembed doctor --url http://gpu-box:30000
   qembed doctor --log ~/.local/state/qembed/logs/default-20261120-100000.log

@@ -106,5 +106,8 @@ def show_cmd(
     )
     output.data("SGLang command:")
     output.data("  " + cmd.display())
+    if profile.device == "cpu":  # qembed.cpu fills these in at launch, from this machine
+        output.status("`device: cpu`: `qembed serve` adds `--dtype` and `--max-total-tokens` chosen from this "
+                      f"CPU and its free RAM; `qembed serve -p {profile.name or 'FILE'} --dry-run` shows them")
     for w in warnings:
         output.warn(w)

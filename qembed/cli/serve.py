@@ -19,6 +19,7 @@ from qembed import env as qenv
 from ._app import app
 
 if TYPE_CHECKING:
+    from qembed.cpu import CPUPlan
     from qembed.gpu import GPUSnapshot
     from qembed.launcher import ReadyInfo
     from qembed.profiles import Profile, ResolvedProfile
@@ -41,6 +42,8 @@ Examples:
   qembed serve --gpus 0,1,2,3
   # two servers behind the SGLang model gateway
   qembed serve --gpus 0,1 --gateway
+  # no GPU, production: real SGLang on CPU (check it: `qembed doctor -p xeon`)
+  qembed serve --profile xeon
   # no GPU: the reference engine on CPU (dev, CI; not production)
   qembed serve --profile cpu
   # once ready, compare its vectors with the model card's
@@ -209,14 +212,22 @@ def _dry_run(resolved: ResolvedProfile, *, api_key: str | None, python: str, as_
     from qembed import gpu, output, profiles, sglang_args
 
     profile = resolved.profile
+    cpu_plan: CPUPlan | None = None
+    if profile.device == "cpu":  # SGLang's CPU backend: the plan instead of the GPU checks
+        from qembed import cpu
+
+        cpu_plan = cpu.plan(profile, python=python)
+        profile = cpu_plan.profile  # what a real serve launches: explicit dtype and KV pool
+        findings = [f for f in cpu_plan.findings if f.level != "info"]
+    else:
+        # what a real `qembed serve` would say about this machine (it refuses on a `fail`)
+        findings = [f for f in gpu.launch_findings(snap, profile,
+                                                   sglang_version=sglang_args.installed_sglang_version(python))
+                    if f.level != "info"]
     cmd = sglang_args.build_command(profile, api_key=api_key, python=python)
     flags = sglang_args.build_flags(profile, api_key="x" if api_key else None)
     _, env = sglang_args.resolve_sglang(profile, python)
     dumped = profiles.redacted_values(profile)
-    # what a real `qembed serve` would say about this machine (it refuses on a `fail`)
-    findings = [f for f in gpu.launch_findings(snap, profile,
-                                               sglang_version=sglang_args.installed_sglang_version(python))
-                if f.level != "info"]
     refusal = next((f for f in findings if f.level == "fail"), None)
     if not as_json:
         if resolved.auto_reason:
@@ -230,22 +241,42 @@ def _dry_run(resolved: ResolvedProfile, *, api_key: str | None, python: str, as_
         output.data("environment (added):")
         for k, v in cmd.redacted_env().items():
             output.data(f"  {k}={v}")
+        if cpu_plan is not None:
+            output.data("SGLang on CPU:")
+            for f in cpu_plan.findings:
+                if f.level == "info" and f.check in ("cpu", "kernels", "path", "ram"):
+                    output.data(f"  {f.check}: {f.message}")
+            for pv in cpu_plan.values:  # each value the launch uses, and where it came from
+                shown = "(unset)" if pv.value is None else pv.value
+                output.data(f"  {pv.key}: {shown}  [{pv.source}] {pv.why}")
         for f in findings:
             if f is refusal:
-                output.warn(f"a real `qembed serve` would refuse on this machine: {f.message}", f.hint)
+                if cpu_plan is None:  # a CPU refusal is raised below, as a real serve raises it
+                    output.warn(f"a real `qembed serve` would refuse on this machine: {f.message}", f.hint)
             else:
                 output.warn(f.message, f.hint)
+
+    def report(parser_check: str) -> None:
+        if as_json:
+            doc = {"profile": dumped, "requested": resolved.requested, "auto_reason": resolved.auto_reason,
+                   "argv": cmd.redacted_argv(), "env": cmd.redacted_env(), "command": cmd.display(),
+                   "parser_check": parser_check,
+                   "launch_findings": [{"level": f.level, "message": f.message, "hint": f.hint} for f in findings],
+                   "serve_would_refuse": refusal is not None}
+            if cpu_plan is not None:
+                doc["cpu_plan"] = cpu_plan.to_json()
+            output.print_json(doc)
+
+    if cpu_plan is not None and refusal is not None:
+        # the CPU build is missing (or the model does not fit in RAM): `serve` refuses before anything
+        # starts, and so does its dry run (exit 2, or 3); the plan still goes to stdout with --json
+        report("skipped")
+        cpu_plan.require()
+    if not as_json:
         output.status("checking the flags with SGLang's own parser ...")
     sglang_args.ensure_accepted(flags, python=python, env=env)
-    if as_json:
-        output.print_json({"profile": dumped, "requested": resolved.requested,
-                           "auto_reason": resolved.auto_reason,
-                           "argv": cmd.redacted_argv(), "env": cmd.redacted_env(),
-                           "command": cmd.display(), "parser_check": "ok",
-                           "launch_findings": [{"level": f.level, "message": f.message, "hint": f.hint}
-                                               for f in findings],
-                           "serve_would_refuse": refusal is not None})
-    else:
+    report("ok")
+    if not as_json:
         output.status("SGLang's parser accepts these flags (dry run: nothing started)")
 
 

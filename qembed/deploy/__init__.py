@@ -96,6 +96,16 @@ def container_spec(profile: Profile) -> ContainerSpec:
             "`qembed deploy` builds SGLang containers for NVIDIA GPUs",
             hint="pick a GPU profile (`qembed profiles list`), e.g. `-p l4`; the reference engine is "
                  "for development and CI (`qembed serve --profile cpu`)")
+    if profile.device == "cpu":
+        # PyPI has no SGLang CPU build and the official image is CUDA-only: a container from this
+        # profile would start SGLang without the CPU kernels it needs (qembed.cpu)
+        raise ConfigError(
+            f"profile `{profile.name}` runs SGLang on CPU (`device: cpu`): `qembed deploy` builds "
+            f"containers from the official `{SGLANG_IMAGE}` image, which is CUDA-only, and PyPI has no "
+            "SGLang CPU build",
+            hint="build a CPU image from SGLang's own `docker/xeon.Dockerfile` (docs/serving.md, "
+                 "\"SGLang on CPU\") and run `qembed serve --profile xeon --dry-run` to get the command "
+                 "to run in it; or pick a GPU profile (`qembed profiles list`)")
     notes: list[str] = []
     inside = profile.model_copy(update={"host": "0.0.0.0", "gpu_ids": None, "python": CONTAINER_PYTHON})
     if profile.python:
