@@ -36,13 +36,15 @@ SGLANG: dict[str, str] = {
     "aborted_total": "num_aborted_requests_total",  # counter: aborts and queue-full rejects
     "http_responses_total": "http_responses_total",  # counter {endpoint,status_code,method}
     "e2e_latency": "e2e_request_latency_seconds",  # histogram
-    "queue_time": "queue_time_seconds",  # histogram
     "prompt_tokens_total": "prompt_tokens_total",  # counter: input tokens (embeddings)
     "queue_reqs": "num_queue_reqs",  # gauge
     "running_reqs": "num_running_reqs",  # gauge
     "token_usage": "token_usage",  # gauge: fraction of the KV pool in use
     "max_total_num_tokens": "max_total_num_tokens",  # gauge
 }
+# Not here: `queue_time_seconds`. SGLang 0.5.23 defines it, but an embedding server never
+# exports it: `Scheduler._handle_embedding_request` builds its `Req` without a metrics
+# collector, so `observe_queue_time` never runs (checked against the real /metrics).
 
 #: smg gateway metric names (smg 1.13.0).
 GATEWAY: dict[str, str] = {
@@ -61,6 +63,16 @@ DCGM: dict[str, str] = {
     "gpu_util": "DCGM_FI_DEV_GPU_UTIL",  # percent
     "fb_used": "DCGM_FI_DEV_FB_USED",  # MiB
     "fb_free": "DCGM_FI_DEV_FB_FREE",  # MiB
+}
+
+#: Names qembed uses that a server without a GPU does not export, each with the reason. The
+#: real-engine lane (tests/engine/test_d_metrics.py) checks every other name qembed's
+#: generators, ``qembed top`` and docs/deploy.md use against the ``/metrics`` of real SGLang
+#: 0.5.23 on CPU, after traffic; docs/deploy.md lists these.
+GPU_ONLY: dict[str, str] = {
+    DCGM["gpu_util"]: "NVIDIA's DCGM exporter on a GPU node, not SGLang",
+    DCGM["fb_used"]: "NVIDIA's DCGM exporter on a GPU node, not SGLang",
+    DCGM["fb_free"]: "NVIDIA's DCGM exporter on a GPU node, not SGLang",
 }
 
 
@@ -277,6 +289,7 @@ __all__ = [
     "DCGM",
     "GATEWAY",
     "GATEWAY_EMBEDDINGS_PATH",
+    "GPU_ONLY",
     "SGLANG",
     "SGLANG_PREFIXES",
     "Sample",
