@@ -352,6 +352,39 @@ def _no_config(ctx: _Ctx) -> Diagnosis | None:
               "directory that contains config.json, or to a Hub id such as `Qwen/Qwen3-Embedding-4B`")
 
 
+def _cpu_ranks_unbound(ctx: _Ctx) -> Diagnosis | None:
+    """SGLang's CPU backend binds each rank's OpenMP threads to a NUMA node, or to one
+    ``|``-separated entry of ``SGLANG_CPU_OMP_THREADS_BIND``; a rank with neither fails an
+    assertion in ``init_threads_binding`` (``sglang/srt/utils/numa_utils.py``) during start-up."""
+    hit = ctx.find(r"SGLANG_CPU_OMP_THREADS_BIND is not set, in this case, the total number of ranks "
+                   r"\(dp_size \* tp_size \* pp_size = (?P<ranks>\d+)\) should be smaller than or equal to "
+                   r"number of numa node on the machine (?P<nodes>\d+)|"
+                   r"NUMA index (?P<index>\d+) \(derived from [^)]*\) is out of range for "
+                   r"(?:the (?P<entries>\d+) SGLANG_CPU_OMP_THREADS_BIND entries|(?P<nodes2>\d+) numa nodes)")
+    if not hit:
+        return None
+    _, m = hit
+    p = ctx.profile
+    where = _where(p)
+    # quote the profile only when it asks for several ranks: `doctor --log` without `--profile`
+    # reads the log against the default profile, which has one
+    now = f" (now `tp_size: {p.tp_size}`, `dp_size: {p.dp_size}`)" if p is not None and p.tp_size * p.dp_size > 1 else ""
+    bind = ("or bind each rank to its own CPUs with one `|`-separated CPU list per rank in `env`, "
+            "e.g. `SGLANG_CPU_OMP_THREADS_BIND: \"0-15|16-31\"` for `dp_size: 2`")
+    if m.group("entries"):
+        cause = (f"SGLang's CPU backend takes one `|`-separated entry of SGLANG_CPU_OMP_THREADS_BIND per rank; "
+                 f"it has {m.group('entries')} entries, and rank {m.group('index')} has none")
+        fix = (f"give `SGLANG_CPU_OMP_THREADS_BIND` in `env` {where} one CPU list per rank "
+               f"(`tp_size` x `dp_size` entries){now}, or lower `dp_size` / `tp_size`")
+    else:
+        nodes = m.group("nodes") or m.group("nodes2")
+        ranks = m.group("ranks") or f"more than {nodes}"
+        cause = (f"SGLang's CPU backend runs one rank per NUMA node unless SGLANG_CPU_OMP_THREADS_BIND says "
+                 f"otherwise: {ranks} ranks (`tp_size` x `dp_size`) on {nodes} NUMA node(s)")
+        fix = f"set `tp_size` x `dp_size` to at most {nodes} {where}{now}, {bind}"
+    return _d(ctx, hit, "cpu_ranks_unbound", "CPU ranks without a NUMA node or CPU binding", cause, fix)
+
+
 def _tp_unbalanced(ctx: _Ctx) -> Diagnosis | None:
     hit = ctx.find(r"The memory capacity is unbalanced\. Some GPUs may be occupied by other processes")
     if not hit:
@@ -410,6 +443,7 @@ RULES: tuple[Rule, ...] = (
     _sm_too_old,
     _context_too_long,
     _no_config,
+    _cpu_ranks_unbound,
     _jit,
     _bcg_capture,
     _cuda_oom,
