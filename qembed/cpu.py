@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from .errors import QembedError
     from .gpu import Finding
     from .profiles import Profile
 
@@ -456,13 +457,14 @@ class CPUPlan:
         Raises:
             MissingDependency: SGLang's CPU build is not installed (exit code 2).
             GPUError: the model does not fit in RAM (exit code 3, "does not fit").
+            ConfigError: the profile's ``context_length`` is more than its KV pool (exit code 2).
         """
-        from .errors import GPUError, MissingDependency
+        from .errors import ConfigError, GPUError, MissingDependency
 
         fail = self.refusal
         if fail is None:
             return
-        cls = MissingDependency if fail.check == "kernels" else GPUError
+        cls: type[QembedError] = {"kernels": MissingDependency, "context": ConfigError}.get(fail.check, GPUError)
         raise cls(fail.message, hint=fail.hint)
 
     def to_json(self) -> dict[str, Any]:
@@ -494,6 +496,11 @@ def threads_binding(host: HostInfo, env: Mapping[str, str]) -> str:
         where = "the only NUMA node"
     return (f"SGLang's default (`{THREADS_BIND_ENV}` unset): its rank binds OpenMP threads to the "
             f"physical cores of {where}; this machine has {cores}, {host.logical_cpus} logical CPUs")
+
+
+def _ctx_fit(tokens: int) -> int:
+    """The largest context that fits a pool of ``tokens``: whole KiB of tokens when it can."""
+    return tokens // 1024 * 1024 if tokens >= 1024 else tokens
 
 
 def plan(profile: Profile, *, python: str | None = None, env: Mapping[str, str] | None = None,
@@ -621,7 +628,6 @@ def plan(profile: Profile, *, python: str | None = None, env: Mapping[str, str] 
                       f"SGLang's processes = {_gb(max(0, budget.budget_bytes))} / {per_token // 1024} KiB per "
                       f"token" + (f", capped at {MAX_KV_TOKENS:,}" if budget.capped else ""))
         values.append(PlanValue("max_total_tokens", tokens, "qembed", why_kv))
-        ctx = profile.context_length or (shape.max_position_embeddings if shape is not None else None)
         if tokens < models.MIN_POOL_TOKENS:
             findings.append(Finding("fail", f"too little free RAM for a KV pool: {why_kv} -> {tokens:,} tokens "
                                     f"(at least {models.MIN_POOL_TOKENS:,} needed)",
@@ -629,13 +635,29 @@ def plan(profile: Profile, *, python: str | None = None, env: Mapping[str, str] 
         elif budget.budget_bytes is None:
             findings.append(Finding("warn", f"KV pool `max_total_tokens: {tokens}`: {why_kv}",
                                     f"set `max_total_tokens` in {label}", check="kv"))
-        elif ctx is not None and tokens < ctx:
-            findings.append(Finding("warn", f"KV pool `max_total_tokens: {tokens}` ({why_kv}), fewer than one "
-                                    f"{ctx:,}-token context: longer inputs are refused",
-                                    f"set `context_length: {max(1024, tokens // 1024 * 1024)}` in {label}, "
-                                    "or free memory", check="kv"))
         else:
             findings.append(Finding("info", f"KV pool `max_total_tokens: {tokens}` ({why_kv})", check="kv"))
+
+    # The pool against the context. Real SGLang 0.5.23 (CPU, measured) accepts a request longer
+    # than the KV pool but within `context_length`, never schedules it and never answers: the
+    # client hangs until its own deadline. So the context must fit in the pool.
+    ctx_limit = shape.max_position_embeddings if shape is not None else None
+    context = profile.context_length
+    if "context_length" in profile.model_fields_set and context is not None:
+        if tokens < context:
+            findings.append(Finding("fail", f"`context_length: {context}` is more than the KV pool "
+                                    f"(`max_total_tokens: {tokens}`): SGLang 0.5.23 accepts a request of "
+                                    f"{tokens + 1}..{context} tokens and never answers it",
+                                    f"set `context_length: {_ctx_fit(tokens)}` in {label}, or raise "
+                                    "`max_total_tokens` (it needs free RAM)", check="context"))
+    elif ctx_limit is not None and tokens < ctx_limit:
+        context = _ctx_fit(tokens)
+        values.append(PlanValue("context_length", context, "qembed",
+                                f"the KV pool holds {tokens:,} tokens, fewer than the model's {ctx_limit:,}: "
+                                "longer inputs are refused with a clear error instead of hanging in SGLang"))
+        findings.append(Finding("warn", f"`context_length: {context}` (the model allows {ctx_limit:,}): the KV pool "
+                                f"holds {tokens:,} tokens, and SGLang never answers a longer request",
+                                "raise `max_total_tokens` for longer inputs (it needs free RAM)", check="context"))
 
     # threads
     binding = threads_binding(host, launch_env)
@@ -648,7 +670,7 @@ def plan(profile: Profile, *, python: str | None = None, env: Mapping[str, str] 
                                 "SGLang needs one node per rank", f"set `tp_size: 1` and `dp_size: 1` in {label}, "
                                 f"or bind each rank with `{THREADS_BIND_ENV}` in its `env`", check="threads"))
 
-    applied = profile.model_copy(update={"dtype": dtype, "max_total_tokens": tokens})
+    applied = profile.model_copy(update={"dtype": dtype, "max_total_tokens": tokens, "context_length": context})
     order = {"fail": 0, "warn": 1, "info": 2}
     return CPUPlan(profile=applied, host=host, kernels=kernels, kv=budget, values=tuple(values),
                    findings=tuple(sorted(findings, key=lambda f: order[f.level])))

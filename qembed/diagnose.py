@@ -402,10 +402,16 @@ def _kv_pool_small(ctx: _Ctx) -> Diagnosis | None:
     tokens, ctxlen = int(m.group(1)), int(m.group(2))
     new_ctx = max(512, (tokens // 1024) * 1024) if tokens >= 1024 else tokens
     cur = ctx.fraction
-    frac = f"raise `gpu_memory_fraction` (now {cur})" if cur else "raise `gpu_memory_fraction`"
+    if ctx.profile is not None and ctx.profile.device == "cpu":
+        more = f"raise `max_total_tokens` (now {tokens}; it needs free RAM)"
+    else:
+        more = f"raise `gpu_memory_fraction` (now {cur})" if cur else "raise `gpu_memory_fraction`"
+    # Measured on real SGLang 0.5.23 (CPU): a request longer than the pool but within the
+    # context is accepted and never answered; the client waits until its own deadline.
     return _d(ctx, hit, "kv_pool_small", "KV pool smaller than one full context",
-              f"the pool holds {tokens} tokens but the context is {ctxlen}; requests that long will fail",
-              f"set `context_length: {new_ctx}` {_where(ctx.profile)}, or {frac}", level="warning")
+              f"the pool holds {tokens} tokens but the context is {ctxlen}: SGLang accepts a request "
+              f"of {tokens + 1}..{ctxlen} tokens and never answers it",
+              f"set `context_length: {new_ctx}` {_where(ctx.profile)}, or {more}", level="warning")
 
 
 def _bf16_fallback(ctx: _Ctx) -> Diagnosis | None:

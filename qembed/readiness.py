@@ -23,7 +23,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,6 +135,25 @@ def _exit_text(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
+_FRAME = re.compile(r'^\s*(Traceback \(most recent call last\):|File "[^"]*", line \d+|[\^~]+\s*$)')
+
+
+def without_stack_frames(lines: Sequence[str]) -> list[str]:
+    """``lines`` without Python traceback frames (``File "...", line N`` and the code and caret
+    lines under it); the exception line itself stays."""
+    out: list[str] = []
+    in_frame = False
+    for line in lines:
+        if _FRAME.match(line):
+            in_frame = line.lstrip().startswith("File ")
+            continue
+        if in_frame and line.startswith((" ", "\t")):
+            continue  # the source line quoted under a frame
+        in_frame = False
+        out.append(line)
+    return out
+
+
 def failure_details(
     tail: LogTail,
     *,
@@ -150,7 +169,11 @@ def failure_details(
     # Errors before warnings (a KV-pool warning is no cause of death); stable otherwise.
     diagnoses.sort(key=lambda d: d.level != "error")
     details: list[str] = []
-    shown = [summarize_server_args(t) for t in tail.lines(last) if t.strip()]
+    raw = tail.lines(last * 3 if diagnoses else last)
+    if any(d.level == "error" for d in diagnoses):
+        # the diagnosis names the cause: quote SGLang's own lines, not Python's stack frames
+        raw = without_stack_frames(raw)
+    shown = [summarize_server_args(t) for t in raw[-last:] if t.strip()]
     if shown:
         details.append("last log lines:")
         details.extend(f"  {t}" for t in shown)

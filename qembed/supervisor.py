@@ -41,7 +41,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import ConfigError, NameInUse
+from .errors import ConfigError, NameInUse, PortInUse
 
 if TYPE_CHECKING:
     from .gpu import GPUSnapshot
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
     from .state import Claim, Record
 
 EventKind = Literal["warning", "notice", "spawned", "stopping"]
+#: seconds between SIGTERM and SIGKILL when a failed SGLang has nothing to drain
+NO_DRAIN_GRACE = 3.0
 
 
 @dataclass(frozen=True)
@@ -263,6 +265,11 @@ class ServingSession:
             state.save(record)
         except KeyboardInterrupt:
             raise
+        except PortInUse:
+            # Real SGLang 0.5.23 logs the bind error, then hangs in "Waiting for application
+            # shutdown" for good (tests/logs/real): it serves nothing, so there is nothing to drain.
+            self.abort(drain=False)
+            raise
         except BaseException:
             self.abort()
             raise
@@ -294,13 +301,17 @@ class ServingSession:
         finally:
             self.close()
 
-    def abort(self) -> None:
-        """After a failure: stop SGLang (a drain if it still runs), remove the record, release
-        the claim. Idempotent."""
+    def abort(self, *, drain: bool = True) -> None:
+        """After a failure: stop SGLang (a drain if it still runs and ``drain``; else SIGTERM and
+        SIGKILL after :data:`NO_DRAIN_GRACE` seconds), remove the record, release the claim.
+        Idempotent."""
         try:
             server = self.server
             if server is not None:
-                self._stop(0 if server.proc.poll() is not None else self.profile.shutdown_timeout, reason="failed")
+                running = server.proc.poll() is None
+                wait = (self.profile.shutdown_timeout if drain else min(NO_DRAIN_GRACE, self.profile.shutdown_timeout)) \
+                    if running else 0
+                self._stop(wait, reason="failed")
         finally:
             self.close()
 

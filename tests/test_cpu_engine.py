@@ -193,6 +193,34 @@ def test_plan_explicit_values_win(tmp_path: Path) -> None:
     assert {v.key: v.source for v in p.values}["dtype"] == "profile"
 
 
+def test_plan_fits_the_context_in_a_small_pool(tmp_path: Path) -> None:
+    """Real SGLang 0.5.23 never answers a request longer than the pool but within the context
+    (tests/engine/test_e_failures.py), so qembed shrinks the context it did not get told."""
+    prof = load_profile("xeon", overrides=["max_total_tokens=5000"])
+    host = xeon(tmp_path)
+    p = cpu.plan(prof, python="py", env={}, host=host, kernels=kernels("amx"))
+    assert p.refusal is None and p.profile.context_length == 4096
+    assert {v.key: v.source for v in p.values}["context_length"] == "qembed"
+    warn = next(f for f in p.findings if f.check == "context")
+    assert warn.level == "warn" and "never answers" in warn.message
+    from qembed.sglang_args import build_command
+
+    argv = build_command(p.profile, python="python3").argv
+    assert argv[argv.index("--context-length") + 1] == "4096"
+    # a pool that holds the whole context changes nothing
+    roomy = cpu.plan(load_profile("xeon", overrides=["max_total_tokens=65536"]), python="py", env={},
+                     host=host, kernels=kernels("amx"))
+    assert roomy.profile.context_length is None and not any(f.check == "context" for f in roomy.findings)
+
+
+def test_plan_refuses_a_context_larger_than_the_pool(tmp_path: Path) -> None:
+    prof = load_profile("xeon", overrides=["max_total_tokens=1024", "context_length=8192"])
+    p = cpu.plan(prof, python="py", env={}, host=xeon(tmp_path), kernels=kernels("amx"))
+    fail = next(f for f in p.findings if f.check == "context")
+    assert fail.level == "fail" and "never answers" in fail.message
+    assert "`context_length: 1024`" in (fail.hint or "")
+
+
 def test_plan_torch_native_says_its_cost_and_picks_float32(tmp_path: Path) -> None:
     p = cpu.plan(load_profile("xeon"), python="py", env={}, host=epyc(tmp_path), kernels=kernels("torch-native"))
     assert p.path == "torch-native" and p.profile.dtype == "float32"
