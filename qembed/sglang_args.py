@@ -149,6 +149,11 @@ def build_flags(profile: Profile, *, api_key: str | None = None) -> list[str]:
     flags = ["--model-path", p.model, "--is-embedding", "--host", p.host, "--port", str(p.port)]
     if p.device == "cpu":
         flags += ["--device", "cpu"]
+        if "--sleep-on-idle" not in p.extra_args:
+            # SGLang's scheduler otherwise polls in a busy loop: one core at 100 % while idle,
+            # taken from the cores that embed (measured on the CPU engine). Its idle sleeper
+            # blocks on the request sockets, so a request still wakes it at once.
+            flags.append("--sleep-on-idle")
     if p.served_model_name:
         flags += ["--served-model-name", p.served_model_name]
     if p.dtype != "auto":

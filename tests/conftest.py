@@ -113,12 +113,65 @@ def engine_no_mrl(sglang_python: Path, engine_model: TinyModel, engine_state: Pa
 
 ENGINE_FIXTURES = {"engine", "engine_no_mrl"}
 
+_FAULTS = ("replies and faults real SGLang can't be made to give on demand (malformed, non-finite or "
+           "mis-indexed replies, 5xx, resets, slow or stuck answers), by the thousand in seconds")
+_FAKE = ("the fake `sglang` package's launch faults (OOM, hang, scheduler death, endless drain, port "
+         "stolen mid-load) and exact timings, and the fake NVML")
+#: Test modules that a test double still serves (tests/standin: the stand-in server;
+#: tests/fake_site: the fake `sglang` package and NVML), and why. Each test in them is marked
+#: `standin` with this reason (`pytest -m standin` lists them); what real SGLang can show runs in
+#: tests/engine and tests/numerics against it. tests/test_ci_rules.py keeps this table complete.
+STANDIN_MODULES: dict[str, str] = {
+    "test_bench.py": "bench's arithmetic needs a server of known latency and errors: " + _FAULTS,
+    "test_bulk.py": "bulk formats and resume over many chunks with planted delays and faults: " + _FAULTS
+                    + "; against real SGLang: tests/engine/test_b_bulk.py",
+    "test_bulk_fuzz.py": "property-based bulk runs, hundreds of jobs: " + _FAULTS,
+    "test_bulk_safety.py": "output safety under planted faults: " + _FAULTS,
+    "test_client.py": _FAULTS + "; the happy path runs against real SGLang in tests/numerics",
+    "test_client_async.py": _FAULTS + "; the happy path runs against real SGLang in tests/numerics",
+    "test_client_cli.py": _FAULTS,
+    "test_client_faults.py": _FAULTS,
+    "test_client_oneshot.py": "one-shot CLI paths against a server in this process: " + _FAULTS,
+    "test_cpu_engine.py": "an interpreter without SGLang's CPU build (the refusal path), next to the real venv",
+    "test_deploy_docker.py": "the generated health probe's exit codes against 503/200 on demand",
+    "test_doctor.py": _FAKE + "; doctor's server checks also run against real SGLang (tests/engine)",
+    "test_embed_cli.py": _FAULTS,
+    "test_gateway.py": "worker deaths at chosen moments, many times; real smg + real SGLang: "
+                       "tests/engine/test_f_gateway.py",
+    "test_gateway_serve.py": "`serve --gpus N --gateway` needs N GPUs; " + _FAKE,
+    "test_interrupts.py": "Ctrl-C at chosen phases: " + _FAKE,
+    "test_launcher.py": _FAKE,
+    "test_logrotate.py": "log volume on demand: " + _FAKE,
+    "test_newcomer.py": "dozens of first-run CLI paths in seconds: " + _FAKE,
+    "test_openai_interop.py": "the openai SDK's retries and errors against planted faults: " + _FAULTS,
+    "test_probe.py": "what probe_server makes of non-SGLang and broken servers: " + _FAULTS,
+    "test_profile_edges.py": "`profiles show`/dry runs on GPU models: " + _FAKE,
+    "test_serve_cli.py": "every launch failure and its exit code: " + _FAKE
+                         + "; the real lifecycle: tests/engine/test_a_serve.py",
+    "test_standin.py": "tests the stand-in itself (its fidelity to the recorded SGLang behaviour)",
+    "test_startup.py": _FAKE,
+    "test_supervisor.py": _FAKE,
+    "test_top.py": "`top` against counters that move on demand: " + _FAULTS,
+    "numerics/test_client_numerics.py": "two tests: a server with planted reply faults; the rest is real SGLang",
+    "numerics/test_framework_adapters.py": "one test pins a stand-in-only wire detail; the rest is real SGLang",
+    "numerics/test_mistakes.py": "numerics mistakes SGLang has no flag for (mean pooling, no normalisation, "
+                                 "a space after `Query:`), served by the stand-in's tiny backend",
+    "numerics/test_refserver.py": "the reference engine's process lifecycle: " + _FAKE,
+    "numerics/test_server_vs_reference.py": "a few cases compare the stand-in's tiny backend itself",
+    "numerics/test_verify.py": "verify's mistake diagnosis for mistakes SGLang has no flag for; real SGLang: "
+                               "tests/engine/test_c_verify.py",
+}
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that uses a real engine is marked `engine` (a skip of one fails CI)."""
+    tests_dir = Path(__file__).resolve().parent
     for item in items:
         if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.engine)
+        rel = Path(str(item.fspath)).resolve().relative_to(tests_dir).as_posix()
+        if rel in STANDIN_MODULES:
+            item.add_marker(pytest.mark.standin(reason=STANDIN_MODULES[rel]))
 
 
 _skipped_conformance: list[str] = []
@@ -138,7 +191,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write_line(
-                f"FAILED: {len(_skipped_conformance)} conformance or real-engine test(s) were skipped "
+                f"FAILED: {len(_skipped_conformance)} conformance test(s) were skipped (real-engine tests included) "
                 "(QEMBED_REQUIRE_CONFORMANCE=1): " + ", ".join(_skipped_conformance[:5]),
                 red=True,
             )

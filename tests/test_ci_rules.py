@@ -10,10 +10,10 @@ import sys
 from tests.conftest import REPO
 
 
-def _run_conformance(require: str) -> subprocess.CompletedProcess[str]:
+def _run_conformance(require: str, target: str = "tests/test_conformance.py") -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, QEMBED_SGLANG_PARSER_PYTHON="/nonexistent/python", QEMBED_REQUIRE_CONFORMANCE=require)
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_conformance.py"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", target],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
 
@@ -28,3 +28,25 @@ def test_skipped_conformance_is_only_a_skip_in_a_dev_checkout() -> None:
     r = _run_conformance("0")
     assert r.returncode == 0, r.stdout[-2000:]
     assert "skipped" in r.stdout and "were skipped (QEMBED_REQUIRE_CONFORMANCE=1)" not in r.stdout
+
+
+def test_a_skipped_real_engine_test_fails_when_required() -> None:
+    """Without the test SGLang venv the real-engine lane skips, and CI counts that as a failure."""
+    r = _run_conformance("1", "tests/engine/test_a_serve.py")
+    assert r.returncode == 1, r.stdout[-2000:]
+    assert "conformance test(s) were skipped" in r.stdout and "test_a_serve" in r.stdout
+
+
+def test_every_module_a_test_double_serves_says_why() -> None:
+    """tests/conftest.py STANDIN_MODULES lists exactly the test modules that use the stand-in or
+    the fake `sglang` package, each with its reason."""
+    import re
+
+    from tests.conftest import STANDIN_MODULES
+
+    tests = REPO / "tests"
+    uses = re.compile(r"^\s*from tests\.(standin|fake_site)\b|\bstandin_server\b|\bsrv\b", re.M)
+    found = {p.relative_to(tests).as_posix() for p in tests.rglob("test_*.py")
+             if "engine" not in p.relative_to(tests).parts and uses.search(p.read_text(encoding="utf-8"))}
+    assert found == set(STANDIN_MODULES), (found ^ set(STANDIN_MODULES))
+    assert all(len(why) > 20 for why in STANDIN_MODULES.values())

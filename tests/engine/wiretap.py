@@ -30,11 +30,9 @@ class Wiretap:
 
     def inputs_since(self, start: int) -> list[Any]:
         """Every input (text or token ids) received since request number ``start``, flattened."""
-        out: list[Any] = []
-        for body in self.requests[start:]:
-            inp = body["input"]
-            out.extend([inp] if isinstance(inp, str) else inp)
-        return out
+        from tests.standin.server import inputs_of
+
+        return inputs_of(self.requests[start:])
 
 
 @contextmanager

@@ -568,11 +568,16 @@ class Running:
 
     def inputs_since(self, start: int) -> list[Any]:
         """Every input (text or token ids) received since request number ``start``, flattened."""
-        out: list[Any] = []
-        for body in self.requests[start:]:
-            inp = body["input"]
-            out.extend([inp] if isinstance(inp, str) else inp)
-        return out
+        return inputs_of(self.requests[start:])
+
+
+def inputs_of(bodies: list[dict[str, Any]]) -> list[Any]:
+    """Every input (text or token ids) of these request bodies, flattened."""
+    out: list[Any] = []
+    for body in bodies:
+        inp = body["input"]
+        out.extend([inp] if isinstance(inp, str) else inp)
+    return out
 
 
 @contextlib.contextmanager
