@@ -341,11 +341,19 @@ class BaseClient:
             record = _recorded_server()
         url = base_url or qenv.URL.get() or (record.url if record else None) or qenv.DEFAULT_URL
         self.base_url = _base_url(url)
-        key = api_key or qenv.API_KEY.get()
+        from .net import clean_api_key
+
+        # the source is named in an error about the key, never the key itself
+        env_name = f"`{qenv.API_KEY.name}`"
+        key: str | None
+        if api_key:  # the CLI's `--api-key` option reads the variable too: name it when it came from there
+            key, source = api_key, env_name if api_key == os.environ.get(qenv.API_KEY.name) else "`api_key` (`--api-key`)"
+        else:
+            key, source = qenv.API_KEY.get(), env_name
         if key is None and record is not None:
             key_env = getattr(record, "api_key_env", None)
-            key = os.environ.get(key_env) if key_env else None
-        self.api_key = key
+            key, source = (os.environ.get(key_env) if key_env else None), f"`{key_env}`"
+        self.api_key = clean_api_key(key, source=source)
         self.model = model or qenv.MODEL.get()
         self.timeout = timeout
         if max_retries < 0 or concurrency < 1 or batch_size < 1 or batch_tokens < 1:
@@ -699,8 +707,12 @@ class BaseClient:
                 hint="start one with `qembed serve`, or set `QEMBED_URL` (`--url`) to where it runs",
             )
         cause = exc.__cause__ if isinstance(exc, TransportFailure) and exc.__cause__ else exc
+        from .redact import redact
+
+        # a library's own text may quote the request's headers: never the key (issue 19)
         return ServerUnreachable(
-            f"the connection to {self.base_url} failed: {type(cause).__name__}: {cause}",
+            redact(f"the connection to {self.base_url} failed: {type(cause).__name__}: {cause}",
+                   [self.api_key] if self.api_key else []),
             hint="check the server (`qembed ps`, `qembed logs`) and try again",
         )
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import __version__
 from . import env as qenv
-from .errors import ProfileError, QembedError
+from .errors import ConfigError, ProfileError, QembedError
 from .gpu import profile_label as _plabel
 from .models import GiB, MiB
 
@@ -685,11 +685,16 @@ def _api_key(profile: Profile | None) -> str | None:
 
         try:
             key = resolve_api_key(profile)
-        except ProfileError:  # an unreadable key file: the variable may still hold one
+        except (ProfileError, ConfigError):  # an unreadable key file: the variable may still hold one
             key = None
         if key:
             return key
-    return qenv.API_KEY.get()
+    from .net import clean_api_key
+
+    try:
+        return clean_api_key(qenv.API_KEY.get(), source=f"`{qenv.API_KEY.name}`")
+    except ConfigError:  # doctor reports; the key row is not the place to stop
+        return None
 
 
 def _server(c: _Ctx, transport: httpx.BaseTransport | None) -> None:

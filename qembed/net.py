@@ -61,9 +61,46 @@ def base_url(url: str, *, what: str = "server URL", example: str = "--url http:/
     return u
 
 
-def auth_headers(api_key: str | None) -> dict[str, str]:
-    """``Authorization: Bearer <key>`` when there is a key (SGLang's and smg's scheme), else none."""
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+def clean_api_key(value: str | None, *, source: str = "the API key") -> str | None:
+    """An API key as both sides use it: surrounding whitespace removed (the trailing ``\\n`` or
+    ``\\r\\n`` of a CRLF ``.env`` file or ``kubectl create secret --from-file``), ``None`` when
+    nothing is left. The one rule: ``qembed serve`` (:func:`qembed.profiles.resolve_api_key`), the
+    reference engine and every client apply it, so a key the server accepts is the key sent.
+
+    ``source`` names where the key came from (a variable, an argument), for the error.
+
+    Raises:
+        ConfigError: a control character or non-ASCII character is left inside the key (an
+            HTTP header cannot carry it). The message names ``source`` and the position, never
+            the key.
+
+    >>> clean_api_key("s3cret\\r\\n")
+    's3cret'
+    """
+    if value is None:
+        return None
+    key = value.strip()
+    if not key:
+        return None
+    for i, ch in enumerate(key):
+        if not " " <= ch <= "~":
+            from .errors import ConfigError
+
+            what = "a non-ASCII character" if ord(ch) > 0x9F else f"a control character (U+{ord(ch):04X})"
+            raise ConfigError(f"{source} holds {what} at position {i + 1} of {len(key)}: an HTTP header "
+                              "cannot carry it (the key is not shown)",
+                              hint=f"set {source} to the key alone, one line of printable ASCII "
+                              "(a trailing newline is fine)")
+    return key
 
 
-__all__ = ["auth_headers", "base_url", "is_loopback", "is_this_machine"]
+def auth_headers(api_key: str | None, *, source: str = "the API key") -> dict[str, str]:
+    """``Authorization: Bearer <key>`` when there is a key (SGLang's and smg's scheme), else none.
+
+    The key goes through :func:`clean_api_key` first: this is the one place the header is made.
+    """
+    key = clean_api_key(api_key, source=source)
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+__all__ = ["auth_headers", "base_url", "clean_api_key", "is_loopback", "is_this_machine"]

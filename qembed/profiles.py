@@ -927,18 +927,22 @@ def load_profile(
 def resolve_api_key(profile: Profile) -> str | None:
     """The API key: the ``api_key_env`` variable, else the ``api_key_file``; never from YAML.
 
-    Returns ``None`` when neither is set. Surrounding whitespace (a trailing newline) is removed.
+    Returns ``None`` when neither is set. Surrounding whitespace (a trailing newline) is removed
+    by :func:`qembed.net.clean_api_key`, the rule every client applies too.
 
     Raises:
         ProfileError: ``api_key_file`` is set but missing, unreadable or empty.
+        ConfigError: the key holds a control character (named by variable or file, not shown).
     """
-    value = os.environ.get(profile.api_key_env, "").strip()
+    from .net import clean_api_key
+
+    value = clean_api_key(os.environ.get(profile.api_key_env), source=f"`{profile.api_key_env}`")
     if value:
         return value
     if profile.api_key_file:
         path = Path(profile.api_key_file).expanduser()
         try:
-            text = path.read_text(encoding="utf-8").strip()
+            text = clean_api_key(path.read_text(encoding="utf-8"), source=f"`api_key_file` (`{path}`)") or ""
         except FileNotFoundError as exc:
             raise ProfileError(f"API key file `{path}` does not exist",
                                hint=f"create it, fix `api_key_file`, or export `{profile.api_key_env}`") from exc

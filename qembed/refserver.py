@@ -448,8 +448,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="[%(asctime)s] %(message)s")
     from .errors import QembedError
+    from .net import clean_api_key
     from .reference import ReferenceEngine
 
+    try:
+        api_key = clean_api_key(os.environ.get(API_KEY_ENV), source=f"`{API_KEY_ENV}`")
+    except QembedError as exc:
+        from . import output
+
+        output.error(exc)
+        return 2
     logger.info(NOTICE)
     logger.info("Load weight begin: %s (%s, float32)", args.model, args.device)
     try:
@@ -464,7 +472,8 @@ def main(argv: list[str] | None = None) -> int:
                 engine.dim, context, sorted(engine.prompts))
     settings = Settings(model=args.model, served_model_name=args.served_model_name or args.model,
                         context_length=context, matryoshka=not args.no_matryoshka,
-                        metrics=args.enable_metrics, api_key=os.environ.get(API_KEY_ENV) or None)
+                        metrics=args.enable_metrics,
+                        api_key=api_key)
     app = build_app(engine, settings, batch_tokens=args.batch_tokens)
     return asyncio.run(_serve(app, args.host, args.port))
 

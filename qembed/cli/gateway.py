@@ -135,7 +135,9 @@ def gateway_cmd(
 
     _check_name(name)
     gateway.require_smg()
-    api_key = qenv.API_KEY.get()
+    from qembed.net import clean_api_key
+
+    api_key = clean_api_key(qenv.API_KEY.get(), source=f"`{qenv.API_KEY.name}`")
     gateway.check_policy(policy)
     gateway.check_exposure(host, api_key)
     if not json_:
