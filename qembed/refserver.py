@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import contextlib
+import hmac
 import logging
 import math
 import os
@@ -56,7 +58,9 @@ NOTICE = (
     "test model: 400-800 texts/s of 64 tokens, 70-85 of 512 tokens; the real 0.6B needs about "
     "6,000x the compute per token: expect about 1 short text/s or less (an estimate; docs/verify.md)"
 )
-_EXEMPT = ("/health", "/metrics")
+_EXEMPT = ("/health", "/metrics")  # open without a key, as in SGLang (a prefix match)
+#: every route the engine serves: the only values the ``endpoint`` metric label takes
+_ROUTES = ("/health", "/health_generate", "/v1/models", "/metrics", "/v1/embeddings")
 
 Input = str | list[int]
 
@@ -88,6 +92,11 @@ class _Histogram:
         return out
 
 
+def _label(value: str) -> str:
+    """A label value escaped as the text exposition format says (``\\``, ``\"``, ``\n``)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 @dataclass
 class Metrics:
     """The subset of SGLang 0.5.23's metric names that applies to this engine."""
@@ -105,7 +114,7 @@ class Metrics:
     http_responses: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     def render(self) -> str:
-        m = f'model_name="{self.model_name}",engine_type="unified"'
+        m = f'model_name="{_label(self.model_name)}",engine_type="unified"'
         lines = [
             "# TYPE sglang:num_requests_total counter", f"sglang:num_requests_total{{{m}}} {self.requests}",
             "# TYPE sglang:num_aborted_requests_total counter",
@@ -120,10 +129,10 @@ class Metrics:
             "# TYPE sglang:queue_time_seconds histogram",
             *self.queue_time.lines("sglang:queue_time_seconds", m),
             "# TYPE sglang:http_requests_total counter",
-            *[f'sglang:http_requests_total{{endpoint="{e}",method="{meth}"}} {n}'
+            *[f'sglang:http_requests_total{{endpoint="{_label(e)}",method="{_label(meth)}"}} {n}'
               for (e, meth), n in sorted(self.http_requests.items())],
             "# TYPE sglang:http_responses_total counter",
-            *[f'sglang:http_responses_total{{endpoint="{e}",status_code="{s}",method="{meth}"}} {n}'
+            *[f'sglang:http_responses_total{{endpoint="{_label(e)}",status_code="{s}",method="{_label(meth)}"}} {n}'
               for (e, s, meth), n in sorted(self.http_responses.items())],
         ]
         return "\n".join(lines) + "\n"
@@ -141,6 +150,41 @@ class RequestError(Exception):
         self.body = {"object": "error", "message": message, "type": type_, "param": None, "code": status}
 
 
+def _check_encodable(text: str, index: int) -> None:
+    """JSON may spell a lone surrogate (``"\\ud800"``), which no UTF-8 tokenizer takes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(400, f"Input at index {index} is not valid Unicode: a lone surrogate "
+                           f"(U+{ord(text[exc.start]):04X}) at character {exc.start}") from None
+
+
+def _dimensions(value: Any) -> int:
+    """``dimensions`` read as SGLang's pydantic ``Optional[int]`` reads it (lax: ``"8"`` and
+    ``8.0`` are 8), with pydantic's reasons; ``true`` is refused where pydantic takes it as 1."""
+    def bad(why: str) -> RequestError:
+        return RequestError(400, f"1 validation error for EmbeddingRequest\ndimensions\n  {why}", "Bad Request")
+
+    if isinstance(value, bool):
+        raise bad("Input should be a valid integer, got a boolean")
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            raise bad("Input should be a valid integer, got a number with a fractional part")
+        n = int(value)
+    elif isinstance(value, str):
+        try:
+            n = int(value.strip())
+        except ValueError:
+            raise bad("Input should be a valid integer, unable to parse string as an integer") from None
+    else:
+        raise bad("Input should be a valid integer")
+    if n < 1:
+        raise RequestError(400, "Requested dimensions must be greater than 0")
+    return n
+
+
 def parse_input(body: Any) -> list[Input]:
     """The ``input`` of an embeddings request, checked the way SGLang checks it."""
     if not isinstance(body, dict) or "input" not in body:
@@ -149,6 +193,7 @@ def parse_input(body: Any) -> list[Input]:
     if isinstance(inp, str):
         if not inp.strip():
             raise RequestError(400, "Input cannot be empty or whitespace only")
+        _check_encodable(inp, 0)
         return [inp]
     if not isinstance(inp, list):
         raise RequestError(400, "1 validation error for EmbeddingRequest\ninput\n  Input should be a valid string",
@@ -159,6 +204,7 @@ def parse_input(body: Any) -> list[Input]:
         for i, x in enumerate(inp):
             if not x.strip():
                 raise RequestError(400, f"Input at index {i} cannot be empty or whitespace only")
+            _check_encodable(x, i)
         return list(inp)
     if all(isinstance(x, int) and not isinstance(x, bool) for x in inp):
         ids: list[list[int]] = [list(inp)]
@@ -183,13 +229,19 @@ class _Item:
 
 
 class Batcher:
-    """Collects items from all requests in flight; one forward pass per token budget."""
+    """Collects items from all requests in flight; one forward pass per token budget.
+
+    Requests take turns: each pass takes one item from each waiting request in turn (round
+    robin) until the budget is spent, so a 1-text request never waits behind the whole of a
+    20,000-text one, only behind the pass in progress.
+    """
 
     def __init__(self, engine: ReferenceEngine, metrics: Metrics, *, batch_tokens: int) -> None:
         self.engine = engine
         self.metrics = metrics
         self.batch_tokens = batch_tokens
-        self.queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self.waiting: collections.deque[collections.deque[_Item]] = collections.deque()  # one per request
+        self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -201,32 +253,44 @@ class Batcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
 
+    def _pending(self) -> int:
+        return sum(len(q) for q in self.waiting)
+
     async def embed(self, items: Sequence[Input], tokens: Sequence[int]) -> list[Any]:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         queued = [_Item(x, n, loop.create_future(), now) for x, n in zip(items, tokens, strict=True)]
-        for it in queued:
-            self.queue.put_nowait(it)
-        self.metrics.queued = self.queue.qsize()
+        if queued:
+            self.waiting.append(collections.deque(queued))
+            self.wake.set()
+        self.metrics.queued = self._pending()
         return list(await asyncio.gather(*(it.future for it in queued)))
 
-    def _take(self, first: _Item) -> list[_Item]:
-        batch = [first]
-        longest = first.tokens
-        while not self.queue.empty():
-            nxt = self.queue._queue[0]  # type: ignore[attr-defined]  # peek: stop before the budget
-            if max(longest, nxt.tokens) * (len(batch) + 1) > self.batch_tokens:
+    def _take(self) -> list[_Item]:
+        """Items for one pass: one from each request in turn, while the padded budget holds."""
+        batch: list[_Item] = []
+        longest = 0
+        while self.waiting:
+            q = self.waiting[0]
+            nxt = q[0]
+            if batch and max(longest, nxt.tokens) * (len(batch) + 1) > self.batch_tokens:
                 break
-            batch.append(self.queue.get_nowait())
+            batch.append(q.popleft())
             longest = max(longest, nxt.tokens)
+            self.waiting.rotate(-1)  # the next request's turn
+            if not q:
+                self.waiting.remove(q)
         return batch
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = self._take(await self.queue.get())
+            while not self.waiting:
+                self.wake.clear()
+                await self.wake.wait()
+            batch = self._take()
             started = time.monotonic()
-            self.metrics.queued = self.queue.qsize()
+            self.metrics.queued = self._pending()
             self.metrics.running = len(batch)
             for it in batch:
                 self.metrics.queue_time.observe(started - it.queued_at)
@@ -284,22 +348,34 @@ def build_app(engine: ReferenceEngine, settings: Settings, *, batch_tokens: int 
     batcher = Batcher(engine, metrics, batch_tokens=batch_tokens)
     stopping = asyncio.Event()
 
+    expected = settings.api_key.encode() if settings.api_key else None
+
+    def authorized(request: web.Request) -> bool:
+        """SGLang's check: ``Bearer`` (any case), one space, the key, compared in constant time."""
+        if expected is None or request.path.startswith(_EXEMPT):  # SGLang matches by prefix
+            return True
+        scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            token.encode("utf-8", "surrogateescape"), expected)
+
     @web.middleware
     async def count_and_auth(request: web.Request, handler: Any) -> web.StreamResponse:
-        path = request.path
-        key = (path, request.method)
-        metrics.http_requests[key] = metrics.http_requests.get(key, 0) + 1
         resp: web.StreamResponse
-        if settings.api_key and not path.startswith(_EXEMPT) and \
-                request.headers.get("Authorization") != f"Bearer {settings.api_key}":
-            resp = _json(401, {"error": "Unauthorized"})
-        else:
-            try:
-                resp = await handler(request)
-            except web.HTTPException as exc:
-                resp = _json(exc.status, {"detail": exc.reason})
-        rkey = (path, str(resp.status), request.method)
-        metrics.http_responses[rkey] = metrics.http_responses.get(rkey, 0) + 1
+        if not authorized(request):
+            # not counted: a keyless client must not choose label values (issue 19, finding 10)
+            return _json(401, {"error": "Unauthorized"})
+        try:
+            resp = await handler(request)
+        except web.HTTPException as exc:
+            resp = _json(exc.status, {"detail": exc.reason})
+        # only the routes this server has, so the label set is bounded (no path from a client)
+        route = request.match_info.route.resource
+        endpoint = route.canonical if route is not None else None
+        if endpoint in _ROUTES and request.method in ("GET", "POST"):
+            key = (endpoint, request.method)
+            metrics.http_requests[key] = metrics.http_requests.get(key, 0) + 1
+            rkey = (endpoint, str(resp.status), request.method)
+            metrics.http_responses[rkey] = metrics.http_responses.get(rkey, 0) + 1
         return resp
 
     async def health(request: web.Request) -> web.Response:
@@ -324,6 +400,8 @@ def build_app(engine: ReferenceEngine, settings: Settings, *, batch_tokens: int 
             body = await request.json()
         except ValueError as exc:
             return _json(400, RequestError(400, f"JSON decode error: {exc}", "Bad Request").body)
+        except RecursionError:  # 100,000-deep nesting: the client's fault, not the server's
+            return _json(400, RequestError(400, "JSON decode error: nested too deeply", "Bad Request").body)
         try:
             payload = await _embed(body)
         except RequestError as exc:
@@ -343,11 +421,10 @@ def build_app(engine: ReferenceEngine, settings: Settings, *, batch_tokens: int 
             raise RequestError(400, f"LoRA adapter '{model.split(':', 1)[1]}' was requested, but LoRA is not enabled.")
         dims = body.get("dimensions")
         if dims is not None:
+            dims = _dimensions(dims)
             if not settings.matryoshka:
                 raise RequestError(400, f"Model '{settings.model}' does not support matryoshka representation, "
                                    "changing output dimensions will lead to poor results.")
-            if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
-                raise RequestError(400, "Requested dimensions must be greater than 0")
             if dims > engine.dim:
                 raise RequestError(400, f"Provided dimensions are greater than max embedding dimension: {engine.dim}")
         counts = [len(x) if isinstance(x, list) else len(engine.token_ids(x)) for x in items]
