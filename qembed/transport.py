@@ -219,12 +219,13 @@ class StdlibSync:
         import http.client
 
         read = self._timeouts.read
+        sock = conn.sock  # held here: http.client drops conn.sock when an answer says it will close
 
         def bound() -> None:
             # no single wait longer than the per-read limit or the time left
             left = None if end is None else max(end - time.monotonic(), 1e-3)
             limits = [x for x in (read, left) if x is not None]
-            conn.sock.settimeout(min(limits) if limits else None)
+            sock.settimeout(min(limits) if limits else None)
 
         bound()
         try:
@@ -391,7 +392,10 @@ class AiohttpAsync:
             weakref.finalize(self, _abandon_session, self._session)
         start = time.monotonic()
         try:
-            async with self._session.request(req.method, self._base_url + req.path, data=req.body) as r:
+            # never follow a redirect: it would re-send the documents and the key to wherever
+            # the Location points (httpx and http.client do not follow either)
+            async with self._session.request(req.method, self._base_url + req.path, data=req.body,
+                                             allow_redirects=False) as r:
                 content = await r.read()
                 headers = {k.lower(): v for k, v in r.headers.items()}
                 return Response(r.status, headers, content)

@@ -6,8 +6,10 @@ Issue 19, finding 9 (docs/client.md, "API key")."""
 from __future__ import annotations
 
 import asyncio
+import http.server
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -88,3 +90,51 @@ def test_the_server_side_and_the_client_side_strip_the_same_way(monkeypatch: pyt
     with pytest.raises(QembedError, match="`api_key_file`") as info:
         resolve_api_key(Profile(name="t", model="m", api_key_env="UNSET_KEY_VAR", api_key_file=str(f)))
     assert KEY not in str(info.value)
+
+
+class _Redirecting(http.server.BaseHTTPRequestHandler):
+    """Answers every request with 307/308 to /elsewhere, and records what reaches /elsewhere."""
+
+    hits: ClassVar[list[tuple[str, str | None]]] = []
+    status = 307
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        if self.path.startswith("/elsewhere"):
+            type(self).hits.append((self.path, self.headers.get("Authorization")))
+        self.send_response(type(self).status)
+        self.send_header("Location", "/elsewhere" + self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+@pytest.mark.parametrize("how", ["httpx", "aiohttp", "stdlib", "async"])
+def test_no_transport_follows_a_redirect(how: str, status: int) -> None:
+    handler = type("H", (_Redirecting,), {"hits": [], "status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(QembedError) as info:
+            if how == "async":
+                async def run() -> Any:
+                    async with AsyncClient(url, api_key=KEY, max_retries=0) as ac:
+                        return await ac.embed_documents(["secret document"])
+                asyncio.run(run())
+            else:
+                with Client(url, api_key=KEY, http=how, max_retries=0) as c:  # type: ignore[arg-type]
+                    c.embed_documents(["secret document"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert handler.hits == []
+    assert str(status) in str(info.value)
+    assert KEY not in f"{info.value} {info.value.hint}"
