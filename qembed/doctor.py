@@ -632,17 +632,22 @@ def _network(c: _Ctx) -> None:
             c.add(s, "port", FAIL, f"{host}:{port} is in use{who}",
                   f"set `port: {free or port + 1}` in {_plabel(c.profile)} (or `--set port={free or port + 1}`), "
                   "or stop that process")
-    proxies = {k: v for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
-               if (v := os.environ.get(k))}
+    from .net import PROXY_VARS
+
+    proxies = {k: v for k in PROXY_VARS if (v := os.environ.get(k))}
     no_proxy = os.environ.get("NO_PROXY") or os.environ.get("no_proxy")
     if not proxies:
         c.add(s, "proxy", PASS, "no HTTP(S)_PROXY set")
     elif no_proxy_covers_loopback(no_proxy):
-        c.add(s, "proxy", PASS, f"{', '.join(sorted(proxies))} set; NO_PROXY covers loopback")
+        c.add(s, "proxy", PASS, f"{', '.join(sorted(proxies))} set; NO_PROXY covers loopback. "
+              "SGLang keeps the proxy for Hub downloads, loopback added to NO_PROXY; "
+              "`qembed gateway` starts smg without proxy variables, so worker traffic never goes through it")
     else:
         c.add(s, "proxy", WARN, f"{', '.join(sorted(proxies))} set without NO_PROXY for 127.0.0.1: SGLang's "
               "warm-up request (and clients) go through the proxy, and the server kills itself on the 502 "
-              "(`qembed serve` adds loopback to NO_PROXY for SGLang itself)",
+              "(`qembed serve` adds loopback to NO_PROXY for SGLang itself, and keeps the proxy for Hub "
+              "downloads; `qembed gateway` starts smg without proxy variables, so worker traffic never "
+              "goes through it)",
               "export NO_PROXY=127.0.0.1,localhost,::1")
     size = shm_size()
     if size is None:

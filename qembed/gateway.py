@@ -39,7 +39,7 @@ from .errors import (
     ServerExited,
     ServerUnreachable,
 )
-from .net import auth_headers
+from .net import PROXY_VARS, auth_headers
 
 if TYPE_CHECKING:
     from .launcher import Server
@@ -323,7 +323,10 @@ def start_gateway(
     env = {_KEY_ENV: api_key} if api_key else {}
     server = launcher.spawn(gateway_argv(flags), host=host, port=port, log_path=log_path, env=env,
                             api_key=api_key, header=[f"command: smg {' '.join(flags)}"],
-                            parent_death_signal=parent_death_signal)
+                            parent_death_signal=parent_death_signal,
+                            # workers live on other machines: a proxy would see the key and
+                            # every document (issue 19, finding 8)
+                            drop_env=PROXY_VARS)
     server.metrics_port = metrics_port
     return server
 

@@ -77,9 +77,46 @@ def stop_server(record: Record, *, timeout: float | None = None) -> bool:
         remove_if_owned(record)
         return False
     wait = record.shutdown_timeout if timeout is None else timeout
-    stop_process(record.pid, record.pgid, timeout=wait)
+    # qembed starts every server as the leader of its own group (pgid == pid): kill that group,
+    # never a recorded pgid that could be anyone's (this shell's own, after a bad record)
+    stop_process(record.pid, record.pid, timeout=wait)
     remove_if_owned(record)
     return True
+
+
+#: seconds `qembed ps` waits for one server's ``/health`` (all servers are probed at once). Short:
+#: a hung server must not hold `ps` for the readiness loop's 10 s (it took 10.9 s; issue 19).
+PS_HEALTH_TIMEOUT = 3.0
+
+
+def server_status(record: Record, *, timeout: float | None = None) -> str:
+    """What `qembed ps` shows for a live record.
+
+    ``stopped (SIGSTOP)`` (from ``/proc``, without a probe: a stopped process can't answer),
+    ``ready``; ``starting`` / ``loading`` (503 / closed port before the server was first ready);
+    ``draining`` (503 after it was ready: SGLang answers so while it finishes its requests);
+    ``not answering`` (closed port after it was ready, or no answer within ``timeout``);
+    ``http <status>``.
+    """
+    import httpx
+
+    from .procfs import read_stat
+
+    stat = read_stat(record.pid)
+    if stat is not None and stat[0] in ("T", "t"):
+        return "stopped (SIGSTOP)"
+    was_ready = record.dimensions is not None  # written into the record once it was ready
+    try:
+        with httpx.Client(trust_env=False) as http:
+            code = http.get(f"{record.url.rstrip('/')}/health",
+                            timeout=PS_HEALTH_TIMEOUT if timeout is None else timeout).status_code
+    except httpx.TimeoutException:
+        return "not answering"
+    except httpx.HTTPError:
+        return "not answering" if was_ready else "loading"
+    if code == 503:
+        return "draining" if was_ready else "starting"
+    return "ready" if code == 200 else f"http {code}"
 
 
 # -- launching ----------------------------------------------------------------------------------
@@ -128,10 +165,12 @@ def spawn(
     pass_fds: Sequence[int] = (),
     log_max_bytes: int | None = None,
     log_backups: int | None = None,
+    drop_env: Sequence[str] = (),
 ) -> Server:
     """Start ``argv`` in a new session (own process group), stdout+stderr to ``log_path``.
 
-    ``env`` is added to this process's environment; ``NO_PROXY`` always covers loopback.
+    ``env`` is added to this process's environment, less the names in ``drop_env``;
+    ``NO_PROXY`` always covers loopback.
     ``header`` lines are written to the log first (e.g. the redacted command).
     ``parent_death_signal`` (Linux): the signal SGLang gets if this thread dies, even by
     SIGKILL, so a foreground server does not outlive ``qembed serve``. It uses ``preexec_fn``,
@@ -141,7 +180,7 @@ def spawn(
     ``log_max_bytes`` / ``log_backups`` (default :mod:`qembed.logrotate`'s 64 MiB, 3 backups):
     a watcher process rotates the log by size while SGLang runs (``log_max_bytes=0``: never).
     """
-    full_env = merge_no_proxy({**os.environ, **(env or {})})
+    full_env = merge_no_proxy({k: v for k, v in {**os.environ, **(env or {})}.items() if k not in drop_env})
     log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # 0600: SGLang logs its server_args, API key included.
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -288,6 +327,7 @@ __all__ = [
     "port_is_free",
     "port_owned_by",
     "redact",
+    "server_status",
     "spawn",
     "stop_process",
     "stop_server",

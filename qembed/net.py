@@ -7,6 +7,12 @@ are loopback; wildcards (``0.0.0.0``, ``::``) and every other name are not.
 
 from __future__ import annotations
 
+#: The proxy variables HTTP clients read (curl, requests, httpx, reqwest in smg). qembed's own
+#: clients ignore them; `qembed gateway` takes them out of smg's environment, since worker traffic
+#: (the key and every document) must never go through a proxy; SGLang keeps them, for Hub
+#: downloads, with loopback added to ``NO_PROXY``.
+PROXY_VARS: tuple[str, ...] = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (an address or a name, as in a URL or ``--host``) is this machine's
@@ -103,4 +109,4 @@ def auth_headers(api_key: str | None, *, source: str = "the API key") -> dict[st
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-__all__ = ["auth_headers", "base_url", "clean_api_key", "is_loopback", "is_this_machine"]
+__all__ = ["PROXY_VARS", "auth_headers", "base_url", "clean_api_key", "is_loopback", "is_this_machine"]

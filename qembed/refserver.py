@@ -361,19 +361,22 @@ def build_app(engine: ReferenceEngine, settings: Settings, *, batch_tokens: int 
     @web.middleware
     async def count_and_auth(request: web.Request, handler: Any) -> web.StreamResponse:
         resp: web.StreamResponse
-        if not authorized(request):
-            # not counted: a keyless client must not choose label values (issue 19, finding 10)
-            return _json(401, {"error": "Unauthorized"})
-        try:
-            resp = await handler(request)
-        except web.HTTPException as exc:
-            resp = _json(exc.status, {"detail": exc.reason})
-        # only the routes this server has, so the label set is bounded (no path from a client)
+        ok = authorized(request)
+        if not ok:
+            resp = _json(401, {"error": "Unauthorized"})
+        else:
+            try:
+                resp = await handler(request)
+            except web.HTTPException as exc:
+                resp = _json(exc.status, {"detail": exc.reason})
+        # only the routes this server has, so a client never chooses a label value and the label
+        # set stays bounded (issue 19, finding 10); a request is counted once past the key check
         route = request.match_info.route.resource
         endpoint = route.canonical if route is not None else None
         if endpoint in _ROUTES and request.method in ("GET", "POST"):
-            key = (endpoint, request.method)
-            metrics.http_requests[key] = metrics.http_requests.get(key, 0) + 1
+            if ok:
+                key = (endpoint, request.method)
+                metrics.http_requests[key] = metrics.http_requests.get(key, 0) + 1
             rkey = (endpoint, str(resp.status), request.method)
             metrics.http_responses[rkey] = metrics.http_responses.get(rkey, 0) + 1
         return resp

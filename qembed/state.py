@@ -166,13 +166,13 @@ class Record:
         return servers_dir() / f"{self.name}.json"
 
     def is_alive(self) -> bool:
-        """The recorded process still runs, and it is the same process (not a reused PID)."""
-        if not pid_alive(self.pid):
+        """The recorded process still runs, and it is provably the same process: its start time
+        matches the recorded one. A record without a start time, or a process whose start time
+        can't be read, proves nothing, so it counts as gone (and is never signalled: a reused
+        PID may belong to anything; issue 19)."""
+        if self.proc_start_time is None or not pid_alive(self.pid):
             return False
-        if self.proc_start_time is None:
-            return True
-        current = process_start_time(self.pid)
-        return current is None or current == self.proc_start_time
+        return process_start_time(self.pid) == self.proc_start_time
 
     def uptime(self) -> float | None:
         try:

@@ -25,6 +25,7 @@ import pytest
 from qembed import gateway
 from qembed.client import Client
 from qembed.errors import ConfigError, QembedError, ServerUnreachable
+from qembed.net import PROXY_VARS
 from tests.fake_site import harness
 from tests.standin.server import HashBackend
 
@@ -353,3 +354,37 @@ def test_cli_refuses_a_dead_worker_with_error_and_hint() -> None:
     assert r.returncode == 7, r.stderr  # ExitCode.UNREACHABLE
     assert f"error: worker `{dead}` does not answer" in r.stderr and "hint:" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_smg_gets_no_proxy_variables(tmp_path: Path, workers: list[Worker], gw: list[Gateway],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19, finding 8: worker traffic (the key and every document) never goes through a proxy."""
+    (w,) = start_workers(workers, 1)
+    for name in PROXY_VARS:
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens: a proxied request fails
+    g = up(gw, tmp_path, [w.url])
+    with httpx.Client(trust_env=False) as http:  # this test's own request goes direct
+        r = http.post(f"{g.url}/v1/embeddings", json={"model": MODEL, "input": ["through the gateway"]}, timeout=30)
+    assert r.status_code == 200, r.text  # smg reached the worker without the (dead) proxy
+
+
+def test_the_gateway_child_environment_has_no_proxy_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mechanism of finding 8: start_gateway hands launcher.spawn the proxy names to drop."""
+    from qembed import launcher
+
+    for name in PROXY_VARS:
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    real_spawn = launcher.spawn
+
+    def spawn(argv: Any, **kw: Any) -> Any:  # run a child that writes its environment instead of smg
+        return real_spawn([sys.executable, "-c", "import os; print(sorted(os.environ))"], **kw)
+
+    monkeypatch.setattr(launcher, "spawn", spawn)
+    monkeypatch.setattr(gateway, "require_smg", lambda: None)
+    server = gateway.start_gateway(["http://10.0.0.5:30000"], host="127.0.0.1", port=harness.free_port(),
+                                   log_path=tmp_path / "smg.log", metrics_port=harness.free_port())
+    assert server.proc.wait(timeout=30) == 0
+    server.stop(timeout=5)  # reaps the log watcher too
+    log = (tmp_path / "smg.log").read_text()
+    assert "HOME" in log or "PATH" in log
+    assert not [n for n in PROXY_VARS if f"'{n}'" in log], log

@@ -483,10 +483,8 @@ def ps(json_: JsonOpt = False) -> None:
     from qembed import launcher, output, state
 
     records = state.list_records(clean=True)
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(records)))) as pool:
-        health = list(pool.map(lambda r: launcher.health_status(r.url), records))
-    # The records are of live processes: a closed port means SGLang is still loading the model.
-    health = ["loading" if h == "unreachable" else h for h in health]
+    with ThreadPoolExecutor(max_workers=max(1, min(32, len(records)))) as pool:
+        health = list(pool.map(launcher.server_status, records))
     if json_:
         output.print_json([{**r.to_json(), "status": h, "uptime_seconds": r.uptime()} for r, h in zip(records, health, strict=True)])
         return

@@ -1,0 +1,126 @@
+"""`qembed ps` and `qembed stop` on records that don't describe a healthy server: a record whose
+process can't be proven to be the server (`proc_start_time: null`) is never signalled; a
+stopped (SIGSTOP), hung or draining server is shown as such, quickly, not as `loading`.
+Issue 19, "Smaller" (docs/serving.md, "ps and stop")."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from qembed import launcher, state
+from tests.cli_helpers import invoke
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _record(name: str, pid: int, port: int, **kw: Any) -> state.Record:
+    rec = state.make_record(name=name, pid=pid, host="127.0.0.1", port=port, url=f"http://127.0.0.1:{port}",
+                            model="m", log_path=state.logs_dir() / f"{name}.log")
+    for k, v in kw.items():
+        setattr(rec, k, v)
+    state.save(rec)
+    return rec
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_stop_never_signals_a_pid_without_a_recorded_start_time(sleeper: subprocess.Popen[bytes]) -> None:
+    _record("ghost", sleeper.pid, _free_port(), proc_start_time=None)
+    r = invoke(["stop", "ghost"])
+    assert sleeper.poll() is None, "an unrelated process was signalled"
+    assert r.exit_code != 0 or "not running" in r.output
+    r = invoke(["stop", "--all"])
+    assert sleeper.poll() is None
+    assert state.load("ghost") is None  # the unprovable record is dropped, the process left alone
+
+
+def test_stop_never_signals_a_reused_pid(sleeper: subprocess.Popen[bytes]) -> None:
+    rec = _record("reused", sleeper.pid, _free_port())
+    assert rec.proc_start_time is not None
+    rec.proc_start_time -= 1
+    state.save(rec)
+    assert not launcher.stop_server(rec, timeout=1)
+    assert sleeper.poll() is None
+
+
+def _status(name: str) -> str:
+    r = invoke(["ps", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    return str(rows[name]["status"])
+
+
+def test_ps_shows_a_sigstopped_server_as_stopped_without_probing_it(sleeper: subprocess.Popen[bytes]) -> None:
+    with socket.socket() as listener:  # accepts connections in the kernel, never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        _record("frozen", sleeper.pid, listener.getsockname()[1], dimensions=16)
+        sleeper.send_signal(signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            status = _status("frozen")
+            took = time.monotonic() - t0
+        finally:
+            sleeper.send_signal(signal.SIGCONT)
+    assert status == "stopped (SIGSTOP)"
+    assert took < 2.0  # no health probe for a process that can't answer
+
+
+def test_ps_bounds_the_probe_of_a_hung_server(sleeper: subprocess.Popen[bytes],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    assert launcher.PS_HEALTH_TIMEOUT <= 3.0
+    monkeypatch.setattr(launcher, "PS_HEALTH_TIMEOUT", 0.3)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        _record("hung", sleeper.pid, listener.getsockname()[1], dimensions=16)
+        assert _status("hung") == "not answering"
+
+
+class _Draining(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_ps_tells_draining_from_starting_and_gone_from_loading(sleeper: subprocess.Popen[bytes]) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Draining)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        _record("draining", sleeper.pid, port, dimensions=16)  # was ready, now 503
+        _record("starting", sleeper.pid, port)  # never ready yet: 503 is start-up
+        closed = _free_port()
+        _record("gone", sleeper.pid, closed, dimensions=16)  # was ready, port closed
+        _record("loading", sleeper.pid, closed)  # never ready, port not open yet
+        r = invoke(["ps", "--json"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    rows = {row["name"]: row["status"] for row in json.loads(r.stdout)}
+    assert rows == {"draining": "draining", "starting": "starting", "gone": "not answering", "loading": "loading"}
