@@ -183,6 +183,10 @@ def test_plan_on_an_amx_xeon_picks_bf16_and_sizes_the_pool(tmp_path: Path) -> No
     assert cmd.argv[cmd.argv.index("--dtype") + 1] == "bfloat16"
     assert str(want) == cmd.argv[cmd.argv.index("--max-total-tokens") + 1]
     assert cmd.env["SGLANG_USE_CPU_ENGINE"] == "1" and "--device" in cmd.argv
+    # an idle CPU scheduler otherwise busy-polls a whole core
+    assert cmd.argv.count("--sleep-on-idle") == 1
+    again = build_command(p.profile.model_copy(update={"extra_args": ["--sleep-on-idle"]}), python="python3")
+    assert again.argv.count("--sleep-on-idle") == 1
 
 
 def test_plan_explicit_values_win(tmp_path: Path) -> None:

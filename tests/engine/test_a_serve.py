@@ -7,8 +7,10 @@ test_e_mistakes.py's, each checked by PID over the whole process tree."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from tests.engine.real import Engine, qembed
+from tests.engine.real import Engine, engine_env, qembed
+from tests.numerics.tiny_model import TinyModel
 
 
 def test_ready_only_after_health_turns_200(engine: Engine) -> None:
@@ -53,3 +55,21 @@ def test_the_tree_is_the_server_and_its_children(engine: Engine) -> None:
 
     names = {psutil.Process(p).name() for p in engine.tree()}
     assert {"sglang::scheduler", "sglang::detokenizer"} <= names, names
+
+
+def test_dry_run_plans_the_real_cpu_build(sglang_python: Path, engine_model: TinyModel, tmp_path: Path) -> None:
+    """The profile's own choice on this machine, from the real kernel check in the real venv: the
+    torch-native path (no compiled AMX kernels here), so `float32`, whatever the CPU flags say;
+    the planned argv passes SGLang's parser."""
+    out = qembed(["serve", "--profile", "xeon", "--model", str(engine_model.path), "--python", str(sglang_python),
+                  "--dry-run", "--json"], engine_env(tmp_path), timeout=180)
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    cpu = plan["cpu_plan"]
+    assert cpu["path"] == "torch-native" and cpu["kernels"]["path"] == "torch-native"
+    values = {v["key"]: v for v in cpu["values"]}
+    assert values["dtype"]["value"] == "float32" and values["dtype"]["source"] == "qembed"
+    assert plan["parser_check"] == "ok" and not plan["serve_would_refuse"]
+    argv = plan["argv"]
+    assert argv[argv.index("--dtype") + 1] == "float32" and "--max-total-tokens" in argv
+    assert {"--device", "--sleep-on-idle"} <= set(argv) and plan["env"]["SGLANG_USE_CPU_ENGINE"] == "1"
