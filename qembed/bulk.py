@@ -25,7 +25,6 @@ import contextlib
 import csv
 import json
 import os
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -34,20 +33,32 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import vector_io
-from .errors import ConfigError, InputError, QembedError, StorageError
+from .errors import (
+    ConfigError,
+    InputError,
+    QembedError,
+    ServerError,
+    ServerUnreachable,
+    StorageError,
+)
 from .vector_io import OUTPUT_FORMATS as OUTPUT_FORMATS
+from .vector_io import OutputLock as OutputLock
 from .vector_io import VectorWriter
+from .vector_io import lock_path as lock_path
 
 if TYPE_CHECKING:
     from .client import Client
 
 INPUT_FORMATS = (".txt", ".jsonl", ".csv", ".parquet")
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark: dropped at the start of every text input (stdin too)
 DEFAULT_CHUNK_ROWS = 1024
-JOURNAL_VERSION = 2
-# header keys that must match for a resume (the input's size and mtime are informational: the
-# records themselves are checked, chunk by chunk)
-_RESUME_KEYS = ("input", "output_format", "chunk_rows", "kind", "task", "instruction", "prefix", "dimensions",
-                "text_field", "id_field", "ids_file")
+JOURNAL_VERSION = 3  # 3: the served model; the first embedded record's vector (the probe); `on_error`
+# header keys that must match for a resume, and the option that sets each (the input's size and
+# mtime are informational: the records themselves are checked, chunk by chunk)
+_RESUME_KEYS = {"input": "--input", "output_format": "--output", "chunk_rows": "--chunk-rows",
+                "kind": "--query/--document/--prefix", "task": "--task", "instruction": "--instruction",
+                "prefix": "--prefix", "dimensions": "--dimensions", "text_field": "--text-field",
+                "id_field": "--id-field", "on_error": "--on-error"}
 
 ProgressFn = Callable[[int, "int | None", int], None]  # rows done, rows total, tokens done
 
@@ -157,7 +168,9 @@ def detect_id_field(path: str | Path, text_field: str = "text") -> str | None:
             import orjson
 
             with open(path, "rb") as f:
-                for line in f:
+                for line_no, line in enumerate(f, start=1):
+                    if line_no == 1:
+                        line = line.removeprefix(BOM)
                     if line.strip():
                         obj = orjson.loads(line)
                         return "id" if isinstance(obj, dict) and "id" in obj and text_field != "id" else None
@@ -188,6 +201,8 @@ def read_records(path: str | Path, *, text_field: str = "text", id_field: str | 
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
                     raise _not_utf8(path, i + 1, exc, i) from exc
+                if i == 0:
+                    text = text.removeprefix("\ufeff")  # a byte-order mark is not text (CSV and JSONL drop it too)
                 yield i, text.removesuffix("\n").removesuffix("\r")
     elif ext == ".jsonl":
         yield from _read_jsonl(path, text_field, id_field)
@@ -213,6 +228,8 @@ def _read_jsonl(path: Path, text_field: str, id_field: str | None) -> Iterator[t
     i = 0
     with open(path, "rb") as f:
         for line_no, line in enumerate(f, start=1):
+            if line_no == 1:
+                line = line.removeprefix(BOM)
             if not line.strip():
                 continue
             try:
@@ -267,10 +284,6 @@ def journal_path(output: Path) -> Path:
     return output.with_name(output.name + ".journal")
 
 
-def lock_path(output: Path) -> Path:
-    return output.with_name(output.name + ".lock")
-
-
 def _read_journal(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """Header and chunk lines; a torn last line (no newline, bad JSON) is ignored."""
     if not path.exists():
@@ -304,11 +317,11 @@ class _Journal:
     def __init__(self, path: Path, header: dict[str, Any], *, append: bool) -> None:
         self.path = path
         if not append:
-            with open(path, "wb") as f:
+            with vector_io.open_binary(path, "wb") as f:
                 f.write(json.dumps(header).encode() + b"\n")
                 f.flush()
                 os.fsync(f.fileno())
-        self.f = open(path, "ab")  # noqa: SIM115 - closed in close()
+        self.f = vector_io.open_binary(path, "ab")
 
     def commit(self, entry: dict[str, Any]) -> None:
         self.f.write(json.dumps(entry, default=str).encode() + b"\n")
@@ -317,59 +330,6 @@ class _Journal:
 
     def close(self) -> None:
         self.f.close()
-
-
-class OutputLock:
-    """An exclusive ``flock`` on ``<output>.lock`` for the whole job: one writer per output.
-
-    The file names its holder (pid, host, start time), so a refused job can say who has it.
-    It is removed when the job ends; a lock file left by a killed job is simply taken over
-    (the kernel released the lock with the process).
-    """
-
-    def __init__(self, output: Path) -> None:
-        self.output = output
-        self.path = lock_path(output)
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        import fcntl
-
-        while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as exc:
-                raise ConfigError(f"cannot create `{self.path}` next to the output: {exc.strerror or exc}",
-                                  hint="choose an output in a directory you can write to") from exc
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
-                os.close(fd)
-                raise ConfigError(f"`{self.output}` is being written by another qembed job ({holder})",
-                                  hint="wait for that job to finish, or write to another file") from None
-            # a finishing job unlinks the file after we opened it: then lock the new one
-            try:
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if not same:
-                os.close(fd)
-                continue
-            os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since "
-                         f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
-            self.fd = fd
-            return
-
-    def release(self) -> None:
-        if self.fd is None:
-            return
-        try:
-            self.path.unlink(missing_ok=True)  # while still held: nobody else can hold this inode
-        finally:
-            os.close(self.fd)
-            self.fd = None
 
 
 # -- the job ---------------------------------------------------------------------------------
@@ -472,7 +432,8 @@ def embed_file(
     jpath = journal_path(out)
     sidecar = vector_io.ids_path(out) if _suffix(out) == ".npy" and (id_field is not None or on_error == "skip") else None
     npy_ids = vector_io.ids_path(out) if _suffix(out) == ".npy" else None  # used or not, it belongs to `out`
-    extra = [p for p in (npy_ids, jpath, lock_path(out), out.with_name(out.name + ".parts")) if p is not None]
+    extra = [p for p in (npy_ids, jpath, lock_path(out), vector_io.parts_path(out), vector_io.parquet_tmp_path(out))
+             if p is not None]
     vector_io.check_destination(out, sources=[inp], extra=extra)
     lock = OutputLock(out)
     lock.acquire()
@@ -494,9 +455,10 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
         "input_mtime_ns": st.st_mtime_ns, "output_format": _suffix(out), "chunk_rows": chunk_rows,
         "kind": kind, "task": task, "instruction": instruction, "prefix": prefix,
         "dimensions": dimensions, "text_field": text_field, "id_field": id_field,
-        "ids_file": str(sidecar) if sidecar else None, "dim": None,
+        "on_error": on_error, "ids_file": str(sidecar) if sidecar else None,
+        "dim": None, "model": None,  # set when the first chunk opens the output
     }
-    parts = out.with_name(out.name + ".parts")
+    parts = vector_io.parts_path(out)
     old_header, done = _read_journal(jpath)
     if overwrite:
         old_header, done = None, []  # the old journal is rewritten with the first chunk
@@ -521,15 +483,17 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
                               hint="pass `--overwrite` instead of `--resume` to start again")
         mismatched = [k for k in _RESUME_KEYS if old_header.get(k) != header[k]]
         if mismatched:
-            raise InputError(f"cannot resume: {', '.join(mismatched)} changed since the interrupted run",
-                             hint="rerun with the same options, or pass `--overwrite` instead of `--resume` to start again")
-        header["dim"] = old_header.get("dim")
+            was = ", ".join(_option_was(k, old_header.get(k)) for k in mismatched)
+            raise InputError(f"cannot resume: the options differ from the interrupted run's, which had {was}",
+                             hint=f"rerun with {was}, or pass `--overwrite` instead of `--resume` to start again")
+        for key in ("dim", "model"):
+            header[key] = old_header.get(key)
         if done:
             if header["dim"] is None:
                 raise InputError(f"cannot resume: `{jpath}` lists chunks but no vector size",
                                  hint="pass `--overwrite` instead of `--resume` to start again")
-            probe = vector_io.writer_for(out, int(header["dim"]), ids_are_rows=id_field is None, ids_file=sidecar)
-            why = probe.verify(done)
+            on_disk = vector_io.writer_for(out, int(header["dim"]), ids_are_rows=id_field is None, ids_file=sidecar)
+            why = on_disk.verify(done)
             if why:
                 rows = sum(int(d["rows_out"]) for d in done)
                 raise InputError(f"cannot resume: {why}; the journal `{jpath}` says {rows} vectors were saved",
@@ -555,6 +519,7 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
     records = read_records(inp, text_field=text_field, id_field=id_field)
     chunks = _chunks(records, chunk_rows)
     row = 0
+    probe: tuple[str, list[float]] | None = None  # a committed record's text and the vector written for it
     for k, entry in enumerate(done):  # already written: read past them (checking they are the same records)
         chunk = next(chunks, None)
         if chunk is None or _records_sum(chunk) != entry.get("in_sum"):
@@ -562,14 +527,25 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
             raise InputError(f"cannot resume: the input `{inp}` changed since the interrupted run "
                              f"(records {row + 1}..{max(last, row + 1)}, chunk {k + 1}, differ)",
                              hint="resume with the same input, or pass `--overwrite` instead of `--resume` to start again")
+        if probe is None and entry.get("probe"):
+            probe = chunk[int(entry["probe"]["row"]) - row][1], entry["probe"]["vector"]
         row += len(chunk)
+    if probe is not None:  # the server must still be the one that wrote the committed rows: one probe, before any write
+        why = _other_server(header, embed_chunk([probe[0]]), probe[1])
+        if why:
+            rows = sum(int(d["rows_out"]) for d in done)
+            raise InputError(f"cannot resume: {why}; the {rows} vectors already in `{out}` came from "
+                             f"`{header['model']}` ({header['dim']} dims)",
+                             hint="resume against the server that started the job (`--url`), or pass `--overwrite` "
+                                  "instead of `--resume` to embed everything with this one")
     if on_progress:
         on_progress(result.rows_in, total, result.tokens)
 
     def fallback_dim() -> int:  # when no chunk has given a vector yet (empty input, every row skipped)
         return int(dimensions or client.server_info().dimensions or 0)
 
-    ctx = _Ctx(inp, out, jpath, sidecar, header, done, id_field, result, fallback_dim)
+    ctx = _Ctx(inp, out, jpath, sidecar, header, done, id_field, result, fallback_dim,
+               probed=any(d.get("probe") for d in done))
     if header["dim"] is not None:
         ctx.open(append=bool(done))
     from concurrent.futures import ThreadPoolExecutor
@@ -596,10 +572,20 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
                 header["dim"] = fallback_dim()
                 ctx.open(append=False)
             assert ctx.writer is not None
+            ctx.check_own()
             try:
                 ctx.writer.finalize()
             except OSError as exc:
                 raise _storage_error(exc, out, result) from exc
+        except (ServerUnreachable, ServerError) as exc:  # the server died or broke mid-job: what is kept?
+            for *_, fut in pending:
+                fut.cancel()
+            exc.message = (f"{exc.message}; {result.rows_in} input rows ({result.rows_out} vectors) are committed "
+                           f"in `{out}`")
+            exc.args = (exc.message,)
+            exc.hint = ("start the server again (or point `--url` at one serving the same model), then rerun the "
+                        "same command with `--resume` to continue from there")
+            raise
         except BaseException:
             for *_, fut in pending:
                 fut.cancel()
@@ -634,6 +620,7 @@ class _Ctx:
     id_field: str | None
     result: BulkResult
     fallback_dim: Callable[[], int]
+    probed: bool  # a committed chunk records the probe: the first record's vector
     writer: VectorWriter | None = None  # open once the vector size is known; closed by the job
     journal: _Journal | None = None
 
@@ -641,15 +628,22 @@ class _Ctx:
         writer = vector_io.writer_for(self.out, int(self.header["dim"]), ids_are_rows=self.id_field is None,
                                       ids_file=self.sidecar)
         last = self.done[-1] if self.done else None
+        journal: _Journal | None = None
         try:
             journal = _Journal(self.jpath, self.header, append=append)  # the journal first: a crash after
             writer.open(committed_rows=sum(d["rows_out"] for d in self.done),  # it leaves nothing unverified
                         committed_offset=int(last["offset"]) if last else 0, committed_chunks=len(self.done),
                         ids_offset=int(last.get("ids_offset", 0)) if last else 0)
-        except OSError as exc:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 writer.close()
-            raise _storage_error(exc, self.out, self.result) from exc
+            if journal is not None:
+                journal.close()
+                if not append:  # it lists no chunk: leave nothing that asks for a --resume
+                    self.jpath.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and not isinstance(exc, QembedError):
+                raise _storage_error(exc, self.out, self.result) from exc
+            raise
         self.writer, self.journal = writer, journal
 
     def write_one(self, item: tuple[int, int, list[tuple[Any, str]], Any]) -> None:
@@ -671,6 +665,7 @@ class _Ctx:
         if self.writer is None or self.journal is None:
             # a chunk whose every row was skipped has no vector to tell the size
             self.header["dim"] = int(emb.shape[1]) if len(emb) else self.fallback_dim()
+            self.header["model"] = emb.model  # which server makes this job's vectors
             self.open(append=False)
         writer, journal = self.writer, self.journal
         assert writer is not None and journal is not None
@@ -679,14 +674,33 @@ class _Ctx:
         fails = [[chunk[f.index][0], base + f.index, f.reason] for f in emb.failures]
         import numpy as np
 
+        if len(rows):  # every chunk from the same model and of the same size, or nothing is written
+            why = _other_server(self.header, emb)
+            if why:
+                raise QembedError(
+                    f"the server changed mid-job: {why}; {self.result.rows_in} input rows "
+                    f"({self.result.rows_out} vectors) of `{self.header['model']}` are committed in `{self.out}`",
+                    hint="point `--url` at a server of the job's model, then rerun the same command with `--resume`")
+        self.check_own()
         try:
             vectors = emb.view(np.ndarray).reshape(len(rows), -1 if len(rows) else writer.dim)
-            sums = writer.write(chunk_no, ids, vectors)
+            try:
+                sums = writer.write(chunk_no, ids, vectors)
+            except InputError as exc:  # an id the output cannot keep: name its record
+                if exc.index is not None:
+                    n = base + rows[exc.index] + 1
+                    where = f"line {n}" if _suffix(self.inp) == ".txt" else f"record {n}"
+                    exc.message = f"`{self.inp}` {where}: {exc.message}"
+                    exc.args = (exc.message,)
+                raise
             offset, ids_offset = writer.commit()  # output durable first ...
-            journal.commit({"chunk": chunk_no, "rows_in": len(chunk), "rows_out": len(rows),  # ... then the journal
-                            "offset": offset, "ids_offset": ids_offset, "tokens": int(emb.prompt_tokens),
-                            "failures": fails, "in_sum": _records_sum(chunk), "out_sha": sums.out,
-                            "ids_sha": sums.ids})
+            entry = {"chunk": chunk_no, "rows_in": len(chunk), "rows_out": len(rows),  # ... then the journal
+                     "offset": offset, "ids_offset": ids_offset, "tokens": int(emb.prompt_tokens),
+                     "failures": fails, "in_sum": _records_sum(chunk), "out_sha": sums.out, "ids_sha": sums.ids}
+            if rows and not self.probed:  # the job's first vector: a resume embeds its text again
+                entry["probe"] = {"row": base + rows[0], "vector": [float(x) for x in vectors[0]]}
+            journal.commit(entry)
+            self.probed = self.probed or bool(rows)
         except OSError as exc:
             if isinstance(exc, QembedError):
                 raise
@@ -697,3 +711,44 @@ class _Ctx:
         r.rows_out += len(rows)
         r.tokens += int(emb.prompt_tokens)
         r.failures.extend(BulkFailure(*f) for f in fails)
+
+    def check_own(self) -> None:
+        """Stop when another program replaced the output this job writes (its rows would be lost)."""
+        if self.writer is not None and self.writer.replaced():
+            raise StorageError(f"`{self.out}` was replaced or removed by another program while this job wrote it; "
+                               f"the {self.result.rows_out} vectors written so far are not in it",
+                               rows_committed=self.result.rows_in,
+                               hint="find what else writes that file, then pass `--overwrite` to embed it again")
+
+
+def _option_was(key: str, value: Any) -> str:
+    """How the interrupted run set the resume key ``key``, as the option a user types."""
+    if key == "kind":
+        return "`" + {"document": "--document", "query": "--query", "raw": "--prefix"}.get(str(value), str(value)) + "`"
+    if value is None:
+        return f"no `{_RESUME_KEYS[key]}`"
+    return f"`{_RESUME_KEYS[key]} {value}`"
+
+
+def _other_server(header: dict[str, Any], emb: Any, probe: list[float] | None = None) -> str | None:
+    """Why ``emb`` (a chunk's embeddings, or the probe's) was not made by the server that wrote the
+    committed rows: another served model, another vector size, or another vector than ``probe``
+    for the same text. Exact equality is never asked: an honest server's last bits vary per request."""
+    import numpy as np
+
+    from .verify import TOLERANCES
+
+    if header.get("model") and emb.model and emb.model != header["model"]:
+        return f"the server now serves `{emb.model}`, not `{header['model']}`"
+    dim = int(emb.shape[1]) if emb.ndim == 2 else 0
+    if header.get("dim") is not None and dim != int(header["dim"]):
+        return f"the server now gives vectors of {dim} dims, not the {header['dim']} of the rows already written"
+    if probe is not None:
+        want = np.asarray(probe, dtype=np.float64)
+        got = np.asarray(emb, dtype=np.float64)[0]
+        cos = float(want @ got / (np.linalg.norm(want) * np.linalg.norm(got) or 1.0))
+        floor = 1 - TOLERANCES["bf16"].cos
+        if cos < floor:
+            return (f"the server gives another vector for the same text (cosine {cos:.4f} to the interrupted run's, "
+                    f"below verify's bf16 tolerance {floor:g}): another model, or other weights under the same name")
+    return None

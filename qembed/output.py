@@ -165,6 +165,12 @@ def data(text: str) -> None:
     sys.stdout.flush()
 
 
+def data_part(text: str) -> None:
+    """Part of a document on stdout (no newline added), flushed: streamed output."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 def data_bytes(payload: bytes) -> None:
     """Binary data (e.g. a .npy file) on stdout."""
     buffer = getattr(sys.stdout, "buffer", None)

@@ -12,20 +12,27 @@ Formats (the same for a one-shot ``write_vectors`` and a streamed bulk job):
 The streamed writers keep a durable commit point (``commit``) and can verify, before a resume,
 that the file still holds what a journal says was committed (``verify``): a blake2b checksum per
 chunk. ``check_destination`` refuses what would destroy a file: writing over the input, into a
-directory, into a directory that does not exist, or over an existing file without ``overwrite``.
+directory, into a directory that does not exist, over an existing file without ``overwrite``, or
+through a symbolic link (the output and every side file: lock, journal, ids, parts, temporary
+files). Side files are also opened with ``O_NOFOLLOW``, so a link planted after the check is
+refused too. Every writer, one-shot or bulk, holds :class:`OutputLock` while it writes.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
 import re
+import socket
+import stat
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, MissingDependency
+from .errors import ConfigError, InputError, MissingDependency
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,6 +74,117 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def lock_path(output: Path) -> Path:
+    """The lock every writer of ``output`` holds: ``<output>.lock``."""
+    return output.with_name(output.name + ".lock")
+
+
+def parts_path(output: Path) -> Path:
+    """The folder of a streamed ``.parquet`` output's part files: ``<output>.parts``."""
+    return output.with_name(output.name + ".parts")
+
+
+def parquet_tmp_path(output: Path) -> Path:
+    """Where a streamed ``.parquet`` output is merged before it is renamed into place."""
+    return output.with_name(output.name + ".tmp")
+
+
+def _link_refused(path: Path) -> ConfigError:
+    try:
+        target = f" (to `{os.readlink(path)}`)"
+    except OSError:
+        target = ""
+    return ConfigError(f"`{path}` is a symbolic link{target}; qembed never writes through a link next to its output",
+                       hint="remove the link (`rm` removes the link, not its target), or give the real path as "
+                            "`--output`")
+
+
+def refuse_link(path: Path) -> None:
+    """Refuse ``path`` when it is a symbolic link (a dangling one included)."""
+    if os.path.islink(path):
+        raise _link_refused(path)
+
+
+def open_nofollow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` that refuses a symbolic link, anything but a regular file, and a file with
+    other hard links (writing it would change a file under another name)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _link_refused(path) from exc
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+        os.close(fd)
+        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"has {st.st_nlink} hard links"
+        raise ConfigError(f"`{path}` is {what}; qembed writes only files of its own next to its output",
+                          hint="move it away, or choose another output")
+    return fd
+
+
+def open_binary(path: Path, mode: str) -> io.BufferedRandom:
+    """``open(path, mode)`` for ``w+b``, ``r+b``, ``ab`` and ``wb``, through :func:`open_nofollow`."""
+    flags = {"w+b": os.O_RDWR | os.O_CREAT | os.O_TRUNC, "wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+             "r+b": os.O_RDWR, "ab": os.O_WRONLY | os.O_CREAT | os.O_APPEND}[mode]
+    fd = open_nofollow(path, flags)
+    return open(fd, mode)  # type: ignore[return-value]
+
+
+class OutputLock:
+    """An exclusive ``flock`` on ``<output>.lock`` while a writer writes: one writer per output,
+    a one-shot ``embed -o`` and a bulk job alike.
+
+    The file names its holder (pid, host, start time), so a refused writer can say who has it.
+    It is removed when the writer ends; a lock file left by a killed job is simply taken over
+    (the kernel released the lock with the process).
+    """
+
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        self.path = lock_path(output)
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        while True:
+            try:
+                fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT)
+            except OSError as exc:
+                raise ConfigError(f"cannot create `{self.path}` next to the output: {exc.strerror or exc}",
+                                  hint="choose an output in a directory you can write to") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+                os.close(fd)
+                raise ConfigError(f"`{self.output}` is being written by another qembed job ({holder})",
+                                  hint="wait for that job to finish, or write to another file") from None
+            # a finishing job unlinks the file after we opened it: then lock the new one
+            try:
+                same = os.lstat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since "
+                         f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+            self.fd = fd
+            return
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # while still held: nobody else can hold this inode
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+
 def check_output_format(dest: Path) -> None:
     """A file name (not a directory) whose suffix names a format qembed writes."""
     if dest.is_dir():
@@ -101,6 +219,8 @@ def check_destination(dest: Path, *, sources: Sequence[Path] = (), extra: Sequen
             if _same_file(path, src):
                 raise ConfigError(f"the output `{path}` is the input `{src}`; writing it would destroy the input",
                                   hint="choose another output file name")
+    for path in (dest, lock_path(dest), *extra):
+        refuse_link(path)
     if not overwrite:
         for path in (dest, *extra):
             if path.exists():
@@ -150,7 +270,7 @@ class ChunkSums:
 def _reopen(path: Path, keep: int) -> io.BufferedRandom:
     """``path`` open for appending after its first ``keep`` bytes (what the journal committed);
     a new, empty file when ``keep`` is 0 or the file is gone."""
-    f = open(path, "r+b") if keep and path.exists() else open(path, "w+b")  # noqa: SIM115 - the writer closes it
+    f = open_binary(path, "r+b") if keep and path.exists() else open_binary(path, "w+b")
     f.truncate(keep)
     f.seek(0, os.SEEK_END)
     return f
@@ -224,6 +344,10 @@ class VectorWriter:
         """Why the file on disk does not hold the committed chunks ``entries``, or None if it does."""
         raise NotImplementedError
 
+    def replaced(self) -> bool:
+        """Whether another program replaced or removed what this writer writes since it opened it."""
+        return False
+
     def _verify_ranges(self, path: Path, ranges: list[tuple[int, int, str | None]], what: str) -> str | None:
         if not ranges:
             return None
@@ -269,6 +393,14 @@ class _FileWriter(VectorWriter):
             self._f.close()
             self._f = None
         super().close()
+
+    def replaced(self) -> bool:
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return True
+        own = os.fstat(self.f.fileno())
+        return (st.st_ino, st.st_dev) != (own.st_ino, own.st_dev)
 
 
 class NpyWriter(_FileWriter):
@@ -340,68 +472,146 @@ class JsonlWriter(_FileWriter):
         return self._verify_ranges(self.path, _spans(entries, "offset", "out_sha"), "the lines")
 
 
+_PART = re.compile(r"(part-(\d{8})\.parquet|\.part-\d{8}\.tmp)")
+_INT64 = (-(2**63), 2**63)
+
+
+def _id_kind(rid: Any) -> str | None:
+    if type(rid) is int and _INT64[0] <= rid < _INT64[1]:  # not bool, which is an int to Python
+        return "int64"
+    return "string" if isinstance(rid, str) else None
+
+
+def arrow_id_type(ids: Sequence[Any], want: str | None = None) -> str | None:
+    """The ``.parquet`` ``id`` column type of ``ids``: ``int64`` when every id is an integer,
+    ``string`` when every id is a string (``want``, when given, is what earlier ids made it).
+
+    Raises:
+        InputError: an id of another type (null, a float, an object, a bool, an integer past
+            int64) or of a type other than the others; ``index`` is its position in ``ids``.
+    """
+    for j, rid in enumerate(ids):
+        kind = _id_kind(rid)
+        if kind is not None and want in (None, kind):
+            want = kind
+            continue
+        plural = {"int64": "integers", "string": "strings"}
+        what = (f"id {rid!r} is a {type(rid).__name__}" if kind is None else
+                f"id {rid!r} is {'an integer' if kind == 'int64' else 'a string'} but the ids before it are "
+                f"{plural[str(want)]}")
+        raise InputError(f"{what}; a `.parquet` `id` column holds only integers or only strings", index=j,
+                         hint="make every id an integer or every id a string, or write `.jsonl` or `.npy`, "
+                              "which keep any JSON id")
+    return want
+
+
 class ParquetWriter(VectorWriter):
-    """One part file per chunk (written to a temp name, then renamed), merged at the end."""
+    """One part file per chunk (written to a temp name, then renamed), merged at the end.
+
+    The ``id`` column is int64 when every id is an integer and string when every id is a string
+    (:func:`arrow_id_type`); the first chunk with ids decides, and a later chunk must agree.
+    """
+
+    id_type: str | None = None
 
     @property
     def parts(self) -> Path:
-        return self.path.with_name(self.path.name + ".parts")
+        return parts_path(self.path)
 
     def part(self, chunk_index: int) -> Path:
         return self.parts / f"part-{chunk_index:08d}.parquet"
+
+    def _schema(self, id_type: str | None) -> Any:
+        pa = self.pa
+        return pa.schema([("id", pa.int64() if (id_type or "int64") == "int64" else pa.string()),
+                          ("embedding", pa.list_(pa.float32(), self.dim))])
+
+    def _write_new(self, path: Path, write: Any) -> None:
+        """Write a new file at ``path`` (a stale one is removed first; never through a link)."""
+        refuse_link(path)
+        path.unlink(missing_ok=True)
+        with open(open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
 
     def open(self, *, committed_rows: int, committed_offset: int, committed_chunks: int, ids_offset: int = 0) -> None:
         self.pq = pyarrow_parquet()
         import pyarrow as pa
 
         self.pa = pa
+        refuse_link(self.parts)
         self.parts.mkdir(parents=True, exist_ok=True)
-        for p in self.parts.iterdir():  # drop anything after the last committed chunk
-            try:
-                k = int(p.name.split("-")[1].split(".")[0])
-            except (IndexError, ValueError):
-                k = -1
-            if k < 0 or k >= committed_chunks or not p.name.endswith(".parquet"):
-                p.unlink()
-        self.schema = pa.schema([("id", pa.int64() if self.ids_are_rows else pa.string()),
-                                 ("embedding", pa.list_(pa.float32(), self.dim))])
+        refuse_link(self.parts)
+        names = [p.name for p in self.parts.iterdir()]
+        foreign = [n for n in names if not _PART.fullmatch(n)]
+        if foreign:  # never delete what qembed did not write
+            raise ConfigError(f"`{self.parts / foreign[0]}` was not written by qembed; `{self.parts}` holds only "
+                              "qembed's part files, and it is emptied when the job ends",
+                              hint=f"move {len(foreign)} such file(s) out of `{self.parts}`, or choose another output")
+        for n in names:  # drop anything after the last committed chunk
+            m = _PART.fullmatch(n)
+            if m is None or m.group(2) is None or int(m.group(2)) >= committed_chunks:
+                (self.parts / n).unlink()
+        self.id_type = "int64" if self.ids_are_rows else None
+        for k in range(committed_chunks):  # a resume keeps the id type the committed rows have
+            if self.id_type is not None:
+                break
+            meta = self.pq.ParquetFile(self.part(k))
+            if meta.metadata.num_rows:
+                self.id_type = "int64" if meta.schema_arrow.field("id").type == pa.int64() else "string"
         self.count = committed_chunks
+        self._parts_ino = os.lstat(self.parts).st_ino
 
     def write(self, chunk_index: int, ids: Sequence[Any], vectors: npt.NDArray[np.float32]) -> ChunkSums:
         import numpy as np
 
         pa = self.pa
+        self.id_type = arrow_id_type(ids, self.id_type)
+        schema = self._schema(self.id_type)
         flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
         emb = pa.FixedSizeListArray.from_arrays(flat, self.dim)
-        id_arr = pa.array(list(ids) if self.ids_are_rows else [str(x) for x in ids], type=self.schema.field("id").type)
-        table = pa.Table.from_arrays([id_arr, emb], schema=self.schema)
+        id_arr = pa.array(list(ids), type=schema.field("id").type)
+        table = pa.Table.from_arrays([id_arr, emb], schema=schema)
         tmp = self.parts / f".part-{chunk_index:08d}.tmp"
-        self.pq.write_table(table, tmp)
+        self._write_new(tmp, lambda f: self.pq.write_table(table, f))
         h = digest()
         with open(tmp, "rb") as f:
             while block := f.read(1 << 20):
                 h.update(block)
-            os.fsync(f.fileno())
         os.replace(tmp, self.part(chunk_index))
         self.count = chunk_index + 1
         return ChunkSums(h.hexdigest(), None)
 
     def commit(self) -> tuple[int, int]:
-        fd = os.open(self.parts, os.O_RDONLY)
+        fd = os.open(self.parts, os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
         return self.count, 0
 
+    def replaced(self) -> bool:
+        try:
+            return os.lstat(self.parts).st_ino != self._parts_ino or os.path.islink(self.parts)
+        except FileNotFoundError:
+            return True
+
     def finalize(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with self.pq.ParquetWriter(tmp, self.schema) as w:
-            for p in sorted(self.parts.glob("part-*.parquet")):
-                w.write_table(self.pq.read_table(p, schema=self.schema))
+        tmp = parquet_tmp_path(self.path)
+        schema = self._schema(self.id_type)
+        parts = sorted(self.parts.glob("part-*.parquet"))
+
+        def merge(f: Any) -> None:
+            with self.pq.ParquetWriter(f, schema) as w:
+                for p in parts:  # a chunk with every row skipped may have been typed before any id was seen
+                    w.write_table(self.pq.read_table(p).cast(schema))
+
+        self._write_new(tmp, merge)
         os.replace(tmp, self.path)
         for p in self.parts.iterdir():
-            p.unlink()
+            if _PART.fullmatch(p.name):
+                p.unlink()
         self.parts.rmdir()
 
     def verify(self, entries: Sequence[dict[str, Any]]) -> str | None:
@@ -437,13 +647,15 @@ def write_vectors(dest: str | Path, ids: Sequence[Any], vectors: npt.NDArray[np.
     arr = np.asarray(vectors, dtype=np.float32)
     if arr.ndim != 2 or arr.shape[0] != len(ids):
         raise ValueError(f"vectors of shape {arr.shape} do not match {len(ids)} ids")
-    ids_are_rows = all(isinstance(x, int) for x in ids)
+    ids_are_rows = all(_id_kind(x) == "int64" for x in ids)
     plain = list(ids) == list(range(len(ids)))
     tag = f".{os.getpid()}.tmp"
     tmp = dest.with_name(f".{dest.stem}{tag}{dest.suffix}")  # the suffix still names the format
     sidecar = ids_path(dest) if suffix(dest) == ".npy" and not plain else None
     tmp_ids = sidecar.with_name(f".{sidecar.name}{tag}") if sidecar else None
     writer = writer_for(tmp, int(arr.shape[1]), ids_are_rows=ids_are_rows, ids_file=tmp_ids)
+    lock = OutputLock(dest)  # the same lock a bulk job holds on `dest`: never replace its file mid-job
+    lock.acquire()
     try:
         writer.open(committed_rows=0, committed_offset=0, committed_chunks=0)
         writer.write(0, ids, arr)
@@ -459,4 +671,6 @@ def write_vectors(dest: str | Path, ids: Sequence[Any], vectors: npt.NDArray[np.
             if p is not None:
                 p.unlink(missing_ok=True)
         raise
+    finally:
+        lock.release()
     return [dest] + ([sidecar] if sidecar else [])

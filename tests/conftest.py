@@ -127,6 +127,7 @@ STANDIN_MODULES: dict[str, str] = {
                     + "; against real SGLang: tests/engine/test_b_bulk.py",
     "test_bulk_fuzz.py": "property-based bulk runs, hundreds of jobs: " + _FAULTS,
     "test_bulk_safety.py": "output safety under planted faults: " + _FAULTS,
+    "test_bulk_round3.py": "planted links, a resume against another server's size or weights: " + _FAULTS,
     "test_client.py": _FAULTS + "; the happy path runs against real SGLang in tests/numerics",
     "test_client_async.py": _FAULTS + "; the happy path runs against real SGLang in tests/numerics",
     "test_client_cli.py": _FAULTS,

@@ -7,6 +7,7 @@ Only the standard library and typer are imported at module level.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -99,26 +100,76 @@ def _stdin_piped() -> bool:
         return False
 
 
-def _stdin_lines() -> list[str]:
-    from qembed.errors import ConfigError, InputError
+def _stdin_line(raw: bytes, n: int) -> str:
+    """Line ``n`` (1-based) of stdin as text: UTF-8, without its ``\r``, and (line 1) without a BOM."""
+    from qembed.bulk import BOM
+    from qembed.errors import InputError
+
+    if n == 1:
+        raw = raw.removeprefix(BOM)
+    try:
+        return raw.decode("utf-8").removesuffix("\r")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"line {n} of stdin is not UTF-8 (byte {exc.start + 1}: {exc.reason})",
+                         hint="convert it to UTF-8 first, e.g. `iconv -f latin1 -t utf-8 FILE | qembed embed`") from exc
+
+
+def _stdin_raw_lines(size: int) -> Iterator[list[bytes]]:
+    """stdin's lines, ``size`` at a time, or fewer when the producer pauses (``tail -f``, a slow
+    generator): each line is embedded without waiting for a full chunk or for EOF."""
+    import os
+    import select
+
+    from qembed.errors import ConfigError
 
     try:
-        raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8", "surrogateescape")
-    except OSError as exc:
-        raise ConfigError(f"cannot read stdin: {exc}") from exc
+        fd: int | None = sys.stdin.buffer.fileno() if hasattr(sys.stdin, "buffer") else sys.stdin.fileno()
+    except (OSError, ValueError, AttributeError):  # not a real file (a test runner's stream)
+        fd = None
     # split on newlines only: str.splitlines() would also split inside a text on
     # \u2028, \x0c, ... and change what the model sees
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    out = []
-    for n, line in enumerate(lines, start=1):
-        try:
-            out.append(line.decode("utf-8").removesuffix("\r"))
-        except UnicodeDecodeError as exc:
-            raise InputError(f"line {n} of stdin is not UTF-8 (byte {exc.start + 1}: {exc.reason})",
-                             hint="convert it to UTF-8 first, e.g. `iconv -f latin1 -t utf-8 FILE | qembed embed`") from exc
-    return out
+    lines: list[bytes] = []
+    tail = b""
+    try:
+        if fd is None:
+            raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8", "surrogateescape")
+            lines, tail = raw.split(b"\n"), b""
+            if lines[-1] == b"":
+                lines.pop()
+        else:
+            while True:
+                if lines and (len(lines) >= size or not select.select([fd], [], [], 0)[0]):
+                    yield lines[:size]
+                    del lines[:size]
+                    continue
+                block = os.read(fd, 1 << 16)
+                if not block:
+                    break
+                parts = (tail + block).split(b"\n")
+                tail = parts.pop()
+                lines.extend(parts)
+    except OSError as exc:
+        raise ConfigError(f"cannot read stdin: {exc}") from exc
+    if tail:
+        lines.append(tail)
+    while lines:
+        yield lines[:size]
+        del lines[:size]
+
+
+def _stdin_chunks(size: int) -> Iterator[list[str]]:
+    """stdin as text, chunk by chunk (see :func:`_stdin_raw_lines`)."""
+    n = 0
+    for raw in _stdin_raw_lines(size):
+        chunk = []
+        for line in raw:
+            n += 1
+            chunk.append(_stdin_line(line, n))
+        yield chunk
+
+
+def _stdin_lines() -> list[str]:
+    return [t for chunk in _stdin_chunks(1 << 16) for t in chunk]
 
 
 def _check_utf8(value: str, what: str) -> None:
@@ -217,7 +268,7 @@ def embed(
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds one request may take in total, every byte of the answer included (default: 300).", min=0.001, show_default=False)] = None,
 ) -> None:
     """Embed text with the Qwen3 instruction format; or embed a whole file (--input/--output)."""
-    from qembed.errors import ConfigError, InputError, StorageError
+    from qembed.errors import ConfigError, ServerError, ServerUnreachable, StorageError
 
     for value, what in ((instruction, "`--instruction`"), (prefix, "`--prefix`")):
         if value is not None:
@@ -243,8 +294,10 @@ def embed(
                 result = _run_bulk(client, input_path, output_path, kind=kind, task=task, instruction=instruction,
                                    prefix=prefix, dimensions=dimensions, text_field=text_field, id_field=id_field,
                                    chunk_rows=chunk_rows, resume=resume, overwrite=overwrite, on_error=mode)
-            except StorageError as exc:
-                exc.hint = f"{exc.hint}: {_continue_command()}" if exc.hint else _continue_command()
+            except (StorageError, ServerUnreachable, ServerError) as exc:
+                # the job stopped with rows committed: name the exact command that continues it
+                if isinstance(exc, StorageError) or "with `--resume`" in (exc.hint or ""):
+                    exc.hint = f"{exc.hint}: {_continue_command()}" if exc.hint else _continue_command()
                 raise
         _render_summary(result, as_json=json_ or fmt == Format.json)
         return
@@ -252,40 +305,99 @@ def embed(
         raise ConfigError("`--resume` applies to `--input` jobs")
     if output_path is not None:
         _check_output(output_path, fmt, json_, overwrite)
+    chosen = Format.json if json_ else (fmt or (Format.table if sys.stdout.isatty() else Format.json))
+    job: dict[str, Any] = {"kind": kind, "task": task, "instruction": instruction, "prefix": prefix,
+                           "dimensions": dimensions}
+    stdin_only = list(texts or []) == ["-"] or (not texts and _stdin_piped())
+    if stdin_only and output_path is None and (chosen == Format.jsonl or (chosen == Format.json
+                                                                           and not sys.stdout.isatty())):
+        with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size, on_error=mode,
+                     timeout=timeout) as client:
+            _stream_stdin(client, chosen, job)
+        return
     items, labels = _read_texts(list(texts or []), auto_stdin=True)
     if not items:
         raise ConfigError("nothing to embed", hint='pass texts, pipe lines into stdin, or `--input FILE`; e.g. `qembed embed --query "what is MRL?"`')
-    chosen = Format.json if json_ else (fmt or (Format.table if sys.stdout.isatty() else Format.json))
     if chosen == Format.npy and output_path is None and sys.stdout.isatty():
         raise ConfigError("`--format npy` is binary and stdout is a terminal",
                           hint="redirect it (`> vectors.npy`), or pass `--output vectors.npy`")
     with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size, on_error=mode,
                  timeout=timeout) as client:
-        emb: Any
-        try:
-            if chosen == Format.json and output_path is None:
-                # printed from plain lists: a one-shot run never imports numpy
-                emb = client.embed_lists(items, kind=kind,  # type: ignore[arg-type]  # raw, query or document
-                                         task=task or "retrieval" if kind == "query" else task,
-                                         instruction=instruction, prefix=prefix, dimensions=dimensions)
-            elif kind == "query":
-                emb = client.embed_queries(items, task=task or "retrieval", instruction=instruction, dimensions=dimensions)
-            elif kind == "document":
-                emb = client.embed_documents(items, task=task, dimensions=dimensions)
-            else:
-                emb = client.embed(items, prefix=prefix, dimensions=dimensions)
-        except InputError as exc:
-            if exc.index is not None and 0 <= exc.index < len(labels) and exc.message.startswith(f"input {exc.index}"):
-                exc.message = labels[exc.index] + exc.message[len(f"input {exc.index}"):]
-                exc.args = (exc.message,)
-                skip = "or pass `--on-error skip` to leave it out (and be told which)"
-                if "--on-error skip" not in (exc.hint or ""):
-                    exc.hint = f"{exc.hint}; {skip}" if exc.hint else skip.removeprefix("or ")
-            raise
+        # printed from plain lists: a one-shot run never imports numpy
+        emb = _embed_items(client, items, labels, job, plain=chosen == Format.json and output_path is None)
     if output_path is not None:
         _write_file(emb, len(items), labels, output_path)
     else:
         _render(emb, items, labels, chosen)
+
+
+def _embed_items(client: Client, items: list[str], labels: list[str], job: dict[str, Any], *, plain: bool) -> Any:
+    """Embed ``items`` as ``job`` says (kind, task, instruction, prefix, dimensions); an input
+    error names the text as the user knows it (``labels``). ``plain``: lists, not numpy."""
+    from qembed.errors import InputError
+
+    kind, task = job["kind"], job["task"]
+    try:
+        if plain:
+            return client.embed_lists(items, kind=kind, task=task or "retrieval" if kind == "query" else task,
+                                      instruction=job["instruction"], prefix=job["prefix"],
+                                      dimensions=job["dimensions"])
+        if kind == "query":
+            return client.embed_queries(items, task=task or "retrieval", instruction=job["instruction"],
+                                        dimensions=job["dimensions"])
+        if kind == "document":
+            return client.embed_documents(items, task=task, dimensions=job["dimensions"])
+        return client.embed(items, prefix=job["prefix"], dimensions=job["dimensions"])
+    except InputError as exc:
+        if exc.index is not None and 0 <= exc.index < len(labels) and exc.message.startswith(f"input {exc.index}"):
+            exc.message = labels[exc.index] + exc.message[len(f"input {exc.index}"):]
+            exc.args = (exc.message,)
+            skip = "or pass `--on-error skip` to leave it out (and be told which)"
+            if "--on-error skip" not in (exc.hint or ""):
+                exc.hint = f"{exc.hint}; {skip}" if exc.hint else skip.removeprefix("or ")
+        raise
+
+
+def _stream_stdin(client: Client, fmt: Format, job: dict[str, Any]) -> None:
+    """Piped stdin, chunk by chunk, in input order: each chunk's vectors are printed (and flushed)
+    before the next chunk is read, so memory stays flat and a long producer sees results as it goes.
+    ``--format json`` streams the same document: ``data`` grows, ``prompt_tokens`` and ``failures``
+    close it."""
+    import json
+
+    from qembed import output, vector_io
+    from qembed.bulk import DEFAULT_CHUNK_ROWS
+    from qembed.errors import ConfigError
+
+    base = tokens = 0
+    failures: list[dict[str, Any]] = []
+    opened = False
+    for chunk in _stdin_chunks(DEFAULT_CHUNK_ROWS):
+        labels = [f"line {base + i + 1} of stdin" for i in range(len(chunk))]
+        emb = _embed_items(client, chunk, labels, job, plain=fmt == Format.json)
+        rows = [base + i for i in _rows(emb, len(chunk))]
+        for f in emb.failures:
+            output.warn(f"{labels[f.index]} skipped: {f.reason}")
+            failures.append({"index": base + f.index, "reason": f.reason})
+        if fmt == Format.jsonl:
+            if rows:
+                import numpy as np
+
+                output.data(vector_io.jsonl_bytes(rows, np.asarray(emb, dtype=np.float32)).decode())
+        else:
+            body = ", ".join(json.dumps({"index": i, "embedding": v}) for i, v in zip(rows, emb.vectors, strict=True))
+            if not opened:
+                head = json.dumps({"model": emb.model, "dimensions": emb.dimensions}, ensure_ascii=False)
+                output.data_part(head[:-1] + ', "data": [' + body)
+                opened = True
+            elif body:
+                output.data_part(", " + body)
+        tokens += int(emb.prompt_tokens)
+        base += len(chunk)
+    if base == 0:
+        raise ConfigError("nothing to embed", hint='pass texts, pipe lines into stdin, or `--input FILE`; e.g. `qembed embed --query "what is MRL?"`')
+    if fmt == Format.json:
+        output.data(f'], "prompt_tokens": {tokens}, "failures": {json.dumps(failures, ensure_ascii=False)}}}')
 
 
 def _check_output(output_path: Path, fmt: Format | None, json_: bool, overwrite: bool) -> None:
