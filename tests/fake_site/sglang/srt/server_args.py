@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     a("--trust-remote-code", action="store_true")
     a("--tokenizer-mode", default="auto", choices=["auto", "slow"])
     a("--device")
+    a("--sleep-on-idle", action="store_true")
     a("--quantization", choices=["awq", "fp8", "mxfp8", "gptq", "gptq_marlin", "awq_marlin", "bitsandbytes", "gguf", "modelopt", "modelopt_fp8", "modelopt_fp4", "w8a8_int8", "w8a8_fp8", "compressed-tensors", "unquant"])
     a("--kv-cache-dtype", default="auto", choices=["auto", "fp8_e5m2", "fp8_e4m3", "mxfp8", "bf16", "bfloat16", "nvfp4", "fp4_mx_block16"])
     a("--random-seed", type=int)
