@@ -139,6 +139,13 @@ class Profile(pydantic.BaseModel):
     def _not_blank(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("must not be empty")
+        if v.startswith("-"):
+            # SGLang's argparse would read `--model-path --host=0.0.0.0` as a flag, after the spawn
+            raise ValueError(f"must not start with `-` (it would reach SGLang as a flag), got {v!r}; "
+                             "write a relative path as `./" + v + "`")
+        bad = next((c for c in v if ord(c) < 32 or ord(c) == 127), None)
+        if bad is not None:
+            raise ValueError(f"must not contain a control character (U+{ord(bad):04X}), got {v!r}")
         return v
 
     @pydantic.field_validator("served_model_name")

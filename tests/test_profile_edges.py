@@ -71,6 +71,22 @@ def test_serve_options_are_taken_as_written(tmp_path: Path, option: str, value: 
     assert data["profile"][key] == value  # a string, never an int, a bool or a cut-off comment
 
 
+@pytest.mark.parametrize(("how", "value", "needle"), [
+    ("set", "--host=0.0.0.0", "must not start with `-`"),
+    ("option", "--host=0.0.0.0", "must not start with `-`"),
+    ("option", "Qwen/Qwen3-Embedding-4B\n--host=0.0.0.0", "control character (U+000A)"),
+])
+def test_a_model_that_would_reach_sglang_as_a_flag_is_refused(tmp_path: Path, how: str, value: str,
+                                                               needle: str) -> None:
+    """Issue 19: `--set model=--host=0.0.0.0` used to be caught only by SGLang's argparse after the
+    spawn; a newline showed in `--dry-run` as if it were a space."""
+    args = ["--set", f"model={value}"] if how == "set" else ["--model", value]
+    r = dry_run(tmp_path, "-p", "a100", *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert needle in r.stderr and "Traceback" not in r.stderr
+    assert "SGLang pid" not in r.stderr and r.stdout == ""
+
+
 def test_set_still_parses_values_and_options_win_over_set() -> None:
     p = load_profile("generic", overrides=["port=31000", "model_override_args={a: 1}"],
                      options={"port": 31001, "model": "2024"})
