@@ -67,8 +67,8 @@ MAX_KV_TOKENS = 131_072
 UNKNOWN_SHAPE_KV_TOKENS = 8192
 #: What the torch-native path (no AMX kernels) cost where it was measured.
 TORCH_NATIVE_COST = (
-    "measured on a 2-core Xeon with the tiny test model: 61–154 texts/s for one request of 64 "
-    "short texts; the reference engine (`--profile cpu`) was 2.2–2.9× faster on short texts"
+    "the reference engine (`--profile cpu`) was 2.2–3.2× faster on short texts and 1.0–1.3× at "
+    "512 tokens (tiny test model, 2-core Xeon and EPYC; docs/performance.md §9)"
 )
 #: Where users find how to install SGLang's CPU build.
 INSTALL_DOC = 'docs/serving.md, "SGLang on CPU (`--profile xeon`)"'

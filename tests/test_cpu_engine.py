@@ -229,7 +229,7 @@ def test_plan_torch_native_says_its_cost_and_picks_float32(tmp_path: Path) -> No
     p = cpu.plan(load_profile("xeon"), python="py", env={}, host=epyc(tmp_path), kernels=kernels("torch-native"))
     assert p.path == "torch-native" and p.profile.dtype == "float32"
     warn = next(f for f in p.findings if f.check == "path")
-    assert warn.level == "warn" and "2.2–2.9×" in warn.message and "--profile cpu" in (warn.hint or "")
+    assert warn.level == "warn" and "2.2–3.2×" in warn.message and "--profile cpu" in (warn.hint or "")
 
 
 def test_plan_missing_build_refuses_with_the_install_hint(tmp_path: Path) -> None:
@@ -326,7 +326,7 @@ def test_dry_run_with_the_cpu_build_checks_the_planned_argv(monkeypatch: pytest.
     values = {v["key"]: v for v in doc["cpu_plan"]["values"]}
     assert values["dtype"]["value"] == "float32" and values["dtype"]["source"] == "qembed"
     assert doc["profile"]["max_total_tokens"] == values["max_total_tokens"]["value"] > 0
-    assert any("torch-native path" in f["message"] and "2.2–2.9×" in f["message"] for f in doc["launch_findings"])
+    assert any("torch-native path" in f["message"] and "2.2–3.2×" in f["message"] for f in doc["launch_findings"])
     assert err == ""  # --json: the findings are in the document, nothing on stderr
 
 
