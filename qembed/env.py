@@ -28,9 +28,10 @@ SGLANG_PYTHON = EnvVar("QEMBED_SGLANG_PYTHON", None, "Python interpreter that ha
 STATE_DIR = EnvVar("QEMBED_STATE_DIR", None, "Where server records and logs live (default: the platform state dir)")
 DEBUG = EnvVar("QEMBED_DEBUG", None, "Set to 1 to show tracebacks for known errors")
 LOG_LEVEL = EnvVar("QEMBED_LOG_LEVEL", "warning", "Log level of qembed's own logger")
+GATEWAY_ADMIN_KEY = EnvVar("QEMBED_GATEWAY_ADMIN_KEY", None, "The smg gateway's control-plane (admin) key, for `/workers`; never a client key (default: a random key per gateway run)")
 LOG_FORMAT = EnvVar("QEMBED_LOG_FORMAT", "text", "`qembed serve` messages on stderr: `text`, or `json` (one JSON object per line, for log shippers)")
 
-ALL: tuple[EnvVar, ...] = (URL, API_KEY, PROFILE, MODEL, SGLANG_PYTHON, STATE_DIR, DEBUG, LOG_LEVEL, LOG_FORMAT)
+ALL: tuple[EnvVar, ...] = (URL, API_KEY, GATEWAY_ADMIN_KEY, PROFILE, MODEL, SGLANG_PYTHON, STATE_DIR, DEBUG, LOG_LEVEL, LOG_FORMAT)
 
 #: Set by qembed itself for a child it starts, never by users: the reference engine's API key
 #: travels in the child's environment, not in its argv (qembed/refserver.py).

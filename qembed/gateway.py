@@ -17,6 +17,14 @@ goes on the command line: the child reads it from its environment (:data:`_ENTRY
 hands it to smg in memory, so ``ps`` and ``/proc/PID/cmdline`` do not show it. smg uses the same
 key to check clients and to call the workers.
 
+The control plane (``GET/POST/DELETE /workers``) has its own key (issue 20): with ``--api-key``
+alone, smg 1.13 lets every client key ``POST /workers`` (HTTP 202), so any client could register a
+worker and receive other clients' documents. qembed always passes smg's
+``--control-plane-api-keys 'id:name:admin:KEY'`` (the same in-memory way): the admin key is
+``QEMBED_GATEWAY_ADMIN_KEY``, or a random key per run when unset. With control-plane keys set,
+smg answers 401 to a client key on ``/workers`` and the admin key cannot embed
+(``tests/test_gateway.py::test_a_client_key_cannot_register_a_worker``).
+
 Nothing here prints; progress goes to an ``on_event`` callback.
 """
 
@@ -60,11 +68,17 @@ HEALTH_INTERVAL = 5
 METRICS_PORT = 29000
 #: The environment variable the gateway child reads the API key from (set by qembed only).
 _KEY_ENV = "QEMBED_GATEWAY_CHILD_API_KEY"
+#: ... and the control-plane key, as smg's ``--control-plane-api-keys`` entry ``id:name:role:key``
+#: (format from ``smg launch --help`` of 1.13.0).
+_ADMIN_ENV = "QEMBED_GATEWAY_CHILD_ADMIN_KEY"
+ADMIN_KEY_ID = "qembed-admin"
 _ENTRY_CODE = (
     "import os, sys\n"
     "from smg.cli import main\n"
     f"key = os.environ.pop({_KEY_ENV!r}, '')\n"
-    "main(sys.argv[1:] + (['--api-key', key] if key else []))\n"
+    f"admin = os.environ.pop({_ADMIN_ENV!r}, '')\n"
+    "main(sys.argv[1:] + (['--api-key', key] if key else [])\n"
+    f"     + (['--control-plane-api-keys', {ADMIN_KEY_ID + ':qembed admin:admin:'!r} + admin] if admin else []))\n"
 )
 PROBE_TEXT = "qembed gateway probe"
 _NOT_EMBEDDING = "does not appear to be an embedding model"
@@ -241,8 +255,8 @@ class WorkerHealth:
 
 
 def worker_health(gateway_url: str, *, api_key: str | None = None, timeout: float = 5.0) -> list[WorkerHealth]:
-    """Which workers the gateway counts as healthy (smg's ``GET /workers``, which needs the
-    gateway's key when it has one); [] if unreadable."""
+    """Which workers the gateway counts as healthy (smg's ``GET /workers``, a control-plane
+    route: ``api_key`` is the gateway's admin key, ``server.admin_key``); [] if unreadable."""
     import httpx
 
     headers = auth_headers(api_key)
@@ -299,13 +313,43 @@ def check_exposure(host: str, api_key: str | None) -> None:
         )
 
 
+def admin_key(api_key: str | None, configured: str | None = None) -> str:
+    """The control-plane key: ``configured`` (``QEMBED_GATEWAY_ADMIN_KEY``) or a random one.
+
+    Raises:
+        ConfigError: it equals the client key (clients could then manage workers), or it holds
+            a ``:`` (smg's ``id:name:role:key`` entry is split on colons).
+    """
+    import secrets
+
+    from . import env as qenv
+    from .net import clean_api_key
+
+    key = clean_api_key(configured, source=f"`{qenv.GATEWAY_ADMIN_KEY.name}`") if configured else None
+    if not key:
+        return secrets.token_urlsafe(32)
+    if api_key and key == api_key:
+        raise ConfigError(f"`{qenv.GATEWAY_ADMIN_KEY.name}` equals the client key `{qenv.API_KEY.name}`: every "
+                          "client could register or remove the gateway's workers",
+                          hint=f"set `{qenv.GATEWAY_ADMIN_KEY.name}` to a different secret, e.g. "
+                          "`export QEMBED_GATEWAY_ADMIN_KEY=$(openssl rand -hex 32)`")
+    if ":" in key:
+        raise ConfigError(f"`{qenv.GATEWAY_ADMIN_KEY.name}` holds a `:`, which smg's "
+                          "`--control-plane-api-keys id:name:role:key` cannot carry",
+                          hint="use a key without `:`, e.g. `openssl rand -hex 32`")
+    return key
+
+
 def start_gateway(
     workers: Sequence[str], *, host: str, port: int, policy: str = DEFAULT_POLICY,
-    api_key: str | None = None, log_path: Path, metrics_port: int | None = None,
+    api_key: str | None = None, admin: str | None = None, log_path: Path, metrics_port: int | None = None,
     health_interval: int = HEALTH_INTERVAL, ready_timeout: float = 1800.0,
     parent_death_signal: int | None = None,
 ) -> Server:
     """Spawn ``smg launch`` in its own process group (returns at once; see :func:`wait_gateway`).
+
+    ``admin`` is the control-plane key (see :func:`admin_key`; a random one when ``None``); the
+    returned server keeps it as ``admin_key`` for :func:`worker_health`.
 
     Raises:
         MissingDependency: smg is not installed. PortInUse: ``port`` is taken. ConfigError.
@@ -314,13 +358,14 @@ def start_gateway(
 
     require_smg()
     check_exposure(host, api_key)
+    admin = admin_key(api_key, admin)
     launcher.check_port(host, port)
     if metrics_port is None:
         metrics_port = METRICS_PORT if launcher.port_is_free(host, METRICS_PORT) else \
             (launcher.find_free_port(host, METRICS_PORT) or 0)
     flags = gateway_flags(workers, host=host, port=port, policy=policy, metrics_port=metrics_port,
                           health_interval=health_interval, ready_timeout=ready_timeout)
-    env = {_KEY_ENV: api_key} if api_key else {}
+    env = {_ADMIN_ENV: admin, **({_KEY_ENV: api_key} if api_key else {})}
     server = launcher.spawn(gateway_argv(flags), host=host, port=port, log_path=log_path, env=env,
                             api_key=api_key, header=[f"command: smg {' '.join(flags)}"],
                             parent_death_signal=parent_death_signal,
@@ -328,6 +373,7 @@ def start_gateway(
                             # every document (issue 19, finding 8)
                             drop_env=PROXY_VARS)
     server.metrics_port = metrics_port
+    server.admin_key = admin
     return server
 
 
@@ -373,13 +419,13 @@ def wait_gateway(server: Server, *, timeout: float, min_healthy: int = 1,
                 ok = False
             if ok:
                 event("gateway answers")
-                health = worker_health(server.url, api_key=server._api_key)
+                health = worker_health(server.url, api_key=server.admin_key)
                 if sum(w.healthy for w in health) >= min_healthy:
                     break
             server.follower.poll()
             server._pause(0.1)
         info = _probe_through(http, server, deadline)
-    info.workers = worker_health(server.url, api_key=server._api_key) or health
+    info.workers = worker_health(server.url, api_key=server.admin_key) or health
     info.metrics_port = server.metrics_port
     event("ready")
     return info
@@ -534,6 +580,7 @@ def wait_replicas(group: Group, *, timeout: float, on_event: Callable[[str], Non
 
 
 __all__ = [
+    "ADMIN_KEY_ID",
     "DEFAULT_POLICY",
     "INSTALL_HINT",
     "POLICIES",
@@ -541,6 +588,7 @@ __all__ = [
     "Group",
     "WorkerHealth",
     "WorkerInfo",
+    "admin_key",
     "check_exposure",
     "check_policy",
     "check_same_space",

@@ -240,6 +240,8 @@ class Server:
         self.foreign_holder: str | None = None
         #: the Prometheus port, for a server that serves metrics on its own port (smg)
         self.metrics_port: int | None = None
+        #: a gateway's control-plane key (qembed.gateway.start_gateway), never a client key
+        self.admin_key: str | None = None
         self._bind_failed: str | None = None  # uvicorn's "[Errno 98] ... address already in use"
 
     def __repr__(self) -> str:

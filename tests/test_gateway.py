@@ -106,7 +106,7 @@ class Gateway:
         harness.assert_gone([pid])
 
     def healthy(self) -> set[str]:
-        return {w.url for w in gateway.worker_health(self.url) if w.healthy}
+        return {w.url for w in gateway.worker_health(self.url, api_key=self.server.admin_key) if w.healthy}
 
 
 @pytest.fixture
@@ -243,6 +243,47 @@ def test_api_key_from_env_is_enforced_and_forwarded(tmp_path: Path, workers: lis
     assert embed(g.url, ["a"]).status_code == 401
 
 
+def test_a_client_key_cannot_register_a_worker(tmp_path: Path, workers: list[Worker], gw: list[Gateway]) -> None:
+    """Issue 20: with `--api-key` alone, smg 1.13 answered 202 to `POST /workers` with the client
+    key. The real smg, started by qembed, must keep its control plane to the admin key."""
+    (w,) = start_workers(workers, 1, api_key="client-key")
+    g = up(gw, tmp_path, [w.url], api_key="client-key")
+    admin = g.server.admin_key
+    assert admin and admin != "client-key"
+    intruder = {"url": f"http://127.0.0.1:{harness.free_port()}"}
+    for key in ("client-key", None, "wrong"):
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        r = httpx.post(f"{g.url}/workers", json=intruder, headers=headers, timeout=10)
+        assert r.status_code == 401, (key, r.status_code, r.text)
+        assert httpx.get(f"{g.url}/workers", headers=headers, timeout=10).status_code == 401
+    # the admin key manages workers, but cannot embed: the two keys do not overlap
+    assert httpx.get(f"{g.url}/workers", headers={"Authorization": f"Bearer {admin}"}, timeout=10).status_code == 200
+    assert httpx.post(f"{g.url}/v1/embeddings", json={"model": MODEL, "input": ["a"]},
+                      headers={"Authorization": f"Bearer {admin}"}, timeout=30).status_code == 401
+    assert httpx.post(f"{g.url}/v1/embeddings", json={"model": MODEL, "input": ["a"]},
+                      headers={"Authorization": "Bearer client-key"}, timeout=30).status_code == 200
+    cmdline = " ".join(Path(f"/proc/{g.server.pid}/cmdline").read_text().split("\0"))
+    assert admin not in cmdline and "client-key" not in cmdline  # both keys travel in memory
+    assert admin not in (tmp_path / "smg.log").read_text()
+
+
+def test_a_keyless_loopback_gateway_still_closes_its_control_plane(
+        tmp_path: Path, workers: list[Worker], gw: list[Gateway]) -> None:
+    (w,) = start_workers(workers, 1)
+    g = up(gw, tmp_path, [w.url])
+    assert httpx.post(f"{g.url}/workers", json={"url": "http://127.0.0.1:1"}, timeout=10).status_code == 401
+    assert embed(g.url, ["a"]).status_code == 200
+
+
+def test_admin_key_must_differ_from_the_client_key() -> None:
+    with pytest.raises(ConfigError, match="equals the client key"):
+        gateway.admin_key("same", "same")
+    with pytest.raises(ConfigError, match="`:`"):
+        gateway.admin_key("k", "a:b")
+    assert gateway.admin_key("k", None) != gateway.admin_key("k", None)  # random per run
+    assert gateway.admin_key("k", "other") == "other"
+
+
 def test_dead_worker_traffic_moves_and_a_returning_worker_is_used_again(
         tmp_path: Path, workers: list[Worker], gw: list[Gateway]) -> None:
     a, b = start_workers(workers, 2)
@@ -312,7 +353,7 @@ def test_bulk_resume_across_worker_failure(tmp_path: Path, workers: list[Worker]
 
 def test_gateway_cli_shows_worker_health_and_stop_leaves_nothing(tmp_path: Path, workers: list[Worker]) -> None:
     ws = start_workers(workers, 2)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1", "QEMBED_GATEWAY_ADMIN_KEY": "adm1n"}
     port = harness.free_port()
     r = harness.run_qembed(["gateway", "--worker", ws[0].url, "--worker", ws[1].url, "--port", str(port),
                             "--metrics-port", str(harness.free_port()), "--detach", "--json", "--name", "gw"], env,
@@ -327,7 +368,7 @@ def test_gateway_cli_shows_worker_health_and_stop_leaves_nothing(tmp_path: Path,
     pid = info["pid"]
     try:
         deadline = time.monotonic() + 60
-        while sum(w.healthy for w in gateway.worker_health(f"http://127.0.0.1:{port}")) < 2:
+        while sum(w.healthy for w in gateway.worker_health(f"http://127.0.0.1:{port}", api_key="adm1n")) < 2:
             assert time.monotonic() < deadline, "smg did not count both workers healthy in 60 s"
             time.sleep(0.2)
         assert embed(f"http://127.0.0.1:{port}", ["hi"]).status_code == 200

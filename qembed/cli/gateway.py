@@ -40,7 +40,7 @@ not an embedding server, is refused with its URL. The gateway is ready when it a
 least one worker is healthy; it keeps routing around workers that die and uses them again
 when they come back. Needs `pip install 'qembed[gateway]'`. See docs/scaling.md.
 
-""" + qenv.env_help("QEMBED_API_KEY", "QEMBED_STATE_DIR")
+""" + qenv.env_help("QEMBED_API_KEY", "QEMBED_GATEWAY_ADMIN_KEY", "QEMBED_STATE_DIR")
 
 
 def _render(info: GatewayInfo, *, name: str, pid: int, log_path: str, detached: bool, as_json: bool,
@@ -140,12 +140,13 @@ def gateway_cmd(
     api_key = clean_api_key(qenv.API_KEY.get(), source=f"`{qenv.API_KEY.name}`")
     gateway.check_policy(policy)
     gateway.check_exposure(host, api_key)
+    admin = gateway.admin_key(api_key, qenv.GATEWAY_ADMIN_KEY.get())  # before anything starts
     if not json_:
         output.status(f"checking {len(worker)} worker(s) ...")
     infos = gateway.probe_workers(worker, api_key=api_key)
     log_path = state.new_log_path(name)
     server = gateway.start_gateway([w.url for w in infos], host=host, port=port, policy=policy, api_key=api_key,
-                                   log_path=log_path, metrics_port=metrics_port, ready_timeout=ready_timeout,
+                                   admin=admin, log_path=log_path, metrics_port=metrics_port, ready_timeout=ready_timeout,
                                    parent_death_signal=None if detach else signal.SIGTERM)
     record = state.make_record(name=name, pid=server.pid, host=host, port=port, url=server.url,
                                model=infos[0].model, log_path=log_path, profile=None,
@@ -175,6 +176,7 @@ def serve_group(prof: Profile, *, name: str, api_key: str | None, python: str, d
 
     gateway.require_smg()
     gateway.check_exposure(prof.host, api_key)  # before minutes of model loading, not after
+    admin = gateway.admin_key(api_key, qenv.GATEWAY_ADMIN_KEY.get())
     # each replica is a serving session: its name and port claimed, its record saved
     group: Group = gateway.start_replicas(prof, prof.gpu_ids or [], name=name, api_key=api_key, python=python,
                                           detach=detach)
@@ -191,8 +193,8 @@ def serve_group(prof: Profile, *, name: str, api_key: str | None, python: str, d
             state.save(rec)
         log_path = state.new_log_path(name)
         group.gateway = gateway.start_gateway([s.url for s in group.replicas], host=prof.host, port=prof.port,
-                                              policy=policy, api_key=api_key, log_path=log_path,
-                                              ready_timeout=prof.ready_timeout, parent_death_signal=pds)
+                                              policy=policy, api_key=api_key, admin=admin,
+                                              log_path=log_path, ready_timeout=prof.ready_timeout, parent_death_signal=pds)
         front = state.make_record(
             name=name, pid=group.gateway.pid, host=prof.host, port=prof.port, url=group.gateway.url, model=prof.model,
             log_path=log_path, profile=prof.name, served_model_name=infos[0].served_model_name,

@@ -100,6 +100,10 @@ def kill_tree(eng: Engine) -> list[int]:
     return pids
 
 
+#: smg's control plane (`/workers`) takes only this key (issue 20), never the client key
+ADMIN_KEY = "engine-test-admin"
+
+
 @dataclass
 class Pool:
     """Worker A (the session engine), worker B (ours) and the gateway in front of both."""
@@ -119,7 +123,7 @@ class Pool:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def health(self) -> dict[str, bool]:
-        return {w.url: w.healthy for w in gateway.worker_health(self.gw_url)}
+        return {w.url: w.healthy for w in gateway.worker_health(self.gw_url, api_key=ADMIN_KEY)}
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +154,7 @@ def pool(request: pytest.FixtureRequest, sglang_python: Path, engine_model: Tiny
     if "error" in started:
         raise started["error"]
     p = Pool(a=a, b=started["b"], state=state, model=Path(engine_model.path), python=sglang_python,
-             env=engine_env(state))
+             env={**engine_env(state), "QEMBED_GATEWAY_ADMIN_KEY": ADMIN_KEY})
     gw_pids: list[int] = []
     try:
         port, p.metrics_port = free_port(), free_port()
