@@ -317,8 +317,8 @@ def admin_key(api_key: str | None, configured: str | None = None) -> str:
     """The control-plane key: ``configured`` (``QEMBED_GATEWAY_ADMIN_KEY``) or a random one.
 
     Raises:
-        ConfigError: it equals the client key (clients could then manage workers), or it holds
-            a ``:`` (smg's ``id:name:role:key`` entry is split on colons).
+        ConfigError: it equals the client key (clients could then manage workers). A ``:`` in
+            the key is fine: smg 1.13's parser keeps everything after ``role:`` as the key.
     """
     import secrets
 
@@ -333,10 +333,6 @@ def admin_key(api_key: str | None, configured: str | None = None) -> str:
                           "client could register or remove the gateway's workers",
                           hint=f"set `{qenv.GATEWAY_ADMIN_KEY.name}` to a different secret, e.g. "
                           "`export QEMBED_GATEWAY_ADMIN_KEY=$(openssl rand -hex 32)`")
-    if ":" in key:
-        raise ConfigError(f"`{qenv.GATEWAY_ADMIN_KEY.name}` holds a `:`, which smg's "
-                          "`--control-plane-api-keys id:name:role:key` cannot carry",
-                          hint="use a key without `:`, e.g. `openssl rand -hex 32`")
     return key
 
 

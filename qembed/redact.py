@@ -50,6 +50,49 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def key_from_env_code(api_key_env: str, *, missing_exit: int) -> str:
+    """Stdlib-only Python that a container's SGLang runs before SGLang itself (issue 20).
+
+    SGLang 0.5.23 logs ``server_args={...}`` with ``'api_key': '<key>'`` in clear (only the
+    watermark fields are hidden), and a container's stdout goes to the cluster's log pipeline
+    without passing through qembed. This code, run as the start of ``python3 -c``:
+
+    * pops the key from ``api_key_env`` (so SGLang's children do not inherit it) and appends
+      ``--api-key KEY`` to ``sys.argv`` in memory: the pod spec, ``docker inspect`` and ``ps``
+      never hold it;
+    * exits with ``missing_exit`` and an ``error:``/``hint:`` message when the variable is unset or
+      empty (fail closed);
+    * installs a log-record factory that replaces the key (and its ``repr`` form) by ``[...]`` in
+      every record of the process, whatever handler or format SGLang configures later.
+    """
+    var = repr(api_key_env)
+    return (
+        "import logging, os, sys\n"
+        f"k = os.environ.pop({var}, '').strip()\n"
+        "if not k:\n"
+        f"    sys.stderr.write('error: the API key variable `{api_key_env}` is unset or empty: refusing to "
+        "serve without a key\\n\\nhint: pass it into the container (`docker run -e "
+        f"{api_key_env}`, or the Secret in Kubernetes); for a keyless server, generate with "
+        "`--no-api-key`\\n')\n"
+        f"    sys.exit({int(missing_exit)})\n"
+        "sys.argv += ['--api-key', k]\n"
+        "_forms = {k, repr(k)[1:-1]}\n"
+        "_make = logging.getLogRecordFactory()\n"
+        "def _redacting(*a, **kw):\n"
+        "    r = _make(*a, **kw)\n"
+        "    try:\n"
+        "        m = r.getMessage()\n"
+        "    except Exception:\n"
+        "        return r\n"
+        "    if any(f in m for f in _forms):\n"
+        "        for f in _forms:\n"
+        f"            m = m.replace(f, {REDACTED!r})\n"
+        "        r.msg, r.args = m, ()\n"
+        "    return r\n"
+        "logging.setLogRecordFactory(_redacting)\n"
+    )
+
+
 def redact_profile_dump(dump: Mapping[str, Any]) -> dict[str, Any]:
     """A profile's ``model_dump()`` with secret-named ``env`` values replaced by ``[...]``."""
     out = dict(dump)

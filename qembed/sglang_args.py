@@ -42,6 +42,26 @@ logger = logging.getLogger(__name__)
 
 ENTRY_CODE = "from sglang.cli.main import main; main()"
 ENTRY_ARGS: tuple[str, ...] = ("-c", ENTRY_CODE, "serve", "--model-type", "llm")
+
+
+def keyed_entry_args(api_key_env: str) -> tuple[str, ...]:
+    """:data:`ENTRY_ARGS` for a container with an API key: SGLang's own entry point, preceded by
+    :func:`qembed.redact.key_from_env_code` (key from ``api_key_env``, fail closed, redacted
+    logs). One design for every container shape: ``docs/deploy.md``, "Keys and logs"."""
+    from .errors import ExitCode
+    from .redact import key_from_env_code
+
+    code = key_from_env_code(api_key_env, missing_exit=int(ExitCode.USAGE)) + ENTRY_CODE
+    return ("-c", code, *ENTRY_ARGS[2:])
+
+
+def keyed_argv(argv: Sequence[str], api_key_env: str) -> list[str]:
+    """``argv`` (``PYTHON -c ENTRY_CODE serve ...``) with the entry swapped for :func:`keyed_entry_args`."""
+    if tuple(argv[1:1 + len(ENTRY_ARGS)]) != ENTRY_ARGS:
+        raise ValueError("not an SGLang argv from build_command")
+    return [argv[0], *keyed_entry_args(api_key_env), *argv[1 + len(ENTRY_ARGS):]]
+
+
 LOOPBACK_NO_PROXY: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
 INSTALL_HINT = "pip install 'qembed[serve]'"
 #: SGLang selects its CPU platform for `--device cpu` only when this is "1" (srt/platforms)
@@ -541,6 +561,8 @@ __all__ = [
     "check_many",
     "ensure_accepted",
     "installed_sglang_version",
+    "keyed_argv",
+    "keyed_entry_args",
     "merge_no_proxy",
     "profile_warnings",
     "redact_argv",

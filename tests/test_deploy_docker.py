@@ -1,5 +1,5 @@
 """`qembed deploy docker`: the run line and the compose file, parsed and checked field by field;
-the API-key wrapper and the health probe are executed for real (sh, python, the stand-in)."""
+the keyed entry (fail closed, redacted log) and the health probe are executed for real (sh, python, the stand-in)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import yaml
 from qembed.deploy import PINNED_SGLANG, docker, write_files
 from qembed.errors import ConfigError
 from qembed.profiles import load_profile
-from qembed.sglang_args import check_many
+from qembed.sglang_args import ENTRY_CODE, check_many
 from tests.standin.server import StandinConfig, serve_in_thread
 
 SERVE_PREFIX = ["python3", "-c", "from sglang.cli.main import main; main()", "serve", "--model-type", "llm"]
@@ -44,8 +44,10 @@ def test_run_line_has_every_part_of_a_deployment() -> None:
     vols = [opts[i + 1] for i, a in enumerate(opts) if a == "-v"]
     assert vols == ["/home/u/.cache/huggingface:/root/.cache/huggingface"]
     assert "--health-start-period=1800s" in opts and "--health-timeout=25s" in opts
-    assert command[:4] == ["sh", "-c", 'exec "$@" ${QEMBED_API_KEY:+--api-key "$QEMBED_API_KEY"}', "sglang"]
-    serve = command[4:]
+    # the key: read from QEMBED_API_KEY inside the container, fail closed, redacted from the log
+    assert command[:2] == ["python3", "-c"] and "os.environ.pop('QEMBED_API_KEY'" in command[2]
+    assert command[2].endswith(ENTRY_CODE) and "setLogRecordFactory" in command[2]
+    serve = [command[0], "-c", ENTRY_CODE, *command[3:]]
     assert serve[:6] == SERVE_PREFIX
     for pair in (["--host", "0.0.0.0"], ["--port", "30000"], ["--mem-fraction-static", "0.82"]):
         i = serve.index(pair[0])
@@ -98,19 +100,40 @@ def test_compose_file_fields() -> None:
     assert dev == {"driver": "nvidia", "capabilities": ["gpu"], "count": 1}
     hc = svc["healthcheck"]
     assert hc["test"][0] == "CMD" and hc["start_period"] == "1800s" and hc["timeout"] == "25s"
-    # `$` is escaped so compose leaves the wrapper's variables to the container's shell
-    assert svc["command"][2] == 'exec "$$@" $${QEMBED_API_KEY:+--api-key "$$QEMBED_API_KEY"}'
-    assert svc["command"][4:10] == SERVE_PREFIX
+    # the keyed entry has no `$` for compose to interpolate; the rest is the serve argv
+    assert "$" not in svc["command"][2] and "os.environ.pop('QEMBED_API_KEY'" in svc["command"][2]
+    assert svc["command"][3:6] == SERVE_PREFIX[3:6]
     assert text.startswith("# sglang 0.5.23 is a CUDA 13 build")
 
 
-@pytest.mark.parametrize("key", [None, "s3cr3t with space"])
-def test_api_key_wrapper_runs_in_a_real_shell(key: str | None) -> None:
-    cmd = docker.api_key_wrapper("QEMBED_API_KEY", [sys.executable, "-c", "import json,sys; print(json.dumps(sys.argv[1:]))", "--port", "1"])
-    env = {"PATH": "/usr/bin:/bin"} | ({"QEMBED_API_KEY": key} if key else {})
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=30, check=True).stdout
-    expected = ["--port", "1"] + (["--api-key", key] if key else [])
-    assert __import__("json").loads(out) == expected
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_the_container_refuses_to_start_without_its_key(value: str | None) -> None:
+    """Issue 20: with the variable unset, the old `sh -c` wrapper started SGLang with no key
+    (fail open). The generated command itself, run here, must exit 2 before importing SGLang."""
+    command = plan().command
+    env = {"PATH": "/usr/bin:/bin"} | ({"QEMBED_API_KEY": value} if value is not None else {})
+    r = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: the API key variable `QEMBED_API_KEY` is unset or empty")
+    assert "\n\nhint: " in r.stderr and "sglang" not in r.stdout
+
+
+def test_the_keyed_entry_passes_the_key_in_memory_and_redacts_every_log_record() -> None:
+    from qembed.redact import key_from_env_code
+
+    key = "sk-it's\\tricky"  # a quote and a backslash: the repr form differs from the raw one
+    main = ("import json\nlogging.basicConfig(level=logging.INFO, format='%(message)s', force=True)\n"
+            "logging.getLogger('x').info('server_args=%r', {'api_key': sys.argv[-1]})\n"
+            "logging.getLogger('y').warning('raw %s', sys.argv[-1])\n"
+            "print(json.dumps(sys.argv[1:] == ['serve', '--api-key', sys.argv[-1]]))\n"
+            "print(json.dumps(os.environ.get('QEMBED_API_KEY')))\n")
+    code = key_from_env_code("QEMBED_API_KEY", missing_exit=2) + main
+    r = subprocess.run([sys.executable, "-c", code, "serve"], capture_output=True, text=True, timeout=60,
+                       env={"PATH": "/usr/bin:/bin", "QEMBED_API_KEY": key})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["true", "null"]  # flag appended in memory; children never inherit it
+    assert key not in r.stderr and repr(key)[1:-1] not in r.stderr
+    assert "server_args={'api_key': \"[...]\"}" in r.stderr and "raw [...]" in r.stderr  # repr quotes it
 
 
 def test_health_probe_against_the_standin() -> None:
@@ -154,6 +177,6 @@ def test_cli_json() -> None:
 def test_container_flags_pass_the_real_sglang_parser() -> None:
     from tests.test_conformance import parser_python
 
-    flag_lists = [plan(p).command[4 + len(SERVE_PREFIX):] for p in ("generic", "t4", "a100-40g", "h100")]
+    flag_lists = [plan(p).command[len(SERVE_PREFIX):] for p in ("generic", "t4", "a100-40g", "h100")]
     results = check_many(flag_lists, python=parser_python())
     assert [r.message for r in results if not r.ok] == []

@@ -25,7 +25,7 @@ import yaml
 from qembed.deploy import k8s
 from qembed.errors import ConfigError
 from qembed.profiles import load_profile
-from qembed.sglang_args import check_many
+from qembed.sglang_args import check_many, keyed_entry_args
 
 REPO = Path(__file__).resolve().parent.parent
 KEDA_CRD = REPO / "tests" / "deploy_schemas" / "keda.sh_scaledobjects.yaml"
@@ -130,11 +130,14 @@ def test_worker_runs_the_serve_argv_in_the_official_image() -> None:
     _, c = worker(build("h100"))
     assert c["image"] == "lmsysorg/sglang:v0.5.23"
     cmd = c["command"]
-    assert cmd[:6] == ["python3", "-c", "from sglang.cli.main import main; main()", "serve", "--model-type", "llm"]
+    # the keyed entry (issue 20): the key is read in memory from QEMBED_API_KEY, never `$(VAR)` in
+    # the args (the kubelet would expand it into the argv, and SGLang would log it)
+    assert cmd[:2] == ["python3", "-c"] and cmd[2] == keyed_entry_args("QEMBED_API_KEY")[1]
+    assert cmd[3:6] == ["serve", "--model-type", "llm"]
     flags = cmd[6:]
+    assert "--api-key" not in flags and not any("QEMBED_API_KEY" in f for f in flags)
     for pair in (["--model-path", "Qwen/Qwen3-Embedding-4B"], ["--host", "0.0.0.0"], ["--port", "30000"],
-                 ["--mem-fraction-static", "0.82"], ["--chunked-prefill-size", "8192"],
-                 ["--api-key", "$(QEMBED_API_KEY)"]):
+                 ["--mem-fraction-static", "0.82"], ["--chunked-prefill-size", "8192"]):
         i = flags.index(pair[0])
         assert flags[i:i + 2] == pair
     assert "--is-embedding" in flags and "--enable-metrics" in flags
@@ -155,6 +158,7 @@ def test_api_key_is_a_secret_reference_never_inline(monkeypatch: pytest.MonkeyPa
     # no key: no flag, no reference
     _, c2 = worker(build("h100", api_key_secret=None))
     assert "--api-key" not in c2["command"] and "QEMBED_API_KEY" not in {e["name"] for e in c2["env"]}
+    assert c2["command"][2] == "from sglang.cli.main import main; main()"
 
 
 def test_gpu_limits_shm_and_memory_sizing() -> None:
@@ -234,6 +238,29 @@ def test_gateway_discovers_workers_by_their_labels_with_real_smg_flags() -> None
         assert f"{flag} " in help_text or f"{flag}\n" in help_text or f"[{flag}]" in help_text, flag
 
 
+def test_k8s_gateway_control_plane_has_its_own_secret() -> None:
+    """Issue 20: the k8s gateway passed only `--api-key`, so every client key could `POST /workers`
+    (proven against the real smg in tests/test_gateway.py::test_a_client_key_cannot_register_a_worker,
+    which uses the same `--control-plane-api-keys` entry)."""
+    from smg.launch_router import parse_router_args
+
+    from qembed.gateway import ADMIN_KEY_ID
+
+    (gw,) = by_kind(build("h100", gateway=True).files["gateway.yaml"], "Deployment")
+    c = gw["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"]}
+    assert env["QEMBED_GATEWAY_ADMIN_KEY"] == {"name": "qembed-gateway-admin-key", "key": "admin-key"}
+    assert env["QEMBED_API_KEY"]["name"] != env["QEMBED_GATEWAY_ADMIN_KEY"]["name"]
+    # what the kubelet hands smg, checked by smg 1.13's own parser
+    args = [a.replace("$(QEMBED_GATEWAY_ADMIN_KEY)", "ADMIN").replace("$(QEMBED_API_KEY)", "CLIENT") for a in c["args"]]
+    parsed = parse_router_args(args)
+    assert parsed.control_plane_api_keys == [(ADMIN_KEY_ID, "qembed admin", "ADMIN", "admin")]  # id, name, key, role
+    assert parsed.api_key == "CLIENT"
+    # without a client key the control plane is still closed
+    (gw2,) = by_kind(build("h100", gateway=True, api_key_secret=None).files["gateway.yaml"], "Deployment")
+    assert "--control-plane-api-keys" in gw2["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
 def test_keda_scaled_object_queries_queue_and_running_with_both_prefixes(tmp_path: Path) -> None:
     result = build("h100", name="emb", autoscale=(2, 6), scale_down_window_s=900, target_load=16)
     (so,) = result.files["autoscale.yaml"]
@@ -278,10 +305,8 @@ def test_worker_flags_pass_the_real_sglang_parser() -> None:
     flag_lists = []
     for profile in ("generic", "t4", "l4", "h100"):
         _, c = worker(build(profile))
-        flags = [a for a in c["command"][6:]]
-        i = flags.index("--api-key")
-        flags[i + 1] = "dummy-key"  # the kubelet substitutes $(VAR)
-        flag_lists.append(flags)
+        # the keyed entry appends `--api-key KEY` in memory
+        flag_lists.append([*c["command"][6:], "--api-key", "dummy-key"])
     results = check_many(flag_lists, python=parser_python())
     assert [r.message for r in results if not r.ok] == []
 
@@ -295,6 +320,7 @@ def test_cli_stdout_is_one_multi_document_stream_and_output_refuses_overwrite(tm
                                          "RoleBinding", "Deployment", "Service", "ScaledObject"]
     validate_all(docs)
     assert "kubectl -n ml create secret generic qembed-api-key" in proc.stderr
+    assert "kubectl -n ml create secret generic qembed-gateway-admin-key" in proc.stderr
     out = subprocess.run([*base, "-o", str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["autoscale.yaml", "gateway.yaml", "worker.yaml"]

@@ -134,6 +134,7 @@ def k8s_cmd(
     target_load: Annotated[int, typer.Option("--target-load", help="Queued + running requests per replica KEDA aims for.")] = 32,
     scale_down_window: Annotated[int, typer.Option("--scale-down-window", help="Seconds of low load before a replica is removed.")] = 900,
     gateway_image: Annotated[str | None, typer.Option("--gateway-image", help="smg image (default lightseekorg/smg:v<installed smg>).")] = None,
+    gateway_admin_secret: Annotated[str, typer.Option("--gateway-admin-secret", help="Secret (key `admin-key`) with the gateway's control-plane key; never the client key.")] = "qembed-gateway-admin-key",
     output_dir: OutputOpt = None,
     force: ForceOpt = False,
     json_: JsonOpt = False,
@@ -149,6 +150,7 @@ def k8s_cmd(
         gateway=gateway, autoscale=scale, api_key_secret=None if no_api_key else api_key_secret,
         hf_token_secret=hf_token_secret or None, hf_cache_pvc=hf_cache_pvc, prometheus_url=prometheus_url,
         target_load=target_load, scale_down_window_s=scale_down_window, gateway_image=gateway_image,
+        gateway_admin_secret=gateway_admin_secret,
     )
     if json_:
         output.print_json(result.to_json())
@@ -157,6 +159,10 @@ def k8s_cmd(
     if not no_api_key:
         output.status(f"the pods need the Secret `{api_key_secret}`: kubectl -n {namespace} create secret "
                       f'generic {api_key_secret} --from-literal=api-key="${prof.api_key_env}"')
+    if gateway:
+        output.status(f"the gateway needs its own control-plane key, `{gateway_admin_secret}`: kubectl -n "
+                      f"{namespace} create secret generic {gateway_admin_secret} "
+                      '--from-literal=admin-key="$(openssl rand -hex 32)"')
     _emit({fname: k8s.render_yaml(docs) for fname, docs in result.files.items()}, output_dir, force)
 
 

@@ -14,6 +14,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from qembed.sglang_args import keyed_argv
+
 from . import (
     CONTAINER_HF_CACHE,
     ContainerSpec,
@@ -44,13 +46,6 @@ def health_shell(port: int) -> str:
     """The same probe as one shell string (``docker run --health-cmd`` runs it with ``sh -c``)."""
     _, flag, code = health_probe(port)
     return f'python3 {flag} "' + code.replace('"', '\\"') + '"'
-
-
-def api_key_wrapper(api_key_env: str, argv: list[str]) -> list[str]:
-    """``sh -c 'exec "$@" ${KEY:+--api-key "$KEY"}' sglang ARGV...``: the argv is unchanged,
-    and ``--api-key`` is added from the container's environment only when the variable is set."""
-    script = f'exec "$@" ${{{api_key_env}:+--api-key "${api_key_env}"}}'
-    return ["sh", "-c", script, "sglang", *argv]
 
 
 @dataclass(frozen=True)
@@ -117,7 +112,8 @@ def plan(
     dn = driver_note(choice.sglang_version)
     if dn:
         notes.append(dn)
-    command = api_key_wrapper(spec.api_key_env, spec.argv) if api_key else list(spec.argv)
+    # the key: from the environment, fail closed, redacted from SGLang's log (sglang_args.keyed_argv)
+    command = keyed_argv(spec.argv, spec.api_key_env) if api_key else list(spec.argv)
     pass_env = ["HF_TOKEN", *spec.secret_env] + ([spec.api_key_env] if api_key else [])
     if spec.gpu_ids:
         gpus = '"device=' + ",".join(str(i) for i in spec.gpu_ids) + '"'
@@ -211,4 +207,4 @@ def compose(p: DockerPlan) -> str:
     return head + yaml.dump({"services": {p.name: service}}, Dumper=NoAliasDumper, sort_keys=False, width=1000)
 
 
-__all__ = ["DockerPlan", "api_key_wrapper", "compose", "health_probe", "health_shell", "plan", "run_line"]
+__all__ = ["DockerPlan", "compose", "health_probe", "health_shell", "plan", "run_line"]

@@ -11,8 +11,11 @@
 Probes follow reference section 2.2: ``/health`` answers 503 until warm-up ends and then runs a
 real 1-token forward (1 s sleep, up to 20 s wait), so every probe has ``timeoutSeconds: 25``
 and the startupProbe's budget covers download and load (the profile's ``ready_timeout``, at
-least 10 minutes). The API key comes from a Secret (``secretKeyRef``), never inline; the
-container gets ``--api-key $(VAR)``, which the kubelet expands from that variable.
+least 10 minutes). The API key comes from a Secret (``secretKeyRef``), never inline, and
+never as ``--api-key $(VAR)`` in the args (the kubelet would expand it into the process's
+argv, and SGLang would log it): the container runs :func:`qembed.sglang_args.keyed_argv`, which
+reads the variable in memory, refuses to start without it, and redacts SGLang's log. The
+gateway's control plane has its own Secret (``--control-plane-api-keys``; issue 20).
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from qembed.env import GATEWAY_ADMIN_KEY
 from qembed.errors import ConfigError
 from qembed.models import GiB
+from qembed.sglang_args import keyed_argv
 
 from . import CONTAINER_HF_CACHE, container_spec, driver_note, sglang_image
 from .metrics import sglang_selector
@@ -49,6 +54,8 @@ GATEWAY_PORT = 8000
 GATEWAY_METRICS_PORT = 29000  # smg's --prometheus-port default
 GATEWAY_IMAGE = "lightseekorg/smg"
 PINNED_SMG = "1.13.0"
+#: the gateway container's variable for its control-plane key (from the admin Secret)
+ADMIN_KEY_ENV = GATEWAY_ADMIN_KEY.name
 DEFAULT_PROMETHEUS = "http://prometheus-server.monitoring.svc:9090"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -184,6 +191,7 @@ def manifests(
     target_load: int = 32,
     scale_down_window_s: int = 900,
     gateway_image: str | None = None,
+    gateway_admin_secret: str = "qembed-gateway-admin-key",
 ) -> K8sResult:
     """Build the manifests (as Python objects) for ``profile``.
 
@@ -202,6 +210,8 @@ def manifests(
         target_load: queued + running requests per replica KEDA aims for.
         scale_down_window_s: HPA scale-down stabilisation window (cold starts take minutes).
         gateway_image: the smg image (default ``lightseekorg/smg:v<installed smg>``).
+        gateway_admin_secret: Secret (key ``admin-key``) with the gateway's control-plane key,
+            required: without it every client key could manage the gateway's workers.
 
     Raises:
         ConfigError: a bad name, replica count or autoscale range.
@@ -228,7 +238,8 @@ def manifests(
     worker_labels = _labels(name, "worker")
     port_name = "http"
 
-    args = [_k8s_escape(a) for a in spec.argv]
+    argv = keyed_argv(spec.argv, spec.api_key_env) if api_key_secret else spec.argv
+    args = [_k8s_escape(a) for a in argv]
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in spec.env.items()]
     if hf_token_secret:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
@@ -237,7 +248,6 @@ def manifests(
         # required (not optional): with a missing variable the kubelet would pass `$(VAR)` literally
         env.append({"name": spec.api_key_env, "valueFrom": {"secretKeyRef": {
             "name": api_key_secret, "key": api_key_secret_key}}})
-        args += ["--api-key", f"$({spec.api_key_env})"]
     for secret in spec.secret_env:
         notes.append(f"profile env `{secret}` is left out: set it from a Secret in the Deployment")
     startup_budget = max(int(profile.ready_timeout), MIN_STARTUP_BUDGET_S)
@@ -314,7 +324,8 @@ def manifests(
 
     if gateway:
         files["gateway.yaml"] = _gateway(name, namespace, worker_labels, spec.port, spec.api_key_env,
-                                         api_key_secret, api_key_secret_key, gateway_image, notes)
+                                         api_key_secret, api_key_secret_key, gateway_image, notes,
+                                         admin_secret=gateway_admin_secret)
     if autoscale:
         files["autoscale.yaml"] = [_scaled_object(profile, name, namespace, autoscale, prometheus_url,
                                                   target_load, scale_down_window_s)]
@@ -331,7 +342,9 @@ def gateway_selector(name: str) -> list[str]:
 
 def _gateway(name: str, namespace: str, worker_labels: dict[str, str], worker_port: int,
              api_key_env: str, api_key_secret: str | None, api_key_secret_key: str,
-             gateway_image: str | None, notes: list[str]) -> list[dict[str, Any]]:
+             gateway_image: str | None, notes: list[str], *, admin_secret: str) -> list[dict[str, Any]]:
+    from qembed.gateway import ADMIN_KEY_ID
+
     gw = f"{name}-gateway"
     labels = _labels(name, "gateway")
     if gateway_image is None:
@@ -358,6 +371,10 @@ def _gateway(name: str, namespace: str, worker_labels: dict[str, str], worker_po
         env.append({"name": api_key_env, "valueFrom": {"secretKeyRef": {
             "name": api_key_secret, "key": api_key_secret_key}}})
         args += ["--api-key", f"$({api_key_env})"]  # smg: "used for the authorization with the worker"
+    # The control plane (/workers) takes only this key: with --api-key alone every client key
+    # could register a worker (issue 20). smg logs neither key (checked with smg 1.13 at info).
+    env.append({"name": ADMIN_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": admin_secret, "key": "admin-key"}}})
+    args += ["--control-plane-api-keys", f"{ADMIN_KEY_ID}:qembed admin:admin:$({ADMIN_KEY_ENV})"]
     container: dict[str, Any] = {
         "name": "smg", "image": gateway_image, "args": args,
         "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"},
