@@ -30,7 +30,7 @@ from qembed.errors import ConfigError
 from qembed.models import GiB
 from qembed.sglang_args import keyed_argv
 
-from . import CONTAINER_HF_CACHE, container_spec, driver_note, sglang_image
+from . import container_spec, driver_note, sglang_image
 from .metrics import sglang_selector
 
 if TYPE_CHECKING:
@@ -54,6 +54,35 @@ GATEWAY_PORT = 8000
 GATEWAY_METRICS_PORT = 29000  # smg's --prometheus-port default
 GATEWAY_IMAGE = "lightseekorg/smg"
 PINNED_SMG = "1.13.0"
+#: Pod security (issue 20): every pod meets the Pod Security Standard "restricted". The official
+#: images run as root and have no non-root user, so a fixed unprivileged UID is set (the kubelet
+#: refuses ``runAsNonRoot`` with an image that runs as root unless ``runAsUser`` is given).
+RUN_AS_UID = 1000
+#: The root filesystem is read-only; SGLang, torch, triton and flashinfer write their caches under
+#: ``$HOME`` and ``/tmp`` (an emptyDir each way: ``HOME`` points into ``/tmp``), and the HF cache
+#: moves out of ``/root`` (mode 700 in the image, so a non-root UID could not reach a mount there).
+K8S_HF_CACHE = "/cache/huggingface"
+TMP_DIR = "/tmp"
+
+
+def pod_security() -> dict[str, Any]:
+    """The pod-level ``securityContext`` (PSS restricted: non-root UID, seccomp RuntimeDefault)."""
+    return {"runAsNonRoot": True, "runAsUser": RUN_AS_UID, "runAsGroup": RUN_AS_UID, "fsGroup": RUN_AS_UID,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def container_security() -> dict[str, Any]:
+    """The container ``securityContext`` (PSS restricted, plus a read-only root filesystem)."""
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+            "runAsUser": RUN_AS_UID, "capabilities": {"drop": ["ALL"]}}
+
+
+def _writable_env() -> list[dict[str, Any]]:
+    # getpass.getuser() (torch's inductor cache dir) reads USER before the passwd file, which has
+    # no entry for RUN_AS_UID in these images
+    return [{"name": "HOME", "value": TMP_DIR}, {"name": "USER", "value": "qembed"}]
+
+
 #: the gateway container's variable for its control-plane key (from the admin Secret)
 ADMIN_KEY_ENV = GATEWAY_ADMIN_KEY.name
 DEFAULT_PROMETHEUS = "http://prometheus-server.monitoring.svc:9090"
@@ -241,6 +270,12 @@ def manifests(
     argv = keyed_argv(spec.argv, spec.api_key_env) if api_key_secret else spec.argv
     args = [_k8s_escape(a) for a in argv]
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in spec.env.items()]
+    env += [e for e in _writable_env() if e["name"] not in spec.env]
+    if "HF_HOME" in spec.env:
+        notes.append(f"profile env sets `HF_HOME`: the HF cache volume is mounted at {K8S_HF_CACHE}, "
+                     "so point `HF_HOME` there or mount your own volume")
+    else:
+        env.append({"name": "HF_HOME", "value": K8S_HF_CACHE})
     if hf_token_secret:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
             "name": hf_token_secret, "key": "token", "optional": True}}})
@@ -276,7 +311,9 @@ def manifests(
             "limits": {"memory": size.memory_limit, "nvidia.com/gpu": str(size.gpus)},
         },
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
-                         {"name": "hf-cache", "mountPath": CONTAINER_HF_CACHE}],
+                         {"name": "hf-cache", "mountPath": K8S_HF_CACHE},
+                         {"name": "tmp", "mountPath": TMP_DIR}],
+        "securityContext": container_security(),
         "startupProbe": _probe("/health", port_name, period=STARTUP_PERIOD_S,
                                failures=math.ceil(startup_budget / STARTUP_PERIOD_S)),
         "readinessProbe": _probe("/health", port_name, period=PROBE_PERIOD_S, failures=2),
@@ -298,10 +335,14 @@ def manifests(
                 "spec": {
                     # SGLang drains in-flight requests on SIGTERM with no limit of its own
                     "terminationGracePeriodSeconds": math.ceil(profile.shutdown_timeout),
+                    # workers never call the Kubernetes API
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security(),
                     "containers": [container],
                     "volumes": [
                         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": size.shm_size}},
                         cache_volume,
+                        {"name": "tmp", "emptyDir": {}},
                     ],
                 },
             },
@@ -384,6 +425,8 @@ def _gateway(name: str, namespace: str, worker_labels: dict[str, str], worker_po
                            "timeoutSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {"httpGet": {"path": "/liveness", "port": "http"}, "periodSeconds": 20,
                           "timeoutSeconds": 5, "failureThreshold": 3},
+        "securityContext": container_security(),
+        "volumeMounts": [{"name": "tmp", "mountPath": TMP_DIR}],
     }
     if env:
         container["env"] = env
@@ -400,7 +443,10 @@ def _gateway(name: str, namespace: str, worker_labels: dict[str, str], worker_po
              "metadata": {"labels": labels, "annotations": {
                  "prometheus.io/scrape": "true", "prometheus.io/port": str(GATEWAY_METRICS_PORT),
                  "prometheus.io/path": "/metrics"}},
-             "spec": {"serviceAccountName": gw, "containers": [container]}}}},
+             # the gateway keeps its token: service discovery watches pods through the API
+             "spec": {"serviceAccountName": gw, "automountServiceAccountToken": True,
+                      "securityContext": pod_security(), "containers": [container],
+                      "volumes": [{"name": "tmp", "emptyDir": {}}]}}}},
         {"apiVersion": "v1", "kind": "Service", "metadata": _meta(gw, namespace, labels),
          "spec": {"type": "ClusterIP", "selector": labels,
                   "ports": [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"}]}},
@@ -451,10 +497,12 @@ __all__ = [
     "K8sResult",
     "Sizing",
     "check_name",
+    "container_security",
     "gateway_selector",
     "load_query",
     "manifests",
     "parse_autoscale",
+    "pod_security",
     "render_yaml",
     "sizing",
 ]
