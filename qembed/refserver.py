@@ -58,9 +58,11 @@ NOTICE = (
     "test model: 400-800 texts/s of 64 tokens, 70-85 of 512 tokens; the real 0.6B needs about "
     "6,000x the compute per token: expect about 1 short text/s or less (an estimate; docs/verify.md)"
 )
-_EXEMPT = ("/health", "/metrics")  # open without a key, as in SGLang (a prefix match)
+#: open without a key, as in SGLang 0.5.23 (``srt/utils/auth.py``: ``/health``, ``/ready`` and
+#: ``/metrics`` by prefix, "to support k8s probes and Prometheus scraping without embedding secrets")
+_EXEMPT = ("/health", "/ready", "/metrics")
 #: every route the engine serves: the only values the ``endpoint`` metric label takes
-_ROUTES = ("/health", "/health_generate", "/v1/models", "/metrics", "/v1/embeddings")
+_ROUTES = ("/health", "/health_generate", "/ready", "/v1/models", "/metrics", "/v1/embeddings")
 
 Input = str | list[int]
 
@@ -384,6 +386,11 @@ def build_app(engine: ReferenceEngine, settings: Settings, *, batch_tokens: int 
     async def health(request: web.Request) -> web.Response:
         return web.Response(status=503 if stopping.is_set() else 200)
 
+    async def ready(request: web.Request) -> web.Response:
+        # SGLang's `/ready`: 200 once up, 503 while shutting down, no forward pass, empty body
+        # (http_server.py `ready`, tokenizer_manager `is_ready`)
+        return web.Response(status=503 if stopping.is_set() else 200)
+
     async def models(request: web.Request) -> web.Response:
         return _json(200, {"object": "list", "data": [{
             "id": settings.served_model_name, "object": "model", "created": int(time.time()),
@@ -466,6 +473,7 @@ def build_app(engine: ReferenceEngine, settings: Settings, *, batch_tokens: int 
     app = web.Application(middlewares=[count_and_auth], client_max_size=64 * 1024 * 1024)
     app.router.add_get("/health", health)
     app.router.add_get("/health_generate", health)
+    app.router.add_get("/ready", ready)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/metrics", metrics_route)
     app.router.add_post("/v1/embeddings", embeddings)

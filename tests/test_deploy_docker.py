@@ -78,6 +78,17 @@ def test_gpu_ids_shm_size_bind_and_no_api_key() -> None:
     assert any("without an API key" in n for n in p.notes)
 
 
+@pytest.mark.parametrize("shutdown", [30.0, 95.5])
+def test_stop_timeout_outlasts_the_drain(shutdown: float) -> None:
+    """Issue 20: Docker's default 10 s stop timeout SIGKILLed SGLang mid-drain."""
+    p = docker.plan(load_profile("l4", overrides={"shutdown_timeout": shutdown}), sglang_version="0.5.23")
+    argv = run_argv(docker.run_line(p))
+    (opt,) = [a for a in argv if a.startswith("--stop-timeout=")]
+    assert int(opt.split("=")[1]) > shutdown
+    grace = yaml.safe_load(docker.compose(p))["services"]["qembed"]["stop_grace_period"]
+    assert grace.endswith("s") and int(grace[:-1]) > shutdown
+
+
 def test_image_version_and_driver_note() -> None:
     fallback = docker.plan(load_profile("h100"), sglang_version=None)
     assert fallback.image == f"lmsysorg/sglang:v{PINNED_SGLANG}"

@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import copy
+import math
+import re
 import shutil
 import subprocess
 import sys
@@ -180,14 +182,78 @@ def test_gpu_limits_shm_and_memory_sizing() -> None:
 
 def test_probes_cover_the_load_and_tolerate_a_slow_health() -> None:
     _, c = worker(build("h100"))
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert c[probe]["httpGet"] == {"path": "/health", "port": "http"}
-        assert c[probe]["timeoutSeconds"] >= 20  # /health takes >= 1 s and may wait 20 s
+    # issue 20: traffic is gated on SGLang's cheap, key-exempt /ready; /health (a real 1-token
+    # forward that takes >= 1 s and may wait 20 s) only decides liveness
+    for probe in ("startupProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/ready", "port": "http"}
+        assert c[probe]["timeoutSeconds"] >= 5
+    assert c["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert c["livenessProbe"]["timeoutSeconds"] >= 20
     s = c["startupProbe"]
     assert s["periodSeconds"] * s["failureThreshold"] == 1800  # the profile's ready_timeout
     short = k8s.manifests(load_profile("h100", overrides={"ready_timeout": 120}), sglang_version="0.5.23")
     _, cs = worker(short)
     assert cs["startupProbe"]["periodSeconds"] * cs["startupProbe"]["failureThreshold"] >= 600
+
+
+@pytest.mark.parametrize("shutdown", [30.0, 120.0, 7.5])
+def test_shutdown_and_rollout_budgets(shutdown: float) -> None:
+    """Issue 20: no preStop; grace = the drain alone; progressDeadlineSeconds left at 600 s."""
+    from qembed.deploy import PRESTOP_S
+
+    prof = load_profile("h100", overrides={"shutdown_timeout": shutdown})
+    result = k8s.manifests(prof, sglang_version="0.5.23", gateway=True)
+    dep, c = worker(result)
+    pod = dep["spec"]["template"]["spec"]
+    assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(PRESTOP_S)]
+    assert pod["terminationGracePeriodSeconds"] >= PRESTOP_S + math.ceil(shutdown) + 5  # + a margin
+    startup = c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"]
+    assert dep["spec"]["progressDeadlineSeconds"] >= startup >= 1800
+    docs = result.files["gateway.yaml"]
+    (gw,) = by_kind(docs, "Deployment")
+    gpod = gw["spec"]["template"]["spec"]
+    assert gw["spec"]["replicas"] >= 2
+    (pdb,) = by_kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] >= 1 and pdb["spec"]["selector"] == gw["spec"]["selector"]
+    assert pdb["spec"]["minAvailable"] < gw["spec"]["replicas"]  # a drain can still move one
+    args = gpod["containers"][0]["args"]
+    drain = int(args[args.index("--shutdown-grace-period-secs") + 1])
+    assert drain == math.ceil(shutdown)
+    assert gpod["terminationGracePeriodSeconds"] >= PRESTOP_S + drain + 5
+    assert gpod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(PRESTOP_S)]
+    validate_all(result.documents())
+
+
+def test_smg_image_tag_has_no_v_and_takes_a_digest() -> None:
+    """Issue 20: `lightseekorg/smg:v1.13.0` does not exist: smg's release workflow
+    (.github/workflows/release-docker.yml) tags the pyproject version and its chart defaults the
+    tag to Chart.appVersion, both without `v`."""
+    (gw,) = by_kind(build("h100", gateway=True).files["gateway.yaml"], "Deployment")
+    image = gw["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert re.fullmatch(r"lightseekorg/smg:\d+\.\d+\.\d+", image), image
+    digest = "sha256:" + "ab" * 32
+    (gw,) = by_kind(build("h100", gateway=True, gateway_digest=digest).files["gateway.yaml"], "Deployment")
+    assert gw["spec"]["template"]["spec"]["containers"][0]["image"] == f"{image}@{digest}"
+    for bad in ("ab" * 32, "sha256:XYZ", "sha256:" + "ab" * 31):
+        with pytest.raises(ConfigError, match="digest"):
+            build("h100", gateway=True, gateway_digest=bad)
+
+
+def test_ready_is_served_and_key_exempt_in_the_installed_sglang(sglang_python: Path) -> None:
+    """The probe path is a fact of SGLang 0.5.23, read from the installed package: the route
+    exists, and SGLang's own auth decision lets it through without a key when one is set."""
+    code = (
+        "from sglang.srt.utils.auth import AuthLevel, decide_request_auth as d\n"
+        "import sglang.srt.entrypoints.http_server as h\n"
+        "paths = {getattr(r, 'path', None) for r in h.app.routes}\n"
+        "print('/ready' in paths, '/health' in paths)\n"
+        "for p in ('/ready', '/health', '/v1/embeddings'):\n"
+        "    print(p, d(method='GET', path=p, authorization_header=None, api_key='k', admin_api_key=None,"
+        " auth_level=AuthLevel.NORMAL).allowed)\n")
+    r = subprocess.run([str(sglang_python), "-c", code], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.strip().splitlines()[-4:]
+    assert lines == ["True True", "/ready True", "/health True", "/v1/embeddings False"]
 
 
 def test_labels_pdb_service_and_metrics_annotations() -> None:
@@ -317,7 +383,8 @@ def test_cli_stdout_is_one_multi_document_stream_and_output_refuses_overwrite(tm
     assert proc.returncode == 0, proc.stderr
     docs = list(yaml.safe_load_all(proc.stdout))
     assert [d["kind"] for d in docs] == ["Deployment", "Service", "PodDisruptionBudget", "ServiceAccount", "Role",
-                                         "RoleBinding", "Deployment", "Service", "ScaledObject"]
+                                         "RoleBinding", "Deployment", "Service", "PodDisruptionBudget",
+                                         "ScaledObject"]
     validate_all(docs)
     assert "kubectl -n ml create secret generic qembed-api-key" in proc.stderr
     assert "kubectl -n ml create secret generic qembed-gateway-admin-key" in proc.stderr

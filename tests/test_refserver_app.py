@@ -97,6 +97,19 @@ def test_keyless_clients_cannot_forge_metrics_lines_or_grow_the_label_set() -> N
     run(t)
 
 
+def test_ready_answers_without_a_key_like_sglang() -> None:
+    """Issue 20: the reference server answered `/ready` with 401; SGLang 0.5.23 serves it to
+    anyone (srt/utils/auth.py exempts /health, /ready and /metrics by prefix), 200 once up."""
+    async def t(c: TestClient[Any, Any], e: TinyEngine) -> None:
+        for path in ("/ready", "/health", "/metrics"):
+            r = await c.get(path)
+            assert r.status == 200, path
+        assert await (await c.get("/ready")).read() == b""
+        assert (await c.get("/v1/models")).status == 401  # everything else still needs the key
+        assert e.batches == []  # no forward pass behind /ready
+    run(t)
+
+
 def test_metric_label_values_are_escaped() -> None:
     async def t(c: TestClient[Any, Any], e: TinyEngine) -> None:
         r = await c.post("/v1/embeddings", json={"input": "hi"}, headers=AUTH)

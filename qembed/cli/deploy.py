@@ -133,7 +133,8 @@ def k8s_cmd(
     prometheus_url: Annotated[str, typer.Option("--prometheus-url", help="Prometheus that KEDA queries.")] = "http://prometheus-server.monitoring.svc:9090",
     target_load: Annotated[int, typer.Option("--target-load", help="Queued + running requests per replica KEDA aims for.")] = 32,
     scale_down_window: Annotated[int, typer.Option("--scale-down-window", help="Seconds of low load before a replica is removed.")] = 900,
-    gateway_image: Annotated[str | None, typer.Option("--gateway-image", help="smg image (default lightseekorg/smg:v<installed smg>).")] = None,
+    gateway_image: Annotated[str | None, typer.Option("--gateway-image", help="smg image (default lightseekorg/smg:<installed smg>).")] = None,
+    gateway_digest: Annotated[str | None, typer.Option("--gateway-digest", metavar="sha256:HEX", help="Pin the smg image by digest (image:tag@sha256:...).")] = None,
     gateway_admin_secret: Annotated[str, typer.Option("--gateway-admin-secret", help="Secret (key `admin-key`) with the gateway's control-plane key; never the client key.")] = "qembed-gateway-admin-key",
     output_dir: OutputOpt = None,
     force: ForceOpt = False,
@@ -150,7 +151,7 @@ def k8s_cmd(
         gateway=gateway, autoscale=scale, api_key_secret=None if no_api_key else api_key_secret,
         hf_token_secret=hf_token_secret or None, hf_cache_pvc=hf_cache_pvc, prometheus_url=prometheus_url,
         target_load=target_load, scale_down_window_s=scale_down_window, gateway_image=gateway_image,
-        gateway_admin_secret=gateway_admin_secret,
+        gateway_admin_secret=gateway_admin_secret, gateway_digest=gateway_digest,
     )
     if json_:
         output.print_json(result.to_json())

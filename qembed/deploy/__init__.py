@@ -27,6 +27,20 @@ SGLANG_IMAGE = "lmsysorg/sglang"
 CONTAINER_PYTHON = "python3"
 #: Where the official image's root user keeps the Hugging Face cache.
 CONTAINER_HF_CACHE = "/root/.cache/huggingface"
+#: Shutdown (issue 20). After SIGTERM SGLang drains in-flight requests with no limit of its own;
+#: the profile's ``shutdown_timeout`` is the drain qembed allows (``qembed stop`` waits as long).
+#: The runtime's kill must come later than that, by this margin (process exit, log flush).
+SHUTDOWN_MARGIN_S = 10
+#: Kubernetes only: a preStop sleep, so that endpoints and the gateway drop the pod before
+#: SIGTERM (endpoint removal propagates asynchronously to kube-proxy and smg's pod watch).
+PRESTOP_S = 10
+
+
+def stop_timeout(profile: Profile) -> int:
+    """Seconds a runtime must wait after SIGTERM before SIGKILL: the drain plus a margin."""
+    import math
+
+    return math.ceil(profile.shutdown_timeout) + SHUTDOWN_MARGIN_S
 
 
 @dataclass(frozen=True)
@@ -177,11 +191,14 @@ __all__ = [
     "CONTAINER_HF_CACHE",
     "CONTAINER_PYTHON",
     "PINNED_SGLANG",
+    "PRESTOP_S",
     "SGLANG_IMAGE",
+    "SHUTDOWN_MARGIN_S",
     "ContainerSpec",
     "ImageChoice",
     "container_spec",
     "driver_note",
     "sglang_image",
+    "stop_timeout",
     "write_files",
 ]

@@ -23,6 +23,7 @@ from . import (
     container_spec,
     driver_note,
     sglang_image,
+    stop_timeout,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class DockerPlan:
     volumes: list[str]
     start_period_s: int
     port: int
+    stop_timeout_s: int
     name: str
     notes: list[str] = field(default_factory=list)
     spec: ContainerSpec | None = None
@@ -77,7 +79,7 @@ class DockerPlan:
                     "test": health_probe(self.port), "interval_s": HEALTH_INTERVAL_S,
                     "timeout_s": HEALTH_TIMEOUT_S, "retries": HEALTH_RETRIES,
                     "start_period_s": self.start_period_s},
-                "name": self.name, "notes": self.notes}
+                "stop_timeout_s": self.stop_timeout_s, "name": self.name, "notes": self.notes}
 
 
 def plan(
@@ -131,7 +133,7 @@ def plan(
         image=choice.image, sglang_version=choice.sglang_version, command=command, env=dict(spec.env),
         pass_env=list(dict.fromkeys(pass_env)), publish=f"{bind}:{host_port or spec.port}:{spec.port}",
         gpus=gpus, gpu_count=spec.gpus, gpu_ids=spec.gpu_ids, shm_size=shm_size, volumes=volumes,
-        start_period_s=int(profile.ready_timeout), port=spec.port, name=name, notes=notes, spec=spec,
+        start_period_s=int(profile.ready_timeout), port=spec.port, stop_timeout_s=stop_timeout(profile), name=name, notes=notes, spec=spec,
     )
 
 
@@ -148,6 +150,8 @@ def run_line(p: DockerPlan) -> str:
     opts: list[list[str]] = [["--name", p.name], ["--gpus", p.gpus]]
     opts.append(["--shm-size", p.shm_size] if p.shm_size else ["--ipc=host"])
     opts.append(["-p", p.publish])
+    # Docker's default is 10 s, then SIGKILL: shorter than SGLang's drain (issue 20)
+    opts.append([f"--stop-timeout={p.stop_timeout_s}"])
     for v in p.volumes:
         opts.append(["-v", v])
     for k, v in p.env.items():
@@ -168,8 +172,8 @@ def run_line(p: DockerPlan) -> str:
 
 
 def _compose_escape(arg: str) -> str:
-    # compose interpolates `$VAR` from the caller's environment when it reads the file; the
-    # wrapper's `$` must reach the container's shell untouched
+    # compose interpolates `$VAR` from the caller's environment when it reads the file; a `$`
+    # in the command must reach the container untouched
     return arg.replace("$", "$$")
 
 
@@ -198,6 +202,7 @@ def compose(p: DockerPlan) -> str:
             "start_period": f"{p.start_period_s}s",
         },
         "restart": "unless-stopped",
+        "stop_grace_period": f"{p.stop_timeout_s}s",
     }
     if p.shm_size:
         service["shm_size"] = p.shm_size

@@ -30,7 +30,7 @@ from qembed.errors import ConfigError
 from qembed.models import GiB
 from qembed.sglang_args import keyed_argv
 
-from . import container_spec, driver_note, sglang_image
+from . import PRESTOP_S, SHUTDOWN_MARGIN_S, container_spec, driver_note, sglang_image, stop_timeout
 from .metrics import sglang_selector
 
 if TYPE_CHECKING:
@@ -42,6 +42,15 @@ PROBE_PERIOD_S = 30
 STARTUP_PERIOD_S = 10
 #: The startupProbe never gives up before this, whatever the profile says.
 MIN_STARTUP_BUDGET_S = 600
+#: ``/ready`` (SGLang 0.5.23 ``http_server.py``): 200 once the server is up and not shutting down
+#: or paused, 503 otherwise, no forward pass, no key (``utils/auth.py`` exempts it). It shares the
+#: event loop with the requests, hence a few seconds, not the 1 s kubelet default.
+READY_TIMEOUT_S = 10
+#: ``progressDeadlineSeconds`` on top of the startup budget: scheduling and pulling the SGLang
+#: image (tens of GB) happen before the startupProbe's clock starts. An allowance, not a measurement.
+ROLLOUT_MARGIN_S = 600
+#: At least this many gateway pods, with a disruption budget that keeps one up.
+GATEWAY_REPLICAS = 2
 #: Host memory per GPU process on top of the weights (Python, torch, CUDA context, tokenizer).
 #: An estimate, not a measurement.
 PROCESS_OVERHEAD_BYTES = 6 * GiB
@@ -88,6 +97,22 @@ ADMIN_KEY_ENV = GATEWAY_ADMIN_KEY.name
 DEFAULT_PROMETHEUS = "http://prometheus-server.monitoring.svc:9090"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def check_digest(digest: str) -> str:
+    """An image digest ``sha256:<64 hex>`` (what ``docker buildx imagetools inspect`` prints).
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if not _DIGEST.match(digest):
+        raise ConfigError(f"`{digest}` is not an image digest",
+                          hint="pass `sha256:` and 64 lowercase hex digits, e.g. from "
+                          "`docker buildx imagetools inspect lightseekorg/smg:1.13.0`")
+    return digest
 
 
 def check_name(name: str, what: str = "name", *, max_len: int = 63) -> str:
@@ -170,9 +195,15 @@ def _meta(name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
             "labels": {**labels, "app.kubernetes.io/managed-by": "qembed"}}
 
 
-def _probe(path: str, port: str, *, period: int, failures: int) -> dict[str, Any]:
+def _probe(path: str, port: str, *, period: int, failures: int, timeout: int = PROBE_TIMEOUT_S) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": port}, "periodSeconds": period,
-            "timeoutSeconds": PROBE_TIMEOUT_S, "failureThreshold": failures, "successThreshold": 1}
+            "timeoutSeconds": timeout, "failureThreshold": failures, "successThreshold": 1}
+
+
+def _prestop() -> dict[str, Any]:
+    # `sleep` from the image (both the SGLang and the smg image are Ubuntu-based), so it works on
+    # clusters older than the `lifecycle.preStop.sleep` action
+    return {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_S)]}}}
 
 
 def _k8s_escape(arg: str) -> str:
@@ -221,6 +252,7 @@ def manifests(
     scale_down_window_s: int = 900,
     gateway_image: str | None = None,
     gateway_admin_secret: str = "qembed-gateway-admin-key",
+    gateway_digest: str | None = None,
 ) -> K8sResult:
     """Build the manifests (as Python objects) for ``profile``.
 
@@ -238,7 +270,8 @@ def manifests(
         prometheus_url: the Prometheus KEDA queries.
         target_load: queued + running requests per replica KEDA aims for.
         scale_down_window_s: HPA scale-down stabilisation window (cold starts take minutes).
-        gateway_image: the smg image (default ``lightseekorg/smg:v<installed smg>``).
+        gateway_image: the smg image (default ``lightseekorg/smg:<installed smg>``).
+        gateway_digest: pin the gateway image to ``sha256:...`` (``image:tag@digest``).
         gateway_admin_secret: Secret (key ``admin-key``) with the gateway's control-plane key,
             required: without it every client key could manage the gateway's workers.
 
@@ -314,10 +347,13 @@ def manifests(
                          {"name": "hf-cache", "mountPath": K8S_HF_CACHE},
                          {"name": "tmp", "mountPath": TMP_DIR}],
         "securityContext": container_security(),
-        "startupProbe": _probe("/health", port_name, period=STARTUP_PERIOD_S,
+        # cheap /ready gates traffic; /health (a real 1-token forward) decides liveness
+        "startupProbe": _probe("/ready", port_name, period=STARTUP_PERIOD_S, timeout=READY_TIMEOUT_S,
                                failures=math.ceil(startup_budget / STARTUP_PERIOD_S)),
-        "readinessProbe": _probe("/health", port_name, period=PROBE_PERIOD_S, failures=2),
+        "readinessProbe": _probe("/ready", port_name, period=STARTUP_PERIOD_S, failures=3,
+                                 timeout=READY_TIMEOUT_S),
         "livenessProbe": _probe("/health", port_name, period=PROBE_PERIOD_S, failures=5),
+        "lifecycle": _prestop(),
     }
     pod_meta: dict[str, Any] = {"labels": worker_labels}
     if annotations:
@@ -327,14 +363,17 @@ def manifests(
         "metadata": _meta(name, namespace, worker_labels),
         "spec": {
             "replicas": autoscale[0] if autoscale else replicas,
+            # the default 600 s is shorter than the startup budget: a slow first load would be
+            # reported as a failed rollout while the pod is still loading
+            "progressDeadlineSeconds": startup_budget + ROLLOUT_MARGIN_S,
             "selector": {"matchLabels": worker_labels},
             # a new pod must be ready (minutes of loading) before an old one goes
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
                 "metadata": pod_meta,
                 "spec": {
-                    # SGLang drains in-flight requests on SIGTERM with no limit of its own
-                    "terminationGracePeriodSeconds": math.ceil(profile.shutdown_timeout),
+                    # preStop sleep, then SIGTERM: SGLang drains for up to shutdown_timeout
+                    "terminationGracePeriodSeconds": PRESTOP_S + stop_timeout(profile),
                     # workers never call the Kubernetes API
                     "automountServiceAccountToken": False,
                     "securityContext": pod_security(),
@@ -366,7 +405,8 @@ def manifests(
     if gateway:
         files["gateway.yaml"] = _gateway(name, namespace, worker_labels, spec.port, spec.api_key_env,
                                          api_key_secret, api_key_secret_key, gateway_image, notes,
-                                         admin_secret=gateway_admin_secret)
+                                         admin_secret=gateway_admin_secret, drain_s=math.ceil(profile.shutdown_timeout),
+                                         gateway_digest=gateway_digest)
     if autoscale:
         files["autoscale.yaml"] = [_scaled_object(profile, name, namespace, autoscale, prometheus_url,
                                                   target_load, scale_down_window_s)]
@@ -383,7 +423,8 @@ def gateway_selector(name: str) -> list[str]:
 
 def _gateway(name: str, namespace: str, worker_labels: dict[str, str], worker_port: int,
              api_key_env: str, api_key_secret: str | None, api_key_secret_key: str,
-             gateway_image: str | None, notes: list[str], *, admin_secret: str) -> list[dict[str, Any]]:
+             gateway_image: str | None, notes: list[str], *, admin_secret: str,
+             drain_s: int, gateway_digest: str | None = None) -> list[dict[str, Any]]:
     from qembed.gateway import ADMIN_KEY_ID
 
     gw = f"{name}-gateway"
@@ -393,7 +434,11 @@ def _gateway(name: str, namespace: str, worker_labels: dict[str, str], worker_po
         if version is None:
             version = PINNED_SMG
             notes.append(f"smg is not installed here; the gateway image uses smg {PINNED_SMG}")
-        gateway_image = f"{GATEWAY_IMAGE}:v{version}"
+        # smg's release workflow tags `lightseekorg/smg:<pyproject version>` (no `v`), and its
+        # chart's tag defaults to Chart.appVersion (no `v`) (issue 20; docs/deploy.md cites both)
+        gateway_image = f"{GATEWAY_IMAGE}:{version}"
+    if gateway_digest:
+        gateway_image = f"{gateway_image.split('@', 1)[0]}@{check_digest(gateway_digest)}"
     # The smg image's entrypoint is the router (`docker run lightseekorg/smg --worker-urls ...`
     # in smg's docs), so only args are given. Flags: `smg launch --help` of smg 1.13.0.
     args = [
@@ -406,6 +451,8 @@ def _gateway(name: str, namespace: str, worker_labels: dict[str, str], worker_po
         "--health-check-endpoint", "/health",
         "--health-check-timeout-secs", str(PROBE_TIMEOUT_S),
         "--prometheus-port", str(GATEWAY_METRICS_PORT), "--prometheus-host", "0.0.0.0",
+        # smg's default grace is 180 s; requests it relays drain as long as the workers allow
+        "--shutdown-grace-period-secs", str(drain_s),
     ]
     env: list[dict[str, Any]] = []
     if api_key_secret:
@@ -427,6 +474,7 @@ def _gateway(name: str, namespace: str, worker_labels: dict[str, str], worker_po
                           "timeoutSeconds": 5, "failureThreshold": 3},
         "securityContext": container_security(),
         "volumeMounts": [{"name": "tmp", "mountPath": TMP_DIR}],
+        "lifecycle": _prestop(),
     }
     if env:
         container["env"] = env
@@ -439,17 +487,21 @@ def _gateway(name: str, namespace: str, worker_labels: dict[str, str], worker_po
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": gw},
          "subjects": [{"kind": "ServiceAccount", "name": gw, "namespace": namespace}]},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(gw, namespace, labels),
-         "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+         "spec": {"replicas": GATEWAY_REPLICAS, "selector": {"matchLabels": labels}, "template": {
              "metadata": {"labels": labels, "annotations": {
                  "prometheus.io/scrape": "true", "prometheus.io/port": str(GATEWAY_METRICS_PORT),
                  "prometheus.io/path": "/metrics"}},
              # the gateway keeps its token: service discovery watches pods through the API
              "spec": {"serviceAccountName": gw, "automountServiceAccountToken": True,
+                      "terminationGracePeriodSeconds": PRESTOP_S + drain_s + SHUTDOWN_MARGIN_S,
                       "securityContext": pod_security(), "containers": [container],
                       "volumes": [{"name": "tmp", "emptyDir": {}}]}}}},
         {"apiVersion": "v1", "kind": "Service", "metadata": _meta(gw, namespace, labels),
          "spec": {"type": "ClusterIP", "selector": labels,
                   "ports": [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"}]}},
+        # a node drain or upgrade never takes the last gateway pod
+        {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(gw, namespace, labels),
+         "spec": {"minAvailable": GATEWAY_REPLICAS - 1, "selector": {"matchLabels": labels}}},
     ]
 
 
@@ -494,8 +546,10 @@ def _scaled_object(profile: Profile, name: str, namespace: str, autoscale: tuple
 __all__ = [
     "GATEWAY_METRICS_PORT",
     "GATEWAY_PORT",
+    "GATEWAY_REPLICAS",
     "K8sResult",
     "Sizing",
+    "check_digest",
     "check_name",
     "container_security",
     "gateway_selector",
