@@ -36,7 +36,10 @@ ALL: tuple[EnvVar, ...] = (URL, API_KEY, GATEWAY_ADMIN_KEY, PROFILE, MODEL, SGLA
 #: Set by qembed itself for a child it starts, never by users: the reference engine's API key
 #: travels in the child's environment, not in its argv (qembed/refserver.py).
 REFSERVER_API_KEY = EnvVar("QEMBED_REFSERVER_API_KEY", None, "Internal: the API key `qembed serve --profile cpu` hands the reference engine")
-INTERNAL: tuple[EnvVar, ...] = (REFSERVER_API_KEY,)
+#: ... and the key `qembed serve` hands SGLang: read in memory by the keyed entry
+#: (qembed/sglang_args.py, `keyed_entry_args`), so it is in neither `ps` nor SGLang's log.
+SGLANG_API_KEY = EnvVar("QEMBED_SGLANG_API_KEY", None, "Internal: the API key `qembed serve` hands SGLang through its environment")
+INTERNAL: tuple[EnvVar, ...] = (REFSERVER_API_KEY, SGLANG_API_KEY)
 
 DEFAULT_URL = "http://127.0.0.1:30000"
 

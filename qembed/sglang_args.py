@@ -300,7 +300,8 @@ def build_command(
 
     Args:
         profile: the loaded profile.
-        api_key: passed as ``--api-key``; SGLang has no other way to receive it.
+        api_key: handed to SGLang's ``--api-key`` by :func:`keyed_entry_args` from the child's
+            environment (never in the argv).
         python: interpreter path; default :func:`sglang_python`.
         environ: the environment the additions are merged with (default ``os.environ``).
 
@@ -309,9 +310,17 @@ def build_command(
         >>> build_command(Profile(), python="python3").argv[:4]
         ['python3', '-c', 'from sglang.cli.main import main; main()', 'serve']
     """
+    from . import env as qenv
+
     py = python or sglang_python(profile)
-    argv = [py, *ENTRY_ARGS, *build_flags(profile, api_key=api_key)]
-    return LaunchCommand(argv=argv, env=build_env(profile, environ=environ))
+    env = build_env(profile, environ=environ)
+    if not api_key:
+        return LaunchCommand(argv=[py, *ENTRY_ARGS, *build_flags(profile)], env=env)
+    # the key travels in the child's environment and the keyed entry appends `--api-key` in
+    # memory and redacts SGLang's log: the same design as the containers (docs/deploy.md,
+    # "Keys and logs"), and `ps` never shows it
+    env[qenv.SGLANG_API_KEY.name] = api_key
+    return LaunchCommand(argv=[py, *keyed_entry_args(qenv.SGLANG_API_KEY.name), *build_flags(profile)], env=env)
 
 
 def profile_warnings(profile: Profile, *, exposure: bool = True) -> list[str]:

@@ -51,7 +51,7 @@ def test_show_json_values_sources_and_command(monkeypatch: pytest.MonkeyPatch) -
     argv = data["command"]["argv"]
     assert argv[0] == "/opt/py" and "--is-embedding" in argv
     assert argv[argv.index("--port") + 1] == "31000"
-    assert argv[argv.index("--api-key") + 1] == "[...]"
+    assert "--api-key" not in argv  # the keyed entry passes it in memory (issue 20)
     assert data["api_key"] == "set"
     assert "sk-cli-secret" not in out
 

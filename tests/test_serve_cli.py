@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -245,7 +246,9 @@ def test_dry_run_redacts_key_and_checks_flags(fx: Env) -> None:
     r = harness.run_qembed(fx.args("--dry-run"), fx.with_(QEMBED_API_KEY="sup3r-s3cret"))
     assert r.returncode == 0, r.stderr
     assert "sup3r-s3cret" not in r.stdout + r.stderr
-    assert "--api-key '[...]'" in r.stdout
+    # issue 20: the key goes to SGLang through its environment and the keyed entry, never argv
+    assert "QEMBED_SGLANG_API_KEY=[...]" in r.stdout
+    assert not re.search(r"(^|\s)--api-key(\s|$)", r.stdout)  # not a flag of the command line
     assert "--is-embedding" in r.stdout and f"--port {fx.port}" in r.stdout
     assert "NO_PROXY=127.0.0.1,localhost,::1" in r.stdout
     assert "profile: a100-80g" in r.stdout
@@ -254,8 +257,7 @@ def test_dry_run_redacts_key_and_checks_flags(fx: Env) -> None:
     j = harness.run_qembed(fx.args("--dry-run", "--json"), fx.with_(QEMBED_API_KEY="sup3r-s3cret"))
     assert j.returncode == 0, j.stderr
     data = json.loads(j.stdout)
-    assert data["argv"][data["argv"].index("--api-key") + 1] == "[...]"
-    assert "sup3r-s3cret" not in j.stdout
+    assert "--api-key" not in data["argv"] and "sup3r-s3cret" not in j.stdout
 
 
 def test_sglang_python_from_env(fx: Env) -> None:
@@ -292,6 +294,8 @@ def test_detach_ps_logs_stop(fx: Env) -> None:
     assert info["openai_base_url"] == f"http://127.0.0.1:{fx.port}/v1"
     pids = fx.pids()
     assert all(harness.alive(p) for p in pids)  # qembed exited, the server did not
+    for pid in pids:  # the key reaches SGLang through its environment, not argv (`ps`)
+        assert "k3y-value" not in Path(f"/proc/{pid}/cmdline").read_text()
     record_text = (fx.state / "servers" / "emb.json").read_text()
     assert "k3y-value" not in record_text and '"api_key_env": "QEMBED_API_KEY"' in record_text
 
@@ -308,9 +312,10 @@ def test_detach_ps_logs_stop(fx: Env) -> None:
     logs = harness.run_qembed(["logs", "emb", "--lines", "200"], env)
     assert logs.returncode == 0
     assert "The server is fired up and ready to roll!" in logs.stdout
-    # SGLang writes the key into its log (server_args); the file is private, the output redacted
+    # SGLang logs server_args with the key; the keyed entry redacts it before any handler (issue
+    # 20), so even the private file never holds it
     log_file = Path(info["log_path"])
-    assert "k3y-value" in log_file.read_text()
+    assert "k3y-value" not in log_file.read_text() and "'api_key': '[...]'" in log_file.read_text()
     assert oct(log_file.stat().st_mode & 0o777) == "0o600"
     assert "k3y-value" not in logs.stdout and "'api_key': '[...]'" in logs.stdout
     no_env = {k: v for k, v in env.items() if k != "QEMBED_API_KEY"}

@@ -26,6 +26,7 @@ from qembed.sglang_args import (
     check_many,
     ensure_accepted,
     installed_sglang_version,
+    keyed_entry_args,
     profile_warnings,
     sglang_python,
 )
@@ -187,16 +188,19 @@ def test_display_redacts_api_key_and_quotes() -> None:
                         python="/p/python", environ={})
     shown = cmd.display()
     assert "sk-very-secret" not in shown and "hf_secret" not in shown
-    assert "--api-key '[...]'" in shown
+    assert "QEMBED_SGLANG_API_KEY='[...]'" in shown
     assert "A='x y'" in shown
     assert "sk-very-secret" not in repr(cmd) and "sk-very-secret" not in str(cmd)
     # The display is a valid shell line: splitting it gives back env + redacted argv.
     parts = shlex.split(shown)
     n_env = len(cmd.env)
     assert parts[n_env:] == cmd.redacted_argv()
-    assert "from sglang.cli.main import main; main()" in parts
-    # The real argv keeps the key: SGLang has no other way to receive it.
-    assert flag_value(cmd.argv, "--api-key") == "sk-very-secret"
+    # issue 20: the key is in the child's environment only; the keyed entry hands it to
+    # SGLang's `--api-key` in memory (so `ps` and SGLang's log never show it)
+    assert parts[n_env + 2].endswith("from sglang.cli.main import main; main()")
+    assert "--api-key" not in cmd.argv and "sk-very-secret" not in " ".join(cmd.argv)
+    assert cmd.env["QEMBED_SGLANG_API_KEY"] == "sk-very-secret"
+    assert cmd.argv[1:3] == list(keyed_entry_args("QEMBED_SGLANG_API_KEY")[:2])
 
 
 def test_display_redacts_equals_form() -> None:

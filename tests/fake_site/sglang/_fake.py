@@ -33,7 +33,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
 
 MODE = os.environ.get("FAKE_SGLANG_MODE", "ok")
 _SCHEDULER_CODE = (
@@ -45,9 +44,19 @@ _SCHEDULER_CODE = (
 
 
 def log(msg: str) -> None:
-    """SGLang's logging format: ``[%(asctime)s] msg`` on stderr (common.py:2323)."""
-    sys.stderr.write(f"[{datetime.now():%Y-%m-%d %H:%M:%S}] {msg}\n")
-    sys.stderr.flush()
+    """SGLang's logging format: ``[%(asctime)s] msg`` on stderr (common.py:2323), through the
+    ``logging`` module as SGLang does, so a log-record factory installed before SGLang starts
+    (qembed's keyed entry, issue 20) sees every line."""
+    import logging
+
+    logger = logging.getLogger("sglang.fake")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%Y-%m-%d %H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    logger.info("%s", msg)
 
 
 def raw(msg: str) -> None:
