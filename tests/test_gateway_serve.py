@@ -164,6 +164,10 @@ def test_gateway_group_detached_ps_and_stop_leave_nothing(fx: Env) -> None:
     body = {"model": info["served_model_name"], "input": ["a", "b", "c"]}
     res = httpx.post(f"{info['url']}/v1/embeddings", json=body, timeout=30)
     assert res.status_code == 200 and [d["index"] for d in res.json()["data"]] == [0, 1, 2]
+    # issue 20: the real smg's control plane takes only the (random, per-run) admin key: a
+    # client can neither list nor register workers
+    assert httpx.post(f"{info['url']}/workers", json={"url": "http://127.0.0.1:1"}, timeout=10).status_code == 401
+    assert httpx.get(f"{info['url']}/workers", timeout=10).status_code == 401
 
     # the default server for clients is the group's front door, not a replica
     from qembed import state
