@@ -322,9 +322,33 @@ def test_sigkill_of_a_worker_mid_bulk_job_loses_no_row(pool: Pool, tmp_path: Pat
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    took = time.monotonic() - t0
     stderr = stderr_path.read_text()
-    assert proc.returncode == 0, f"the bulk job failed ({proc.returncode}):\n{stderr[-3000:]}"
+    resumed = False
+    if proc.returncode != 0:
+        # Seen once in four runs: after a burst of failed sends to the dead B, smg 1.13 reported
+        # "All workers are unavailable (circuit breaker open or unhealthy) ... 0/2 available (2
+        # healthy)" although A was healthy and had failed nothing, until its circuit breaker
+        # timeout. The job must then stop as documented (rows committed, `--resume` named), and
+        # a resume once the gateway serves again must finish it with no row lost.
+        assert "are committed in" in stderr and "--resume" in stderr, stderr[-3000:]
+
+        def gateway_serves() -> bool:
+            try:
+                with Client(pool.gw_url, max_retries=0, timeout=10.0) as c:
+                    return len(c.embed(["probe"])) == 1
+            except Exception:
+                return False
+
+        wait_until(gateway_serves, timeout=150, interval=1.0, what="the gateway to serve again")
+        rerun = subprocess.run([sys.executable, "-m", "qembed", "embed", "--input", str(inp), "--output", str(out),
+                                "--url", pool.gw_url, "--chunk-rows", str(CHUNK_ROWS), "--batch-size", "64",
+                                "--concurrency", "4", "--json", "--resume"],
+                               env=env, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               timeout=300)
+        stderr += rerun.stderr
+        assert rerun.returncode == 0, f"the resumed bulk job failed ({rerun.returncode}):\n{rerun.stderr[-3000:]}"
+        stdout, resumed = rerun.stdout, True
+    took = time.monotonic() - t0
     summary = json.loads(stdout)
     assert summary["rows"] == BULK_ROWS, summary
     got = np.load(out)
@@ -334,7 +358,7 @@ def test_sigkill_of_a_worker_mid_bulk_job_loses_no_row(pool: Pool, tmp_path: Pat
     smg_retries = metric(pool.smg_metrics, "smg_worker_retries_total") - retries_before
     client_retries = len(re.findall(r"; retry \d+ in ", stderr))
     FIGURES.update(bulk_rows=BULK_ROWS, bulk_s=round(took, 1), rows_done_at_kill=at_kill[0],
-                   smg_retries=int(smg_retries), client_retries=client_retries)
+                   smg_retries=int(smg_retries), client_retries=client_retries, resumed=resumed)
     print(f"\n[test_f_gateway] B killed after {at_kill[0]} of {BULK_ROWS} rows; smg retried {int(smg_retries)} "
           f"request(s) (smg_worker_retries_total), the qembed client {client_retries}; job {took:.1f} s")
     # a kill that nothing noticed would prove nothing: requests were on their way to B
