@@ -308,9 +308,11 @@ class ServingSession:
         try:
             server = self.server
             if server is not None:
-                running = server.proc.poll() is None
-                wait = (self.profile.shutdown_timeout if drain else min(NO_DRAIN_GRACE, self.profile.shutdown_timeout)) \
-                    if running else 0
+                wait = 0.0
+                if server.proc.poll() is None:
+                    wait = self.profile.shutdown_timeout
+                    if not drain:
+                        wait = min(NO_DRAIN_GRACE, wait)
                 self._stop(wait, reason="failed")
         finally:
             self.close()

@@ -16,14 +16,13 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.fake_site.harness import REPO, alive, free_port
+from tests.fake_site.harness import REPO, alive, free_port, run_qembed
 
 #: pinned KV pool for every test engine (the issue: never size test engines from free RAM)
 TEST_KV_TOKENS = 65536
@@ -48,16 +47,9 @@ def engine_env(state_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def qembed(args: list[str], env: Mapping[str, str], *, timeout: float = 120.0,
-           stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m qembed ARGS`` to completion, with a deadline."""
-    try:
-        return subprocess.run([sys.executable, "-m", "qembed", *args], env=dict(env), cwd=REPO,
-                              input=stdin, capture_output=True, text=True, timeout=timeout,
-                              stdin=None if stdin is not None else subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"qembed {' '.join(args)} did not finish in {timeout} s\n"
-                             f"{exc.stdout!r}\n{exc.stderr!r}") from None
+def qembed(args: list[str], env: Mapping[str, str], *, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """``python -m qembed ARGS`` to completion, with a deadline (:func:`harness.run_qembed`)."""
+    return run_qembed(args, env, timeout=timeout)
 
 
 @dataclass
