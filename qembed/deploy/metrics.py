@@ -87,6 +87,33 @@ def sglang_selector(key: str, suffix: str = "", labels: str = "") -> str:
     return f'{{__name__=~"sglang[:_]{SGLANG[key]}{suffix}"{extra}}}'
 
 
+# -- scoping ----------------------------------------------------------------------------------
+# Every query qembed generates for a cluster (KEDA, alerts, dashboard) is scoped to one deployment
+# (issue 20: load in `staging` must not scale `prod`, and a chat model must not fire an embedding
+# alert). The labels are the ones both common scrape set-ups attach to every pod's series:
+# the Prometheus community chart's `kubernetes-pods` job and the Prometheus Operator's
+# PodMonitor/ServiceMonitor both write `namespace` and `pod`. A Deployment's pods are named
+# `<deployment>-<pod-template-hash>-<suffix>`, so a fully anchored regex picks exactly its pods
+# (`qembed-gateway-…` has one segment more and does not match `qembed-…`).
+
+#: the regex of a Deployment's pod names (PromQL regexes are fully anchored)
+POD_SUFFIX = "-[a-z0-9]+-[a-z0-9]+"
+
+
+def pod_regex(deployment: str) -> str:
+    """A PromQL regex matching exactly the pods of one Deployment (a DNS-1123 name)."""
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", deployment):
+        raise ValueError(f"not a Kubernetes name: {deployment!r}")
+    return deployment + POD_SUFFIX
+
+
+def scope(namespace: str, deployment: str) -> str:
+    """Label matchers for one Deployment's series: ``namespace="ns", pod=~"name-…"``."""
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", namespace):
+        raise ValueError(f"not a Kubernetes namespace: {namespace!r}")
+    return f'namespace="{namespace}", pod=~"{pod_regex(deployment)}"'
+
+
 # -- parsing ----------------------------------------------------------------------------------
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -297,6 +324,8 @@ __all__ = [
     "bucket_delta",
     "histogram_quantile",
     "parse_text",
+    "pod_regex",
+    "scope",
     "sglang_names",
     "sglang_selector",
 ]
