@@ -553,7 +553,9 @@ def start_replicas(profile: Profile, gpu_ids: Sequence[int], *, name: str, api_k
         for p in profs:
             launcher.check_port(p.host, p.port)
         launcher.check_port(profile.host, profile.port)
-        sglang_args.ensure_accepted(sglang_args.build_flags(profs[0], api_key="x" if api_key else None), python=python)
+        py, target_env = sglang_args.resolve_sglang(profs[0], python)
+        sglang_args.ensure_accepted(sglang_args.build_flags(profs[0], api_key="x" if api_key else None),
+                                    python=py, env=target_env)
         for session in sessions:
             group.replicas.append(session.launch(check_flags=False, check_port_free=False))
     except BaseException:

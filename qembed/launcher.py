@@ -279,7 +279,9 @@ def launch(
     from .state import new_log_path
 
     reference = profile.engine == "reference"
-    py = python or sglang_args.sglang_python(profile)
+    # the one SGLang target (interpreter + the full environment the child gets), as the dry run
+    # and doctor resolve it: a profile `env.PYTHONPATH` reaches the parser check too (issue 22)
+    py, target_env = sglang_args.resolve_sglang(profile, python)
     cmd = (_reference_command(profile, api_key=api_key, python=python) if reference
            else sglang_args.build_command(profile, api_key=api_key, python=py))
     if check_port_free:
@@ -287,7 +289,7 @@ def launch(
     if check_flags and not reference:  # SGLang's parser has nothing to say about the reference engine
         # The parser sees a placeholder key: no secret in that short-lived argv.
         flags = sglang_args.build_flags(profile, api_key="x" if api_key else None)
-        sglang_args.ensure_accepted(flags, python=py)
+        sglang_args.ensure_accepted(flags, python=py, env=target_env)
     path = log_path or new_log_path(name or profile.name or "default")
     return spawn(
         cmd.argv,

@@ -512,7 +512,7 @@ def _habit_hint(message: str) -> str | None:
     return None
 
 
-def ensure_accepted(flags: Sequence[str], *, python: str, env: Mapping[str, str] | None = None) -> None:
+def ensure_accepted(flags: Sequence[str], *, python: str, env: Mapping[str, str]) -> None:
     """Fail in seconds, not after a model load, when SGLang would reject ``flags``.
 
     Raises:

@@ -67,6 +67,47 @@ class Event:
     fields: Mapping[str, Any] = field(default_factory=dict)
 
 
+def check_name(name: str) -> None:
+    """Refuse a server name that ``qembed ps/stop/logs`` could not use.
+
+    Raises:
+        ConfigError: not letters, digits, ``.``, ``_`` or ``-`` (at most 64).
+    """
+    from . import state
+
+    if not state.valid_name(name):
+        raise ConfigError(f"invalid server name `{name}`",
+                          hint="use letters, digits, `.`, `_` or `-` (at most 64), e.g. `--name emb`")
+
+
+def refuse_running(name: str) -> None:
+    """Refuse a name a running server has recorded (``serve``, ``gateway`` and groups alike: exit 2).
+
+    Raises:
+        NameInUse: a live record holds ``name``.
+    """
+    from . import state
+
+    existing = state.live(name)
+    if existing is not None:
+        raise NameInUse(f"a server named `{name}` is already running (pid {existing.pid}, {existing.url})",
+                        hint=f"stop it with `qembed stop {name}`, or start another with `--name NAME` and `--port N`")
+
+
+def check_model_path(profile: Profile) -> None:
+    """Refuse a local model path that does not exist: found before anything starts (by ``serve``
+    and by its dry run alike), not after the engine has started and died on it.
+
+    Raises:
+        ConfigError: the path names no file or directory.
+    """
+    model = profile.model
+    if model.startswith(("/", "./", "../", "~")) and not os.path.exists(os.path.expanduser(model)):
+        raise ConfigError(f"the model directory `{model}` does not exist",
+                          hint="pass a local model directory (with config.json), or a Hugging Face id "
+                               "such as `Qwen/Qwen3-Embedding-4B`")
+
+
 def exposure_warning(profile: Profile, api_key: str | None) -> Event | None:
     """The warning for a server on a network address without an API key (the one place that
     decides it; :func:`qembed.sglang_args.profile_warnings` leaves it out when asked)."""
@@ -147,19 +188,12 @@ class ServingSession:
         """Validate and claim the name and port, then run the checks (nothing is launched)."""
         from . import state
 
-        if not state.valid_name(self.name):
-            raise ConfigError(f"invalid server name `{self.name}`",
-                              hint="use letters, digits, `.`, `_` or `-` (at most 64), e.g. `--name emb`")
+        check_name(self.name)
         # Claim the name and the port before anything loads: of two sessions racing for either,
         # exactly one gets past here. SGLang inherits the claim and holds it while it runs.
         self.claim = state.claim(self.name, self.profile.port)
         try:
-            existing = state.live(self.name)
-            if existing is not None:  # a server recorded by a qembed without claims
-                raise NameInUse(
-                    f"a server named `{self.name}` is already running (pid {existing.pid}, {existing.url})",
-                    hint=f"stop it with `qembed stop {self.name}`, or start another with `--name NAME` and `--port N`",
-                )
+            refuse_running(self.name)  # a server recorded by a qembed without claims
             if self.checks:
                 self._check()
         except BaseException:
@@ -171,12 +205,7 @@ class ServingSession:
         from . import gpu, sglang_args
 
         prof = self.profile
-        model = prof.model
-        if model.startswith(("/", "./", "../", "~")) and not os.path.exists(os.path.expanduser(model)):
-            # found here, not after the engine has started and died on it
-            raise ConfigError(f"the model directory `{model}` does not exist",
-                              hint="pass a local model directory (with config.json), or a Hugging Face id "
-                                   "such as `Qwen/Qwen3-Embedding-4B`")
+        check_model_path(prof)
         exposure = exposure_warning(prof, self.api_key)
         if exposure is not None:
             self._say(exposure)
@@ -385,4 +414,4 @@ def reference_notice(profile: Profile) -> list[str]:
     return [f"{profile.model}{size}", NOTICE]
 
 
-__all__ = ["Event", "EventKind", "ServingSession", "exposure_warning", "reference_notice"]
+__all__ = ["Event", "EventKind", "ServingSession", "check_model_path", "check_name", "exposure_warning", "reference_notice", "refuse_running"]

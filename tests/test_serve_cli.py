@@ -490,3 +490,78 @@ def test_bad_log_format_is_usage_error(fx: Env) -> None:
     r = harness.run_qembed(fx.args("--log-format", "xml"), fx.env)
     assert r.returncode == ExitCode.USAGE and "--log-format xml" in r.stderr
     assert not fx.pidfile.exists()
+
+
+# -- one SGLang target: dry run, doctor and launch agree (issue 22, bug 1) -----------------------
+
+
+def test_profile_env_pythonpath_reaches_every_parser_check(fx: Env, tmp_path: Path) -> None:
+    """SGLang importable ONLY through the profile's `env.PYTHONPATH`: the dry run, doctor and the
+    real launch must reach the same verdict. Before issue 22 the launch's parser check ran without
+    the profile's env and refused with exit 2 ("SGLang cannot be imported") while the dry run and
+    doctor passed."""
+    import sys
+
+    nvml_only = tmp_path / "nvml-only"  # qembed itself sees the fake NVML, but no sglang
+    nvml_only.mkdir()
+    (nvml_only / "pynvml.py").symlink_to(harness.FAKE_SITE / "pynvml.py")
+    plain = tmp_path / "plain-python"  # an interpreter that adds nothing to the path itself
+    plain.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    plain.chmod(0o755)
+    profile = tmp_path / "viaenv.yaml"
+    profile.write_text(f"extends: a100-80g\npython: {plain}\n"
+                       f"env:\n  PYTHONPATH: \"{harness.FAKE_SITE}{os.pathsep}{harness.REPO}\"\n")
+    env = fx.with_(PYTHONPATH=os.pathsep.join([str(nvml_only), str(harness.REPO)]))
+
+    dry = harness.run_qembed(["serve", "-p", str(profile), "--port", str(fx.port), "--dry-run"], env)
+    assert dry.returncode == 0, dry.stderr
+    assert "parser accepts" in dry.stderr
+    doc = harness.run_qembed(["doctor", "-p", str(profile), "--port", str(fx.port), "--json"], env)
+    rows = [r for r in json.loads(doc.stdout)["checks"] if r["name"] == "flags"]
+    assert rows and all(r["status"] == "PASS" for r in rows), doc.stdout
+    up = harness.run_qembed(["serve", "-p", str(profile), "--port", str(fx.port), "--detach",
+                             "--name", "viaenv"], env)
+    assert up.returncode == 0, up.stderr
+    assert "cannot be imported" not in up.stderr
+    fx.pids()
+    down = harness.run_qembed(["stop", "viaenv"], env)
+    assert down.returncode == 0, down.stderr
+
+
+def test_dry_run_says_what_serve_would_refuse_or_warn(fx: Env, tmp_path: Path) -> None:
+    """`serve --dry-run` runs the session's own checks (issue 22, bug 2): a missing model
+    directory is refused (exit 2, as `serve`), and the profile warnings are shown."""
+    missing = harness.run_qembed(fx.args("-m", "./no-such-dir", "--set", "torch_compile=true", "--dry-run"),
+                                 fx.env)
+    assert missing.returncode == ExitCode.USAGE, missing.stderr
+    assert "the model directory `./no-such-dir` does not exist" in missing.stderr
+    real = harness.run_qembed(fx.args("-m", "./no-such-dir"), fx.env)
+    assert real.returncode == ExitCode.USAGE and "does not exist" in real.stderr
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    warned = harness.run_qembed(fx.args("-m", str(model_dir), "--set", "torch_compile=true", "--dry-run"), fx.env)
+    assert warned.returncode == 0, warned.stderr
+    assert "`torch_compile` has no effect" in warned.stderr
+    assert not fx.pidfile.exists()
+
+
+def test_duplicate_name_is_exit_2_for_serve_and_gateway(fx: Env) -> None:
+    """A name in use is NameInUse (exit 2) from `serve` and from `qembed gateway` alike (issue 22,
+    bug 3: the gateway said exit 1)."""
+    first = harness.run_qembed(fx.args("--detach", "--name", "dup"), fx.env)
+    assert first.returncode == 0, first.stderr
+    fx.pids()
+    try:
+        again = harness.run_qembed(["serve", "-p", "a100", "--python", str(harness.WRAPPER), "--port",
+                                    str(harness.free_port()), "--name", "dup", "--dry-run"], fx.env)
+        serve = harness.run_qembed(["serve", "-p", "a100", "--python", str(harness.WRAPPER), "--port",
+                                    str(harness.free_port()), "--name", "dup"], fx.env)
+        gw = harness.run_qembed(["gateway", "--worker", f"http://127.0.0.1:{fx.port}", "--name", "dup",
+                                 "--port", str(harness.free_port())], fx.env)
+        assert serve.returncode == ExitCode.USAGE, serve.stderr
+        assert gw.returncode == ExitCode.USAGE, gw.stderr
+        for r in (serve, gw):
+            assert "a server named `dup` is already running" in r.stderr
+        assert again.returncode == 0  # a dry run claims nothing
+    finally:
+        assert harness.run_qembed(["stop", "dup"], fx.env).returncode == 0

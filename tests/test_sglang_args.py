@@ -7,6 +7,7 @@ against small real interpreters (this one, with and without a fake `sglang` on i
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -333,9 +334,9 @@ def test_check_many_plumbing(tmp_path: Path) -> None:
 
 def test_ensure_accepted_raises_with_habit_hint(tmp_path: Path) -> None:
     py = _fake_sglang_python(tmp_path)
-    ensure_accepted(["--model-path", "m"], python=py)
+    ensure_accepted(["--model-path", "m"], python=py, env=os.environ)
     with pytest.raises(FlagsRejected) as ei:
-        ensure_accepted(["--model-path", "m", "--max-model-len", "8", "--api-key", "sk-x"], python=py)
+        ensure_accepted(["--model-path", "m", "--max-model-len", "8", "--api-key", "sk-x"], python=py, env=os.environ)
     assert "--max-model-len" in ei.value.message
     assert "context_length" in (ei.value.hint or "")
     assert all("sk-x" not in d for d in ei.value.details)

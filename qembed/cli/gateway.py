@@ -69,16 +69,10 @@ def _render(info: GatewayInfo, *, name: str, pid: int, log_path: str, detached: 
 
 
 def _check_name(name: str) -> None:
-    from qembed import state
-    from qembed.errors import ConfigError, LaunchError
+    from qembed import supervisor
 
-    if not state.valid_name(name):
-        raise ConfigError(f"invalid server name `{name}`",
-                          hint="use letters, digits, `.`, `_` or `-` (at most 64), e.g. `--name gw`")
-    existing = state.live(name)
-    if existing is not None:
-        raise LaunchError(f"a server named `{name}` is already running (pid {existing.pid}, {existing.url})",
-                          hint=f"stop it with `qembed stop {name}`, or pick another `--name`")
+    supervisor.check_name(name)
+    supervisor.refuse_running(name)  # NameInUse: exit 2, as `serve` (issue 22)
 
 
 def _foreground(front: Server, records: list[Record], stop_all: Any, *, others: list[Server]) -> None:
@@ -237,7 +231,9 @@ def dry_run_group(prof: Profile, *, api_key: str | None, python: str, as_json: b
         output.data("gateway:")
         output.data(f"  smg {shlex.join(smg)}" + ("   (API key from the environment)" if api_key else ""))
         output.status("checking the flags with SGLang's own parser ...")
-    sglang_args.ensure_accepted(sglang_args.build_flags(reps[0], api_key="x" if api_key else None), python=python)
+    py, target_env = sglang_args.resolve_sglang(reps[0], python)
+    sglang_args.ensure_accepted(sglang_args.build_flags(reps[0], api_key="x" if api_key else None),
+                                python=py, env=target_env)
     if as_json:
         output.print_json({"replicas": [{"gpu_ids": p.gpu_ids, "port": p.port, "argv": c.redacted_argv(),
                                          "env": c.redacted_env()} for p, c in zip(reps, cmds, strict=True)],

@@ -329,9 +329,14 @@ def serve(
     api_key = profiles.resolve_api_key(prof)
 
     if dry_run:
+        # everything a real serve would refuse or warn about before launching (issue 22): the
+        # session's own checks, not a copy of them
+        supervisor.check_model_path(prof)
         exposure = supervisor.exposure_warning(prof, api_key)  # a real serve: the session says it
         if exposure is not None:
             output.warn(exposure.message, exposure.hint)
+        for message in sglang_args.profile_warnings(prof, exposure=False):
+            output.warn(message)
         if use_gateway:
             from .gateway import dry_run_group
 
