@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import FlagsRejected, LaunchError, MissingDependency
 from .habits import HABIT_FLAGS
@@ -265,9 +265,20 @@ def sglang_python(profile: Profile | None = None, cli_python: str | None = None)
     return sys.executable
 
 
+class SGLangTarget(NamedTuple):
+    """Where SGLang runs: the interpreter and the FULL environment (not an overlay) it gets.
+
+    Produced only by :func:`resolve_sglang`; the launch's parser check, the dry run, doctor and
+    the gateway's replica check all take it, so they cannot disagree about what SGLang imports.
+    """
+
+    python: str
+    env: dict[str, str]
+
+
 def resolve_sglang(
     profile: Profile | None, cli_python: str | None = None, *, environ: Mapping[str, str] | None = None
-) -> tuple[str, dict[str, str]]:
+) -> SGLangTarget:
     """The interpreter SGLang runs in and the full environment it runs with: the one rule that
     ``qembed serve``, ``qembed doctor`` and ``qembed profiles show`` share.
 
@@ -277,7 +288,7 @@ def resolve_sglang(
     ``NO_PROXY``).
 
     Returns:
-        ``(python, env)``.
+        the :class:`SGLangTarget` ``(python, env)``.
     """
     base = dict(os.environ if environ is None else environ)
     python = sglang_python(profile, cli_python)
@@ -286,7 +297,7 @@ def resolve_sglang(
     else:
         for name in ("NO_PROXY", "no_proxy"):
             base[name] = merge_no_proxy(base.get(name))
-    return python, base
+    return SGLangTarget(python, base)
 
 
 def build_command(
@@ -562,6 +573,7 @@ __all__ = [
     "MANAGED_FLAGS",
     "LaunchCommand",
     "ParserCheck",
+    "SGLangTarget",
     "build_command",
     "build_env",
     "build_flags",
