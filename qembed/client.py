@@ -7,8 +7,10 @@ What it gets right by default, because users of Qwen3-Embedding most often get i
 
 * queries carry the trained instruction ``Instruct: {task}\\nQuery:{text}``; documents none;
 * texts go to the server as text (SGLang's tokenizer then appends the ``<|endoftext|>`` EOS);
-* ``dimensions`` (Matryoshka) uses the server's field when it has Matryoshka on, otherwise it
-  truncates and L2-renormalises here; both give the same vectors;
+* ``dimensions`` (Matryoshka) uses the server's field; when a server refuses it (any 4xx that
+  the same request without it does not get) or truncates wrongly (the wrong length, or no
+  renormalisation), the client says so once and truncates and L2-renormalises here from then on;
+  both give the same vectors;
 * replies are requested as base64 and decoded straight into a float32 ``(n, d)`` array.
 
 Example:
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from . import __version__
 from . import env as qenv
-from .errors import InputError, ServerError, ServerUnreachable
+from .errors import BadReply, DimensionsRefused, InputError, ServerError, ServerUnreachable
 from .instructions import apply_prefix, format_document, format_query, resolve_instruction
 from .net import auth_headers as _auth_headers
 from .net import base_url as _base_url
@@ -52,7 +54,14 @@ from .transport import (
     TransportFailure,
     choose_http,
 )
-from .vectors import check_dimensions, parse_models, parse_reply, parse_reply_rows, truncate
+from .vectors import (
+    check_dimensions,
+    parse_models,
+    parse_reply,
+    parse_reply_rows,
+    truncate,
+    truncation_fault,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -112,7 +121,9 @@ DEFAULT_CONCURRENCY = 8  # measured: 8 x 128 texts keep a modelled GPU 97.8 % bu
 MAX_BYTES_PER_TOKEN = 8
 
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-_MATRYOSHKA_OFF = "does not support matryoshka representation"
+#: 4xx answers to a request with ``dimensions`` that say something else than "not this field"
+#: (the key, overload): never taken for a refusal of ``dimensions``
+_NOT_A_REFUSAL = frozenset({401, 403, 408, 429})
 _TOO_LONG = re.compile(r"The input \((\d+) tokens\) is longer than the model's context length")
 _AT_INDEX = re.compile(r"Input at index (\d+) cannot be empty")
 
@@ -248,6 +259,7 @@ class _Job:
     dimensions: int | None
     on_error: OnError
     plain: bool = False  #: rows as Python lists, no numpy (``embed_lists``)
+    width: int | None = None  #: the server's own width for ``dimensions`` (``dimensions_fallback=False``)
     out: Any = None  # np.ndarray (n, d), allocated once d is known; plain: list of rows
     ok: Any = None  # np.ndarray[bool] (n,); plain: list[bool]
     tokens: int = 0
@@ -307,6 +319,11 @@ class BaseClient:
             (default 120); ``None``: only ``max_retries`` limits them.
         expect_unit: the server L2-normalises (SGLang does for Qwen3-Embedding), so a reply
             vector whose norm is not 1 within 1 % is refused (:class:`~qembed.errors.BadReply`).
+        dimensions_fallback: when the server refuses ``dimensions`` or truncates wrongly,
+            truncate and renormalise here (default). ``False`` (``qembed verify``, which judges
+            the server's own truncation): a refusal raises
+            :class:`~qembed.errors.DimensionsRefused`, and replies are kept as the server sent
+            them (any width, any norm).
         concurrency: requests in flight for one call.
         batch_size: texts per request.
         batch_tokens: estimated tokens per request (see :func:`estimate_tokens`).
@@ -327,6 +344,7 @@ class BaseClient:
         backoff: float = DEFAULT_BACKOFF,
         retry_timeout: float | None = DEFAULT_RETRY_TIMEOUT,
         expect_unit: bool = True,
+        dimensions_fallback: bool = True,
         concurrency: int = DEFAULT_CONCURRENCY,
         batch_size: int = DEFAULT_BATCH_SIZE,
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
@@ -364,6 +382,7 @@ class BaseClient:
             raise ConfigError(f"`retry_timeout` must be >= 0 seconds or None, got {retry_timeout}")
         self.retry_timeout = retry_timeout
         self.expect_unit = expect_unit
+        self.dimensions_fallback = dimensions_fallback
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"`on_error` must be `raise` or `skip`, got `{on_error}`")
         self.max_retries = max_retries
@@ -380,6 +399,7 @@ class BaseClient:
         self._max_model_len: int | None = None
         self._full_dim: int | None = None
         self._supports_dimensions: bool | None = None
+        self._dimensions_note: str | None = None  #: why the client truncates itself
         self._encoding = "base64"
         self._state_lock = threading.Lock()
         self._sem: Any = None
@@ -530,9 +550,15 @@ class BaseClient:
         """The first request runs alone while we still learn the size or Matryoshka support."""
         if self._full_dim is None:
             return True
-        return job.dimensions is not None and self._supports_dimensions is None
+        return job.dimensions is not None and self._supports_dimensions is None and not self._as_sent(job)
+
+    def _as_sent(self, job: _Job) -> bool:
+        """The server's own ``dimensions`` replies are kept as sent (``dimensions_fallback=False``)."""
+        return job.dimensions is not None and not self.dimensions_fallback
 
     def _out_dim(self, job: _Job) -> int | None:
+        if self._as_sent(job):
+            return job.width
         return job.dimensions if job.dimensions is not None else self._full_dim
 
     def _allocate(self, job: _Job) -> None:
@@ -574,21 +600,39 @@ class BaseClient:
 
     # -- replies ---------------------------------------------------------------------------
 
-    def _parse_embeddings(self, job: _Job, rows: list[int], resp: Response, *, client_truncate: bool) -> None:
-        """Check the reply (:func:`qembed.vectors.parse_reply`), then write its rows."""
+    def _parse_embeddings(self, job: _Job, rows: list[int], resp: Response, *, client_truncate: bool) -> str | None:
+        """Check the reply (:func:`qembed.vectors.parse_reply`), then write its rows.
+
+        A reply to a request with ``dimensions`` is judged first
+        (:func:`qembed.vectors.truncation_fault`): when it is a wrong truncation, nothing is
+        written and the fault is returned (the caller falls back); ``None`` when written.
+        """
         server_dims = job.dimensions is not None and not client_truncate
+        judged = server_dims  # width and norm judged here (fallback) or not at all (as sent)
         with self._state_lock:
-            width = job.dimensions if server_dims else self._full_dim
+            width = None if judged else self._full_dim
         source = f"{self.base_url}/v1/embeddings"
         reply: Any = (parse_reply_rows if job.plain else parse_reply)(
-            resp.content, len(rows), width=width, source=source, expect_unit=self.expect_unit, status=resp.status)
+            resp.content, len(rows), width=width, source=source, expect_unit=self.expect_unit and not judged,
+            status=resp.status)
         vectors = reply.rows if job.plain else reply.vectors
         got = len(vectors[0]) if job.plain else vectors.shape[1]
+        if server_dims and not self._as_sent(job):
+            assert job.dimensions is not None
+            fault = truncation_fault(vectors, job.dimensions)
+            if fault is not None:
+                return fault
         with self._state_lock:
             if self._full_dim is None and not server_dims:
                 self._full_dim = got
-            if server_dims:
+            if server_dims and not self._as_sent(job):
                 self._supports_dimensions = True
+            if self._as_sent(job):
+                if job.width is None:
+                    job.width = got
+                elif job.width != got:
+                    raise BadReply(f"the reply from {source} is invalid: vectors of {got} and {job.width} values "
+                                   f"for `dimensions: {job.dimensions}`", status=resp.status)
             self._allocate(job)
         if client_truncate:
             assert job.dimensions is not None
@@ -609,6 +653,7 @@ class BaseClient:
         with job.lock:
             job.tokens += reply.prompt_tokens
             job.model = job.model or reply.model
+        return None
 
     @staticmethod
     def _error_message(resp: Response) -> tuple[str, Any]:
@@ -697,7 +742,7 @@ class BaseClient:
         if isinstance(exc, TransportFailure) and exc.deadline:
             total = self._timeouts().total
             return ServerUnreachable(
-                f"{self.base_url} sent no complete answer within the {total:g} s request deadline",
+                f"{self.base_url} sent no complete answer within the {total:g} s request deadline", connect=False,
                 hint="the server is stuck or overloaded (`qembed logs`); raise `timeout=` (`--timeout`) for "
                 "very long inputs",
             )
@@ -712,7 +757,7 @@ class BaseClient:
         # a library's own text may quote the request's headers: never the key (issue 19)
         return ServerUnreachable(
             redact(f"the connection to {self.base_url} failed: {type(cause).__name__}: {cause}",
-                   [self.api_key] if self.api_key else []),
+                   [self.api_key] if self.api_key else []), connect=False,
             hint="check the server (`qembed ps`, `qembed logs`) and try again",
         )
 
@@ -800,16 +845,27 @@ class BaseClient:
             part = stack.pop()
             server_dims = job.dimensions if (job.dimensions is not None and self._supports_dimensions is not False) else None
             client_truncate = job.dimensions is not None and server_dims is None
-            resp = yield from self._exchange(self._embed_request([job.texts[i] for i in part], server_dims))
+            texts = [job.texts[i] for i in part]
+            resp = yield from self._exchange(self._embed_request(texts, server_dims))
             if resp.status == 200:
-                self._parse_embeddings(job, part, resp, client_truncate=client_truncate)
+                fault = self._parse_embeddings(job, part, resp, client_truncate=client_truncate)
+                if fault is not None:  # a server that truncates wrongly: the same fallback as a refusal
+                    self._truncate_here(f"the server truncates to `dimensions` wrongly: {fault}")
+                    stack.append(part)
                 continue
-            msg, _ = self._error_message(resp)
-            if resp.status == 400 and server_dims is not None and _MATRYOSHKA_OFF in msg:
-                logger.info("server has Matryoshka off; truncating and renormalising on the client")
-                self._supports_dimensions = False
-                stack.append(part)
-                continue
+            msg, body = self._error_message(resp)
+            if server_dims is not None and self._may_refuse_dimensions(resp.status, msg):
+                if not self.dimensions_fallback:
+                    raise DimensionsRefused(f"the server refused `dimensions` (HTTP {resp.status}: {msg})",
+                                            status=resp.status, body=body)
+                # a refusal by its meaning: the same request without `dimensions` succeeds
+                without = yield from self._exchange(self._embed_request(texts, None))
+                if without.status == 200:
+                    self._truncate_here(f"the server refused `dimensions` (HTTP {resp.status}: {msg})")
+                    self._parse_embeddings(job, part, without, client_truncate=True)
+                    continue
+                resp = without  # it fails without `dimensions` too: judge that answer
+                msg, body = self._error_message(resp)
             if resp.status == 400 and self._encoding == "base64" and "encoding_format" in msg:
                 logger.info("server cannot send base64; asking for floats")
                 self._encoding = "float"
@@ -832,6 +888,24 @@ class BaseClient:
                     stack.append(rest)
                 continue
             raise self._error_for(resp)
+
+    @staticmethod
+    def _may_refuse_dimensions(status: int, msg: str) -> bool:
+        """A 4xx to a request with ``dimensions`` that may be a refusal of that field (confirmed
+        when the same request without it succeeds); not the key, overload, or an input's fault."""
+        return (400 <= status < 500 and status not in _NOT_A_REFUSAL and not _TOO_LONG.search(msg)
+                and not _AT_INDEX.search(msg) and "encoding_format" not in msg)
+
+    def _truncate_here(self, why: str) -> None:
+        """From now on this client sends no ``dimensions`` to this server and truncates and
+        renormalises itself; says so once (a warning on qembed's logger)."""
+        with self._state_lock:
+            first = self._supports_dimensions is not False
+            self._supports_dimensions = False
+            self._dimensions_note = self._dimensions_note or why
+        if first:
+            logger.warning("%s: %s; this client truncates and renormalises the vectors itself from now on "
+                           "(the same vectors as a server that does it right)", self.base_url, why)
 
     def _finish_lists(self, job: _Job) -> EmbeddingLists:
         failures = [Failure(i, r) for i, r in sorted(job.failures.items())]

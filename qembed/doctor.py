@@ -745,9 +745,15 @@ def _server(c: _Ctx, transport: httpx.BaseTransport | None) -> None:
     elif f.supports_dimensions is None:
         c.add(s, "dimensions", WARN, f.dimensions_error or "not checked")
     else:
-        c.add(s, "dimensions", WARN, f"`dimensions` refused ({f.dimensions_error})",
-              "set `matryoshka: true` in the profile and restart (or truncate client-side: qembed's "
-              "client does it with `dimensions=`)")
+        # probe_server: "HTTP <status>: ..." for a refusal, else what was wrong with the reply
+        refused = (f.dimensions_error or "").startswith("HTTP ")
+        what = "refused" if refused else "answered with a wrong truncation"
+        c.add(s, "dimensions", WARN,
+              f"`dimensions` {what} ({f.dimensions_error}); qembed's client already truncates and "
+              "renormalises itself for this server (the same vectors as a right server)",
+              "nothing to change for qembed's client; for other clients turn Matryoshka on and restart: "
+              "`matryoshka: true` in the profile (SGLang `is_matryoshka`; vLLM `--hf-overrides "
+              "'{\"is_matryoshka\": true}'`)")
 
 
 def _latest_log() -> Path | None:

@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     SERVER_EXITED = 5  #: SGLang exited before it was ready
     WARNINGS = 6  #: `qembed doctor`: no FAIL, but at least one WARN
     UNREACHABLE = 7  #: no server answers at the URL
+    INCOMPLETE = 8  #: `qembed verify` could not complete the check (5xx, broken connection, timeout)
     INTERRUPTED = 130  #: Ctrl-C
 
 
@@ -121,9 +122,17 @@ class NotReady(LaunchError, TimeoutError):
 
 
 class ServerUnreachable(QembedError, ConnectionError):
-    """No server answers at the URL (refused, timed out, DNS)."""
+    """No server answers at the URL (refused, timed out, DNS).
+
+    ``connect`` is False when a server was reached but the exchange broke: no complete answer
+    within the deadline, or the connection lost mid-way.
+    """
 
     exit_code = ExitCode.UNREACHABLE
+
+    def __init__(self, message: str, *, connect: bool = True, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.connect = connect
 
 
 class ServerError(QembedError):
@@ -150,6 +159,20 @@ class BadReply(ServerError):
     """
 
     exit_code = ExitCode.FAILURE
+
+
+class DimensionsRefused(ServerError):
+    """A client made with ``dimensions_fallback=False`` (``qembed verify``) sent ``dimensions``
+    and the server refused it with a 4xx. With the fallback on, the client truncates and
+    renormalises itself instead and this is never raised."""
+
+
+class CheckIncomplete(QembedError):
+    """``qembed verify`` could not complete the check: the server answered 5xx or an invalid
+    reply, the connection broke, or a request timed out. Nothing was judged: exit 8, not 1
+    ("vectors off the reference"), so a CI job can tell a broken run from a wrong server."""
+
+    exit_code = ExitCode.INCOMPLETE
 
 
 class InputError(QembedError, ValueError):
@@ -181,7 +204,9 @@ class StorageError(QembedError, OSError):
 
 __all__ = [
     "BadReply",
+    "CheckIncomplete",
     "ConfigError",
+    "DimensionsRefused",
     "ExitCode",
     "FlagsRejected",
     "GPUError",

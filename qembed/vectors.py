@@ -353,6 +353,32 @@ def truncate(a: npt.NDArray[Any], dimensions: int) -> npt.NDArray[np.float32]:
     return l2_normalize(np.ascontiguousarray(np.asarray(a)[..., :dimensions]))
 
 
+def truncation_fault(vectors: Any, dimensions: int) -> str | None:
+    """Why a reply to a request with ``dimensions`` is not a right Matryoshka truncation, or
+    ``None``: each vector must have ``dimensions`` values and norm 1 within
+    :data:`UNIT_NORM_TOLERANCE` (truncated, then renormalised). Infinity 0.0.78 slices after
+    normalising and never renormalises (norms 0.38-0.40 at 32 of 64 dims); a server may also
+    ignore the field and send full vectors. ``vectors``: float32 ``(n, w)``, or plain rows."""
+    import math
+
+    norms: list[float]
+    if isinstance(vectors, list):
+        width = len(vectors[0]) if vectors else dimensions
+        norms = [math.sqrt(math.fsum(x * x for x in r)) for r in vectors]
+    else:
+        import numpy as np
+
+        width = int(vectors.shape[1]) if vectors.shape[0] else dimensions
+        norms = np.linalg.norm(np.asarray(vectors, dtype=np.float64), axis=1).tolist()
+    if width != dimensions:
+        return f"it sends {width} values per vector for `dimensions: {dimensions}`"
+    off = [x for x in norms if abs(x - 1.0) > UNIT_NORM_TOLERANCE]
+    if off:
+        return (f"its vectors at `dimensions: {dimensions}` have norm {min(off):.3g}-{max(off):.3g}, not 1 "
+                "(truncated without renormalising)")
+    return None
+
+
 def check_dimensions(dimensions: int, full: int | None) -> None:
     """Raise InputError unless ``MIN_DIMENSIONS <= dimensions <= full`` (``full`` ``None``:
     not known yet, so only the lower bound and the type are checked)."""

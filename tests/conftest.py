@@ -132,6 +132,8 @@ STANDIN_MODULES: dict[str, str] = {
     "test_client_async.py": _FAULTS + "; the happy path runs against real SGLang in tests/numerics",
     "test_client_cli.py": _FAULTS,
     "test_client_faults.py": _FAULTS,
+    "test_client_dimensions.py": "vLLM's and Infinity's `dimensions` faults (issue 21) planted on demand; the real "
+                                 "runtimes: tests/peers",
     "test_client_oneshot.py": "one-shot CLI paths against a server in this process: " + _FAULTS,
     "test_cpu_engine.py": "an interpreter without SGLang's CPU build (the refusal path), next to the real venv",
     "test_deploy_docker.py": "the generated health probe's exit codes against 503/200 on demand",

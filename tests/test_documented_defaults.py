@@ -285,7 +285,8 @@ def _table_rows(text: str, heading: str) -> list[list[str]]:
 #: a word of each exit code's meaning that its README row must contain
 EXIT_WORDS = {"OK": "success", "FAILURE": "runtime failure", "USAGE": "bad input", "NO_GPU": "GPU",
               "NOT_READY": "not ready", "SERVER_EXITED": "exited", "WARNINGS": "warnings",
-              "UNREACHABLE": "no server answers", "INTERRUPTED": "interrupted"}
+              "UNREACHABLE": "no server answers", "INCOMPLETE": "could not complete",
+              "INTERRUPTED": "interrupted"}
 
 
 def readme_exit_code_problems(text: str) -> list[str]:

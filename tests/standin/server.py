@@ -27,6 +27,13 @@ without a GPU:
   byte at a time, a huge ``Retry-After``, a truncated body, a wrong content type. And
   ``StandinConfig.models_body`` replaces the ``/v1/models`` body.
 * ``die_after`` makes the process exit mid-job (gateway failover tests).
+* Peer runtimes' faults (issue 21), for what SGLang never does: ``dimensions_behaviour``
+  ``"vllm"`` refuses every ``dimensions`` with vLLM's exact HTTP 400 body ("Model '...' does not
+  support Matryoshka embeddings; dimensions must be unset (received dimensions=N)."), and
+  ``"infinity"`` slices the normalised vector without renormalising (Infinity 0.0.78's
+  batch_handler); ``strip_whitespace`` strips every input first (Infinity's pydantic
+  ``strip_whitespace``: a whitespace-only input becomes "" and is embedded without an error);
+  ``"ignore"`` sends full vectors whatever ``dimensions`` says.
 
 The vectors come from a pluggable :class:`Backend`. The default :class:`HashBackend` gives a
 deterministic unit vector per text (no torch needed); ``tests/standin/tiny_backend.py`` runs a
@@ -143,6 +150,9 @@ class StandinConfig:
     # The process exits (os._exit(1), no answer) on embedding request number die_after + 1:
     # a worker that crashes mid-job (only meaningful for `python -m tests.standin.server`).
     die_after: int | None = None
+    #: ``"sglang"`` (the ``matryoshka`` flag decides), ``"vllm"``, ``"infinity"`` or ``"ignore"`` (module doc)
+    dimensions_behaviour: str = "sglang"
+    strip_whitespace: bool = False  #: Infinity: leading/trailing whitespace removed from every input
 
 
 def _pack(vec: list[float]) -> str:
@@ -216,11 +226,17 @@ def _error_body(message: str, status: int, type_: str = "BadRequestError") -> di
     return {"object": "error", "message": message, "type": type_, "param": None, "code": status}
 
 
+def vllm_error_body(message: str, status: int = 400, type_: str = "BadRequestError") -> dict[str, Any]:
+    """vLLM's current OpenAI-style error: nested under ``error``."""
+    return {"error": {"message": message, "type": type_, "param": None, "code": status}}
+
+
 class RequestError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "BadRequestError") -> None:
+    def __init__(self, status: int, message: str, type_: str = "BadRequestError",
+                 body: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
-        self.body = _error_body(message, status, type_)
+        self.body = body or _error_body(message, status, type_)
 
 
 class Standin:
@@ -306,8 +322,13 @@ class Standin:
             raise RequestError(400, "1 validation error for EmbeddingRequest\ninput\n  Field required", "Bad Request")
         inp = body["input"]
         items: list[Input]
+        if cfg.strip_whitespace:  # before any check, as pydantic does: "  " becomes "" and passes
+            if isinstance(inp, str):
+                inp = inp.strip()
+            elif isinstance(inp, list) and all(isinstance(x, str) for x in inp):
+                inp = [x.strip() for x in inp]
         if isinstance(inp, str):
-            if not inp.strip():
+            if not inp.strip() and not cfg.strip_whitespace:
                 raise RequestError(400, "Input cannot be empty or whitespace only")
             items = [inp]
         elif isinstance(inp, list):
@@ -315,7 +336,7 @@ class Standin:
                 raise RequestError(400, "Input cannot be empty")
             if all(isinstance(x, str) for x in inp):
                 for i, x in enumerate(inp):
-                    if not x.strip():
+                    if not x.strip() and not cfg.strip_whitespace:
                         raise RequestError(400, f"Input at index {i} cannot be empty or whitespace only")
                 items = list(inp)
             elif all(isinstance(x, int) and not isinstance(x, bool) for x in inp):
@@ -339,7 +360,11 @@ class Standin:
         if not cfg.is_embedding:
             raise RequestError(400, "This model does not appear to be an embedding model by default. Please add `--is-embedding` when launching the server or try another model.")
         dims = body.get("dimensions")
-        if dims is not None:
+        if dims is not None and cfg.dimensions_behaviour == "vllm":
+            message = (f"Model '{served}' does not support Matryoshka embeddings; dimensions must be unset "
+                       f"(received dimensions={dims}).")
+            raise RequestError(400, message, body=vllm_error_body(message))
+        if dims is not None and cfg.dimensions_behaviour == "sglang":
             if not cfg.matryoshka:
                 raise RequestError(400, f"Model '{cfg.model}' does not support matryoshka representation, changing output dimensions will lead to poor results.")
             if dims < 1:
@@ -355,7 +380,9 @@ class Standin:
         vectors = self.backend.embed(items)
         data = []
         for i, vec in enumerate(vectors):
-            if dims is not None:  # truncate, then L2-normalise (SGLang pooler order)
+            if dims is not None and cfg.dimensions_behaviour == "infinity":
+                vec = vec[:dims]  # the normalised vector sliced, never renormalised
+            elif dims is not None and cfg.dimensions_behaviour != "ignore":  # truncate, then L2-normalise (SGLang)
                 vec = vec[:dims]
                 norm = math.sqrt(sum(v * v for v in vec)) or 1.0
                 vec = [v / norm for v in vec]
