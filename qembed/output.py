@@ -22,6 +22,67 @@ if TYPE_CHECKING:
 _consoles: dict[str, Console] = {}
 
 
+# -- a closed pipe never kills the process ------------------------------------------------------
+# `qembed serve --detach ... | head -3` closes stdout after three lines. Python then raises
+# BrokenPipeError from the next write, wherever it happens: in the middle of a launch that left a
+# child running, or inside the abort that was about to stop it (issue 23: an orphaned server with
+# no record). A closed reader means nobody wants the text: the stream is pointed at /dev/null
+# (its file descriptor too, so the interpreter's flush at exit is quiet) and the work goes on.
+
+
+class _PipeSafe:
+    """A text (or binary) stream whose writes to a closed pipe are dropped, not raised."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def _drop(self) -> None:
+        self.broken = True
+        try:
+            fd = self._stream.fileno()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, fd)
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def write(self, data: Any) -> int:
+        if self.broken:
+            return len(data)
+        try:
+            return int(self._stream.write(data))
+        except BrokenPipeError:
+            self._drop()
+            return len(data)
+
+    def flush(self) -> None:
+        if self.broken:
+            return
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._drop()
+
+    @property
+    def buffer(self) -> _PipeSafe:
+        return _PipeSafe(self._stream.buffer)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def guard_pipes() -> None:
+    """Make ``sys.stdout`` and ``sys.stderr`` drop writes to a closed pipe (the CLI calls this
+    first): losing a status line is fine, losing a child process or its record is not."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _PipeSafe):
+            setattr(sys, name, _PipeSafe(stream))
+
+
 def _console(stderr: bool) -> Console:
     key = "err" if stderr else "out"
     stream = sys.stderr if stderr else sys.stdout

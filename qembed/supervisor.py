@@ -174,8 +174,14 @@ class ServingSession:
     # -- events ---------------------------------------------------------------------------------
 
     def _say(self, event: Event) -> None:
-        if self._on_event is not None:
+        if self._on_event is None:
+            return
+        try:
             self._on_event(event)
+        except Exception:  # a reporter that fails (a closed pipe) must never leave a child running
+            if event.kind == "stopping":
+                return
+            raise
 
     # -- steps ----------------------------------------------------------------------------------
 

@@ -565,3 +565,35 @@ def test_duplicate_name_is_exit_2_for_serve_and_gateway(fx: Env) -> None:
         assert again.returncode == 0  # a dry run claims nothing
     finally:
         assert harness.run_qembed(["stop", "dup"], fx.env).returncode == 0
+
+
+def test_a_closed_pipe_never_orphans_the_server(fx: Env) -> None:
+    """`qembed serve --detach ... 2>&1 | head -3` (issue 23): the reader goes away after three
+    lines. qembed must still finish the start, keep the record, and exit 0, so that `qembed ps`
+    shows the server and `qembed stop` stops it. Before, the BrokenPipeError hit the abort path
+    half-way: the record went, the engine kept listening."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "qembed", *fx.args("--detach", "--name", "pipetest")],
+                            env=fx.env, cwd=harness.REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    for _ in range(3):
+        assert proc.stdout.readline(), "qembed said fewer than 3 lines"
+    proc.stdout.close()  # what `head -3` does
+    try:
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    fx.pids()
+    ps = harness.run_qembed(["ps", "--json"], fx.env)
+    names = [s["name"] for s in json.loads(ps.stdout)]
+    assert "pipetest" in names, ps.stdout
+    assert rc == 0
+    down = harness.run_qembed(["stop", "pipetest"], fx.env)
+    assert down.returncode == 0, down.stderr
+    from qembed.ports import port_is_free
+
+    assert port_is_free("127.0.0.1", fx.port)  # `stop` drained it: nothing is left listening

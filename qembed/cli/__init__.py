@@ -123,7 +123,9 @@ def _usage_error(exc: Exception) -> NoReturn:
 def main() -> None:
     """Console-script entry point: run the app through the error funnel."""
     from qembed.errors import ExitCode, QembedError
+    from qembed.output import guard_pipes
 
+    guard_pipes()  # a closed stdout/stderr (`| head`) must never stop qembed half-way (issue 23)
     _KEPT.clear()
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when SIGINT is ignored
         signal.signal(signal.SIGINT, _on_sigint)
