@@ -6,7 +6,9 @@
 #                     multi-GB CUDA build) for the tiny Qwen3 reference model
 #   2. .venv-sglang   the real SGLang 0.5.23 argument parser (sglang --no-deps + what its parser
 #                     imports + CPU torch), so every argv qembed builds is checked by SGLang itself
-#   3. promtool (alert rules), ruff, mypy --strict, then pytest with QEMBED_REQUIRE_CONFORMANCE=1: a skipped conformance test fails the run
+#   3. .venv-infinity real Infinity 0.0.78 on the CPU torch (scripts/setup_peers.sh infinity), the
+#                     peer runtime tests/peers checks the client and `verify` against (docs/peers.md)
+#   4. promtool (alert rules), ruff, mypy --strict, then pytest with QEMBED_REQUIRE_CONFORMANCE=1: a skipped conformance test fails the run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +28,9 @@ step "installing $TORCH_SPEC (CPU build) and qembed[test] into .venv"
 
 step "building the SGLang venv (.venv-sglang: real SGLang on CPU, the parser and the engine)"
 bash scripts/setup_sglang.sh
+
+step "building the Infinity venv (.venv-infinity: a real peer runtime for tests/peers)"
+bash scripts/setup_peers.sh infinity
 
 step "promtool (Debian's prometheus package) for the alert-rule checks"
 if ! command -v promtool >/dev/null 2>&1; then

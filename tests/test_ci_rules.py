@@ -50,3 +50,15 @@ def test_every_module_a_test_double_serves_says_why() -> None:
              if "engine" not in p.relative_to(tests).parts and uses.search(p.read_text(encoding="utf-8"))}
     assert found == set(STANDIN_MODULES), (found ^ set(STANDIN_MODULES))
     assert all(len(why) > 20 for why in STANDIN_MODULES.values())
+
+
+def test_a_skipped_peer_test_fails_when_required() -> None:
+    """Without the Infinity venv (scripts/setup_peers.sh infinity) the peer lane skips, and CI
+    counts that as a failure."""
+    env = dict(os.environ, QEMBED_INFINITY_VENV="/nonexistent", QEMBED_REQUIRE_CONFORMANCE="1")
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/peers/test_infinity.py"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert r.returncode == 1, r.stdout[-2000:]
+    assert "conformance test(s) were skipped" in r.stdout and "test_infinity" in r.stdout

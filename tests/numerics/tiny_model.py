@@ -40,7 +40,7 @@ HIDDEN = 64
 LAYERS = 2
 HEADS = 4
 KV_HEADS = 2
-HEAD_DIM = 16
+HEAD_DIM = 16  # vLLM's CPU attention needs 32 or more: build_tiny_model(head_dim=32) (tests/peers)
 INTERMEDIATE = 128
 INIT_STD = 0.05
 NORM_STD = 0.1
@@ -97,6 +97,7 @@ class TinyModel:
     hidden_size: int
     eos_post_processor: bool
     seed: int
+    head_dim: int = HEAD_DIM
 
 
 def build_tokenizer(*, eos_post_processor: bool = True) -> Tokenizer:
@@ -156,7 +157,7 @@ def build_tokenizer(*, eos_post_processor: bool = True) -> Tokenizer:
     return tok
 
 
-def param_shapes(vocab_size: int) -> dict[str, tuple[int, ...]]:
+def param_shapes(vocab_size: int, head_dim: int = HEAD_DIM) -> dict[str, tuple[int, ...]]:
     """``Qwen3Model`` parameter names (no ``model.`` prefix, no lm_head) and shapes."""
     shapes: dict[str, tuple[int, ...]] = {
         "embed_tokens.weight": (vocab_size, HIDDEN),
@@ -167,12 +168,12 @@ def param_shapes(vocab_size: int) -> dict[str, tuple[int, ...]]:
         shapes |= {
             p + "input_layernorm.weight": (HIDDEN,),
             p + "post_attention_layernorm.weight": (HIDDEN,),
-            p + "self_attn.q_proj.weight": (HEADS * HEAD_DIM, HIDDEN),
-            p + "self_attn.k_proj.weight": (KV_HEADS * HEAD_DIM, HIDDEN),
-            p + "self_attn.v_proj.weight": (KV_HEADS * HEAD_DIM, HIDDEN),
-            p + "self_attn.o_proj.weight": (HIDDEN, HEADS * HEAD_DIM),
-            p + "self_attn.q_norm.weight": (HEAD_DIM,),
-            p + "self_attn.k_norm.weight": (HEAD_DIM,),
+            p + "self_attn.q_proj.weight": (HEADS * head_dim, HIDDEN),
+            p + "self_attn.k_proj.weight": (KV_HEADS * head_dim, HIDDEN),
+            p + "self_attn.v_proj.weight": (KV_HEADS * head_dim, HIDDEN),
+            p + "self_attn.o_proj.weight": (HIDDEN, HEADS * head_dim),
+            p + "self_attn.q_norm.weight": (head_dim,),
+            p + "self_attn.k_norm.weight": (head_dim,),
             p + "mlp.gate_proj.weight": (INTERMEDIATE, HIDDEN),
             p + "mlp.up_proj.weight": (INTERMEDIATE, HIDDEN),
             p + "mlp.down_proj.weight": (HIDDEN, INTERMEDIATE),
@@ -180,10 +181,10 @@ def param_shapes(vocab_size: int) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def make_weights(vocab_size: int, seed: int) -> dict[str, np.ndarray]:
+def make_weights(vocab_size: int, seed: int, head_dim: int = HEAD_DIM) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
-    for name, shape in sorted(param_shapes(vocab_size).items()):
+    for name, shape in sorted(param_shapes(vocab_size, head_dim).items()):
         if name.endswith("norm.weight"):  # not all-ones, so a missing/misplaced norm shows
             arr = 1.0 + NORM_STD * rng.standard_normal(shape)
         else:
@@ -197,9 +198,13 @@ def _write_json(path: Path, obj: object) -> None:
 
 
 def build_tiny_model(
-    out: Path, *, seed: int = DEFAULT_SEED, eos_post_processor: bool = True
+    out: Path, *, seed: int = DEFAULT_SEED, eos_post_processor: bool = True,
+    head_dim: int = HEAD_DIM,
 ) -> TinyModel:
-    """Write the fixture into ``out`` (created if missing) and describe it."""
+    """Write the fixture into ``out`` (created if missing) and describe it.
+
+    ``head_dim`` changes only the attention shapes (and so the weights drawn from the seed):
+    vLLM's CPU attention rejects the default 16, so tests/peers serves it a 32 build."""
     from safetensors.numpy import save_file
 
     out.mkdir(parents=True, exist_ok=True)
@@ -252,7 +257,7 @@ def build_tiny_model(
             "num_hidden_layers": LAYERS,
             "num_attention_heads": HEADS,
             "num_key_value_heads": KV_HEADS,
-            "head_dim": HEAD_DIM,
+            "head_dim": head_dim,
             "hidden_act": "silu",
             "max_position_embeddings": 32768,
             "rms_norm_eps": 1e-06,
@@ -272,7 +277,7 @@ def build_tiny_model(
         },
     )
     weights_path = out / "model.safetensors"
-    save_file(make_weights(vocab_size, seed), str(weights_path), metadata={"format": "pt"})
+    save_file(make_weights(vocab_size, seed, head_dim), str(weights_path), metadata={"format": "pt"})
     os.chmod(weights_path, 0o644)  # save_file writes 0600 (pitfall 12)
 
     _write_json(
@@ -327,6 +332,7 @@ def build_tiny_model(
         hidden_size=HIDDEN,
         eos_post_processor=eos_post_processor,
         seed=seed,
+        head_dim=head_dim,
     )
 
 
