@@ -96,6 +96,9 @@ class Profile(pydantic.BaseModel):
     name: str | None = None  # set by the loader (shipped name or file stem)
     description: str = ""
     gpu: str = ""  # the GPU this profile is sized for, in words (shown by `qembed profiles list`)
+    # NVIDIA GPU Feature Discovery `nvidia.com/gpu.product` values of the GPUs this profile is sized
+    # for (`qembed deploy k8s` requires one on the node); empty: any GPU node
+    gpu_products: list[str] = []
     extends: str | None = None  # consumed by the loader
     # `sglang`, or `reference`: the model card's recipe on CPU (`qembed serve --profile cpu`, qembed.refserver)
     engine: Literal["sglang", "reference"] = "sglang"
@@ -157,6 +160,16 @@ class Profile(pydantic.BaseModel):
             if ":" in v:
                 # SGLang asserts at resolution, and clients would parse `a:b` as a LoRA adapter.
                 raise ValueError(f"must not contain `:` (SGLang rejects it), got {v!r}")
+        return v
+
+    @pydantic.field_validator("gpu_products")
+    @classmethod
+    def _products(cls, v: list[str]) -> list[str]:
+        # a label value: at most 63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric
+        for item in v:
+            if not re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?", item):
+                raise ValueError(f"{item!r} is not a Kubernetes label value (GPU Feature Discovery writes "
+                                 "the NVML name with `-` for spaces, e.g. `NVIDIA-L4`)")
         return v
 
     @pydantic.field_validator("port")

@@ -394,7 +394,9 @@ def test_doctor_xeon_fails_without_the_build(monkeypatch: pytest.MonkeyPatch, tm
 @pytest.mark.parametrize("target", ["docker", "k8s"])
 def test_deploy_refuses_a_cpu_profile(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                       target: str) -> None:
+    # without `--image`: the official image is CUDA-only (issue 20: with a CPU image it is allowed,
+    # tests/test_deploy_k8s.py::test_cpu_profile_needs_an_image_and_gets_no_gpu_scheduling)
     code, out, err = run_main(monkeypatch, capsys, ["deploy", target, "--profile", "xeon"])
     assert code == ExitCode.USAGE and out == ""
     assert "error: profile `xeon` runs SGLang on CPU" in err and "PyPI has no SGLang CPU build" in err
-    assert "xeon.Dockerfile" in err
+    assert "xeon.Dockerfile" in err and "--image" in err

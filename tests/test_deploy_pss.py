@@ -96,8 +96,10 @@ def pss_violations(doc: dict[str, Any]) -> set[str]:
     return out
 
 
-def deployments(**kw: Any) -> list[dict[str, Any]]:
-    result = k8s.manifests(load_profile("h100"), sglang_version="0.5.23", **kw)
+def deployments(profile: str = "h100", **kw: Any) -> list[dict[str, Any]]:
+    if "autoscale" in kw:
+        kw.setdefault("prometheus_url", "http://prometheus-operated.monitoring.svc:9090")
+    result = k8s.manifests(load_profile(profile), **kw)
     return [d for d in result.documents() if d["kind"] == "Deployment"]
 
 
@@ -106,7 +108,9 @@ def worker() -> dict[str, Any]:
 
 
 VARIANTS = [{}, {"gateway": True}, {"gateway": True, "api_key_secret": None}, {"hf_cache_pvc": "hf"},
-            {"autoscale": (1, 3), "gateway": True}, {"hf_token_secret": None}]
+            {"autoscale": (1, 3), "gateway": True}, {"hf_token_secret": None},
+            {"gateway": True, "network_policy": True, "monitor": "podmonitor", "image_pull_secret": "regcred"},
+            {"profile": "xeon", "image": "reg.example/sglang-cpu:0.5.23", "gateway": True}]
 
 
 @pytest.mark.parametrize("kw", VARIANTS, ids=lambda kw: ",".join(kw) or "default")

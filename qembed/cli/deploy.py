@@ -24,10 +24,13 @@ deploy_app = typer.Typer(
 )
 
 ProfileOpt = Annotated[
-    str,
+    str | None,
     typer.Option("--profile", "-p", envvar=qenv.PROFILE.name,
-                 help="Deployment profile: a shipped name (a100-80g, h100, l4, ...), `auto`, or a YAML path."),
+                 help="Profile of the nodes that will run it (required): a shipped name (l4, h100, xeon, ...) "
+                      "or a YAML path; never `auto`, which reads this machine's GPU."),
 ]
+ImageOpt = Annotated[str | None, typer.Option(
+    "--image", help="SGLang image (default lmsysorg/sglang:v<pinned release>); required for a CPU profile (your CPU build).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a profile key, e.g. `--set port=31000` (repeatable).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 OutputOpt = Annotated[str | None, typer.Option("--output", "-o", help="Write the file(s) into this folder instead of stdout.")]
@@ -38,6 +41,7 @@ Examples:
 
 \b
   qembed deploy docker -p h100                       # a `docker run` line
+  qembed deploy docker -p xeon --image REG/sglang-cpu:TAG  # on CPU
   qembed deploy docker -p l4 --compose -o ./deploy   # ./deploy/compose.yaml
   QEMBED_API_KEY=secret HF_TOKEN=hf_... \\
       sh -c "$(qembed deploy docker -p h100)"   # run it, keys from the env
@@ -49,22 +53,17 @@ Examples:
 \b
   qembed deploy k8s -p h100 | kubectl apply -f -
   qembed deploy k8s -p h100 --replicas 2 --gateway -o ./k8s
-  qembed deploy k8s -p h100 --gateway --autoscale 1:4 --namespace ml -o ./k8s
+  qembed deploy k8s -p h100 --gateway --autoscale 1:4 --namespace ml \\
+      --prometheus-url http://prometheus-operated.monitoring.svc:9090 -o ./k8s
   kubectl create secret generic qembed-api-key \\
       --from-literal=api-key="$QEMBED_API_KEY"
 """
 
 
-def _profile(name: str, set_: list[str] | None) -> Profile:
-    from qembed.profiles import load_profile
+def _profile(name: str | None, set_: list[str] | None) -> Profile:
+    from qembed.deploy import deploy_profile
 
-    return load_profile(name, overrides=list(set_ or []))
-
-
-def _sglang_version(profile: Profile) -> str | None:
-    from qembed.sglang_args import installed_sglang_version, sglang_python
-
-    return installed_sglang_version(sglang_python(profile))
+    return deploy_profile(name, set_)
 
 
 def _notes(notes: list[str]) -> None:
@@ -87,7 +86,7 @@ def _emit(files: dict[str, str], output_dir: str | None, force: bool) -> None:
 
 @deploy_app.command("docker", epilog=DOCKER_EXAMPLES)
 def docker_cmd(
-    profile: ProfileOpt = "auto",
+    profile: ProfileOpt = None,
     set_: SetOpt = None,
     compose: Annotated[bool, typer.Option("--compose", help="Write a compose file instead of a `docker run` line.")] = False,
     bind: Annotated[str, typer.Option("--bind", help="Host address the port is published on.")] = "127.0.0.1",
@@ -96,6 +95,7 @@ def docker_cmd(
     shm_size: Annotated[str | None, typer.Option("--shm-size", help="Use `--shm-size SIZE` (e.g. 16g) instead of `--ipc=host`.")] = None,
     name: Annotated[str, typer.Option("--name", help="Container (and compose service) name.")] = "qembed",
     no_api_key: Annotated[bool, typer.Option("--no-api-key", help="Do not pass the API key variable into the container.")] = False,
+    image: ImageOpt = None,
     output_dir: OutputOpt = None,
     force: ForceOpt = False,
     json_: JsonOpt = False,
@@ -105,7 +105,7 @@ def docker_cmd(
     from qembed.deploy import docker
 
     prof = _profile(profile, set_)
-    plan = docker.plan(prof, sglang_version=_sglang_version(prof), bind=bind, host_port=host_port,
+    plan = docker.plan(prof, image=image, bind=bind, host_port=host_port,
                        hf_cache=hf_cache, shm_size=shm_size, name=name, api_key=not no_api_key)
     if json_:
         output.print_json(plan.to_json())
@@ -119,9 +119,9 @@ def docker_cmd(
 
 @deploy_app.command("k8s", epilog=K8S_EXAMPLES)
 def k8s_cmd(
-    profile: ProfileOpt = "auto",
+    profile: ProfileOpt = None,
     set_: SetOpt = None,
-    replicas: Annotated[int, typer.Option("--replicas", help="Worker replicas.")] = 1,
+    replicas: Annotated[int | None, typer.Option("--replicas", help="Worker replicas (default 1; KEDA owns the count with --autoscale).")] = None,
     gateway: Annotated[bool, typer.Option("--gateway", help="Add the smg gateway, discovering workers by label.")] = False,
     autoscale: Annotated[str | None, typer.Option("--autoscale", metavar="MIN:MAX", help="Add a KEDA ScaledObject scaling the workers between MIN and MAX.")] = None,
     name: Annotated[str, typer.Option("--name", help="Name of the Deployment/Service and the instance label.")] = "qembed",
@@ -130,12 +130,21 @@ def k8s_cmd(
     no_api_key: Annotated[bool, typer.Option("--no-api-key", help="Run without an API key (no Secret reference).")] = False,
     hf_token_secret: Annotated[str, typer.Option("--hf-token-secret", help="Optional Secret with key `token` for HF_TOKEN.")] = "hf-token",
     hf_cache_pvc: Annotated[str | None, typer.Option("--hf-cache-pvc", help="PersistentVolumeClaim for the Hugging Face cache.")] = None,
-    prometheus_url: Annotated[str, typer.Option("--prometheus-url", help="Prometheus that KEDA queries.")] = "http://prometheus-server.monitoring.svc:9090",
-    target_load: Annotated[int, typer.Option("--target-load", help="Queued + running requests per replica KEDA aims for.")] = 32,
+    prometheus_url: Annotated[str | None, typer.Option("--prometheus-url", help="Prometheus that KEDA queries (required with --autoscale), e.g. http://prometheus-operated.monitoring.svc:9090.")] = None,
+    target_queue: Annotated[int, typer.Option("--target-queue", metavar="TEXTS", help="Texts waiting in SGLang's queue per replica that KEDA aims for (default: two client batches of 128).")] = 256,
+    target_load: Annotated[int | None, typer.Option("--target-load", hidden=True, help="Deprecated: the old name of --target-queue.")] = None,
     scale_down_window: Annotated[int, typer.Option("--scale-down-window", help="Seconds of low load before a replica is removed.")] = 900,
     gateway_image: Annotated[str | None, typer.Option("--gateway-image", help="smg image (default lightseekorg/smg:<installed smg>).")] = None,
     gateway_digest: Annotated[str | None, typer.Option("--gateway-digest", metavar="sha256:HEX", help="Pin the smg image by digest (image:tag@sha256:...).")] = None,
     gateway_admin_secret: Annotated[str, typer.Option("--gateway-admin-secret", help="Secret (key `admin-key`) with the gateway's control-plane key; never the client key.")] = "qembed-gateway-admin-key",
+    image: ImageOpt = None,
+    image_pull_secret: Annotated[str | None, typer.Option("--image-pull-secret", metavar="NAME", help="imagePullSecrets entry on worker and gateway pods (a private registry).")] = None,
+    node_selector: Annotated[list[str] | None, typer.Option("--node-selector", metavar="KEY=VALUE", help="Node label the workers need (repeatable); replaces the profile's GPU product affinity (or the CPU selector).")] = None,
+    toleration: Annotated[list[str] | None, typer.Option("--toleration", metavar="KEY[=VALUE][:EFFECT]", help="Extra toleration for the workers (repeatable), e.g. sku=gpu:NoSchedule.")] = None,
+    network_policy: Annotated[bool, typer.Option("--network-policy", help="Add NetworkPolicies: workers only from the gateway (or the namespace) and Prometheus.")] = False,
+    monitoring_namespace: Annotated[str, typer.Option("--monitoring-namespace", help="Namespace Prometheus runs in (NetworkPolicy scrape rule).")] = "monitoring",
+    monitor: Annotated[str, typer.Option("--monitor", metavar="annotations|podmonitor|servicemonitor", help="How Prometheus finds the pods: prometheus.io annotations, or Prometheus Operator objects.")] = "annotations",
+    monitor_label: Annotated[list[str] | None, typer.Option("--monitor-label", metavar="KEY=VALUE", help="Label on the PodMonitor/ServiceMonitor objects (repeatable), e.g. release=kube-prometheus-stack.")] = None,
     output_dir: OutputOpt = None,
     force: ForceOpt = False,
     json_: JsonOpt = False,
@@ -147,12 +156,20 @@ def k8s_cmd(
     prof = _profile(profile, set_)
     scale = k8s.parse_autoscale(autoscale) if autoscale else None
     result = k8s.manifests(
-        prof, sglang_version=_sglang_version(prof), name=name, namespace=namespace, replicas=replicas,
+        prof, name=name, namespace=namespace, replicas=replicas,
         gateway=gateway, autoscale=scale, api_key_secret=None if no_api_key else api_key_secret,
         hf_token_secret=hf_token_secret or None, hf_cache_pvc=hf_cache_pvc, prometheus_url=prometheus_url,
-        target_load=target_load, scale_down_window_s=scale_down_window, gateway_image=gateway_image,
-        gateway_admin_secret=gateway_admin_secret, gateway_digest=gateway_digest,
+        target_queue=target_queue if target_load is None else target_load,
+        scale_down_window_s=scale_down_window, gateway_image=gateway_image,
+        gateway_admin_secret=gateway_admin_secret, gateway_digest=gateway_digest, image=image,
+        image_pull_secret=image_pull_secret, node_selector=k8s.parse_node_selector(node_selector or []) or None,
+        tolerations=[k8s.parse_toleration(t) for t in toleration or []], network_policy=network_policy,
+        monitoring_namespace=monitoring_namespace, monitor=monitor,
+        monitor_labels=k8s.parse_node_selector(monitor_label or [], "--monitor-label"),
     )
+    if target_load is not None:
+        # the old flag counted queued + running requests; its value now sets the queue target
+        result.notes.insert(0, "`--target-load` is deprecated: it is now `--target-queue` (texts waiting per replica)")
     if json_:
         output.print_json(result.to_json())
         return

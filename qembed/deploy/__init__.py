@@ -45,28 +45,37 @@ def stop_timeout(profile: Profile) -> int:
 
 @dataclass(frozen=True)
 class ImageChoice:
-    """The SGLang image and how its version was chosen."""
+    """The SGLang image a container runs, and the SGLang release it is taken to hold."""
 
     image: str
     sglang_version: str
-    note: str | None = None  # set when the version is the pinned fallback
+    official: bool = True  # the official `lmsysorg/sglang` image (not `--image`)
 
 
-def sglang_image(sglang_version: str | None) -> ImageChoice:
-    """``lmsysorg/sglang:v<version>`` for the installed SGLang, else the pinned release."""
-    if sglang_version:
-        return ImageChoice(f"{SGLANG_IMAGE}:v{sglang_version}", sglang_version)
-    return ImageChoice(
-        f"{SGLANG_IMAGE}:v{PINNED_SGLANG}", PINNED_SGLANG,
-        note=f"SGLang is not installed here; the image uses the pinned release {PINNED_SGLANG}",
-    )
+def sglang_image(image: str | None = None) -> ImageChoice:
+    """``lmsysorg/sglang:v<PINNED_SGLANG>``, or ``image`` (``--image``: a private registry, a CPU build).
+
+    The tag never comes from the SGLang installed where the artefact is generated (issue 20: what
+    ``deploy`` writes must not depend on that machine); the argv is built and tested for the
+    pinned release.
+
+    Raises:
+        ConfigError: ``image`` is empty or holds whitespace.
+    """
+    if image is None:
+        return ImageChoice(f"{SGLANG_IMAGE}:v{PINNED_SGLANG}", PINNED_SGLANG)
+    if not image.strip() or any(c.isspace() for c in image):
+        raise ConfigError(f"`--image {image!r}` is not an image reference",
+                          hint="e.g. `--image registry.example.com/ml/sglang:v0.5.23-cpu`")
+    return ImageChoice(image, PINNED_SGLANG, official=False)
 
 
-def driver_note(sglang_version: str) -> str | None:
-    """The host driver the image needs, in words (CUDA 13 builds need R580+)."""
+def driver_note(choice: ImageChoice) -> str | None:
+    """The host driver the official image needs, in words (CUDA 13 builds need R580+)."""
     from qembed.gpu import LAST_CUDA12_SGLANG, MIN_DRIVER_CUDA13, sglang_cuda_major
 
-    if sglang_cuda_major(sglang_version) == 13:
+    sglang_version = choice.sglang_version
+    if choice.official and sglang_cuda_major(sglang_version) == 13:
         return (f"sglang {sglang_version} is a CUDA 13 build: the host needs an NVIDIA driver "
                 f"R{MIN_DRIVER_CUDA13} or newer (the last CUDA 12 image is "
                 f"{SGLANG_IMAGE}:v{LAST_CUDA12_SGLANG}-cu129)")
@@ -87,18 +96,83 @@ class ContainerSpec:
     secret_env: list[str]  # names whose values must come from the environment / a Secret
     api_key_env: str  # the variable the key is read from (the profile's `api_key_env`)
     port: int
-    gpus: int  # tp_size x dp_size
+    gpus: int  # tp_size x dp_size; 0 for `device: cpu`
     gpu_ids: list[int] | None
     notes: list[str] = field(default_factory=list)
+    cpu: CPUSizing | None = None  # `device: cpu` only
 
 
-def container_spec(profile: Profile) -> ContainerSpec:
+#: ``device: cpu`` in a container: the memory the pod (or container) is given. The CPU plan
+#: (:func:`qembed.cpu.plan`) sizes the KV pool from it as ``qembed serve`` does from a host's
+#: free RAM, since the node is not the machine that generates the files. An allowance, not a
+#: measurement; raise ``max_total_tokens`` and this together.
+CPU_CONTAINER_MEMORY_GIB = 16
+#: CPU cores requested for a CPU pod (no CPU limit: CFS throttling stalls SGLang's OpenMP
+#: threads). An estimate.
+CPU_CONTAINER_CORES = 8
+
+
+@dataclass(frozen=True)
+class CPUSizing:
+    """A ``device: cpu`` container's resources and the planned values its argv uses."""
+
+    memory_gib: int
+    cores: int
+    dtype: str
+    max_total_tokens: int
+    context_length: int | None
+
+
+def _cpu_plan(profile: Profile, notes: list[str]) -> tuple[Profile, CPUSizing]:
+    """:func:`qembed.cpu.plan` for a node that is not this machine: the container's memory, and
+    SGLang's CPU build as a CPU image holds it (built from SGLang's ``docker/xeon.Dockerfile``).
+
+    Nothing is read from the generating machine. Without an explicit ``dtype`` the plan takes
+    ``float32`` (the reference vectors exactly, on every x86-64 CPU); ``--set dtype=bfloat16``
+    is faster on AMX Xeons (4th generation and newer), which cannot be told from here.
+    """
+    from qembed import cpu
+    from qembed.sglang_args import build_env
+
+    if "dtype" not in profile.model_fields_set:
+        profile = profile.model_copy(update={"dtype": "float32"})
+        notes.append("`dtype: float32` (the reference vectors on every x86-64 CPU): the node's CPU is "
+                     "not known here; `--set dtype=bfloat16` is faster on AMX Xeons (4th generation+)")
+    memory = CPU_CONTAINER_MEMORY_GIB * 1024**3
+    host = cpu.HostInfo(model_name="the node's CPU", flags=frozenset({"avx512f"}), mem_total=memory,
+                        mem_available=memory)
+    kernels = cpu.KernelCheck(python=CONTAINER_PYTHON, sglang=PINNED_SGLANG, sgl_kernel=True, cpu_op=True,
+                              amx_kernels=True)
+    plan = cpu.plan(profile, python=CONTAINER_PYTHON, env=build_env(profile, environ={}), host=host,
+                    kernels=kernels)
+    plan.require()
+    for f in plan.findings:
+        if f.level == "warn" and f.check in ("kv", "context", "ram"):
+            notes.append(f"{f.message} ({CPU_CONTAINER_MEMORY_GIB} GiB per container)")
+    planned = plan.profile
+    assert planned.max_total_tokens is not None
+    notes.append(f"KV pool `max_total_tokens: {planned.max_total_tokens}` for a {CPU_CONTAINER_MEMORY_GIB} GiB "
+                 f"container (qembed.cpu's rule: {cpu.KV_RAM_FRACTION:.0%} of its memory less weights and "
+                 "SGLang's processes); `--set max_total_tokens=N` to choose it")
+    return planned, CPUSizing(memory_gib=CPU_CONTAINER_MEMORY_GIB, cores=CPU_CONTAINER_CORES,
+                              dtype=planned.dtype, max_total_tokens=planned.max_total_tokens,
+                              context_length=planned.context_length)
+
+
+def container_spec(profile: Profile, *, image: str | None = None) -> ContainerSpec:
     """The SGLang command line for a container, built by :func:`qembed.sglang_args.build_command`.
 
     Inside a container SGLang must listen on ``0.0.0.0`` (the host side of the port mapping
     decides who can reach it). ``gpu_ids`` become the runtime's device list, so
     ``CUDA_VISIBLE_DEVICES`` is not set (the container sees its GPUs as 0..n-1). The API key
     is never in the argv: each target adds ``--api-key`` from the environment.
+
+    ``device: cpu`` needs ``image``: a CPU image the user built from SGLang's own
+    ``docker/xeon.Dockerfile`` (the official image is CUDA-only). Its dtype and KV pool come from
+    :func:`qembed.cpu.plan` for a :data:`CPU_CONTAINER_MEMORY_GIB` container.
+
+    Raises:
+        ConfigError: a reference-engine profile, or ``device: cpu`` without ``image``.
     """
     from qembed.sglang_args import build_command
 
@@ -107,20 +181,22 @@ def container_spec(profile: Profile) -> ContainerSpec:
         # from it would silently serve something else than `qembed serve` does.
         raise ConfigError(
             f"profile `{profile.name}` runs the {profile.engine} engine, not SGLang: "
-            "`qembed deploy` builds SGLang containers for NVIDIA GPUs",
-            hint="pick a GPU profile (`qembed profiles list`), e.g. `-p l4`; the reference engine is "
-                 "for development and CI (`qembed serve --profile cpu`)")
-    if profile.device == "cpu":
-        # PyPI has no SGLang CPU build and the official image is CUDA-only: a container from this
-        # profile would start SGLang without the CPU kernels it needs (qembed.cpu)
-        raise ConfigError(
-            f"profile `{profile.name}` runs SGLang on CPU (`device: cpu`): `qembed deploy` builds "
-            f"containers from the official `{SGLANG_IMAGE}` image, which is CUDA-only, and PyPI has no "
-            "SGLang CPU build",
-            hint="build a CPU image from SGLang's own `docker/xeon.Dockerfile` (docs/serving.md, "
-                 "\"SGLang on CPU\") and run `qembed serve --profile xeon --dry-run` to get the command "
-                 "to run in it; or pick a GPU profile (`qembed profiles list`)")
+            "`qembed deploy` builds SGLang containers",
+            hint="pick a GPU profile (`qembed profiles list`), e.g. `-p l4`, or `-p xeon --image ...` for "
+                 "SGLang on CPU; the reference engine is for development and CI (`qembed serve --profile cpu`)")
     notes: list[str] = []
+    cpu_sizing: CPUSizing | None = None
+    if profile.device == "cpu":
+        if image is None:
+            # PyPI has no SGLang CPU build and the official image is CUDA-only: a container from
+            # it would start SGLang without the CPU kernels it needs (qembed.cpu)
+            raise ConfigError(
+                f"profile `{profile.name}` runs SGLang on CPU (`device: cpu`), and the official "
+                f"`{SGLANG_IMAGE}` image is CUDA-only (PyPI has no SGLang CPU build either)",
+                hint="build a CPU image from SGLang's own `docker/xeon.Dockerfile` (docs/serving.md, "
+                     "\"SGLang on CPU\"), push it, and pass it with `--image REGISTRY/NAME:TAG`; or pick a "
+                     "GPU profile (`qembed profiles list`)")
+        profile, cpu_sizing = _cpu_plan(profile, notes)
     inside = profile.model_copy(update={"host": "0.0.0.0", "gpu_ids": None, "python": CONTAINER_PYTHON})
     if profile.python:
         notes.append(f"`python: {profile.python}` is a host path; the container runs `{CONTAINER_PYTHON}`")
@@ -136,9 +212,34 @@ def container_spec(profile: Profile) -> ContainerSpec:
                          "not written out")
         else:
             env[k] = v
+    gpus = 0 if profile.device == "cpu" else profile.tp_size * profile.dp_size
     return ContainerSpec(argv=cmd.argv, env=env, secret_env=secret, api_key_env=profile.api_key_env,
-                         port=profile.port, gpus=profile.tp_size * profile.dp_size,
-                         gpu_ids=list(profile.gpu_ids) if profile.gpu_ids else None, notes=notes)
+                         port=profile.port, gpus=gpus,
+                         gpu_ids=list(profile.gpu_ids) if profile.gpu_ids and gpus else None, notes=notes,
+                         cpu=cpu_sizing)
+
+
+def deploy_profile(ref: str | None, overrides: list[str] | None = None) -> Profile:
+    """The profile ``qembed deploy docker|k8s`` builds from: named explicitly, never ``auto``.
+
+    ``auto`` reads the GPU of the machine that runs qembed, so what ``deploy`` wrote would depend
+    on where it ran (issue 20: without a GPU it silently became ``generic``). The cluster's GPU
+    class is the user's to name.
+
+    Raises:
+        ConfigError: no profile, or ``auto``.
+        ProfileError: an unknown profile or a bad override.
+    """
+    from qembed.profiles import load_profile
+
+    if ref is None or not ref.strip() or ref.strip() == "auto":
+        what = "`-p auto` picks" if ref and ref.strip() == "auto" else "without `--profile`, qembed would pick"
+        raise ConfigError(
+            f"`qembed deploy` needs the profile of the nodes that will run it: {what} from the GPU "
+            "of this machine, not of the cluster",
+            hint="name the GPU class explicitly, e.g. `-p l4` or `-p h100` (`qembed profiles list` shows "
+                 "them; `-p generic` leaves sizing to SGLang; `-p xeon --image ...` for CPU nodes)")
+    return load_profile(ref, overrides=list(overrides or []))
 
 
 def __getattr__(name: str) -> object:
@@ -190,13 +291,17 @@ def write_files(files: Mapping[str, str], out_dir: str | os.PathLike[str], *, fo
 __all__ = [
     "CONTAINER_HF_CACHE",
     "CONTAINER_PYTHON",
+    "CPU_CONTAINER_CORES",
+    "CPU_CONTAINER_MEMORY_GIB",
     "PINNED_SGLANG",
     "PRESTOP_S",
     "SGLANG_IMAGE",
     "SHUTDOWN_MARGIN_S",
+    "CPUSizing",
     "ContainerSpec",
     "ImageChoice",
     "container_spec",
+    "deploy_profile",
     "driver_note",
     "sglang_image",
     "stop_timeout",

@@ -1,11 +1,13 @@
 """``qembed deploy docker``: a ``docker run`` line or a compose file for one profile.
 
 The container runs the argv :func:`qembed.deploy.container_spec` builds (the same code path as
-``qembed serve``) in the official ``lmsysorg/sglang:v<version>`` image, which has no
-ENTRYPOINT. The API key and ``HF_TOKEN`` are passed by name from the caller's environment
-(``-e NAME``), so no secret is ever written into the output; the key reaches SGLang's
-``--api-key`` through a one-line ``sh -c`` wrapper that adds the flag only when the variable
-is set. The port is published on ``127.0.0.1`` unless told otherwise.
+``qembed serve``) in the official ``lmsysorg/sglang:v<PINNED_SGLANG>`` image (never the SGLang
+installed where this runs), which has no ENTRYPOINT, or in ``--image``. The API key and
+``HF_TOKEN`` are passed by name from the caller's environment (``-e NAME``), so no secret is
+ever written into the output; the key reaches SGLang through the keyed entry
+(:func:`qembed.sglang_args.keyed_argv`), which fails closed. The port is published on
+``127.0.0.1`` unless told otherwise. ``device: cpu`` profiles need ``--image`` (a CPU build) and
+get no GPU request.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class DockerPlan:
     env: dict[str, str]  # written out
     pass_env: list[str]  # passed by name from the caller's environment (secrets)
     publish: str  # host_ip:host_port:container_port
-    gpus: str  # `all`, or `"device=0,1"`
+    gpus: str | None  # `N`, or `"device=0,1"`; None for `device: cpu`
     gpu_count: int
     gpu_ids: list[int] | None
     shm_size: str | None  # None -> --ipc=host
@@ -85,7 +87,7 @@ class DockerPlan:
 def plan(
     profile: Profile,
     *,
-    sglang_version: str | None,
+    image: str | None = None,
     bind: str = "127.0.0.1",
     host_port: int | None = None,
     hf_cache: str = "$HOME/.cache/huggingface",
@@ -97,8 +99,8 @@ def plan(
 
     Args:
         profile: the resolved profile (its argv comes from :func:`qembed.sglang_args.build_flags`).
-        sglang_version: the installed SGLang (:func:`qembed.sglang_args.installed_sglang_version`);
-            ``None`` uses the pinned release, with a note.
+        image: the image (``--image``: a private registry, or a CPU build for ``device: cpu``);
+            default ``lmsysorg/sglang:v<PINNED_SGLANG>``.
         bind: host address the port is published on (``127.0.0.1`` keeps it local).
         host_port: host port (default: the profile's port).
         hf_cache: host folder mounted as the Hugging Face cache.
@@ -106,18 +108,19 @@ def plan(
         name: container name.
         api_key: pass the profile's ``api_key_env`` into the container and add ``--api-key``.
     """
-    spec = container_spec(profile)
-    choice = sglang_image(sglang_version)
+    spec = container_spec(profile, image=image)
+    choice = sglang_image(image)
     notes = list(spec.notes)
-    if choice.note:
-        notes.append(choice.note)
-    dn = driver_note(choice.sglang_version)
+    dn = driver_note(choice) if spec.gpus else None
     if dn:
         notes.append(dn)
     # the key: from the environment, fail closed, redacted from SGLang's log (sglang_args.keyed_argv)
     command = keyed_argv(spec.argv, spec.api_key_env) if api_key else list(spec.argv)
     pass_env = ["HF_TOKEN", *spec.secret_env] + ([spec.api_key_env] if api_key else [])
-    if spec.gpu_ids:
+    gpus: str | None
+    if not spec.gpus:
+        gpus = None  # SGLang on CPU: no GPU request
+    elif spec.gpu_ids:
         gpus = '"device=' + ",".join(str(i) for i in spec.gpu_ids) + '"'
     else:
         gpus = str(spec.gpus)  # `--gpus N` asks for N GPUs
@@ -127,6 +130,9 @@ def plan(
     elif profile.model.startswith((".", "~")):
         notes.append(f"`model: {profile.model}` is a relative path: use an absolute path so it can be "
                      "mounted into the container at the same place")
+    if spec.cpu is not None:
+        notes.append(f"SGLang on CPU in `{choice.image}`: the KV pool is sized for a {spec.cpu.memory_gib} GiB "
+                     "container; run it where it gets that much memory")
     if bind not in ("127.0.0.1", "localhost", "::1") and not api_key:
         notes.append(f"the port is published on {bind} without an API key: anyone who reaches it can use the GPU")
     return DockerPlan(
@@ -147,7 +153,9 @@ def _q(arg: str) -> str:
 
 def run_line(p: DockerPlan) -> str:
     """The ``docker run`` command, one option per line, with the notes as ``#`` comments."""
-    opts: list[list[str]] = [["--name", p.name], ["--gpus", p.gpus]]
+    opts: list[list[str]] = [["--name", p.name]]
+    if p.gpus is not None:
+        opts.append(["--gpus", p.gpus])
     opts.append(["--shm-size", p.shm_size] if p.shm_size else ["--ipc=host"])
     opts.append(["-p", p.publish])
     # Docker's default is 10 s, then SIGKILL: shorter than SGLang's drain (issue 20)
@@ -195,7 +203,6 @@ def compose(p: DockerPlan) -> str:
         "volumes": [v.replace("$HOME", "${HOME}") for v in p.volumes],
         # a bare name in `environment` takes the value from the caller's environment
         "environment": [f"{k}={v}" for k, v in p.env.items()] + list(p.pass_env),
-        "deploy": {"resources": {"reservations": {"devices": [device]}}},
         "healthcheck": {
             "test": ["CMD", *health_probe(p.port)], "interval": f"{HEALTH_INTERVAL_S}s",
             "timeout": f"{HEALTH_TIMEOUT_S}s", "retries": HEALTH_RETRIES,
@@ -204,6 +211,8 @@ def compose(p: DockerPlan) -> str:
         "restart": "unless-stopped",
         "stop_grace_period": f"{p.stop_timeout_s}s",
     }
+    if p.gpus is not None:
+        service["deploy"] = {"resources": {"reservations": {"devices": [device]}}}
     if p.shm_size:
         service["shm_size"] = p.shm_size
     else:

@@ -25,13 +25,22 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from qembed.client import DEFAULT_BATCH_SIZE
 from qembed.env import GATEWAY_ADMIN_KEY
 from qembed.errors import ConfigError
 from qembed.models import GiB
 from qembed.sglang_args import keyed_argv
 
-from . import PRESTOP_S, SHUTDOWN_MARGIN_S, container_spec, driver_note, sglang_image, stop_timeout
-from .metrics import sglang_selector
+from . import (
+    PRESTOP_S,
+    SHUTDOWN_MARGIN_S,
+    ContainerSpec,
+    container_spec,
+    driver_note,
+    sglang_image,
+    stop_timeout,
+)
+from .metrics import scope, sglang_selector
 
 if TYPE_CHECKING:
     from qembed.profiles import Profile
@@ -94,7 +103,37 @@ def _writable_env() -> list[dict[str, Any]]:
 
 #: the gateway container's variable for its control-plane key (from the admin Secret)
 ADMIN_KEY_ENV = GATEWAY_ADMIN_KEY.name
-DEFAULT_PROMETHEUS = "http://prometheus-server.monitoring.svc:9090"
+
+# -- scheduling (issue 20) --------------------------------------------------------------------
+#: GPU nodes are usually tainted `nvidia.com/gpu` (GKE adds `nvidia.com/gpu=present:NoSchedule`
+#: itself; the GPU Operator docs and most clusters do the same): tolerate it with any value.
+GPU_TOLERATION: dict[str, str] = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+#: NVIDIA GPU Feature Discovery's label: the NVML name with spaces as `-` (k8s-device-plugin,
+#: internal/lm/resource.go `productLabel`); a profile's `gpu_products` lists its values.
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+#: `device: cpu` pods: SGLang's CPU build (docker/xeon.Dockerfile) is x86-64 only.
+CPU_NODE_SELECTOR: dict[str, str] = {"kubernetes.io/arch": "amd64", "kubernetes.io/os": "linux"}
+#: Replicas go to different nodes when they can (`ScheduleAnyway`: one node still runs them all).
+SPREAD_KEY = "kubernetes.io/hostname"
+
+# -- autoscaling (issue 20) -------------------------------------------------------------------
+#: KEDA's threshold: texts waiting in SGLang's queue per replica. SGLang counts each text of a
+#: batch as one request (`num_queue_reqs`), and qembed's client sends batches of
+#: `client.DEFAULT_BATCH_SIZE` (128) texts: two whole batches waiting per replica.
+TARGET_QUEUE_BATCHES = 2
+#: KEDA falls back after this many failed queries (x `pollingInterval` 15 s = 45 s)
+DEFAULT_TARGET_QUEUE = TARGET_QUEUE_BATCHES * DEFAULT_BATCH_SIZE
+FALLBACK_FAILURES = 3
+POLLING_INTERVAL_S = 15
+PROMETHEUS_HINT = ("pass the Prometheus KEDA can reach, e.g. kube-prometheus-stack: "
+                   "`--prometheus-url http://prometheus-operated.<namespace>.svc:9090`; the prometheus-community "
+                   "chart: `--prometheus-url http://prometheus-server.<namespace>.svc` (its Service listens on 80)")
+
+# -- observability (issue 20) -----------------------------------------------------------------
+#: `annotations`: `prometheus.io/*` on the pods (the community chart's `kubernetes-pods` job);
+#: `podmonitor` / `servicemonitor`: Prometheus Operator objects (monitoring.coreos.com/v1).
+MONITOR_KINDS = ("annotations", "podmonitor", "servicemonitor")
+SCRAPE_INTERVAL = "15s"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -141,6 +180,62 @@ def parse_autoscale(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+def parse_node_selector(items: list[str], flag: str = "--node-selector") -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` (``--node-selector``/``--monitor-label``, repeatable) -> a mapping.
+
+    Raises:
+        ConfigError: an item without ``=``, or an empty key.
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"`{flag} {item}` is not `KEY=VALUE`",
+                              hint="e.g. `--node-selector nvidia.com/gpu.product=NVIDIA-L4`, "
+                                   "`--monitor-label release=kube-prometheus-stack`")
+        out[key.strip()] = value.strip()
+    return out
+
+
+_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def parse_toleration(text: str) -> dict[str, str]:
+    """``KEY[=VALUE][:EFFECT]`` (``--toleration``, kubectl taint syntax) -> a toleration.
+
+    Without a value the operator is ``Exists``; without an effect it tolerates every effect.
+
+    Raises:
+        ConfigError: an empty key or an unknown effect.
+    """
+    head, _, effect = text.partition(":")
+    key, sep, value = head.partition("=")
+    if not key.strip() or (effect and effect not in _EFFECTS):
+        raise ConfigError(f"`--toleration {text}` is not `KEY[=VALUE][:EFFECT]`",
+                          hint=f"e.g. `--toleration sku=gpu:NoSchedule`; EFFECT is one of {', '.join(_EFFECTS)}")
+    tol = {"key": key.strip(), "operator": "Equal" if sep else "Exists"}
+    if sep:
+        tol["value"] = value
+    if effect:
+        tol["effect"] = effect
+    return tol
+
+
+def check_prometheus_url(url: str | None) -> str:
+    """The Prometheus KEDA queries: required with ``--autoscale`` (no default is right for every
+    stack; issue 20: the old default's port was wrong for the chart it named).
+
+    Raises:
+        ConfigError: missing, or not an ``http(s)://`` URL.
+    """
+    if not url:
+        raise ConfigError("`--autoscale` needs `--prometheus-url`: KEDA reads the queue from Prometheus, and "
+                          "its address depends on how Prometheus was installed", hint=PROMETHEUS_HINT)
+    if not re.match(r"^https?://[^\s/]+", url):
+        raise ConfigError(f"`--prometheus-url {url}` is not an http(s) URL", hint=PROMETHEUS_HINT)
+    return url
+
+
 def installed_smg_version() -> str | None:
     import importlib.metadata as md
 
@@ -160,15 +255,23 @@ class Sizing:
     basis: str  # how the request was worked out, in words
 
 
-def sizing(profile: Profile) -> Sizing:
+def sizing(profile: Profile, spec: ContainerSpec | None = None) -> Sizing:
     """Pod resources from qembed's model shapes (:mod:`qembed.models`).
 
     Host memory = loaded weights x ``dp_size`` (each replica loads the checkpoint) + a fixed
     overhead per GPU process; ``/dev/shm`` is sized per GPU and added to the limit, because a
-    memory-backed emptyDir is charged to the pod. All figures are estimates.
+    memory-backed emptyDir is charged to the pod. All figures are estimates. ``device: cpu``
+    (``spec.cpu``): the container memory :func:`qembed.cpu.plan` sized the KV pool for.
     """
     from qembed import models
 
+    if spec is not None and spec.cpu is not None:
+        c = spec.cpu
+        shm = SHM_PER_GPU_GIB
+        return Sizing(memory_request=f"{c.memory_gib}Gi", memory_limit=f"{c.memory_gib + shm}Gi",
+                      shm_size=f"{shm}Gi", cpu_request=str(c.cores), gpus=0,
+                      basis=f"SGLang on CPU: {c.memory_gib} GiB, the memory qembed.cpu sized the KV pool "
+                            f"({c.max_total_tokens} tokens, {c.dtype}) for; {c.cores} cores (estimates)")
     gpus = profile.tp_size * profile.dp_size
     shape = models.model_shape(profile.model)
     shm_gib = SHM_PER_GPU_GIB * gpus
@@ -237,66 +340,95 @@ def render_yaml(docs: list[dict[str, Any]]) -> str:
 def manifests(
     profile: Profile,
     *,
-    sglang_version: str | None,
     name: str = "qembed",
     namespace: str = "default",
-    replicas: int = 1,
+    replicas: int | None = None,
     gateway: bool = False,
     autoscale: tuple[int, int] | None = None,
     api_key_secret: str | None = "qembed-api-key",
     api_key_secret_key: str = "api-key",
     hf_token_secret: str | None = "hf-token",
     hf_cache_pvc: str | None = None,
-    prometheus_url: str = DEFAULT_PROMETHEUS,
-    target_load: int = 32,
+    prometheus_url: str | None = None,
+    target_queue: int = DEFAULT_TARGET_QUEUE,
     scale_down_window_s: int = 900,
     gateway_image: str | None = None,
     gateway_admin_secret: str = "qembed-gateway-admin-key",
     gateway_digest: str | None = None,
+    image: str | None = None,
+    image_pull_secret: str | None = None,
+    node_selector: dict[str, str] | None = None,
+    tolerations: list[dict[str, str]] | None = None,
+    network_policy: bool = False,
+    monitoring_namespace: str = "monitoring",
+    monitor: str = "annotations",
+    monitor_labels: dict[str, str] | None = None,
 ) -> K8sResult:
     """Build the manifests (as Python objects) for ``profile``.
 
     Args:
         profile: the resolved profile; its argv comes from :func:`qembed.sglang_args.build_flags`.
-        sglang_version: the installed SGLang (image tag); ``None`` uses the pinned release.
         name: Deployment/Service name and the ``app.kubernetes.io/instance`` label.
         namespace: where everything goes (the gateway only watches this namespace).
-        replicas: worker replicas (with ``autoscale``, KEDA owns the count; MIN is used).
+        replicas: worker replicas (default 1). With ``autoscale`` the Deployment has no
+            ``spec.replicas`` at all: KEDA owns the count, and ``kubectl apply`` must not reset it.
         gateway: add the smg gateway in front of the workers.
         autoscale: ``(min, max)`` for a KEDA ScaledObject.
         api_key_secret: Secret holding the API key (key ``api_key_secret_key``); ``None`` = no key.
         hf_token_secret: optional Secret with key ``token`` for ``HF_TOKEN`` (gated/private models).
         hf_cache_pvc: a PersistentVolumeClaim for the HF cache (default: an emptyDir per pod).
-        prometheus_url: the Prometheus KEDA queries.
-        target_load: queued + running requests per replica KEDA aims for.
+        prometheus_url: the Prometheus KEDA queries; required with ``autoscale``.
+        target_queue: texts waiting in SGLang's queue per replica that KEDA aims for.
         scale_down_window_s: HPA scale-down stabilisation window (cold starts take minutes).
         gateway_image: the smg image (default ``lightseekorg/smg:<installed smg>``).
         gateway_digest: pin the gateway image to ``sha256:...`` (``image:tag@digest``).
         gateway_admin_secret: Secret (key ``admin-key``) with the gateway's control-plane key,
             required: without it every client key could manage the gateway's workers.
+        image: the worker image (default ``lmsysorg/sglang:v<PINNED_SGLANG>``); required for
+            ``device: cpu`` (a CPU build of SGLang).
+        image_pull_secret: ``imagePullSecrets`` entry on worker and gateway pods.
+        node_selector: replaces the default placement (GPU: a node affinity on the profile's
+            ``gpu_products``; CPU: :data:`CPU_NODE_SELECTOR`).
+        tolerations: added to the GPU toleration (or, on CPU, the only ones).
+        network_policy: add NetworkPolicies (workers: their port from the gateway or the
+            namespace, and from ``monitoring_namespace``; gateway: 8000 from anywhere, metrics from
+            the namespace and ``monitoring_namespace``).
+        monitor: how Prometheus finds the pods (:data:`MONITOR_KINDS`).
+        monitor_labels: labels on the PodMonitor/ServiceMonitor objects (e.g. ``release: ...``,
+            which kube-prometheus-stack's Prometheus selects by default).
 
     Raises:
-        ConfigError: a bad name, replica count or autoscale range.
+        ConfigError: a bad name, replica count, autoscale range, Prometheus URL or monitor kind;
+            ``device: cpu`` without ``image``.
     """
     check_name(name, "name", max_len=55)  # room for the "-gateway" suffix
     check_name(namespace, "namespace")
-    if replicas < 1:
+    check_name(monitoring_namespace, "namespace")
+    if image_pull_secret is not None:
+        check_name(image_pull_secret, "Secret name", max_len=253)
+    if replicas is not None and replicas < 1:
         raise ConfigError(f"`--replicas` must be at least 1, got {replicas}")
-    if target_load < 1:
-        raise ConfigError(f"`--target-load` must be at least 1, got {target_load}")
+    if target_queue < 1:
+        raise ConfigError(f"`--target-queue` must be at least 1 text, got {target_queue}")
     if not 0 <= scale_down_window_s <= 3600:
         raise ConfigError("`--scale-down-window` must be within 0..3600 seconds (the HPA limit)")
-    spec = container_spec(profile)
-    choice = sglang_image(sglang_version)
+    if monitor not in MONITOR_KINDS:
+        raise ConfigError(f"`--monitor {monitor}` is not one of {', '.join(MONITOR_KINDS)}",
+                          hint="`podmonitor` or `servicemonitor` with the Prometheus Operator, else `annotations`")
+    if autoscale:
+        prometheus_url = check_prometheus_url(prometheus_url)
+    spec = container_spec(profile, image=image)
+    choice = sglang_image(image)
     notes = list(spec.notes)
-    for n in (choice.note, driver_note(choice.sglang_version)):
-        if n:
-            notes.append(n)
-    size = sizing(profile)
+    dn = driver_note(choice) if spec.gpus else None
+    if dn:
+        notes.append(dn)
+    size = sizing(profile, spec)
     notes.append(f"memory request: {size.basis}")
     if spec.gpu_ids:
         notes.append("`gpu_ids` does not apply in Kubernetes: the scheduler picks the GPUs "
                      f"(`nvidia.com/gpu: {spec.gpus}`)")
+    placement = _placement(profile, spec, node_selector, tolerations or [], notes)
     worker_labels = _labels(name, "worker")
     port_name = "http"
 
@@ -320,10 +452,10 @@ def manifests(
         notes.append(f"profile env `{secret}` is left out: set it from a Secret in the Deployment")
     startup_budget = max(int(profile.ready_timeout), MIN_STARTUP_BUDGET_S)
     annotations: dict[str, str] = {}
-    if profile.metrics:
+    if profile.metrics and monitor == "annotations":
         annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(spec.port),
                        "prometheus.io/path": "/metrics"}
-    else:
+    elif not profile.metrics:
         notes.append("`metrics` is off in this profile: no /metrics, no scrape annotations "
                      "(`--set metrics=true` turns it on)")
     cache_volume: dict[str, Any] = (
@@ -332,17 +464,17 @@ def manifests(
     if not hf_cache_pvc:
         notes.append("the HF cache is an emptyDir: each new pod downloads the model again "
                      "(`--hf-cache-pvc NAME` mounts a PersistentVolumeClaim instead)")
+    requests: dict[str, str] = {"cpu": size.cpu_request, "memory": size.memory_request}
+    limits: dict[str, str] = {"memory": size.memory_limit}
+    if size.gpus:
+        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(size.gpus)
     container = {
         "name": "sglang",
         "image": choice.image,
         "command": args,
         "ports": [{"name": port_name, "containerPort": spec.port, "protocol": "TCP"}],
         "env": env,
-        "resources": {
-            "requests": {"cpu": size.cpu_request, "memory": size.memory_request,
-                         "nvidia.com/gpu": str(size.gpus)},
-            "limits": {"memory": size.memory_limit, "nvidia.com/gpu": str(size.gpus)},
-        },
+        "resources": {"requests": requests, "limits": limits},
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
                          {"name": "hf-cache", "mountPath": K8S_HF_CACHE},
                          {"name": "tmp", "mountPath": TMP_DIR}],
@@ -358,33 +490,45 @@ def manifests(
     pod_meta: dict[str, Any] = {"labels": worker_labels}
     if annotations:
         pod_meta["annotations"] = annotations
+    pod_spec: dict[str, Any] = {
+        # preStop sleep, then SIGTERM: SGLang drains for up to shutdown_timeout
+        "terminationGracePeriodSeconds": PRESTOP_S + stop_timeout(profile),
+        # workers never call the Kubernetes API
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security(),
+        **placement,
+        "topologySpreadConstraints": [_spread(worker_labels)],
+        "containers": [container],
+        "volumes": [
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": size.shm_size}},
+            cache_volume,
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    if image_pull_secret:
+        pod_spec["imagePullSecrets"] = [{"name": image_pull_secret}]
+    dep_spec: dict[str, Any] = {}
+    if autoscale:
+        # no `replicas`: KEDA's HPA owns the count, and every `kubectl apply` of a manifest that
+        # holds one would scale the workers back to it (issue 20)
+        notes.append(f"the worker Deployment has no `spec.replicas`: KEDA owns the count ({autoscale[0]}.."
+                     f"{autoscale[1]}); a new Deployment starts with 1 until KEDA scales it")
+        if replicas is not None:
+            notes.append(f"`--replicas {replicas}` is ignored with `--autoscale`")
+    else:
+        dep_spec["replicas"] = 1 if replicas is None else replicas
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": _meta(name, namespace, worker_labels),
         "spec": {
-            "replicas": autoscale[0] if autoscale else replicas,
+            **dep_spec,
             # the default 600 s is shorter than the startup budget: a slow first load would be
             # reported as a failed rollout while the pod is still loading
             "progressDeadlineSeconds": startup_budget + ROLLOUT_MARGIN_S,
             "selector": {"matchLabels": worker_labels},
             # a new pod must be ready (minutes of loading) before an old one goes
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {
-                "metadata": pod_meta,
-                "spec": {
-                    # preStop sleep, then SIGTERM: SGLang drains for up to shutdown_timeout
-                    "terminationGracePeriodSeconds": PRESTOP_S + stop_timeout(profile),
-                    # workers never call the Kubernetes API
-                    "automountServiceAccountToken": False,
-                    "securityContext": pod_security(),
-                    "containers": [container],
-                    "volumes": [
-                        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": size.shm_size}},
-                        cache_volume,
-                        {"name": "tmp", "emptyDir": {}},
-                    ],
-                },
-            },
+            "template": {"metadata": pod_meta, "spec": pod_spec},
         },
     }
     service = {
@@ -399,20 +543,124 @@ def manifests(
         # maxUnavailable (not minAvailable): with one replica a node drain can still proceed
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": worker_labels}},
     }
-    files: dict[str, list[dict[str, Any]]] = {"worker.yaml": [deployment, service, pdb]}
-    image = choice.image
+    worker_docs: list[dict[str, Any]] = [deployment, service, pdb]
+    if network_policy:
+        worker_docs.append(_worker_policy(name, namespace, worker_labels, port_name, gateway=gateway,
+                                          monitoring_namespace=monitoring_namespace))
+    if profile.metrics and monitor != "annotations":
+        worker_docs.append(_monitor(monitor, name, namespace, worker_labels, port_name, monitor_labels or {}))
+    files: dict[str, list[dict[str, Any]]] = {"worker.yaml": worker_docs}
+    image_ref = choice.image
 
     if gateway:
         files["gateway.yaml"] = _gateway(name, namespace, worker_labels, spec.port, spec.api_key_env,
                                          api_key_secret, api_key_secret_key, gateway_image, notes,
                                          admin_secret=gateway_admin_secret, drain_s=math.ceil(profile.shutdown_timeout),
-                                         gateway_digest=gateway_digest)
+                                         gateway_digest=gateway_digest, image_pull_secret=image_pull_secret,
+                                         network_policy=network_policy, monitoring_namespace=monitoring_namespace,
+                                         monitor=monitor, monitor_labels=monitor_labels or {})
+    if network_policy:
+        notes.append("NetworkPolicies restrict ingress only (egress stays open: the model download); "
+                     f"Prometheus must run in namespace `{monitoring_namespace}` (`--monitoring-namespace`) "
+                     "or in this one; kubelet probes are not affected on common CNIs")
+    if monitor != "annotations":
+        notes.append(f"`--monitor {monitor}`: no `prometheus.io/*` annotations; kube-prometheus-stack's "
+                     "Prometheus selects monitors labelled `release: <its Helm release>` unless told otherwise "
+                     "(`--monitor-label release=NAME`)")
     if autoscale:
+        assert prometheus_url is not None
         files["autoscale.yaml"] = [_scaled_object(profile, name, namespace, autoscale, prometheus_url,
-                                                  target_load, scale_down_window_s)]
+                                                  target_queue, scale_down_window_s)]
         if not profile.metrics:
             notes.append("`--autoscale` reads SGLang's metrics, but `metrics` is off in this profile")
-    return K8sResult(files=files, notes=notes, sizing=size, image=image)
+    return K8sResult(files=files, notes=notes, sizing=size, image=image_ref)
+
+
+def _placement(profile: Profile, spec: ContainerSpec, node_selector: dict[str, str] | None,
+               tolerations: list[dict[str, str]], notes: list[str]) -> dict[str, Any]:
+    """Where the worker pods may run: ``nodeSelector``/``affinity`` and ``tolerations``.
+
+    GPU profiles tolerate the ``nvidia.com/gpu`` taint and require a node whose GPU Feature
+    Discovery label ``nvidia.com/gpu.product`` is one of the profile's ``gpu_products``;
+    ``node_selector`` replaces that affinity. CPU profiles get :data:`CPU_NODE_SELECTOR` (or
+    ``node_selector``) and no GPU toleration.
+    """
+    out: dict[str, Any] = {}
+    if spec.gpus:
+        tols = [GPU_TOLERATION, *[t for t in tolerations if t != GPU_TOLERATION]]
+        if node_selector:
+            out["nodeSelector"] = dict(node_selector)
+        elif profile.gpu_products:
+            out["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": GPU_PRODUCT_LABEL, "operator": "In", "values": list(profile.gpu_products)}]}]}}}
+            notes.append(f"workers run only on nodes labelled `{GPU_PRODUCT_LABEL}` in "
+                         f"{', '.join(profile.gpu_products)} (NVIDIA GPU Feature Discovery, part of the GPU "
+                         "Operator); `--node-selector KEY=VALUE` replaces this")
+        else:
+            notes.append(f"profile `{profile.name}` names no GPU product (`gpu_products`): workers may land on "
+                         f"any GPU node; pin them with `--node-selector {GPU_PRODUCT_LABEL}=...` "
+                         f"(`kubectl get nodes -L {GPU_PRODUCT_LABEL}`)")
+    else:
+        tols = list(tolerations)
+        out["nodeSelector"] = dict(node_selector or CPU_NODE_SELECTOR)
+        notes.append("SGLang on CPU: no GPU request, toleration or GPU node affinity; nodeSelector "
+                     + ", ".join(f"`{k}={v}`" for k, v in out["nodeSelector"].items())
+                     + " (`--node-selector KEY=VALUE` replaces it)")
+    if tols:
+        out["tolerations"] = tols
+    return out
+
+
+def _spread(labels: dict[str, str]) -> dict[str, Any]:
+    """Spread replicas over nodes when possible (never blocks scheduling)."""
+    return {"maxSkew": 1, "topologyKey": SPREAD_KEY, "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": dict(labels)}}
+
+
+def _from_namespace(namespace: str) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+
+
+def _worker_policy(name: str, namespace: str, worker_labels: dict[str, str], port: str, *, gateway: bool,
+                   monitoring_namespace: str) -> dict[str, Any]:
+    """Workers take their port from the gateway pods (``gateway``) or this namespace's pods,
+    and from Prometheus in ``monitoring_namespace`` (``/metrics`` is on the same port)."""
+    clients: dict[str, Any] = ({"podSelector": {"matchLabels": _labels(name, "gateway")}} if gateway
+                               else {"podSelector": {}})
+    sources = [clients, _from_namespace(monitoring_namespace)]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": _meta(name, namespace, worker_labels),
+            "spec": {"podSelector": {"matchLabels": dict(worker_labels)}, "policyTypes": ["Ingress"],
+                     "ingress": [{"from": sources, "ports": [{"protocol": "TCP", "port": port}]}]}}
+
+
+def _gateway_policy(gw: str, namespace: str, labels: dict[str, str], monitoring_namespace: str) -> dict[str, Any]:
+    """The gateway takes 8000 from anywhere, its metrics port from this namespace and Prometheus's."""
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": _meta(gw, namespace, labels),
+            "spec": {"podSelector": {"matchLabels": dict(labels)}, "policyTypes": ["Ingress"],
+                     "ingress": [
+                         {"ports": [{"protocol": "TCP", "port": "http"}]},
+                         {"from": [{"podSelector": {}}, _from_namespace(monitoring_namespace)],
+                          "ports": [{"protocol": "TCP", "port": "metrics"}]}]}}
+
+
+def _monitor(kind: str, name: str, namespace: str, labels: dict[str, str], port: str,
+             extra_labels: dict[str, str]) -> dict[str, Any]:
+    """A Prometheus Operator PodMonitor or ServiceMonitor (monitoring.coreos.com/v1) for one
+    component. Both give every series the ``namespace`` and ``pod`` labels that
+    :func:`qembed.deploy.metrics.scope` matches."""
+    endpoint = {"port": port, "path": "/metrics", "interval": SCRAPE_INTERVAL}
+    meta = _meta(name, namespace, labels)
+    meta["labels"].update(extra_labels)
+    spec: dict[str, Any] = {"selector": {"matchLabels": dict(labels)},
+                            "namespaceSelector": {"matchNames": [namespace]}}
+    if kind == "podmonitor":
+        spec["podMetricsEndpoints"] = [endpoint]
+        return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": meta, "spec": spec}
+    spec["endpoints"] = [endpoint]
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": meta, "spec": spec}
 
 
 def gateway_selector(name: str) -> list[str]:
@@ -424,7 +672,9 @@ def gateway_selector(name: str) -> list[str]:
 def _gateway(name: str, namespace: str, worker_labels: dict[str, str], worker_port: int,
              api_key_env: str, api_key_secret: str | None, api_key_secret_key: str,
              gateway_image: str | None, notes: list[str], *, admin_secret: str,
-             drain_s: int, gateway_digest: str | None = None) -> list[dict[str, Any]]:
+             drain_s: int, gateway_digest: str | None = None, image_pull_secret: str | None = None,
+             network_policy: bool = False, monitoring_namespace: str = "monitoring",
+             monitor: str = "annotations", monitor_labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
     from qembed.gateway import ADMIN_KEY_ID
 
     gw = f"{name}-gateway"
@@ -478,7 +728,19 @@ def _gateway(name: str, namespace: str, worker_labels: dict[str, str], worker_po
     }
     if env:
         container["env"] = env
-    return [
+    pod_meta: dict[str, Any] = {"labels": labels}
+    if monitor == "annotations":
+        pod_meta["annotations"] = {"prometheus.io/scrape": "true", "prometheus.io/port": str(GATEWAY_METRICS_PORT),
+                                   "prometheus.io/path": "/metrics"}
+    # the gateway keeps its token: service discovery watches pods through the API
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": gw, "automountServiceAccountToken": True,
+        "terminationGracePeriodSeconds": PRESTOP_S + drain_s + SHUTDOWN_MARGIN_S,
+        "securityContext": pod_security(), "topologySpreadConstraints": [_spread(labels)],
+        "containers": [container], "volumes": [{"name": "tmp", "emptyDir": {}}]}
+    if image_pull_secret:
+        pod_spec["imagePullSecrets"] = [{"name": image_pull_secret}]
+    docs: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(gw, namespace, labels)},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(gw, namespace, labels),
          "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]},
@@ -487,46 +749,52 @@ def _gateway(name: str, namespace: str, worker_labels: dict[str, str], worker_po
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": gw},
          "subjects": [{"kind": "ServiceAccount", "name": gw, "namespace": namespace}]},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(gw, namespace, labels),
-         "spec": {"replicas": GATEWAY_REPLICAS, "selector": {"matchLabels": labels}, "template": {
-             "metadata": {"labels": labels, "annotations": {
-                 "prometheus.io/scrape": "true", "prometheus.io/port": str(GATEWAY_METRICS_PORT),
-                 "prometheus.io/path": "/metrics"}},
-             # the gateway keeps its token: service discovery watches pods through the API
-             "spec": {"serviceAccountName": gw, "automountServiceAccountToken": True,
-                      "terminationGracePeriodSeconds": PRESTOP_S + drain_s + SHUTDOWN_MARGIN_S,
-                      "securityContext": pod_security(), "containers": [container],
-                      "volumes": [{"name": "tmp", "emptyDir": {}}]}}}},
+         "spec": {"replicas": GATEWAY_REPLICAS, "selector": {"matchLabels": labels},
+                  "template": {"metadata": pod_meta, "spec": pod_spec}}},
+        # the metrics port is on the Service too (a ServiceMonitor scrapes through it)
         {"apiVersion": "v1", "kind": "Service", "metadata": _meta(gw, namespace, labels),
          "spec": {"type": "ClusterIP", "selector": labels,
-                  "ports": [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"}]}},
+                  "ports": [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"},
+                            {"name": "metrics", "port": GATEWAY_METRICS_PORT, "targetPort": "metrics",
+                             "protocol": "TCP"}]}},
         # a node drain or upgrade never takes the last gateway pod
         {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(gw, namespace, labels),
          "spec": {"minAvailable": GATEWAY_REPLICAS - 1, "selector": {"matchLabels": labels}}},
     ]
+    if network_policy:
+        docs.append(_gateway_policy(gw, namespace, labels, monitoring_namespace))
+    if monitor != "annotations":
+        docs.append(_monitor(monitor, gw, namespace, labels, "metrics", monitor_labels or {}))
+    return docs
 
 
-def load_query(profile: Profile) -> str:
-    """PromQL: queued + running requests of this model, summed over all its workers.
+def load_query(profile: Profile, *, namespace: str, name: str) -> str:
+    """PromQL: texts waiting in SGLang's queue, summed over this deployment's worker pods.
 
-    SGLang labels its gauges with ``model_name`` (= the served model name), so the query does
-    not depend on how Prometheus relabels pods.
+    Scoped by :func:`qembed.deploy.metrics.scope` (``namespace`` and the pods of the Deployment
+    ``name``; issue 20: load in `staging` scaled `prod`) and by ``model_name`` (SGLang's own
+    label). A sum, not an average: KEDA's ``AverageValue`` target divides it by the current
+    replicas, so the threshold reads "texts waiting per replica". No ``or vector(0)``: with no
+    series the result is empty, the trigger fails (``ignoreNullValues: false``) and KEDA's
+    ``fallback`` takes over instead of scaling to MIN as if idle.
     """
     model = (profile.served_model_name or profile.model).replace("\\", "\\\\").replace('"', '\\"')
-    label = f'model_name="{model}"'
-    queue = sglang_selector("queue_reqs", labels=label)
-    running = sglang_selector("running_reqs", labels=label)
-    return f"(sum({queue}) or vector(0)) + (sum({running}) or vector(0))"
+    labels = f'model_name="{model}", {scope(namespace, name)}'
+    return f"sum({sglang_selector('queue_reqs', labels=labels)})"
 
 
 def _scaled_object(profile: Profile, name: str, namespace: str, autoscale: tuple[int, int],
-                   prometheus_url: str, target_load: int, window_s: int) -> dict[str, Any]:
+                   prometheus_url: str, target_queue: int, window_s: int) -> dict[str, Any]:
     lo, hi = autoscale
     return {
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
         "metadata": _meta(name, namespace, _labels(name, "worker")),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "minReplicaCount": lo, "maxReplicaCount": hi, "pollingInterval": 15,
+            "minReplicaCount": lo, "maxReplicaCount": hi, "pollingInterval": POLLING_INTERVAL_S,
+            # Prometheus unreachable, or no series (scrape broken, pods gone): the load is unknown,
+            # so serve at MAX rather than shrink to MIN (KEDA allows fallback with AverageValue only)
+            "fallback": {"failureThreshold": FALLBACK_FAILURES, "replicas": hi},
             "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
                 # a new replica needs minutes to load: never drop one on a short lull
                 "scaleDown": {"stabilizationWindowSeconds": window_s,
@@ -536,26 +804,37 @@ def _scaled_object(profile: Profile, name: str, namespace: str, autoscale: tuple
             }}},
             "triggers": [{
                 "type": "prometheus", "metricType": "AverageValue",
-                "metadata": {"serverAddress": prometheus_url, "query": load_query(profile),
-                             "threshold": str(target_load)},
+                "metadata": {"serverAddress": prometheus_url,
+                             "query": load_query(profile, namespace=namespace, name=name),
+                             "threshold": str(target_queue),
+                             # an empty result is an error (KEDA's default turns it into 0)
+                             "ignoreNullValues": "false"},
             }],
         },
     }
 
 
 __all__ = [
+    "CPU_NODE_SELECTOR",
+    "DEFAULT_TARGET_QUEUE",
     "GATEWAY_METRICS_PORT",
     "GATEWAY_PORT",
     "GATEWAY_REPLICAS",
+    "GPU_PRODUCT_LABEL",
+    "GPU_TOLERATION",
+    "MONITOR_KINDS",
     "K8sResult",
     "Sizing",
     "check_digest",
     "check_name",
+    "check_prometheus_url",
     "container_security",
     "gateway_selector",
     "load_query",
     "manifests",
     "parse_autoscale",
+    "parse_node_selector",
+    "parse_toleration",
     "pod_security",
     "render_yaml",
     "sizing",

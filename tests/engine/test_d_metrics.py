@@ -108,7 +108,8 @@ def grafana_names(engine: Engine) -> dict[str, set[str]]:
 
 
 def keda_names(engine: Engine, tmp_path: Path) -> dict[str, set[str]]:
-    _run(["deploy", "k8s", "-p", "h100", "--autoscale", "1:4", "-o", str(tmp_path)], engine)
+    _run(["deploy", "k8s", "-p", "h100", "--autoscale", "1:4", "--prometheus-url",
+          "http://prometheus-operated.monitoring.svc:9090", "-o", str(tmp_path)], engine)
     (obj,) = yaml.safe_load_all((tmp_path / "autoscale.yaml").read_text())
     return {f"KEDA trigger {i}": promql_names(t["metadata"]["query"])
             for i, t in enumerate(obj["spec"]["triggers"]) if t["type"] == "prometheus"}
