@@ -251,6 +251,7 @@ def test_smg_image_tag_has_no_v_and_takes_a_digest() -> None:
     (gw,) = by_kind(build("h100", gateway=True).files["gateway.yaml"], "Deployment")
     image = gw["spec"]["template"]["spec"]["containers"][0]["image"]
     assert re.fullmatch(r"lightseekorg/smg:\d+\.\d+\.\d+", image), image
+    assert image == f"lightseekorg/smg:{k8s.PINNED_SMG}"  # pinned, never the smg installed here
     digest = "sha256:" + "ab" * 32
     (gw,) = by_kind(build("h100", gateway=True, gateway_digest=digest).files["gateway.yaml"], "Deployment")
     assert gw["spec"]["template"]["spec"]["containers"][0]["image"] == f"{image}@{digest}"

@@ -236,15 +236,6 @@ def check_prometheus_url(url: str | None) -> str:
     return url
 
 
-def installed_smg_version() -> str | None:
-    import importlib.metadata as md
-
-    try:
-        return md.version("smg")
-    except md.PackageNotFoundError:
-        return None
-
-
 @dataclass(frozen=True)
 class Sizing:
     memory_request: str  # e.g. "14Gi"
@@ -380,7 +371,7 @@ def manifests(
         prometheus_url: the Prometheus KEDA queries; required with ``autoscale``.
         target_queue: texts waiting in SGLang's queue per replica that KEDA aims for.
         scale_down_window_s: HPA scale-down stabilisation window (cold starts take minutes).
-        gateway_image: the smg image (default ``lightseekorg/smg:<installed smg>``).
+        gateway_image: the smg image (default ``lightseekorg/smg:<PINNED_SMG>``).
         gateway_digest: pin the gateway image to ``sha256:...`` (``image:tag@digest``).
         gateway_admin_secret: Secret (key ``admin-key``) with the gateway's control-plane key,
             required: without it every client key could manage the gateway's workers.
@@ -680,13 +671,10 @@ def _gateway(name: str, namespace: str, worker_labels: dict[str, str], worker_po
     gw = f"{name}-gateway"
     labels = _labels(name, "gateway")
     if gateway_image is None:
-        version = installed_smg_version()
-        if version is None:
-            version = PINNED_SMG
-            notes.append(f"smg is not installed here; the gateway image uses smg {PINNED_SMG}")
-        # smg's release workflow tags `lightseekorg/smg:<pyproject version>` (no `v`), and its
-        # chart's tag defaults to Chart.appVersion (no `v`) (issue 20; docs/deploy.md cites both)
-        gateway_image = f"{GATEWAY_IMAGE}:{version}"
+        # the pinned release, never the smg installed where `deploy` runs (issue 20: the files must
+        # not depend on that machine). smg's release workflow tags `lightseekorg/smg:<pyproject
+        # version>` (no `v`), and its chart's tag defaults to Chart.appVersion (no `v`)
+        gateway_image = f"{GATEWAY_IMAGE}:{PINNED_SMG}"
     if gateway_digest:
         gateway_image = f"{gateway_image.split('@', 1)[0]}@{check_digest(gateway_digest)}"
     # The smg image's entrypoint is the router (`docker run lightseekorg/smg --worker-urls ...`
