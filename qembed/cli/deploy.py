@@ -184,33 +184,60 @@ def k8s_cmd(
     _emit({fname: k8s.render_yaml(docs) for fname, docs in result.files.items()}, output_dir, force)
 
 
-@deploy_app.command("grafana")
+GRAFANA_EXAMPLES = """\
+Examples:
+
+\b
+  qembed deploy grafana -o ./monitoring               # Deployment `qembed`, with GPU panels
+  qembed deploy grafana --name emb -p xeon -o ./mon   # a CPU profile: no DCGM panels
+"""
+
+ALERTS_EXAMPLES = """\
+Examples:
+
+\b
+  qembed deploy alerts --namespace ml --p99-slo 0.5 -o ./monitoring
+  promtool check rules ./monitoring/qembed-alerts.yaml
+"""
+
+NameOpt = Annotated[str, typer.Option("--name", help="The worker Deployment (`qembed deploy k8s --name`); its gateway is NAME-gateway.")]
+
+
+@deploy_app.command("grafana", epilog=GRAFANA_EXAMPLES)
 def grafana_cmd(
     title: Annotated[str | None, typer.Option("--title", help="Dashboard title.")] = None,
+    name: NameOpt = "qembed",
+    profile: Annotated[str | None, typer.Option("--profile", "-p", help="A profile with `device: cpu` leaves out the GPU (DCGM) panels.")] = None,
+    no_gpu: Annotated[bool, typer.Option("--no-gpu", help="Leave out the GPU (DCGM) panels.")] = False,
     output_dir: OutputOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Write a Grafana dashboard (JSON): QPS, tokens/s, latency, queue, KV, errors, GPUs (DCGM)."""
+    """Write a Grafana dashboard (JSON) for one Deployment: texts/s, latency, queue, gateway, replicas, GPUs."""
     from qembed.deploy import grafana
 
-    _emit({"qembed-dashboard.json": grafana.render(title)}, output_dir, force)
+    gpu = not no_gpu and (profile is None or _profile(profile, None).device != "cpu")
+    _emit({"qembed-dashboard.json": grafana.render(title, name=name, gpu=gpu)}, output_dir, force)
 
 
-@deploy_app.command("alerts")
+@deploy_app.command("alerts", epilog=ALERTS_EXAMPLES)
 def alerts_cmd(
+    namespace: Annotated[str, typer.Option("--namespace", help="Namespace of the Deployment (`qembed deploy k8s --namespace`).")] = "default",
+    name: NameOpt = "qembed",
     p99_slo: Annotated[float, typer.Option("--p99-slo", help="p99 latency SLO in seconds.")] = 1.0,
-    error_rate: Annotated[float, typer.Option("--error-rate", help="Alert above this share of 5xx responses.")] = 0.05,
-    queue_threshold: Annotated[int, typer.Option("--queue-threshold", help="Queued requests before a growing queue alerts.")] = 10,
+    error_rate: Annotated[float, typer.Option("--error-rate", help="Alert above this share of 5xx responses on /v1/embeddings (workers, gateway).")] = 0.05,
+    queue_threshold: Annotated[float | None, typer.Option("--queue-threshold", help="Queued texts per replica that count as a full queue (default: the KEDA target of `deploy k8s --autoscale`).")] = None,
+    queue_minutes: Annotated[int, typer.Option("--queue-minutes", help="Minutes the queue must stay full before it alerts.")] = 10,
     gpu_memory: Annotated[float, typer.Option("--gpu-memory", help="Alert above this fraction of GPU memory used (DCGM).")] = 0.97,
-    up_selector: Annotated[str, typer.Option("--up-selector", help='PromQL label matchers of the workers\' scrape job, e.g. job="qembed".')] = 'job="qembed"',
+    runbook_base: Annotated[str | None, typer.Option("--runbook-base", help="URL of docs/deploy.md (default: qembed's on GitHub); each alert links to its #section there.")] = None,
     output_dir: OutputOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Write Prometheus alerting rules: down, p99 over SLO, queue growing, errors, GPU memory."""
+    """Write Prometheus alerting rules scoped to one Deployment, each with a runbook link."""
     from qembed.deploy import alerts
 
-    settings = alerts.AlertSettings(p99_slo_s=p99_slo, error_rate=error_rate, queue_threshold=queue_threshold,
-                                    gpu_memory_fraction=gpu_memory, up_selector=up_selector)
+    defaults = alerts.AlertSettings()
+    settings = alerts.AlertSettings(
+        namespace=namespace, name=name, p99_slo_s=p99_slo, error_rate=error_rate,
+        queue_threshold=defaults.queue_threshold if queue_threshold is None else queue_threshold,
+        queue_minutes=queue_minutes, gpu_memory_fraction=gpu_memory, runbook_base=runbook_base or defaults.runbook_base)
     _emit({"qembed-alerts.yaml": alerts.render(settings)}, output_dir, force)
-
-

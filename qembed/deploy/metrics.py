@@ -10,6 +10,7 @@ trigger use lives here, so they cannot drift apart.
 * The smg gateway (``smg launch``; names read from the ``/metrics`` of smg 1.13.0 on its
   ``--prometheus-port``, default 29000, run in front of the stand-in worker).
 * NVIDIA's DCGM exporter (``DCGM_FI_DEV_*``), for GPU panels and alerts in a cluster.
+* kube-state-metrics (``kube_*``), for restarts, OOM kills and replicas in a cluster.
 
 ``prometheus_client`` is not installed in qembed's environment, so the text format is parsed
 here (https://prometheus.io/docs/instrumenting/exposition_formats/): ``# HELP``/``# TYPE``
@@ -41,6 +42,7 @@ SGLANG: dict[str, str] = {
     "running_reqs": "num_running_reqs",  # gauge
     "token_usage": "token_usage",  # gauge: fraction of the KV pool in use
     "max_total_num_tokens": "max_total_num_tokens",  # gauge
+    "startup_time": "startup_time_seconds",  # gauge {phase}: set once, when the server is ready
 }
 # Not here: `queue_time_seconds`. SGLang 0.5.23 defines it, but an embedding server never
 # exports it: `Scheduler._handle_embedding_request` builds its `Req` without a metrics
@@ -55,7 +57,8 @@ GATEWAY: dict[str, str] = {
     "worker_pool_size": "smg_worker_pool_size",  # gauge {worker_type,connection_mode,model}
     "worker_health": "smg_worker_health",  # gauge 1/0
 }
-#: The gateway path whose traffic ``qembed top`` shows.
+#: The gateway path whose traffic ``qembed top`` shows (smg's ``path`` label). SGLang's
+#: ``http_responses_total`` carries the same value in its ``endpoint`` label.
 GATEWAY_EMBEDDINGS_PATH = "/v1/embeddings"
 
 #: NVIDIA DCGM exporter field names (dcgm-exporter default counters).
@@ -65,14 +68,30 @@ DCGM: dict[str, str] = {
     "fb_free": "DCGM_FI_DEV_FB_FREE",  # MiB
 }
 
-#: Names qembed uses that a server without a GPU does not export, each with the reason. The
-#: real-engine lane (tests/engine/test_d_metrics.py) checks every other name qembed's
-#: generators, ``qembed top`` and docs/deploy.md use against the ``/metrics`` of real SGLang
-#: 0.5.23 on CPU, after traffic; docs/deploy.md lists these.
-GPU_ONLY: dict[str, str] = {
-    DCGM["gpu_util"]: "NVIDIA's DCGM exporter on a GPU node, not SGLang",
-    DCGM["fb_used"]: "NVIDIA's DCGM exporter on a GPU node, not SGLang",
-    DCGM["fb_free"]: "NVIDIA's DCGM exporter on a GPU node, not SGLang",
+#: kube-state-metrics names (its docs/metrics: pod, horizontalpodautoscaler and deployment
+#: tables). Their ``namespace``/``pod``/``deployment`` labels name the object described, so
+#: Prometheus must scrape kube-state-metrics with ``honor_labels`` (both common charts do).
+KUBE: dict[str, str] = {
+    "restarts_total": "kube_pod_container_status_restarts_total",  # counter {namespace,pod,container}
+    "last_terminated_reason": "kube_pod_container_status_last_terminated_reason",  # gauge {..,reason}
+    "hpa_current": "kube_horizontalpodautoscaler_status_current_replicas",  # {namespace,horizontalpodautoscaler}
+    "hpa_desired": "kube_horizontalpodautoscaler_status_desired_replicas",
+    "hpa_max": "kube_horizontalpodautoscaler_spec_max_replicas",
+    "deployment_spec": "kube_deployment_spec_replicas",  # {namespace,deployment}
+    "deployment_available": "kube_deployment_status_replicas_available",
+}
+
+_DCGM_WHY = "NVIDIA's DCGM exporter on a GPU node, not SGLang"
+_KSM_WHY = "kube-state-metrics in a Kubernetes cluster, not SGLang"
+
+#: The one allow-list: names qembed uses that the ``/metrics`` of real SGLang 0.5.23 on CPU
+#: does not hold, each with the reason. The real-engine lane (tests/engine/test_d_metrics.py)
+#: checks every other name qembed's generators, ``qembed top`` and docs/deploy.md use against
+#: that scrape after traffic (and the ``smg_*`` names against the real smg 1.13 in front of
+#: it); docs/deploy.md lists these.
+NOT_FROM_SGLANG: dict[str, str] = {
+    **{DCGM[k]: _DCGM_WHY for k in ("gpu_util", "fb_used", "fb_free")},
+    **{KUBE[k]: _KSM_WHY for k in KUBE},
 }
 
 
@@ -107,11 +126,28 @@ def pod_regex(deployment: str) -> str:
     return deployment + POD_SUFFIX
 
 
-def scope(namespace: str, deployment: str) -> str:
-    """Label matchers for one Deployment's series: ``namespace="ns", pod=~"name-…"``."""
+def scope(namespace: str, deployment: str, *more: str) -> str:
+    """Label matchers for one Deployment's series: ``namespace="ns", pod=~"name-…"``; with
+    ``more`` Deployments, the pods of any of them (``pod=~"a-…|b-…"``)."""
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", namespace):
         raise ValueError(f"not a Kubernetes namespace: {namespace!r}")
-    return f'namespace="{namespace}", pod=~"{pod_regex(deployment)}"'
+    pods = "|".join(pod_regex(d) for d in (deployment, *more))
+    return f'namespace="{namespace}", pod=~"{pods}"'
+
+
+#: the Deployment of the smg gateway in front of Deployment NAME (``qembed deploy k8s --gateway``)
+GATEWAY_SUFFIX = "-gateway"
+
+
+def gateway_deployment(deployment: str) -> str:
+    return deployment + GATEWAY_SUFFIX
+
+
+def keda_hpa(scaled_object: str) -> str:
+    """The HPA KEDA creates for a ScaledObject without ``horizontalPodAutoscalerConfig.name``
+    (KEDA's ``getHPAName``: ``keda-hpa-<name>``); ``qembed deploy k8s`` names the ScaledObject
+    after the Deployment."""
+    return f"keda-hpa-{scaled_object}"
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -316,13 +352,17 @@ __all__ = [
     "DCGM",
     "GATEWAY",
     "GATEWAY_EMBEDDINGS_PATH",
-    "GPU_ONLY",
+    "GATEWAY_SUFFIX",
+    "KUBE",
+    "NOT_FROM_SGLANG",
     "SGLANG",
     "SGLANG_PREFIXES",
     "Sample",
     "Scrape",
     "bucket_delta",
+    "gateway_deployment",
     "histogram_quantile",
+    "keda_hpa",
     "parse_text",
     "pod_regex",
     "scope",

@@ -6,8 +6,10 @@ The names are read out of what qembed generates, never copied by hand: the PromQ
 --autoscale`, the `sglang_names(...)` calls of qembed/top.py, the name table itself
 (qembed/deploy/metrics.py) and the PromQL users copy from docs/deploy.md (the HPA sketch, the
 `qembed top` table). Each name must be in the real scrape, a series Prometheus makes itself
-(`up`), or in the one allow-list of GPU-only names, `metrics.GPU_ONLY`, with its reason.
-`qembed top --once --json` must show the requests sent here.
+(`up`), or in the one allow-list, `metrics.NOT_FROM_SGLANG` (DCGM, kube-state-metrics), with
+its reason; each `smg_*` name must be in the `/metrics` of the real smg 1.13 (from qembed's own
+venv) routing embeddings to the real engine. `qembed top --once --json` must show the
+requests sent here.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import ast
 import json
 import re
 import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,10 @@ import yaml
 
 from qembed.deploy import metrics
 from tests.engine.real import Engine, qembed
-from tests.fake_site.harness import REPO
+from tests.fake_site.harness import REPO, free_port
+
+#: the smg gateway from qembed's own venv (the `gateway` extra)
+SMG = Path(sys.executable).parent / "smg"
 
 #: embedding requests sent, one text each (one HTTP request, one SGLang request apiece)
 TRAFFIC = 5
@@ -211,13 +219,53 @@ def traffic(engine: Engine) -> Traffic:
 # -- the checks -------------------------------------------------------------------------------
 
 
-def _unknown(used: dict[str, set[str]], real: RealMetrics) -> dict[str, list[str]]:
+def _unknown(used: dict[str, set[str]], real: RealMetrics, smg: RealMetrics | None = None) -> dict[str, list[str]]:
     bad: dict[str, list[str]] = {}
     for where, names in used.items():
         for n in sorted(names):
-            if real.missing(n) and n not in PROMETHEUS_SYNTHETIC and n not in metrics.GPU_ONLY:
+            scrape_ = smg if n.startswith("smg_") and smg is not None else real
+            if scrape_.missing(n) and n not in PROMETHEUS_SYNTHETIC and n not in metrics.NOT_FROM_SGLANG:
                 bad.setdefault(n, []).append(where)
     return bad
+
+
+@pytest.fixture(scope="module")
+def smg_scrape(engine: Engine, traffic: Traffic) -> Iterator[RealMetrics]:
+    """The `/metrics` of the real smg 1.13 after TRAFFIC embeddings through it to the engine."""
+    import httpx
+
+    assert SMG.exists(), f"smg is not installed at {SMG} (qembed's `gateway` extra)"
+    port, mport = free_port(), free_port()
+    proc = subprocess.Popen([str(SMG), "launch", "--worker-urls", engine.url, "--policy", "round_robin",
+                             "--host", "127.0.0.1", "--port", str(port), "--prometheus-port", str(mport),
+                             "--prometheus-host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        models = httpx.get(engine.url + "/v1/models", timeout=30, trust_env=False).json()
+        url, body = f"http://127.0.0.1:{port}", {"model": models["data"][0]["id"], "input": ["metrics check"]}
+        deadline = time.monotonic() + 60
+        sent = 0
+        while sent < TRAFFIC:  # smg answers 404 until it has registered the worker
+            assert proc.poll() is None, "smg exited"
+            assert time.monotonic() < deadline, "smg did not route an embedding in 60 s"
+            try:
+                ok = httpx.post(f"{url}/v1/embeddings", json=body, timeout=30, trust_env=False).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                sent += 1
+            else:
+                time.sleep(0.2)  # polling a readiness condition, not synchronising on time
+        r = httpx.get(f"http://127.0.0.1:{mport}/metrics", timeout=30, trust_env=False)
+        assert r.status_code == 200, r.status_code
+        types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", r.text, flags=re.M))
+        yield RealMetrics(r.text, metrics.parse_text(r.text), types)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -226,18 +274,31 @@ def generated(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> dict[
     return {**alert_names(engine), **grafana_names(engine), **keda_names(engine, tmp_path_factory.mktemp("k8s"))}
 
 
-def test_the_generated_artefacts_name_only_real_metrics(generated: dict[str, set[str]], traffic: Traffic) -> None:
-    bad = _unknown(generated, traffic.after)
-    assert not bad, f"names real SGLang 0.5.23 does not export (not GPU-only): {bad}"
+def test_the_generated_artefacts_name_only_real_metrics(generated: dict[str, set[str]], traffic: Traffic,
+                                                         smg_scrape: RealMetrics) -> None:
+    bad = _unknown(generated, traffic.after, smg_scrape)
+    assert not bad, f"names real SGLang 0.5.23 / smg 1.13 do not export (not allow-listed): {bad}"
     # the extraction found what each generator is known to query
     every = set().union(*generated.values())
     assert {"sglang:num_queue_reqs", "sglang:num_running_reqs", "sglang:e2e_request_latency_seconds_bucket",
-            "up", metrics.DCGM["fb_used"]} <= every, sorted(every)
+            "sglang:startup_time_seconds", "sglang:http_responses_total", "up", metrics.DCGM["fb_used"],
+            metrics.KUBE["restarts_total"], metrics.GATEWAY["worker_health"],
+            metrics.GATEWAY["http_duration"] + "_bucket"} <= every, sorted(every)
+
+
+def test_the_gateway_names_are_real(smg_scrape: RealMetrics) -> None:
+    # every smg name in the table, and the labels the alerts and the dashboard filter on
+    missing = [n for n in metrics.GATEWAY.values() if smg_scrape.missing(n)]
+    assert not missing, missing
+    rows = [s for s in smg_scrape.samples if s.name == metrics.GATEWAY["http_responses_total"]]
+    assert any(s.label("path") == metrics.GATEWAY_EMBEDDINGS_PATH and s.label("status_code") == "200"
+               for s in rows), rows
+    assert any(s.label("worker") for s in smg_scrape.samples if s.name == metrics.GATEWAY["worker_health"])
 
 
 def test_qembed_top_and_the_name_table_use_real_metrics(traffic: Traffic) -> None:
     bad = _unknown({**top_names(), **table_names()}, traffic.after)
-    assert not bad, f"names real SGLang 0.5.23 does not export (not GPU-only): {bad}"
+    assert not bad, f"names real SGLang 0.5.23 does not export (not allow-listed): {bad}"
 
 
 def test_the_docs_name_only_real_metrics(traffic: Traffic) -> None:
@@ -245,15 +306,16 @@ def test_the_docs_name_only_real_metrics(traffic: Traffic) -> None:
     assert not bad, f"docs/deploy.md names metrics real SGLang 0.5.23 does not export: {bad}"
 
 
-def test_the_gpu_only_list_is_needed_and_documented(traffic: Traffic) -> None:
-    # an entry the CPU engine exports after all is not GPU-only: drop it from the list
-    assert not (set(metrics.GPU_ONLY) & traffic.after.names), set(metrics.GPU_ONLY) & traffic.after.names
+def test_the_allow_list_is_needed_and_documented(traffic: Traffic) -> None:
+    # an entry the CPU engine exports after all does not need the allow-list: drop it
+    allowed = set(metrics.NOT_FROM_SGLANG)
+    assert not (allowed & traffic.after.names), allowed & traffic.after.names
     # docs/deploy.md shows the same list, with the same reasons
     docs = (REPO / "docs" / "deploy.md").read_text()
     section = docs.split("### Metric names", 1)[1].split("\n#", 1)[0]
     table = dict(re.findall(r"^\| `([^`]+)` \| (.+?) \|$", section, flags=re.M))
-    assert table == metrics.GPU_ONLY
-    assert all(why.strip() for why in metrics.GPU_ONLY.values())
+    assert table == metrics.NOT_FROM_SGLANG
+    assert all(why.strip() for why in metrics.NOT_FROM_SGLANG.values())
 
 
 def test_real_sglang_uses_the_first_prefix(traffic: Traffic) -> None:
