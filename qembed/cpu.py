@@ -35,6 +35,7 @@ Only the standard library is imported at module level; the kernel check runs in 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -323,7 +324,11 @@ class KernelCheck:
                 "installed": self.installed, "path": self.path, "seconds": round(self.seconds, 2)}
 
 
-def check_kernels(python: str, *, env: Mapping[str, str] | None = None, timeout: float = 90.0) -> KernelCheck:
+_CACHED_FIELDS = ("sglang", "torch", "sgl_kernel", "import_error", "cpu_op", "amx_kernels", "amx_tile")
+
+
+def check_kernels(python: str, *, env: Mapping[str, str] | None = None, timeout: float = 90.0,
+                  cache: bool = True) -> KernelCheck:
     """Ask ``python`` whether SGLang's CPU build is installed, and which path it takes. Never raises.
 
     Args:
@@ -331,14 +336,33 @@ def check_kernels(python: str, *, env: Mapping[str, str] | None = None, timeout:
         env: the environment the launch runs with (``SGLANG_USE_CPU_ENGINE=1`` in it).
         timeout: the deadline for importing torch and ``sgl_kernel`` (seconds; a cold start of
             torch on a busy box takes tens of seconds).
+        cache: reuse the answer given for the same SGLang target, installed packages and CPU
+            (:mod:`qembed.verdicts`; the import costs 5-10 s); a check that could not run is
+            never cached.
 
     Returns:
         A :class:`KernelCheck`; ``error`` says why the check could not run.
     """
+    from . import verdicts
+
     t0 = time.perf_counter()
+    full_env = dict(os.environ if env is None else env)
+    cpu_id = hashlib.sha256((_read(Path("/proc/cpuinfo")) or "").split("\n\n")[0].encode()).hexdigest()
+    cache_key = verdicts.key(python, full_env, ["cpu-kernels", cpu_id]) if cache else None
+    if cache_key is not None:
+        hit = verdicts.load(cache_key)
+        if hit is not None and set(_CACHED_FIELDS) <= hit.keys():
+            return KernelCheck(python, **{k: hit[k] for k in _CACHED_FIELDS}, seconds=time.perf_counter() - t0)
+    result = _run_kernel_check(python, full_env, timeout, t0)
+    if cache_key is not None and result.error is None:
+        verdicts.store(cache_key, {k: getattr(result, k) for k in _CACHED_FIELDS})
+    return result
+
+
+def _run_kernel_check(python: str, env: dict[str, str], timeout: float, t0: float) -> KernelCheck:
     try:
         proc = subprocess.run([python, "-c", _KERNEL_CHECK], capture_output=True, text=True, timeout=timeout,
-                              env=dict(os.environ if env is None else env), check=False)
+                              env=env, check=False)
     except subprocess.TimeoutExpired:
         return KernelCheck(python, error=f"importing torch and `sgl_kernel` in `{python}` took longer than "
                            f"{timeout:.0f} s", seconds=time.perf_counter() - t0)

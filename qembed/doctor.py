@@ -428,7 +428,7 @@ def _sglang(c: _Ctx) -> None:
 def _parser_flags(c: _Ctx, s: str, python: str) -> None:
     """The argv verdict of SGLang's own parser for the profile (as `serve` would launch it), and
     the profile settings worth a warning."""
-    from .sglang_args import build_flags, check_flags, profile_warnings
+    from .sglang_args import build_flags, check_flags, profile_warnings, verdict_source
 
     assert c.profile is not None
     try:
@@ -437,7 +437,7 @@ def _parser_flags(c: _Ctx, s: str, python: str) -> None:
         c.add(s, "flags", FAIL, exc.message, exc.hint)
     else:
         if result.ok:
-            c.add(s, "flags", PASS, f"SGLang's parser accepts {_plabel(c.profile)} ({result.seconds:.1f} s)")
+            c.add(s, "flags", PASS, f"SGLang's parser accepts {_plabel(c.profile)} ({verdict_source(result)})")
         else:
             c.add(s, "flags", FAIL, f"SGLang's parser rejects {_plabel(c.profile)}: {result.message}",
                   f"fix `extra_args` (or the key it names) in {_plabel(c.profile)}")

@@ -286,12 +286,14 @@ def launch(
            else sglang_args.build_command(profile, api_key=api_key, python=py))
     if check_port_free:
         check_port(profile.host, profile.port)
+    pending: str | None = None
     if check_flags and not reference:  # SGLang's parser has nothing to say about the reference engine
-        # The parser sees a placeholder key: no secret in that short-lived argv.
+        # The parser sees a placeholder key: no secret in that short-lived argv. A verdict cached
+        # for this target is used; with none, the server's own parser decides (no import twice).
         flags = sglang_args.build_flags(profile, api_key="x" if api_key else None)
-        sglang_args.ensure_accepted(flags, python=py, env=target_env)
+        pending = sglang_args.launch_verdict(flags, python=py, env=target_env).pending_key
     path = log_path or new_log_path(name or profile.name or "default")
-    return spawn(
+    server = spawn(
         cmd.argv,
         host=profile.host,
         port=profile.port,
@@ -305,6 +307,8 @@ def launch(
         log_max_bytes=log_max_bytes,
         log_backups=log_backups,
     )
+    server.pending_verdict = pending
+    return server
 
 
 __all__ = [

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from .diagnose import Diagnosis, diagnose
 from .errors import (
     BadReply,
+    FlagsRejected,
     LaunchError,
     NotReady,
     PortInUse,
@@ -238,6 +239,9 @@ class Server:
         self.rotator: subprocess.Popen[bytes] | None = None
         #: ``"pid 123 (nginx)"`` once another process was seen answering on our port.
         self.foreign_holder: str | None = None
+        #: the parser-verdict cache key of this argv when no verdict was known at launch
+        #: (:func:`qembed.sglang_args.launch_verdict`): stored as accepted once ready
+        self.pending_verdict: str | None = None
         #: the Prometheus port, for a server that serves metrics on its own port (smg)
         self.metrics_port: int | None = None
         #: a gateway's control-plane key (qembed.gateway.start_gateway), never a client key
@@ -323,11 +327,17 @@ class Server:
         except subprocess.TimeoutExpired:
             return None
 
-    def _exited(self, returncode: int) -> ServerExited:
+    def _exited(self, returncode: int) -> ServerExited | FlagsRejected:
         self.follower.flush()
         details, hint, diags = failure_details(
             self.tail, profile=self.profile, returncode=returncode, log_path=self.log_path
         )
+        if returncode == 2 and any(d.key == "flags_rejected" for d in diags):
+            # SGLang's own parser, first thing in the server (no pre-check ran: issue 23): the
+            # same error, and exit code, as the pre-check gives
+            first = next(d for d in diags if d.key == "flags_rejected")
+            return FlagsRejected(f"SGLang rejected the command line: {first.evidence.strip()}", hint=hint,
+                                 details=details, diagnoses=diagnoses_json(diags))
         return ServerExited(
             f"SGLang exited before it was ready ({_exit_text(returncode)}, after {self.elapsed():.0f} s)",
             returncode=returncode,
@@ -396,6 +406,11 @@ class Server:
         info = self._probe(deadline)
         self._advance("ready", on_phase)
         self.ready = info
+        if self.pending_verdict is not None:  # SGLang's parser accepted the argv: remember it
+            from .sglang_args import remember_accepted
+
+            remember_accepted(self.pending_verdict)
+            self.pending_verdict = None
         return info
 
     def _can_connect(self, timeout: float) -> bool:

@@ -27,7 +27,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -438,6 +438,8 @@ class ParserCheck:
     #: the parsed ``ServerArgs`` fields when ``ok`` (``mem_fraction_static``, ``context_length``,
     #: ``is_embedding``, ``json_model_override_args``, ...); secrets set come back as ``[...]``
     args: dict[str, object] | None = field(default=None, repr=False, compare=False)
+    #: the verdict came from :mod:`qembed.verdicts` (no SGLang import this time)
+    cached: bool = False
 
 
 def _missing_python(python: str) -> MissingDependency:
@@ -502,18 +504,105 @@ def check_many(flag_lists: Sequence[Sequence[str]], *, python: str, timeout: flo
     ]
 
 
+#: What a CLI says before the slow import, when no verdict is cached for this target (issue 23).
+PARSER_IMPORT_NOTE = ("checking the flags with SGLang's own parser (first time for this SGLang install and "
+                      "environment: it imports SGLang, 3-25 s) ...")
+
+
+def verdict_source(result: ParserCheck) -> str:
+    """How a verdict was reached, for a status line: ``cached verdict`` or ``3.2 s``."""
+    return "cached verdict" if result.cached else f"{result.seconds:.1f} s"
+
+
+def _verdict_key(flags: Sequence[str], python: str, env: Mapping[str, str]) -> str | None:
+    from . import verdicts
+
+    return verdicts.key(python, env, ["parser", *flags])
+
+
+def _cached(cache_key: str, t0: float) -> ParserCheck | None:
+    from . import verdicts
+
+    hit = verdicts.load(cache_key)
+    if hit is None or not isinstance(hit.get("ok"), bool) or not isinstance(hit.get("message"), str):
+        return None
+    args = hit.get("args")
+    return ParserCheck(ok=hit["ok"], message=hit["message"], seconds=time.perf_counter() - t0,
+                       exit_code=hit.get("exit_code") if isinstance(hit.get("exit_code"), int) else None,
+                       args=args if isinstance(args, dict) else None, cached=True)
+
+
+def _remember(cache_key: str, result: ParserCheck) -> None:
+    from . import verdicts
+
+    if not result.crashed:
+        verdicts.store(cache_key, {"ok": result.ok, "message": result.message, "exit_code": result.exit_code,
+                                   "args": result.args})
+
+
 def check_flags(flags: Sequence[str], *, python: str, timeout: float = 180.0,
-                env: Mapping[str, str] | None = None) -> ParserCheck:
+                env: Mapping[str, str] | None = None, cache: bool = True,
+                on_import: Callable[[], None] | None = None) -> ParserCheck:
     """Run one flag list through SGLang's parser (``prepare_server_args``) in ``python``.
 
-    ``seconds`` is the whole run, interpreter start and imports included (about 3 s). ``env``
+    ``seconds`` is the whole run, interpreter start and imports included (3-25 s). ``env``
     is the environment to run it in (default this process's; :func:`resolve_sglang` gives the
-    launch's).
+    launch's). With ``cache``, a verdict for the same SGLang target, installed SGLang and argv
+    comes from :mod:`qembed.verdicts` without importing SGLang (``cached=True``); ``on_import``
+    is called just before the slow import when there is no such verdict.
     """
     t0 = time.perf_counter()
-    (result,) = check_many([list(flags)], python=python, timeout=timeout, env=env)
-    return ParserCheck(ok=result.ok, message=result.message, seconds=time.perf_counter() - t0,
-                       exit_code=result.exit_code, crashed=result.crashed, args=result.args)
+    full_env = dict(os.environ if env is None else env)
+    cache_key = _verdict_key(flags, python, full_env) if cache else None
+    if cache_key is not None and (hit := _cached(cache_key, t0)) is not None:
+        return hit
+    if on_import is not None:
+        on_import()
+    (result,) = check_many([list(flags)], python=python, timeout=timeout, env=full_env)
+    result = ParserCheck(ok=result.ok, message=result.message, seconds=time.perf_counter() - t0,
+                         exit_code=result.exit_code, crashed=result.crashed, args=result.args)
+    if cache_key is not None:
+        _remember(cache_key, result)
+    return result
+
+
+@dataclass(frozen=True)
+class LaunchVerdict:
+    """What the launch knows about its argv before spawning (:func:`launch_verdict`)."""
+
+    check: ParserCheck | None  # a cached verdict, or the pre-check's
+    #: set when nothing is known yet: SGLang's own parser, first thing in the server, decides, and
+    #: the session stores its verdict under this key once the server is ready (:func:`remember_accepted`)
+    pending_key: str | None = None
+
+
+def launch_verdict(flags: Sequence[str], *, python: str, env: Mapping[str, str]) -> LaunchVerdict:
+    """The launch's parser check, without paying SGLang's import twice (issue 23).
+
+    * a cached verdict for this target, install and argv: used (a rejection raises at once);
+    * an install that can be fingerprinted but no verdict yet: no pre-check. The server's own
+      parser runs before anything loads, in the same seconds the check would take, and a rejection
+      comes back from the readiness wait as :class:`FlagsRejected`;
+    * otherwise (no SGLang there, no RECORD): the pre-check runs, and says what is wrong.
+
+    Raises:
+        FlagsRejected, MissingDependency: as :func:`ensure_accepted`.
+    """
+    t0 = time.perf_counter()
+    cache_key = _verdict_key(flags, python, env)
+    if cache_key is not None:
+        hit = _cached(cache_key, t0)
+        if hit is None:
+            return LaunchVerdict(None, pending_key=cache_key)
+        if not hit.ok:
+            raise rejected_error(flags, hit)
+        return LaunchVerdict(hit)
+    return LaunchVerdict(ensure_accepted(flags, python=python, env=env))
+
+
+def remember_accepted(cache_key: str) -> None:
+    """Store "accepted" for a launch's argv once SGLang got past its parser (it became ready)."""
+    _remember(cache_key, ParserCheck(ok=True, message="", seconds=0.0))
 
 
 def _habit_hint(message: str) -> str | None:
@@ -523,24 +612,32 @@ def _habit_hint(message: str) -> str | None:
     return None
 
 
-def ensure_accepted(flags: Sequence[str], *, python: str, env: Mapping[str, str]) -> None:
+def ensure_accepted(flags: Sequence[str], *, python: str, env: Mapping[str, str],
+                    on_import: Callable[[], None] | None = None) -> ParserCheck:
     """Fail in seconds, not after a model load, when SGLang would reject ``flags``.
+
+    ``on_import``: see :func:`check_flags` (a verdict cached for this target costs no import).
 
     Raises:
         FlagsRejected: the parser rejected or crashed on the flags (message quotes it).
         MissingDependency: no SGLang in ``python``.
     """
-    result = check_flags(flags, python=python, env=env)
+    result = check_flags(flags, python=python, env=env, on_import=on_import)
     if result.ok:
-        return
+        return result
+    raise rejected_error(flags, result)
+
+
+def rejected_error(flags: Sequence[str], result: ParserCheck) -> FlagsRejected:
+    """The one error for an argv SGLang's parser rejected (or crashed on)."""
     shown = " ".join(shlex.quote(a) for a in redact_argv(list(flags)))
     if result.crashed:
-        raise FlagsRejected(
+        return FlagsRejected(
             f"SGLang's argument parser crashed on the command line: {result.message}",
             details=[f"flags: {shown}"],
             hint="check the profile values it names; `qembed profiles show PROFILE` prints the flags",
         )
-    raise FlagsRejected(
+    return FlagsRejected(
         f"SGLang rejected the command line: {result.message}",
         details=[f"flags: {shown}"],
         hint=_habit_hint(result.message)
@@ -571,7 +668,9 @@ __all__ = [
     "ENTRY_ARGS",
     "HABIT_FLAGS",
     "MANAGED_FLAGS",
+    "PARSER_IMPORT_NOTE",
     "LaunchCommand",
+    "LaunchVerdict",
     "ParserCheck",
     "SGLangTarget",
     "build_command",
@@ -584,9 +683,13 @@ __all__ = [
     "installed_sglang_version",
     "keyed_argv",
     "keyed_entry_args",
+    "launch_verdict",
     "merge_no_proxy",
     "profile_warnings",
     "redact_argv",
+    "rejected_error",
+    "remember_accepted",
     "resolve_sglang",
     "sglang_python",
+    "verdict_source",
 ]

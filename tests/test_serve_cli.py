@@ -597,3 +597,89 @@ def test_a_closed_pipe_never_orphans_the_server(fx: Env) -> None:
     from qembed.ports import port_is_free
 
     assert port_is_free("127.0.0.1", fx.port)  # `stop` drained it: nothing is left listening
+
+
+# -- the parser verdict cache (issue 23 item 3) --------------------------------------------------
+
+
+def test_a_repeated_dry_run_or_doctor_imports_no_sglang(fx: Env, tmp_path: Path) -> None:
+    """The second `serve --dry-run` / `doctor` for the same SGLang target, install and argv spawns
+    no parser (the fake counts its parses); a change to the environment that affects imports,
+    to the installed SGLang's RECORD, or to the argv checks again."""
+    import shutil
+
+    site = tmp_path / "site"  # a private copy of the fake SGLang: its RECORD can change
+    shutil.copytree(harness.FAKE_SITE, site, ignore=shutil.ignore_patterns("__pycache__"))
+    record = site / "sglang-0.5.23.dist-info" / "RECORD"
+    record.write_text("sglang/__init__.py,,\n")  # the repo's fake has an empty RECORD: never cached
+    py = str(site / "python")
+    parses = tmp_path / "parses.log"
+    env = fx.with_(FAKE_SGLANG_PARSE_LOG=str(parses))
+
+    def count() -> int:
+        return len(parses.read_text().splitlines()) if parses.exists() else 0
+
+    def dry(*extra: str, environ: dict[str, str] = env) -> str:
+        r = harness.run_qembed(["serve", "-p", "a100", "--python", py, "--port", str(fx.port),
+                                "--dry-run", *extra], environ)
+        assert r.returncode == 0, r.stderr
+        return r.stderr
+
+    first = dry()
+    assert count() == 1 and "first time for this SGLang install" in first
+    again = dry()
+    assert count() == 1, "the second dry run imported SGLang's parser again"
+    assert "cached verdict" in again and "first time" not in again
+    doc = harness.run_qembed(["doctor", "-p", "a100", "--python", py, "--port", str(fx.port), "--json"], env)
+    flags = [r for r in json.loads(doc.stdout)["checks"] if r["name"] == "flags"]
+    assert flags and "cached verdict" in flags[0]["found"] and count() == 1
+    dry("--set", "chunked_prefill_size=2048")  # another argv
+    assert count() == 2
+    extra_path = tmp_path / "more"
+    extra_path.mkdir()
+    dry(environ={**env, "PYTHONPATH": f"{env['PYTHONPATH']}{os.pathsep}{extra_path}"})  # another import path
+    assert count() == 3
+    record.write_text(record.read_text() + "sglang/new_file.py,,\n")  # another SGLang install
+    dry()
+    assert count() == 4
+    dry()
+    assert count() == 4
+
+
+def _fingerprinted_site(tmp_path: Path) -> str:
+    """A private copy of the fake SGLang whose RECORD is not empty (the repo's is: never cached)."""
+    import shutil
+
+    site = tmp_path / "site"
+    shutil.copytree(harness.FAKE_SITE, site, ignore=shutil.ignore_patterns("__pycache__"))
+    (site / "sglang-0.5.23.dist-info" / "RECORD").write_text("sglang/__init__.py,,\n")
+    return str(site / "python")
+
+
+def test_serve_pays_the_parser_import_once(fx: Env, tmp_path: Path) -> None:
+    """With no verdict cached, `serve` runs no separate parser check: the server's own parser
+    decides (one import, not two), and its acceptance is remembered once ready, so the next dry
+    run imports nothing. A flag the server's parser rejects is still exit 2 with its message, and
+    nothing is left running."""
+    py = _fingerprinted_site(tmp_path)
+    parses = tmp_path / "parses.log"
+    env = fx.with_(FAKE_SGLANG_PARSE_LOG=str(parses))
+
+    def count() -> int:
+        return len(parses.read_text().splitlines()) if parses.exists() else 0
+
+    base = ["serve", "-p", "a100", "--python", py, "--port", str(fx.port)]
+    up = harness.run_qembed([*base, "--detach", "--name", "once"], env)
+    assert up.returncode == 0, up.stderr
+    fx.pids()
+    assert count() == 1, "serve imported SGLang's parser twice (a pre-check and the server)"
+    assert harness.run_qembed(["stop", "once"], env).returncode == 0
+    dry = harness.run_qembed([*base, "--dry-run"], env)
+    assert dry.returncode == 0 and "cached verdict" in dry.stderr, dry.stderr
+    assert count() == 1
+
+    bad = harness.run_qembed([*base, "--set", 'extra_args=["--no-such-flag"]'], env)
+    fx.pids()
+    assert bad.returncode == ExitCode.USAGE, bad.stderr
+    assert "unrecognized arguments: --no-such-flag" in bad.stderr
+    harness.assert_gone(fx.spawned)

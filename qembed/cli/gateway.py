@@ -230,17 +230,18 @@ def dry_run_group(prof: Profile, *, api_key: str | None, python: str, as_json: b
             output.data(f"  {c.display()}")
         output.data("gateway:")
         output.data(f"  smg {shlex.join(smg)}" + ("   (API key from the environment)" if api_key else ""))
-        output.status("checking the flags with SGLang's own parser ...")
     py, target_env = sglang_args.resolve_sglang(reps[0], python)
-    sglang_args.ensure_accepted(sglang_args.build_flags(reps[0], api_key="x" if api_key else None),
-                                python=py, env=target_env)
+    verdict = sglang_args.ensure_accepted(
+        sglang_args.build_flags(reps[0], api_key="x" if api_key else None), python=py, env=target_env,
+        on_import=None if as_json else lambda: output.status(sglang_args.PARSER_IMPORT_NOTE))
     if as_json:
         output.print_json({"replicas": [{"gpu_ids": p.gpu_ids, "port": p.port, "argv": c.redacted_argv(),
                                          "env": c.redacted_env()} for p, c in zip(reps, cmds, strict=True)],
                            "gateway": {"argv": ["smg", *smg], "smg_installed": gateway.smg_available()},
                            "parser_check": "ok"})
     else:
-        output.status("SGLang's parser accepts these flags (dry run: nothing started)")
+        output.status(f"SGLang's parser accepts these flags ({sglang_args.verdict_source(verdict)}; "
+                      "dry run: nothing started)")
 
 
 __all__ = ["dry_run_group", "gateway_cmd", "serve_group"]

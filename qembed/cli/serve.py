@@ -272,12 +272,13 @@ def _dry_run(resolved: ResolvedProfile, *, api_key: str | None, python: str, as_
         # starts, and so does its dry run (exit 2, or 3); the plan still goes to stdout with --json
         report("skipped")
         cpu_plan.require()
-    if not as_json:
-        output.status("checking the flags with SGLang's own parser ...")
-    sglang_args.ensure_accepted(flags, python=python, env=env)
+    verdict = sglang_args.ensure_accepted(
+        flags, python=python, env=env,
+        on_import=None if as_json else lambda: output.status(sglang_args.PARSER_IMPORT_NOTE))
     report("ok")
     if not as_json:
-        output.status("SGLang's parser accepts these flags (dry run: nothing started)")
+        output.status(f"SGLang's parser accepts these flags ({sglang_args.verdict_source(verdict)}; "
+                      "dry run: nothing started)")
 
 
 def shlex_join(argv: list[str]) -> str:
