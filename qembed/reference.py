@@ -10,8 +10,8 @@ serves. It is sentence-transformers loading the model directory as the model car
   own ``truncate_dim`` does *not* renormalise, so it is not used.
 
 fp32 by default, on CPU or a GPU. For diagnosis, :meth:`ReferenceEngine.embed_ids` runs one
-token sequence at a time without padding (as a server does) with last-token or mean pooling,
-in fp32, fp16 or bf16.
+token sequence at a time without padding (as a server does) with last-token, mean or
+first-token pooling, in fp32, fp16 or bf16.
 
 Needs the ``verify`` extra (``pip install 'qembed[verify]'``: sentence-transformers, which
 pulls torch and transformers). Nothing heavy is imported at module level.
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "Qwen/Qwen3-Embedding-0.6B"
 INSTALL_HINT = "install the reference engine: `pip install 'qembed[verify]'` (sentence-transformers, torch)"
 
-Pooling = Literal["last", "mean"]
+Pooling = Literal["last", "mean", "first"]
 Precision = Literal["float32", "float16", "bfloat16"]
 
 
@@ -184,7 +184,7 @@ class ReferenceEngine:
             model = self._model_in(precision)
             x = torch.tensor([list(ids)], dtype=torch.long, device=model.device)
             hidden = model(input_ids=x).last_hidden_state[0]
-            pooled = hidden.mean(dim=0) if pooling == "mean" else hidden[-1]
+            pooled = hidden.mean(dim=0) if pooling == "mean" else hidden[0] if pooling == "first" else hidden[-1]
             vec = F.normalize(pooled.float(), p=2, dim=0)
             result: npt.NDArray[np.float32] = vec.cpu().numpy().astype(np.float32)
         return result

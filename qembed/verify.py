@@ -7,14 +7,19 @@ last-token pooling, normalisation, truncate then renormalise). Per text and over
 the cosine to the reference, the norm, and top-k retrieval agreement, at full size and at a few
 Matryoshka sizes. The verdict uses a documented tolerance (:data:`TOLERANCES`, docs/verify.md).
 
-When texts fail, the reference is recomputed under each known mistake (:data:`HYPOTHESES`: no
-EOS, mean pooling, no or wrong instruction format, newlines replaced, float16, truncation without
-renormalisation, no normalisation) and the report says which one reproduces the server's vectors,
-with the fix.
+When texts fail, every known mistake is judged on its own at every size (:func:`diagnose`): text
+mistakes (:data:`HYPOTHESES`: no EOS, mean or first-token pooling, a BOS added, whitespace
+stripped, a silent token limit, no or wrong instruction format, newlines replaced, float16) by
+recomputing the reference under them; lengths and the server's own truncation
+(:data:`NORM_HYPOTHESES`) from its vectors. The report names the one that reproduces the server,
+or several that together do, each explaining its part of the texts, with the fix; otherwise it
+says which texts differ and what they share.
 
 It works against any OpenAI-compatible embedding server (SGLang, vLLM, TEI, Infinity, a
-gateway): where ``dimensions`` is refused, the client truncates and renormalises itself and the
-report says so (the server's own truncation then cannot be checked).
+gateway). The server's own ``dimensions`` is judged with the client's fallback off: a refusal is
+reported "not supported (the client truncates)" and does not fail; a wrong length or norm fails
+and is named. A check that cannot complete (5xx, broken connection, timeout) raises
+:class:`~qembed.errors.CheckIncomplete` (exit 8), not a verdict.
 """
 
 from __future__ import annotations
@@ -26,14 +31,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import ConfigError, QembedError
+from .errors import (
+    CheckIncomplete,
+    ConfigError,
+    DimensionsRefused,
+    QembedError,
+    ServerError,
+    ServerUnreachable,
+)
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
     from .client import Client
-    from .reference import ReferenceEngine
+    from .reference import Pooling, Precision, ReferenceEngine
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +185,22 @@ HYPOTHESES: tuple[Hypothesis, ...] = (
                "pool the last token: sentence-transformers `1_Pooling/config.json` "
                "pooling_mode_lasttoken; vLLM: no `--pooler-config` override (its embed default is LAST "
                "+ normalise); TEI `--pooling last-token`; SGLang pools the last token for Qwen3-Embedding"),
+    Hypothesis("first-token-pooling", "first-token (CLS) pooling instead of last-token pooling",
+               "pool the last token (TEI `--pooling last-token`, not `cls`; vLLM: no `--pooler-config` "
+               "override; sentence-transformers pooling_mode_lasttoken)"),
+    Hypothesis("bos-added", "a BOS token is put before the text",
+               "add no BOS: Qwen3 has none (tokenizer_config.json `bos_token: null`); GGUF conversions "
+               "with `add_bos_token` (llama.cpp, Ollama) put `<|endoftext|>` first: turn it off in the "
+               "model's metadata or use the Hugging Face model"),
+    Hypothesis("whitespace-stripped", "leading and trailing whitespace is stripped from every input",
+               "send the text unchanged; Infinity 0.0.78 strips every input (its pydantic input type has "
+               "`strip_whitespace`, and a whitespace-only input becomes \"\" and is embedded without an "
+               "error) with no setting to turn it off: serve with SGLang or vLLM, or strip the texts "
+               "yourself for every server"),
+    Hypothesis("token-limit", "long inputs are cut silently at a token limit below the context length",
+               "raise the runtime's input limit to the model's context length (sentence-transformers "
+               "`max_seq_length`, TEI `--max-input-length` and no `--auto-truncate`, vLLM "
+               "`--max-model-len`), or split long texts into passages yourself"),
     Hypothesis("no-instruction", "queries are sent without the instruction",
                "send queries as `Instruct: {task}\\nQuery:{text}`: qembed's `embed_queries` / "
                "`qembed embed --query`, or `qembed.format_query(text)`"),
@@ -189,15 +217,26 @@ HYPOTHESES: tuple[Hypothesis, ...] = (
                "run in bfloat16 or float32 (profile key `dtype`; SGLang `--dtype`); pre-Ampere "
                "GPUs (sm < 80) have no bfloat16 and fall back to float16"),
 )
+#: `dimensions` fix: what qembed's client does when a server gets it wrong (docs/client.md)
+_CLIENT_TRUNCATES = ("leave `dimensions` to qembed's client: it sees the wrong reply, says so once and truncates "
+                     "and renormalises itself (`dimensions=`, `qembed embed --dimensions`)")
 NORM_HYPOTHESES: tuple[Hypothesis, ...] = (
-    Hypothesis("not-renormalised", "Matryoshka truncation without renormalisation",
-               "L2-normalise after truncating (SGLang does with `--json-model-override-args "
-               "'{\"is_matryoshka\": true}'`, qembed profile key `matryoshka: true`); or leave "
-               "`dimensions` to qembed's client, which truncates then renormalises"),
+    Hypothesis("not-renormalised", "Matryoshka truncation without renormalisation (truncates without "
+               "renormalising)",
+               f"{_CLIENT_TRUNCATES}; or make the server renormalise after truncating (SGLang "
+               "`--json-model-override-args '{\"is_matryoshka\": true}'`, qembed profile key "
+               "`matryoshka: true`; Infinity 0.0.78 cannot)"),
     Hypothesis("not-normalised", "the vectors are not L2-normalised",
                "normalise the pooled vector (sentence-transformers Normalize module; vLLM/TEI "
                "normalise by default)"),
+    Hypothesis("wrong-length", "the server answers `dimensions` with vectors of another length",
+               _CLIENT_TRUNCATES),
+    Hypothesis("wrong-truncation", "the vectors at `dimensions` are not the server's own full vectors truncated",
+               _CLIENT_TRUNCATES),
 )
+#: token limits runtimes cut at silently (sentence-transformers / TEI / Infinity defaults, and the
+#: usual powers of two); the one that reproduces the server is named
+TOKEN_LIMITS = (512, 1024, 2048, 4096, 8192)
 
 # -- the report --------------------------------------------------------------------------------
 
@@ -223,6 +262,7 @@ class DimResult:
     top1: float = float("nan")  # share of retrieval queries whose best document is the same
     topk: float = float("nan")  # mean overlap of the top-k documents
     problems: list[str] = field(default_factory=list)
+    note: str = ""  #: e.g. "not supported (the client truncates): ..." when the server refused `dimensions`
 
     @property
     def ok(self) -> bool:
@@ -247,15 +287,23 @@ class DimResult:
 
 @dataclass
 class Diagnosis:
-    """One hypothesis, tried: ``reproduces`` when the reference under it equals the server."""
+    """One hypothesis, tried on its own at every size.
+
+    ``consistent``: every text it changes matches the server under it (at full size; at each
+    Matryoshka size whose truncation is the server's own full vectors truncated). ``explains``:
+    the failures it accounts for (``id@dims``, `` (norm)`` for a length). ``reproduces``: it is
+    the cause, alone, or together with the other reproducing ones when each explains its part.
+    """
 
     name: str
     title: str
     fix: str
     reproduces: bool
-    min_cos: float  # server vs the reference under this mistake, over all texts
+    min_cos: float  # server vs the reference under this mistake, over all texts (full size)
     median_cos: float
     changed: int  # texts whose input this mistake changes
+    consistent: bool = False
+    explains: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -266,6 +314,8 @@ class VerifyReport:
     tolerance: Tolerance
     results: list[DimResult]
     diagnosis: list[Diagnosis] = field(default_factory=list)
+    unexplained: list[str] = field(default_factory=list)  #: failures no known mistake explains (``id@dims``)
+    shared: list[str] = field(default_factory=list)  #: what the unexplained texts have in common
     seconds: float = 0.0
 
     @property
@@ -280,7 +330,8 @@ class VerifyReport:
         return {"ok": self.ok, "url": self.url, "model": self.model, "served_model": self.served_model,
                 "tolerance": asdict(self.tolerance), "seconds": round(self.seconds, 2),
                 "results": [r.to_json() for r in self.results],
-                "diagnosis": [asdict(d) for d in self.diagnosis]}
+                "diagnosis": [asdict(d) for d in self.diagnosis],
+                "unexplained": self.unexplained, "shared": self.shared}
 
 
 # -- running it --------------------------------------------------------------------------------
@@ -408,6 +459,8 @@ def _compare(texts: Sequence[Text], tokens: Sequence[int], server: npt.NDArray[n
     result = DimResult(dimensions=dimensions, truncation=truncation)
     if server.shape != ref.shape:
         result.problems.append(
+            f"the server sends {server.shape[1]} values per vector for `dimensions: {dimensions}`"
+            if truncation == "server" else
             f"the server's vectors have {server.shape[1]} values, the reference's {ref.shape[1]}: "
             "is the server serving another model?")
         return result
@@ -424,91 +477,271 @@ def _compare(texts: Sequence[Text], tokens: Sequence[int], server: npt.NDArray[n
 
 # -- diagnosis ---------------------------------------------------------------------------------
 
-
-def _hypothesis_input(name: str, engine: ReferenceEngine, t: Text) -> tuple[str, bool]:
-    """The text a server making mistake ``name`` would tokenize, and whether that differs."""
-    prompt = _prompt(engine, t)
-    right = prompt + t.text
-    if name == "no-instruction":
-        return (t.text, True) if t.kind == "query" else (right, False)
-    if name == "space-after-query":
-        if t.kind == "query" and prompt.endswith("Query:"):
-            return prompt + " " + t.text, True
-        return right, False
-    if name == "space-before-query":
-        if t.kind == "query" and prompt.endswith("\nQuery:"):
-            return prompt[: -len("\nQuery:")] + " Query:" + t.text, True
-        return right, False
-    if name == "instruction-on-documents":
-        if t.kind == "document":
-            return _prompt(engine, Text(t.id, "query", "", "retrieval")) + t.text, True
-        return right, False
-    if name == "newlines-replaced":
-        return right.replace("\n", " "), "\n" in right
-    return right, name in ("no-eos", "mean-pooling", "float16")
+#: one failure: (text id or "*" for a whole size, dimensions, "direction" | "norm" | "size")
+_Key = tuple[str, int, str]
+_Mistake = tuple[list[int], "Pooling", "Precision"]
 
 
-def diagnose(engine: ReferenceEngine, texts: Sequence[Text], server: npt.NDArray[np.float32],
-             ref: npt.NDArray[np.float32], tol: Tolerance) -> list[Diagnosis]:
-    """Recompute the reference under each known mistake; which one gives the server's vectors?
+def _key_text(key: _Key) -> str:
+    tid, dims, aspect = key
+    return f"{tid}@{dims}" + {"direction": "", "norm": " (norm)", "size": " (the whole size)"}[aspect]
 
-    A hypothesis *reproduces* the server when every text is within the tolerance of the
-    reference computed with that mistake, and the mistake itself is outside the tolerance of
-    the correct vectors (else it cannot be told apart: float16 on a small model).
-    """
-    import numpy as np
 
-    from .reference import Pooling, Precision
-
-    out: list[Diagnosis] = []
-    if server.shape != ref.shape or not np.all(np.isfinite(server)):
-        return out
-    for h in HYPOTHESES:
-        rows = []
-        changed = 0
-        for i, t in enumerate(texts):
-            text, differs = _hypothesis_input(h.name, engine, t)
-            if not differs:
-                rows.append(ref[i])
-                continue
-            changed += 1
-            ids = engine.token_ids(text, add_special_tokens=h.name != "no-eos")
-            pooling: Pooling = "mean" if h.name == "mean-pooling" else "last"
-            precision: Precision = "float16" if h.name == "float16" else "float32"
-            rows.append(engine.embed_ids(ids, pooling=pooling, precision=precision))
-        if not changed:
-            continue
-        expected = np.stack(rows).astype(np.float32)
-        cos, _ = _cos_norm(server, expected)
-        distinct, _ = _cos_norm(expected, ref)
-        reproduces = min(cos) >= 1.0 - tol.cos and min(distinct) < 1.0 - tol.cos
-        out.append(Diagnosis(h.name, h.title, h.fix, reproduces, min(cos), statistics.median(cos), changed))
-    out.sort(key=lambda d: (not d.reproduces, -d.min_cos))
+def _failures(result: DimResult, tol: Tolerance) -> set[_Key]:
+    if not result.texts:
+        return {("*", result.dimensions, "size")} if result.problems else set()
+    out: set[_Key] = set()
+    for t in result.texts:
+        if not (math.isfinite(t.cos) and t.cos >= 1.0 - tol.cos):
+            out.add((t.id, result.dimensions, "direction"))
+        if not abs(t.norm - 1.0) <= tol.norm:
+            out.add((t.id, result.dimensions, "norm"))
     return out
 
 
-def _diagnose_truncated(full_ref: npt.NDArray[np.float32], result: DimResult, tol: Tolerance) -> list[Diagnosis]:
-    """At ``dimensions`` d: do the norms equal ||ref[:d]|| (truncated, not renormalised)?"""
+def _bos_id(engine: ReferenceEngine) -> int:
+    """The BOS a runtime would add: the tokenizer's own, else the token its post-processor
+    appends (`<|endoftext|>`, what GGUF conversions of Qwen use as BOS)."""
+    bos = getattr(engine.tokenizer, "bos_token_id", None)
+    if isinstance(bos, int):
+        return bos
+    tail = engine.token_ids("")
+    return tail[-1] if tail else int(engine.tokenizer.eos_token_id)
+
+
+def _hypothesis_input(name: str, engine: ReferenceEngine, t: Text, limit: int | None = None) -> _Mistake | None:
+    """What a server making mistake ``name`` would run for ``t``: token ids, pooling, precision;
+    ``None`` when the mistake does not change this text."""
+    prompt = _prompt(engine, t)
+    right = prompt + t.text
+    text: str | None = None
+    if name == "no-instruction" and t.kind == "query":
+        text = t.text
+    elif name == "space-after-query" and t.kind == "query" and prompt.endswith("Query:"):
+        text = prompt + " " + t.text
+    elif name == "space-before-query" and t.kind == "query" and prompt.endswith("\nQuery:"):
+        text = prompt[: -len("\nQuery:")] + " Query:" + t.text
+    elif name == "instruction-on-documents" and t.kind == "document":
+        text = _prompt(engine, Text(t.id, "query", "", "retrieval")) + t.text
+    elif name == "newlines-replaced" and "\n" in right:
+        text = right.replace("\n", " ")
+    elif name == "whitespace-stripped" and right.strip() != right:
+        text = right.strip()  # what Infinity embeds: the string the client sent, stripped
+    if text is not None:
+        return engine.token_ids(text), "last", "float32"
+    if name == "no-eos":
+        return engine.token_ids(right, add_special_tokens=False), "last", "float32"
+    if name == "bos-added":
+        return [_bos_id(engine), *engine.token_ids(right)], "last", "float32"
+    if name == "token-limit" and limit is not None:
+        ids = engine.token_ids(right)
+        # tokenizers truncate before the post-processor: the first limit-1 tokens, then the EOS
+        return ([*ids[: limit - 1], ids[-1]], "last", "float32") if len(ids) > limit else None
+    if name in ("mean-pooling", "first-token-pooling"):
+        return engine.token_ids(right), "mean" if name == "mean-pooling" else "first", "float32"
+    if name == "float16":
+        return engine.token_ids(right), "last", "float16"
+    return None
+
+
+@dataclass
+class _Tried:
+    diagnosis: Diagnosis
+    explains: set[_Key]
+
+
+def _text_hypotheses(engine: ReferenceEngine, texts: Sequence[Text], server: dict[int, npt.NDArray[np.float32]],
+                     ref_full: npt.NDArray[np.float32], tol: Tolerance, failing: set[_Key],
+                     broken: set[int]) -> list[_Tried]:
+    """Each text-level mistake, recomputed with the reference engine, judged on its own at every
+    size the server answered (``broken``: sizes whose truncation is not the server's own full
+    vectors truncated, where no text mistake can be judged)."""
     import numpy as np
 
-    d = result.dimensions
-    expected = np.linalg.norm(full_ref[:, :d].astype(np.float64), axis=1)
-    got = np.array([t.norm for t in result.texts])
-    cos_fine = all(t.cos >= 1.0 - tol.cos for t in result.texts)
-    err = np.abs(got - expected) / np.maximum(expected, 1e-12)
-    reproduces = bool(cos_fine and float(np.max(err)) <= max(tol.norm, 1e-3)
-                      and float(np.max(np.abs(expected - 1.0))) > tol.norm)
-    h = NORM_HYPOTHESES[0]
-    return [Diagnosis(f"{h.name}@{d}", h.title, h.fix, reproduces, result.min_cos, result.median_cos,
-                      len(result.texts))]
+    from .vectors import truncate
+
+    full = int(ref_full.shape[1])
+    tried: list[_Tried] = []
+    for h in HYPOTHESES:
+        limits: Sequence[int | None] = ([n for n in TOKEN_LIMITS if n < engine.context_length]
+                                        if h.name == "token-limit" else [None])
+        best: _Tried | None = None
+        for limit in limits:
+            rows = ref_full.copy()
+            changed: list[int] = []
+            for i, t in enumerate(texts):
+                mistake = _hypothesis_input(h.name, engine, t, limit)
+                if mistake is None:
+                    continue
+                ids, pooling, precision = mistake
+                rows[i] = engine.embed_ids(ids, pooling=pooling, precision=precision)
+                changed.append(i)
+            if not changed:
+                continue
+            consistent, explains = True, set()
+            cos_full: list[float] = []
+            for d, vecs in server.items():
+                if d in broken:
+                    continue
+                expected = rows if d == full else truncate(rows, d)
+                reference = ref_full if d == full else truncate(ref_full, d)
+                cos, _ = _cos_norm(vecs, expected)
+                distinct, _ = _cos_norm(expected, reference)
+                if d == full:
+                    cos_full = cos
+                if not all(cos[i] >= 1.0 - tol.cos for i in changed):
+                    consistent = False
+                    break
+                explains |= {(texts[i].id, d, "direction") for i in changed if distinct[i] < 1.0 - tol.cos}
+            explains &= failing
+            title = h.title if limit is None else f"long inputs are cut silently at {limit} tokens (below the context length)"
+            cos_all = cos_full or [float("nan")]
+            d_ = Diagnosis(h.name, title, h.fix, False, float(np.min(cos_all)), statistics.median(cos_all),
+                           len(changed), consistent, [])
+            one = _Tried(d_, explains if consistent else set())
+            if best is None or (len(one.explains), one.diagnosis.min_cos) > (len(best.explains), best.diagnosis.min_cos):
+                best = one
+        if best is not None:
+            tried.append(best)
+    return tried
 
 
-def _full_norm_diagnosis(result: DimResult, tol: Tolerance) -> list[Diagnosis]:
-    cos_fine = all(t.cos >= 1.0 - tol.cos for t in result.texts)
-    norm_off = result.max_norm_err > tol.norm
-    h = NORM_HYPOTHESES[1]
-    return [Diagnosis(h.name, h.title, h.fix, cos_fine and norm_off, result.min_cos, result.median_cos,
-                      len(result.texts))]
+def _size_hypotheses(results: Sequence[DimResult], server: dict[int, npt.NDArray[np.float32]],
+                     ref_full: npt.NDArray[np.float32], tol: Tolerance, failing: set[_Key]) -> tuple[list[_Tried], set[int]]:
+    """The vector lengths and the server's own `dimensions`: not normalised at full size; at each
+    size the server truncated, a wrong length, a truncation that is not its own full vectors cut,
+    or no renormalisation (norm = ||its full vector[:d]||). Also returns the broken sizes."""
+    import numpy as np
+
+    full = int(ref_full.shape[1])
+    own = server.get(full)
+    tried: list[_Tried] = []
+    broken: set[int] = set()
+    h_renorm, h_norm, h_length, h_cut = NORM_HYPOTHESES
+    for r in results:
+        d = r.dimensions
+        if r.truncation == "server" and r.problems and not r.texts:
+            tried.append(_Tried(Diagnosis(f"{h_length.name}@{d}", h_length.title, h_length.fix, False, float("nan"),
+                                          float("nan"), 0, True, []), {("*", d, "size")} & failing))
+            continue
+        if not r.texts:
+            continue
+        norm_failing = {(t.id, d, "norm") for t in r.texts} & failing
+        if r.truncation == "none":
+            if norm_failing:
+                off = all(abs(t.norm - 1.0) > tol.norm for t in r.texts)
+                tried.append(_Tried(Diagnosis(h_norm.name, h_norm.title, h_norm.fix, False, r.min_cos, r.median_cos,
+                                              len(r.texts), off, []), norm_failing if off else set()))
+            continue
+        if r.truncation != "server" or d not in server:
+            continue
+        base = own if own is not None else ref_full
+        if own is not None:
+            cos, _ = _cos_norm(server[d], own[:, :d])
+            off_cut = [i for i, c in enumerate(cos) if not c >= 1.0 - tol.cos]
+            if off_cut:
+                broken.add(d)
+                ids = {r.texts[i].id for i in off_cut}
+                explains = {k for k in failing if k[1] == d and k[0] in ids and k[2] == "direction"}
+                tried.append(_Tried(Diagnosis(f"{h_cut.name}@{d}", h_cut.title, h_cut.fix, False, min(cos),
+                                              statistics.median(cos), len(off_cut), True, []), explains))
+        if norm_failing:
+            expected = np.linalg.norm(base[:, :d].astype(np.float64), axis=1)
+            got = np.array([t.norm for t in r.texts])
+            err = np.abs(got - expected) / np.maximum(expected, 1e-12)
+            ok = bool(float(np.max(err)) <= max(tol.norm, 1e-3) and float(np.max(np.abs(expected - 1.0))) > tol.norm)
+            tried.append(_Tried(Diagnosis(f"{h_renorm.name}@{d}", h_renorm.title, h_renorm.fix, False, r.min_cos,
+                                          r.median_cos, len(r.texts), ok, []), norm_failing if ok else set()))
+    return tried, broken
+
+
+_SCRIPTS = (("Chinese/Japanese kanji", "[\u4e00-\u9fff]"), ("Japanese kana", "[\u3040-\u30ff]"),
+            ("Korean", "[\uac00-\ud7af]"), ("Arabic", "[\u0600-\u06ff]"), ("Cyrillic", "[\u0400-\u04ff]"))
+
+
+def _traits(t: Text, tokens: int) -> list[str]:
+    import re
+
+    out = []
+    if t.text != t.text.strip():
+        out.append("whitespace at the ends")
+    if "\n" in t.text or "\r" in t.text:
+        out.append("newlines")
+    if "\t" in t.text:
+        out.append("tabs")
+    if tokens > TOKEN_LIMITS[0]:
+        out.append(f"longer than {TOKEN_LIMITS[0]} tokens")
+    elif tokens <= 16:
+        out.append("16 tokens or fewer")
+    out.extend(f"{name} script" for name, pattern in _SCRIPTS if re.search(pattern, t.text))
+    out.append("ASCII only" if t.text.isascii() else "non-ASCII characters")
+    out.append("queries" if t.kind == "query" else "documents")
+    return out
+
+
+def describe(texts: Sequence[Text], tokens: Sequence[int], ids: set[str]) -> list[str]:
+    """What the texts ``ids`` have in common (whitespace at the ends, length, script, newlines,
+    kind), each with how common it is in the whole set; the most common traits when nothing is
+    shared by all."""
+    idx = [i for i, t in enumerate(texts) if t.id in ids]
+    if not idx:
+        return []
+    traits = [_traits(t, n) for t, n in zip(texts, tokens, strict=True)]
+    counts: dict[str, int] = {}
+    for i in idx:
+        for tr in traits[i]:
+            counts[tr] = counts.get(tr, 0) + 1
+    total = {tr: sum(tr in ts for ts in traits) for tr in counts}
+    shared = [tr for tr, c in counts.items() if c == len(idx)]
+    # a trait every text has says nothing
+    telling = [tr for tr in shared if total[tr] < len(texts)]
+    if telling:
+        return [f"{tr}: all {len(idx)} of them ({total[tr]} of the {len(texts)} texts have it)" for tr in telling]
+    common = sorted(counts.items(), key=lambda kv: (-kv[1] / max(total[kv[0]], 1), -kv[1]))[:3]
+    return ["nothing shared by all of them; most telling: "
+            + "; ".join(f"{tr} ({c} of them, {total[tr]} of the {len(texts)} texts)" for tr, c in common)]
+
+
+def diagnose(engine: ReferenceEngine, texts: Sequence[Text], tokens: Sequence[int], results: Sequence[DimResult],
+             server: dict[int, npt.NDArray[np.float32]], ref_full: npt.NDArray[np.float32],
+             tol: Tolerance) -> tuple[list[Diagnosis], list[str], list[str]]:
+    """Judge every known mistake on its own at every size; which ones explain the failures?
+
+    ``server`` maps each size whose vectors can be compared (right shape, finite) to them.
+    Text mistakes are recomputed with the reference engine (:data:`HYPOTHESES`); lengths and
+    the server's own truncation are judged from the server's vectors (:data:`NORM_HYPOTHESES`).
+    A mistake *explains* a failing text at a size when the text is within the tolerance of the
+    reference computed with that mistake, the mistake moves that text outside the tolerance of
+    the correct vector (else it cannot be told apart: float16 on a small model), and it is
+    *consistent* (every text it changes matches the server under it). One that explains every
+    failure alone reproduces the server; else those that together explain them all do.
+
+    Returns the diagnoses (reproducing first), the failures none explains, and what the texts
+    of those have in common (:func:`describe`).
+    """
+    failing: set[_Key] = set().union(*(_failures(r, tol) for r in results))
+    sizes, broken = _size_hypotheses(results, server, ref_full, tol, failing)
+    # text mistakes move directions: with none failing, recomputing them would only cost time
+    directions = any(k[2] == "direction" for k in failing)
+    texts_tried = _text_hypotheses(engine, texts, server, ref_full, tol, failing, broken) if directions else []
+    tried = [*texts_tried, *sizes]
+    alone = [t for t in tried if t.explains and t.explains >= failing]
+    covered: set[_Key] = set().union(*(t.explains for t in tried))
+    chosen = alone or ([t for t in tried if t.explains] if covered >= failing else [])
+    for t in tried:
+        t.diagnosis.explains = sorted(_key_text(k) for k in t.explains)
+        t.diagnosis.reproduces = any(t is c for c in chosen)
+    left = failing - covered
+    out = [t.diagnosis for t in tried]
+    out.sort(key=lambda d: (not d.reproduces, -len(d.explains), -(d.min_cos if d.min_cos == d.min_cos else -1)))
+    ids = {k[0] for k in left if k[0] != "*"}
+    return out, sorted(_key_text(k) for k in left), describe(texts, tokens, ids)
+
+
+def _incomplete(exc: QembedError) -> CheckIncomplete:
+    return CheckIncomplete(f"could not complete the check: {exc.message}",
+                           hint=exc.hint or "see the server's log, and run `qembed verify` again",
+                           details=exc.details)
 
 
 def verify(
@@ -531,7 +764,10 @@ def verify(
         model: the reference model (HF id or directory); default: what the server reports in
             ``/v1/models`` (its model path or id).
         dimensions: Matryoshka sizes to check besides the full size; default
-            :data:`DEFAULT_DIMENSIONS` below the full size; ``[]`` = full size only.
+            :data:`DEFAULT_DIMENSIONS` below the full size; ``[]`` = full size only. The
+            server's own ``dimensions`` is judged (the client's fallback is off): a refusal is
+            reported "not supported (the client truncates)" and does not fail; a wrong length
+            or norm fails and is named.
         precision: the tolerance (:data:`TOLERANCES`); ``auto`` = fp32 for qembed's reference
             server, bf16 for anything else (a GPU server).
         api_key: default ``QEMBED_API_KEY``.
@@ -540,9 +776,14 @@ def verify(
         texts: the text set (default :data:`TEXTS`).
 
     Raises:
-        ServerUnreachable, ServerError, MissingDependency, ConfigError.
+        ServerUnreachable: nothing answers at the URL (exit 7).
+        CheckIncomplete: the check could not complete: a 5xx or invalid reply, a connection lost,
+            a timeout (exit 8).
+        MissingDependency, ConfigError.
     """
     import time
+
+    import numpy as np
 
     from .client import Client
     from .reference import ReferenceEngine
@@ -551,49 +792,71 @@ def verify(
     say = progress or (lambda _msg: None)
     texts = TEXTS if texts is None else texts
     started = time.monotonic()
-    # expect_unit=False: a server that does not normalise is one of the mistakes verify names
-    with Client(url, api_key=api_key, max_retries=2, expect_unit=False) as client:
-        info = client.server_info()
-        details = _server_details(client.base_url, client.api_key)
-        served = info.model
-        if precision == "auto":
-            precision = "fp32" if details.get("owned_by") == REFERENCE_OWNER else "bf16"
-        tol = TOLERANCES[precision]
-        ref_model = model or (engine.model_name if engine else None) or details.get("root") or served
-        if not ref_model:
-            raise ConfigError("the server does not say which model it serves",
-                              hint="pass the model with `--model` (HF id or local directory)")
-        if engine is None:
-            say(f"loading the reference model {ref_model} ({device}, float32) ...")
-            engine = ReferenceEngine(str(ref_model), device=device)
-        full = engine.dim
-        dims = [d for d in DEFAULT_DIMENSIONS if d < full] if dimensions is None else list(dimensions)
-        for d in dims:
-            check_dimensions(d, full)
-        say(f"embedding {len(texts)} texts through {client.base_url} ...")
-        server_full = _server_vectors(client, texts, None)
-        server_cut = {d: _server_vectors(client, texts, d) for d in dims}
-        server_side = client.server_info().supports_dimensions is not False
+    answered = False
+    refused: dict[int, str] = {}
+    # expect_unit=False: a server that does not normalise is one of the mistakes verify names;
+    # dimensions_fallback=False: the server's own `dimensions` is what is judged
+    try:
+        with Client(url, api_key=api_key, max_retries=2, expect_unit=False, dimensions_fallback=False) as client:
+            info = client.server_info()
+            answered = True
+            details = _server_details(client.base_url, client.api_key)
+            served = info.model
+            if precision == "auto":
+                precision = "fp32" if details.get("owned_by") == REFERENCE_OWNER else "bf16"
+            tol = TOLERANCES[precision]
+            ref_model = model or (engine.model_name if engine else None) or details.get("root") or served
+            if not ref_model:
+                raise ConfigError("the server does not say which model it serves",
+                                  hint="pass the model with `--model` (HF id or local directory)")
+            if engine is None:
+                say(f"loading the reference model {ref_model} ({device}, float32) ...")
+                engine = ReferenceEngine(str(ref_model), device=device)
+            full = engine.dim
+            dims = [d for d in DEFAULT_DIMENSIONS if d < full] if dimensions is None else list(dimensions)
+            for d in dims:
+                check_dimensions(d, full)
+            say(f"embedding {len(texts)} texts through {client.base_url} ...")
+            server_full = _server_vectors(client, texts, None)
+            server_cut: dict[int, npt.NDArray[np.float32]] = {}
+            for d in dims:
+                try:
+                    server_cut[d] = _server_vectors(client, texts, d)
+                except DimensionsRefused as exc:
+                    refused[d] = exc.message
+    except ServerUnreachable as exc:
+        if exc.connect and not answered:
+            raise  # nothing listening: exit 7
+        raise _incomplete(exc) from exc
+    except ServerError as exc:
+        raise _incomplete(exc) from exc
     say(f"embedding {len(texts)} texts with the reference (sentence-transformers, {device}) ...")
     tokens = [len(engine.token_ids(_prompt(engine, t) + t.text)) for t in texts]
     ref_full = _reference_vectors(engine, texts)
     results = [_compare(texts, tokens, server_full, ref_full, tol, dimensions=full, truncation="none")]
+    comparable: dict[int, npt.NDArray[np.float32]] = {}
+    full_ok = server_full.shape == ref_full.shape and bool(np.isfinite(server_full).all())
+    if full_ok:
+        comparable[full] = server_full
     for d in dims:
-        results.append(_compare(texts, tokens, server_cut[d], truncate(ref_full, d), tol, dimensions=d,
-                                truncation="server" if server_side else "client"))
+        if d in refused:  # what the client's fallback gives: the same function (qembed.vectors.truncate)
+            if not full_ok:
+                continue
+            cut = truncate(server_full, d)
+            r = _compare(texts, tokens, cut, truncate(ref_full, d), tol, dimensions=d, truncation="client")
+            r.note = f"not supported (the client truncates): {refused[d]}"
+        else:
+            cut = server_cut[d]
+            r = _compare(texts, tokens, cut, truncate(ref_full, d), tol, dimensions=d, truncation="server")
+        if r.texts and bool(np.isfinite(cut).all()):
+            comparable[d] = cut
+        results.append(r)
     report = VerifyReport(url=client.base_url, model=str(ref_model), served_model=served, tolerance=tol,
                           results=results)
     if not report.ok:
-        say("some texts differ: recomputing the reference under each known mistake ...")
-        first = results[0]
-        if first.texts and not all(t.ok for t in first.texts):
-            if first.min_cos >= 1.0 - tol.cos:  # right directions, wrong lengths
-                report.diagnosis = _full_norm_diagnosis(first, tol)
-            else:
-                report.diagnosis = diagnose(engine, texts, server_full, ref_full, tol)
-        for r in results[1:]:
-            if r.texts and not r.ok and first.ok:
-                report.diagnosis.extend(_diagnose_truncated(ref_full, r, tol))
+        say("some texts differ: judging each known mistake on its own, at every size ...")
+        report.diagnosis, report.unexplained, report.shared = diagnose(
+            engine, texts, tokens, results, comparable, ref_full, tol)
     report.seconds = time.monotonic() - started
     return report
 
@@ -619,9 +882,11 @@ def verify_or_raise(url: str, *, model: str, precision: Literal["auto", "fp32", 
         raise VerifyFailed(
             f"the server's vectors differ from the reference ({what}; {report.tolerance.name} "
             f"tolerance: cos >= 1 - {report.tolerance.cos:g}, |norm - 1| <= {report.tolerance.norm:g})",
-            hint=(f"{found[0].title}: {found[0].fix}" if found
+            hint=("; ".join(f"{d.title}: {d.fix}" for d in found) if found
                   else f"run `qembed verify --url {report.url}` for the per-text report"),
-            details=[*problems, *(f"{d.name}: {d.title} (reproduces the server)" for d in found)],
+            details=[*problems, *(f"{d.name}: {d.title} (reproduces the server)" for d in found),
+                     *([f"no known mistake explains {', '.join(report.unexplained[:8])}"] if report.unexplained else []),
+                     *(f"they share {s}" for s in report.shared)],
         )
     return report
 
@@ -631,6 +896,7 @@ __all__ = [
     "HYPOTHESES",
     "NORM_HYPOTHESES",
     "TEXTS",
+    "TOKEN_LIMITS",
     "TOLERANCES",
     "Diagnosis",
     "DimResult",
@@ -639,6 +905,7 @@ __all__ = [
     "Tolerance",
     "VerifyFailed",
     "VerifyReport",
+    "describe",
     "diagnose",
     "parse_dimensions",
     "verify",

@@ -162,6 +162,9 @@ STANDIN_MODULES: dict[str, str] = {
                                  "a space after `Query:`), served by the stand-in's tiny backend",
     "numerics/test_refserver.py": "the reference engine's process lifecycle: " + _FAKE,
     "numerics/test_server_vs_reference.py": "a few cases compare the stand-in's tiny backend itself",
+    "numerics/test_verify_hypotheses.py": "the mistakes of peer runtimes (Infinity's whitespace and Matryoshka "
+                                          "faults, vLLM's refusal, BOS, token limit, pooling) planted on demand; "
+                                          "the real vLLM and Infinity: tests/peers",
     "numerics/test_verify.py": "verify's mistake diagnosis for mistakes SGLang has no flag for; real SGLang: "
                                "tests/engine/test_c_verify.py",
 }

@@ -20,18 +20,22 @@ newlines and tabs, one of more than 2,000 tokens; queries under several tasks, a
 through the server with qembed's client, and locally with the reference engine
 (sentence-transformers: the model's prompts, last-token pooling, normalisation, truncate then
 renormalise). Reports the cosine, the norm and top-5 retrieval agreement per text, at full size
-and at a few Matryoshka sizes. When texts fail, it recomputes the reference under each known
-mistake (no EOS, mean pooling, instruction format, newlines replaced, float16, truncation
-without renormalisation) and says which one reproduces the server.
+and at a few Matryoshka sizes. When texts fail, it judges each known mistake on its own at every
+size (no EOS, mean or first-token pooling, a BOS added, whitespace stripped, a silent token
+limit, instruction format, newlines replaced, float16, no normalisation, truncation without
+renormalisation, a wrong `dimensions` length) and names the one that reproduces the server, or
+several that do together; otherwise it says which texts differ and what they share.
 
-Works against any OpenAI-compatible server (SGLang, vLLM, TEI, Infinity, a gateway); where
-`dimensions` is refused, the client truncates and renormalises itself.
+Works against any OpenAI-compatible server (SGLang, vLLM, TEI, Infinity, a gateway). The
+server's own `dimensions` is judged: refused = "not supported (the client truncates)", no
+failure; a wrong length or norm fails, named.
 
 Tolerance per text: fp32 cos >= 1 - 1e-5 and |norm - 1| <= 1e-4; bf16 (an estimate, see
 docs/verify.md) cos >= 1 - 1e-3 and |norm - 1| <= 2e-3. `auto` is fp32 for
 `qembed serve --profile cpu`, bf16 otherwise. Needs `pip install 'qembed[verify]'`.
 
-Exit codes: 0 pass, 1 fail, 2 bad option or missing extra, 7 no server at the URL.
+Exit codes: 0 pass, 1 vectors off the reference, 2 bad option or missing extra, 7 no server
+at the URL, 8 the check could not complete (5xx or invalid reply, connection lost, timeout).
 
 Examples:
 
@@ -67,26 +71,34 @@ def _render(report: VerifyReport) -> None:
         output.table(cols, rows, title=f"qembed verify: {report.url} vs {report.model}")
     for r in report.results:
         where = {"none": "full size", "server": "server-side truncation",
-                 "client": "client-side truncation (the server refused `dimensions`)"}[r.truncation]
+                 "client": "`dimensions` not supported by the server (the client truncates)"}[r.truncation]
         line = (f"{r.dimensions:>5} dims ({where}): min cos {_fmt(r.min_cos, 7)}, median {_fmt(r.median_cos, 7)}, "
                 f"max |norm-1| {r.max_norm_err:.1e}, top-1 agreement {_fmt(r.top1, 2)}, "
                 f"top-5 overlap {_fmt(r.topk, 2)}: {'PASS' if r.ok else 'FAIL'}")
         output.data(line)
         for p in r.problems:
             output.data(f"      {p}")
+        if r.note:
+            output.data(f"      {r.note}")
     output.data(f"tolerance ({tol.name}): cos >= 1 - {tol.cos:g}, |norm - 1| <= {tol.norm:g}; {tol.source}")
-    if report.diagnosis:
-        output.data("diagnosis (the reference recomputed under each known mistake):")
+    if report.diagnosis or report.unexplained:
+        output.data("diagnosis (each known mistake judged on its own, at every size):")
         for d in report.diagnosis:
-            mark = "REPRODUCES the server" if d.reproduces else "no"
+            mark = ("REPRODUCES the server" if d.reproduces else
+                    f"explains {len(d.explains)}" if d.explains else "no")
             output.data(f"  {d.name:<26} min cos {_fmt(d.min_cos, 6):>9}  {mark}: {d.title}")
         found = report.explained_by
-        if found:
-            for d in found:
-                output.data(f"cause: {d.title}\nfix:   {d.fix}")
-        else:
-            output.data("cause: none of the known mistakes reproduces the server's vectors "
-                        "(another model or revision, quantization, or several mistakes at once)")
+        if len(found) > 1:
+            output.data(f"{len(found)} mistakes at once, each explaining its part of the texts:")
+        for d in found:
+            output.data(f"cause: {d.title} ({', '.join(d.explains[:6])}{', ...' if len(d.explains) > 6 else ''})"
+                        f"\nfix:   {d.fix}")
+        if report.unexplained:
+            output.data(f"unexplained: {', '.join(report.unexplained[:12])}"
+                        f"{', ...' if len(report.unexplained) > 12 else ''} (no known mistake reproduces "
+                        "them: another model or revision, quantization, or mistakes on the same text)")
+            for line in report.shared:
+                output.data(f"  they share {line}")
     output.data(f"{'PASS' if report.ok else 'FAIL'} in {report.seconds:.1f} s")
 
 
@@ -101,7 +113,7 @@ def verify(
     json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     from qembed import output
-    from qembed.errors import ConfigError
+    from qembed.errors import ConfigError, ExitCode
     from qembed.verify import parse_dimensions
     from qembed.verify import verify as run_verify
 
@@ -115,7 +127,7 @@ def verify(
     else:
         _render(report)
     if not report.ok:
-        raise SystemExit(1)  # see cli/doctor.py: typer.Exit would be swallowed by the funnel
+        raise SystemExit(int(ExitCode.FAILURE))  # see cli/doctor.py: typer.Exit would be swallowed by the funnel
 
 
 __all__ = ["verify"]

@@ -12,7 +12,10 @@ TEST DOUBLE. It computes what SGLang computes for ``--is-embedding`` with last-t
 ``mistake=`` switches in one known bug, so tests can prove they fail:
 ``"no-eos"`` (text tokenized without the EOS), ``"mean"`` (mean pooling instead of last-token),
 ``"no-renorm"`` (the pooled state is returned without L2 normalisation: right direction,
-wrong length).
+wrong length), ``"first-token"`` (the first token's state: CLS pooling), ``"bos"``
+(``<|endoftext|>`` put before the text, as GGUF conversions with ``add_bos_token`` do),
+``"token-limit-512"`` (text cut silently at 512 tokens: the first 511, then the EOS, as a
+tokenizer with ``truncation=True, max_length=512`` gives).
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from typing import Any, Literal
 
 from tests.numerics.reference import offline
 
-Mistake = Literal["no-eos", "mean", "no-renorm"]
-MISTAKES: tuple[Mistake, ...] = ("no-eos", "mean", "no-renorm")
+Mistake = Literal["no-eos", "mean", "no-renorm", "first-token", "bos", "token-limit-512"]
+MISTAKES: tuple[Mistake, ...] = ("no-eos", "mean", "no-renorm", "first-token", "bos", "token-limit-512")
+TOKEN_LIMIT = 512
 
 
 class _Loaded:
@@ -67,7 +71,12 @@ class TinyBackend:
         if isinstance(item, list):
             return list(item)  # as SGLang: token ids are used as given, no EOS appended
         add_special = self.mistake != "no-eos"
-        return list(self._loaded.tokenizer(item, add_special_tokens=add_special)["input_ids"])
+        ids = list(self._loaded.tokenizer(item, add_special_tokens=add_special)["input_ids"])
+        if self.mistake == "bos":
+            ids = [int(self._loaded.tokenizer.convert_tokens_to_ids("<|endoftext|>")), *ids]
+        elif self.mistake == "token-limit-512" and len(ids) > TOKEN_LIMIT:
+            ids = [*ids[: TOKEN_LIMIT - 1], ids[-1]]
+        return ids
 
     def count_tokens(self, item: str | list[int]) -> int:
         return len(self.token_ids(item))
@@ -83,7 +92,8 @@ class TinyBackend:
                 hidden = self._loaded.model(input_ids=ids).last_hidden_state[
                     0
                 ]  # after the final norm
-                pooled = hidden.mean(dim=0) if self.mistake == "mean" else hidden[-1]
+                pooled = (hidden.mean(dim=0) if self.mistake == "mean" else
+                          hidden[0] if self.mistake == "first-token" else hidden[-1])
                 if self.mistake != "no-renorm":
                     pooled = F.normalize(pooled, p=2, dim=0)
                 out.append([float(x) for x in pooled.tolist()])
