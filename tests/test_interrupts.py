@@ -66,6 +66,32 @@ def test_ctrl_c_during_a_bulk_job_says_what_was_saved_and_how_to_continue(tmp_pa
     np.testing.assert_allclose(np.load(out), np.array(HashBackend(32).embed(TEXTS)), atol=1e-6)
 
 
+def test_ctrl_c_during_a_parquet_job_names_the_part_files(tmp_path: Path) -> None:
+    """A streamed `.parquet` exists only once the job finishes: the message must say the rows are
+    in `<output>.parts/`, not in a file that is not there (issue 23 item 5)."""
+    inp = tmp_path / "docs.txt"
+    inp.write_text("".join(t + "\n" for t in TEXTS))
+    out = tmp_path / "vectors.parquet"
+    cfg = StandinConfig(dim=32, faults=[Fault("delay", count=10**6, seconds=0.02)])
+    with serve_in_thread(cfg) as srv:
+        argv = [sys.executable, "-m", "qembed", "embed", "--input", str(inp), "--output", str(out),
+                "--url", srv.url, "--chunk-rows", "4", "--batch-size", "2", "--concurrency", "1"]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+                                preexec_fn=harness.default_sigint)
+        with harness.reaped(proc):
+            harness.wait_while_running(proc, lambda: harness.committed_chunks(journal_path(out)) >= 2,
+                                       what="two committed chunks")
+            proc.send_signal(signal.SIGINT)
+            _, err_b = proc.communicate(timeout=60)
+    err = err_b.decode()
+    assert proc.returncode == 130, err
+    assert not out.exists()
+    parts = out.with_name(out.name + ".parts")
+    assert parts.is_dir() and any(parts.iterdir())
+    assert f"are saved in the part files of `{parts}`" in err, err
+    assert f"are saved in `{out}`" not in err
+
+
 def test_ctrl_c_in_any_command_is_reported(tmp_path: Path) -> None:
     cfg = StandinConfig(dim=32, faults=[Fault("hang", count=10**6)])
     with serve_in_thread(cfg) as srv:

@@ -221,7 +221,13 @@ def _bulk_kept(output_path: Path) -> tuple[str, str | None]:
     if done is None:
         return f"nothing was written to `{output_path}` yet", "run the same command again"
     rows_in, rows_out = done
-    return (f"{rows_in} input rows are saved in `{output_path}` ({rows_out} vectors); "
+    from qembed import vector_io
+
+    # a streamed `.parquet` exists only once `--resume` finishes; until then its rows are parts
+    parts = vector_io.parts_path(output_path)
+    where = (f"the part files of `{parts}` (`{output_path.name}` is written when the job finishes)"
+             if not output_path.exists() and parts.is_dir() else f"`{output_path}`")
+    return (f"{rows_in} input rows are saved in {where} ({rows_out} vectors); "
             f"`{bulk.journal_path(output_path)}` keeps the place",
             f"continue with: {_continue_command()}")
 
