@@ -687,7 +687,7 @@ class BaseClient:
         if status in (401, 403):
             hint = "set `QEMBED_API_KEY` (or `--api-key`) to the key the server was started with"
         elif status == 404:
-            hint = f"is {self.base_url} an SGLang embedding server? try `qembed doctor`"
+            hint = f"is {self.base_url} an OpenAI-compatible embedding server (`/v1/embeddings`)? try `qembed doctor`"
         elif status == 503:
             hint = "the server is overloaded or starting; lower `concurrency`, or raise `max_queued_requests` in the profile"
         elif status == 400 and "--is-embedding" in msg:

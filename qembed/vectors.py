@@ -46,7 +46,7 @@ def _bad(source: str, what: str, *, status: int = 200, body: Any = None) -> Exce
         f"the reply from {source} is invalid: {what}",
         status=status,
         body=body,
-        hint="no vector from it was used; is this an SGLang embedding server? check it with "
+        hint="no vector from it was used; is this an OpenAI-compatible embedding server? check it with "
         "`qembed doctor --url URL` and read its log (`qembed logs`)",
     )
 
