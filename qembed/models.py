@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,19 +117,21 @@ def mfu(tokens_per_s: float, flops_per_tok: float, peak_tflops: float) -> float:
     return tokens_per_s * flops_per_tok / (peak_tflops * 1e12)
 
 
-def _hf_hub_cache() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]) / "hub"
+def hf_hub_cache(environ: Mapping[str, str] | None = None) -> Path:
+    """The HF hub cache directory (``HF_HUB_CACHE``, else ``HF_HOME/hub``, else the default)."""
+    env = os.environ if environ is None else environ
+    if env.get("HF_HUB_CACHE"):
+        return Path(env["HF_HUB_CACHE"])
+    if env.get("HF_HOME"):
+        return Path(env["HF_HOME"]) / "hub"
     return Path.home() / ".cache" / "huggingface" / "hub"
 
 
-def hf_snapshot_dir(repo_id: str) -> Path | None:
+def hf_snapshot_dir(repo_id: str, environ: Mapping[str, str] | None = None) -> Path | None:
     """Newest snapshot dir of a Hub repo in the local HF cache (the one holding config.json)."""
     if "/" not in repo_id or os.path.isabs(repo_id):
         return None
-    repo_dir = _hf_hub_cache() / ("models--" + repo_id.replace("/", "--"))
+    repo_dir = hf_hub_cache(environ) / ("models--" + repo_id.replace("/", "--"))
     snaps = repo_dir / "snapshots"
     if not snaps.is_dir():
         return None
@@ -138,12 +141,13 @@ def hf_snapshot_dir(repo_id: str) -> Path | None:
     return max(candidates, key=lambda p: (p / "config.json").stat().st_mtime)
 
 
-def model_dir(model: str) -> Path | None:
-    """The directory that holds the model files: a local dir, or the newest HF cache snapshot."""
+def model_dir(model: str, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The directory that holds the model files: a local dir, or the newest HF cache snapshot
+    (in the cache ``environ`` names; default this process's)."""
     p = Path(model).expanduser()
     if p.is_dir():
         return p
-    return hf_snapshot_dir(model)
+    return hf_snapshot_dir(model, environ)
 
 
 def find_model_config(model: str) -> dict[str, Any] | None:

@@ -78,6 +78,9 @@ class ReferenceEngine:
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "cpu", threads: int | None = None) -> None:
+        from .hub import check_available
+
+        check_available(model)  # in seconds, not after a minute of Hub retries (issue 23)
         st_mod = _import_st()
         import torch
 

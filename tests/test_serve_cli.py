@@ -683,3 +683,15 @@ def test_serve_pays_the_parser_import_once(fx: Env, tmp_path: Path) -> None:
     assert bad.returncode == ExitCode.USAGE, bad.stderr
     assert "unrecognized arguments: --no-such-flag" in bad.stderr
     harness.assert_gone(fx.spawned)
+
+
+def test_the_final_message_carries_the_childs_own_error_line(fx: Env) -> None:
+    """A child that dies before it is ready: its own last error line is in the `error:` line, not
+    only in the log (issue 23 item 2)."""
+    r = harness.run_qembed(fx.args(), fx.with_(FAKE_SGLANG_MODE="bad-model", FAKE_SGLANG_LOAD_DELAY="0.2"))
+    fx.pids()
+    assert r.returncode == ExitCode.SERVER_EXITED, r.stderr
+    first = next(line for line in r.stderr.splitlines() if line.startswith("error: "))
+    assert first.startswith("error: SGLang exited before it was ready (exit code 1, after ")
+    assert first.endswith("): ValueError: Unrecognized model in Qwen/Qwen3-Embedding-4B. Should have a `model_type` "
+                          "key in its config.json, or contain one of the following strings in its name: albert, bert, qwen3")
