@@ -5,8 +5,9 @@ model directory it serves.
 - Infinity (``scripts/setup_peers.sh infinity``) runs in CI: scripts/test.sh builds its venv, and
   a skipped peer test fails the run there (QEMBED_REQUIRE_CONFORMANCE=1, tests/conftest.py).
 - vLLM (``scripts/setup_peers.sh vllm``) takes about 75 s to start on 2 cores and 3.5 GB of venv:
-  its module is collected only with QEMBED_PEERS_VLLM=1, which ``bash scripts/peers_vllm.sh``
-  sets after building the venv (docs/peers.md records its last output).
+  a run of the directory (or of the whole suite) collects its module only with
+  QEMBED_PEERS_VLLM=1, which ``bash scripts/peers_vllm.sh`` sets after building the venv; naming
+  the file runs it too (docs/peers.md records its last output).
 """
 
 from __future__ import annotations
