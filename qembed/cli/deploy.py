@@ -188,16 +188,17 @@ GRAFANA_EXAMPLES = """\
 Examples:
 
 \b
-  qembed deploy grafana -o ./monitoring               # Deployment `qembed`, with GPU panels
-  qembed deploy grafana --name emb -p xeon -o ./mon   # a CPU profile: no DCGM panels
+  qembed deploy grafana -o ./mon                # with GPU (DCGM) panels
+  qembed deploy grafana --name emb -p xeon -o ./mon   # CPU: no DCGM panels
 """
 
 ALERTS_EXAMPLES = """\
 Examples:
 
 \b
-  qembed deploy alerts --namespace ml --p99-slo 0.5 -o ./monitoring
-  promtool check rules ./monitoring/qembed-alerts.yaml
+  qembed deploy alerts --namespace ml --p99-slo 0.5 -o ./mon
+  # then check them with Prometheus's own tool:
+  promtool check rules ./mon/qembed-alerts.yaml
 """
 
 NameOpt = Annotated[str, typer.Option("--name", help="The worker Deployment (`qembed deploy k8s --name`); its gateway is NAME-gateway.")]
