@@ -43,6 +43,7 @@ from .logfiles import LogFollower, LogTail, summarize_server_args
 from .ports import base_url, connect_host, find_free_port
 from .procfs import group_members, port_holder, port_owned_by
 from .procgroup import stop_process
+from .supervisor import engine_name
 
 if TYPE_CHECKING:
     from .profiles import Profile
@@ -63,13 +64,17 @@ _BIND_FAILED = re.compile(r"\[Errno 98\].*address already in use")
 @dataclass(frozen=True)
 class Phase:
     key: str
-    label: str
+    label: str  #: ``{engine}`` stands for :func:`qembed.supervisor.engine_name`
     rank: int
+
+    def text(self, engine: str) -> str:
+        """The label as said for ``engine`` (``starting the reference engine``)."""
+        return self.label.format(engine=engine)
 
 
 #: Startup phases in order. Log patterns come from SGLang 0.5.23 (reference section 2.1).
 PHASES: tuple[Phase, ...] = (
-    Phase("starting", "starting SGLang", 0),
+    Phase("starting", "starting {engine}", 0),
     Phase("loading", "loading weights", 1),
     Phase("loaded", "weights loaded", 2),
     Phase("memory_pool", "allocating the memory pool", 3),
@@ -256,6 +261,11 @@ class Server:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
+    @property
+    def engine(self) -> str:
+        """The engine this process runs, in messages (:func:`qembed.supervisor.engine_name`)."""
+        return engine_name(self.profile)
+
     def returncode(self) -> int | None:
         return self.proc.poll()
 
@@ -269,7 +279,7 @@ class Server:
             return
         self.phase = key
         if on_phase is not None:
-            on_phase(_PHASE[key].label, self.elapsed())
+            on_phase(_PHASE[key].text(self.engine), self.elapsed())
 
     def _read_log(self, on_phase: Callable[[str, float], None] | None) -> None:
         for line in self.follower.poll():
@@ -293,10 +303,11 @@ class Server:
         if self.foreign_holder is not None:
             return
         self.foreign_holder = port_holder(self.port) or "another process"
-        logger.info("port %d answers, but it is held by %s, not SGLang pid %d",
-                       self.port, self.foreign_holder, self.pid)
+        logger.info("port %d answers, but it is held by %s, not %s pid %d",
+                    self.port, self.foreign_holder, self.engine, self.pid)
         if on_phase is not None:
-            on_phase(f"port {self.port} is held by {self.foreign_holder}, not by this SGLang: "
+            on_phase(f"port {self.port} is held by {self.foreign_holder}, not by {self.engine} "
+                     f"(pid {self.pid}): "
                      "not trusting its answers", self.elapsed())
 
     def _port_taken(self) -> PortInUse:
@@ -307,7 +318,7 @@ class Server:
         free = find_free_port(self.host, self.port)
         hint = f"pass `--port {free}` (free now)" if free else "pass a free `--port`"
         return PortInUse(
-            f"SGLang could not bind port {self.port} after loading: it is held by "
+            f"{engine_name(self.profile, capital=True)} could not bind port {self.port} after loading: it is held by "
             f"{self.foreign_holder}, which answered in its place (after {self.elapsed():.0f} s)",
             hint=hint + f", or stop {self.foreign_holder}",
             details=details,
@@ -317,8 +328,8 @@ class Server:
     def _foreign_details(self) -> list[str]:
         if self.foreign_holder is None:
             return []
-        return [f"port {self.port} was held by {self.foreign_holder} while SGLang started; "
-                "qembed did not take its answers as SGLang's"]
+        return [f"port {self.port} was held by {self.foreign_holder} while {self.engine} started; "
+                f"qembed did not take its answers as {self.engine}'s"]
 
     def _pause(self, seconds: float) -> int | None:
         """Wait on the process rather than sleep, so an exit is seen at once."""
@@ -339,7 +350,7 @@ class Server:
             return FlagsRejected(f"SGLang rejected the command line: {first.evidence.strip()}", hint=hint,
                                  details=details, diagnoses=diagnoses_json(diags))
         return ServerExited(
-            f"SGLang exited before it was ready ({_exit_text(returncode)}, after {self.elapsed():.0f} s)",
+            f"{engine_name(self.profile, capital=True)} exited before it was ready ({_exit_text(returncode)}, after {self.elapsed():.0f} s)",
             returncode=returncode,
             hint=hint,
             details=self._foreign_details() + details,
@@ -372,7 +383,7 @@ class Server:
 
         deadline = time.monotonic() + timeout
         if on_phase is not None and self.phase == "starting":
-            on_phase(_PHASE["starting"].label, self.elapsed())
+            on_phase(_PHASE["starting"].text(self.engine), self.elapsed())
         bound = False
         cfg = {"trust_env": False, "headers": self._headers()}  # no proxy for loopback
         with httpx.Client(**cfg) as http:  # type: ignore[arg-type]
@@ -431,9 +442,9 @@ class Server:
     def _not_ready(self, timeout: float) -> NotReady:
         self.follower.flush()
         details, _, diags = failure_details(self.tail, profile=self.profile, returncode=None, log_path=self.log_path)
-        phase = _PHASE[self.phase].label
+        phase = _PHASE[self.phase].text(self.engine)
         return NotReady(
-            f"SGLang was not ready after {timeout:.0f} s (last phase: {phase})",
+            f"{engine_name(self.profile, capital=True)} was not ready after {timeout:.0f} s (last phase: {phase})",
             hint="raise `--ready-timeout` (profile key `ready_timeout`) if the model is still "
             "loading, or read the log",
             details=self._foreign_details() + details,

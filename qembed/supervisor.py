@@ -67,6 +67,14 @@ class Event:
     fields: Mapping[str, Any] = field(default_factory=dict)
 
 
+def engine_name(profile: Profile | None, *, capital: bool = False) -> str:
+    """The engine a profile runs, as every message names it: ``SGLang``, or ``the reference
+    engine`` (``engine: reference``, ``--profile cpu``). ``capital``: to start a sentence.
+    The one place the name comes from (phases, failures, the ready block, the stop line)."""
+    name = "the reference engine" if profile is not None and profile.engine == "reference" else "SGLang"
+    return name[:1].upper() + name[1:] if capital else name
+
+
 def check_name(name: str) -> None:
     """Refuse a server name that ``qembed ps/stop/logs`` could not use.
 
@@ -187,8 +195,8 @@ class ServingSession:
 
     @property
     def engine(self) -> str:
-        """What is being served, in messages: SGLang, or the reference engine (`--profile cpu`)."""
-        return "the reference engine" if self.profile.engine == "reference" else "SGLang"
+        """What is being served, in messages (:func:`engine_name`)."""
+        return engine_name(self.profile)
 
     def prepare(self) -> ServingSession:
         """Validate and claim the name and port, then run the checks (nothing is launched)."""
@@ -216,6 +224,10 @@ class ServingSession:
         if exposure is not None:
             self._say(exposure)
         if prof.engine == "reference":  # needs no GPU, but sentence-transformers
+            from .hub import check_available
+
+            # the model is here, or the Hub can send it: said now, not after a silent minute
+            check_available(prof.model, environ=sglang_args.resolve_sglang(prof, self.python).env)
             for line in reference_notice(prof):
                 self._say(Event("notice", line))
         elif prof.device == "cpu":  # SGLang's CPU backend: no NVML, no driver; SGLang's CPU build
@@ -416,8 +428,8 @@ def reference_notice(profile: Profile) -> list[str]:
         raise MissingDependency("`engine: reference` needs sentence-transformers, which is not installed",
                                 hint=INSTALL_HINT)
     shape = models.model_shape(profile.model)
-    size = f": {shape.hidden_size}-d vectors (a 4B server gives 2560)" if shape is not None else ""
+    size = f": this server gives {shape.hidden_size}-d vectors" if shape is not None else ""
     return [f"{profile.model}{size}", NOTICE]
 
 
-__all__ = ["Event", "EventKind", "ServingSession", "check_model_path", "check_name", "exposure_warning", "reference_notice", "refuse_running"]
+__all__ = ["Event", "EventKind", "ServingSession", "check_model_path", "check_name", "engine_name", "exposure_warning", "reference_notice", "refuse_running"]

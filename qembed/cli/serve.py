@@ -53,9 +53,10 @@ Examples:
   # listen on the network, with a key
   QEMBED_API_KEY=secret qembed serve --host 0.0.0.0
 
-Ctrl-C (or SIGTERM) stops SGLang: it drains in-flight requests for up to --shutdown-timeout
-seconds, then the whole process group is killed. The SGLang log goes to a file in the state
-directory; the terminal shows the startup phases.
+Ctrl-C (or SIGTERM) stops the server (SGLang, or the reference engine of `--profile cpu`): it
+drains in-flight requests for up to --shutdown-timeout seconds, then the whole process group is
+killed. The engine's log goes to a file in the state directory; the terminal shows the startup
+phases.
 
 """ + qenv.env_help("QEMBED_PROFILE", "QEMBED_API_KEY", "QEMBED_SGLANG_PYTHON", "QEMBED_STATE_DIR", "QEMBED_LOG_FORMAT")
 
@@ -112,14 +113,15 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 class _Phases:
     """Renders startup phases on stderr: a rich status line on a TTY, plain lines otherwise."""
 
-    def __init__(self, enabled: bool) -> None:
-        from qembed import output
+    def __init__(self, enabled: bool, engine: str) -> None:
+        from qembed import launcher, output
 
         self.json = output.log_format() == "json"
         self.enabled = enabled or self.json  # JSON events go to log shippers, even with --json
+        self.engine = engine
         self.live: Any = None
         if self.enabled and not self.json and output.stderr_is_tty():
-            self.live = output.err_console().status("starting SGLang")
+            self.live = output.err_console().status(launcher.PHASES[0].text(engine))
             self.live.start()
 
     def __call__(self, label: str, elapsed: float) -> None:
@@ -128,7 +130,7 @@ class _Phases:
         from qembed import launcher, output
 
         if self.json:
-            key = next((p.key for p in launcher.PHASES if p.label == label), None)
+            key = next((p.key for p in launcher.PHASES if p.text(self.engine) == label), None)
             output.event("phase" if key else "notice", label, phase=key, elapsed_s=round(elapsed, 1))
             return
         text = f"{label} ({elapsed:.0f} s)" if label != "ready" else f"ready in {elapsed:.1f} s"
@@ -161,6 +163,8 @@ def _overrides(
 def _examples(info: ReadyInfo, profile: Profile, has_key: bool) -> list[str]:
     import shlex
 
+    from qembed.supervisor import engine_name
+
     body = shlex.quote(f'{{"model": "{info.served_model_name}", "input": ["hello world"]}}')
     auth = f' -H "Authorization: Bearer ${profile.api_key_env}"' if has_key else ""
     key = f'os.environ["{profile.api_key_env}"]' if has_key else '"none"'
@@ -175,7 +179,7 @@ def _examples(info: ReadyInfo, profile: Profile, has_key: bool) -> list[str]:
         f'  client = OpenAI(base_url="{info.url}/v1", api_key={key})',
         f'  vecs = client.embeddings.create(model="{info.served_model_name}", input=["hello world"])',
         "  # the SDK asks for encoding_format=\"base64\" unless told otherwise and decodes it;",
-        "  # SGLang sends little-endian float32, so both formats give the same numbers",
+        f"  # {engine_name(profile, capital=True)} sends little-endian float32, so both formats give the same numbers",
         "  # queries need an instruction prefix: `qembed embed --query TEXT` adds it",
     ]
 
@@ -296,17 +300,17 @@ def serve(
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a profile key (repeatable), e.g. `--set gpu_memory_fraction=0.8`.")] = None,
     python: Annotated[str | None, typer.Option("--python", help="Python interpreter that has SGLang installed (default: profile key `python`, else $QEMBED_SGLANG_PYTHON, else this interpreter).")] = None,
     ready_timeout: Annotated[float | None, typer.Option("--ready-timeout", help="Seconds to wait for the server to be ready (profile key `ready_timeout`, default 1800).")] = None,
-    shutdown_timeout: Annotated[float | None, typer.Option("--shutdown-timeout", help="Seconds SGLang may drain requests on stop before it is killed (profile key `shutdown_timeout`, default 30).")] = None,
+    shutdown_timeout: Annotated[float | None, typer.Option("--shutdown-timeout", help="Seconds the server may drain requests on stop before it is killed (profile key `shutdown_timeout`, default 30).")] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background: wait until ready, record it, exit 0.")] = False,
     name: Annotated[str | None, typer.Option("--name", help="Server name for `qembed ps/stop/logs` (default: the profile name).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the profile, the SGLang command and env (key redacted), check the flags, exit.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the profile, the engine's command and env (key redacted), check the flags, exit.")] = False,
     json_: JsonOpt = False,
     gpus: Annotated[str | None, typer.Option("--gpus", metavar="0,1,...", help="Serve on these GPUs, one replica per `tp_size` GPUs, through SGLang's `--dp-size` (sets profile keys `gpu_ids`, `dp_size`). See docs/scaling.md.")] = None,
     use_gateway: Annotated[bool, typer.Option("--gateway", help="With --gpus: one SGLang server per replica behind the SGLang model gateway (smg) instead of `--dp-size` (`pip install 'qembed[gateway]'`).")] = False,
-    log_format: Annotated[str, typer.Option("--log-format", envvar=qenv.LOG_FORMAT.name, metavar="text|json", help="qembed's own messages on stderr (phases, ready, stop, failures with their diagnosis): `text`, or `json` lines for log shippers. SGLang's log stays in its file.")] = "text",
+    log_format: Annotated[str, typer.Option("--log-format", envvar=qenv.LOG_FORMAT.name, metavar="text|json", help="qembed's own messages on stderr (phases, ready, stop, failures with their diagnosis): `text`, or `json` lines for log shippers. The engine's log stays in its file.")] = "text",
     verify_: Annotated[bool, typer.Option("--verify", help="Once ready, run `qembed verify` against it; stop the server if it fails (needs `qembed[verify]`).")] = False,
 ) -> None:
-    """Start an SGLang embedding server and wait until it answers embeddings."""
+    """Start an embedding server (SGLang; `--profile cpu`: the reference engine) and wait until it answers embeddings."""
     from qembed import gpu, output, profiles, sglang_args, supervisor
     from qembed.errors import ConfigError
 
@@ -384,12 +388,13 @@ def _renderer(json_: bool) -> Callable[[Event], None]:
 def _serve_session(session: ServingSession, *, json_: bool, verify_: bool) -> None:
     from qembed import launcher, output
     from qembed.errors import ServerExited
+    from qembed.supervisor import engine_name
 
     prof, detach = session.profile, session.detached
     server = session.start()
     log_path = server.log_path
     previous = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGHUP)}
-    phases = _Phases(enabled=not json_)
+    phases = _Phases(enabled=not json_, engine=session.engine)
     stopped_by: int | None = None
     try:
         try:
@@ -407,12 +412,12 @@ def _serve_session(session: ServingSession, *, json_: bool, verify_: bool) -> No
             session.detach()
             return
         rc = session.wait()
-        # SGLang exited by itself (or `qembed stop` from another shell) after it was ready.
+        # the engine exited by itself (or `qembed stop` from another shell) after it was ready.
         details, hint, diags = launcher.failure_details(server.tail, profile=prof, returncode=rc, log_path=log_path)
         if rc == 0:
-            output.event("exited", f"SGLang exited (exit code 0) after {server.elapsed():.0f} s", exit_code=0)
+            output.event("exited", f"{engine_name(prof, capital=True)} exited (exit code 0) after {server.elapsed():.0f} s", exit_code=0)
             return
-        raise ServerExited(f"SGLang exited while serving (exit code {rc}, after {server.elapsed():.0f} s)",
+        raise ServerExited(f"{engine_name(prof, capital=True)} exited while serving (exit code {rc}, after {server.elapsed():.0f} s)",
                            returncode=rc, hint=hint, details=details, diagnoses=launcher.diagnoses_json(diags))
     except KeyboardInterrupt as exc:
         stopped_by = exc.signum if isinstance(exc, _Terminated) else signal.SIGINT
@@ -429,7 +434,7 @@ def _serve_session(session: ServingSession, *, json_: bool, verify_: bool) -> No
         rc = session.stop()
     finally:
         signal.signal(signal.SIGTERM, previous[signal.SIGTERM])
-    output.event("stopped", f"stopped (SGLang exit code {rc})", exit_code=rc,
+    output.event("stopped", f"stopped ({session.engine} exit code {rc})", exit_code=rc,
                  by="SIGINT" if stopped_by == signal.SIGINT else signal.Signals(stopped_by or signal.SIGTERM).name)
     # Ctrl-C exits 130; a requested SIGTERM/SIGHUP stop is a clean shutdown for a service manager.
     raise typer.Exit(130 if stopped_by == signal.SIGINT else 0)
@@ -530,7 +535,7 @@ def _pick(name: str | None) -> Record:
 def stop(
     name: Annotated[str | None, typer.Argument(help="Server name (see `qembed ps`; may be left out when only one runs).")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Stop every server qembed started.")] = False,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to let SGLang drain before killing it (default: the profile's `shutdown_timeout`).")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to let the server drain before killing it (default: the profile's `shutdown_timeout`).")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Stop servers started by `qembed serve` (SIGTERM, drain, then kill the process group)."""
@@ -558,7 +563,7 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C or until the server exits.")] = False,
     lines: Annotated[int, typer.Option("--lines", help="How many lines from the end to show first.")] = 50,
 ) -> None:
-    """Show the SGLang log of a server started by `qembed serve`."""
+    """Show the log of a server started by `qembed serve` (SGLang's, or the reference engine's)."""
     from pathlib import Path
 
     from qembed import launcher, output, state

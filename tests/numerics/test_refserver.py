@@ -86,7 +86,10 @@ def _rows(reply: dict[str, Any]) -> np.ndarray:
 def test_serve_profile_cpu_starts_without_a_gpu_and_passes_verify(cpu_server: CpuServer) -> None:
     out, err = cpu_server.ready_out, cpu_server.ready_err
     assert "vector size:    64" in out
-    assert "64-d vectors (a 4B server gives 2560)" in err
+    # issue 23 item 6: the engine that runs is named, and the size it gives
+    assert "this server gives 64-d vectors" in err and "4B" not in err
+    assert "] starting the reference engine" in err and "SGLang" not in err
+    assert "The reference engine sends little-endian float32" in out and "SGLang" not in out
     assert "not production" in err and "texts/s" in err
     assert "verify: PASS" in err and f"over {len(TEXTS)} texts, fp32 tolerance" in err
 
@@ -171,6 +174,32 @@ def test_dry_run_shows_the_reference_command_without_the_key(cpu_server: CpuServ
     shown = json.loads(r.stdout)
     assert shown["argv"][1:3] == ["-m", "qembed.refserver"] and "--enable-metrics" in shown["argv"]
     assert KEY not in r.stdout and shown["env"]["QEMBED_REFSERVER_API_KEY"] != KEY
+
+
+def test_the_reference_engine_is_named_in_its_failures_and_stop_line(tiny_model: TinyModel, tmp_path: Path) -> None:
+    """Issue 23 item 6: not ready, and Ctrl-C after ready, name the engine that ran (not SGLang)."""
+    import signal
+
+    env = harness.fake_env(tmp_path / "pids.json", QEMBED_FAKE_NVML="no-driver", QEMBED_STATE_DIR=str(tmp_path / "s"),
+                           HF_HUB_OFFLINE="1")
+    base = ["serve", "--profile", "cpu", "--model", str(tiny_model.path), "--port", str(harness.free_port())]
+    r = _qembed([*base, "--ready-timeout", "0.5"], env)
+    assert r.returncode == ExitCode.NOT_READY, r.stderr
+    assert "error: The reference engine was not ready after 0 s (last phase: " in r.stderr
+    assert "] starting the reference engine" in r.stderr and "SGLang" not in r.stderr
+    proc = harness.start_qembed(base, env)
+    with harness.reaped(proc):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "Press Ctrl-C to stop." in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.INTERRUPTED, err
+    assert "stopping the reference engine" in err and "stopped (the reference engine exit code 0)" in err
+    assert "SGLang" not in err
+    help_ = _qembed(["serve", "--help"], {**env, "COLUMNS": "200"}).stdout
+    assert "Start an embedding server (SGLang; `--profile cpu`: the reference engine)" in help_
 
 
 def test_no_gpu_refusal_names_the_cpu_profile(tmp_path: Path) -> None:
