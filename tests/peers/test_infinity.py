@@ -66,5 +66,7 @@ def test_verify_fails_infinity_and_names_both_faults(infinity: Peer, qenv: dict[
     rc, report, err = checks.verify(infinity, qenv)
     assert rc == 1, (rc, err)
     found = checks.reproducing(report)
-    assert checks.named(found, "whitespace"), f"whitespace stripping not named: {report.get('diagnosis')}"
-    assert checks.named(found, "renormalis"), f"no-renormalise not named at {checks.DIMS}: {report.get('diagnosis')}"
+    stripped, cut = checks.named(found, "whitespace"), checks.named(found, "renormalis")
+    assert stripped, f"whitespace stripping not named: {report.get('diagnosis')}"
+    assert cut, f"no-renormalise not named at {checks.DIMS}: {report.get('diagnosis')}"
+    assert len(found) == len(stripped) + len(cut), f"a cause Infinity does not have is named too: {found}"
