@@ -374,8 +374,8 @@ def truncation_fault(vectors: Any, dimensions: int) -> str | None:
         return f"it sends {width} values per vector for `dimensions: {dimensions}`"
     off = [x for x in norms if abs(x - 1.0) > UNIT_NORM_TOLERANCE]
     if off:
-        return (f"its vectors at `dimensions: {dimensions}` have norm {min(off):.3g}-{max(off):.3g}, not 1 "
-                "(truncated without renormalising)")
+        spread = f"{min(off):.3g}" if f"{min(off):.3g}" == f"{max(off):.3g}" else f"{min(off):.3g}-{max(off):.3g}"
+        return f"its vectors at `dimensions: {dimensions}` have norm {spread}, not 1 (truncated without renormalising)"
     return None
 
 

@@ -221,8 +221,7 @@ HYPOTHESES: tuple[Hypothesis, ...] = (
 _CLIENT_TRUNCATES = ("leave `dimensions` to qembed's client: it sees the wrong reply, says so once and truncates "
                      "and renormalises itself (`dimensions=`, `qembed embed --dimensions`)")
 NORM_HYPOTHESES: tuple[Hypothesis, ...] = (
-    Hypothesis("not-renormalised", "Matryoshka truncation without renormalisation (truncates without "
-               "renormalising)",
+    Hypothesis("not-renormalised", "the server truncates to `dimensions` without renormalising",
                f"{_CLIENT_TRUNCATES}; or make the server renormalise after truncating (SGLang "
                "`--json-model-override-args '{\"is_matryoshka\": true}'`, qembed profile key "
                "`matryoshka: true`; Infinity 0.0.78 cannot)"),
