@@ -184,7 +184,8 @@ def _cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
 
 def test_exit_codes(backend: TinyBackend, tiny_model: TinyModel, monkeypatch: pytest.MonkeyPatch,
                     capsys: pytest.CaptureFixture[str]) -> None:
-    """0 for a refusal (reported), 1 off the reference, 8 when the server answers 500."""
+    """0 for a refusal (reported), 1 off the reference, 8 when the server answers 500, 7 when
+    nothing listens."""
     import qembed.verify
 
     monkeypatch.setattr(qembed.verify, "TEXTS", tuple(SUBSET))
@@ -203,6 +204,13 @@ def test_exit_codes(backend: TinyBackend, tiny_model: TinyModel, monkeypatch: py
         assert _cli(["verify", "--url", srv.url, *args], monkeypatch) == 8
     err = capsys.readouterr().err
     assert "error: could not complete the check: the server answered 500: boom" in err
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert _cli(["verify", "--url", f"http://127.0.0.1:{port}", *args], monkeypatch) == 7
+    assert "no server answers" in capsys.readouterr().err
 
 
 def test_a_connection_lost_mid_run_is_incomplete(backend: TinyBackend, tiny_model: TinyModel,
