@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import __version__
 from . import env as qenv
 from .errors import ConfigError, ProfileError, QembedError
+from .gpu import NO_GPU_OPTIONS
 from .gpu import profile_label as _plabel
 from .models import GiB, MiB
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from .cpu import HostInfo, KernelCheck
     from .gpu import GPUSnapshot
     from .profiles import Profile
+    from .state import Record
 
 Status = Literal["PASS", "WARN", "FAIL", "SKIP"]
 
@@ -232,7 +234,8 @@ def _nvml(c: _Ctx, sglang_version: str | None) -> None:
     assert snap is not None
     if snap.driver_version is None and snap.error:
         fix = ("`pip install nvidia-ml-py`" if "nvidia-ml-py" in snap.error
-               else "install the NVIDIA driver (R580+ for SGLang 0.5.20 and later) and check `nvidia-smi`")
+               else "install the NVIDIA driver (R580+ for SGLang 0.5.20 and later) and check `nvidia-smi`; "
+               + _NO_GPU)
         c.add(s, "NVML", FAIL, snap.error, fix)
         c.add(s, "driver", SKIP, "no driver", None)
         return
@@ -255,6 +258,8 @@ def _nvml(c: _Ctx, sglang_version: str | None) -> None:
 
 
 _STATUS: dict[str, Status] = {"fail": FAIL, "warn": WARN, "info": PASS}
+#: the fix on a machine without an NVIDIA GPU: both CPU options (:data:`qembed.gpu.NO_GPU_OPTIONS`)
+_NO_GPU = f"{NO_GPU_OPTIONS} (docs/serving.md)"
 
 
 def _gpus(c: _Ctx, sglang_version: str | None) -> None:
@@ -268,7 +273,8 @@ def _gpus(c: _Ctx, sglang_version: str | None) -> None:
     snap = c.snap
     assert snap is not None
     if not snap.gpus:
-        c.add("GPU", "GPUs", SKIP, "no GPU visible", None)
+        # without a driver the NVML row already names the CPU options
+        c.add("GPU", "GPUs", SKIP, "no GPU visible", None if snap.driver_version is None and snap.error else _NO_GPU)
         model = c.settings.model
         shape = models.model_shape(model)
         if shape is None:
@@ -623,8 +629,12 @@ def _network(c: _Ctx) -> None:
         holder = port_holder(port)
         free = find_free_port(host, port)
         ours = _recorded_on_port(port)
+        own = _own_record(c)
         who = f" by {holder}" if holder else " (holder not visible: another user or container)"
-        if ours:
+        if own is not None and own.port == port:  # the server this run checks: its port is meant to be held
+            c.add(s, "port", PASS, f"{host}:{port} is held by qembed server `{own.name}`, the running server "
+                  f"of {_plabel(c.profile)} that this run checks (see Server)")
+        elif ours:
             c.add(s, "port", WARN, f"{host}:{port} is used by qembed server `{ours}`",
                   f"fine if you mean to use it; otherwise `qembed stop {ours}` or set `port` in {_plabel(c.profile)}")
         else:
@@ -674,6 +684,25 @@ def _recorded_on_port(port: int) -> str | None:
     return None
 
 
+def _own_record(c: _Ctx) -> Record | None:
+    """The running server this run checks, by its record: the one at ``--url``; without
+    ``--url``, the newest live server started from this profile (its name, on its port), as
+    ``qembed serve -p PROFILE`` records it. ``None`` when there is none."""
+    try:
+        from . import state
+
+        records = [r for r in state.list_records(clean=True) if r.role != "replica"]
+    except Exception:  # state is best effort here: a broken record must not break doctor
+        return None
+    if c.url:
+        want = c.url.rstrip("/")
+        return next((r for r in reversed(records) if r.url.rstrip("/") == want), None)
+    if c.profile is None:
+        return None
+    mine = [r for r in records if r.profile == c.profile.name and r.port == c.profile.port]
+    return mine[-1] if mine else None
+
+
 def _recorded_url() -> tuple[str | None, str | None]:
     try:
         from . import state
@@ -706,9 +735,10 @@ def _server(c: _Ctx, transport: httpx.BaseTransport | None) -> None:
     from .probe import probe_server
 
     s = "Server"
-    url, name = c.url, None
+    own = _own_record(c)
+    url, name = c.url, own.name if own is not None else None
     if not url:
-        url, name = _recorded_url()
+        url, name = (own.url, own.name) if own is not None else _recorded_url()
     if not url:
         c.add(s, "server", SKIP, "no --url given and no running `qembed serve` recorded")
         return
@@ -756,11 +786,20 @@ def _server(c: _Ctx, transport: httpx.BaseTransport | None) -> None:
               "'{\"is_matryoshka\": true}'`)")
 
 
-def _latest_log() -> Path | None:
+def _log_name(c: _Ctx) -> str | None:
+    """The server name whose newest log this run reads: the server being checked, else the name
+    ``qembed serve -p PROFILE`` gives (the profile's); ``None`` (any server's) without a profile."""
+    own = _own_record(c)
+    if own is not None:
+        return own.name
+    return (c.profile.name or "default") if c.profile is not None else None
+
+
+def _latest_log(name: str | None) -> Path | None:
     from . import state
 
     try:
-        return state.latest_log()  # the one rule for which file is a qembed serve log
+        return state.latest_log(name)  # the one rule for which file is a qembed serve log
     except OSError:
         return None
 
@@ -770,9 +809,11 @@ def _diagnosis(c: _Ctx) -> None:
 
     s = "Last failure"
     explicit = c.log is not None
-    path = Path(c.log) if c.log else _latest_log()
+    name = None if explicit else _log_name(c)
+    path = Path(c.log) if c.log else _latest_log(name)
     if path is None:
-        c.add(s, "log", SKIP, "no `qembed serve` log yet (pass `--log FILE` to read one)")
+        whose = f" of server `{name}`" if name else ""
+        c.add(s, "log", SKIP, f"no `qembed serve` log{whose} yet (pass `--log FILE` to read another)")
         return
     try:
         found = diagnose_file(path, profile=c.profile)

@@ -325,14 +325,16 @@ def test_newest_serve_log_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     logs = Path(os.environ["QEMBED_STATE_DIR"]) / "logs"
     logs.mkdir(parents=True)
-    old = logs / "default-20261119-090000.log"
+    old = logs / "generic-20261119-090000.log"  # `serve -p generic` names its server `generic`
     old.write_text((LOGS / "port_in_use.log").read_text())
     os.utime(old, (1_000_000, 1_000_000))
-    (logs / "default-20261120-100000.log").write_text((LOGS / "weights_no_kv.log").read_text())
+    (logs / "generic-20261120-100000.log").write_text((LOGS / "weights_no_kv.log").read_text())
+    os.utime(logs / "generic-20261120-100000.log", (2_000_000, 2_000_000))
+    (logs / "emb-20261121-100000.log").write_text((LOGS / "port_in_use.log").read_text())  # another server's, newer
     r = [c for c in doctor.run_checks(profile="generic") if c.section == "Last failure"]
     assert [c.name for c in r] == ["no GPU memory left for the KV cache"]
     assert r[0].status == "WARN"  # found on its own: maybe already fixed, so not a FAIL
-    assert "default-20261120-100000.log" in r[0].found
+    assert "generic-20261120-100000.log" in r[0].found
 
 
 def test_missing_log_file_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_env: None) -> None:
@@ -471,3 +473,46 @@ def test_cli_python_ranking_matches_serve(monkeypatch: pytest.MonkeyPatch, tmp_p
     ref = write_profile(tmp_path, python="/profile/bin/python")
     result = CliRunner().invoke(app, ["doctor", "-p", ref, "--json"], env={"QEMBED_SGLANG_PYTHON": "/env/bin/python"})
     assert seen == ["/profile/bin/python"], result.output
+
+
+def test_doctor_profile_cpu_with_its_own_server_running(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                       quiet_env: None) -> None:
+    """Issue 23 item 8: `doctor -p cpu` while `serve -p cpu` runs: its port is the server being
+    checked (PASS, not WARN exit 6), the Last failure row reads that server's newest log (not a
+    newer log of another server), and no GPU points to both CPU options."""
+    from qembed import state
+    from tests.standin.server import StandinConfig, serve_in_thread
+
+    fake_nvml.install(monkeypatch, "no-driver")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with(
+        sentence_transformers="5.1.0"))
+    monkeypatch.delenv("QEMBED_URL", raising=False)
+    model = write_model(tmp_path / "m")
+    logs = state.ensure_dir(state.logs_dir())
+    (logs / "cpu-20261120-100000.log").write_text("Load weight begin\n")
+    os.utime(logs / "cpu-20261120-100000.log", (1_000_000, 1_000_000))
+    (logs / "emb-20261121-100000.log").write_text((LOGS / "weights_no_kv.log").read_text())  # newer, not ours
+    with serve_in_thread(StandinConfig(dim=2560)) as srv:
+        # the record `qembed serve -p cpu --port N` writes (the stand-in runs in this process)
+        state.save(state.make_record(name="cpu", pid=os.getpid(), host="127.0.0.1", port=srv.port,
+                                     url=f"http://127.0.0.1:{srv.port}", model=str(model), profile="cpu",
+                                     log_path=logs / "cpu-20261120-100000.log"))
+        result = CliRunner().invoke(app, ["doctor", "-p", "cpu", "--model", str(model), "--port", str(srv.port),
+                                          "--json"])
+    by = {f"{r['section']}/{r['name']}": r for r in json.loads(result.stdout)["checks"]}
+    assert by["Network/port"]["status"] == "PASS", by["Network/port"]
+    assert "`cpu`, the running server of profile `cpu`" in by["Network/port"]["found"]
+    assert by["Server//health"]["status"] == "PASS" and "(`cpu`)" in by["Server//health"]["found"]
+    assert [(k, r["status"]) for k, r in by.items() if k.startswith("Last failure")] == [("Last failure/log", "PASS")]
+    assert "cpu-20261120-100000.log" in by["Last failure/log"]["found"]
+    assert result.exit_code == 0, [r for r in by.values() if r["status"] != "PASS"]
+
+
+def test_no_gpu_points_to_both_cpu_options(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
+    """Issue 23 item 8: a machine without a GPU is told about `--profile xeon` and `--profile cpu`."""
+    fake_nvml.install(monkeypatch, "no-driver")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
+    result = CliRunner().invoke(app, ["doctor", "--json"])
+    by = {f"{r['section']}/{r['name']}": r for r in json.loads(result.stdout)["checks"]}
+    fix = by["NVIDIA driver/NVML"]["fix"]
+    assert "qembed serve --profile xeon" in fix and "qembed serve --profile cpu" in fix and "docs/serving.md" in fix

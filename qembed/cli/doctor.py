@@ -15,7 +15,7 @@ DOCTOR_HELP = """Check everything `qembed serve` needs, and explain the last fai
 Rows: system, profile, NVIDIA driver (vs the installed SGLang's CUDA build), each GPU,
 torch/CUDA and SGLang in the target interpreter (probed in a subprocess), the model files,
 the memory fit, port/proxy//dev/shm, a running server (/health, /v1/models, one embedding,
-`dimensions`) and the newest `qembed serve` log (or --log FILE). For `device: cpu` profiles
+`dimensions`) and the newest log of the server being checked (or --log FILE). For `device: cpu` profiles
 (`-p xeon`): the CPU (AVX-512, AMX), SGLang's CPU build and the path it takes, the dtype, RAM and
 the KV pool instead of the driver and GPU rows.
 
@@ -44,7 +44,7 @@ def doctor(
     python: Annotated[str | None, typer.Option("--python", help="Interpreter with SGLang to probe (default: profile key `python`, else $QEMBED_SGLANG_PYTHON, else this one; as `qembed serve`).")] = None,
     url: Annotated[str | None, typer.Option("--url", envvar=qenv.URL.name,
                                             help="A running server to check (default: the one `qembed serve` recorded, else http://127.0.0.1:30000 if it answers).")] = None,
-    log: Annotated[str | None, typer.Option("--log", help="An SGLang log file to diagnose (default: the newest `qembed serve` log).")] = None,
+    log: Annotated[str | None, typer.Option("--log", help="An SGLang log file to diagnose (default: the newest log of the server being checked, by its name or the profile's).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     from qembed import output
