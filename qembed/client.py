@@ -399,7 +399,6 @@ class BaseClient:
         self._max_model_len: int | None = None
         self._full_dim: int | None = None
         self._supports_dimensions: bool | None = None
-        self._dimensions_note: str | None = None  #: why the client truncates itself
         self._encoding = "base64"
         self._state_lock = threading.Lock()
         self._sem: Any = None
@@ -902,7 +901,6 @@ class BaseClient:
         with self._state_lock:
             first = self._supports_dimensions is not False
             self._supports_dimensions = False
-            self._dimensions_note = self._dimensions_note or why
         if first:
             logger.warning("%s: %s; this client truncates and renormalises the vectors itself from now on "
                            "(the same vectors as a server that does it right)", self.base_url, why)
