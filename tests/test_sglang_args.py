@@ -127,7 +127,9 @@ def test_sglang_python_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert build_command(Profile(python="/prof/python"), python="/arg/python").argv[0] == "/arg/python"
 
 
-def test_resolve_sglang_is_serves_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resolve_sglang_ranks_interpreters_and_keeps_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule itself; that the launch, the dry run and doctor all use it is shown end to end by
+    tests/test_serve_cli.py::test_profile_env_pythonpath_reaches_every_parser_check."""
     from qembed.sglang_args import resolve_sglang
 
     monkeypatch.setenv("QEMBED_SGLANG_PYTHON", "/env/python")
@@ -144,17 +146,15 @@ def test_resolve_sglang_is_serves_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     assert env["NO_PROXY"] == "corp.example,127.0.0.1,localhost,::1"
 
 
-def test_redaction_table_is_in_redact_only() -> None:
-    import inspect
-
-    from qembed import redact, sglang_args
-
-    source = inspect.getsource(sglang_args)
-    assert "PASSWORD" not in source and "TOKEN" not in source  # the table lives in redact.py
-    assert sglang_args.redact_argv is redact.redact_argv
-    cmd = build_command(Profile(env={"HF_TOKEN": "t0k3n", "SOME_API_KEY": "k3y", "HF_HOME": "/d"}), python="p")
-    assert cmd.redacted_env()["HF_TOKEN"] == "[...]" and cmd.redacted_env()["SOME_API_KEY"] == "[...]"
-    assert cmd.redacted_env()["HF_HOME"] == "/d"
+@pytest.mark.parametrize("name", ["HF_TOKEN", "SOME_API_KEY", "DB_PASSWORD", "MY_SECRET", "hf_token"])
+def test_secret_env_never_printed(name: str) -> None:
+    """A profile's secret-looking env value never reaches what qembed prints (the dry run's
+    argv, env and display line); plain values stay readable."""
+    cmd = build_command(Profile(env={name: "s3cr3t-value", "HF_HOME": "/d"}), python="p")
+    assert cmd.redacted_env()[name] == "[...]" and cmd.redacted_env()["HF_HOME"] == "/d"
+    shown = " ".join([*cmd.redacted_argv(), cmd.display(), *cmd.redacted_env().values()])
+    assert "s3cr3t-value" not in shown
+    assert cmd.env[name] == "s3cr3t-value"  # the child still gets it
 
 
 # -- env ----------------------------------------------------------------------------------------
