@@ -486,7 +486,7 @@ class BaseClient:
         for i, text in enumerate(raw):
             if not text.strip():
                 job.fail(i, "the text is empty or whitespace only (the server rejects the whole request)",
-                         hint="remove blank inputs, or pass `on_error=\"skip\"` / `--on-error skip`")
+                         hint="remove blank inputs, or pass `on_error=\"skip\"`")  # qembed embed says `--on-error skip`
         try:  # one pass over all texts; the per-text search runs only when one is bad
             "".join(formatted).encode("utf-8")
         except UnicodeEncodeError:
