@@ -46,15 +46,15 @@ class _Hub(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def hub() -> Iterator[str]:
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    hub_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    t = threading.Thread(target=hub_server.serve_forever, daemon=True)
     t.start()
     _Hub.seen.clear()
     try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}"
+        yield f"http://127.0.0.1:{hub_server.server_address[1]}"
     finally:
-        srv.shutdown()
-        srv.server_close()
+        hub_server.shutdown()
+        hub_server.server_close()
 
 
 def _closed_port() -> str:
