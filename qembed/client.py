@@ -301,9 +301,10 @@ class BaseClient:
     """Configuration, request building and reply parsing shared by both clients (no I/O).
 
     Args:
-        base_url: server URL; default ``QEMBED_URL``, then the server recorded by
+        url: server URL; default ``QEMBED_URL``, then the server recorded by
             ``qembed serve --detach``, then ``http://127.0.0.1:30000``. A trailing ``/v1``
-            (OpenAI style) is accepted.
+            (OpenAI style) is accepted. The CLI's ``--url`` and the adapters' ``url=``.
+        base_url: the same, spelt as the openai SDK spells it (give one of the two).
         api_key: sent as ``Authorization: Bearer``; default ``QEMBED_API_KEY``, then the
             variable named by the recorded server.
         model: model name to send; default ``QEMBED_MODEL``, then the server's own.
@@ -335,8 +336,9 @@ class BaseClient:
 
     def __init__(
         self,
-        base_url: str | None = None,
+        url: str | None = None,
         *,
+        base_url: str | None = None,
         api_key: str | None = None,
         model: str | None = None,
         timeout: float | httpx.Timeout | UseClientDefault | None = USE_CLIENT_DEFAULT,
@@ -354,6 +356,10 @@ class BaseClient:
     ) -> None:
         from .errors import ConfigError
 
+        # `url=` as the CLI (`--url`) and the adapters say it; `base_url=` as the openai SDK does
+        if url is not None and base_url is not None:
+            raise ConfigError("pass the server's address once: `url=` or `base_url=` (the same thing), not both")
+        base_url = url if url is not None else base_url
         record = None
         if base_url is None and qenv.URL.get() is None:
             record = _recorded_server()
@@ -1103,9 +1109,9 @@ class Client(BaseClient):
     the client learned about the server.
     """
 
-    def __init__(self, base_url: str | None = None, *,
+    def __init__(self, url: str | None = None, *,
                  http: Literal["auto", "httpx", "aiohttp", "stdlib"] = "auto", **kwargs: Any) -> None:
-        super().__init__(base_url, **kwargs)
+        super().__init__(url, **kwargs)
         self.http: str = choose_http(http, self._transport, sync=True)
         self._pool: Any = None
         self._pool_lock = threading.Lock()
@@ -1300,9 +1306,9 @@ class AsyncClient(BaseClient):
     (it costs 2-2.5x less CPU per vector), else httpx; ``"httpx"`` / ``"aiohttp"`` force one.
     """
 
-    def __init__(self, base_url: str | None = None, *, http: Literal["auto", "httpx", "aiohttp"] = "auto",
+    def __init__(self, url: str | None = None, *, http: Literal["auto", "httpx", "aiohttp"] = "auto",
                  **kwargs: Any) -> None:
-        super().__init__(base_url, **kwargs)
+        super().__init__(url, **kwargs)
         self.http: str = choose_http(http, self._transport)
         self._io: AsyncTransport = (
             AiohttpAsync(base_url=self.base_url, headers=self._headers(), timeouts=self._timeouts(),

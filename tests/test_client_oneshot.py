@@ -113,3 +113,32 @@ def test_embed_lists_is_embed_as_lists(matryoshka: bool, encoding: str) -> None:
         assert lists.indices == (None if arrays.indices is None else arrays.indices.tolist())
         assert (lists.failures, lists.model, lists.prompt_tokens) == (arrays.failures, arrays.model,
                                                                       arrays.prompt_tokens)
+
+
+def test_url_is_the_name_base_url_its_alias(srv: Running) -> None:
+    """`Client(url=...)` as the CLI's `--url` and the adapters' `url=` (issue 23 item 7);
+    `base_url=` as the openai SDK spells it; both at once is refused, never a raw TypeError. Run
+    as a user script would, in a fresh interpreter."""
+    import subprocess
+
+    script = f"""
+import qembed
+from qembed.errors import ConfigError
+for make in (lambda: qembed.Client(url={srv.url!r}), lambda: qembed.Client(base_url={srv.url!r}),
+             lambda: qembed.Client({srv.url!r}), lambda: qembed.AsyncClient(url={srv.url!r})):
+    c = make()
+    print(c.base_url)
+with qembed.Client(url={srv.url!r}) as c:
+    print(len(c.embed_documents(["a text"])[0]))
+try:
+    qembed.Client(url={srv.url!r}, base_url={srv.url!r})
+except ConfigError as exc:
+    print("refused:", exc.message)
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:4] == [srv.url] * 4
+    assert lines[4] == "64"
+    assert lines[5].startswith("refused: pass the server's address once: `url=` or `base_url=`")
