@@ -173,6 +173,12 @@ def event(kind: str, message: str, /, *, level: str = "info", **fields: Any) -> 
         _write_err(message)
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 warning``, ``2 warnings`` (``many``: an irregular plural). Every count in a message goes
+    through here, so none says "1 warnings" or "input(s)"."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
 def status(message: str) -> None:
     """A progress/status line on stderr (no prefix)."""
     event("status", message)

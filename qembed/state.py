@@ -152,6 +152,8 @@ class Record:
     gpu_ids: list[int] | None = None  # the GPUs it runs on (None: SGLang's default)
     group: str | None = None  # `serve --gpus ... --gateway`: the gateway record's name
     role: str | None = None  # "gateway" or "replica" in a group; None for a plain server
+    cwd: str | None = None  # the directory `qembed serve` ran in: tells checkouts and jobs apart
+    hostname: str | None = None  # the machine it runs on (a state dir on a shared home is seen from several)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,6 +166,12 @@ class Record:
     @property
     def path(self) -> Path:
         return servers_dir() / f"{self.name}.json"
+
+    @property
+    def elsewhere(self) -> bool:
+        """Recorded on another machine (a state dir on a shared home): its PID means nothing here,
+        so it is never checked, cleaned or signalled from this machine."""
+        return self.hostname is not None and self.hostname != this_host()
 
     def is_alive(self) -> bool:
         """The recorded process still runs, and it is provably the same process: its start time
@@ -203,18 +211,23 @@ def make_record(
     group: str | None = None,
     role: str | None = None,
 ) -> Record:
-    """Build a record for a live process, reading its pgid and start time now."""
+    """Build a record for a live process, reading its pgid and start time now, with this
+    process's working directory and host name."""
     try:
         pgid = os.getpgid(pid)
     except OSError:
         pgid = pid
+    try:
+        cwd: str | None = os.getcwd()
+    except OSError:  # the directory was removed
+        cwd = None
     return Record(
         name=name, pid=pid, pgid=pgid, host=host, port=port, url=url, profile=profile,
         model=model, log_path=str(log_path), started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         proc_start_time=process_start_time(pid), served_model_name=served_model_name,
         dimensions=dimensions, context_length=context_length, detached=detached,
         api_key_env=api_key_env, owner_pid=owner_pid, shutdown_timeout=shutdown_timeout,
-        gpu_ids=gpu_ids, group=group, role=role,
+        gpu_ids=gpu_ids, group=group, role=role, cwd=cwd, hostname=this_host(),
     )
 
 
@@ -265,9 +278,17 @@ def remove_if_owned(record: Record) -> bool:
     return remove(record.name)
 
 
-def list_records(*, clean: bool = True) -> list[Record]:
-    """All records, oldest first. With ``clean``, records of dead (or reused) PIDs are deleted
-    and left out."""
+def this_host() -> str:
+    """This machine's name, as records store it."""
+    import socket
+
+    return socket.gethostname()
+
+
+def list_records(*, clean: bool = True, other_hosts: bool = False) -> list[Record]:
+    """This machine's records, oldest first. With ``clean``, records of dead (or reused) PIDs are
+    deleted and left out. Records of other machines (:attr:`Record.elsewhere`) are never checked
+    or deleted here; ``other_hosts`` lists them too, as recorded."""
     d = servers_dir()
     if not d.is_dir():
         return []
@@ -279,6 +300,10 @@ def list_records(*, clean: bool = True) -> list[Record]:
                 with contextlib.suppress(OSError):
                     path.unlink()
             continue
+        if rec.elsewhere:
+            if other_hosts:
+                out.append(rec)
+            continue
         if clean and not rec.is_alive():
             logger.info("removing stale server record %s (pid %d is gone)", path, rec.pid)
             remove_if_owned(rec)
@@ -289,9 +314,10 @@ def list_records(*, clean: bool = True) -> list[Record]:
 
 
 def live(name: str) -> Record | None:
-    """The record named ``name`` if its server is alive; a stale record is deleted."""
+    """The record named ``name`` if its server is alive here; a stale record is deleted (one of
+    another machine is left alone: ``None``)."""
     rec = load(name)
-    if rec is None:
+    if rec is None or rec.elsewhere:
         return None
     if not rec.is_alive():
         remove_if_owned(rec)
@@ -475,6 +501,7 @@ __all__ = [
     "servers_dir",
     "state_dir",
     "state_dir_error",
+    "this_host",
     "valid_name",
     "with_members",
 ]

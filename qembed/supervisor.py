@@ -100,6 +100,12 @@ def refuse_running(name: str) -> None:
     if existing is not None:
         raise NameInUse(f"a server named `{name}` is already running (pid {existing.pid}, {existing.url})",
                         hint=f"stop it with `qembed stop {name}`, or start another with `--name NAME` and `--port N`")
+    other = state.load(name)
+    if other is not None and other.elsewhere:  # a shared state dir: its record must not be overwritten
+        raise NameInUse(f"a server named `{name}` is recorded on host `{other.hostname}` (pid {other.pid}, "
+                        f"{other.url}) in this state directory, which that machine shares",
+                        hint=f"start this one with `--name NAME`; stop that one on `{other.hostname}` "
+                             f"(`qembed stop {name}`), or delete `{other.path}` if it no longer runs there")
 
 
 def check_model_path(profile: Profile) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import pytest
 import typer
 
 from qembed.cli import app
@@ -45,3 +46,23 @@ def test_the_walk_sees_the_cli() -> None:
     assert "qembed serve" in meanings["-d"]["--detach"]
     assert "qembed logs" in meanings["-f"]["--follow"]
     assert "qembed serve" in meanings["-p"]["--profile"] and "qembed doctor" in meanings["-p"]["--profile"]
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_top_level_help_shows_each_commands_whole_first_sentence(columns: int) -> None:
+    """Issue 23 item 9: `qembed --help` cut the summaries at about 45 characters ("across...")."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": str(columns)}
+    out = subprocess.run([sys.executable, "-m", "qembed", "--help"], capture_output=True, text=True, env=env,
+                         timeout=60).stdout
+    listing = " ".join(out.split("Commands:", 1)[1].split())
+    assert "..." not in listing
+    group = typer.main.get_command(app)
+    for name, cmd in group.commands.items():  # type: ignore[attr-defined]
+        first = " ".join((cmd.help or "").split("\n\n")[0].split())
+        first = first[: first.index(". ") + 1] if ". " in first else first
+        assert f"{name} {first}" in listing, name
+    assert max(map(len, out.splitlines())) <= max(80, columns)

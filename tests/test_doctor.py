@@ -516,3 +516,15 @@ def test_no_gpu_points_to_both_cpu_options(monkeypatch: pytest.MonkeyPatch, quie
     by = {f"{r['section']}/{r['name']}": r for r in json.loads(result.stdout)["checks"]}
     fix = by["NVIDIA driver/NVML"]["fix"]
     assert "qembed serve --profile xeon" in fix and "qembed serve --profile cpu" in fix and "docs/serving.md" in fix
+
+
+def test_the_summary_says_1_warning(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
+    """Issue 23 item 9: "1 warnings" (the newcomer's machine: no driver, a CPU-only torch)."""
+    fake_nvml.install(monkeypatch, "no-driver")
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with(
+        torch="2.13.0+cpu", torch_cuda=None, sglang=None))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    warns = json.loads(CliRunner().invoke(app, ["doctor", "--json"]).stdout)["summary"]["WARN"]
+    assert warns == 1
+    err = CliRunner().invoke(app, ["doctor"]).stderr
+    assert ", 1 warning, " in err, err

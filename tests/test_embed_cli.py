@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from qembed.cli import app
 from tests.cli_helpers import invoke, run_main
 from tests.standin.server import HashBackend, Running, StandinConfig, serve_in_thread
 
@@ -211,3 +213,53 @@ def test_npy_to_a_terminal_is_refused(srv: Running) -> None:
     assert proc.returncode == 2
     assert proc.stderr.decode().startswith("error: `--format npy` is binary and stdout is a terminal")
     assert "> vectors.npy" in proc.stderr.decode() and srv.requests == []
+
+
+# -- issue 23 item 9: one way of counting, one spelling per surface --------------------------------
+
+
+def test_table_rows_count_from_1_like_errors_and_json_index_stays_0(srv: Running) -> None:
+    table = invoke(["embed", "--url", srv.url, "--format", "table", "alpha", "beta"])
+    assert table.exit_code == 0, table.stderr
+    numbers = [line.replace("│", " ").split()[0] for line in table.stdout.splitlines()
+               if "alpha" in line or "beta" in line]
+    assert numbers == ["1", "2"]
+    doc = json.loads(invoke(["embed", "--url", srv.url, "--json", "alpha", "beta"]).stdout)
+    assert [d["index"] for d in doc["data"]] == [0, 1]  # the API's position, as OpenAI's
+
+
+def test_blank_input_hint_is_the_command_lines_spelling(srv: Running, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    for args, stdin in ((["ok", " "], None), (["-"], "ok\n \n")):
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
+        code, _, err = run_main(monkeypatch, capsys, ["embed", "--url", srv.url, *args])
+        assert code == 2 and "`--on-error skip`" in err, err
+        assert "on_error=" not in err, err  # Python's spelling is for the library
+    from qembed import Client
+    from qembed.errors import InputError
+
+    with Client(srv.url) as c, pytest.raises(InputError) as exc:
+        c.embed(["ok", " "])
+    assert exc.value.hint is not None and 'on_error="skip"' in exc.value.hint and "--on-error" not in exc.value.hint
+
+
+def test_a_bulk_summary_names_skipped_lines_1_based_and_counts_in_words(srv: Running, tmp_path: Path) -> None:
+    """`.txt` ids stay 0-based (row k of the output, and what resume journals hash); the summary
+    a person reads names the line, as the error for the same line does."""
+    (tmp_path / "in.txt").write_text("a\n\nb\n")
+    r = invoke(["embed", "--url", srv.url, "--on-error", "skip", "--input", str(tmp_path / "in.txt"),
+                "--output", str(tmp_path / "out.jsonl")])
+    assert r.exit_code == 0, r.stderr
+    assert "warning: 1 input skipped: line 2 (the text is empty" in r.stderr
+    assert [json.loads(x)["id"] for x in (tmp_path / "out.jsonl").read_text().splitlines()] == [0, 2]
+    one = invoke(["embed", "--url", srv.url, "x", "-o", str(tmp_path / "one.npy")])
+    assert "wrote 1 vector of 32 dims" in one.stderr
+
+
+def test_batch_size_shows_its_default_as_concurrency_does() -> None:
+    from qembed.client import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY
+
+    text = " ".join(CliRunner().invoke(app, ["embed", "--help"], env={"COLUMNS": "200"}).stdout.split())
+    assert f"Requests in flight. [default: {DEFAULT_CONCURRENCY}; x>=1]" in text
+    assert f"Texts per request. [default: {DEFAULT_BATCH_SIZE}; x>=1]" in text

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from qembed import launcher, state
-from tests.cli_helpers import invoke
+from tests.cli_helpers import invoke, run_main
 
 
 @pytest.fixture
@@ -124,3 +124,48 @@ def test_ps_tells_draining_from_starting_and_gone_from_loading(sleeper: subproce
         server.server_close()
     rows = {row["name"]: row["status"] for row in json.loads(r.stdout)}
     assert rows == {"draining": "draining", "starting": "starting", "gone": "not answering", "loading": "loading"}
+
+
+# -- servers of other checkouts, jobs and machines (issue 23 item 9) ------------------------------
+
+
+def _session_sleeper() -> subprocess.Popen[bytes]:
+    """A process that leads its own group, as a served engine does (so `stop` may signal it)."""
+    return subprocess.Popen(["sleep", "60"], start_new_session=True)
+
+
+def test_a_bare_stop_refuses_two_servers_and_ps_tells_them_apart(monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    procs = [_session_sleeper() for _ in range(3)]
+    try:
+        _record("emb", procs[0].pid, _free_port(), cwd="/work/checkout-a", profile="a100")
+        _record("gw", procs[1].pid, _free_port(), cwd="/work/checkout-b", profile="a100", role="gateway")
+        _record("gw-0", procs[2].pid, _free_port(), cwd="/work/checkout-b", profile="a100", role="replica", group="gw")
+        # a server recorded by another machine that shares this state dir (a shared home)
+        _record("far", 999_999, _free_port(), cwd="/home/u/job-7", hostname="other-node")
+        code, _, err = run_main(monkeypatch, capsys, ["stop"])
+        assert code == 2, err
+        assert "error: 2 servers are running: name the one to stop" in err  # the group counts once
+        assert "`emb` (started in /work/checkout-a, profile a100)" in err and "`gw` (started in /work/checkout-b" in err
+        assert all(p.poll() is None for p in procs), "a bare stop signalled a server it could not know was meant"
+        monkeypatch.setenv("COLUMNS", "200")
+        r = invoke(["ps"])
+        assert r.exit_code == 0 and "DIR" in r.stdout
+        lines = {name: line for line in r.stdout.splitlines() for name in ("emb", "gw", "far")
+                 if line.replace("│", " ").split()[:1] == [name]}
+        assert "/work/checkout-a" in lines["emb"] and "/work/checkout-b" in lines["gw"]
+        assert "on host other-node" in lines["far"] and "/home/u/job-7" in lines["far"]
+        code, _, err = run_main(monkeypatch, capsys, ["stop", "far"])
+        assert code == 2 and "runs on host `other-node`" in err
+        procs[0].kill()
+        procs[0].wait()
+        # exactly one server (the group) left here: a bare stop stops it, gateway and replica
+        r = invoke(["stop", "--timeout", "1"])
+        assert r.exit_code == 0, r.stderr
+        assert "stopping gw (pid" in r.stderr and "started in /work/checkout-b" in r.stderr
+        assert procs[1].wait(timeout=10) is not None and procs[2].wait(timeout=10) is not None
+        assert state.load("far") is not None, "another machine's record was removed from here"
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

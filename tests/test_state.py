@@ -267,10 +267,11 @@ def test_bare_stop_needs_a_name_only_when_several_run() -> None:
     # CliRunner calls the app without the error funnel of `qembed.cli.main`: check the error
     none = CliRunner().invoke(app, ["stop"]).exception
     assert isinstance(none, QembedError) and none.exit_code == ExitCode.USAGE
-    assert none.message == "no servers running"
+    assert none.message == "no servers running on this machine"
     for name in ("a", "b"):  # records of this (live) process: nothing is stopped below
         state.save(_record(name, os.getpid()))
     several = CliRunner().invoke(app, ["stop"]).exception
     assert isinstance(several, QembedError) and several.exit_code == ExitCode.USAGE
-    assert "more than one server is running" in several.message and "`a`, `b`" in (several.hint or "")
+    assert "2 servers are running: name the one to stop" in several.message
+    assert "`a` (started in " in (several.hint or "") and ", `b` (started in " in (several.hint or "")
     assert len(state.list_records()) == 2

@@ -10,13 +10,33 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from qembed import __version__
 from qembed import env as qenv
 
+
+class _Group(TyperGroup):
+    """The root group: each command's summary in `qembed --help` is its whole first sentence,
+    wrapped to the terminal, where Click would cut it at the column width with `...`."""
+
+    # Any: typer carries its own copy of click (typer._click), whose classes are private
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=10_000)))  # the first sentence, uncut
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
+    cls=_Group,
     name="qembed",
     help=(
         "Serve and use Qwen3-Embedding models on NVIDIA GPUs with SGLang.\n\n"

@@ -154,4 +154,4 @@ def bench(
     errors = sum(c.errors for c in report.cells)
     if errors:
         first = next(c.first_error for c in report.cells if c.first_error)
-        output.warn(f"{errors} request(s) failed; first: {first}")
+        output.warn(f"{output.plural(errors, 'request')} failed; first: {first}")

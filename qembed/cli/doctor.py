@@ -61,7 +61,7 @@ def doctor(
                      [[c.status, c.section, c.name, c.found, c.fix or ""] for c in checks],
                      title="qembed doctor", markup=False, stack_key=3)
         counts = summary(checks)
-        output.status(f"{counts['PASS']} passed, {counts['WARN']} warnings, {counts['FAIL']} failed, "
+        output.status(f"{counts['PASS']} passed, {output.plural(counts['WARN'], 'warning')}, {counts['FAIL']} failed, "
                       f"{counts['SKIP']} skipped")
     if code:
         # SystemExit, not typer.Exit: `qembed.cli.main` runs the app with standalone_mode=False,

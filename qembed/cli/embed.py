@@ -269,7 +269,9 @@ def embed(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output file (default: refuse).")] = False,
     on_error: Annotated[OnError, typer.Option("--on-error", help="raise: stop at a blank/too long input; skip: leave it out and report it.")] = OnError.raise_,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight.", min=1)] = 8,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Texts per request (default: 128).", min=1)] = None,
+    # both defaults are the client's (DEFAULT_CONCURRENCY, DEFAULT_BATCH_SIZE), written out so --help imports no
+    # client; tests/test_embed_cli.py holds them equal
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per request.", min=1)] = 128,
     chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="Bulk: rows per chunk (unit of progress and resume).", min=1)] = 1024,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds one request may take in total, every byte of the answer included (default: 300).", min=0.001, show_default=False)] = None,
 ) -> None:
@@ -337,6 +339,9 @@ def embed(
         _render(emb, items, labels, chosen)
 
 
+_SKIP_PY = '`on_error="skip"`'  # how the client's hints name skipping (Python); the CLI says `--on-error skip`
+
+
 def _embed_items(client: Client, items: list[str], labels: list[str], job: dict[str, Any], *, plain: bool) -> Any:
     """Embed ``items`` as ``job`` says (kind, task, instruction, prefix, dimensions); an input
     error names the text as the user knows it (``labels``). ``plain``: lists, not numpy."""
@@ -358,9 +363,10 @@ def _embed_items(client: Client, items: list[str], labels: list[str], job: dict[
         if exc.index is not None and 0 <= exc.index < len(labels) and exc.message.startswith(f"input {exc.index}"):
             exc.message = labels[exc.index] + exc.message[len(f"input {exc.index}"):]
             exc.args = (exc.message,)
+            # the library's spelling (`on_error="skip"`) said as this command line's
+            hint = (exc.hint or "").replace(_SKIP_PY, "`--on-error skip`")
             skip = "or pass `--on-error skip` to leave it out (and be told which)"
-            if "--on-error skip" not in (exc.hint or ""):
-                exc.hint = f"{exc.hint}; {skip}" if exc.hint else skip.removeprefix("or ")
+            exc.hint = hint if "--on-error skip" in hint else (f"{hint}; {skip}" if hint else skip.removeprefix("or "))
         raise
 
 
@@ -442,7 +448,7 @@ def _write_file(emb: Any, n: int, labels: list[str], output_path: Path) -> None:
                            hint="nothing was written; free space or choose another output") from exc
     ids = f" (ids in {written[1]})" if len(written) > 1 else ""
     dims = int(vectors.shape[1]) if vectors.ndim == 2 else 0
-    output.status(f"wrote {len(vectors)} vectors of {dims} dims to {output_path}{ids}")
+    output.status(f"wrote {output.plural(len(vectors), 'vector')} of {dims} dims to {output_path}{ids}")
 
 
 def _rows(emb: Any, n: int) -> list[int]:
@@ -477,7 +483,8 @@ def _render(emb: Any, items: list[str], labels: list[str], fmt: Format) -> None:
     for i, v in zip(rows, vectors, strict=True):
         text = items[i] if len(items[i]) <= 40 else items[i][:37] + "..."
         head = ", ".join(f"{x:+.4f}" for x in v[:4])
-        table_rows.append([i, text, v.shape[0], f"{float(np.linalg.norm(v)):.4f}", f"[{head}, ...]"])
+        # 1-based, as errors and warnings name inputs (`text 2: ...`); JSON `index` stays 0-based
+        table_rows.append([i + 1, text, v.shape[0], f"{float(np.linalg.norm(v)):.4f}", f"[{head}, ...]"])
     output.table(["#", "text", "dims", "norm", "first values"], table_rows,
                  title=f"{emb.model or 'embeddings'} · {int(emb.prompt_tokens)} tokens")
 
@@ -535,11 +542,14 @@ def _render_summary(result: BulkResult, *, as_json: bool) -> None:
         output.print_json(result.as_dict())
         return
     resumed = f" ({result.chunks_resumed} chunks from before --resume)" if result.chunks_resumed else ""
-    output.status(f"wrote {result.rows_out} vectors of {result.dimensions} dims to {result.output}{resumed}: "
+    output.status(f"wrote {output.plural(result.rows_out, 'vector')} of {result.dimensions} dims to {result.output}{resumed}: "
                   f"{result.tokens} tokens in {result.seconds:.1f} s")
     if result.failures:
-        output.warn(f"{len(result.failures)} input(s) skipped: " + ", ".join(
-            f"{f.id} ({f.reason})" for f in result.failures[:10]) + (" ..." if len(result.failures) > 10 else ""),
+        # named as errors name them: the 1-based line (or record); the id only where it is not the position
+        where = "line" if Path(result.input).suffix.lower() == ".txt" else "record"
+        output.warn(f"{output.plural(len(result.failures), 'input')} skipped: " + ", ".join(
+            f"{where} {f.index + 1}" + ("" if f.id == f.index else f" (id {f.id!r})") + f" ({f.reason})"
+            for f in result.failures[:10]) + (" ..." if len(result.failures) > 10 else ""),
             hint="they are not in the output; `--json` lists them all")
 
 

@@ -136,7 +136,7 @@ def gateway_cmd(
     gateway.check_exposure(host, api_key)
     admin = gateway.admin_key(api_key, qenv.GATEWAY_ADMIN_KEY.get())  # before anything starts
     if not json_:
-        output.status(f"checking {len(worker)} worker(s) ...")
+        output.status(f"checking {output.plural(len(worker), 'worker')} ...")
     infos = gateway.probe_workers(worker, api_key=api_key)
     log_path = state.new_log_path(name)
     server = gateway.start_gateway([w.url for w in infos], host=host, port=port, policy=policy, api_key=api_key,

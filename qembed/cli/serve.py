@@ -72,7 +72,7 @@ STOP_EXAMPLES = """\
 Examples:
 
 \b
-  qembed stop                      # the only server running
+  qembed stop                      # the only one here (several: refused)
   qembed stop emb
   qembed stop --all
   qembed stop emb --timeout 5      # give in-flight requests 5 s, then kill
@@ -493,48 +493,78 @@ def ps(json_: JsonOpt = False) -> None:
 
     from qembed import launcher, output, state
 
-    records = state.list_records(clean=True)
+    records = state.list_records(clean=True, other_hosts=True)
+
+    def status(r: Record) -> str:  # another machine's server can't be probed or checked from here
+        return f"on host {r.hostname}" if r.elsewhere else launcher.server_status(r)
+
     with ThreadPoolExecutor(max_workers=max(1, min(32, len(records)))) as pool:
-        health = list(pool.map(launcher.server_status, records))
+        health = list(pool.map(status, records))
     if json_:
         output.print_json([{**r.to_json(), "status": h, "uptime_seconds": r.uptime()} for r, h in zip(records, health, strict=True)])
         return
     if not records:
         output.status("no servers running (start one with `qembed serve --detach`)")
         return
-    # Few columns so a table fits 80 characters; `--json` has every field (profile, log, ...).
+    # Few columns; `--json` has every field (profile, log, host, ...). DIR, where `qembed serve` ran,
+    # tells apart the servers of other checkouts and jobs of the same user.
     rows = [
         (r.name, h, r.url, r.served_model_name or r.model, r.dimensions or "", r.pid, _uptime(r.uptime()),
-         ",".join(map(str, r.gpu_ids)) if r.gpu_ids else "")
+         ",".join(map(str, r.gpu_ids)) if r.gpu_ids else "", _short_dir(r.cwd))
         for r, h in zip(records, health, strict=True)
     ]
-    output.table(["NAME", "STATUS", "URL", "MODEL", "DIM", "PID", "UPTIME", "GPUS"], rows)
+    output.table(["NAME", "STATUS", "URL", "MODEL", "DIM", "PID", "UPTIME", "GPUS", "DIR"], rows, stack_key=1)
+
+
+def _short_dir(path: str | None, width: int = 32) -> str:
+    """A working directory as `ps` shows it: `~` for the home directory, the tail kept."""
+    if not path:
+        return "?"
+    home = os.path.expanduser("~")
+    if home not in ("", "/") and (path == home or path.startswith(home + os.sep)):
+        path = "~" + path[len(home):]
+    return path if len(path) <= width else "..." + path[-(width - 3):]
+
+
+def _described(r: Record) -> str:
+    """`` `emb` (started in ~/src/a, profile a100) ``: enough to tell two servers apart."""
+    return f"`{r.name}` (started in {_short_dir(r.cwd)}, profile {r.profile or '?'})"
 
 
 def _pick(name: str | None) -> Record:
     from qembed import state
     from qembed.errors import ConfigError
 
-    records = state.list_records(clean=True)
+    records = state.list_records(clean=True, other_hosts=True)
+    here = [r for r in records if not r.elsewhere]
     if name is None:
-        if len(records) == 1:  # the only one: no need to name it (as `qembed logs` picks)
-            return records[0]
-        if not records:
-            raise ConfigError("no servers running", hint="`qembed ps` lists them; start one with `qembed serve --detach`")
-        names = ", ".join(f"`{r.name}`" for r in records)
-        raise ConfigError("more than one server is running: name the one to stop, or pass `--all`",
-                          hint=f"running: {names} (`qembed ps`)")
+        # A bare `stop` stops a server only when it can be the one meant: the only one running
+        # on this machine (a group, its gateway and replicas, is one). Two, from two checkouts or
+        # jobs of the same user, are refused: the user names one.
+        gateways = {r.name for r in here if r.role == "gateway"}
+        candidates = [r for r in here if not (r.role == "replica" and r.group in gateways)]
+        if len(candidates) == 1:
+            return candidates[0]
+        if not candidates:
+            raise ConfigError("no servers running on this machine",
+                              hint="`qembed ps` lists them; start one with `qembed serve --detach`")
+        raise ConfigError(f"{len(candidates)} servers are running: name the one to stop (or pass `--all`)",
+                          hint="running: " + ", ".join(_described(r) for r in candidates)
+                               + "; e.g. `qembed stop " + candidates[-1].name + "`")
     for r in records:
         if r.name == name:
+            if r.elsewhere:
+                raise ConfigError(f"the server `{name}` runs on host `{r.hostname}`, not on this machine",
+                                  hint=f"run `qembed stop {name}` on `{r.hostname}`")
             return r
-    running = ", ".join(f"`{r.name}`" for r in records) or "none"
+    running = ", ".join(f"`{r.name}`" for r in here) or "none"
     raise ConfigError(f"no running server named `{name}`", hint=f"running: {running} (`qembed ps`)")
 
 
 @app.command("stop", epilog=STOP_EXAMPLES)
 def stop(
-    name: Annotated[str | None, typer.Argument(help="Server name (see `qembed ps`; may be left out when only one runs).")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Stop every server qembed started.")] = False,
+    name: Annotated[str | None, typer.Argument(help="Server name (see `qembed ps`; may be left out when only one runs on this machine).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Stop every server qembed started on this machine.")] = False,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to let the server drain before killing it (default: the profile's `shutdown_timeout`).")] = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -546,7 +576,8 @@ def stop(
     for rec in targets:
         wait = rec.shutdown_timeout if timeout is None else timeout
         if not json_:
-            output.status(f"stopping {rec.name} (pid {rec.pid}, draining for up to {wait:.0f} s) ...")
+            output.status(f"stopping {rec.name} (pid {rec.pid}, started in {_short_dir(rec.cwd)}; "
+                          f"draining for up to {wait:.0f} s) ...")
         was_running = launcher.stop_server(rec, timeout=wait)
         done.append({"name": rec.name, "pid": rec.pid, "stopped": was_running})
         if not json_:
