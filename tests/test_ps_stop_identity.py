@@ -157,6 +157,8 @@ def test_a_bare_stop_refuses_two_servers_and_ps_tells_them_apart(monkeypatch: py
         assert "on host other-node" in lines["far"] and "/home/u/job-7" in lines["far"]
         code, _, err = run_main(monkeypatch, capsys, ["stop", "far"])
         assert code == 2 and "runs on host `other-node`" in err
+        code, _, err = run_main(monkeypatch, capsys, ["serve", "-p", "a100", "--name", "far", "--port", str(_free_port())])
+        assert code == 2 and "a server named `far` is recorded on host `other-node`" in err, err
         procs[0].kill()
         procs[0].wait()
         # exactly one server (the group) left here: a bare stop stops it, gateway and replica
