@@ -199,7 +199,8 @@ ROWS: list[Row] = [
     Row("client-timeouts", "docs/client.md", r"Timeouts: connect (\d+) s; read (\d+) s",
         _code("DEFAULT_CONNECT_TIMEOUT", "DEFAULT_READ_TIMEOUT")),
     Row("client-signature", "docs/client.md",
-        r"max_retries=(\d+), backoff=([\d.]+), retry_timeout=([\d.]+), expect_unit=True, concurrency=(\d+),\s+batch_size=(\d+), batch_tokens=(\d+)",
+        r"max_retries=(\d+), backoff=([\d.]+), retry_timeout=([\d.]+), expect_unit=True, dimensions_fallback=True,\s+"
+        r"concurrency=(\d+), batch_size=(\d+), batch_tokens=(\d+)",
         _code("DEFAULT_MAX_RETRIES", "DEFAULT_BACKOFF", "DEFAULT_RETRY_TIMEOUT", "DEFAULT_CONCURRENCY", "DEFAULT_BATCH_SIZE",
               "DEFAULT_BATCH_TOKENS")),
     Row("client-default-url", "docs/client.md", r"names\), then `(http://[\d.]+:\d+)`",
@@ -333,7 +334,8 @@ def test_doctor_exit_codes() -> None:
 
 #: QEMBED_* variables that only the tests and scripts read (CONTRIBUTING.md); not in qembed/env.py
 TEST_ONLY_VARS = {"QEMBED_SGLANG_PARSER_PYTHON", "QEMBED_REQUIRE_CONFORMANCE", "QEMBED_FAKE_NVML",
-                  "QEMBED_TORCH_SPEC", "QEMBED_SGLANG_VENV"}
+                  "QEMBED_TORCH_SPEC", "QEMBED_SGLANG_VENV", "QEMBED_PEERS_RELOCK", "QEMBED_PEERS_VLLM",
+                  "QEMBED_TEST_VENV", "QEMBED_TEST_PLAN"}
 _VAR = re.compile(r"QEMBED_[A-Z][A-Z_]*[A-Z]")
 
 

@@ -190,7 +190,7 @@ def test_ready_phases_probe_and_clean_stop(fake: dict[str, object], monkeypatch:
     assert os.getpgid(server.pid) == server.pid  # own process group
     assert os.getpgid(pids["children"][0]) == server.pid
     assert pids["env"]["NO_PROXY"].split(",")[-3:] == ["127.0.0.1", "localhost", "::1"]
-    labels = {p.key: p.label for p in launcher.PHASES}
+    labels = {p.key: p.label.format(engine="SGLang") for p in launcher.PHASES}  # the fake runs as SGLang
     assert seen[0] == labels["starting"] and seen[-1] == labels["ready"]
     for key in ("loading", "loaded", "memory_pool", "cuda_graphs", "scheduler", "warming_up", "probe"):
         assert labels[key] in seen

@@ -110,9 +110,14 @@ def test_gpu_refusal_releases_the_claim(fake: Path, monkeypatch: pytest.MonkeyPa
     assert _claim_is_free("emb", prof.port)
 
 
-def test_reference_engine_skips_the_gpu_checks(fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reference_engine_skips_the_gpu_checks(fake: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     pytest.importorskip("sentence_transformers")
     fake_nvml.install(monkeypatch, "old-driver")  # would refuse an SGLang launch
+    # the model is in the HF cache (the Hub check passes without a network; tests/test_hub.py)
+    snap = tmp_path / "hf" / "hub" / "models--Qwen--Qwen3-Embedding-4B" / "snapshots" / "x"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     events: list[Event] = []
     with _session(_profile(engine="reference"), events) as session:
         session.prepare()
