@@ -199,6 +199,19 @@ def failure_details(
     return details, hint, diagnoses
 
 
+_ERROR_LINE = re.compile(r"(\b\w*(Error|Exception)\b|\berror:|\bFATAL\b|\bKilled\b)")
+
+
+def last_error_line(lines: Sequence[str], *, width: int = 240) -> str | None:
+    """The child's own last error line (``OSError: ...``, ``error: ...``), for the final message,
+    so that the cause is on screen and not only in the log (issue 23)."""
+    for line in reversed(lines):
+        text = line.strip()
+        if text and not text.startswith(("File \"", "Traceback", "^", "~")) and _ERROR_LINE.search(text):
+            return text if len(text) <= width else text[: width - 3] + "..."
+    return None
+
+
 def diagnoses_json(diagnoses: Iterable[Diagnosis]) -> list[dict[str, Any]]:
     """Diagnoses as JSON-able dicts (for :attr:`qembed.errors.QembedError.diagnoses`)."""
     from dataclasses import asdict
@@ -349,8 +362,10 @@ class Server:
             first = next(d for d in diags if d.key == "flags_rejected")
             return FlagsRejected(f"SGLang rejected the command line: {first.evidence.strip()}", hint=hint,
                                  details=details, diagnoses=diagnoses_json(diags))
+        last = last_error_line(self.tail.lines(200))
         return ServerExited(
-            f"{engine_name(self.profile, capital=True)} exited before it was ready ({_exit_text(returncode)}, after {self.elapsed():.0f} s)",
+            f"{engine_name(self.profile, capital=True)} exited before it was ready ({_exit_text(returncode)}, after {self.elapsed():.0f} s)"
+            + (f": {last}" if last else ""),
             returncode=returncode,
             hint=hint,
             details=self._foreign_details() + details,
