@@ -5,14 +5,14 @@
 #
 #   bash scripts/peers_vllm.sh            # extra arguments go to pytest (e.g. -x, -k verify)
 #
-# Needs the test venv (.venv) that scripts/test.sh builds. Record the last lines of its output in
+# Needs the test venv (.venv-test) that scripts/test.sh builds. Record the last lines of its output in
 # docs/peers.md ("vLLM: last run") when they change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-[[ -x .venv/bin/python ]] || { echo "error: no .venv; run \`bash scripts/test.sh\` once first" >&2; exit 1; }
+[[ -x .venv-test/bin/python ]] || { echo "error: no .venv-test; run \`bash scripts/test.sh\` once first" >&2; exit 1; }
 
 step "building the vLLM venv (.venv-vllm)"
 bash scripts/setup_peers.sh vllm
@@ -20,7 +20,7 @@ bash scripts/setup_peers.sh vllm
 step "pytest tests/peers/test_vllm.py"
 export QEMBED_PEERS_VLLM=1 QEMBED_REQUIRE_CONFORMANCE=1 HF_HUB_OFFLINE=1
 set +e
-.venv/bin/python -m pytest tests/peers/test_vllm.py -p no:cacheprovider -v --durations=10 "$@"
+.venv-test/bin/python -m pytest tests/peers/test_vllm.py -p no:cacheprovider -v --durations=10 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

@@ -1,39 +1,53 @@
 #!/usr/bin/env bash
 # The one test command (README line 2; `.ci/run` calls exactly this).
 #
-# On a fresh machine it installs everything the suite needs, then runs ruff and pytest:
-#   1. .venv          qembed[test] with CPU torch (installed FIRST: otherwise pip resolves the
-#                     multi-GB CUDA build) for the tiny Qwen3 reference model
-#   2. .venv-sglang   the real SGLang 0.5.23 argument parser (sglang --no-deps + what its parser
-#                     imports + CPU torch), so every argv qembed builds is checked by SGLang itself
+# On a fresh machine it installs everything the suite needs, then runs ruff and pytest. It has
+# venvs of its own and NEVER installs into `.venv`, the serving venv of README line 1 (the test set
+# pins a CPU torch that SGLang's `[serve]` set does not accept; issue 23):
+#   1. .venv-test     qembed[test] with CPU torch (installed FIRST: otherwise pip resolves the
+#                     multi-GB CUDA build) for the tiny Qwen3 reference model ($QEMBED_TEST_VENV)
+#   2. .venv-sglang   real SGLang 0.5.23 on CPU: the argument parser and the engine
 #   3. .venv-infinity real Infinity 0.0.78 on the CPU torch (scripts/setup_peers.sh infinity), the
 #                     peer runtime tests/peers checks the client and `verify` against (docs/peers.md)
 #   4. promtool (alert rules), ruff, mypy --strict, then pytest with QEMBED_REQUIRE_CONFORMANCE=1: a skipped conformance test fails the run
+# QEMBED_TEST_PLAN=1 prints what it would run (one `plan:` line per step) and changes nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="${QEMBED_TORCH_SPEC:-torch==2.13.0}"
+VENV="${QEMBED_TEST_VENV:-.venv-test}"
+PLAN="${QEMBED_TEST_PLAN:-}"
+
+if [ "${VENV%/}" = ".venv" ]; then
+  echo "error: the test venv must not be .venv: that is the serving venv (README line 1)" >&2
+  echo "hint: unset QEMBED_TEST_VENV (default .venv-test)" >&2
+  exit 2
+fi
 
 step() { printf '\n==> %s\n' "$*" >&2; }
+# run CMD...: run it, or with QEMBED_TEST_PLAN=1 only say it
+run() { if [ -n "$PLAN" ]; then printf 'plan: %s\n' "$*"; else "$@"; fi; }
 
-if [ ! -x .venv/bin/python ]; then
-  step "creating .venv"
-  "$PYTHON" -m venv .venv
+if [ ! -x "$VENV/bin/python" ]; then
+  step "creating $VENV"
+  run "$PYTHON" -m venv "$VENV"
 fi
-step "installing $TORCH_SPEC (CPU build) and qembed[test] into .venv"
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check "$TORCH_SPEC"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+step "installing $TORCH_SPEC (CPU build) and qembed[test] into $VENV"
+run "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+run "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$TORCH_SPEC"
+run "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
 
 step "building the SGLang venv (.venv-sglang: real SGLang on CPU, the parser and the engine)"
-bash scripts/setup_sglang.sh
+run bash scripts/setup_sglang.sh
 
 step "building the Infinity venv (.venv-infinity: a real peer runtime for tests/peers)"
-bash scripts/setup_peers.sh infinity
+run bash scripts/setup_peers.sh infinity
 
 step "promtool (Debian's prometheus package) for the alert-rule checks"
-if ! command -v promtool >/dev/null 2>&1; then
+if [ -n "$PLAN" ]; then
+  run apt-get install prometheus  # only when promtool is missing
+elif ! command -v promtool >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1; then
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >&2
   fi
@@ -41,17 +55,21 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 
 step "ruff"
-.venv/bin/ruff check .
+run "$VENV/bin/ruff" check .
 
 step "mypy --strict"
-.venv/bin/mypy qembed
+run "$VENV/bin/mypy" qembed
 
 step "pytest"
 export QEMBED_REQUIRE_CONFORMANCE=1
 export QEMBED_SGLANG_PARSER_PYTHON="$PWD/.venv-sglang/bin/python"
 export HF_HUB_OFFLINE=1
+if [ -n "$PLAN" ]; then
+  run "$VENV/bin/python" -m pytest "$@"
+  exit 0
+fi
 set +e
-.venv/bin/python -m pytest "$@"
+"$VENV/bin/python" -m pytest "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
