@@ -18,7 +18,7 @@ import numpy as np
 from qembed.bulk import journal_path, lock_path
 from tests.conftest import REPO
 from tests.fake_site import harness
-from tests.standin.server import Fault, HashBackend, StandinConfig, serve_in_thread
+from tests.standin.server import Fault, HashBackend, Running, StandinConfig, serve_in_thread
 
 TEXTS = [f"line {i}" for i in range(200)]
 
@@ -34,23 +34,32 @@ def _as_argv(command: str) -> list[str]:
     return [sys.executable, "-m", "qembed", *words[1:]]
 
 
+def _interrupt_after_two_chunks(srv: Running, inp: Path, out: Path) -> str:
+    """Run a bulk job against ``srv``, Ctrl-C it once two chunks are committed; its stderr."""
+    argv = [sys.executable, "-m", "qembed", "embed", "--input", str(inp), "--output", str(out),
+            "--url", srv.url, "--chunk-rows", "4", "--batch-size", "2", "--concurrency", "1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+                            preexec_fn=harness.default_sigint)
+    with harness.reaped(proc):
+        harness.wait_while_running(proc, lambda: harness.committed_chunks(journal_path(out)) >= 2,
+                                   what="two committed chunks")
+        proc.send_signal(signal.SIGINT)
+        _, err_b = proc.communicate(timeout=60)
+    err = err_b.decode()
+    assert proc.returncode == 130, err
+    return err
+
+
+def _slow_server() -> StandinConfig:
+    return StandinConfig(dim=32, faults=[Fault("delay", count=10**6, seconds=0.02)])
+
+
 def test_ctrl_c_during_a_bulk_job_says_what_was_saved_and_how_to_continue(tmp_path: Path) -> None:
     inp = tmp_path / "docs.txt"
     inp.write_text("".join(t + "\n" for t in TEXTS))
     out = tmp_path / "vectors.npy"
-    cfg = StandinConfig(dim=32, faults=[Fault("delay", count=10**6, seconds=0.02)])
-    with serve_in_thread(cfg) as srv:
-        argv = [sys.executable, "-m", "qembed", "embed", "--input", str(inp), "--output", str(out),
-                "--url", srv.url, "--chunk-rows", "4", "--batch-size", "2", "--concurrency", "1"]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
-                                preexec_fn=harness.default_sigint)
-        with harness.reaped(proc):
-            harness.wait_while_running(proc, lambda: harness.committed_chunks(journal_path(out)) >= 2,
-                                       what="two committed chunks")
-            proc.send_signal(signal.SIGINT)
-            _, err_b = proc.communicate(timeout=60)
-        err = err_b.decode()
-        assert proc.returncode == 130, err
+    with serve_in_thread(_slow_server()) as srv:
+        err = _interrupt_after_two_chunks(srv, inp, out)
         saved = harness.committed_chunks(journal_path(out)) * 4
         assert saved < len(TEXTS), "the job finished before the interrupt"
         assert "interrupted" in err and f"{saved} input rows are saved in `{out}`" in err, err
@@ -72,19 +81,8 @@ def test_ctrl_c_during_a_parquet_job_names_the_part_files(tmp_path: Path) -> Non
     inp = tmp_path / "docs.txt"
     inp.write_text("".join(t + "\n" for t in TEXTS))
     out = tmp_path / "vectors.parquet"
-    cfg = StandinConfig(dim=32, faults=[Fault("delay", count=10**6, seconds=0.02)])
-    with serve_in_thread(cfg) as srv:
-        argv = [sys.executable, "-m", "qembed", "embed", "--input", str(inp), "--output", str(out),
-                "--url", srv.url, "--chunk-rows", "4", "--batch-size", "2", "--concurrency", "1"]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
-                                preexec_fn=harness.default_sigint)
-        with harness.reaped(proc):
-            harness.wait_while_running(proc, lambda: harness.committed_chunks(journal_path(out)) >= 2,
-                                       what="two committed chunks")
-            proc.send_signal(signal.SIGINT)
-            _, err_b = proc.communicate(timeout=60)
-    err = err_b.decode()
-    assert proc.returncode == 130, err
+    with serve_in_thread(_slow_server()) as srv:
+        err = _interrupt_after_two_chunks(srv, inp, out)
     assert not out.exists()
     parts = out.with_name(out.name + ".parts")
     assert parts.is_dir() and any(parts.iterdir())
