@@ -218,7 +218,9 @@ def test_refserver_refuses_a_missing_model(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "qembed.refserver", "--model", str(tmp_path / "none"),
                         "--port", str(harness.free_port())], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
-    assert "error: could not load the reference model" in r.stderr and "Traceback" not in r.stderr
+    # said before any load (qembed.hub.check_available), not after sentence-transformers' retries
+    assert f"error: the model directory `{tmp_path / 'none'}` does not exist" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_serve_verify_failure_stops_the_server(tiny_model: TinyModel, tmp_path: Path) -> None:
