@@ -4,6 +4,7 @@ that a skipped conformance test is a failure."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,9 @@ if TYPE_CHECKING:
     from tests.standin.server import Running
 
 REPO = Path(__file__).resolve().parent.parent
+# tests/fake_site/python (the fake SGLang's interpreter) runs the real Python that runs the tests,
+# whatever the test venv is called (.venv-test in CI, .venv in an older checkout)
+os.environ.setdefault("FAKE_SGLANG_REAL_PYTHON", sys.executable)
 
 
 @pytest.fixture(autouse=True)
