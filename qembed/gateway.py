@@ -373,7 +373,11 @@ def start_gateway(
     return server
 
 
-def wait_gateway(server: Server, *, timeout: float, min_healthy: int = 1,
+#: seconds `qembed gateway` waits for smg and one healthy worker behind it
+READY_TIMEOUT_S = 120.0
+
+
+def wait_gateway(server: Server, *, timeout: float = READY_TIMEOUT_S, min_healthy: int = 1,
                  on_event: Callable[[str], None] | None = None) -> GatewayInfo:
     """Wait until smg answers ``/health``, ``min_healthy`` workers are healthy and one
     embedding goes through it.
@@ -582,6 +586,7 @@ __all__ = [
     "DEFAULT_POLICY",
     "INSTALL_HINT",
     "POLICIES",
+    "READY_TIMEOUT_S",
     "GatewayInfo",
     "Group",
     "WorkerHealth",

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 SCRAPE_TIMEOUT_S = 5.0
 MIN_INTERVAL_S = 1.0
 MAX_INTERVAL_S = 10.0
+#: seconds between refreshes of the live view (`qembed top --interval`)
+DEFAULT_INTERVAL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -278,5 +280,5 @@ def check_interval(interval: float) -> float:
     return interval
 
 
-__all__ = ["GPUUsage", "Stats", "Watcher", "check_interval", "compute", "fetch", "kind_of",
+__all__ = ["DEFAULT_INTERVAL_S", "GPUUsage", "Stats", "Watcher", "check_interval", "compute", "fetch", "kind_of",
            "local_gpus", "metrics_url", "once"]
