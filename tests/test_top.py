@@ -175,12 +175,7 @@ def gateway() -> Iterator[tuple[str, str]]:
                 time.sleep(0.2)
             yield url, f"http://127.0.0.1:{mport}"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            harness.terminate(proc)
 
 
 @pytest.mark.slow

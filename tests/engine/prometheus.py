@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.fake_site.harness import free_port, wait_until
+from tests.fake_site.harness import free_port, terminate, wait_until
 
 #: 1 s scrapes: a counter's last value reaches Prometheus within ~1 s of the request that moved it
 SCRAPE_INTERVAL_S = 1
@@ -158,12 +158,7 @@ def running(targets: list[Target], tmp: Path, *, job: str) -> Iterator[Prometheu
                    timeout=READY_TIMEOUT_S, interval=0.2, what="two scrapes of every target")
         yield prom
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        terminate(proc)
 
 
 def rate_bounds(increase: float, points: list[tuple[float, float]], window_s: float) -> tuple[float, float]:

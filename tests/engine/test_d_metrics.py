@@ -30,7 +30,7 @@ import yaml
 
 from qembed.deploy import metrics
 from tests.engine.real import Engine, qembed
-from tests.fake_site.harness import REPO, free_port
+from tests.fake_site.harness import REPO, free_port, terminate
 
 #: the smg gateway from qembed's own venv (the `gateway` extra)
 SMG = Path(sys.executable).parent / "smg"
@@ -260,12 +260,7 @@ def smg_scrape(engine: Engine, traffic: Traffic) -> Iterator[RealMetrics]:
         types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", r.text, flags=re.M))
         yield RealMetrics(r.text, metrics.parse_text(r.text), types)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        terminate(proc)
 
 
 @pytest.fixture(scope="module")

@@ -86,6 +86,16 @@ def reaped(proc: P) -> Iterator[P]:
             proc.wait()
 
 
+def terminate(proc: subprocess.Popen[Any], *, timeout: float = 20.0) -> None:
+    """SIGTERM ``proc`` and reap it; SIGKILL when it has not exited within ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def committed_chunks(journal: Path) -> int:
     """Chunks a bulk job's journal records as committed (whole lines after the header line)."""
     if not journal.exists():
