@@ -291,7 +291,7 @@ def launch(
         # The parser sees a placeholder key: no secret in that short-lived argv. A verdict cached
         # for this target is used; with none, the server's own parser decides (no import twice).
         flags = sglang_args.build_flags(profile, api_key="x" if api_key else None)
-        pending = sglang_args.launch_verdict(flags, python=py, env=target_env).pending_key
+        pending = sglang_args.launch_verdict(flags, python=py, env=target_env)
     path = log_path or new_log_path(name or profile.name or "default")
     server = spawn(
         cmd.argv,

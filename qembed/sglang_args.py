@@ -566,17 +566,7 @@ def check_flags(flags: Sequence[str], *, python: str, timeout: float = 180.0,
     return result
 
 
-@dataclass(frozen=True)
-class LaunchVerdict:
-    """What the launch knows about its argv before spawning (:func:`launch_verdict`)."""
-
-    check: ParserCheck | None  # a cached verdict, or the pre-check's
-    #: set when nothing is known yet: SGLang's own parser, first thing in the server, decides, and
-    #: the session stores its verdict under this key once the server is ready (:func:`remember_accepted`)
-    pending_key: str | None = None
-
-
-def launch_verdict(flags: Sequence[str], *, python: str, env: Mapping[str, str]) -> LaunchVerdict:
+def launch_verdict(flags: Sequence[str], *, python: str, env: Mapping[str, str]) -> str | None:
     """The launch's parser check, without paying SGLang's import twice (issue 23).
 
     * a cached verdict for this target, install and argv: used (a rejection raises at once);
@@ -585,19 +575,24 @@ def launch_verdict(flags: Sequence[str], *, python: str, env: Mapping[str, str])
       comes back from the readiness wait as :class:`FlagsRejected`;
     * otherwise (no SGLang there, no RECORD): the pre-check runs, and says what is wrong.
 
+    Returns:
+        the cache key to store the verdict under once the server is ready
+        (:func:`remember_accepted`), when nothing was known yet; else ``None``.
+
     Raises:
         FlagsRejected, MissingDependency: as :func:`ensure_accepted`.
     """
     t0 = time.perf_counter()
     cache_key = _verdict_key(flags, python, env)
-    if cache_key is not None:
-        hit = _cached(cache_key, t0)
-        if hit is None:
-            return LaunchVerdict(None, pending_key=cache_key)
-        if not hit.ok:
-            raise rejected_error(flags, hit)
-        return LaunchVerdict(hit)
-    return LaunchVerdict(ensure_accepted(flags, python=python, env=env))
+    if cache_key is None:
+        ensure_accepted(flags, python=python, env=env)
+        return None
+    hit = _cached(cache_key, t0)
+    if hit is None:
+        return cache_key
+    if not hit.ok:
+        raise rejected_error(flags, hit)
+    return None
 
 
 def remember_accepted(cache_key: str) -> None:
@@ -670,7 +665,6 @@ __all__ = [
     "MANAGED_FLAGS",
     "PARSER_IMPORT_NOTE",
     "LaunchCommand",
-    "LaunchVerdict",
     "ParserCheck",
     "SGLangTarget",
     "build_command",
