@@ -38,6 +38,17 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
+#: how a model that names a local path starts (anything else is a Hugging Face id)
+PATH_PREFIXES = ("/", "./", "../", "~")
+
+
+def missing_model_dir(model: str) -> ConfigError:
+    """The one error for a local model path with no model directory behind it."""
+    return ConfigError(f"the model directory `{model}` does not exist",
+                       hint="pass a local model directory (with config.json), or a Hugging Face id "
+                            "such as `Qwen/Qwen3-Embedding-4B`")
+
+
 def _fix(model: str) -> str:
     return (f"fetch it where the Hub is reachable: `hf download {model}` (then copy the HF cache here), "
             "or pass `--model DIR` with a local copy of the model")
@@ -62,10 +73,8 @@ def check_available(model: str, *, environ: Mapping[str, str] | None = None,
     local = os.path.expanduser(model)
     if os.path.isdir(local):
         return Availability("local", local)
-    if model.startswith(("/", "./", "../", "~")):
-        raise ConfigError(f"the model directory `{model}` does not exist",
-                          hint="pass a local model directory (with config.json), or a Hugging Face id "
-                               "such as `Qwen/Qwen3-Embedding-4B`")
+    if model.startswith(PATH_PREFIXES):
+        raise missing_model_dir(model)
     cached = model_dir(model, env)
     if cached is not None:
         return Availability("cached", str(cached))
@@ -96,4 +105,5 @@ def check_available(model: str, *, environ: Mapping[str, str] | None = None,
     return Availability("download", endpoint)
 
 
-__all__ = ["DEFAULT_ENDPOINT", "HUB_PROBE_TIMEOUT_S", "Availability", "check_available"]
+__all__ = ["DEFAULT_ENDPOINT", "HUB_PROBE_TIMEOUT_S", "PATH_PREFIXES", "Availability", "check_available",
+           "missing_model_dir"]

@@ -115,11 +115,11 @@ def check_model_path(profile: Profile) -> None:
     Raises:
         ConfigError: the path names no file or directory.
     """
+    from .hub import PATH_PREFIXES, missing_model_dir
+
     model = profile.model
-    if model.startswith(("/", "./", "../", "~")) and not os.path.exists(os.path.expanduser(model)):
-        raise ConfigError(f"the model directory `{model}` does not exist",
-                          hint="pass a local model directory (with config.json), or a Hugging Face id "
-                               "such as `Qwen/Qwen3-Embedding-4B`")
+    if model.startswith(PATH_PREFIXES) and not os.path.exists(os.path.expanduser(model)):
+        raise missing_model_dir(model)
 
 
 def exposure_warning(profile: Profile, api_key: str | None) -> Event | None:
