@@ -67,9 +67,22 @@ def relevant_env(env: Mapping[str, str]) -> dict[str, str]:
             if k not in VOLATILE and not k.startswith("QEMBED_") and not is_secret_name(k)}
 
 
+#: fingerprints read by this process: a dry run or a serve asks for the same target twice (the CPU
+#: kernel check, then the parser), and each read starts an interpreter
+_SEEN: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, Any] | None] = {}
+
+
 def fingerprint(python: str, env: Mapping[str, str]) -> dict[str, Any] | None:
     """The installed SGLang as ``python`` sees it under ``env``; ``None`` when it cannot be told
-    (no SGLang RECORD, no interpreter, a timeout): then nothing is cached."""
+    (no SGLang RECORD, no interpreter, a timeout): then nothing is cached. Read once per process
+    for each interpreter and environment."""
+    seen = (python, tuple(sorted(env.items())))
+    if seen not in _SEEN:
+        _SEEN[seen] = _read_fingerprint(python, env)
+    return _SEEN[seen]
+
+
+def _read_fingerprint(python: str, env: Mapping[str, str]) -> dict[str, Any] | None:
     try:
         proc = subprocess.run([python, "-c", _FINGERPRINT, json.dumps(DISTRIBUTIONS)], capture_output=True,
                               text=True, env=dict(env),
