@@ -16,17 +16,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from qembed._version import __version__
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
-    "Client": "qembed.client",
-    "AsyncClient": "qembed.client",
-    "Embeddings": "qembed.client",
+    "Client": "qembed.client.drivers",
+    "AsyncClient": "qembed.client.drivers",
+    "Embeddings": "qembed.client.drivers",
     "TASKS": "qembed.instructions",
     "format_query": "qembed.instructions",
-    "Profile": "qembed.profiles",
-    "load_profile": "qembed.profiles",
+    "Profile": "qembed.serving.profiles",
+    "load_profile": "qembed.serving.profiles",
     "QembedError": "qembed.errors",
     "ProfileError": "qembed.errors",
     "ConfigError": "qembed.errors",
@@ -73,8 +73,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .client import AsyncClient, Client, Embeddings
-    from .errors import (
+    from qembed.client.drivers import AsyncClient, Client, Embeddings
+    from qembed.errors import (
         BadReply,
         ConfigError,
         ExitCode,
@@ -92,8 +92,8 @@ if TYPE_CHECKING:
         ServerUnreachable,
         StorageError,
     )
-    from .instructions import TASKS, format_query
-    from .profiles import Profile, load_profile
+    from qembed.instructions import TASKS, format_query
+    from qembed.serving.profiles import Profile, load_profile
 
 
 def __getattr__(name: str) -> Any:

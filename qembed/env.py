@@ -34,10 +34,10 @@ LOG_FORMAT = EnvVar("QEMBED_LOG_FORMAT", "text", "`qembed serve` messages on std
 ALL: tuple[EnvVar, ...] = (URL, API_KEY, GATEWAY_ADMIN_KEY, PROFILE, MODEL, SGLANG_PYTHON, STATE_DIR, DEBUG, LOG_LEVEL, LOG_FORMAT)
 
 #: Set by qembed itself for a child it starts, never by users: the reference engine's API key
-#: travels in the child's environment, not in its argv (qembed/refserver.py).
+#: travels in the child's environment, not in its argv (qembed/reference/server.py).
 REFSERVER_API_KEY = EnvVar("QEMBED_REFSERVER_API_KEY", None, "Internal: the API key `qembed serve --profile cpu` hands the reference engine")
 #: ... and the key `qembed serve` hands SGLang: read in memory by the keyed entry
-#: (qembed/sglang_args.py, `keyed_entry_args`), so it is in neither `ps` nor SGLang's log.
+#: (qembed/serving/sglang_args.py, `keyed_entry_args`), so it is in neither `ps` nor SGLang's log.
 SGLANG_API_KEY = EnvVar("QEMBED_SGLANG_API_KEY", None, "Internal: the API key `qembed serve` hands SGLang through its environment")
 INTERNAL: tuple[EnvVar, ...] = (REFSERVER_API_KEY, SGLANG_API_KEY)
 

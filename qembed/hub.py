@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import ConfigError
+from qembed.errors import ConfigError
 
 #: Deadline of the one request to the Hub (connect and read).
 HUB_PROBE_TIMEOUT_S = 5.0
@@ -67,7 +67,7 @@ def check_available(model: str, *, environ: Mapping[str, str] | None = None,
     Raises:
         ConfigError: not cached and offline, not on a reachable Hub, or gated/private/misspelt.
     """
-    from .models import hf_hub_cache, model_dir
+    from qembed.models import hf_hub_cache, model_dir
 
     env = dict(os.environ if environ is None else environ)
     local = os.path.expanduser(model)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import InputError
+from qembed.errors import InputError
 
 QUERY_TEMPLATE = "Instruct: {task}\nQuery:{text}"
 

@@ -113,7 +113,7 @@ def flops_per_token(shape: ModelShape, ctx: float) -> float:
 
 def mfu(tokens_per_s: float, flops_per_tok: float, peak_tflops: float) -> float:
     """Model FLOPs utilisation as a fraction (0.5 = 50 %); the peak comes from
-    :func:`qembed.gpu.gpu_peak`."""
+    :func:`qembed.serving.gpu.gpu_peak`."""
     return tokens_per_s * flops_per_tok / (peak_tflops * 1e12)
 
 

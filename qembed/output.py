@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .errors import QembedError
+    from qembed.errors import QembedError
 
 _consoles: dict[str, Console] = {}
 

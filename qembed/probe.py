@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import QembedError, ServerError, ServerUnreachable
-from .net import auth_headers
+from qembed.errors import QembedError, ServerError, ServerUnreachable
+from qembed.net import auth_headers
 
 PROBE_TEXT = "qembed probe"
 
@@ -105,7 +105,7 @@ def probe_server(url: str, api_key: str | None, *, timeout: float = 30.0, health
     import httpx
     import orjson
 
-    from .vectors import parse_models, parse_reply
+    from qembed.vectors import parse_models, parse_reply
 
     url = url.rstrip("/")
     if url.endswith("/v1"):
@@ -189,7 +189,7 @@ def probe_server(url: str, api_key: str | None, *, timeout: float = 30.0, health
             return ServerFacts(**facts)
         vec = reply.vectors[0].astype("float64")
         facts["dimensions"], facts["norm"] = int(vec.shape[0]), float((vec @ vec) ** 0.5)
-        from .models import known_shape
+        from qembed.models import known_shape
 
         name = facts.get("model_path") or facts.get("model")
         shape = known_shape(name) if name else None

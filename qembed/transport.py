@@ -1,5 +1,5 @@
 """The client's I/O backends: move request bytes, report transport failures. No retries,
-no parsing, no decisions: :class:`qembed.client.BaseClient`'s sans-IO flows make those, and
+no parsing, no decisions: :class:`qembed.client.drivers.BaseClient`'s sans-IO flows make those, and
 ``Client`` / ``AsyncClient`` only carry each request the flow yields to a backend here.
 
 Two interfaces, one failure type (:class:`TransportFailure`):
@@ -89,7 +89,7 @@ def _past_deadline(total: float | None) -> TransportFailure:
 def choose_http(http: str, transport: Any, *, sync: bool = False) -> str:
     """``auto``: aiohttp when installed and no httpx ``transport`` is injected, else httpx;
     ``stdlib`` only for the sync client. Checking for aiohttp does not import it."""
-    from .errors import ConfigError, MissingDependency
+    from qembed.errors import ConfigError, MissingDependency
 
     allowed = ("auto", "httpx", "aiohttp", "stdlib") if sync else ("auto", "httpx", "aiohttp")
     if http not in allowed:

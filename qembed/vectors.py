@@ -18,7 +18,7 @@ Anything else raises :class:`~qembed.errors.BadReply` naming the source and what
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,6 +28,34 @@ MIN_DIMENSIONS = 32  # the Qwen3-Embedding model cards give 32 .. hidden size
 #: |norm - 1| allowed for a normalised vector. SGLang normalises in the model dtype (BF16 by
 #: default, 8 significant bits: a norm error of at most ~0.4 %), then sends float32.
 UNIT_NORM_TOLERANCE = 1e-2
+
+
+# -- tolerances (verify's verdict, bulk's resume check; docs/verify.md) ----------------------
+
+PrecisionName = Literal["fp32", "bf16"]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Per text: cos >= 1 - ``cos`` and | ||v|| - 1 | <= ``norm``."""
+
+    name: PrecisionName
+    cos: float
+    norm: float
+    source: str
+
+
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(
+        "fp32", 1e-5, 1e-4,
+        "fp32 server vs fp32 reference: noise <= 1.2e-7, the subtlest known mistake (EOS twice) "
+        "3.5e-4 (docs/verify.md)"),
+    "bf16": Tolerance(
+        "bf16", 1e-3, 2e-3,
+        "ESTIMATE, not measured on a GPU: bf16 alone costs 1.2e-4 on the 2-layer test model and "
+        "up to 1.5e-4 on a random-weight 0.6B-shape model on CPU; vLLM's check_embeddings_close "
+        "uses 1e-3. Measure it with scripts/bf16_tolerance.py on a GPU (docs/verify.md)"),
+}
 
 
 @dataclass(frozen=True)
@@ -40,7 +68,7 @@ class Reply:
 
 
 def _bad(source: str, what: str, *, status: int = 200, body: Any = None) -> Exception:
-    from .errors import BadReply
+    from qembed.errors import BadReply
 
     return BadReply(
         f"the reply from {source} is invalid: {what}",
@@ -382,7 +410,7 @@ def truncation_fault(vectors: Any, dimensions: int) -> str | None:
 def check_dimensions(dimensions: int, full: int | None) -> None:
     """Raise InputError unless ``MIN_DIMENSIONS <= dimensions <= full`` (``full`` ``None``:
     not known yet, so only the lower bound and the type are checked)."""
-    from .errors import InputError
+    from qembed.errors import InputError
 
     if (isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < MIN_DIMENSIONS
             or (full is not None and dimensions > full)):

@@ -6,7 +6,7 @@ bodies are precomputed, so the server costs almost nothing and the client is wha
 The server runs in its own process and is stopped by PID at the end.
 
 Cases (2560-d vectors unless noted; texts of ~128 tokens, seeded):
-  bulk          qembed.bulk.embed_file(Client, rows.jsonl, vectors.npy): the bulk API, in-process
+  bulk          qembed.client.bulk.embed_file(Client, rows.jsonl, vectors.npy): the bulk API, in-process
   qembed        qembed.Client.embed over a list (its defaults: base64, 128 texts/request, 8 in flight)
   naive         openai SDK, one text per call, encoding_format="float" (the loop users write)
   sdk-batched   openai SDK, 64 texts per call, SDK defaults (it asks for base64, returns lists)
@@ -43,7 +43,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from qembed.bench import TextSource  # noqa: E402
+from qembed.fleet.bench import TextSource  # noqa: E402
 from tests.standin.gpu_model import (  # noqa: E402
     CASE_A,
     CASE_B,
@@ -117,9 +117,9 @@ def case_qembed(srv: ServerProcess, texts: list[str], **client_kw: Any) -> Measu
 
 
 def case_bulk(srv: ServerProcess, texts: list[str], workdir: Path) -> Measure:
-    """The bulk API: qembed.bulk.embed_file(client, rows.jsonl, vectors.npy), in this process."""
+    """The bulk API: qembed.client.bulk.embed_file(client, rows.jsonl, vectors.npy), in this process."""
     import qembed
-    from qembed.bulk import embed_file
+    from qembed.client.bulk import embed_file
 
     src = workdir / "bulk.jsonl"
     src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
@@ -318,7 +318,7 @@ def main() -> int:
         r = subprocess.run(["git", *args], capture_output=True, text=True, cwd=str(REPO))
         return r.stdout.strip()
 
-    dirty = _git("status", "--porcelain", "--", "qembed/client.py", "qembed/bulk.py", "qembed/vectors.py")
+    dirty = _git("status", "--porcelain", "--", "qembed/client/drivers.py", "qembed/client/bulk.py", "qembed/vectors.py")
     with qembed.Client("http://127.0.0.1:9") as probe:
         transport = getattr(probe, "http", "httpx")
     results["env"] = {"python": platform.python_version(), "cpus": os.cpu_count(),

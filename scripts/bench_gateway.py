@@ -2,7 +2,7 @@
 """Gateway benchmark (no GPU needed): the REAL smg 1.13 in front of stand-in workers on loopback.
 
 Workers are tests/standin/gpu_model.py processes (a test double with precomputed bodies and an
-optional modelled GPU); the gateway is `smg launch` started by qembed.gateway.start_gateway;
+optional modelled GPU); the gateway is `smg launch` started by qembed.serving.gateway.start_gateway;
 the client is qembed.Client with its defaults (the bulk client's: base64, 128 texts/request,
 8 in flight). Everything runs in one process tree and is stopped by PID at the end.
 
@@ -37,7 +37,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from qembed.bench import TextSource  # noqa: E402
+from qembed.fleet.bench import TextSource  # noqa: E402
 from tests.fake_site import harness  # noqa: E402
 from tests.standin.gpu_model import (  # noqa: E402
     CASE_A,
@@ -65,7 +65,7 @@ def workers(n: int, gpu: GPUModel | None) -> Iterator[list[ServerProcess]]:
 
 @contextlib.contextmanager
 def smg(urls: list[str], tmp: Path, policy: str) -> Iterator[Any]:
-    from qembed import gateway
+    from qembed.serving import gateway
 
     server = gateway.start_gateway(urls, host="127.0.0.1", port=harness.free_port(), policy=policy,
                                    log_path=tmp / f"smg-{time.monotonic_ns()}.log", metrics_port=harness.free_port(),
@@ -161,7 +161,7 @@ def main() -> int:
     p.add_argument("--policy", default="round_robin")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
-    from qembed import gateway
+    from qembed.serving import gateway
 
     gateway.require_smg()
     only = set(a.only.split(","))

@@ -9,7 +9,7 @@
 #   2. .venv-sglang   real SGLang 0.5.23 on CPU: the argument parser and the engine
 #   3. .venv-infinity real Infinity 0.0.78 on the CPU torch (scripts/setup_peers.sh infinity), the
 #                     peer runtime tests/peers checks the client and `verify` against (docs/peers.md)
-#   4. promtool (alert rules), ruff, mypy --strict, then pytest with QEMBED_REQUIRE_CONFORMANCE=1: a skipped conformance test fails the run
+#   4. promtool (alert rules), ruff, mypy --strict, lint-imports (the layers), then pytest with QEMBED_REQUIRE_CONFORMANCE=1: a skipped conformance test fails the run
 # QEMBED_TEST_PLAN=1 prints what it would run (one `plan:` line per step) and changes nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +59,9 @@ run "$VENV/bin/ruff" check .
 
 step "mypy --strict"
 run "$VENV/bin/mypy" qembed
+
+step "import-linter: the layer and no-cycle contracts (pyproject [tool.importlinter], CONTRIBUTING.md)"
+run "$VENV/bin/lint-imports"
 
 step "pytest"
 export QEMBED_REQUIRE_CONFORMANCE=1

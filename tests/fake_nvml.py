@@ -1,6 +1,6 @@
 """A fake ``pynvml`` module for tests: NVML without a GPU.
 
-qembed imports ``pynvml`` inside :func:`qembed.gpu.snapshot`, so a test swaps the module in
+qembed imports ``pynvml`` inside :func:`qembed.serving.gpu.snapshot`, so a test swaps the module in
 ``sys.modules`` and every NVML call lands here.
 
 Usage::
@@ -9,7 +9,7 @@ Usage::
 
     def test_something(monkeypatch):
         fake = fake_nvml.install(monkeypatch, "a100")     # put it in sys.modules["pynvml"]
-        snap = qembed.gpu.snapshot()                      # reads the fake A100
+        snap = qembed.serving.gpu.snapshot()                      # reads the fake A100
 
     fake = fake_nvml.make("t4")                           # just build the module
     fake = fake_nvml.make("a100", gpus=2)                 # two identical GPUs
@@ -25,7 +25,7 @@ processes; ``make(..., gpus=[spec, spec])`` builds mixed machines from :class:`G
 The fake keeps the real module's error model: ``NVMLError(value)`` maps to the subclass for
 that code, so ``except pynvml.NVMLError_DriverNotLoaded`` works as with nvidia-ml-py.
 The process names live in ``fake.proc_names`` (pid -> name); :func:`install` also patches
-``qembed.gpu._proc_name`` to read them, since the pids do not exist on this machine.
+``qembed.serving.gpu._proc_name`` to read them, since the pids do not exist on this machine.
 """
 
 from __future__ import annotations
@@ -238,13 +238,13 @@ def make(
 def install(monkeypatch: pytest.MonkeyPatch, scenario: str = "a100", **kw: Any) -> types.ModuleType:
     """Build a fake (see :func:`make`) and put it in ``sys.modules["pynvml"]`` for this test.
 
-    Also makes ``qembed.gpu`` read process names from the fake instead of ``/proc``.
+    Also makes ``qembed.serving.gpu`` read process names from the fake instead of ``/proc``.
     """
     import sys
 
     fake = make(scenario, **kw)
     monkeypatch.setitem(sys.modules, "pynvml", fake)
-    import qembed.gpu as qgpu
+    import qembed.serving.gpu as qgpu
 
     names: dict[int, str] = fake.proc_names  # type: ignore[attr-defined]
     monkeypatch.setattr(qgpu, "_proc_name", lambda pid: names.get(pid, ""))

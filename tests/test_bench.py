@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from qembed import bench
 from qembed.cli import app
 from qembed.errors import ConfigError, ExitCode, ServerError
+from qembed.fleet import bench
 from qembed.models import KNOWN_SHAPES
 from tests.standin.gpu_model import GPUModel, ServerProcess, count_tokens, spawn
 
@@ -490,8 +490,8 @@ def test_load_generator_ignores_http_proxy_like_the_client(
 ) -> None:
     import asyncio
 
-    from qembed.bench import load
-    from qembed.client import Client
+    from qembed.client.drivers import Client
+    from qembed.fleet.bench import load
 
     _dead_proxy(monkeypatch)
     with Client(standin.url) as client:  # the reference behaviour: the client ignores the proxy
@@ -512,7 +512,7 @@ def test_compare_ignores_http_proxy(standin: ServerProcess, monkeypatch: pytest.
 
 
 def test_a_200_reply_that_is_not_json_is_an_error_not_a_crash() -> None:
-    from qembed.bench.load import Tally, check_reply
+    from qembed.fleet.bench.load import Tally, check_reply
 
     tally = Tally()
     check_reply(200, b"<html>proxy error</html>", 1, tally)

@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from qembed.bulk import embed_file, journal_path
-from qembed.client import Client
+from qembed.client.bulk import embed_file, journal_path
+from qembed.client.drivers import Client
 from qembed.errors import ConfigError, InputError
 from tests.fake_site import harness
 from tests.standin.server import Fault, HashBackend, StandinConfig, serve_in_thread

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qembed.bulk import embed_file, journal_path
-from qembed.client import Client
+from qembed.client.bulk import embed_file, journal_path
+from qembed.client.drivers import Client
 from qembed.errors import QembedError
 from tests.standin.server import HashBackend, Running, StandinConfig, serve_in_thread
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qembed.bulk import OutputLock, embed_file, journal_path, lock_path
-from qembed.client import Client
+from qembed.client.bulk import OutputLock, embed_file, journal_path, lock_path
+from qembed.client.drivers import Client
 from qembed.errors import QembedError, ServerUnreachable, StorageError
 from tests.conftest import REPO
 from tests.standin.server import Fault, HashBackend, Input, Running, StandinConfig, serve_in_thread

@@ -18,9 +18,13 @@ def _default(fn: Callable[..., Any], name: str) -> Any:
 
 
 def _library() -> dict[tuple[str, str], Any]:
-    from qembed import bench, bulk, client, gateway, logfiles, top
-    from qembed.deploy import alerts, k8s
-    from qembed.profiles import Profile
+    from qembed.client import bulk
+    from qembed.client import drivers as client
+    from qembed.fleet import bench, top
+    from qembed.fleet.deploy import alerts, k8s
+    from qembed.host import logfiles
+    from qembed.serving import gateway
+    from qembed.serving.profiles import Profile
 
     s = alerts.AlertSettings()
     return {
@@ -72,7 +76,7 @@ def test_every_numeric_cli_default_is_the_librarys() -> None:
 
 
 def test_the_comparison_can_fail(monkeypatch: pytest.MonkeyPatch) -> None:
-    from qembed import client
+    from qembed.client import drivers as client
 
     monkeypatch.setattr(client, "DEFAULT_CONCURRENCY", client.DEFAULT_CONCURRENCY + 1)
     with pytest.raises(AssertionError, match="concurrency"):

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from qembed import gpu as gpu_mod
 from qembed.cli import app
-from qembed.gpu import GPUInfo, GPUSnapshot
 from qembed.models import GiB
+from qembed.serving import gpu as gpu_mod
+from qembed.serving.gpu import GPUInfo, GPUSnapshot
 
 runner = CliRunner()
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import qembed
-from qembed.client import BaseClient, Client, estimate_tokens
+from qembed.client.drivers import BaseClient, Client, estimate_tokens
 from qembed.errors import InputError, ServerError, ServerUnreachable
 from tests.standin.server import Fault, HashBackend, StandinConfig, serve_in_thread
 
@@ -276,9 +276,9 @@ def test_defaults_come_from_env_then_the_recorded_server(monkeypatch: pytest.Mon
         url = "http://recorded:31000"
         api_key_env = "MY_KEY"
 
-    import qembed.state
+    import qembed.host.state
 
-    monkeypatch.setattr(qembed.state, "default_server", lambda: Rec(), raising=False)
+    monkeypatch.setattr(qembed.host.state, "default_server", lambda: Rec(), raising=False)
     monkeypatch.setenv("MY_KEY", "from-record")
     c = Client()
     assert (c.base_url, c.api_key) == ("http://recorded:31000", "from-record")
@@ -301,7 +301,7 @@ def test_api_key_reaches_a_guarded_server() -> None:
 
 
 def test_public_names() -> None:
-    assert qembed.Embeddings is qembed.client.Embeddings
+    assert qembed.Embeddings is qembed.client.drivers.Embeddings
     assert qembed.Client is Client
     with serve_in_thread(StandinConfig(dim=8)) as srv, fast(srv.url) as c:
         e = c.embed_queries("single string")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qembed.client import AsyncClient, Client
+from qembed.client.drivers import AsyncClient, Client
 from qembed.errors import InputError, ServerError, ServerUnreachable
 from tests.standin.server import Fault, StandinConfig, serve_in_thread
 

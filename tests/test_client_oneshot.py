@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-import qembed.client
+import qembed.client.drivers
 from qembed.cli import main
 from qembed.transport import StdlibSync
 from tests.standin.server import Running, StandinConfig, serve_in_thread
 
-REAL_CLIENT = qembed.client.Client
+REAL_CLIENT = qembed.client.drivers.Client
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def _run(monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[by
     used: list[str] = []
     real = REAL_CLIENT
 
-    def make(*a: object, **kw: object) -> qembed.client.Client:
+    def make(*a: object, **kw: object) -> qembed.client.drivers.Client:
         c = real(*a, **kw) if http is None else real(*a, http=http, **kw)  # type: ignore[arg-type]
         # which transport carried each request, observed on the real objects
         io_request = c._io.request
@@ -44,7 +44,7 @@ def _run(monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[by
         c._io.request = counted  # type: ignore[method-assign]
         return c
 
-    monkeypatch.setattr(qembed.client, "Client", functools.wraps(real)(make))
+    monkeypatch.setattr(qembed.client.drivers, "Client", functools.wraps(real)(make))
     monkeypatch.setattr(sys, "argv", ["qembed", *args])
     code: object = 0
     try:
@@ -73,7 +73,7 @@ def test_light_and_full_path_print_the_same(srv: Running, monkeypatch: pytest.Mo
 
 def test_the_default_client_reaches_aiohttp_only_for_concurrent_requests(srv: Running, tmp_path: Path) -> None:
     """`auto`: a call with several requests runs them over aiohttp; one request never loads it."""
-    with qembed.client.Client(srv.url, batch_size=2) as c:
+    with qembed.client.drivers.Client(srv.url, batch_size=2) as c:
         c.embed_documents(["a"])
         assert c._loop is None  # no event loop was needed
         out = c.embed_documents([f"t{i}" for i in range(9)])

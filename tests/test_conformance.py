@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from qembed.habits import HABIT_FLAGS
-from qembed.profiles import (
+from qembed.serving.profiles import (
     ATTENTION_BACKENDS,
     KV_CACHE_DTYPES,
     QUANTIZATIONS,
@@ -22,7 +22,12 @@ from qembed.profiles import (
     load_profile,
     shipped_names,
 )
-from qembed.sglang_args import ParserCheck, build_flags, check_many, installed_sglang_version
+from qembed.serving.sglang_args import (
+    ParserCheck,
+    build_flags,
+    check_many,
+    installed_sglang_version,
+)
 
 pytestmark = pytest.mark.conformance
 

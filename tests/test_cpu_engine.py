@@ -1,4 +1,4 @@
-"""SGLang on CPU (`--profile xeon`, qembed/cpu.py): the host facts, the kernel check, the dtype
+"""SGLang on CPU (`--profile xeon`, qembed/serving/cpu.py): the host facts, the kernel check, the dtype
 and KV rules, the plan as serve / dry-run / doctor use it, and the deploy refusal.
 
 Host files are planted in tmp_path (an AMX Xeon, an EPYC without AMX). The kernel check runs for
@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from qembed import cpu, doctor
 from qembed.cli import app
 from qembed.errors import ExitCode, GPUError, MissingDependency
-from qembed.profiles import load_profile
+from qembed.fleet import doctor
+from qembed.serving import cpu
+from qembed.serving.profiles import load_profile
 from tests.cli_helpers import run_main
 from tests.fake_site import harness
 
@@ -177,7 +178,7 @@ def test_plan_on_an_amx_xeon_picks_bf16_and_sizes_the_pool(tmp_path: Path) -> No
     assert by["dtype"].source == "qembed" and by["max_total_tokens"].source == "qembed"
     assert by[cpu.THREADS_BIND_ENV].source == "sglang" and by[cpu.THREADS_BIND_ENV].value is None
     # the launch argv carries both values explicitly
-    from qembed.sglang_args import build_command
+    from qembed.serving.sglang_args import build_command
 
     cmd = build_command(p.profile, python="python3")
     assert cmd.argv[cmd.argv.index("--dtype") + 1] == "bfloat16"
@@ -207,7 +208,7 @@ def test_plan_fits_the_context_in_a_small_pool(tmp_path: Path) -> None:
     assert {v.key: v.source for v in p.values}["context_length"] == "qembed"
     warn = next(f for f in p.findings if f.check == "context")
     assert warn.level == "warn" and "never answers" in warn.message
-    from qembed.sglang_args import build_command
+    from qembed.serving.sglang_args import build_command
 
     argv = build_command(p.profile, python="python3").argv
     assert argv[argv.index("--context-length") + 1] == "4096"
@@ -332,7 +333,7 @@ def test_dry_run_with_the_cpu_build_checks_the_planned_argv(monkeypatch: pytest.
 
 def test_serve_refuses_before_anything_starts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    from qembed import launcher
+    from qembed.serving import launcher
 
     def no_launch(*a: object, **kw: object) -> None:
         raise AssertionError("SGLang was launched")
@@ -345,14 +346,14 @@ def test_serve_refuses_before_anything_starts(monkeypatch: pytest.MonkeyPatch, t
 
 
 def test_no_gpu_hint_names_both_cpu_options() -> None:
-    from qembed import gpu
+    from qembed.serving import gpu, policy
 
-    (f,) = gpu.launch_findings(gpu.GPUSnapshot(error="no driver"), load_profile("generic"), sglang_version=None)
+    (f,) = policy.launch_findings(gpu.GPUSnapshot(error="no driver"), load_profile("generic"), sglang_version=None)
     assert f.level == "fail" and "--profile xeon" in (f.hint or "") and "--profile cpu" in (f.hint or "")
 
 
 def test_doctor_xeon_rows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from qembed import sglang_args
+    from qembed.serving import sglang_args
 
     host = xeon(tmp_path)
     monkeypatch.setattr(cpu, "read_host", lambda **kw: host)

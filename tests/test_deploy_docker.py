@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qembed.deploy import PINNED_SGLANG, docker, write_files
 from qembed.errors import ConfigError
-from qembed.profiles import load_profile
-from qembed.sglang_args import ENTRY_CODE, check_many
+from qembed.fleet.deploy import PINNED_SGLANG, docker, write_files
+from qembed.serving.profiles import load_profile
+from qembed.serving.sglang_args import ENTRY_CODE, check_many
 from tests.standin.server import StandinConfig, serve_in_thread
 
 SERVE_PREFIX = ["python3", "-c", "from sglang.cli.main import main; main()", "serve", "--model-type", "llm"]
@@ -96,7 +96,7 @@ def test_image_is_pinned_whatever_sglang_is_installed_here(tmp_path: Path) -> No
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\necho 0.5.19\n")
     fake.chmod(0o755)
-    from qembed.sglang_args import installed_sglang_version
+    from qembed.serving.sglang_args import installed_sglang_version
 
     assert installed_sglang_version(str(fake)) == "0.5.19"  # what the old code tagged the image with
     proc = subprocess.run([sys.executable, "-m", "qembed", "deploy", "docker", "-p", "h100", "--json"],

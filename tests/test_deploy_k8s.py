@@ -25,10 +25,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from qembed.deploy import k8s
 from qembed.errors import ConfigError
-from qembed.profiles import load_profile
-from qembed.sglang_args import check_many, keyed_entry_args
+from qembed.fleet.deploy import k8s
+from qembed.serving.profiles import load_profile
+from qembed.serving.sglang_args import check_many, keyed_entry_args
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "tests" / "deploy_schemas"
@@ -219,7 +219,7 @@ def test_probes_cover_the_load_and_tolerate_a_slow_health() -> None:
 @pytest.mark.parametrize("shutdown", [30.0, 120.0, 7.5])
 def test_shutdown_and_rollout_budgets(shutdown: float) -> None:
     """Issue 20: no preStop; grace = the drain alone; progressDeadlineSeconds left at 600 s."""
-    from qembed.deploy import PRESTOP_S
+    from qembed.fleet.deploy import PRESTOP_S
 
     prof = load_profile("h100", overrides={"shutdown_timeout": shutdown})
     result = k8s.manifests(prof, gateway=True)
@@ -331,7 +331,7 @@ def test_k8s_gateway_control_plane_has_its_own_secret() -> None:
     which uses the same `--control-plane-api-keys` entry)."""
     from smg.launch_router import parse_router_args
 
-    from qembed.gateway import ADMIN_KEY_ID
+    from qembed.serving.gateway import ADMIN_KEY_ID
 
     (gw,) = by_kind(build("h100", gateway=True).files["gateway.yaml"], "Deployment")
     c = gw["spec"]["template"]["spec"]["containers"][0]
@@ -351,8 +351,8 @@ def test_k8s_gateway_control_plane_has_its_own_secret() -> None:
 def test_keda_scales_on_this_deployments_queue_per_replica(tmp_path: Path) -> None:
     """Issue 20: the query was unscoped (staging's load scaled prod), mixed queued and running
     requests, and `or vector(0)` made "no data" read as idle so KEDA never fell back."""
-    from qembed.client import DEFAULT_BATCH_SIZE
-    from qembed.deploy.metrics import scope
+    from qembed.client.drivers import DEFAULT_BATCH_SIZE
+    from qembed.metrics import scope
 
     result = build("h100", name="emb", namespace="prod", autoscale=(2, 6), scale_down_window_s=900)
     (so,) = result.files["autoscale.yaml"]
@@ -526,7 +526,7 @@ def test_cpu_profile_needs_an_image_and_gets_no_gpu_scheduling() -> None:
     """`device: cpu` (xeon): refused without `--image` (the official image is CUDA-only); with
     one: no GPU resource, toleration or GPU affinity, a CPU node selector, and the CPU plan's
     memory and cores as resources and its dtype/KV pool in the argv."""
-    from qembed.deploy import CPU_CONTAINER_CORES, CPU_CONTAINER_MEMORY_GIB
+    from qembed.fleet.deploy import CPU_CONTAINER_CORES, CPU_CONTAINER_MEMORY_GIB
 
     with pytest.raises(ConfigError, match="CUDA-only") as err:
         build("xeon")
@@ -543,8 +543,9 @@ def test_cpu_profile_needs_an_image_and_gets_no_gpu_scheduling() -> None:
     flags = c["command"][6:]
     assert flags[flags.index("--device") + 1] == "cpu" and flags[flags.index("--dtype") + 1] == "float32"
     assert {"name": "SGLANG_USE_CPU_ENGINE", "value": "1"} in c["env"]
-    # the KV pool is qembed.cpu's rule applied to the container's memory, not this machine's RAM
-    from qembed import cpu, models
+    # the KV pool is qembed.serving.cpu's rule applied to the container's memory, not this machine's RAM
+    from qembed import models
+    from qembed.serving import cpu
 
     shape = models.model_shape("Qwen/Qwen3-Embedding-0.6B")
     assert shape is not None
@@ -561,7 +562,7 @@ def test_image_is_pinned_and_overridable_with_a_pull_secret() -> None:
     (`manifests` takes no installed version at all), `--image` overrides it."""
     import inspect
 
-    from qembed.deploy import PINNED_SGLANG
+    from qembed.fleet.deploy import PINNED_SGLANG
 
     assert "sglang_version" not in inspect.signature(k8s.manifests).parameters
     _, c = worker(build("h100"))

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
-from qembed.deploy import alerts, grafana
-from qembed.deploy.metrics import DCGM, KUBE, NOT_FROM_SGLANG, keda_hpa, pod_regex, scope
 from qembed.errors import ConfigError
+from qembed.fleet.deploy import alerts, grafana
+from qembed.metrics import DCGM, KUBE, NOT_FROM_SGLANG, keda_hpa, pod_regex, scope
 from tests.test_deploy_k8s import promtool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -357,7 +357,7 @@ def test_every_alert_has_a_promtool_case() -> None:
 
 
 def test_a_full_queue_is_one_above_the_autoscaler_target() -> None:
-    from qembed.deploy.k8s import DEFAULT_TARGET_QUEUE
+    from qembed.fleet.deploy.k8s import DEFAULT_TARGET_QUEUE
 
     assert alerts.AlertSettings().queue_threshold == DEFAULT_TARGET_QUEUE
     assert _by_name()["QembedQueueFull"]["expr"].endswith(f"> {DEFAULT_TARGET_QUEUE}")

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from qembed.deploy import k8s
-from qembed.profiles import load_profile
+from qembed.fleet.deploy import k8s
+from qembed.serving.profiles import load_profile
 
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
                       "projected", "secret"}

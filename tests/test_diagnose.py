@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from qembed import diagnose as dg
-from qembed.profiles import Profile
+from qembed.serving import diagnose as dg
+from qembed.serving.profiles import Profile
 
 LOGS = Path(__file__).parent / "logs"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from qembed import doctor
 from qembed.cli import app
+from qembed.fleet import doctor
 from tests import fake_nvml
 from tests.fake_site import harness
 
@@ -61,7 +61,7 @@ def quiet_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(doctor, "shm_size", lambda path="/dev/shm": 16 * 1024**3)
-    from qembed import sglang_args
+    from qembed.serving import sglang_args
 
     monkeypatch.setattr(sglang_args, "check_flags",
                         lambda flags, *, python, timeout=180.0, env=None: sglang_args.ParserCheck(True, "", 0.1))
@@ -433,13 +433,13 @@ def test_port_held_by_the_healthy_server_being_checked_passes(monkeypatch: pytes
 
 
 def test_gpu_class_rule_is_shared_with_serve(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
-    from qembed import gpu
-    from qembed.profiles import load_profile
+    from qembed.serving import gpu, policy
+    from qembed.serving.profiles import load_profile
 
     fake_nvml.install(monkeypatch, "a100")
     monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     r = rows(doctor.run_checks(profile="t4"))["Profile/GPU class"]
-    served = [f for f in gpu.require_launchable(gpu.snapshot(), load_profile("t4"), sglang_version="0.5.23")
+    served = [f for f in policy.require_launchable(gpu.snapshot(), load_profile("t4"), sglang_version="0.5.23")
               if f.check == "profile"]
     assert r.status == "WARN" and "-p a100-80g" in (r.fix or "")
     assert [(f.message, f.hint) for f in served] == [(r.found, r.fix)]
@@ -480,7 +480,7 @@ def test_doctor_profile_cpu_with_its_own_server_running(monkeypatch: pytest.Monk
     """Issue 23 item 8: `doctor -p cpu` while `serve -p cpu` runs: its port is the server being
     checked (PASS, not WARN exit 6), the Last failure row reads that server's newest log (not a
     newer log of another server), and no GPU points to both CPU options."""
-    from qembed import state
+    from qembed.host import state
     from tests.standin.server import StandinConfig, serve_in_thread
 
     fake_nvml.install(monkeypatch, "no-driver")

@@ -37,7 +37,7 @@ def _statuses(s: str) -> frozenset[int]:
 
 
 def _profile_default(key: str) -> Any:
-    from qembed.profiles import Profile
+    from qembed.serving.profiles import Profile
 
     field = Profile.model_fields[key]
     return field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
@@ -50,7 +50,7 @@ def _yaml(s: str) -> Any:
 
 
 def _client() -> Any:
-    from qembed import client
+    from qembed.client import drivers as client
 
     return client
 
@@ -92,22 +92,14 @@ def _jitter_range() -> tuple[float, float]:
 
 def _oom_step() -> tuple[float, float]:
     """What the diagnosis proposes for a CUDA OOM under the shipped `h100` profile: (now, to)."""
-    from qembed.diagnose import diagnose
-    from qembed.profiles import load_profile
+    from qembed.serving.diagnose import diagnose
+    from qembed.serving.profiles import load_profile
 
     lines = (ROOT / "tests/logs/cuda_oom.log").read_text(encoding="utf-8").splitlines()
     oom = next(d for d in diagnose(lines, profile=load_profile("h100")) if d.key == "cuda_oom")
     m = re.search(r"\(now ([\d.]+)\) to ([\d.]+)", oom.fix)
     assert m is not None, oom.fix
     return float(m.group(1)), float(m.group(2))
-
-
-def _entry_argv() -> tuple[str, ...]:
-    from qembed.profiles import Profile
-    from qembed.sglang_args import build_command
-
-    argv = build_command(Profile(), python="PYTHON", environ={}).argv
-    return tuple(argv[1:6])
 
 
 def _exit(name: str) -> Callable[[], tuple[float, ...]]:
@@ -160,7 +152,7 @@ class KeyRow(Row):
     expected: Callable[[], tuple[Any, ...]] = lambda: ()
 
     def problems(self, text: str) -> list[str]:
-        from qembed.profiles import Profile
+        from qembed.serving.profiles import Profile
 
         matches = list(re.finditer(self.pattern, text, re.MULTILINE))
         if not matches:
@@ -208,22 +200,7 @@ ROWS: list[Row] = [
     Row("client-exit-unreachable", "docs/client.md", r"`ServerUnreachable` \(exit (\d+)\)", _exit("ServerUnreachable")),
     Row("client-exit-input", "docs/client.md", r"`InputError` \(`\.index`, exit (\d+)\)", _exit("InputError")),
     Row("client-exit-config", "docs/client.md", r"`ConfigError` \(exit (\d+)\)", _exit("ConfigError")),
-    # docs/interfaces.md
-    Row("interfaces-host", "docs/interfaces.md", r'^    host: str = "([^"]+)"', _profile("host"), str),
-    Row("interfaces-port", "docs/interfaces.md", r"^    port: int = (\d+)", _profile("port")),
-    Row("interfaces-model", "docs/interfaces.md", r'^    model: str = "([^"]+)"', _profile("model"), str),
-    Row("interfaces-timeouts", "docs/interfaces.md",
-        r"ready_timeout: float = ([\d.]+) .*\n    shutdown_timeout: float = ([\d.]+)",
-        _profile("ready_timeout", "shutdown_timeout")),
-    Row("interfaces-client-signature", "docs/interfaces.md",
-        r"max_retries=(\d+), backoff=([\d.]+), concurrency=(\d+), batch_size=(\d+),\s+batch_tokens=(\d+)",
-        _code("DEFAULT_MAX_RETRIES", "DEFAULT_BACKOFF", "DEFAULT_CONCURRENCY", "DEFAULT_BATCH_SIZE",
-              "DEFAULT_BATCH_TOKENS")),
-    Row("interfaces-client-timeouts", "docs/interfaces.md", r"timeout: connect (\d+) s, read (\d+) s",
-        _code("DEFAULT_CONNECT_TIMEOUT", "DEFAULT_READ_TIMEOUT")),
-    Row("interfaces-entry-point", "docs/interfaces.md",
-        r'argv: list\[str\] +# \[python, "([^"]+)", "([^"]+)", "([^"]+)", "([^"]+)", "([^"]+)", flags\.\.\.\]',
-        _entry_argv, str),
+    # docs/interfaces.md is generated from the code (scripts/gen_interfaces.py; tests/test_layers.py)
     # docs/profiles.md, docs/serving.md, docs/deploy.md, docs/doctor.md
     Row("serving-ready-timeout", "docs/serving.md", r"`ready_timeout` \((\d+)\)", _profile("ready_timeout")),
     Row("serving-shutdown-timeout", "docs/serving.md", r"`shutdown_timeout` \((\d+)\)", _profile("shutdown_timeout")),
@@ -385,7 +362,7 @@ _LITERAL = re.compile(r"^(none|`[^`]*`|-?\d+(?:\.\d+)?)(?:$| \(|: )")
 def profile_table_problems(text: str) -> list[str]:
     """docs/profiles.md's key table: one row per Profile field, and each default written as a
     literal (`127.0.0.1`, 30000, `{}`, none, ...) equal to the field's default."""
-    from qembed.profiles import Profile
+    from qembed.serving.profiles import Profile
 
     out = []
     table = {}

@@ -22,10 +22,10 @@ import httpx
 import numpy as np
 import pytest
 
-from qembed import gateway
-from qembed.client import Client
+from qembed.client.drivers import Client
 from qembed.errors import ConfigError, QembedError, ServerUnreachable
 from qembed.net import PROXY_VARS
+from qembed.serving import gateway
 from tests.fake_site import harness
 from tests.standin.server import HashBackend
 
@@ -323,7 +323,7 @@ def _run_bulk(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_bulk_resume_across_worker_failure(tmp_path: Path, workers: list[Worker], gw: list[Gateway]) -> None:
-    from qembed.bulk import journal_path
+    from qembed.client.bulk import journal_path
 
     # Both workers crash mid-job (after 6 requests each): the job stops with an error, its
     # journal keeps the finished chunks; one worker comes back and --resume completes it.
@@ -410,7 +410,7 @@ def test_smg_gets_no_proxy_variables(tmp_path: Path, workers: list[Worker], gw: 
 
 def test_the_gateway_child_environment_has_no_proxy_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The mechanism of finding 8: start_gateway hands launcher.spawn the proxy names to drop."""
-    from qembed import launcher
+    from qembed.serving import launcher
 
     for name in PROXY_VARS:
         monkeypatch.setenv(name, "http://127.0.0.1:9")

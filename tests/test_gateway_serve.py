@@ -17,10 +17,10 @@ import httpx
 import psutil
 import pytest
 
-from qembed import gateway, gpu
 from qembed.errors import ConfigError, GPUError
-from qembed.profiles import load_profile
-from qembed.sglang_args import build_command, build_flags, check_many
+from qembed.serving import gateway, gpu, policy
+from qembed.serving.profiles import load_profile
+from qembed.serving.sglang_args import build_command, build_flags, check_many
 from tests import fake_nvml
 from tests.fake_site import harness
 
@@ -74,10 +74,10 @@ def test_gpu_check_covers_every_chosen_gpu(monkeypatch: pytest.MonkeyPatch) -> N
     fake_nvml.install(monkeypatch, "a100", gpus=[fake_nvml.A100, fake_nvml.A100, fake_nvml.V100])
     snap = gpu.snapshot()
     ok = load_profile("a100-80g", options=gateway.dp_options([0, 1]))
-    gpu.require_launchable(snap, ok, sglang_version="0.5.23")
+    policy.require_launchable(snap, ok, sglang_version="0.5.23")
     bad = load_profile("a100-80g", options=gateway.dp_options([0, 2]))
     with pytest.raises(GPUError, match="GPU 2"):
-        gpu.require_launchable(snap, bad, sglang_version="0.5.23")
+        policy.require_launchable(snap, bad, sglang_version="0.5.23")
 
 
 def test_memory_fit_covers_every_chosen_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,9 +87,9 @@ def test_memory_fit_covers_every_chosen_gpu(monkeypatch: pytest.MonkeyPatch) -> 
     snap = gpu.snapshot()
     prof = load_profile("a100-80g", overrides=["model=Qwen/Qwen3-Embedding-8B"], options=gateway.dp_options([0, 1]))
     with pytest.raises(GPUError, match=r"GPU 1 \(NVIDIA A2"):
-        gpu.require_launchable(snap, prof, sglang_version="0.5.23")
+        policy.require_launchable(snap, prof, sglang_version="0.5.23")
     one = load_profile("a100-80g", overrides=["model=Qwen/Qwen3-Embedding-8B", "gpu_ids=[0]"])
-    gpu.require_launchable(snap, one, sglang_version="0.5.23")
+    policy.require_launchable(snap, one, sglang_version="0.5.23")
 
 
 # -- spawned: fake SGLang replicas, real smg in front ----------------------------------------------
@@ -120,7 +120,7 @@ class Env:
 
 
 def _free(port: int) -> bool:
-    from qembed.launcher import port_is_free
+    from qembed.serving.launcher import port_is_free
 
     return port_is_free("127.0.0.1", port)
 
@@ -170,7 +170,7 @@ def test_gateway_group_detached_ps_and_stop_leave_nothing(fx: Env) -> None:
     assert httpx.get(f"{info['url']}/workers", timeout=10).status_code == 401
 
     # the default server for clients is the group's front door, not a replica
-    from qembed import state
+    from qembed.host import state
 
     assert state.state_dir() == fx.state  # conftest points this process at the same dir
     front = state.default_server()

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from qembed import gpu
 from qembed.errors import GPUError
 from qembed.models import MiB
-from qembed.profiles import Profile
+from qembed.serving import gpu, policy
+from qembed.serving.profiles import Profile
 from tests import fake_nvml
 
 
@@ -77,20 +77,20 @@ def test_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch, value: str | None
     assert (snap.error is not None) is (expected == [])
 
 
-def _levels(findings: list[gpu.Finding]) -> list[tuple[str, str]]:
+def _levels(findings: list[policy.Finding]) -> list[tuple[str, str]]:
     return [(f.level, f.message) for f in findings]
 
 
 def test_launchable_a100(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_nvml.install(monkeypatch, "a100")
-    assert gpu.launch_findings(gpu.snapshot(), make_profile(), sglang_version="0.5.23") == []
-    assert gpu.require_launchable(gpu.snapshot(), make_profile(), sglang_version="0.5.23") == []
+    assert policy.launch_findings(gpu.snapshot(), make_profile(), sglang_version="0.5.23") == []
+    assert policy.require_launchable(gpu.snapshot(), make_profile(), sglang_version="0.5.23") == []
 
 
 def test_no_driver_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_nvml.install(monkeypatch, "no-driver")
     with pytest.raises(GPUError) as ei:
-        gpu.require_launchable(gpu.snapshot(), make_profile(), sglang_version="0.5.23")
+        policy.require_launchable(gpu.snapshot(), make_profile(), sglang_version="0.5.23")
     assert "no usable GPU" in ei.value.message and ei.value.hint
 
 
@@ -98,11 +98,11 @@ def test_old_driver_names_both_ways_out(monkeypatch: pytest.MonkeyPatch) -> None
     fake_nvml.install(monkeypatch, "old-driver")
     snap = gpu.snapshot()
     with pytest.raises(GPUError) as ei:
-        gpu.require_launchable(snap, make_profile(), sglang_version="0.5.23")
+        policy.require_launchable(snap, make_profile(), sglang_version="0.5.23")
     assert "550.54.15" in ei.value.message and "CUDA 13" in ei.value.message
     assert "R580" in (ei.value.hint or "") and "sglang==0.5.19" in (ei.value.hint or "")
     # the last CUDA 12 release is fine on that driver
-    assert gpu.launch_findings(snap, make_profile(), sglang_version="0.5.19") == []
+    assert policy.launch_findings(snap, make_profile(), sglang_version="0.5.19") == []
     assert "0.5.19" in gpu.sglang_for_driver(snap)
 
 
@@ -117,11 +117,11 @@ def test_sglang_cuda_major() -> None:
 def test_t4_bf16_warns_and_fp8_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_nvml.install(monkeypatch, "t4")
     snap = gpu.snapshot()
-    found = gpu.launch_findings(snap, make_profile(dtype="bfloat16", gpu_memory_fraction=0.85,
+    found = policy.launch_findings(snap, make_profile(dtype="bfloat16", gpu_memory_fraction=0.85,
                                                    context_length=8192), sglang_version="0.5.23")
     assert [f.level for f in found] == ["warn"]
     assert "float16" in found[0].message and "`dtype: float16`" in (found[0].hint or "")
-    found = gpu.launch_findings(snap, make_profile(dtype="float16", quantization="fp8",
+    found = policy.launch_findings(snap, make_profile(dtype="float16", quantization="fp8",
                                                    gpu_memory_fraction=0.85, context_length=8192),
                                 sglang_version="0.5.23")
     assert [f.level for f in found] == ["fail"]
@@ -130,22 +130,22 @@ def test_t4_bf16_warns_and_fp8_fails(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_sm70_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_nvml.install(monkeypatch, "v100")
-    found = gpu.launch_findings(gpu.snapshot(), make_profile(), sglang_version="0.5.23")
+    found = policy.launch_findings(gpu.snapshot(), make_profile(), sglang_version="0.5.23")
     assert found[0].level == "fail" and "sm75" in found[0].message
 
 
 def test_busy_gpu_warns_with_pid(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_nvml.install(monkeypatch, "busy")
-    found = gpu.launch_findings(gpu.snapshot(), make_profile(), sglang_version="0.5.23")
+    found = policy.launch_findings(gpu.snapshot(), make_profile(), sglang_version="0.5.23")
     assert _levels(found) == [("warn", "GPU 0 is already in use: pid 4242 python3 28610 MiB")]
 
 
 def test_not_enough_gpus_and_missing_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_nvml.install(monkeypatch, "a100", gpus=2)
     snap = gpu.snapshot()
-    found = gpu.launch_findings(snap, make_profile(dp_size=4), sglang_version="0.5.23")
+    found = policy.launch_findings(snap, make_profile(dp_size=4), sglang_version="0.5.23")
     assert found[0].level == "fail" and "needs 4 GPUs" in found[0].message
-    found = gpu.launch_findings(snap, make_profile(gpu_ids=[1, 5]), sglang_version="0.5.23")
+    found = policy.launch_findings(snap, make_profile(gpu_ids=[1, 5]), sglang_version="0.5.23")
     assert found[0].level == "fail" and "[5]" in found[0].message and "`gpu_ids`" in (found[0].hint or "")
 
 
@@ -153,7 +153,7 @@ def test_model_does_not_fit_names_profile_values(monkeypatch: pytest.MonkeyPatch
     fake_nvml.install(monkeypatch, "t4")
     prof = make_profile(name="t4", model="Qwen/Qwen3-Embedding-8B", dtype="float16")
     with pytest.raises(GPUError) as ei:
-        gpu.require_launchable(gpu.snapshot(), prof, sglang_version="0.5.23")
+        policy.require_launchable(gpu.snapshot(), prof, sglang_version="0.5.23")
     assert "will not fit" in ei.value.message
     assert "profile `t4`" in (ei.value.hint or "")
 
@@ -164,7 +164,7 @@ def test_tiny_pool_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     # 0.51 x 16,101,933,056 = 8,211,985,858.56 - 8,043,548,672 = 168,437,186 B / 147,456 -> 1,142 tokens < 2048
     prof = make_profile(name="t4", dtype="float16", gpu_memory_fraction=0.51, context_length=8192)
     with pytest.raises(GPUError) as ei:
-        gpu.require_launchable(gpu.snapshot(), prof, sglang_version="0.5.23")
+        policy.require_launchable(gpu.snapshot(), prof, sglang_version="0.5.23")
     assert "will not fit" in ei.value.message and "1,142 tokens" in ei.value.message
     assert "`gpu_memory_fraction: " in (ei.value.hint or "")
 
@@ -173,11 +173,11 @@ def test_4b_on_t4_fits_with_short_context_only(monkeypatch: pytest.MonkeyPatch) 
     fake_nvml.install(monkeypatch, "t4")
     snap = gpu.snapshot()
     # auto fraction 0.735 on 15360 MiB: 0.735*(15360-4)MiB - 8.04 GB = 3.79 GB -> 25.7k tokens < 32768
-    found = gpu.launch_findings(snap, make_profile(dtype="float16"), sglang_version="0.5.23")
+    found = policy.launch_findings(snap, make_profile(dtype="float16"), sglang_version="0.5.23")
     # SGLang starts with a short pool (it only warns), so this is a warning, not a refusal
     assert [f.level for f in found] == ["warn"]
     assert "fewer than one context" in found[0].message
     assert "`context_length: " in (found[0].hint or "")
-    ok = gpu.launch_findings(snap, make_profile(dtype="float16", context_length=8192),
+    ok = policy.launch_findings(snap, make_profile(dtype="float16", context_length=8192),
                              sglang_version="0.5.23")
     assert ok == []

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qembed.bulk import journal_path, lock_path
+from qembed.client.bulk import journal_path, lock_path
 from tests.conftest import REPO
 from tests.fake_site import harness
 from tests.standin.server import Fault, HashBackend, Running, StandinConfig, serve_in_thread

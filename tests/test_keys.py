@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from qembed.client import AsyncClient, Client
+from qembed.client.drivers import AsyncClient, Client
 from qembed.errors import ConfigError, ExitCode, QembedError
 from qembed.net import auth_headers, clean_api_key
-from qembed.profiles import Profile, resolve_api_key
+from qembed.serving.profiles import Profile, resolve_api_key
 from tests.cli_helpers import invoke, run_main
 from tests.standin.server import StandinConfig, serve_in_thread
 

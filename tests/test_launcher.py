@@ -1,7 +1,7 @@
-"""qembed.launcher: phases, log tail, ports, readiness and shutdown against the fake SGLang.
+"""qembed.serving.launcher: phases, log tail, ports, readiness and shutdown against the fake SGLang.
 
 The process tests spawn ``tests/fake_site`` (a TEST DOUBLE of SGLang 0.5.23) through
-:func:`qembed.launcher.spawn` and check by PID that the fake and its ``sglang::scheduler`` child
+:func:`qembed.serving.launcher.spawn` and check by PID that the fake and its ``sglang::scheduler`` child
 are gone afterwards. The child has no parent-death signal, so only the group kill removes it.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from qembed import launcher
 from qembed.errors import LaunchError, NotReady, PortInUse, ServerExited
+from qembed.serving import launcher
 from tests.fake_site import harness
 
 # -- pure functions -----------------------------------------------------------------------------

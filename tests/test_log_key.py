@@ -1,7 +1,7 @@
 """Issue 20: SGLang 0.5.23 logs `server_args={...}` with `'api_key': '<key>'` in clear.
 
 The design (docs/deploy.md, "Keys and logs"): containers start SGLang through the keyed entry
-(:func:`qembed.sglang_args.keyed_entry_args`), which reads the key from the environment in memory
+(:func:`qembed.serving.sglang_args.keyed_entry_args`), which reads the key from the environment in memory
 and redacts every log record of SGLang's main process. Checked here in the real SGLang
 interpreter, with SGLang's own argument parser, logger set-up and `server_args=` formatter (no
 engine is started: the line is logged before any model loads).
@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from qembed.sglang_args import ENTRY_CODE, keyed_entry_args
+from qembed.serving.sglang_args import ENTRY_CODE, keyed_entry_args
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDED = REPO / "tests" / "logs" / "real" / "kv_pool_small.log"

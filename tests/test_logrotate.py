@@ -1,4 +1,4 @@
-"""qembed.logrotate: SGLang's log is rotated by size while the server runs (issue 14, logging)."""
+"""qembed.host.logrotate: SGLang's log is rotated by size while the server runs (issue 14, logging)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from qembed import launcher, logrotate, state
+from qembed.host import logrotate, state
+from qembed.serving import launcher
 from tests.fake_site import harness
 
 

@@ -25,10 +25,10 @@ def test_bench_treats_all_of_127_8_as_local(monkeypatch: pytest.MonkeyPatch) -> 
     """bench used its own list, which missed 127.0.0.2; it now asks qembed.net."""
     from types import SimpleNamespace
 
-    import qembed.gpu
-    from qembed import bench
+    import qembed.serving.gpu
+    from qembed.fleet import bench
 
-    monkeypatch.setattr(qembed.gpu, "snapshot", lambda: SimpleNamespace(gpus=[SimpleNamespace(name="NVIDIA H100")]))
+    monkeypatch.setattr(qembed.serving.gpu, "snapshot", lambda: SimpleNamespace(gpus=[SimpleNamespace(name="NVIDIA H100")]))
     assert bench.local_gpu_name("http://127.0.0.2:30000") == "NVIDIA H100"
     assert bench.local_gpu_name("http://[::1]:30000") == "NVIDIA H100"
     assert bench.local_gpu_name("http://10.0.0.5:30000") is None

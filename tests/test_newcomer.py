@@ -155,7 +155,7 @@ def test_a_url_with_another_scheme_is_bad_input() -> None:
 
 def test_top_takes_the_same_urls_as_the_client() -> None:
     """A URL without `http://`, or one naming `/v1/embeddings`, reaches the server's /metrics."""
-    from qembed.top import metrics_url
+    from qembed.fleet.top import metrics_url
 
     base = "http://127.0.0.1:30000"
     assert metrics_url("127.0.0.1:30000") == metrics_url(base + "/v1/embeddings") == base + "/metrics"

@@ -13,7 +13,7 @@ import numpy as np
 import openai
 import pytest
 
-from qembed.client import Client
+from qembed.client.drivers import Client
 from tests.standin.server import StandinConfig, serve_in_thread
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from qembed import bench, doctor
 from qembed.errors import BadReply, ServerError, ServerUnreachable
+from qembed.fleet import bench, doctor
 from qembed.probe import probe_server
 from tests import fake_nvml
 from tests.standin.server import Fault, StandinConfig, serve_in_thread

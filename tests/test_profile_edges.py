@@ -19,13 +19,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qembed import bench, gpu
 from qembed.errors import ExitCode, ProfileError
-from qembed.gpu import GPUInfo, GPUSnapshot
+from qembed.fleet import bench
 from qembed.models import GiB
-from qembed.profiles import FIELDS, MAX_DEPTH, Profile, load_profile, load_yaml_text
 from qembed.redact import redact
-from qembed.sglang_args import build_command, build_flags
+from qembed.serving import gpu, policy
+from qembed.serving.gpu import GPUInfo, GPUSnapshot
+from qembed.serving.profiles import FIELDS, MAX_DEPTH, Profile, load_profile, load_yaml_text
+from qembed.serving.sglang_args import build_command, build_flags
 from tests.fake_site import harness
 
 SECRET = "hf_Sup3rSecretTokenValue"
@@ -275,7 +276,7 @@ def _gpu(name: str, gib: float, cc: tuple[int, int]) -> GPUSnapshot:
     ("a100-40g", _gpu("NVIDIA H100 80GB HBM3", 79.6, (9, 0)), "-p h100"),
 ])
 def test_profile_for_another_gpu_class_warns(profile: str, snap: GPUSnapshot, want: str) -> None:
-    findings = gpu.launch_findings(snap, load_profile(profile), sglang_version="0.5.23")
+    findings = policy.launch_findings(snap, load_profile(profile), sglang_version="0.5.23")
     warns = [f for f in findings if f.check == "profile"]
     assert len(warns) == 1 and warns[0].level == "warn" and want in (warns[0].hint or "")
 
@@ -287,7 +288,7 @@ def test_profile_for_another_gpu_class_warns(profile: str, snap: GPUSnapshot, wa
     ("generic", _gpu("Tesla T4", 14.6, (7, 5))),
 ])
 def test_profile_for_the_same_class_does_not_warn(profile: str, snap: GPUSnapshot) -> None:
-    findings = gpu.launch_findings(snap, load_profile(profile), sglang_version="0.5.23")
+    findings = policy.launch_findings(snap, load_profile(profile), sglang_version="0.5.23")
     assert not [f for f in findings if f.check == "profile"]
 
 

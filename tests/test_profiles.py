@@ -9,9 +9,9 @@ import pytest
 
 from qembed import habits
 from qembed.errors import ProfileError
-from qembed.gpu import GPUInfo, GPUSnapshot
 from qembed.models import GiB
-from qembed.profiles import (
+from qembed.serving.gpu import GPUInfo, GPUSnapshot
+from qembed.serving.profiles import (
     ALIASES,
     FALLBACK_PROFILE,
     Profile,

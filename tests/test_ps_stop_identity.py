@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from qembed import launcher, state
+from qembed.host import state
+from qembed.serving import launcher
 from tests.cli_helpers import invoke, run_main
 
 

@@ -1,4 +1,4 @@
-"""The reference engine's HTTP layer (qembed/refserver.py ``build_app``) in this process, on a
+"""The reference engine's HTTP layer (qembed/reference/server.py ``build_app``) in this process, on a
 tiny arithmetic engine: what a keyless client can do to `/metrics`, malformed bodies, the
 `dimensions` reasons, the key comparison, and fairness between a huge and a small request.
 Issue 19, finding 10 and the reference-engine items (docs/reliability.md)."""
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from qembed import refserver
-from qembed.refserver import Settings, build_app
+from qembed.reference import server as refserver
+from qembed.reference.server import Settings, build_app
 
 KEY = "s3cret-key-value"
 DIM = 8

@@ -594,7 +594,7 @@ def test_a_closed_pipe_never_orphans_the_server(fx: Env) -> None:
     assert rc == 0
     down = harness.run_qembed(["stop", "pipetest"], fx.env)
     assert down.returncode == 0, down.stderr
-    from qembed.ports import port_is_free
+    from qembed.host.ports import port_is_free
 
     assert port_is_free("127.0.0.1", fx.port)  # `stop` drained it: nothing is left listening
 

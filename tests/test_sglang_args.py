@@ -16,14 +16,14 @@ import pytest
 
 from qembed.errors import FlagsRejected, MissingDependency
 from qembed.habits import HABIT_FLAGS, HABITS
-from qembed.profiles import Profile, load_profile
-from qembed.sglang_args import (
+from qembed.serving.flags import check_extra_args
+from qembed.serving.profiles import Profile, load_profile
+from qembed.serving.sglang_args import (
     ENTRY_ARGS,
     LaunchCommand,
     build_command,
     build_env,
     build_flags,
-    check_extra_args,
     check_many,
     ensure_accepted,
     installed_sglang_version,
@@ -130,7 +130,7 @@ def test_sglang_python_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_resolve_sglang_ranks_interpreters_and_keeps_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """The rule itself; that the launch, the dry run and doctor all use it is shown end to end by
     tests/test_serve_cli.py::test_profile_env_pythonpath_reaches_every_parser_check."""
-    from qembed.sglang_args import resolve_sglang
+    from qembed.serving.sglang_args import resolve_sglang
 
     monkeypatch.setenv("QEMBED_SGLANG_PYTHON", "/env/python")
     monkeypatch.setenv("PYTHONPATH", "/checkout/sglang/python")

@@ -1,4 +1,4 @@
-"""qembed.state: records of running servers, stale-record cleanup, PID reuse, log helpers."""
+"""qembed.host.state: records of running servers, stale-record cleanup, PID reuse, log helpers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qembed import state
+from qembed.host import state
 
 
 def _sleeper() -> subprocess.Popen[bytes]:
@@ -202,7 +202,7 @@ def test_claims_are_exclusive_per_name_and_per_port() -> None:
 
 
 def test_claim_of_a_killed_claimant_does_not_block() -> None:
-    code = ("import sys, time; from qembed import state; c = state.claim('emb', 31000); "
+    code = ("import sys, time; from qembed.host import state; c = state.claim('emb', 31000); "
             "print('claimed', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})

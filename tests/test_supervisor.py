@@ -1,4 +1,4 @@
-"""qembed.supervisor.ServingSession against the fake SGLang (tests/fake_site, a TEST DOUBLE):
+"""qembed.serving.supervisor.ServingSession against the fake SGLang (tests/fake_site, a TEST DOUBLE):
 claims, checks, records and cleanup, checked by PID and on disk."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from qembed import state
 from qembed.errors import GPUError, NameInUse, ServerExited, StateDirError
-from qembed.profiles import Profile, load_profile
-from qembed.supervisor import Event, ServingSession
+from qembed.host import state
+from qembed.serving.profiles import Profile, load_profile
+from qembed.serving.supervisor import Event, ServingSession
 from tests import fake_nvml
 from tests.fake_site import harness
 
@@ -144,7 +144,7 @@ def test_an_invalid_name_claims_nothing(fake: Path) -> None:
 
 def test_a_group_replica_whose_name_is_taken_claims_nothing(fake: Path) -> None:
     """`serve --gpus 0,1 --gateway`: each replica is a session; one refused claim releases all."""
-    from qembed import gateway
+    from qembed.serving import gateway
 
     prof = _profile(gpu_ids=[0, 1], dp_size=2)
     with state.claim("emb.r1", harness.free_port()), pytest.raises(NameInUse):

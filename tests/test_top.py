@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qembed import top
-from qembed.deploy.metrics import Scrape, bucket_delta, histogram_quantile, parse_text
 from qembed.errors import ConfigError, ServerError, ServerUnreachable
+from qembed.fleet import top
+from qembed.metrics import Scrape, bucket_delta, histogram_quantile, parse_text
 from tests.conftest import REPO
 from tests.fake_site import harness
 from tests.standin.server import Fault, StandinConfig, serve_in_thread

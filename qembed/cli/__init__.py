@@ -23,8 +23,7 @@ from typing import NoReturn
 import typer
 
 from qembed import env as qenv
-
-from ._app import app as _root_app
+from qembed.cli._app import app as _root_app
 
 __all__ = ["app", "main", "on_interrupt"]
 
@@ -81,8 +80,8 @@ def _register(only: str | None = None) -> None:
         return
     for module in sorted(set(_COMMAND_MODULES.values())):
         importlib.import_module(f".{module}", __name__)
-    from .deploy import deploy_app
-    from .profiles import profiles_app
+    from qembed.cli.deploy import deploy_app
+    from qembed.cli.profiles import profiles_app
 
     _root_app.add_typer(profiles_app, name="profiles")
     _root_app.add_typer(deploy_app, name="deploy")

@@ -15,8 +15,8 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from qembed import __version__
 from qembed import env as qenv
+from qembed._version import __version__
 
 
 class _Group(TyperGroup):

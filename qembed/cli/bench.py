@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from qembed import env as qenv
-
-from ._app import app
+from qembed.cli._app import app
 
 BENCH_EXAMPLES = """\
 Examples:
@@ -67,9 +66,9 @@ def bench(
     """Measure a server's throughput and latency across concurrency, batch size and input length."""
     import contextlib
 
-    from qembed import bench as qbench
     from qembed import output
     from qembed.errors import ConfigError
+    from qembed.fleet import bench as qbench
 
     if json_ and csv_:
         raise ConfigError("`--json` and `--csv` cannot be used together")
@@ -103,7 +102,7 @@ def bench(
     ctx: contextlib.AbstractContextManager[tuple[str, str | None]]
     if profile:
         output.status(f"launching profile `{profile}` ...")
-        from .serve import (
+        from qembed.cli.serve import (
             _renderer,  # the session's warnings and notices, said as `serve` says them
         )
 

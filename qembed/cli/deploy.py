@@ -1,6 +1,6 @@
 """`qembed deploy docker|k8s|grafana|alerts`: deployment artefacts from a profile.
 
-Thin layer: options -> one :mod:`qembed.deploy` call -> :mod:`qembed.output`. Notes (driver,
+Thin layer: options -> one :mod:`qembed.fleet.deploy` call -> :mod:`qembed.output`. Notes (driver,
 sizing, what was left out) go to stderr as warnings; the artefact goes to stdout, or into
 files with `--output DIR` (existing files are refused unless `--force`).
 """
@@ -14,7 +14,7 @@ import typer
 from qembed import env as qenv
 
 if TYPE_CHECKING:
-    from qembed.profiles import Profile
+    from qembed.serving.profiles import Profile
 
 deploy_app = typer.Typer(
     name="deploy",
@@ -61,7 +61,7 @@ Examples:
 
 
 def _profile(name: str | None, set_: list[str] | None) -> Profile:
-    from qembed.deploy import deploy_profile
+    from qembed.fleet.deploy import deploy_profile
 
     return deploy_profile(name, set_)
 
@@ -75,7 +75,7 @@ def _notes(notes: list[str]) -> None:
 
 def _emit(files: dict[str, str], output_dir: str | None, force: bool) -> None:
     from qembed import output
-    from qembed.deploy import write_files
+    from qembed.fleet.deploy import write_files
 
     if output_dir is None:
         output.data("".join(files.values()) if len(files) == 1 else "---\n".join(files.values()))
@@ -102,7 +102,7 @@ def docker_cmd(
 ) -> None:
     """Print a `docker run` line (or a compose file) running the same SGLang argv as `qembed serve`."""
     from qembed import output
-    from qembed.deploy import docker
+    from qembed.fleet.deploy import docker
 
     prof = _profile(profile, set_)
     plan = docker.plan(prof, image=image, bind=bind, host_port=host_port,
@@ -151,7 +151,7 @@ def k8s_cmd(
 ) -> None:
     """Kubernetes manifests: worker Deployment/Service/PDB, optional gateway and KEDA autoscaling."""
     from qembed import output
-    from qembed.deploy import k8s
+    from qembed.fleet.deploy import k8s
 
     prof = _profile(profile, set_)
     scale = k8s.parse_autoscale(autoscale) if autoscale else None
@@ -214,7 +214,7 @@ def grafana_cmd(
     force: ForceOpt = False,
 ) -> None:
     """Write a Grafana dashboard (JSON) for one Deployment: texts/s, latency, queue, gateway, replicas, GPUs."""
-    from qembed.deploy import grafana
+    from qembed.fleet.deploy import grafana
 
     gpu = not no_gpu and (profile is None or _profile(profile, None).device != "cpu")
     _emit({"qembed-dashboard.json": grafana.render(title, name=name, gpu=gpu)}, output_dir, force)
@@ -234,7 +234,7 @@ def alerts_cmd(
     force: ForceOpt = False,
 ) -> None:
     """Write Prometheus alerting rules scoped to one Deployment, each with a runbook link."""
-    from qembed.deploy import alerts
+    from qembed.fleet.deploy import alerts
 
     defaults = alerts.AlertSettings()
     settings = alerts.AlertSettings(

@@ -7,8 +7,7 @@ from typing import Annotated
 import typer
 
 from qembed import env as qenv
-
-from ._app import app
+from qembed.cli._app import app
 
 DOCTOR_HELP = """Check everything `qembed serve` needs, and explain the last failure.
 
@@ -48,7 +47,7 @@ def doctor(
     json_: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     from qembed import output
-    from qembed.doctor import exit_code, report_json, run_checks, summary
+    from qembed.fleet.doctor import exit_code, report_json, run_checks, summary
 
     # the same options `qembed serve` takes: only --set values are parsed, the rest are typed
     checks = run_checks(profile=profile, url=url, python=python, log=log, overrides=list(set_ or []),

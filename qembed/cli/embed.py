@@ -1,6 +1,6 @@
 """`qembed embed` and `qembed similarity`: turn text into vectors from the command line.
 
-Thin layer: options -> one :mod:`qembed.client` / :mod:`qembed.bulk` call -> :mod:`qembed.output`.
+Thin layer: options -> one :mod:`qembed.client.drivers` / :mod:`qembed.client.bulk` call -> :mod:`qembed.output`.
 Only the standard library and typer are imported at module level.
 """
 
@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from qembed import env as qenv
-
-from ._app import app
+from qembed.cli._app import app
 
 if TYPE_CHECKING:
-    from qembed.bulk import BulkResult
-    from qembed.client import Client
+    from qembed.client.bulk import BulkResult
+    from qembed.client.drivers import Client
 
 EMBED_EXAMPLES = """\
 Examples:
@@ -85,7 +84,7 @@ ModelOpt = Annotated[str | None, typer.Option("--model", envvar=qenv.MODEL.name,
 
 
 def _client(url: str | None, api_key: str | None, model: str | None, **kw: Any) -> Client:
-    from qembed.client import Client
+    from qembed.client.drivers import Client
 
     # an option left unset (None) means the client's own default
     return Client(url, api_key=api_key, model=model, **{k: v for k, v in kw.items() if v is not None})
@@ -102,7 +101,7 @@ def _stdin_piped() -> bool:
 
 def _stdin_line(raw: bytes, n: int) -> str:
     """Line ``n`` (1-based) of stdin as text: UTF-8, without its ``\r``, and (line 1) without a BOM."""
-    from qembed.bulk import BOM
+    from qembed.client.bulk import BOM
     from qembed.errors import InputError
 
     if n == 1:
@@ -215,13 +214,13 @@ def _continue_command() -> str:
 
 def _bulk_kept(output_path: Path) -> tuple[str, str | None]:
     """What an interrupted bulk job kept, and how to continue (for the interrupt funnel)."""
-    from qembed import bulk
+    from qembed.client import bulk
 
     done = bulk.committed(output_path)
     if done is None:
         return f"nothing was written to `{output_path}` yet", "run the same command again"
     rows_in, rows_out = done
-    from qembed import vector_io
+    from qembed.client import vector_io
 
     # a streamed `.parquet` exists only once `--resume` finishes; until then its rows are parts
     parts = vector_io.parts_path(output_path)
@@ -294,7 +293,7 @@ def embed(
             raise ConfigError("give texts as arguments or with `--input`, not both")
         if output_path is None:
             raise ConfigError("`--input` needs `--output` (.npy, .jsonl or .parquet)")
-        from . import on_interrupt
+        from qembed.cli import on_interrupt
 
         on_interrupt(lambda: _bulk_kept(output_path))
         with _client(url, api_key, model, concurrency=concurrency, batch_size=batch_size, timeout=timeout) as client:
@@ -377,8 +376,9 @@ def _stream_stdin(client: Client, fmt: Format, job: dict[str, Any]) -> None:
     close it."""
     import json
 
-    from qembed import output, vector_io
-    from qembed.bulk import DEFAULT_CHUNK_ROWS
+    from qembed import output
+    from qembed.client import vector_io
+    from qembed.client.bulk import DEFAULT_CHUNK_ROWS
     from qembed.errors import ConfigError
 
     base = tokens = 0
@@ -414,7 +414,7 @@ def _stream_stdin(client: Client, fmt: Format, job: dict[str, Any]) -> None:
 
 def _check_output(output_path: Path, fmt: Format | None, json_: bool, overwrite: bool) -> None:
     """`--output` picks the format from its suffix; a --format that says otherwise is a mistake."""
-    from qembed import vector_io
+    from qembed.client import vector_io
     from qembed.errors import ConfigError
 
     suffix = output_path.suffix.lower()
@@ -434,7 +434,8 @@ def _check_output(output_path: Path, fmt: Format | None, json_: bool, overwrite:
 def _write_file(emb: Any, n: int, labels: list[str], output_path: Path) -> None:
     import numpy as np
 
-    from qembed import output, vector_io
+    from qembed import output
+    from qembed.client import vector_io
 
     for f in emb.failures:
         output.warn(f"{labels[f.index]} skipped: {f.reason}")
@@ -457,7 +458,7 @@ def _rows(emb: Any, n: int) -> list[int]:
 
 def _render(emb: Any, items: list[str], labels: list[str], fmt: Format) -> None:
     from qembed import output
-    from qembed.client import EmbeddingLists
+    from qembed.client.drivers import EmbeddingLists
 
     rows = _rows(emb, len(items))
     for f in emb.failures:
@@ -467,7 +468,7 @@ def _render(emb: Any, items: list[str], labels: list[str], fmt: Format) -> None:
         return
     import numpy as np
 
-    from qembed import vector_io
+    from qembed.client import vector_io
 
     vectors = np.asarray(emb, dtype=np.float32)
     if fmt == Format.npy:
@@ -503,7 +504,8 @@ def _render_json(emb: Any, rows: list[int], vectors: list[list[float]], dimensio
 
 
 def _run_bulk(client: Client, input_path: Path, output_path: Path, **kw: Any) -> BulkResult:
-    from qembed import bulk, output
+    from qembed import output
+    from qembed.client import bulk
 
     if not output.stderr_is_tty():
         return bulk.embed_file(client, input_path, output_path, **kw)

@@ -1,7 +1,7 @@
 """`qembed gateway`: the SGLang model gateway (smg) in front of `qembed serve` workers; and the
 `qembed serve --gpus ... --gateway` group (one server per GPU behind smg).
 
-Thin layer: options -> :mod:`qembed.gateway` calls -> :mod:`qembed.output`.
+Thin layer: options -> :mod:`qembed.serving.gateway` calls -> :mod:`qembed.output`.
 Only the standard library and typer are imported at module level.
 """
 
@@ -14,14 +14,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from qembed import env as qenv
-
-from ._app import app
+from qembed.cli._app import app
 
 if TYPE_CHECKING:
-    from qembed.gateway import GatewayInfo, Group
-    from qembed.launcher import Server
-    from qembed.profiles import Profile
-    from qembed.state import Record
+    from qembed.host.state import Record
+    from qembed.serving.gateway import GatewayInfo, Group
+    from qembed.serving.launcher import Server
+    from qembed.serving.profiles import Profile
 
 GATEWAY_EXAMPLES = """\
 Examples:
@@ -69,7 +68,7 @@ def _render(info: GatewayInfo, *, name: str, pid: int, log_path: str, detached: 
 
 
 def _check_name(name: str) -> None:
-    from qembed import supervisor
+    from qembed.serving import supervisor
 
     supervisor.check_name(name)
     supervisor.refuse_running(name)  # NameInUse: exit 2, as `serve` (issue 22)
@@ -77,11 +76,11 @@ def _check_name(name: str) -> None:
 
 def _foreground(front: Server, records: list[Record], stop_all: Any, *, others: list[Server]) -> None:
     """Serve until Ctrl-C/SIGTERM or until the gateway exits; a dying replica only warns."""
-    from qembed import output, state
+    from qembed import output
+    from qembed.host import state
+    from qembed.serving import foreground
 
-    from .serve import _raise_terminated, _Terminated
-
-    previous = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.signal(sig, foreground.raise_terminated) for sig in foreground.STOP_SIGNALS}
     stopped_by: int | None = None
     warned: set[int] = set()
     try:
@@ -97,7 +96,7 @@ def _foreground(front: Server, records: list[Record], stop_all: Any, *, others: 
                     output.warn(f"replica {k} (pid {rep.pid}) exited with code {rep.proc.returncode}; "
                                 "the gateway routes to the others", hint=f"read its log: `less {rep.log_path}`")
     except KeyboardInterrupt as exc:
-        stopped_by = exc.signum if isinstance(exc, _Terminated) else signal.SIGINT
+        stopped_by = foreground.stopped_by(exc)
     finally:
         output.status("stopping ...")
         try:
@@ -109,7 +108,7 @@ def _foreground(front: Server, records: list[Record], stop_all: Any, *, others: 
                 signal.signal(sig, handler)
     output.status("stopped")
     if stopped_by is not None:
-        raise typer.Exit(130 if stopped_by == signal.SIGINT else 0)
+        raise typer.Exit(foreground.exit_code(stopped_by))
 
 
 @app.command("gateway", epilog=GATEWAY_EXAMPLES)
@@ -125,7 +124,9 @@ def gateway_cmd(
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Run the SGLang model gateway (smg) in front of embedding servers started with `qembed serve`."""
-    from qembed import gateway, output, state
+    from qembed import output
+    from qembed.host import state
+    from qembed.serving import gateway
 
     _check_name(name)
     gateway.require_smg()
@@ -166,7 +167,9 @@ def serve_group(prof: Profile, *, name: str, api_key: str | None, python: str, d
                 as_json: bool, policy: str = "round_robin") -> None:
     """`qembed serve --gpus ... --gateway`: one SGLang per GPU group, smg in front on the
     profile's port; ready when every replica is ready and healthy in the gateway."""
-    from qembed import gateway, output, state
+    from qembed import output
+    from qembed.host import state
+    from qembed.serving import gateway
 
     gateway.require_smg()
     gateway.check_exposure(prof.host, api_key)  # before minutes of model loading, not after
@@ -219,7 +222,8 @@ def dry_run_group(prof: Profile, *, api_key: str | None, python: str, as_json: b
     parser) and the smg command; nothing starts."""
     import shlex
 
-    from qembed import gateway, output, sglang_args
+    from qembed import output
+    from qembed.serving import gateway, sglang_args
 
     reps = gateway.replica_profiles(prof, prof.gpu_ids or [])
     cmds = [sglang_args.build_command(p, api_key=api_key, python=python) for p in reps]

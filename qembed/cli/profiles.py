@@ -28,7 +28,7 @@ SHOW_EXAMPLES = """Examples:
 def list_cmd(json_: JsonOpt = False) -> None:
     """List the shipped profiles and the GPU each one is sized for."""
     from qembed import output
-    from qembed.profiles import list_profiles
+    from qembed.serving.profiles import list_profiles
 
     rows = list_profiles()
     if json_:
@@ -62,14 +62,14 @@ def show_cmd(
     """Show a profile's resolved values, where each came from, and the SGLang command."""
     from qembed import output
     from qembed.errors import ProfileError
-    from qembed.profiles import (
+    from qembed.serving.profiles import (
         FIELDS,
         display_value,
         redacted_values,
         resolve_api_key,
         resolve_profile,
     )
-    from qembed.sglang_args import build_command, profile_warnings, sglang_python
+    from qembed.serving.sglang_args import build_command, profile_warnings, sglang_python
 
     resolved = resolve_profile(name, overrides=list(set_ or []), options={"python": python})
     profile = resolved.profile
@@ -106,7 +106,7 @@ def show_cmd(
     )
     output.data("SGLang command:")
     output.data("  " + cmd.display())
-    if profile.device == "cpu":  # qembed.cpu fills these in at launch, from this machine
+    if profile.device == "cpu":  # qembed.serving.cpu fills these in at launch, from this machine
         output.status("`device: cpu`: `qembed serve` adds `--dtype` and `--max-total-tokens` chosen from this "
                       f"CPU and its free RAM; `qembed serve -p {profile.name or 'FILE'} --dry-run` shows them")
     for w in warnings:

@@ -1,6 +1,6 @@
 """`qembed serve`, `ps`, `stop`, `logs`: start SGLang and manage the servers qembed started.
 
-Thin layer: options -> :mod:`qembed.launcher` / :mod:`qembed.state` calls -> :mod:`qembed.output`.
+Thin layer: options -> :mod:`qembed.serving.launcher` / :mod:`qembed.host.state` calls -> :mod:`qembed.output`.
 Only the standard library and typer are imported at module level.
 """
 
@@ -9,22 +9,20 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
-from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from qembed import env as qenv
-
-from ._app import app
+from qembed.cli._app import app
 
 if TYPE_CHECKING:
-    from qembed.cpu import CPUPlan
-    from qembed.gpu import GPUSnapshot
-    from qembed.launcher import ReadyInfo
-    from qembed.profiles import Profile, ResolvedProfile
-    from qembed.state import Record
-    from qembed.supervisor import Event, ServingSession
+    from qembed.host.state import Record
+    from qembed.serving.cpu import CPUPlan
+    from qembed.serving.gpu import GPUSnapshot
+    from qembed.serving.launcher import ReadyInfo
+    from qembed.serving.profiles import Profile, ResolvedProfile
+    from qembed.serving.supervisor import Event, ServingSession
 
 SERVE_EXAMPLES = """\
 Examples:
@@ -98,23 +96,12 @@ ProfileOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM/SIGHUP to qembed, handled like Ctrl-C (stop SGLang, then exit)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated(signum)
-
-
 class _Phases:
     """Renders startup phases on stderr: a rich status line on a TTY, plain lines otherwise."""
 
     def __init__(self, enabled: bool, engine: str) -> None:
-        from qembed import launcher, output
+        from qembed import output
+        from qembed.serving import launcher
 
         self.json = output.log_format() == "json"
         self.enabled = enabled or self.json  # JSON events go to log shippers, even with --json
@@ -127,7 +114,8 @@ class _Phases:
     def __call__(self, label: str, elapsed: float) -> None:
         if not self.enabled:
             return
-        from qembed import launcher, output
+        from qembed import output
+        from qembed.serving import launcher
 
         if self.json:
             key = next((p.key for p in launcher.PHASES if p.text(self.engine) == label), None)
@@ -163,7 +151,7 @@ def _overrides(
 def _examples(info: ReadyInfo, profile: Profile, has_key: bool) -> list[str]:
     import shlex
 
-    from qembed.supervisor import engine_name
+    from qembed.serving.profiles import engine_name
 
     body = shlex.quote(f'{{"model": "{info.served_model_name}", "input": ["hello world"]}}')
     auth = f' -H "Authorization: Bearer ${profile.api_key_env}"' if has_key else ""
@@ -213,19 +201,20 @@ def _render_ready(info: ReadyInfo, *, name: str, profile: Profile, log_path: str
 
 def _dry_run(resolved: ResolvedProfile, *, api_key: str | None, python: str, as_json: bool,
              snap: GPUSnapshot) -> None:
-    from qembed import gpu, output, profiles, sglang_args
+    from qembed import output
+    from qembed.serving import policy, profiles, sglang_args
 
     profile = resolved.profile
     cpu_plan: CPUPlan | None = None
     if profile.device == "cpu":  # SGLang's CPU backend: the plan instead of the GPU checks
-        from qembed import cpu
+        from qembed.serving import cpu
 
         cpu_plan = cpu.plan(profile, python=python)
         profile = cpu_plan.profile  # what a real serve launches: explicit dtype and KV pool
         findings = [f for f in cpu_plan.findings if f.level != "info"]
     else:
         # what a real `qembed serve` would say about this machine (it refuses on a `fail`)
-        findings = [f for f in gpu.launch_findings(snap, profile,
+        findings = [f for f in policy.launch_findings(snap, profile,
                                                    sglang_version=sglang_args.installed_sglang_version(python))
                     if f.level != "info"]
     cmd = sglang_args.build_command(profile, api_key=api_key, python=python)
@@ -311,8 +300,9 @@ def serve(
     verify_: Annotated[bool, typer.Option("--verify", help="Once ready, run `qembed verify` against it; stop the server if it fails (needs `qembed[verify]`).")] = False,
 ) -> None:
     """Start an embedding server (SGLang; `--profile cpu`: the reference engine) and wait until it answers embeddings."""
-    from qembed import gpu, output, profiles, sglang_args, supervisor
+    from qembed import output
     from qembed.errors import ConfigError
+    from qembed.serving import gpu, profiles, sglang_args, supervisor
 
     if log_format not in output.LOG_FORMATS:
         raise ConfigError(f"unknown `--log-format {log_format}`", hint="use `--log-format text` or `--log-format json`")
@@ -321,8 +311,8 @@ def serve(
     sets, options = _overrides(set_, model, port, host, python, ready_timeout, shutdown_timeout)
     resolved = profiles.resolve_profile(profile, overrides=sets, options=options, gpus=snap)
     prof = resolved.profile
-    if gpus is not None or use_gateway:  # many GPUs: qembed/gateway.py, docs/scaling.md
-        from qembed import gateway
+    if gpus is not None or use_gateway:  # many GPUs: qembed/serving/gateway.py, docs/scaling.md
+        from qembed.serving import gateway
 
         if gpus is None:
             raise ConfigError("`--gateway` needs `--gpus`", hint="e.g. `qembed serve --gpus 0,1 --gateway`; "
@@ -343,7 +333,7 @@ def serve(
         for message in sglang_args.profile_warnings(prof, exposure=False):
             output.warn(message)
         if use_gateway:
-            from .gateway import dry_run_group
+            from qembed.cli.gateway import dry_run_group
 
             dry_run_group(prof, api_key=api_key, python=py, as_json=json_)
         elif prof.engine == "reference":
@@ -355,7 +345,7 @@ def serve(
     session = supervisor.ServingSession(prof, name=name or prof.name or "default", api_key=api_key, python=py,
                                         detach=detach, gpus=snap, on_event=_renderer(json_))
     if use_gateway:  # the session claims and checks; the group launches its replicas and smg
-        from .gateway import serve_group
+        from qembed.cli.gateway import serve_group
 
         session.prepare()
         try:
@@ -386,58 +376,52 @@ def _renderer(json_: bool) -> Callable[[Event], None]:
 
 
 def _serve_session(session: ServingSession, *, json_: bool, verify_: bool) -> None:
-    from qembed import launcher, output
+    from qembed import output
     from qembed.errors import ServerExited
-    from qembed.supervisor import engine_name
+    from qembed.serving import foreground, launcher
+    from qembed.serving.profiles import engine_name
 
     prof, detach = session.profile, session.detached
     server = session.start()
     log_path = server.log_path
-    previous = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGHUP)}
     phases = _Phases(enabled=not json_, engine=session.engine)
     stopped_by: int | None = None
     try:
-        try:
-            info = session.wait_ready(on_phase=phases)
-        finally:
-            phases.close()
-        if phases.json:
-            output.event("ready", f"ready in {info.seconds:.1f} s: {info.served_model_name} at {info.url}",
-                         **info.to_json(), name=session.name, pid=server.pid, detached=detach)
-        _render_ready(info, name=session.name, profile=prof, log_path=str(log_path), detached=detach,
-                      has_key=session.api_key is not None, pid=server.pid, as_json=json_)
-        if verify_:
-            _verify_after_ready(info, prof, api_key=session.api_key, quiet=json_)
-        if detach:
-            session.detach()
-            return
-        rc = session.wait()
-        # the engine exited by itself (or `qembed stop` from another shell) after it was ready.
-        details, hint, diags = launcher.failure_details(server.tail, profile=prof, returncode=rc, log_path=log_path)
-        if rc == 0:
-            output.event("exited", f"{engine_name(prof, capital=True)} exited (exit code 0) after {server.elapsed():.0f} s", exit_code=0)
-            return
-        raise ServerExited(f"{engine_name(prof, capital=True)} exited while serving (exit code {rc}, after {server.elapsed():.0f} s)",
-                           returncode=rc, hint=hint, details=details, diagnoses=launcher.diagnoses_json(diags))
+        with foreground.stop_signals():
+            try:
+                info = session.wait_ready(on_phase=phases)
+            finally:
+                phases.close()
+            if phases.json:
+                output.event("ready", f"ready in {info.seconds:.1f} s: {info.served_model_name} at {info.url}",
+                             **info.to_json(), name=session.name, pid=server.pid, detached=detach)
+            _render_ready(info, name=session.name, profile=prof, log_path=str(log_path), detached=detach,
+                          has_key=session.api_key is not None, pid=server.pid, as_json=json_)
+            if verify_:
+                _verify_after_ready(info, prof, api_key=session.api_key, quiet=json_)
+            if detach:
+                session.detach()
+                return
+            rc = session.wait()
+            # the engine exited by itself (or `qembed stop` from another shell) after it was ready.
+            details, hint, diags = launcher.failure_details(server.tail, profile=prof, returncode=rc, log_path=log_path)
+            if rc == 0:
+                output.event("exited", f"{engine_name(prof, capital=True)} exited (exit code 0) after {server.elapsed():.0f} s", exit_code=0)
+                return
+            raise ServerExited(f"{engine_name(prof, capital=True)} exited while serving (exit code {rc}, after {server.elapsed():.0f} s)",
+                               returncode=rc, hint=hint, details=details, diagnoses=launcher.diagnoses_json(diags))
     except KeyboardInterrupt as exc:
-        stopped_by = exc.signum if isinstance(exc, _Terminated) else signal.SIGINT
+        stopped_by = foreground.stopped_by(exc)
     except BaseException:
         # Not ready, not an embedding server, or qembed itself failed: leave nothing running.
         session.abort()
         raise
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    # Ctrl-C / SIGTERM: drain, then kill the group.
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
+    # Ctrl-C / SIGTERM: drain, then kill the group (a second SIGTERM interrupts the drain).
+    with foreground.stop_signals((signal.SIGTERM,)):
         rc = session.stop()
-    finally:
-        signal.signal(signal.SIGTERM, previous[signal.SIGTERM])
     output.event("stopped", f"stopped ({session.engine} exit code {rc})", exit_code=rc,
-                 by="SIGINT" if stopped_by == signal.SIGINT else signal.Signals(stopped_by or signal.SIGTERM).name)
-    # Ctrl-C exits 130; a requested SIGTERM/SIGHUP stop is a clean shutdown for a service manager.
-    raise typer.Exit(130 if stopped_by == signal.SIGINT else 0)
+                 by=foreground.signal_name(stopped_by))
+    raise typer.Exit(foreground.exit_code(stopped_by))
 
 
 # -- the reference engine (`--profile cpu`) and `--verify` -----------------------------------------
@@ -445,9 +429,9 @@ def _serve_session(session: ServingSession, *, json_: bool, verify_: bool) -> No
 
 def _dry_run_reference(profile: Profile, *, api_key: str | None, python: str, as_json: bool) -> None:
     from qembed import output
-    from qembed.refserver import build_command
+    from qembed.serving.engines import reference_command
 
-    cmd = build_command(profile, api_key=api_key)
+    cmd = reference_command(profile, api_key=api_key)
     if as_json:
         output.print_json({"profile": profile.model_dump(mode="json"), "argv": cmd.redacted_argv(),
                            "env": cmd.redacted_env(), "command": cmd.display()})
@@ -461,7 +445,7 @@ def _dry_run_reference(profile: Profile, *, api_key: str | None, python: str, as
 def _verify_after_ready(info: ReadyInfo, profile: Profile, *, api_key: str | None, quiet: bool) -> None:
     """`serve --verify`: raises VerifyFailed (exit 1; the caller then stops the server)."""
     from qembed import output
-    from qembed.verify import verify_or_raise
+    from qembed.fleet.verify import verify_or_raise
 
     fp32 = profile.engine == "reference" or profile.dtype == "float32"
     report = verify_or_raise(info.url, model=profile.model, precision="fp32" if fp32 else "bf16",
@@ -491,7 +475,9 @@ def ps(json_: JsonOpt = False) -> None:
     """List the servers started by `qembed serve`, with live health."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from qembed import launcher, output, state
+    from qembed import output
+    from qembed.host import state
+    from qembed.serving import launcher
 
     records = state.list_records(clean=True, other_hosts=True)
 
@@ -532,8 +518,8 @@ def _described(r: Record) -> str:
 
 
 def _pick(name: str | None) -> Record:
-    from qembed import state
     from qembed.errors import ConfigError
+    from qembed.host import state
 
     records = state.list_records(clean=True, other_hosts=True)
     here = [r for r in records if not r.elsewhere]
@@ -569,7 +555,9 @@ def stop(
     json_: JsonOpt = False,
 ) -> None:
     """Stop servers started by `qembed serve` (SIGTERM, drain, then kill the process group)."""
-    from qembed import launcher, output, state
+    from qembed import output
+    from qembed.host import state
+    from qembed.serving import launcher
 
     targets = state.list_records(clean=True) if all_ else state.with_members(_pick(name))
     done: list[dict[str, Any]] = []
@@ -597,8 +585,10 @@ def logs(
     """Show the log of a server started by `qembed serve` (SGLang's, or the reference engine's)."""
     from pathlib import Path
 
-    from qembed import launcher, output, state
+    from qembed import output
     from qembed.errors import ConfigError
+    from qembed.host import state
+    from qembed.serving import launcher
 
     record = state.load(name) if name else state.default_server()
     path: Path | None = Path(record.log_path) if record else None

@@ -1,4 +1,4 @@
-"""`qembed top`: a live view of a worker's or a gateway's metrics (thin layer over qembed.top)."""
+"""`qembed top`: a live view of a worker's or a gateway's metrics (thin layer over qembed.fleet.top)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from qembed import env as qenv
-
-from ._app import app
+from qembed.cli._app import app
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from qembed.top import Stats
+    from qembed.fleet.top import Stats
 
 TOP_EXAMPLES = """\
 Examples:
@@ -74,8 +73,8 @@ def _table(rows: list[Stats]) -> Table:
 
 
 def _urls(name: str | None, url: list[str] | None) -> list[str]:
-    from qembed import state
     from qembed.errors import ConfigError
+    from qembed.host import state
 
     if url:
         return list(url)
@@ -101,8 +100,9 @@ def top_cmd(
     json_: Annotated[bool, typer.Option("--json", help="With --once: print JSON on stdout.")] = False,
 ) -> None:
     """Live requests/s, tokens/s, latency percentiles, queue, KV usage and GPU use of servers."""
-    from qembed import output, top
+    from qembed import output
     from qembed.errors import ConfigError
+    from qembed.fleet import top
 
     top.check_interval(interval)
     urls = _urls(name, url)

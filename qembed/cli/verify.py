@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from qembed import env as qenv
-
-from ._app import app
+from qembed.cli._app import app
 
 if TYPE_CHECKING:
-    from qembed.verify import VerifyReport
+    from qembed.fleet.verify import VerifyReport
 
 VERIFY_HELP = """Check that a server returns the model card's vectors.
 
@@ -114,8 +113,8 @@ def verify(
 ) -> None:
     from qembed import output
     from qembed.errors import ConfigError, ExitCode
-    from qembed.verify import parse_dimensions
-    from qembed.verify import verify as run_verify
+    from qembed.fleet.verify import parse_dimensions
+    from qembed.fleet.verify import verify as run_verify
 
     if precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"`--precision` must be auto, fp32 or bf16, got `{precision}`")

@@ -23,7 +23,7 @@ from qembed.errors import MissingDependency
 from qembed.instructions import resolve_instruction
 
 if TYPE_CHECKING:
-    from qembed.client import AsyncClient, Client
+    from qembed.client.drivers import AsyncClient, Client
 
 __all__: list[str] = []
 
@@ -49,7 +49,7 @@ def client_kwargs(
     headers: dict[str, str] | None,
 ) -> dict[str, Any]:
     """The :class:`qembed.Client` options both adapters accept; ``timeout=None`` = the client's."""
-    from qembed.client import USE_CLIENT_DEFAULT
+    from qembed.client.drivers import USE_CLIENT_DEFAULT
 
     # on_error="raise": a framework expects one vector per input, in order; "skip" would shift
     # rows silently.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import weakref
 from typing import Literal
 
-from qembed.client import (
+from qembed.client.drivers import (
     DEFAULT_BACKOFF,
     DEFAULT_BATCH_SIZE,
     DEFAULT_BATCH_TOKENS,

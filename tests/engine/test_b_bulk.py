@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from qembed.bulk import journal_path
+from qembed.client.bulk import journal_path
 from tests.engine.real import Engine
 from tests.engine.wiretap import wiretap
 from tests.fake_site import harness

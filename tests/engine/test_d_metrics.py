@@ -3,8 +3,8 @@ of real SGLang 0.5.23 after real traffic.
 
 The names are read out of what qembed generates, never copied by hand: the PromQL of
 `qembed deploy alerts`, `qembed deploy grafana` and the KEDA trigger of `qembed deploy k8s
---autoscale`, the `sglang_names(...)` calls of qembed/top.py, the name table itself
-(qembed/deploy/metrics.py) and the PromQL users copy from docs/deploy.md (the HPA sketch, the
+--autoscale`, the `sglang_names(...)` calls of qembed/fleet/top.py, the name table itself
+(qembed/metrics.py) and the PromQL users copy from docs/deploy.md (the HPA sketch, the
 `qembed top` table). Each name must be in the real scrape, a series Prometheus makes itself
 (`up`), or in the one allow-list, `metrics.NOT_FROM_SGLANG` (DCGM, kube-state-metrics), with
 its reason; each `smg_*` name must be in the `/metrics` of the real smg 1.13 (from qembed's own
@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from qembed.deploy import metrics
+from qembed import metrics
 from tests.engine.real import Engine, qembed
 from tests.fake_site.harness import REPO, free_port, terminate
 
@@ -124,12 +124,12 @@ def keda_names(engine: Engine, tmp_path: Path) -> dict[str, set[str]]:
 
 
 def top_names() -> dict[str, set[str]]:
-    """The SGLang names qembed/top.py reads: its ``sglang_names("key")`` calls, through the table."""
+    """The SGLang names qembed/fleet/top.py reads: its ``sglang_names("key")`` calls, through the table."""
     tree = ast.parse((REPO / "qembed" / "top.py").read_text())
     keys: set[str] = {n.args[0].value for n in ast.walk(tree)
             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "sglang_names"
             and n.args and isinstance(n.args[0], ast.Constant) and isinstance(n.args[0].value, str)}
-    assert keys, "qembed/top.py reads no SGLang metric through sglang_names()"
+    assert keys, "qembed/fleet/top.py reads no SGLang metric through sglang_names()"
     return {f"qembed top ({k})": {metrics.sglang_names(k)[0]} for k in sorted(keys)}
 
 
@@ -341,7 +341,7 @@ def test_qembed_top_shows_the_requests_sent(traffic: Traffic) -> None:
 
 def test_qembed_top_percentiles_from_real_buckets(engine: Engine) -> None:
     from qembed import Client
-    from qembed.top import Watcher
+    from qembed.fleet.top import Watcher
 
     w = Watcher([engine.url], gpus=False)
     (first,) = w.refresh()

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from qembed import diagnose as dg
 from qembed.errors import ExitCode
+from qembed.serving import diagnose as dg
 from tests.engine.real import TEST_KV_TOKENS, Engine, engine_env, qembed, running
 from tests.fake_site.harness import alive, assert_gone, free_port
 from tests.numerics.tiny_model import TinyModel
@@ -74,8 +74,8 @@ def test_a_port_taken_after_the_check_is_named_and_sglang_is_stopped(
     """Real SGLang loads the model, fails to bind, logs Errno 98 and then hangs (it never exits by
     itself, tests/logs/real/README.md): qembed must say who holds the port and stop the tree."""
     from qembed.errors import PortInUse
-    from qembed.profiles import load_profile
-    from qembed.supervisor import ServingSession
+    from qembed.serving.profiles import load_profile
+    from qembed.serving.supervisor import ServingSession
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with socket.socket() as holder:

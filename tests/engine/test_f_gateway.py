@@ -31,9 +31,9 @@ import httpx
 import numpy as np
 import pytest
 
-from qembed import gateway
-from qembed.bulk import committed, journal_path
-from qembed.client import Client
+from qembed.client.bulk import committed, journal_path
+from qembed.client.drivers import Client
+from qembed.serving import gateway
 from tests.engine.real import Engine, engine_env, qembed, start_engine
 from tests.fake_site.harness import REPO, alive, assert_gone, free_port, kill_leftovers, wait_until
 
@@ -261,7 +261,7 @@ def test_sglangs_own_numa_assertion_is_diagnosed(tmp_path: Path) -> None:
     """The two assertion lines SGLang 0.5.23 logs when its CPU ranks cannot be bound (captured
     from real runs: `--dp-size 2` on one NUMA node with no binding, and with a one-entry
     binding), as `qembed serve` and `qembed doctor --log` read them."""
-    from qembed import diagnose
+    from qembed.serving import diagnose
 
     for line, key_words in [
         (f"AssertionError: {SGLANG_NUMA_ASSERT} (dp_size * tp_size * pp_size = 2) should be smaller than "

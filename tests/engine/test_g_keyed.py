@@ -1,6 +1,6 @@
 """Issue 20, with the real SGLang 0.5.23 (CPU): one engine started with an API key.
 
-The key reaches SGLang through the keyed entry (qembed/sglang_args.py `keyed_entry_args`): it
+The key reaches SGLang through the keyed entry (qembed/serving/sglang_args.py `keyed_entry_args`): it
 must be enforced, absent from `ps` and from the log file (SGLang logs `server_args=` with it),
 and `/ready` and `/health` must answer without it (the probes carry no secret).
 """

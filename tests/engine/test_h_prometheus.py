@@ -32,8 +32,9 @@ from typing import Any
 import httpx
 import pytest
 
-from qembed.deploy import alerts, grafana, k8s, metrics
-from qembed.profiles import load_profile
+from qembed import metrics
+from qembed.fleet.deploy import alerts, grafana, k8s
+from qembed.serving.profiles import load_profile
 from tests.engine import prometheus
 from tests.engine.prometheus import Prometheus, Target, rate_bounds
 from tests.engine.real import Engine, engine_env, qembed

@@ -16,7 +16,7 @@ from tests.standin.server import Running, StandinConfig, serve_in_thread
 from tests.standin.tiny_backend import TinyBackend
 
 if TYPE_CHECKING:
-    from qembed.reference import ReferenceEngine
+    from qembed.reference.engine import ReferenceEngine
     from tests.engine.real import Engine
     from tests.numerics.st_reference import STReference
 
@@ -35,7 +35,7 @@ def reference(tiny_model: TinyModel) -> Reference:
 @pytest.fixture(scope="session")
 def ref_engine(tiny_model: TinyModel) -> ReferenceEngine:
     """qembed's reference engine (sentence-transformers) on the fixture directory."""
-    from qembed.reference import ReferenceEngine
+    from qembed.reference.engine import ReferenceEngine
     from tests.numerics.reference import offline
 
     with offline():

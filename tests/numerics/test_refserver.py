@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from qembed.errors import ExitCode
-from qembed.reference import ReferenceEngine
-from qembed.verify import TEXTS, verify
+from qembed.fleet.verify import TEXTS, verify
+from qembed.reference.engine import ReferenceEngine
 from tests.fake_site import harness
 from tests.numerics.reference import Reference, assert_matches, truncate_normalise
 from tests.numerics.texts import DOCUMENTS, MIXED, QUERIES
@@ -172,7 +172,7 @@ def test_dry_run_shows_the_reference_command_without_the_key(cpu_server: CpuServ
                 cpu_server.env, timeout=60)
     assert r.returncode == 0, r.stderr
     shown = json.loads(r.stdout)
-    assert shown["argv"][1:3] == ["-m", "qembed.refserver"] and "--enable-metrics" in shown["argv"]
+    assert shown["argv"][1:3] == ["-m", "qembed.reference.server"] and "--enable-metrics" in shown["argv"]
     assert KEY not in r.stdout and shown["env"]["QEMBED_REFSERVER_API_KEY"] != KEY
 
 
@@ -215,7 +215,7 @@ def test_no_gpu_refusal_names_the_cpu_profile(tmp_path: Path) -> None:
 
 def test_refserver_refuses_a_missing_model(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(harness.REPO)}
-    r = subprocess.run([sys.executable, "-m", "qembed.refserver", "--model", str(tmp_path / "none"),
+    r = subprocess.run([sys.executable, "-m", "qembed.reference.server", "--model", str(tmp_path / "none"),
                         "--port", str(harness.free_port())], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
     # said before any load (qembed.hub.check_available), not after sentence-transformers' retries

@@ -1,6 +1,6 @@
 """`qembed verify` and its reference engine, on the tiny random Qwen3 model (CPU, offline).
 
-* qembed.reference (sentence-transformers, the model's own prompts) equals the plain
+* qembed.reference.engine (sentence-transformers, the model's own prompts) equals the plain
   transformers recipe of tests/numerics/reference.py to 1 - 1e-6;
 * verify passes against the stand-in server with real tiny-model vectors (server-side and
   client-side Matryoshka);
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qembed.reference import ReferenceEngine
-from qembed.verify import TEXTS, VerifyFailed, verify, verify_or_raise
+from qembed.fleet.verify import TEXTS, VerifyFailed, verify, verify_or_raise
+from qembed.reference.engine import ReferenceEngine
 from tests.engine.wiretap import Wiretap
 from tests.numerics.reference import Reference, truncate_normalise
 from tests.numerics.texts import DOCUMENTS, QUERIES
@@ -228,9 +228,9 @@ def _cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
 def test_cli_verify_json_pass_and_fail(server: Wiretap, backend: TinyBackend, tiny_model: TinyModel,
                                        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """`qembed verify --json`: exit 0 with a report; exit 1 with the diagnosis (real model load)."""
-    import qembed.verify
+    import qembed.fleet.verify
 
-    monkeypatch.setattr(qembed.verify, "TEXTS", tuple(SUBSET))
+    monkeypatch.setattr(qembed.fleet.verify, "TEXTS", tuple(SUBSET))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     args = ["--precision", "fp32", "--dimensions", "32", "--json"]
     assert _cli(["verify", "--url", server.url, *args], monkeypatch) == 0

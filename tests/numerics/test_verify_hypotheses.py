@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qembed.client import Client
+from qembed.client.drivers import Client
 from qembed.errors import CheckIncomplete
-from qembed.reference import ReferenceEngine
-from qembed.verify import TEXTS, VerifyReport, verify
+from qembed.fleet.verify import TEXTS, VerifyReport, verify
+from qembed.reference.engine import ReferenceEngine
 from tests.numerics.st_reference import STReference
 from tests.numerics.tiny_model import TinyModel
 from tests.standin.server import Fault, Input, StandinConfig, serve_in_thread
@@ -186,9 +186,9 @@ def test_exit_codes(backend: TinyBackend, tiny_model: TinyModel, monkeypatch: py
                     capsys: pytest.CaptureFixture[str]) -> None:
     """0 for a refusal (reported), 1 off the reference, 8 when the server answers 500, 7 when
     nothing listens."""
-    import qembed.verify
+    import qembed.fleet.verify
 
-    monkeypatch.setattr(qembed.verify, "TEXTS", tuple(SUBSET))
+    monkeypatch.setattr(qembed.fleet.verify, "TEXTS", tuple(SUBSET))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     args = ["--precision", "fp32", "--dimensions", "32"]
     with serve_in_thread(_cfg(tiny_model, backend, dimensions_behaviour="vllm"), backend) as srv:
@@ -227,7 +227,7 @@ def test_a_connection_lost_mid_run_is_incomplete(backend: TinyBackend, tiny_mode
 @pytest.mark.parametrize("behaviour", ["vllm", "infinity"])
 def test_client_fallback_equals_sentence_transformers(behaviour: str, backend: TinyBackend, tiny_model: TinyModel,
                                                       st: STReference, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="qembed.client")
+    caplog.set_level(logging.WARNING, logger="qembed.client.drivers")
     docs = [t.text for t in SUBSET if t.kind == "document"]
     queries = [t.text for t in SUBSET if t.kind == "query" and t.task == "retrieval"]
     with serve_in_thread(_cfg(tiny_model, backend, dimensions_behaviour=behaviour), backend) as srv, \

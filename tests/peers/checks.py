@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from qembed.client import Client
+from qembed.client.drivers import Client
 from qembed.integrations.langchain import QembedEmbeddings
 from qembed.integrations.llamaindex import QembedEmbedding
 from tests.fake_site.harness import run_qembed

@@ -143,7 +143,7 @@ def bulk_killed_and_resumed(url: str, texts: Sequence[str], ids: Sequence[str], 
                             chunk: int, env: Mapping[str, str], kill_after: int = 5) -> BulkRuns:
     """`qembed embed --input in.jsonl --output out.parquet` through ``url`` twice: once to the end,
     once SIGKILLed after ``kill_after`` committed chunks and finished with ``--resume``."""
-    from qembed.bulk import journal_path
+    from qembed.client.bulk import journal_path
 
     inp = work / "in.jsonl"
     inp.write_text("".join(json.dumps({"id": i, "body": t}) + "\n" for i, t in zip(ids, texts, strict=True)),

@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
 def cpu_seconds(pid: int) -> float:
     """utime + stime of process ``pid`` in seconds (fields 14 and 15 of proc(5)), read with
     qembed's one ``/proc/<pid>/stat`` parser."""
-    from qembed.procfs import read_stat
+    from qembed.host.procfs import read_stat
 
     rest = read_stat(pid)
     if rest is None:

@@ -1,0 +1,1 @@
+"""Fleet tools over running servers: verify, doctor, top, bench and deploy."""

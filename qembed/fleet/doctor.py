@@ -1,0 +1,938 @@
+"""``qembed doctor``: every check, as data.
+
+:func:`run_checks` returns a list of :class:`Check` rows (section, name, status, what was found,
+what to do). It never prints; the CLI renders the rows as a table or as JSON.
+
+Nothing heavy runs in this process: torch and SGLang are inspected by a short probe subprocess
+in the target interpreter (the one SGLang would run in), NVML through :mod:`qembed.serving.gpu`, a
+running server over HTTP with httpx.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from qembed import env as qenv
+from qembed._version import __version__
+from qembed.errors import ConfigError, ProfileError, QembedError
+from qembed.models import GiB, MiB
+from qembed.serving.policy import NO_GPU_OPTIONS
+from qembed.serving.policy import profile_label as _plabel
+
+if TYPE_CHECKING:
+    import httpx
+
+    from qembed.host.state import Record
+    from qembed.serving.cpu import HostInfo, KernelCheck
+    from qembed.serving.gpu import GPUSnapshot
+    from qembed.serving.profiles import Profile
+
+Status = Literal["PASS", "WARN", "FAIL", "SKIP"]
+
+PASS: Status = "PASS"
+WARN: Status = "WARN"
+FAIL: Status = "FAIL"
+SKIP: Status = "SKIP"
+
+INSTALL_SERVE = "pip install 'qembed[serve]'"
+SHM_MIN = 1 * GiB
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of the doctor report. ``fix`` is set when the status is not PASS."""
+
+    section: str
+    name: str
+    status: Status
+    found: str
+    fix: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def exit_code(checks: Iterable[Check]) -> int:
+    """0 when all pass (or skip), 1 on any FAIL, 6 (``ExitCode.WARNINGS``) for warnings only."""
+    from qembed.errors import ExitCode
+
+    statuses = {c.status for c in checks}
+    if FAIL in statuses:
+        return int(ExitCode.FAILURE)
+    if WARN in statuses:
+        return int(ExitCode.WARNINGS)
+    return int(ExitCode.OK)
+
+
+def summary(checks: Iterable[Check]) -> dict[str, int]:
+    out: dict[str, int] = {PASS: 0, WARN: 0, FAIL: 0, SKIP: 0}
+    for c in checks:
+        out[c.status] += 1
+    return out
+
+
+def report_json(checks: list[Check]) -> dict[str, Any]:
+    """The ``--json`` document: rows, counts and the exit code."""
+    return {"checks": [c.to_json() for c in checks], "summary": summary(checks),
+            "exit_code": exit_code(checks)}
+
+
+# -- the probe subprocess ---------------------------------------------------------------------
+
+# Runs in the target interpreter as the launch does (no -I). It imports neither torch nor sglang: versions come
+# from package metadata, torch's CUDA build from torch/version.py read as text.
+_PROBE = r"""
+import importlib.metadata as md, importlib.util as iu, json, os, platform, re, sys
+out = {"python": platform.python_version(), "executable": sys.executable}
+def ver(name):
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return None
+for name in ("torch", "sglang", "transformers", "flashinfer-python", "sglang-kernel", "sentence-transformers"):
+    out[name] = ver(name)
+out["torch_cuda"] = None
+try:
+    spec = iu.find_spec("torch")
+    if spec and spec.submodule_search_locations:
+        path = os.path.join(list(spec.submodule_search_locations)[0], "version.py")
+        text = open(path, encoding="utf-8").read()
+        m = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", text, re.M)
+        out["torch_cuda"] = m.group(1) if m else None
+except Exception as exc:
+    out["torch_cuda_error"] = str(exc)
+out["sglang_spec"] = iu.find_spec("sglang") is not None
+print("QEMBED-PROBE " + json.dumps(out))
+"""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the target interpreter has installed."""
+
+    python: str  # the interpreter path asked for
+    ok: bool
+    error: str | None = None
+    python_version: str | None = None
+    executable: str | None = None
+    torch: str | None = None
+    torch_cuda: str | None = None  # "13.0", or None for a CPU-only build
+    sglang: str | None = None
+    transformers: str | None = None
+    flashinfer: str | None = None
+    sentence_transformers: str | None = None  # the reference engine (`engine: reference`)
+    seconds: float = 0.0
+
+
+def run_probe(python: str, *, timeout: float = 60.0, env: Mapping[str, str] | None = None) -> Probe:
+    """Run the probe in ``python`` and parse its JSON line. Never raises.
+
+    ``env`` is the environment SGLang would run with (:func:`qembed.serving.sglang_args.resolve_sglang`;
+    default this process's): ``PYTHONPATH`` and the rest are kept, as the launch keeps them, so
+    the probe sees the packages the launch will import.
+    """
+    t0 = time.perf_counter()
+    env = dict(os.environ if env is None else env)
+    try:
+        proc = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True,
+                              timeout=timeout, env=env, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Probe(python, False, error=f"cannot run `{python}`: {exc}")
+    line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("QEMBED-PROBE ")), None)
+    if line is None:
+        tail = " ".join(proc.stderr.strip().splitlines()[-2:])
+        return Probe(python, False, error=f"`{python}` exited {proc.returncode}: {tail}")
+    d = json.loads(line.removeprefix("QEMBED-PROBE "))
+    return Probe(python, True, python_version=d.get("python"), executable=d.get("executable"),
+                 torch=d.get("torch"), torch_cuda=d.get("torch_cuda"), sglang=d.get("sglang"),
+                 transformers=d.get("transformers"), flashinfer=d.get("flashinfer-python"),
+                 sentence_transformers=d.get("sentence-transformers"),
+                 seconds=time.perf_counter() - t0)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+@dataclass
+class _Ctx:
+    profile_ref: str
+    url: str | None
+    python: str | None
+    log: str | None
+    snap: GPUSnapshot | None = None
+    profile: Profile | None = None
+    probe: Probe | None = None
+    rows: list[Check] = field(default_factory=list)
+    overrides: Sequence[str] = ()
+    options: Mapping[str, object] = field(default_factory=dict)
+    env: dict[str, str] | None = None  # the environment SGLang would run with
+    port_row: int | None = None  # index of a "port in use" row the server check may clear
+    fit_rows: list[Check] = field(default_factory=list)  # rendered after the Model section
+
+    @property
+    def settings(self) -> Profile:
+        """The loaded profile, else the default settings (what checks assume without one)."""
+        if self.profile is not None:
+            return self.profile
+        from qembed.serving.profiles import Profile
+
+        return Profile()
+
+    def add(self, section: str, name: str, status: Status, found: str, fix: str | None = None) -> None:
+        self.rows.append(Check(section, name, status, found, fix if status != PASS else None))
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+
+def _system(c: _Ctx) -> None:
+    s = "System"
+    c.add(s, "Python", PASS, f"{platform.python_version()} ({sys.executable})")
+    osname = platform.system()
+    if osname == "Linux":
+        c.add(s, "OS", PASS, platform.platform())
+    else:
+        c.add(s, "OS", WARN, platform.platform(), "SGLang serves on Linux with NVIDIA GPUs only; "
+              "use `qembed` here as a client (`--url`)")
+    c.add(s, "qembed", PASS, __version__)
+
+
+def _profile(c: _Ctx) -> None:
+    s = "Profile"
+    from qembed.serving.profiles import resolve_profile
+
+    try:
+        resolved = resolve_profile(c.profile_ref, overrides=c.overrides,
+                                   options={**c.options, "python": c.python}, gpus=c.snap)
+    except QembedError as exc:
+        c.add(s, "profile", FAIL, exc.message, exc.hint or "run `qembed profiles list`")
+        return
+    c.profile = resolved.profile
+    why = f" (auto: {resolved.auto_reason})" if resolved.auto_reason else ""
+    c.add(s, "profile", PASS, f"`{c.profile.name}`{why}; model {c.profile.model}")
+
+
+def _nvml(c: _Ctx, sglang_version: str | None) -> None:
+    from qembed.serving import gpu
+
+    s = "NVIDIA driver"
+    snap = c.snap
+    assert snap is not None
+    if snap.driver_version is None and snap.error:
+        fix = ("`pip install nvidia-ml-py`" if "nvidia-ml-py" in snap.error
+               else "install the NVIDIA driver (R580+ for SGLang 0.5.20 and later) and check `nvidia-smi`; "
+               + _NO_GPU)
+        c.add(s, "NVML", FAIL, snap.error, fix)
+        c.add(s, "driver", SKIP, "no driver", None)
+        return
+    c.add(s, "NVML", PASS, "loaded")
+    found = (f"{snap.driver_version} (CUDA {snap.cuda_driver_str or '?'}); "
+             f"runs {gpu.sglang_for_driver(snap)}")
+    if gpu.driver_too_old(snap, sglang_version):
+        c.add(s, "driver", FAIL, f"{found}; installed sglang {sglang_version} is built for CUDA "
+              f"{gpu.sglang_cuda_major(sglang_version)}", gpu.DRIVER_HINT)
+    elif sglang_version is None and (gpu.driver_cuda_major(snap) or 0) < 13:
+        c.add(s, "driver", WARN, found + "; `pip install 'qembed[serve]'` would get a CUDA 13 SGLang",
+              gpu.DRIVER_HINT)
+    else:
+        c.add(s, "driver", PASS, found)
+    for note in snap.notes:
+        c.add(s, "CUDA_VISIBLE_DEVICES" if "CUDA_VISIBLE" in note else "NVML note", WARN, note,
+              "fix `CUDA_VISIBLE_DEVICES` (indices or GPU UUIDs, comma-separated)")
+    if snap.error:
+        c.add(s, "GPUs", FAIL, snap.error, "check `nvidia-smi` and `CUDA_VISIBLE_DEVICES`")
+
+
+_STATUS: dict[str, Status] = {"fail": FAIL, "warn": WARN, "info": PASS}
+#: the fix on a machine without an NVIDIA GPU: both CPU options (:data:`qembed.serving.policy.NO_GPU_OPTIONS`)
+_NO_GPU = f"{NO_GPU_OPTIONS} (docs/serving.md)"
+
+
+def _gpus(c: _Ctx, sglang_version: str | None) -> None:
+    """The GPU, GPU-class and memory-fit rows: :func:`qembed.serving.policy.launch_findings`, the rules
+    ``qembed serve`` refuses or warns by, rendered as rows (a new rule shows up in both)."""
+    from qembed import models
+    from qembed.serving import policy
+
+    def fit(status: Status, found: str, fix: str | None = None, name: str = "fit") -> None:
+        c.fit_rows.append(Check("Memory fit", name, status, found, fix if status != PASS else None))
+
+    snap = c.snap
+    assert snap is not None
+    if not snap.gpus:
+        # without a driver the NVML row already names the CPU options
+        c.add("GPU", "GPUs", SKIP, "no GPU visible", None if snap.driver_version is None and snap.error else _NO_GPU)
+        model = c.settings.model
+        shape = models.model_shape(model)
+        if shape is None:
+            fit(SKIP, f"unknown shape for {model} (no config.json)")
+            return
+        dbytes = models.dtype_bytes_for(c.settings.dtype)
+        kvb = models.kv_dtype_bytes_for(c.settings.kv_cache_dtype, dbytes)
+        tp = max(1, c.settings.tp_size)
+        need = (f"weights {_gb(shape.loaded_params * dbytes / tp)} per GPU, "
+                f"KV {shape.kv_bytes_per_token(kvb, tp_size=tp) // 1024} KiB/token")
+        fit(SKIP, f"no GPU to check; {shape.name.split('/')[-1]} needs {need}")
+        return
+    findings = policy.launch_findings(snap, c.settings, sglang_version=sglang_version, include_info=True)
+    by_gpu: dict[int, list[policy.Finding]] = {}
+    fit_rows: list[policy.Finding] = []
+    for f in findings:
+        if f.check == "driver":
+            continue  # the driver row of the NVIDIA driver section says it
+        if f.check in ("fit", "GPUs"):
+            fit_rows.append(f)
+        elif f.check == "profile":
+            c.add("Profile", "GPU class", _STATUS[f.level], f.message, f.hint)
+        else:
+            by_gpu.setdefault(f.gpu if f.gpu is not None else -1, []).append(f)
+    order = {"compute capability": 0, "memory": 1, "other processes": 2}
+    for index in sorted(by_gpu):
+        for f in sorted(by_gpu[index], key=lambda f: order.get(f.check, 9)):
+            c.add(f"GPU {index}" if index >= 0 else "GPU", f.check, _STATUS[f.level], f.message, f.hint)
+    if not any(f.check == "fit" for f in fit_rows):
+        model = c.settings.model
+        if models.model_shape(model) is None:
+            fit(SKIP, f"unknown shape for {model} (no config.json)")
+    for f in sorted(fit_rows, key=lambda f: f.check != "GPUs"):
+        fit(_STATUS[f.level], f.message, f.hint, name=f.check)
+
+
+def _fit(c: _Ctx) -> None:
+    c.rows.extend(c.fit_rows)
+
+
+def _default_url(c: _Ctx) -> str | None:
+    """The URL doctor checks when none is given and no server is recorded: the client's default
+    (``QEMBED_URL``, else ``http://127.0.0.1:30000``), when something listens there; else a SKIP."""
+    if c.url or _recorded_url()[0]:
+        return c.url
+    import socket
+    from urllib.parse import urlparse
+
+    url = qenv.URL.get() or qenv.DEFAULT_URL
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return url
+    except OSError:
+        c.add("Server", "server", SKIP, f"nothing answers at {url} (the client's default URL), and no "
+              "running `qembed serve` is recorded")
+        return None
+
+
+def _healthy_checked_server(c: _Ctx, checked: str | None) -> None:
+    """A port held by the healthy embedding server doctor just checked is not a FAIL."""
+    if c.port_row is None or not checked:
+        return
+    from urllib.parse import urlparse
+
+    port = c.settings.port
+    try:
+        checked_port = urlparse(checked).port
+    except ValueError:
+        return
+    server = {r.name: r.status for r in c.rows if r.section == "Server"}
+    if checked_port == port and server.get("/health") == PASS and server.get("embedding") in (PASS, WARN):
+        row = c.rows[c.port_row]
+        c.rows[c.port_row] = Check(row.section, row.name, PASS,
+                                   f"{row.found.split(' is in use')[0]} is held by the healthy embedding "
+                                   f"server being checked ({checked.rstrip('/')})")
+
+
+def _torch(c: _Ctx) -> None:
+    from qembed.serving import gpu
+
+    s = "Torch/CUDA"
+    pr = c.probe
+    assert pr is not None
+    if not pr.ok:
+        c.add(s, "interpreter", FAIL, pr.error or "probe failed",
+              "pass `--python PATH` (or set `QEMBED_SGLANG_PYTHON`) to the interpreter with SGLang")
+        return
+    c.add(s, "interpreter", PASS, f"{pr.executable} (Python {pr.python_version})")
+    if pr.torch is None:
+        status = FAIL if pr.sglang else SKIP
+        c.add(s, "torch", status, f"not installed in {pr.python}",
+              f"`{INSTALL_SERVE}` installs SGLang with its pinned torch")
+        return
+    build = f"CUDA {pr.torch_cuda}" if pr.torch_cuda else "CPU-only build"
+    found = f"torch {pr.torch} ({build})"
+    snap = c.snap
+    have = gpu.driver_cuda_major(snap) if snap is not None else None
+    if pr.torch_cuda is None:
+        c.add(s, "torch", FAIL if pr.sglang else WARN, found,
+              f"install a CUDA build of torch in that interpreter (`{INSTALL_SERVE}` pulls the right one)")
+        return
+    need = int(pr.torch_cuda.split(".")[0])
+    if have is None:
+        c.add(s, "torch", WARN, found + "; no driver to run it", "install the NVIDIA driver")
+    elif have < need:
+        c.add(s, "torch", FAIL, found + f"; the driver supports CUDA {snap.cuda_driver_str if snap else '?'}",
+              gpu.DRIVER_HINT)
+    else:
+        c.add(s, "torch", PASS, found + f"; driver supports CUDA {snap.cuda_driver_str if snap else '?'}")
+
+
+def _reference_engine(c: _Ctx) -> None:
+    """``engine: reference`` (``--profile cpu``): no driver, GPU or SGLang; sentence-transformers."""
+    from qembed.reference.engine import INSTALL_HINT
+
+    c.add("NVIDIA driver", "GPU", SKIP,
+          "the reference engine runs on CPU: no driver, GPU or SGLang needed")
+    s = "Reference engine"
+    pr = c.probe
+    assert pr is not None
+    if not pr.ok:
+        c.add(s, "interpreter", FAIL, pr.error or "probe failed", "pass `--python PATH` to a working interpreter")
+        return
+    c.add(s, "interpreter", PASS, f"{pr.executable} (Python {pr.python_version})")
+    for label, have in (("torch", pr.torch), ("sentence-transformers", pr.sentence_transformers)):
+        if have is None:
+            c.add(s, label, FAIL, f"not installed in {pr.python}", INSTALL_HINT)
+        else:
+            c.add(s, label, PASS, have)
+
+
+def _sglang(c: _Ctx) -> None:
+    from qembed.serving import gpu
+
+    s = "SGLang"
+    pr = c.probe
+    if pr is None or not pr.ok:
+        c.add(s, "sglang", SKIP, "no interpreter to look in")
+        return
+    if pr.sglang is None:
+        c.add(s, "sglang", FAIL, f"not installed in {pr.python}",
+              f"`{INSTALL_SERVE}` (CUDA 13, needs an R580+ driver) or `pip install 'sglang==0.5.19'` "
+              "(CUDA 12); or pass `--python` to the interpreter that has it")
+        c.add(s, "flags", SKIP, "no SGLang to check the profile's flags with")
+        return
+    cuda = gpu.sglang_cuda_major(pr.sglang)
+    extra = f"; flashinfer {pr.flashinfer}" if pr.flashinfer else ""
+    c.add(s, "sglang", PASS, f"{pr.sglang} (CUDA {cuda} build){extra}")
+    if c.profile is None:
+        c.add(s, "flags", SKIP, "no profile loaded")
+        return
+    _parser_flags(c, s, pr.python)
+
+
+def _parser_flags(c: _Ctx, s: str, python: str) -> None:
+    """The argv verdict of SGLang's own parser for the profile (as `serve` would launch it), and
+    the profile settings worth a warning."""
+    from qembed.serving.sglang_args import (
+        build_flags,
+        check_flags,
+        profile_warnings,
+        verdict_source,
+    )
+
+    assert c.profile is not None
+    try:
+        result = check_flags(build_flags(c.profile), python=python, env=c.env)
+    except QembedError as exc:
+        c.add(s, "flags", FAIL, exc.message, exc.hint)
+    else:
+        if result.ok:
+            c.add(s, "flags", PASS, f"SGLang's parser accepts {_plabel(c.profile)} ({verdict_source(result)})")
+        else:
+            c.add(s, "flags", FAIL, f"SGLang's parser rejects {_plabel(c.profile)}: {result.message}",
+                  f"fix `extra_args` (or the key it names) in {_plabel(c.profile)}")
+    for w in profile_warnings(c.profile):
+        c.add(s, "profile setting", WARN, w, f"edit {_plabel(c.profile)}")
+
+
+#: Where each finding of the CPU plan (:func:`qembed.serving.cpu.plan`) shows: (section, row name).
+_CPU_ROWS: dict[str, tuple[str, str]] = {
+    "cpu": ("CPU", "cpu"), "flags": ("CPU", "AVX-512/AMX"), "threads": ("CPU", "threads"),
+    "kernels": ("SGLang", "CPU build"), "path": ("SGLang", "path"), "dtype": ("SGLang", "dtype"),
+    "ram": ("Memory fit", "RAM"), "kv": ("Memory fit", "KV pool"),
+}
+
+
+def _cpu_engine(c: _Ctx, *, python: str, host: HostInfo | None, kernels: KernelCheck | None) -> None:
+    """``device: cpu`` (``--profile xeon``): no driver or GPU; the CPU, SGLang's CPU build and the
+    path it takes, the dtype, RAM and the KV pool, from the plan ``qembed serve`` launches by, then
+    the parser's verdict on the argv with the plan's values."""
+    from qembed.serving import cpu
+
+    assert c.profile is not None
+    c.add("NVIDIA driver", "GPU", SKIP, "`device: cpu`: SGLang's CPU backend needs no driver or GPU")
+    pr = c.probe
+    p = cpu.plan(c.profile, python=python, env=c.env, host=host, kernels=kernels)
+    status = {"fail": FAIL, "warn": WARN, "info": PASS}
+    order = list(_CPU_ROWS)
+    sglang_row = False
+    for f in sorted(p.findings, key=lambda f: order.index(f.check) if f.check in order else len(order)):
+        section, name = _CPU_ROWS.get(f.check, ("CPU", f.check))
+        if section == "SGLang" and not sglang_row:
+            sglang_row = True
+            if pr is not None and pr.ok and pr.sglang:
+                c.add("SGLang", "sglang", PASS, f"{pr.sglang} in {pr.executable}")
+            else:
+                c.add("SGLang", "sglang", FAIL, (pr.error if pr is not None and not pr.ok else None)
+                      or f"not installed in {python}", "see the `CPU build` row")
+        row = Check(section, name, status[f.level], f.message, f.hint if f.level != "info" else None)
+        (c.fit_rows if section == "Memory fit" else c.rows).append(row)
+    c.profile = p.profile  # the parser checks what `serve` launches: explicit dtype and KV pool
+    if p.path == "missing" or pr is None or not pr.ok or not pr.sglang:
+        c.add("SGLang", "flags", SKIP, "no SGLang CPU build to check the profile's flags with")
+        return
+    _parser_flags(c, "SGLang", pr.python)
+
+
+def tokenizer_appends_eos(tokenizer_json: Path) -> bool | None:
+    """Whether tokenizer.json's post-processor appends ``<|endoftext|>`` (``None``: unreadable).
+
+    Reads only the ``post_processor`` object of the (11 MB) file.
+    """
+    try:
+        text = tokenizer_json.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    i = text.find('"post_processor"')
+    if i < 0:
+        return False
+    k = text.find(":", i) + 1
+    while k < len(text) and text[k].isspace():
+        k += 1
+    try:
+        obj, _ = json.JSONDecoder().raw_decode(text, k)
+    except ValueError:
+        return None
+
+    def walk(o: Any) -> bool:
+        if isinstance(o, dict):
+            if o.get("type") == "TemplateProcessing":
+                return "<|endoftext|>" in json.dumps(o.get("single", []))
+            return any(walk(v) for v in o.values())
+        if isinstance(o, list):
+            return any(walk(v) for v in o)
+        return False
+
+    return walk(obj)
+
+
+def _model(c: _Ctx) -> None:
+    from qembed import models
+
+    s = "Model"
+    model = c.settings.model
+    shape = models.model_shape(model)
+    size = _gb(shape.params * 2) if shape else "several GB"
+    local = Path(model).expanduser()
+    is_path = model.startswith(("/", ".", "~")) or local.exists()
+    d = models.model_dir(model)
+    if d is None:
+        if is_path:
+            c.add(s, "model", FAIL, f"{model}: no such directory", f"set `model` in {_plabel(c.profile)} to a "
+                  "directory with config.json, or a Hub id such as `Qwen/Qwen3-Embedding-4B`")
+            return
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        if offline:
+            c.add(s, "model", FAIL, f"{model} is not in the HF cache and HF_HUB_OFFLINE is set",
+                  f"`hf download {model}` on a connected machine, or unset HF_HUB_OFFLINE")
+        elif not os.environ.get("HF_TOKEN"):
+            c.add(s, "model", WARN, f"{model} is not in the local HF cache: SGLang downloads it at launch "
+                  f"({size}), anonymously", f"pre-fetch with `hf download {model}` "
+                  "(set HF_TOKEN to avoid anonymous rate limits)")
+        else:
+            c.add(s, "model", PASS, f"{model} not cached yet: downloads at launch ({size}) with HF_TOKEN")
+        return
+    cfg_path = d / "config.json"
+    if not cfg_path.is_file():
+        c.add(s, "model", FAIL, f"{d} has no config.json", f"set `model` in {_plabel(c.profile)} to the "
+              "snapshot directory that contains config.json")
+        return
+    c.add(s, "model", PASS, f"{model} -> {d}")
+    cfg = models.find_model_config(str(d)) or {}
+    arch = ", ".join(cfg.get("architectures") or ["?"])
+    if "Qwen3ForCausalLM" in arch:
+        c.add(s, "architecture", PASS, f"{arch}: SGLang needs `--is-embedding`, which qembed always passes")
+    elif "Qwen3Model" in arch:
+        c.add(s, "architecture", PASS, f"{arch}: detected as an embedding model")
+    else:
+        c.add(s, "architecture", WARN, f"{arch}: not a Qwen3-Embedding architecture",
+              "qembed is tested with Qwen/Qwen3-Embedding-0.6B/4B/8B")
+    if not any(d.glob("*.safetensors")):
+        c.add(s, "weights", FAIL, f"no *.safetensors in {d}", f"re-download: `hf download {model}`")
+    tok = d / "tokenizer.json"
+    eos = tokenizer_appends_eos(tok) if tok.is_file() else None
+    repo = model if not is_path else "Qwen/Qwen3-Embedding-4B"
+    if not tok.is_file():
+        c.add(s, "tokenizer", WARN, f"no tokenizer.json in {d}", f"`hf download {repo} tokenizer.json`")
+    elif eos:
+        c.add(s, "tokenizer", PASS, "tokenizer.json appends <|endoftext|> (TemplateProcessing)")
+    else:
+        c.add(s, "tokenizer", WARN, "tokenizer.json does not append <|endoftext|> (an older snapshot): "
+              "last-token vectors differ from the reference",
+              f"update it: `hf download {repo} tokenizer.json` (or re-download the model)")
+
+
+def _in_container() -> bool:
+    if Path("/.dockerenv").exists() or Path("/run/.containerenv").exists():
+        return True
+    try:
+        text = Path("/proc/1/cgroup").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"docker|kubepods|containerd|lxc|libpod", text))
+
+
+def shm_size(path: str = "/dev/shm") -> int | None:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_blocks * st.f_frsize
+
+
+def no_proxy_covers_loopback(value: str | None) -> bool:
+    """Whether a NO_PROXY value bypasses the proxy for 127.0.0.1 (as ``requests`` reads it)."""
+    if not value:
+        return False
+    entries = [e.strip().lower() for e in value.split(",") if e.strip()]
+    if "*" in entries:
+        return True
+    import ipaddress
+
+    for e in entries:
+        if e in ("127.0.0.1", "localhost"):
+            return True
+        if "/" in e:
+            try:
+                if ipaddress.ip_address("127.0.0.1") in ipaddress.ip_network(e, strict=False):
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def _network(c: _Ctx) -> None:
+    s = "Network"
+    host = c.settings.host
+    port = c.settings.port
+    from qembed.serving.launcher import find_free_port, port_holder, port_is_free
+
+    if port_is_free(host, port):
+        c.add(s, "port", PASS, f"{host}:{port} is free")
+    else:
+        holder = port_holder(port)
+        free = find_free_port(host, port)
+        ours = _recorded_on_port(port)
+        own = _own_record(c)
+        who = f" by {holder}" if holder else " (holder not visible: another user or container)"
+        if own is not None and own.port == port:  # the server this run checks: its port is meant to be held
+            c.add(s, "port", PASS, f"{host}:{port} is held by qembed server `{own.name}`, the running server "
+                  f"of {_plabel(c.profile)} that this run checks (see Server)")
+        elif ours:
+            c.add(s, "port", WARN, f"{host}:{port} is used by qembed server `{ours}`",
+                  f"fine if you mean to use it; otherwise `qembed stop {ours}` or set `port` in {_plabel(c.profile)}")
+        else:
+            c.port_row = len(c.rows)
+            c.add(s, "port", FAIL, f"{host}:{port} is in use{who}",
+                  f"set `port: {free or port + 1}` in {_plabel(c.profile)} (or `--set port={free or port + 1}`), "
+                  "or stop that process")
+    from qembed.net import PROXY_VARS
+
+    proxies = {k: v for k in PROXY_VARS if (v := os.environ.get(k))}
+    no_proxy = os.environ.get("NO_PROXY") or os.environ.get("no_proxy")
+    if not proxies:
+        c.add(s, "proxy", PASS, "no HTTP(S)_PROXY set")
+    elif no_proxy_covers_loopback(no_proxy):
+        c.add(s, "proxy", PASS, f"{', '.join(sorted(proxies))} set; NO_PROXY covers loopback. "
+              "SGLang keeps the proxy for Hub downloads, loopback added to NO_PROXY; "
+              "`qembed gateway` starts smg without proxy variables, so worker traffic never goes through it")
+    else:
+        c.add(s, "proxy", WARN, f"{', '.join(sorted(proxies))} set without NO_PROXY for 127.0.0.1: SGLang's "
+              "warm-up request (and clients) go through the proxy, and the server kills itself on the 502 "
+              "(`qembed serve` adds loopback to NO_PROXY for SGLang itself, and keeps the proxy for Hub "
+              "downloads; `qembed gateway` starts smg without proxy variables, so worker traffic never "
+              "goes through it)",
+              "export NO_PROXY=127.0.0.1,localhost,::1")
+    size = shm_size()
+    if size is None:
+        c.add(s, "/dev/shm", SKIP, "no /dev/shm")
+    elif _in_container():
+        if size < SHM_MIN:
+            c.add(s, "/dev/shm", WARN, f"{size / MiB:.0f} MiB inside a container (Docker's default is 64 MiB)",
+                  "start the container with `--shm-size 16g` or `--ipc=host`")
+        else:
+            c.add(s, "/dev/shm", PASS, f"{size / GiB:.1f} GiB (container)")
+    else:
+        c.add(s, "/dev/shm", PASS, f"{size / GiB:.1f} GiB (not a container)")
+
+
+def _recorded_on_port(port: int) -> str | None:
+    try:
+        from qembed.host import state
+
+        for rec in state.list_records(clean=True):
+            if rec.port == port:
+                return rec.name
+    except Exception:  # state is best effort here: a broken record must not break doctor
+        return None
+    return None
+
+
+def _own_record(c: _Ctx) -> Record | None:
+    """The running server this run checks, by its record: the one at ``--url``; without
+    ``--url``, the newest live server started from this profile (its name, on its port), as
+    ``qembed serve -p PROFILE`` records it. ``None`` when there is none."""
+    try:
+        from qembed.host import state
+
+        records = [r for r in state.list_records(clean=True) if r.role != "replica"]
+    except Exception:  # state is best effort here: a broken record must not break doctor
+        return None
+    if c.url:
+        want = c.url.rstrip("/")
+        return next((r for r in reversed(records) if r.url.rstrip("/") == want), None)
+    if c.profile is None:
+        return None
+    mine = [r for r in records if r.profile == c.profile.name and r.port == c.profile.port]
+    return mine[-1] if mine else None
+
+
+def _recorded_url() -> tuple[str | None, str | None]:
+    try:
+        from qembed.host import state
+
+        rec = state.default_server()
+    except Exception:
+        return None, None
+    return (rec.url, rec.name) if rec is not None else (None, None)
+
+
+def _api_key(profile: Profile | None) -> str | None:
+    if profile is not None:
+        from qembed.serving.profiles import resolve_api_key
+
+        try:
+            key = resolve_api_key(profile)
+        except (ProfileError, ConfigError):  # an unreadable key file: the variable may still hold one
+            key = None
+        if key:
+            return key
+    from qembed.net import clean_api_key
+
+    try:
+        return clean_api_key(qenv.API_KEY.get(), source=f"`{qenv.API_KEY.name}`")
+    except ConfigError:  # doctor reports; the key row is not the place to stop
+        return None
+
+
+def _server(c: _Ctx, transport: httpx.BaseTransport | None) -> None:
+    from qembed.probe import probe_server
+
+    s = "Server"
+    own = _own_record(c)
+    url, name = c.url, own.name if own is not None else None
+    if not url:
+        url, name = (own.url, own.name) if own is not None else _recorded_url()
+    if not url:
+        c.add(s, "server", SKIP, "no --url given and no running `qembed serve` recorded")
+        return
+    # a healthy /health runs a 1-token forward after sleeping 1 s: allow far more than 1 s
+    f = probe_server(url, _api_key(c.profile), timeout=30.0, dimensions=True, transport=transport)
+    label = f"{f.url}" + (f" (`{name}`)" if name else "")
+    if f.health != 200:
+        fix = ("start it with `qembed serve`, or pass the right `--url`" if f.health is None
+               else "503 = still starting or unhealthy; see `qembed logs`")
+        c.add(s, "/health", FAIL, f"{label}: {f.health_error}", fix)
+        return
+    c.add(s, "/health", PASS, f"{label}: 200 in {f.health_seconds or 0:.1f} s")
+    if f.models_error is None and f.model is not None:
+        c.add(s, "/v1/models", PASS, f"{f.model}, max_model_len {f.max_model_len}")
+    else:
+        c.add(s, "/v1/models", WARN, f"unexpected answer: {f.models_error or 'no model listed'}",
+              "check the server log (`qembed logs`)")
+    err = f.embedding_error
+    if err is not None:
+        if f.embedding_status is not None and f.embedding_status != 200:
+            c.add(s, "embedding", FAIL, err.message[:300],
+                  "401 = API key (`QEMBED_API_KEY`); 400 'not an embedding model' = started without --is-embedding")
+        else:
+            c.add(s, "embedding", FAIL, err.message[:300], err.hint or "see `qembed logs`")
+        return
+    if f.size_mismatch:
+        c.add(s, "embedding", FAIL, f"{f.size_mismatch} (norm {f.norm:.4f})",
+              "another model or a broken server answers at this URL; see `qembed ps` and `qembed logs`")
+        return
+    c.add(s, "embedding", PASS, f"{f.dimensions} dimensions, norm {f.norm:.4f}")
+    dims = f.matryoshka_dimensions
+    if f.supports_dimensions:
+        c.add(s, "dimensions", PASS, f"`dimensions: {dims}` works (Matryoshka on)")
+    elif f.supports_dimensions is None:
+        c.add(s, "dimensions", WARN, f.dimensions_error or "not checked")
+    else:
+        # probe_server: "HTTP <status>: ..." for a refusal, else what was wrong with the reply
+        refused = (f.dimensions_error or "").startswith("HTTP ")
+        what = "refused" if refused else "answered with a wrong truncation"
+        c.add(s, "dimensions", WARN,
+              f"`dimensions` {what} ({f.dimensions_error}); qembed's client already truncates and "
+              "renormalises itself for this server (the same vectors as a right server)",
+              "nothing to change for qembed's client; for other clients turn Matryoshka on and restart: "
+              "`matryoshka: true` in the profile (SGLang `is_matryoshka`; vLLM `--hf-overrides "
+              "'{\"is_matryoshka\": true}'`)")
+
+
+def _log_name(c: _Ctx) -> str | None:
+    """The server name whose newest log this run reads: the server being checked, else the name
+    ``qembed serve -p PROFILE`` gives (the profile's); ``None`` (any server's) without a profile."""
+    own = _own_record(c)
+    if own is not None:
+        return own.name
+    return (c.profile.name or "default") if c.profile is not None else None
+
+
+def _latest_log(name: str | None) -> Path | None:
+    from qembed.host import state
+
+    try:
+        return state.latest_log(name)  # the one rule for which file is a qembed serve log
+    except OSError:
+        return None
+
+
+def _diagnosis(c: _Ctx) -> None:
+    from qembed.serving.diagnose import diagnose_file
+
+    s = "Last failure"
+    explicit = c.log is not None
+    name = None if explicit else _log_name(c)
+    path = Path(c.log) if c.log else _latest_log(name)
+    if path is None:
+        whose = f" of server `{name}`" if name else ""
+        c.add(s, "log", SKIP, f"no `qembed serve` log{whose} yet (pass `--log FILE` to read another)")
+        return
+    try:
+        found = diagnose_file(path, profile=c.profile)
+    except OSError as exc:
+        c.add(s, "log", FAIL, f"cannot read {path}: {exc}", "pass a readable `--log FILE`")
+        return
+    if not found:
+        c.add(s, "log", PASS, f"{path.name}: no known failure signature")
+        return
+    for d in found:
+        # a log found on its own may be from a launch that was fixed since: warn, don't fail
+        status: Status = FAIL if (explicit and d.level == "error") else WARN
+        where = f"line {d.line_no}: " if d.line_no else ""
+        evidence = d.evidence if len(d.evidence) <= 200 else d.evidence[:199] + "…"
+        c.add(s, d.title, status, f"{path.name}: {d.cause}. {where}{evidence}", d.fix)
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+
+def run_checks(
+    *,
+    profile: str = "auto",
+    url: str | None = None,
+    python: str | None = None,
+    log: str | Path | None = None,
+    snapshot: GPUSnapshot | None = None,
+    probe: Callable[[str], Probe] | None = None,
+    transport: httpx.BaseTransport | None = None,
+    overrides: Sequence[str] = (),
+    options: Mapping[str, object] | None = None,
+    host: HostInfo | None = None,
+    kernels: KernelCheck | None = None,
+) -> list[Check]:
+    """Run every check and return the rows, in display order. Never prints.
+
+    Args:
+        profile: profile reference (shipped name, YAML path or ``auto``).
+        url: a running server to check; default the one ``qembed serve`` recorded, else the
+            client's default URL (``QEMBED_URL``, else ``http://127.0.0.1:30000``) when something
+            listens there.
+        python: ``--python``: the interpreter to probe for torch/SGLang, ranked as ``qembed
+            serve`` ranks it (:func:`qembed.serving.sglang_args.resolve_sglang`: this, else
+            ``profile.python``, else ``QEMBED_SGLANG_PYTHON``, else this interpreter).
+        log: an SGLang log to diagnose; default the newest log in the state dir.
+        snapshot: an NVML snapshot (default: :func:`qembed.serving.gpu.snapshot`).
+        probe: replaces :func:`run_probe` (tests).
+        transport: an httpx transport for the server checks (tests).
+        overrides: ``--set KEY=VALUE`` texts, as ``qembed serve`` takes them.
+        options: typed profile values, as ``qembed serve --model/--port/--host`` gives them.
+        host: the CPU and RAM for a ``device: cpu`` profile (default :func:`qembed.serving.cpu.read_host`).
+        kernels: SGLang's CPU build as :func:`qembed.serving.cpu.check_kernels` reports it (default: asked
+            in the target interpreter).
+
+    Returns:
+        :class:`Check` rows; use :func:`exit_code` for the process exit status.
+
+    Example:
+        >>> rows = run_checks(profile="generic")                 # doctest: +SKIP
+        >>> [r.name for r in rows if r.status == "FAIL"]         # doctest: +SKIP
+    """
+    from qembed.serving import gpu
+    from qembed.serving.sglang_args import resolve_sglang
+
+    c = _Ctx(profile_ref=profile or "auto", url=url, python=python, log=str(log) if log else None,
+             overrides=list(overrides), options={k: v for k, v in (options or {}).items() if v is not None})
+    c.snap = snapshot if snapshot is not None else gpu.snapshot()
+    _system(c)
+    _profile(c)
+    # the interpreter and environment `qembed serve` with the same options would launch
+    reference = c.profile is not None and c.profile.engine == "reference"
+    if reference and c.profile is not None:
+        from qembed.serving.engines import reference_command
+
+        cmd = reference_command(c.profile, python=python)
+        target, c.env = cmd.argv[0], {**os.environ, **cmd.env}
+    else:
+        target, c.env = resolve_sglang(c.profile, python)
+    c.probe = probe(target) if probe is not None else run_probe(target, env=c.env)
+    sglang_version = c.probe.sglang if c.probe.ok else None
+    if reference:
+        _reference_engine(c)
+    elif c.profile is not None and c.profile.device == "cpu":
+        _cpu_engine(c, python=target, host=host, kernels=kernels)
+    else:
+        _nvml(c, sglang_version)
+        _gpus(c, sglang_version)
+        _torch(c)
+        _sglang(c)
+    if c.profile is not None:
+        _model(c)
+        if not reference:
+            _fit(c)
+    _network(c)
+    checked = _default_url(c)
+    if checked is not None or c.url or _recorded_url()[0]:
+        c.url = checked
+        _server(c, transport)
+    _healthy_checked_server(c, c.url or _recorded_url()[0])
+    _diagnosis(c)
+    return c.rows
+
+
+__all__ = [
+    "Check",
+    "Probe",
+    "Status",
+    "exit_code",
+    "no_proxy_covers_loopback",
+    "report_json",
+    "run_checks",
+    "run_probe",
+    "shm_size",
+    "summary",
+    "tokenizer_appends_eos",
+]
