@@ -25,6 +25,20 @@ if [ "${VENV%/}" = ".venv" ]; then
   exit 2
 fi
 
+# Disk: the three venvs take about 2.2 GB (.venv-test), 8.2 GB (.venv-sglang) and 1.5 GB
+# (.venv-infinity) here, plus pip's cache and the wheels being unpacked. Say so up front rather than
+# as pip's "[Errno 28] No space left on device" minutes in (a CI run died that way).
+need_gb=0
+[ -x "$VENV/bin/python" ] || need_gb=$((need_gb + 3))
+[ -x .venv-sglang/bin/python ] || need_gb=$((need_gb + 10))
+[ -x .venv-infinity/bin/python ] || need_gb=$((need_gb + 2))
+free_gb=$(df -Pk . | awk 'NR==2 {print int($4 / 1048576)}')
+if [ -z "$PLAN" ] && [ "$need_gb" -gt 0 ] && [ -n "$free_gb" ] && [ "$free_gb" -lt "$need_gb" ]; then
+  echo "error: ${free_gb} GB free on the disk of $PWD; building the missing test venvs needs about ${need_gb} GB" >&2
+  echo "hint: free space (pip cache purge; remove old checkouts and their .venv-* folders), then run this again" >&2
+  exit 1
+fi
+
 step() { printf '\n==> %s\n' "$*" >&2; }
 # run CMD...: run it, or with QEMBED_TEST_PLAN=1 only say it
 run() { if [ -n "$PLAN" ]; then printf 'plan: %s\n' "$*"; else "$@"; fi; }

@@ -65,3 +65,25 @@ def test_the_serve_set_resolves_on_its_own(tmp_path: Path) -> None:
     got = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
     assert got.get("sglang", "").startswith("0.5."), sorted(got)
     assert "torch" in got and "+cpu" not in got["torch"]
+
+
+def test_a_full_disk_is_said_before_any_install(tmp_path: Path) -> None:
+    """With too little free disk for the missing venvs, the test command stops at once with
+    `error:`/`hint:` (a CI run once died minutes in, inside pip, on "[Errno 28] No space left")."""
+    root = tmp_path / "checkout"
+    (root / "scripts").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "test.sh", root / "scripts" / "test.sh")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # a `df -Pk` that reports 1 GiB free, and a python that records it was run
+    (bin_dir / "df").write_text("#!/bin/sh\necho 'Filesystem 1024-blocks Used Available Capacity Mounted'\n"
+                                "echo '/dev/x 100000000 98951424 1048576 99% /'\n")
+    (bin_dir / "python3").write_text(f"#!/bin/sh\ntouch {tmp_path}/python-ran\nexit 0\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    r = subprocess.run(["bash", str(root / "scripts" / "test.sh")], capture_output=True, text=True, timeout=60,
+                       cwd=root, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "QEMBED_TEST_PLAN": ""})
+    assert r.returncode == 1
+    assert "error: 1 GB free on the disk of" in r.stderr and "needs about 15 GB" in r.stderr, r.stderr
+    assert "hint: free space" in r.stderr
+    assert not (tmp_path / "python-ran").exists() and not (root / ".venv-test").exists()
