@@ -25,8 +25,8 @@ _LAZY: dict[str, str] = {
     "Embeddings": "qembed.client.drivers",
     "TASKS": "qembed.instructions",
     "format_query": "qembed.instructions",
-    "Profile": "qembed.serving.profiles",
-    "load_profile": "qembed.serving.profiles",
+    "Profile": "qembed.serving.profiles.model",
+    "load_profile": "qembed.serving.profiles.resolve",
     "QembedError": "qembed.errors",
     "ProfileError": "qembed.errors",
     "ConfigError": "qembed.errors",
@@ -93,7 +93,8 @@ if TYPE_CHECKING:
         StorageError,
     )
     from qembed.instructions import TASKS, format_query
-    from qembed.serving.profiles import Profile, load_profile
+    from qembed.serving.profiles.model import Profile
+    from qembed.serving.profiles.resolve import load_profile
 
 
 def __getattr__(name: str) -> Any:

@@ -3,7 +3,7 @@
 A habit is refused in two places, and both read :data:`HABITS`:
 
 * as a profile key (``max_model_len: 8192``): :data:`HABIT_KEYS`, used by
-  :mod:`qembed.serving.profiles` for "not a qembed key";
+  :mod:`qembed.serving.profiles.resolve` for "not a qembed key";
 * as a flag in ``extra_args`` (``--max-model-len 8192``), which SGLang 0.5.23 rejects:
   :data:`HABIT_FLAGS`, used by :mod:`qembed.serving.sglang_args` (the extra_args check, and the hint
   on a parser error). ``tests/test_conformance.py`` runs every one of these flags through

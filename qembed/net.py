@@ -70,7 +70,7 @@ def base_url(url: str, *, what: str = "server URL", example: str = "--url http:/
 def clean_api_key(value: str | None, *, source: str = "the API key") -> str | None:
     """An API key as both sides use it: surrounding whitespace removed (the trailing ``\\n`` or
     ``\\r\\n`` of a CRLF ``.env`` file or ``kubectl create secret --from-file``), ``None`` when
-    nothing is left. The one rule: ``qembed serve`` (:func:`qembed.serving.profiles.resolve_api_key`), the
+    nothing is left. The one rule: ``qembed serve`` (:func:`qembed.serving.profiles.resolve.resolve_api_key`), the
     reference engine and every client apply it, so a key the server accepts is the key sent.
 
     ``source`` names where the key came from (a variable, an argument), for the error.

@@ -24,7 +24,7 @@ def _library() -> dict[tuple[str, str], Any]:
     from qembed.fleet.deploy import alerts, k8s
     from qembed.host import logfiles
     from qembed.serving import gateway
-    from qembed.serving.profiles import Profile
+    from qembed.serving.profiles.model import Profile
 
     s = alerts.AlertSettings()
     return {

@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 
 from qembed.habits import HABIT_FLAGS
-from qembed.serving.profiles import (
+from qembed.serving.profiles.model import (
     ATTENTION_BACKENDS,
     KV_CACHE_DTYPES,
     QUANTIZATIONS,
     Profile,
-    load_profile,
-    shipped_names,
 )
+from qembed.serving.profiles.resolve import load_profile, shipped_names
 from qembed.serving.sglang_args import (
     ParserCheck,
     build_flags,

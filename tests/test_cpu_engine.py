@@ -20,7 +20,7 @@ from qembed.cli import app
 from qembed.errors import ExitCode, GPUError, MissingDependency
 from qembed.fleet import doctor
 from qembed.serving import cpu
-from qembed.serving.profiles import load_profile
+from qembed.serving.profiles.resolve import load_profile
 from tests.cli_helpers import run_main
 from tests.fake_site import harness
 

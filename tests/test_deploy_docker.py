@@ -15,7 +15,7 @@ import yaml
 
 from qembed.errors import ConfigError
 from qembed.fleet.deploy import PINNED_SGLANG, docker, write_files
-from qembed.serving.profiles import load_profile
+from qembed.serving.profiles.resolve import load_profile
 from qembed.serving.sglang_args import ENTRY_CODE, check_many
 from tests.standin.server import StandinConfig, serve_in_thread
 

@@ -27,7 +27,7 @@ import yaml
 
 from qembed.errors import ConfigError
 from qembed.fleet.deploy import k8s
-from qembed.serving.profiles import load_profile
+from qembed.serving.profiles.resolve import load_profile
 from qembed.serving.sglang_args import check_many, keyed_entry_args
 
 REPO = Path(__file__).resolve().parent.parent

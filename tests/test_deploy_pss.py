@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from qembed.fleet.deploy import k8s
-from qembed.serving.profiles import load_profile
+from qembed.serving.profiles.resolve import load_profile
 
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
                       "projected", "secret"}

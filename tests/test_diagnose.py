@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from qembed.serving import diagnose as dg
-from qembed.serving.profiles import Profile
+from qembed.serving.profiles.model import Profile
 
 LOGS = Path(__file__).parent / "logs"
 

@@ -434,7 +434,7 @@ def test_port_held_by_the_healthy_server_being_checked_passes(monkeypatch: pytes
 
 def test_gpu_class_rule_is_shared_with_serve(monkeypatch: pytest.MonkeyPatch, quiet_env: None) -> None:
     from qembed.serving import gpu, policy
-    from qembed.serving.profiles import load_profile
+    from qembed.serving.profiles.resolve import load_profile
 
     fake_nvml.install(monkeypatch, "a100")
     monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())

@@ -37,7 +37,7 @@ def _statuses(s: str) -> frozenset[int]:
 
 
 def _profile_default(key: str) -> Any:
-    from qembed.serving.profiles import Profile
+    from qembed.serving.profiles.model import Profile
 
     field = Profile.model_fields[key]
     return field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
@@ -93,7 +93,7 @@ def _jitter_range() -> tuple[float, float]:
 def _oom_step() -> tuple[float, float]:
     """What the diagnosis proposes for a CUDA OOM under the shipped `h100` profile: (now, to)."""
     from qembed.serving.diagnose import diagnose
-    from qembed.serving.profiles import load_profile
+    from qembed.serving.profiles.resolve import load_profile
 
     lines = (ROOT / "tests/logs/cuda_oom.log").read_text(encoding="utf-8").splitlines()
     oom = next(d for d in diagnose(lines, profile=load_profile("h100")) if d.key == "cuda_oom")
@@ -152,7 +152,7 @@ class KeyRow(Row):
     expected: Callable[[], tuple[Any, ...]] = lambda: ()
 
     def problems(self, text: str) -> list[str]:
-        from qembed.serving.profiles import Profile
+        from qembed.serving.profiles.model import Profile
 
         matches = list(re.finditer(self.pattern, text, re.MULTILINE))
         if not matches:
@@ -362,7 +362,7 @@ _LITERAL = re.compile(r"^(none|`[^`]*`|-?\d+(?:\.\d+)?)(?:$| \(|: )")
 def profile_table_problems(text: str) -> list[str]:
     """docs/profiles.md's key table: one row per Profile field, and each default written as a
     literal (`127.0.0.1`, 30000, `{}`, none, ...) equal to the field's default."""
-    from qembed.serving.profiles import Profile
+    from qembed.serving.profiles.model import Profile
 
     out = []
     table = {}

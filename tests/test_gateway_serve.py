@@ -19,7 +19,7 @@ import pytest
 
 from qembed.errors import ConfigError, GPUError
 from qembed.serving import gateway, gpu, policy
-from qembed.serving.profiles import load_profile
+from qembed.serving.profiles.resolve import load_profile
 from qembed.serving.sglang_args import build_command, build_flags, check_many
 from tests import fake_nvml
 from tests.fake_site import harness

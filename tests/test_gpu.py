@@ -9,7 +9,7 @@ import pytest
 from qembed.errors import GPUError
 from qembed.models import MiB
 from qembed.serving import gpu, policy
-from qembed.serving.profiles import Profile
+from qembed.serving.profiles.model import Profile
 from tests import fake_nvml
 
 

@@ -16,7 +16,8 @@ import pytest
 from qembed.client.drivers import AsyncClient, Client
 from qembed.errors import ConfigError, ExitCode, QembedError
 from qembed.net import auth_headers, clean_api_key
-from qembed.serving.profiles import Profile, resolve_api_key
+from qembed.serving.profiles.model import Profile
+from qembed.serving.profiles.resolve import resolve_api_key
 from tests.cli_helpers import invoke, run_main
 from tests.standin.server import StandinConfig, serve_in_thread
 

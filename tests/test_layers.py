@@ -54,8 +54,8 @@ def test_the_tree_keeps_every_contract() -> None:
     ("qembed/client/bulk.py", "def _planted() -> None:\n    from qembed.serving import launcher",
      "qembed.client.bulk -> qembed.serving.launcher"),
     # the reference engine's server importing the profile model only for type checking
-    ("qembed/reference/server.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from qembed.serving.profiles import Profile",
-     "qembed.reference.server -> qembed.serving.profiles"),
+    ("qembed/reference/server.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from qembed.serving.profiles.model import Profile",
+     "qembed.reference.server -> qembed.serving.profiles.model"),
 ])
 def test_a_planted_upward_import_fails(tmp_path: Path, module: str, planted: str, broken: str) -> None:
     root = _copy_tree(tmp_path)
@@ -105,7 +105,7 @@ def test_interfaces_doc_is_generated_from_the_code() -> None:
     assert proc.returncode == 0, proc.stderr
     doc = (REPO / "docs/interfaces.md").read_text(encoding="utf-8")
     # spot checks that the generator reads the code, not a fixed text
-    from qembed.serving.profiles import Profile
+    from qembed.serving.profiles.model import Profile
 
     assert f"    port: int = {Profile.model_fields['port'].default!r}" in doc
     assert "## `qembed.serving.policy` (qembed/serving/policy.py)" in doc

@@ -25,7 +25,9 @@ from qembed.models import GiB
 from qembed.redact import redact
 from qembed.serving import gpu, policy
 from qembed.serving.gpu import GPUInfo, GPUSnapshot
-from qembed.serving.profiles import FIELDS, MAX_DEPTH, Profile, load_profile, load_yaml_text
+from qembed.serving.profiles.loader import MAX_DEPTH, load_yaml_text
+from qembed.serving.profiles.model import FIELDS, Profile
+from qembed.serving.profiles.resolve import load_profile
 from qembed.serving.sglang_args import build_command, build_flags
 from tests.fake_site import harness
 

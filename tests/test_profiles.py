@@ -10,12 +10,13 @@ import pytest
 from qembed import habits
 from qembed.errors import ProfileError
 from qembed.models import GiB
+from qembed.redact import SECRET_WORDS, is_secret_name
 from qembed.serving.gpu import GPUInfo, GPUSnapshot
-from qembed.serving.profiles import (
+from qembed.serving.profiles.display import list_profiles
+from qembed.serving.profiles.model import Profile
+from qembed.serving.profiles.resolve import (
     ALIASES,
     FALLBACK_PROFILE,
-    Profile,
-    list_profiles,
     load_profile,
     pick_auto,
     resolve_api_key,
@@ -490,6 +491,16 @@ def test_api_key_in_yaml_is_refused(tmp_path: Path, key: str) -> None:
     text = ei.value.message + (ei.value.hint or "")
     assert "QEMBED_API_KEY" in text and "api_key_file" in text
     assert "sk-123" not in text
+
+
+@pytest.mark.parametrize("word", SECRET_WORDS)
+def test_every_secret_name_of_redact_is_refused_as_a_key(word: str) -> None:
+    # one table: a key is refused as a secret exactly when qembed.redact would hide its value
+    for key in (f"db_{word.lower()}", f"my{word.title()}"):
+        assert is_secret_name(key)
+        with pytest.raises(ProfileError, match="looks like a secret") as ei:
+            load_profile("generic", overrides=[f"{key}=sk-123"])
+        assert "sk-123" not in ei.value.message + (ei.value.hint or "")
 
 
 def test_api_key_in_override_is_refused() -> None:

@@ -17,7 +17,8 @@ import pytest
 from qembed.errors import FlagsRejected, MissingDependency
 from qembed.habits import HABIT_FLAGS, HABITS
 from qembed.serving.flags import check_extra_args
-from qembed.serving.profiles import Profile, load_profile
+from qembed.serving.profiles.model import Profile
+from qembed.serving.profiles.resolve import load_profile
 from qembed.serving.sglang_args import (
     ENTRY_ARGS,
     LaunchCommand,

@@ -11,7 +11,8 @@ import pytest
 
 from qembed.errors import GPUError, NameInUse, ServerExited, StateDirError
 from qembed.host import state
-from qembed.serving.profiles import Profile, load_profile
+from qembed.serving.profiles.model import Profile
+from qembed.serving.profiles.resolve import load_profile
 from qembed.serving.supervisor import Event, ServingSession
 from tests import fake_nvml
 from tests.fake_site import harness

@@ -14,7 +14,7 @@ import typer
 from qembed import env as qenv
 
 if TYPE_CHECKING:
-    from qembed.serving.profiles import Profile
+    from qembed.serving.profiles.model import Profile
 
 deploy_app = typer.Typer(
     name="deploy",

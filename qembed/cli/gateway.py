@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from qembed.host.state import Record
     from qembed.serving.gateway import GatewayInfo, Group
     from qembed.serving.launcher import Server
-    from qembed.serving.profiles import Profile
+    from qembed.serving.profiles.model import Profile
 
 GATEWAY_EXAMPLES = """\
 Examples:

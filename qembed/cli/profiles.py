@@ -28,7 +28,7 @@ SHOW_EXAMPLES = """Examples:
 def list_cmd(json_: JsonOpt = False) -> None:
     """List the shipped profiles and the GPU each one is sized for."""
     from qembed import output
-    from qembed.serving.profiles import list_profiles
+    from qembed.serving.profiles.display import list_profiles
 
     rows = list_profiles()
     if json_:
@@ -62,13 +62,9 @@ def show_cmd(
     """Show a profile's resolved values, where each came from, and the SGLang command."""
     from qembed import output
     from qembed.errors import ProfileError
-    from qembed.serving.profiles import (
-        FIELDS,
-        display_value,
-        redacted_values,
-        resolve_api_key,
-        resolve_profile,
-    )
+    from qembed.serving.profiles.display import display_value, redacted_values
+    from qembed.serving.profiles.model import FIELDS
+    from qembed.serving.profiles.resolve import resolve_api_key, resolve_profile
     from qembed.serving.sglang_args import build_command, profile_warnings, sglang_python
 
     resolved = resolve_profile(name, overrides=list(set_ or []), options={"python": python})

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from qembed.serving.cpu import CPUPlan
     from qembed.serving.gpu import GPUSnapshot
     from qembed.serving.launcher import ReadyInfo
-    from qembed.serving.profiles import Profile, ResolvedProfile
+    from qembed.serving.profiles.model import Profile
+    from qembed.serving.profiles.resolve import ResolvedProfile
     from qembed.serving.supervisor import Event, ServingSession
 
 SERVE_EXAMPLES = """\
@@ -151,7 +152,7 @@ def _overrides(
 def _examples(info: ReadyInfo, profile: Profile, has_key: bool) -> list[str]:
     import shlex
 
-    from qembed.serving.profiles import engine_name
+    from qembed.serving.profiles.model import engine_name
 
     body = shlex.quote(f'{{"model": "{info.served_model_name}", "input": ["hello world"]}}')
     auth = f' -H "Authorization: Bearer ${profile.api_key_env}"' if has_key else ""
@@ -202,7 +203,8 @@ def _render_ready(info: ReadyInfo, *, name: str, profile: Profile, log_path: str
 def _dry_run(resolved: ResolvedProfile, *, api_key: str | None, python: str, as_json: bool,
              snap: GPUSnapshot) -> None:
     from qembed import output
-    from qembed.serving import policy, profiles, sglang_args
+    from qembed.serving import policy, sglang_args
+    from qembed.serving.profiles.display import display_value, redacted_values
 
     profile = resolved.profile
     cpu_plan: CPUPlan | None = None
@@ -220,7 +222,7 @@ def _dry_run(resolved: ResolvedProfile, *, api_key: str | None, python: str, as_
     cmd = sglang_args.build_command(profile, api_key=api_key, python=python)
     flags = sglang_args.build_flags(profile, api_key="x" if api_key else None)
     _, env = sglang_args.resolve_sglang(profile, python)
-    dumped = profiles.redacted_values(profile)
+    dumped = redacted_values(profile)
     refusal = next((f for f in findings if f.level == "fail"), None)
     if not as_json:
         if resolved.auto_reason:
@@ -228,7 +230,7 @@ def _dry_run(resolved: ResolvedProfile, *, api_key: str | None, python: str, as_
         output.data(f"profile: {profile.name}")
         for key, value in dumped.items():
             if key not in ("name", "extends"):
-                output.data(f"  {key}: {profiles.display_value(key, value)}")
+                output.data(f"  {key}: {display_value(key, value)}")
         output.data("command:")
         output.data(f"  {shlex_join(cmd.redacted_argv())}")
         output.data("environment (added):")
@@ -302,14 +304,15 @@ def serve(
     """Start an embedding server (SGLang; `--profile cpu`: the reference engine) and wait until it answers embeddings."""
     from qembed import output
     from qembed.errors import ConfigError
-    from qembed.serving import gpu, profiles, sglang_args, supervisor
+    from qembed.serving import gpu, sglang_args, supervisor
+    from qembed.serving.profiles.resolve import resolve_api_key, resolve_profile
 
     if log_format not in output.LOG_FORMATS:
         raise ConfigError(f"unknown `--log-format {log_format}`", hint="use `--log-format text` or `--log-format json`")
     output.set_log_format(log_format)
     snap = gpu.snapshot()
     sets, options = _overrides(set_, model, port, host, python, ready_timeout, shutdown_timeout)
-    resolved = profiles.resolve_profile(profile, overrides=sets, options=options, gpus=snap)
+    resolved = resolve_profile(profile, overrides=sets, options=options, gpus=snap)
     prof = resolved.profile
     if gpus is not None or use_gateway:  # many GPUs: qembed/serving/gateway.py, docs/scaling.md
         from qembed.serving import gateway
@@ -318,10 +321,10 @@ def serve(
             raise ConfigError("`--gateway` needs `--gpus`", hint="e.g. `qembed serve --gpus 0,1 --gateway`; "
                               "for workers on other machines use `qembed gateway --worker URL ...`")
         options = {**options, **gateway.dp_options(gateway.parse_gpus(gpus), prof.tp_size)}
-        resolved = profiles.resolve_profile(profile, overrides=sets, options=options, gpus=snap)
+        resolved = resolve_profile(profile, overrides=sets, options=options, gpus=snap)
         prof = resolved.profile
     py = sglang_args.sglang_python(prof)
-    api_key = profiles.resolve_api_key(prof)
+    api_key = resolve_api_key(prof)
 
     if dry_run:
         # everything a real serve would refuse or warn about before launching (issue 22): the
@@ -379,7 +382,7 @@ def _serve_session(session: ServingSession, *, json_: bool, verify_: bool) -> No
     from qembed import output
     from qembed.errors import ServerExited
     from qembed.serving import foreground, launcher
-    from qembed.serving.profiles import engine_name
+    from qembed.serving.profiles.model import engine_name
 
     prof, detach = session.profile, session.detached
     server = session.start()

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from qembed.host.state import Record
     from qembed.serving.cpu import HostInfo, KernelCheck
     from qembed.serving.gpu import GPUSnapshot
-    from qembed.serving.profiles import Profile
+    from qembed.serving.profiles.model import Profile
 
 Status = Literal["PASS", "WARN", "FAIL", "SKIP"]
 
@@ -188,7 +188,7 @@ class _Ctx:
         """The loaded profile, else the default settings (what checks assume without one)."""
         if self.profile is not None:
             return self.profile
-        from qembed.serving.profiles import Profile
+        from qembed.serving.profiles.model import Profile
 
         return Profile()
 
@@ -213,7 +213,7 @@ def _system(c: _Ctx) -> None:
 
 def _profile(c: _Ctx) -> None:
     s = "Profile"
-    from qembed.serving.profiles import resolve_profile
+    from qembed.serving.profiles.resolve import resolve_profile
 
     try:
         resolved = resolve_profile(c.profile_ref, overrides=c.overrides,
@@ -721,7 +721,7 @@ def _recorded_url() -> tuple[str | None, str | None]:
 
 def _api_key(profile: Profile | None) -> str | None:
     if profile is not None:
-        from qembed.serving.profiles import resolve_api_key
+        from qembed.serving.profiles.resolve import resolve_api_key
 
         try:
             key = resolve_api_key(profile)

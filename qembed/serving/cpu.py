@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from qembed.errors import QembedError
     from qembed.serving.policy import Finding
-    from qembed.serving.profiles import Profile
+    from qembed.serving.profiles.model import Profile
 
 #: The x86 feature flags that decide SGLang's CPU path, as ``/proc/cpuinfo`` spells them.
 CPU_FLAGS: tuple[str, ...] = ("avx512f", "amx_tile", "amx_bf16", "amx_int8")
@@ -543,7 +543,7 @@ def plan(profile: Profile, *, python: str | None = None, env: Mapping[str, str] 
         ``findings`` hold the refusal (``fail``), the warnings and the facts (``info``).
 
     Example:
-        >>> from qembed.serving.profiles import load_profile
+        >>> from qembed.serving.profiles.resolve import load_profile
         >>> p = plan(load_profile("xeon"))                 # doctest: +SKIP
         >>> p.profile.dtype, p.path                          # doctest: +SKIP
         ('bfloat16', 'amx')

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from qembed.serving.profiles import Profile
+    from qembed.serving.profiles.model import Profile
 
 #: How much of a log the diagnosis reads: SGLang tracebacks run to a few KiB and the
 #: ``server_args=ServerArgs(...)`` line alone can pass 8 KiB, so keep more than Ollama's 8 KiB.

@@ -14,7 +14,7 @@ from qembed.reference.server import API_KEY_ENV
 from qembed.serving.sglang_args import LaunchCommand, build_env
 
 if TYPE_CHECKING:
-    from qembed.serving.profiles import Profile
+    from qembed.serving.profiles.model import Profile
 
 
 def reference_command(profile: Profile, *, api_key: str | None = None, python: str | None = None) -> LaunchCommand:

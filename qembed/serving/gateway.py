@@ -51,7 +51,7 @@ from qembed.net import PROXY_VARS, auth_headers
 
 if TYPE_CHECKING:
     from qembed.serving.launcher import Server
-    from qembed.serving.profiles import Profile
+    from qembed.serving.profiles.model import Profile
     from qembed.serving.supervisor import ServingSession
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ Nothing here prints: progress goes to the ``on_phase`` callback, failures are ex
 :mod:`qembed.errors` whose ``details`` carry the last log lines and the diagnosis.
 
 Example:
-    >>> from qembed.serving.profiles import load_profile
+    >>> from qembed.serving.profiles.resolve import load_profile
     >>> from qembed.serving.launcher import launch
     >>> server = launch(load_profile("a100"), api_key=None)
     >>> info = server.wait_ready(timeout=1800)
@@ -59,7 +59,7 @@ from qembed.serving.readiness import (
 
 if TYPE_CHECKING:
     from qembed.host.state import Record
-    from qembed.serving.profiles import Profile
+    from qembed.serving.profiles.model import Profile
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from qembed.serving.gpu import (
 )
 
 if TYPE_CHECKING:
-    from qembed.serving.profiles import Profile
+    from qembed.serving.profiles.model import Profile
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from qembed.host.procgroup import stop_process
 from qembed.serving.diagnose import Diagnosis, diagnose
 
 if TYPE_CHECKING:
-    from qembed.serving.profiles import Profile
+    from qembed.serving.profiles.model import Profile
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ _BIND_FAILED = re.compile(r"\[Errno 98\].*address already in use")
 @dataclass(frozen=True)
 class Phase:
     key: str
-    label: str  #: ``{engine}`` stands for :func:`qembed.serving.profiles.engine_name`
+    label: str  #: ``{engine}`` stands for :func:`qembed.serving.profiles.model.engine_name`
     rank: int
 
     def text(self, engine: str) -> str:
@@ -275,8 +275,8 @@ class Server:
 
     @property
     def engine(self) -> str:
-        """The engine this process runs, in messages (:func:`qembed.serving.profiles.engine_name`)."""
-        from qembed.serving.profiles import engine_name
+        """The engine this process runs, in messages (:func:`qembed.serving.profiles.model.engine_name`)."""
+        from qembed.serving.profiles.model import engine_name
 
         return engine_name(self.profile)
 

@@ -36,7 +36,7 @@ from qembed.habits import HABIT_FLAGS
 from qembed.redact import REDACTED, redact_argv, redact_env
 
 if TYPE_CHECKING:
-    from qembed.serving.profiles import Profile
+    from qembed.serving.profiles.model import Profile
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def build_command(
         environ: the environment the additions are merged with (default ``os.environ``).
 
     Example:
-        >>> from qembed.serving.profiles import Profile
+        >>> from qembed.serving.profiles.model import Profile
         >>> build_command(Profile(), python="python3").argv[:4]
         ['python3', '-c', 'from sglang.cli.main import main; main()', 'serve']
     """

@@ -24,7 +24,7 @@ Nothing here prints: findings and steps go to ``on_event`` as :class:`Event`, st
 and SIGHUP to :exc:`KeyboardInterrupt`, then calls :meth:`~ServingSession.stop`).
 
 Example:
-    >>> from qembed.serving.profiles import load_profile
+    >>> from qembed.serving.profiles.resolve import load_profile
     >>> with ServingSession(load_profile("a100"), name="emb", api_key=None) as s:   # doctest: +SKIP
     ...     server = s.start()
     ...     s.wait_ready().url
@@ -46,7 +46,7 @@ from qembed.errors import ConfigError, NameInUse, PortInUse
 if TYPE_CHECKING:
     from qembed.host.state import Claim, Record
     from qembed.serving.gpu import GPUSnapshot
-    from qembed.serving.profiles import Profile
+    from qembed.serving.profiles.model import Profile
     from qembed.serving.readiness import ReadyInfo, Server
 
 EventKind = Literal["warning", "notice", "spawned", "stopping"]
@@ -194,7 +194,7 @@ class ServingSession:
     @property
     def engine(self) -> str:
         """What is being served, in messages (:func:`qembed.serving.profiles.engine_name`)."""
-        from qembed.serving.profiles import engine_name
+        from qembed.serving.profiles.model import engine_name
 
         return engine_name(self.profile)
 

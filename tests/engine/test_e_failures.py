@@ -74,7 +74,7 @@ def test_a_port_taken_after_the_check_is_named_and_sglang_is_stopped(
     """Real SGLang loads the model, fails to bind, logs Errno 98 and then hangs (it never exits by
     itself, tests/logs/real/README.md): qembed must say who holds the port and stop the tree."""
     from qembed.errors import PortInUse
-    from qembed.serving.profiles import load_profile
+    from qembed.serving.profiles.resolve import load_profile
     from qembed.serving.supervisor import ServingSession
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -34,7 +34,7 @@ import pytest
 
 from qembed import metrics
 from qembed.fleet.deploy import alerts, grafana, k8s
-from qembed.serving.profiles import load_profile
+from qembed.serving.profiles.resolve import load_profile
 from tests.engine import prometheus
 from tests.engine.prometheus import Prometheus, Target, rate_bounds
 from tests.engine.real import Engine, engine_env, qembed

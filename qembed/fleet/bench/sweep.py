@@ -209,7 +209,7 @@ def launched(profile_name: str, *, api_key: str | None = None,
     (GPU findings go to ``on_event``), recorded for ``qembed ps`` while it runs.
     """
     from qembed.host.state import valid_name
-    from qembed.serving.profiles import load_profile, resolve_api_key
+    from qembed.serving.profiles.resolve import load_profile, resolve_api_key
     from qembed.serving.supervisor import ServingSession
 
     profile = load_profile(profile_name)

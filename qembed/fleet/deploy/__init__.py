@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from qembed.errors import ConfigError
 
 if TYPE_CHECKING:
-    from qembed.serving.profiles import Profile
+    from qembed.serving.profiles.model import Profile
 
 #: The SGLang release qembed is built and tested against (reference ``sglang-0.5.23.md``).
 PINNED_SGLANG = "0.5.23"
@@ -230,7 +230,7 @@ def deploy_profile(ref: str | None, overrides: list[str] | None = None) -> Profi
         ConfigError: no profile, or ``auto``.
         ProfileError: an unknown profile or a bad override.
     """
-    from qembed.serving.profiles import load_profile
+    from qembed.serving.profiles.resolve import load_profile
 
     if ref is None or not ref.strip() or ref.strip() == "auto":
         what = "`-p auto` picks" if ref and ref.strip() == "auto" else "without `--profile`, qembed would pick"

@@ -28,7 +28,7 @@ from qembed.fleet.deploy import (
 from qembed.serving.sglang_args import keyed_argv
 
 if TYPE_CHECKING:
-    from qembed.serving.profiles import Profile
+    from qembed.serving.profiles.model import Profile
 
 #: Health probe: SGLang's /health runs a 1-token forward after a 1 s sleep and waits up to
 #: 20 s for the scheduler (reference section 2.2), so the probe timeout is 25 s. python3 is

@@ -42,7 +42,7 @@ from qembed.models import GiB
 from qembed.serving.sglang_args import keyed_argv
 
 if TYPE_CHECKING:
-    from qembed.serving.profiles import Profile
+    from qembed.serving.profiles.model import Profile
 
 #: /health: 1 s sleep + up to SGLANG_HEALTH_CHECK_TIMEOUT=20 s (reference 2.2), plus margin.
 PROBE_TIMEOUT_S = 25
