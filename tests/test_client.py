@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import qembed
-from qembed.client.drivers import BaseClient, Client, estimate_tokens
+from qembed.client.drivers import Client
+from qembed.client.flow import BaseClient, estimate_tokens
 from qembed.errors import InputError, ServerError, ServerUnreachable
 from tests.standin.server import Fault, HashBackend, StandinConfig, serve_in_thread
 
@@ -301,7 +302,7 @@ def test_api_key_reaches_a_guarded_server() -> None:
 
 
 def test_public_names() -> None:
-    assert qembed.Embeddings is qembed.client.drivers.Embeddings
+    assert qembed.Embeddings is qembed.client.results.Embeddings
     assert qembed.Client is Client
     with serve_in_thread(StandinConfig(dim=8)) as srv, fast(srv.url) as c:
         e = c.embed_queries("single string")

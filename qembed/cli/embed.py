@@ -458,7 +458,7 @@ def _rows(emb: Any, n: int) -> list[int]:
 
 def _render(emb: Any, items: list[str], labels: list[str], fmt: Format) -> None:
     from qembed import output
-    from qembed.client.drivers import EmbeddingLists
+    from qembed.client.results import EmbeddingLists
 
     rows = _rows(emb, len(items))
     for f in emb.failures:

@@ -49,7 +49,7 @@ def client_kwargs(
     headers: dict[str, str] | None,
 ) -> dict[str, Any]:
     """The :class:`qembed.Client` options both adapters accept; ``timeout=None`` = the client's."""
-    from qembed.client.drivers import USE_CLIENT_DEFAULT
+    from qembed.client.flow import USE_CLIENT_DEFAULT
 
     # on_error="raise": a framework expects one vector per input, in order; "skip" would shift
     # rows silently.

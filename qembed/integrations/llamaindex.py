@@ -20,14 +20,13 @@ from __future__ import annotations
 import weakref
 from typing import Any, Literal
 
-from qembed.client.drivers import (
+from qembed.client.drivers import AsyncClient, Client
+from qembed.client.flow import (
     DEFAULT_BACKOFF,
     DEFAULT_BATCH_SIZE,
     DEFAULT_BATCH_TOKENS,
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
-    AsyncClient,
-    Client,
 )
 from qembed.integrations import Sides, client_kwargs, missing
 
