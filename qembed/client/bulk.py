@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from qembed.client import vector_io
+from qembed.client.flow import Kind, kind_args
 from qembed.client.vector_io import OUTPUT_FORMATS as OUTPUT_FORMATS
 from qembed.client.vector_io import OutputLock as OutputLock
 from qembed.client.vector_io import VectorWriter
@@ -374,7 +375,7 @@ def embed_file(
     input_path: str | Path,
     output_path: str | Path,
     *,
-    kind: Literal["document", "query", "raw"] = "document",
+    kind: Kind = "document",
     task: str | None = None,
     instruction: str | None = None,
     prefix: str | None = None,
@@ -393,7 +394,7 @@ def embed_file(
         client: a :class:`qembed.Client` (its ``concurrency`` and ``batch_size`` apply).
         kind: ``"document"`` (no instruction unless a symmetric ``task``), ``"query"``
             (Qwen3 query format with ``task`` / ``instruction``), or ``"raw"`` (``instruction``
-            or ``prefix`` applied as given).
+            or ``prefix`` applied as given): :meth:`qembed.Client.embed_texts`.
         id_field: the records' id field; default: ``id`` when the records have one, else the
             0-based row number.
         chunk_rows: rows per chunk: the unit of progress, memory and resume.
@@ -425,6 +426,7 @@ def embed_file(
         raise ConfigError("`--resume` continues the output and `--overwrite` replaces it; pass one of them")
     if chunk_rows < 1:
         raise ConfigError("`chunk_rows` must be at least 1")
+    kind_args(kind, task, instruction, prefix)  # a bad kind or combination fails before any file is touched
     if _suffix(out) in (".parquet",) or _suffix(inp) == ".parquet":
         _pyarrow_parquet()
     if id_field is None:
@@ -445,7 +447,7 @@ def embed_file(
         lock.release()
 
 
-def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None, *, kind: str, task: str | None,
+def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None, *, kind: Kind, task: str | None,
          instruction: str | None, prefix: str | None, dimensions: int | None, text_field: str, id_field: str | None,
          chunk_rows: int, resume: bool, overwrite: bool, on_error: Literal["raise", "skip"],
          on_progress: ProgressFn | None, started: float) -> BulkResult:
@@ -509,12 +511,8 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
     total = count_rows(inp)
 
     def embed_chunk(texts: list[str]) -> Any:
-        if kind == "query":
-            return client.embed_queries(texts, task=task or "retrieval", instruction=instruction,
-                                        dimensions=dimensions, on_error=on_error)
-        if kind == "document":
-            return client.embed_documents(texts, task=task, dimensions=dimensions, on_error=on_error)
-        return client.embed(texts, instruction=instruction, prefix=prefix, dimensions=dimensions, on_error=on_error)
+        return client.embed_texts(texts, kind=kind, task=task, instruction=instruction, prefix=prefix,
+                                  dimensions=dimensions, on_error=on_error)
 
     records = read_records(inp, text_field=text_field, id_field=id_field)
     chunks = _chunks(records, chunk_rows)

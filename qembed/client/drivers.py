@@ -26,7 +26,6 @@ from qembed.client.flow import (
     DEFAULT_BATCH_TOKENS,
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
-    DEFAULT_QUERY_TASK,
     DEFAULT_RETRY_TIMEOUT,
     USE_CLIENT_DEFAULT,
     BaseClient,
@@ -37,6 +36,7 @@ from qembed.client.flow import (
     kind_args,
 )
 from qembed.client.results import EmbeddingLists, OnError, ServerInfo
+from qembed.instructions import DEFAULT_QUERY_TASK
 from qembed.transport import (
     AiohttpAsync,
     AsyncTransport,

@@ -50,7 +50,13 @@ from qembed.client.results import (
     unreachable,
 )
 from qembed.errors import BadReply, DimensionsRefused, InputError
-from qembed.instructions import apply_prefix, format_document, format_query, resolve_instruction
+from qembed.instructions import (
+    DEFAULT_QUERY_TASK,
+    apply_prefix,
+    format_document,
+    format_query,
+    resolve_instruction,
+)
 from qembed.net import auth_headers as _auth_headers
 from qembed.net import base_url as _base_url
 from qembed.transport import Request, Response, Timeouts, TransportFailure
@@ -69,7 +75,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_QUERY_TASK", "USE_CLIENT_DEFAULT", "BaseClient", "Kind", "UseClientDefault", "estimate_tokens",
+__all__ = ["USE_CLIENT_DEFAULT", "BaseClient", "Kind", "UseClientDefault", "estimate_tokens",
            "kind_args"]
 
 Kind = Literal["raw", "query", "document"]
@@ -91,8 +97,6 @@ class UseClientDefault:
 
 USE_CLIENT_DEFAULT = UseClientDefault()
 
-#: the task of a query that names neither ``task`` nor ``instruction`` (the model card's default)
-DEFAULT_QUERY_TASK = "retrieval"
 DEFAULT_CONNECT_TIMEOUT = 5.0
 #: a 32k-token input on a busy server can take minutes; this bounds each read and, as a total
 #: deadline, each whole request (every byte of the answer)

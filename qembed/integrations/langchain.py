@@ -26,6 +26,7 @@ from qembed.client.flow import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
 )
+from qembed.instructions import DEFAULT_QUERY_TASK
 from qembed.integrations import Sides, client_kwargs, missing
 
 try:
@@ -67,7 +68,7 @@ class QembedEmbeddings(Embeddings):
         url: str | None = None,
         api_key: str | None = None,
         model: str | None = None,
-        task: str | None = "retrieval",
+        task: str | None = DEFAULT_QUERY_TASK,
         instruction: str | None = None,
         dimensions: int | None = None,
         http: Literal["auto", "httpx", "aiohttp"] = "auto",
