@@ -101,7 +101,7 @@ def _stdin_piped() -> bool:
 
 def _stdin_line(raw: bytes, n: int) -> str:
     """Line ``n`` (1-based) of stdin as text: UTF-8, without its ``\r``, and (line 1) without a BOM."""
-    from qembed.client.bulk import BOM
+    from qembed.client.readers import BOM
     from qembed.errors import InputError
 
     if n == 1:

@@ -1,4 +1,5 @@
-"""The client: requests and replies (drivers), bulk jobs with resume (bulk), vector files (vector_io).
+"""The client: the sans-IO flow (flow), I/O (drivers), what they return (results), bulk jobs with
+resume (bulk), their inputs (readers), vector files (vector_io).
 
 Import names from the module that defines them; the public API is `qembed.Client` and friends.
 """
