@@ -268,19 +268,11 @@ def embed_file(
         lock.release()
 
 
-def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None, *, kind: Kind, task: str | None,
-         instruction: str | None, prefix: str | None, dimensions: int | None, text_field: str, id_field: str | None,
-         chunk_rows: int, resume: bool, overwrite: bool, on_error: Literal["raise", "skip"],
-         on_progress: ProgressFn | None, started: float) -> BulkResult:
-    st = inp.stat()
-    header: dict[str, Any] = {
-        "qembed_journal": JOURNAL_VERSION, "input": str(inp.resolve()), "input_size": st.st_size,
-        "input_mtime_ns": st.st_mtime_ns, "output_format": suffix(out), "chunk_rows": chunk_rows,
-        "kind": kind, "task": task, "instruction": instruction, "prefix": prefix,
-        "dimensions": dimensions, "text_field": text_field, "id_field": id_field,
-        "on_error": on_error, "ids_file": str(sidecar) if sidecar else None,
-        "dim": None, "model": None,  # set when the first chunk opens the output
-    }
+def _journal_check(jpath: Path, out: Path, header: dict[str, Any], sidecar: Path | None, id_field: str | None, *,
+                   resume: bool, overwrite: bool) -> list[dict[str, Any]]:
+    """The chunks already committed (none for a new job); refuses an unfinished job without
+    ``resume``, an existing output, and a resume that does not match ``header`` or the output on
+    disk. A resume takes the old header's ``dim`` and ``model`` into ``header``."""
     parts = vector_io.parts_path(out)
     old_header, done = _read_journal(jpath)
     if overwrite:
@@ -322,6 +314,11 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
                 raise InputError(f"cannot resume: {why}; the journal `{jpath}` says {rows} vectors were saved",
                                  hint="the output was changed after the interruption; pass `--overwrite` "
                                       "instead of `--resume` to start again")
+    return done
+
+
+def _resumed(inp: Path, out: Path, done: list[dict[str, Any]]) -> BulkResult:
+    """The result so far: what the committed chunks hold."""
     result = BulkResult(input=str(inp), output=str(out), chunks_resumed=len(done))
     for entry in done:
         result.rows_in += entry["rows_in"]
@@ -329,14 +326,13 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
         result.tokens += entry["tokens"]
         result.failures.extend(BulkFailure(*f) for f in entry.get("failures", []))
     result.chunks = len(done)
-    total = count_rows(inp)
+    return result
 
-    def embed_chunk(texts: list[str]) -> Any:
-        return client.embed_texts(texts, kind=kind, task=task, instruction=instruction, prefix=prefix,
-                                  dimensions=dimensions, on_error=on_error)
 
-    records = read_records(inp, text_field=text_field, id_field=id_field)
-    chunks = _chunks(records, chunk_rows)
+def _read_past_done(chunks: Iterator[list[tuple[Any, str]]], done: list[dict[str, Any]],
+                    inp: Path) -> tuple[str, list[float]] | None:
+    """Read past the committed chunks, checking they are the same records; returns a committed
+    record's text and the vector written for it (the probe), if the journal kept one."""
     row = 0
     probe: tuple[str, list[float]] | None = None  # a committed record's text and the vector written for it
     for k, entry in enumerate(done):  # already written: read past them (checking they are the same records)
@@ -349,6 +345,33 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
         if probe is None and entry.get("probe"):
             probe = chunk[int(entry["probe"]["row"]) - row][1], entry["probe"]["vector"]
         row += len(chunk)
+    return probe
+
+
+def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None, *, kind: Kind, task: str | None,
+         instruction: str | None, prefix: str | None, dimensions: int | None, text_field: str, id_field: str | None,
+         chunk_rows: int, resume: bool, overwrite: bool, on_error: Literal["raise", "skip"],
+         on_progress: ProgressFn | None, started: float) -> BulkResult:
+    st = inp.stat()
+    header: dict[str, Any] = {
+        "qembed_journal": JOURNAL_VERSION, "input": str(inp.resolve()), "input_size": st.st_size,
+        "input_mtime_ns": st.st_mtime_ns, "output_format": suffix(out), "chunk_rows": chunk_rows,
+        "kind": kind, "task": task, "instruction": instruction, "prefix": prefix,
+        "dimensions": dimensions, "text_field": text_field, "id_field": id_field,
+        "on_error": on_error, "ids_file": str(sidecar) if sidecar else None,
+        "dim": None, "model": None,  # set when the first chunk opens the output
+    }
+    done = _journal_check(jpath, out, header, sidecar, id_field, resume=resume, overwrite=overwrite)
+    result = _resumed(inp, out, done)
+    total = count_rows(inp)
+
+    def embed_chunk(texts: list[str]) -> Any:
+        return client.embed_texts(texts, kind=kind, task=task, instruction=instruction, prefix=prefix,
+                                  dimensions=dimensions, on_error=on_error)
+
+    records = read_records(inp, text_field=text_field, id_field=id_field)
+    chunks = _chunks(records, chunk_rows)
+    probe = _read_past_done(chunks, done, inp)
     if probe is not None:  # the server must still be the one that wrote the committed rows: one probe, before any write
         why = _other_server(header, embed_chunk([probe[0]]), probe[1])
         if why:
