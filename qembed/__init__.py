@@ -22,7 +22,7 @@ from qembed._version import __version__
 _LAZY: dict[str, str] = {
     "Client": "qembed.client.drivers",
     "AsyncClient": "qembed.client.drivers",
-    "Embeddings": "qembed.client.drivers",
+    "Embeddings": "qembed.client.results",
     "TASKS": "qembed.instructions",
     "format_query": "qembed.instructions",
     "Profile": "qembed.serving.profiles.model",
@@ -73,7 +73,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from qembed.client.drivers import AsyncClient, Client, Embeddings
+    from qembed.client.drivers import AsyncClient, Client
+    from qembed.client.results import Embeddings
     from qembed.errors import (
         BadReply,
         ConfigError,

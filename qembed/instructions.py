@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from qembed.errors import InputError
 
 QUERY_TEMPLATE = "Instruct: {task}\nQuery:{text}"
+#: the task of a query that names neither a task nor an instruction (the model card's default):
+#: ``format_query``, ``Client.embed_queries``, ``Client.embed_texts(kind="query")`` (and so
+#: ``qembed embed --query``, bulk jobs) and the framework adapters
+DEFAULT_QUERY_TASK = "retrieval"
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ def resolve_instruction(task: str | None = None, instruction: str | None = None)
     return get_task(task).instruction
 
 
-def format_query(text: str, *, task: str | None = "retrieval", instruction: str | None = None) -> str:
+def format_query(text: str, *, task: str | None = DEFAULT_QUERY_TASK, instruction: str | None = None) -> str:
     """Format one query the way Qwen3-Embedding was trained.
 
     Args:

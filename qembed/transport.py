@@ -1,5 +1,5 @@
 """The client's I/O backends: move request bytes, report transport failures. No retries,
-no parsing, no decisions: :class:`qembed.client.drivers.BaseClient`'s sans-IO flows make those, and
+no parsing, no decisions: :class:`qembed.client.flow.BaseClient`'s sans-IO flows make those, and
 ``Client`` / ``AsyncClient`` only carry each request the flow yields to a backend here.
 
 Two interfaces, one failure type (:class:`TransportFailure`):
@@ -24,7 +24,9 @@ total deadline for the whole exchange (connect, send, every byte of the answer),
 that trickles one byte every few seconds cannot hold a request forever. A request past its
 deadline fails with ``TransportFailure(deadline=True)``.
 
-aiohttp and httpx are imported inside the functions that use them.
+:func:`httpx_client` is the one place an ``httpx.Client`` / ``httpx.AsyncClient`` is made (the
+client's httpx mode, ``qembed bench``'s httpx loader). aiohttp and httpx are imported inside the
+functions that use them.
 """
 
 from __future__ import annotations
@@ -268,17 +270,49 @@ def _httpx_failure(exc: Exception) -> TransportFailure:
     return TransportFailure(f"{type(exc).__name__}: {exc}", connect=connect)
 
 
+def httpx_client(*, sync: bool, base_url: str, headers: dict[str, str], timeout: Timeouts | Any,
+                 limit: int | None, transport: Any = None) -> Any:
+    """An ``httpx.Client`` (``sync``) or ``httpx.AsyncClient``, made the one way qembed makes them.
+
+    Proxies from the environment are ignored (``trust_env=False``): a local GPU server must not
+    go through ``HTTP(S)_PROXY``, as for the other backends. Redirects are not followed (httpx's
+    default), so documents and the key never go where a ``Location`` points.
+
+    Args:
+        base_url: prefix of every request path.
+        headers: sent with every request (User-Agent, Authorization).
+        timeout: a :class:`Timeouts` (its connect and per-read limits; the total deadline is the
+            backend's), or an ``httpx.Timeout`` used as given.
+        limit: connections, all of them kept alive; ``None``: no limit.
+        transport: an httpx transport (``httpx.MockTransport`` in tests), else httpx's own.
+    """
+    import httpx
+
+    if isinstance(timeout, Timeouts):
+        timeout = httpx.Timeout(timeout.read, connect=timeout.connect)
+    kw: dict[str, Any] = {
+        "base_url": base_url,
+        "headers": headers,
+        "timeout": timeout,
+        "limits": httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+        "trust_env": False,
+    }
+    if transport is not None:
+        kw["transport"] = transport
+    return httpx.Client(**kw) if sync else httpx.AsyncClient(**kw)
+
+
 class HttpxSync:
-    """Blocking I/O over ``httpx.Client``; ``httpx_kwargs`` go to its constructor (base_url,
-    headers, timeout, transport, ...). The deadline is checked after every chunk read, and no
-    read may wait longer than the time left, so a request ends within ``total`` plus at most
-    one read."""
+    """Blocking I/O over ``httpx.Client`` (:func:`httpx_client`; ``httpx_timeout``: an
+    ``httpx.Timeout`` to use instead of ``timeouts``' connect and read limits). The deadline is
+    checked after every chunk read, and no read may wait longer than the time left, so a request
+    ends within ``total`` plus at most one read."""
 
-    def __init__(self, httpx_kwargs: dict[str, Any], *, total: float | None) -> None:
-        import httpx
-
-        self._http = httpx.Client(**httpx_kwargs)
-        self._total = total
+    def __init__(self, *, base_url: str, headers: dict[str, str], timeouts: Timeouts, limit: int | None,
+                 transport: Any = None, httpx_timeout: Any = None) -> None:
+        self._http = httpx_client(sync=True, base_url=base_url, headers=headers, timeout=httpx_timeout or timeouts,
+                                  limit=limit, transport=transport)
+        self._total = timeouts.total
 
     def request(self, req: Request) -> Response:
         import httpx
@@ -306,14 +340,14 @@ class HttpxSync:
 
 
 class HttpxAsync:
-    """I/O over ``httpx.AsyncClient``; ``httpx_kwargs`` go to its constructor (base_url,
-    headers, timeout, transport, ...). ``total`` bounds each whole request."""
+    """I/O over ``httpx.AsyncClient`` (:func:`httpx_client`; arguments as for :class:`HttpxSync`).
+    ``timeouts.total`` bounds each whole request."""
 
-    def __init__(self, httpx_kwargs: dict[str, Any], *, total: float | None = None) -> None:
-        import httpx
-
-        self._http = httpx.AsyncClient(**httpx_kwargs)
-        self._total = total
+    def __init__(self, *, base_url: str, headers: dict[str, str], timeouts: Timeouts, limit: int | None,
+                 transport: Any = None, httpx_timeout: Any = None) -> None:
+        self._http = httpx_client(sync=False, base_url=base_url, headers=headers, timeout=httpx_timeout or timeouts,
+                                  limit=limit, transport=transport)
+        self._total = timeouts.total
 
     async def request(self, req: Request) -> Response:
         import asyncio

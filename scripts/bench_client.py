@@ -318,7 +318,7 @@ def main() -> int:
         r = subprocess.run(["git", *args], capture_output=True, text=True, cwd=str(REPO))
         return r.stdout.strip()
 
-    dirty = _git("status", "--porcelain", "--", "qembed/client/drivers.py", "qembed/client/bulk.py", "qembed/vectors.py")
+    dirty = _git("status", "--porcelain", "--", "qembed/client/", "qembed/transport.py", "qembed/vectors.py")
     with qembed.Client("http://127.0.0.1:9") as probe:
         transport = getattr(probe, "http", "httpx")
     results["env"] = {"python": platform.python_version(), "cpus": os.cpu_count(),

@@ -19,7 +19,7 @@ def _default(fn: Callable[..., Any], name: str) -> Any:
 
 def _library() -> dict[tuple[str, str], Any]:
     from qembed.client import bulk
-    from qembed.client import drivers as client
+    from qembed.client import flow as client
     from qembed.fleet import bench, top
     from qembed.fleet.deploy import alerts, k8s
     from qembed.host import logfiles
@@ -76,7 +76,7 @@ def test_every_numeric_cli_default_is_the_librarys() -> None:
 
 
 def test_the_comparison_can_fail(monkeypatch: pytest.MonkeyPatch) -> None:
-    from qembed.client import drivers as client
+    from qembed.client import flow as client
 
     monkeypatch.setattr(client, "DEFAULT_CONCURRENCY", client.DEFAULT_CONCURRENCY + 1)
     with pytest.raises(AssertionError, match="concurrency"):

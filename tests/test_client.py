@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 import qembed
-from qembed.client.drivers import BaseClient, Client, estimate_tokens
-from qembed.errors import InputError, ServerError, ServerUnreachable
+from qembed.client.drivers import Client
+from qembed.client.flow import BaseClient, estimate_tokens
+from qembed.errors import ConfigError, InputError, ServerError, ServerUnreachable
+from qembed.integrations import Sides
 from tests.standin.server import Fault, HashBackend, StandinConfig, serve_in_thread
 
 RETRIEVAL = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
@@ -72,6 +74,28 @@ def test_queries_documents_and_custom_instruction_reach_the_server_verbatim() ->
         np.testing.assert_allclose(arr, reference([text], 32), atol=1e-6)
     assert q.prompt_tokens == len((RETRIEVAL + "what is MRL?").split()) + 1
     assert s.shape == x.shape == (1, 32)
+
+
+def test_embed_texts_is_the_one_query_document_raw_dispatch() -> None:
+    """A query with neither task nor instruction gets the retrieval task (the default lives in
+    `kind_args`); the adapters' query side goes through it too; a document with an instruction
+    and an unknown kind are refused before anything is sent."""
+    with serve_in_thread(StandinConfig(dim=32)) as srv, fast(srv.url) as c:
+        c.embed_texts(["q"], kind="query")
+        c.embed_texts(["q"], kind="query", instruction="Find it")
+        c.embed_texts(["d"], kind="document", task="sts")
+        c.embed_texts(["d"], kind="document")
+        c.embed_texts(["r"], kind="raw", prefix="p: ")
+        Sides(None, None).embed_queries(c, ["s"], None)
+        Sides("code", None).embed_documents(c, ["s"], None)
+        with pytest.raises(ConfigError, match="documents take no"):
+            c.embed_texts(["d"], kind="document", instruction="x")
+        with pytest.raises(ConfigError, match="`kind` must be"):
+            c.embed_texts(["d"], kind="passage")  # type: ignore[arg-type]
+        inputs = embed_inputs(srv)
+    assert inputs == [[RETRIEVAL + "q"], ["Instruct: Find it\nQuery:q"],
+                      ["Instruct: Retrieve semantically similar text\nQuery:d"], ["d"], ["p: r"], [RETRIEVAL + "s"],
+                      ["s"]]
 
 
 def test_results_are_unit_rows_in_input_order_across_many_requests() -> None:
@@ -301,7 +325,7 @@ def test_api_key_reaches_a_guarded_server() -> None:
 
 
 def test_public_names() -> None:
-    assert qembed.Embeddings is qembed.client.drivers.Embeddings
+    assert qembed.Embeddings is qembed.client.results.Embeddings
     assert qembed.Client is Client
     with serve_in_thread(StandinConfig(dim=8)) as srv, fast(srv.url) as c:
         e = c.embed_queries("single string")

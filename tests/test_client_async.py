@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from qembed.client.drivers import AsyncClient, Client
+from qembed.client.flow import BaseClient
 from qembed.errors import InputError, ServerError, ServerUnreachable
 from tests.standin.server import Fault, StandinConfig, serve_in_thread
 
-PUBLIC = ["embed", "embed_queries", "embed_documents", "server_info"]
+PUBLIC = ["embed", "embed_queries", "embed_documents", "embed_texts", "embed_lists", "server_info"]
 
 
 @pytest.mark.parametrize("name", PUBLIC)
@@ -23,6 +24,18 @@ def test_same_public_signatures(name: str) -> None:
     assert sync_sig == async_sig
     assert inspect.iscoroutinefunction(getattr(AsyncClient, name))
     assert not inspect.iscoroutinefunction(getattr(Client, name))
+
+
+@pytest.mark.parametrize("cls", [Client, AsyncClient])
+def test_constructors_list_the_base_clients_parameters(cls: type) -> None:
+    """Each client lists BaseClient's parameters (no **kwargs), with the same kinds, types and
+    defaults, plus its own `http`."""
+    base = inspect.signature(BaseClient.__init__).parameters
+    params = dict(inspect.signature(cls.__init__).parameters)
+    assert params.pop("http").default == "auto"
+    assert list(params) == list(base)
+    for name, p in base.items():
+        assert (params[name].kind, params[name].default, params[name].annotation) == (p.kind, p.default, p.annotation)
 
 
 CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [

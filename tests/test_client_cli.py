@@ -57,7 +57,7 @@ def test_a_huge_retry_after_is_shown_on_stderr() -> None:
 
     root = Path(__file__).resolve().parents[1]
     with serve_in_thread(StandinConfig(dim=16, faults=[Fault("bad", mode="retry_after", seconds=3600)])) as srv:
-        script = ("import sys, qembed.client.drivers as c; c.MAX_RETRY_AFTER = 0.01\n"
+        script = ("import sys, qembed.client.flow as c; c.MAX_RETRY_AFTER = 0.01\n"
                   "from qembed.cli import main\n"
                   f"sys.argv = ['qembed', 'embed', '--url', {srv.url!r}, '--format', 'json', 'a']\nmain()\n")
         r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=root,

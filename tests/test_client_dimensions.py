@@ -67,7 +67,7 @@ def _config(behaviour: str) -> StandinConfig:
 @pytest.mark.parametrize("behaviour", list(BEHAVIOURS))
 def test_fallback_gives_truncate_then_renormalise_and_says_so_once(
         behaviour: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="qembed.client.drivers")
+    caplog.set_level(logging.WARNING, logger="qembed.client.flow")
     with serve_in_thread(_config(behaviour)) as srv, Client(srv.url, batch_size=3, concurrency=2) as c:
         first = c.embed_documents(TEXTS, dimensions=32)
         again = c.embed_documents(TEXTS[:4], dimensions=40)
@@ -87,7 +87,7 @@ def test_fallback_gives_truncate_then_renormalise_and_says_so_once(
 
 def test_a_new_client_learns_again_and_says_so_again(caplog: pytest.LogCaptureFixture) -> None:
     """Per client (per server): another Client for the same URL asks the server once more."""
-    caplog.set_level(logging.WARNING, logger="qembed.client.drivers")
+    caplog.set_level(logging.WARNING, logger="qembed.client.flow")
     with serve_in_thread(_config("vllm")) as srv:
         for _ in range(2):
             with Client(srv.url) as c:
@@ -96,7 +96,7 @@ def test_a_new_client_learns_again_and_says_so_again(caplog: pytest.LogCaptureFi
 
 
 def test_async_client_takes_the_same_path(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="qembed.client.drivers")
+    caplog.set_level(logging.WARNING, logger="qembed.client.flow")
 
     async def run(url: str) -> tuple[np.ndarray, np.ndarray]:
         async with AsyncClient(url, batch_size=3) as ac:
@@ -115,7 +115,7 @@ def test_cli_embed_dimensions_through_a_peer(behaviour: str, monkeypatch: pytest
                                              caplog: pytest.LogCaptureFixture) -> None:
     """`qembed embed --dimensions 32`: exit 0, the right vectors, the warning once (stderr, through
     qembed's logger; pytest's log capture holds it here)."""
-    caplog.set_level(logging.WARNING, logger="qembed.client.drivers")
+    caplog.set_level(logging.WARNING, logger="qembed.client.flow")
     with serve_in_thread(_config(behaviour)) as srv:
         code, out, err = run_main(monkeypatch, capsys, ["embed", "--url", srv.url, "--dimensions", "32",
                                                         "--format", "jsonl", "a", "b"])
@@ -138,7 +138,7 @@ def test_bulk_through_a_refusing_server(tmp_path: Path) -> None:
 def test_a_4xx_that_also_comes_without_dimensions_is_no_refusal(caplog: pytest.LogCaptureFixture) -> None:
     """Meaning, not status: when the request fails without `dimensions` too, that error is raised
     and nothing is learned about `dimensions`."""
-    caplog.set_level(logging.WARNING, logger="qembed.client.drivers")
+    caplog.set_level(logging.WARNING, logger="qembed.client.flow")
     cfg = StandinConfig(dim=DIM, dimensions_behaviour="vllm")
     with serve_in_thread(cfg) as srv, Client(srv.url) as c:
         c.server_info()  # learn the size first: the 422 then lands on the request without `dimensions`
@@ -177,7 +177,7 @@ def test_fallback_off_judges_nothing_and_keeps_the_server_reply() -> None:
 
 def test_a_server_that_ignores_dimensions_is_a_wrong_truncation(caplog: pytest.LogCaptureFixture) -> None:
     """Full-size vectors back for `dimensions: 32`: named, and the client truncates itself."""
-    caplog.set_level(logging.WARNING, logger="qembed.client.drivers")
+    caplog.set_level(logging.WARNING, logger="qembed.client.flow")
     with serve_in_thread(StandinConfig(dim=DIM, dimensions_behaviour="ignore")) as srv, Client(srv.url) as c:
         got = c.embed_documents(TEXTS, dimensions=32)
     np.testing.assert_allclose(got, truncated(TEXTS, 32), atol=1e-6)

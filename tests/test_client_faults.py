@@ -152,11 +152,11 @@ def test_a_trickling_server_hits_the_total_deadline(standin: Any, mode: str) -> 
 
 def test_a_huge_retry_after_is_capped_and_shown(standin: Any, mode: str, monkeypatch: pytest.MonkeyPatch,
                                                  caplog: pytest.LogCaptureFixture) -> None:
-    import qembed.client.drivers as client_mod
+    import qembed.client.flow as client_mod
 
     monkeypatch.setattr(client_mod, "MAX_RETRY_AFTER", 0.05)  # the cap itself, made short for the test
     standin.state.config.faults.append(Fault("bad", mode="retry_after", status=503, seconds=3600))
-    with caplog.at_level(logging.WARNING, logger="qembed.client.drivers"):
+    with caplog.at_level(logging.WARNING, logger="qembed.client.flow"):
         out = embed(standin.url, mode, TEXTS)
     assert out.shape == (3, 16)
     assert f"{standin.url} asked to wait 3600 s (Retry-After); waiting 0.05 s" in caplog.text
@@ -166,7 +166,7 @@ def test_the_retry_budget_is_bounded_in_time(standin: Any, mode: str, caplog: py
     # 503 forever with Retry-After 1: max_retries alone would allow 50 s of waiting
     standin.state.config.faults.append(Fault("bad", mode="retry_after", status=503, seconds=1, count=1000))
     t0 = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="qembed.client.drivers"), pytest.raises(ServerError, match="503"):
+    with caplog.at_level(logging.WARNING, logger="qembed.client.flow"), pytest.raises(ServerError, match="503"):
         embed(standin.url, mode, TEXTS, max_retries=50, retry_timeout=1.5)
     assert time.monotonic() - t0 < 5
     assert "giving up retrying" in caplog.text

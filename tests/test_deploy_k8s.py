@@ -351,7 +351,7 @@ def test_k8s_gateway_control_plane_has_its_own_secret() -> None:
 def test_keda_scales_on_this_deployments_queue_per_replica(tmp_path: Path) -> None:
     """Issue 20: the query was unscoped (staging's load scaled prod), mixed queued and running
     requests, and `or vector(0)` made "no data" read as idle so KEDA never fell back."""
-    from qembed.client.drivers import DEFAULT_BATCH_SIZE
+    from qembed.client.flow import DEFAULT_BATCH_SIZE
     from qembed.metrics import scope
 
     result = build("h100", name="emb", namespace="prod", autoscale=(2, 6), scale_down_window_s=900)

@@ -50,7 +50,7 @@ def _yaml(s: str) -> Any:
 
 
 def _client() -> Any:
-    from qembed.client import drivers as client
+    from qembed.client import flow as client
 
     return client
 

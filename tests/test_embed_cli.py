@@ -258,7 +258,7 @@ def test_a_bulk_summary_names_skipped_lines_1_based_and_counts_in_words(srv: Run
 
 
 def test_batch_size_shows_its_default_as_concurrency_does() -> None:
-    from qembed.client.drivers import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY
+    from qembed.client.flow import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY
 
     text = " ".join(CliRunner().invoke(app, ["embed", "--help"], env={"COLUMNS": "200"}).stdout.split())
     assert f"Requests in flight. [default: {DEFAULT_CONCURRENCY}; x>=1]" in text

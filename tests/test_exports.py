@@ -49,3 +49,10 @@ def test_every_public_name_resolves() -> None:
     for name in qembed.__all__:
         assert getattr(qembed, name) is not None, name
     assert "__version__" in qembed.__all__ and qembed.__version__
+
+
+def test_the_package_says_it_is_typed() -> None:
+    """PEP 561: `qembed/py.typed` lets a user's mypy read qembed's annotations. The wheel ships it
+    because hatch packages every file under `qembed/` (pyproject `packages = ["qembed"]`)."""
+    assert (Path(qembed.__file__).parent / "py.typed").is_file()
+    assert 'packages = ["qembed"]' in (REPO / "pyproject.toml").read_text()

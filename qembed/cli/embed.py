@@ -101,7 +101,7 @@ def _stdin_piped() -> bool:
 
 def _stdin_line(raw: bytes, n: int) -> str:
     """Line ``n`` (1-based) of stdin as text: UTF-8, without its ``\r``, and (line 1) without a BOM."""
-    from qembed.client.bulk import BOM
+    from qembed.client.readers import BOM
     from qembed.errors import InputError
 
     if n == 1:
@@ -346,18 +346,10 @@ def _embed_items(client: Client, items: list[str], labels: list[str], job: dict[
     error names the text as the user knows it (``labels``). ``plain``: lists, not numpy."""
     from qembed.errors import InputError
 
-    kind, task = job["kind"], job["task"]
     try:
-        if plain:
-            return client.embed_lists(items, kind=kind, task=task or "retrieval" if kind == "query" else task,
-                                      instruction=job["instruction"], prefix=job["prefix"],
-                                      dimensions=job["dimensions"])
-        if kind == "query":
-            return client.embed_queries(items, task=task or "retrieval", instruction=job["instruction"],
-                                        dimensions=job["dimensions"])
-        if kind == "document":
-            return client.embed_documents(items, task=task, dimensions=job["dimensions"])
-        return client.embed(items, prefix=job["prefix"], dimensions=job["dimensions"])
+        embed = client.embed_lists if plain else client.embed_texts
+        return embed(items, kind=job["kind"], task=job["task"], instruction=job["instruction"], prefix=job["prefix"],
+                     dimensions=job["dimensions"])
     except InputError as exc:
         if exc.index is not None and 0 <= exc.index < len(labels) and exc.message.startswith(f"input {exc.index}"):
             exc.message = labels[exc.index] + exc.message[len(f"input {exc.index}"):]
@@ -458,7 +450,7 @@ def _rows(emb: Any, n: int) -> list[int]:
 
 def _render(emb: Any, items: list[str], labels: list[str], fmt: Format) -> None:
     from qembed import output
-    from qembed.client.drivers import EmbeddingLists
+    from qembed.client.results import EmbeddingLists
 
     rows = _rows(emb, len(items))
     for f in emb.failures:

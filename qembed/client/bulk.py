@@ -1,7 +1,7 @@
 """Bulk files: stream records in, embed them chunk by chunk, write vectors out, resume after a crash.
 
-Inputs: ``.txt`` (one text a line), ``.jsonl`` / ``.csv`` (``text_field``; ``id_field``, found
-as ``id`` when present), ``.parquet`` (pyarrow). Outputs are written by :mod:`qembed.client.vector_io`:
+Inputs are read by :mod:`qembed.client.readers`: ``.txt`` (one text a line), ``.jsonl`` / ``.csv``
+(``text_field``; ``id_field``, found as ``id`` when present), ``.parquet`` (pyarrow). Outputs are written by :mod:`qembed.client.vector_io`:
 ``.npy`` (float32 rows, plus an ids sidecar when ids are not row numbers), ``.jsonl``
 (``{"id", "embedding"}``), ``.parquet`` (``id`` + ``embedding``). Rows keep the input order;
 skipped inputs are left out of the output and listed in the result's ``failures`` (with their
@@ -22,7 +22,6 @@ chunks already done, and carries on; the journal is deleted when the job finishe
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import time
@@ -33,6 +32,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from qembed.client import vector_io
+from qembed.client.flow import Kind, kind_args
+from qembed.client.readers import (
+    check_input,
+    count_rows,
+    detect_id_field,
+    read_records,
+    suffix,
+)
 from qembed.client.vector_io import OUTPUT_FORMATS as OUTPUT_FORMATS
 from qembed.client.vector_io import OutputLock as OutputLock
 from qembed.client.vector_io import VectorWriter
@@ -49,8 +56,6 @@ from qembed.errors import (
 if TYPE_CHECKING:
     from qembed.client.drivers import Client
 
-INPUT_FORMATS = (".txt", ".jsonl", ".csv", ".parquet")
-BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark: dropped at the start of every text input (stdin too)
 DEFAULT_CHUNK_ROWS = 1024
 JOURNAL_VERSION = 3  # 3: the served model; the first embedded record's vector (the probe); `on_error`
 # header keys that must match for a resume, and the option that sets each (the input's size and
@@ -92,189 +97,6 @@ class BulkResult:
             "chunks_resumed": self.chunks_resumed, "seconds": round(self.seconds, 3),
             "failures": [{"id": f.id, "index": f.index, "reason": f.reason} for f in self.failures],
         }
-
-
-# -- readers ---------------------------------------------------------------------------------
-
-
-def _suffix(path: Path) -> str:
-    return path.suffix.lower()
-
-
-def _pyarrow_parquet() -> Any:
-    return vector_io.pyarrow_parquet()
-
-
-def count_rows(path: Path) -> int | None:
-    """Rows in the input, for the progress bar (cheap: a newline count or parquet metadata)."""
-    ext = _suffix(path)
-    if ext == ".parquet":
-        pq = _pyarrow_parquet()
-        return int(pq.ParquetFile(path).metadata.num_rows)
-    n = 0
-    last = b"\n"
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            n += block.count(b"\n")
-            last = block[-1:]
-    if last != b"\n":
-        n += 1
-    if ext == ".csv":
-        n -= 1  # header (quoted newlines make this an estimate)
-    return max(n, 0)
-
-
-def check_input(path: Path) -> None:
-    """Refuse an input that cannot be read, before any work: a directory, missing, unreadable."""
-    if path.is_dir():
-        raise ConfigError(f"`{path}` is a directory; `--input` needs a file",
-                          hint=f"give one file ({', '.join(INPUT_FORMATS)})")
-    ext = _suffix(path)
-    if ext not in INPUT_FORMATS:
-        raise ConfigError(f"cannot read `{path}`: unknown input format `{ext or '(none)'}`",
-                          hint=f"use one of {', '.join(INPUT_FORMATS)}")
-    if not path.exists():
-        where = "" if path.is_absolute() else f" (relative paths start in `{Path.cwd()}`)"
-        raise ConfigError(f"input file `{path}` does not exist",
-                          hint=f"check the file name and its folder{where}")
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"cannot read `{path}`: {exc.strerror or exc}",
-                          hint=f"check that you may read it: ls -l {path}") from exc
-
-
-def _not_utf8(path: Path, line_no: int, exc: UnicodeDecodeError, index: int | None) -> InputError:
-    return InputError(f"`{path}` line {line_no} is not UTF-8 (byte {exc.start + 1}: {exc.reason})", index=index,
-                      hint="convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8`")
-
-
-def _utf8_lines(f: Any, path: Path) -> Iterator[str]:
-    for line_no, raw in enumerate(f, start=1):
-        try:
-            text: str = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _not_utf8(path, line_no, exc, None) from exc
-        yield text.removeprefix("\ufeff") if line_no == 1 else text
-
-
-def detect_id_field(path: str | Path, text_field: str = "text") -> str | None:
-    """``"id"`` when the records carry an ``id`` field / column (as ``text`` is found), else None."""
-    path = Path(path)
-    ext = _suffix(path)
-    try:
-        if ext == ".jsonl":
-            import orjson
-
-            with open(path, "rb") as f:
-                for line_no, line in enumerate(f, start=1):
-                    if line_no == 1:
-                        line = line.removeprefix(BOM)
-                    if line.strip():
-                        obj = orjson.loads(line)
-                        return "id" if isinstance(obj, dict) and "id" in obj and text_field != "id" else None
-        elif ext == ".csv":
-            with open(path, "rb") as f:
-                header = next(csv.reader(_utf8_lines(f, path)), [])
-            return "id" if "id" in header and text_field != "id" else None
-        elif ext == ".parquet":
-            names = _pyarrow_parquet().ParquetFile(path).schema_arrow.names
-            return "id" if "id" in names and text_field != "id" else None
-    except (ValueError, OSError, InputError):  # the reader reports a bad file with its line
-        return None
-    return None
-
-
-def read_records(path: str | Path, *, text_field: str = "text", id_field: str | None = None) -> Iterator[tuple[Any, str]]:
-    """Yield ``(id, text)`` in file order. Without ``id_field`` the id is the 0-based row number.
-
-    Errors name the 1-based line (``.txt``, ``.jsonl``, ``.csv``) or record (``.parquet``).
-    """
-    path = Path(path)
-    check_input(path)
-    ext = _suffix(path)
-    if ext == ".txt":
-        with open(path, "rb") as f:  # binary lines split on b"\n" only, like count_rows
-            for i, raw in enumerate(f):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise _not_utf8(path, i + 1, exc, i) from exc
-                if i == 0:
-                    text = text.removeprefix("\ufeff")  # a byte-order mark is not text (CSV and JSONL drop it too)
-                yield i, text.removesuffix("\n").removesuffix("\r")
-    elif ext == ".jsonl":
-        yield from _read_jsonl(path, text_field, id_field)
-    elif ext == ".csv":
-        with open(path, "rb") as f:
-            reader = csv.DictReader(_utf8_lines(f, path))
-            found = ", ".join(f"`{c}`" for c in reader.fieldnames or []) or "none"
-            if reader.fieldnames is None or text_field not in reader.fieldnames:
-                raise InputError(f"`{path}` has no column `{text_field}`; columns found: {found}",
-                                 hint="pass `--text-field` with one of them")
-            if id_field is not None and id_field not in reader.fieldnames:
-                raise InputError(f"`{path}` has no column `{id_field}`; columns found: {found}",
-                                 hint="pass `--id-field` with one of them")
-            for i, row in enumerate(reader):
-                yield (row[id_field] if id_field else i), row[text_field] or ""
-    else:
-        yield from _read_parquet(path, text_field, id_field)
-
-
-def _read_jsonl(path: Path, text_field: str, id_field: str | None) -> Iterator[tuple[Any, str]]:
-    import orjson
-
-    i = 0
-    with open(path, "rb") as f:
-        for line_no, line in enumerate(f, start=1):
-            if line_no == 1:
-                line = line.removeprefix(BOM)
-            if not line.strip():
-                continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                try:
-                    line.decode("utf-8")
-                except UnicodeDecodeError as uexc:
-                    raise _not_utf8(path, line_no, uexc, i) from exc
-                raise InputError(f"`{path}` line {line_no} is not JSON: {exc}", index=i) from exc
-            if not isinstance(obj, dict):
-                raise InputError(f"`{path}` line {line_no} is a JSON {type(obj).__name__}, not an object "
-                                 f"with a `{text_field}` field", index=i)
-            for name, flag in ((text_field, "--text-field"), (id_field, "--id-field")):
-                if name is not None and name not in obj:
-                    found = ", ".join(f"`{k}`" for k in obj) or "none"
-                    raise InputError(f"`{path}` line {line_no} has no field `{name}`; fields found: {found}",
-                                     index=i, hint=f"pass `{flag}` with one of them")
-            text = obj[text_field]
-            if not isinstance(text, str):
-                raise InputError(f"`{path}` line {line_no}: `{text_field}` is a {type(text).__name__}, not a string",
-                                 index=i)
-            yield (obj[id_field] if id_field else i), text
-            i += 1
-
-
-def _read_parquet(path: Path, text_field: str, id_field: str | None) -> Iterator[tuple[Any, str]]:
-    pq = _pyarrow_parquet()
-    pf = pq.ParquetFile(path)
-    names = pf.schema_arrow.names
-    for name, flag in ((text_field, "--text-field"), (id_field, "--id-field")):
-        if name is not None and name not in names:
-            raise InputError(f"`{path}` has no column `{name}`; columns found: {', '.join(f'`{n}`' for n in names)}",
-                             hint=f"pass `{flag}` with one of them")
-    cols = [text_field] + ([id_field] if id_field and id_field != text_field else [])
-    i = 0
-    for batch in pf.iter_batches(batch_size=4096, columns=cols):
-        texts = batch.column(text_field).to_pylist()
-        ids = batch.column(id_field).to_pylist() if id_field else None
-        for j, text in enumerate(texts):
-            if text is not None and not isinstance(text, str):
-                raise InputError(f"`{path}` record {i + 1}: `{text_field}` is a {type(text).__name__}, not a string",
-                                 index=i)
-            yield (ids[j] if ids is not None else i), text if text is not None else ""
-            i += 1
 
 
 # -- journal ---------------------------------------------------------------------------------
@@ -374,7 +196,7 @@ def embed_file(
     input_path: str | Path,
     output_path: str | Path,
     *,
-    kind: Literal["document", "query", "raw"] = "document",
+    kind: Kind = "document",
     task: str | None = None,
     instruction: str | None = None,
     prefix: str | None = None,
@@ -393,7 +215,7 @@ def embed_file(
         client: a :class:`qembed.Client` (its ``concurrency`` and ``batch_size`` apply).
         kind: ``"document"`` (no instruction unless a symmetric ``task``), ``"query"``
             (Qwen3 query format with ``task`` / ``instruction``), or ``"raw"`` (``instruction``
-            or ``prefix`` applied as given).
+            or ``prefix`` applied as given): :meth:`qembed.Client.embed_texts`.
         id_field: the records' id field; default: ``id`` when the records have one, else the
             0-based row number.
         chunk_rows: rows per chunk: the unit of progress, memory and resume.
@@ -425,13 +247,14 @@ def embed_file(
         raise ConfigError("`--resume` continues the output and `--overwrite` replaces it; pass one of them")
     if chunk_rows < 1:
         raise ConfigError("`chunk_rows` must be at least 1")
-    if _suffix(out) in (".parquet",) or _suffix(inp) == ".parquet":
-        _pyarrow_parquet()
+    kind_args(kind, task, instruction, prefix)  # a bad kind or combination fails before any file is touched
+    if suffix(out) in (".parquet",) or suffix(inp) == ".parquet":
+        vector_io.pyarrow_parquet()
     if id_field is None:
         id_field = detect_id_field(inp, text_field)
     jpath = journal_path(out)
-    sidecar = vector_io.ids_path(out) if _suffix(out) == ".npy" and (id_field is not None or on_error == "skip") else None
-    npy_ids = vector_io.ids_path(out) if _suffix(out) == ".npy" else None  # used or not, it belongs to `out`
+    sidecar = vector_io.ids_path(out) if suffix(out) == ".npy" and (id_field is not None or on_error == "skip") else None
+    npy_ids = vector_io.ids_path(out) if suffix(out) == ".npy" else None  # used or not, it belongs to `out`
     extra = [p for p in (npy_ids, jpath, lock_path(out), vector_io.parts_path(out), vector_io.parquet_tmp_path(out))
              if p is not None]
     vector_io.check_destination(out, sources=[inp], extra=extra)
@@ -445,19 +268,11 @@ def embed_file(
         lock.release()
 
 
-def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None, *, kind: str, task: str | None,
-         instruction: str | None, prefix: str | None, dimensions: int | None, text_field: str, id_field: str | None,
-         chunk_rows: int, resume: bool, overwrite: bool, on_error: Literal["raise", "skip"],
-         on_progress: ProgressFn | None, started: float) -> BulkResult:
-    st = inp.stat()
-    header: dict[str, Any] = {
-        "qembed_journal": JOURNAL_VERSION, "input": str(inp.resolve()), "input_size": st.st_size,
-        "input_mtime_ns": st.st_mtime_ns, "output_format": _suffix(out), "chunk_rows": chunk_rows,
-        "kind": kind, "task": task, "instruction": instruction, "prefix": prefix,
-        "dimensions": dimensions, "text_field": text_field, "id_field": id_field,
-        "on_error": on_error, "ids_file": str(sidecar) if sidecar else None,
-        "dim": None, "model": None,  # set when the first chunk opens the output
-    }
+def _journal_check(jpath: Path, out: Path, header: dict[str, Any], sidecar: Path | None, id_field: str | None, *,
+                   resume: bool, overwrite: bool) -> list[dict[str, Any]]:
+    """The chunks already committed (none for a new job); refuses an unfinished job without
+    ``resume``, an existing output, and a resume that does not match ``header`` or the output on
+    disk. A resume takes the old header's ``dim`` and ``model`` into ``header``."""
     parts = vector_io.parts_path(out)
     old_header, done = _read_journal(jpath)
     if overwrite:
@@ -466,7 +281,7 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
         raise ConfigError(f"an unfinished job left `{jpath}`",
                           hint="pass `--resume` to continue it, or `--overwrite` to start again")
     elif old_header is None:
-        npy_ids = vector_io.ids_path(out) if _suffix(out) == ".npy" else None
+        npy_ids = vector_io.ids_path(out) if suffix(out) == ".npy" else None
         leftovers = [p for p in (out, npy_ids, parts) if p is not None and p.exists()]
         if leftovers and resume:
             raise ConfigError(f"nothing to resume: `{leftovers[0]}` exists but has no journal `{jpath}` "
@@ -499,6 +314,11 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
                 raise InputError(f"cannot resume: {why}; the journal `{jpath}` says {rows} vectors were saved",
                                  hint="the output was changed after the interruption; pass `--overwrite` "
                                       "instead of `--resume` to start again")
+    return done
+
+
+def _resumed(inp: Path, out: Path, done: list[dict[str, Any]]) -> BulkResult:
+    """The result so far: what the committed chunks hold."""
     result = BulkResult(input=str(inp), output=str(out), chunks_resumed=len(done))
     for entry in done:
         result.rows_in += entry["rows_in"]
@@ -506,18 +326,13 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
         result.tokens += entry["tokens"]
         result.failures.extend(BulkFailure(*f) for f in entry.get("failures", []))
     result.chunks = len(done)
-    total = count_rows(inp)
+    return result
 
-    def embed_chunk(texts: list[str]) -> Any:
-        if kind == "query":
-            return client.embed_queries(texts, task=task or "retrieval", instruction=instruction,
-                                        dimensions=dimensions, on_error=on_error)
-        if kind == "document":
-            return client.embed_documents(texts, task=task, dimensions=dimensions, on_error=on_error)
-        return client.embed(texts, instruction=instruction, prefix=prefix, dimensions=dimensions, on_error=on_error)
 
-    records = read_records(inp, text_field=text_field, id_field=id_field)
-    chunks = _chunks(records, chunk_rows)
+def _read_past_done(chunks: Iterator[list[tuple[Any, str]]], done: list[dict[str, Any]],
+                    inp: Path) -> tuple[str, list[float]] | None:
+    """Read past the committed chunks, checking they are the same records; returns a committed
+    record's text and the vector written for it (the probe), if the journal kept one."""
     row = 0
     probe: tuple[str, list[float]] | None = None  # a committed record's text and the vector written for it
     for k, entry in enumerate(done):  # already written: read past them (checking they are the same records)
@@ -530,6 +345,33 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
         if probe is None and entry.get("probe"):
             probe = chunk[int(entry["probe"]["row"]) - row][1], entry["probe"]["vector"]
         row += len(chunk)
+    return probe
+
+
+def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None, *, kind: Kind, task: str | None,
+         instruction: str | None, prefix: str | None, dimensions: int | None, text_field: str, id_field: str | None,
+         chunk_rows: int, resume: bool, overwrite: bool, on_error: Literal["raise", "skip"],
+         on_progress: ProgressFn | None, started: float) -> BulkResult:
+    st = inp.stat()
+    header: dict[str, Any] = {
+        "qembed_journal": JOURNAL_VERSION, "input": str(inp.resolve()), "input_size": st.st_size,
+        "input_mtime_ns": st.st_mtime_ns, "output_format": suffix(out), "chunk_rows": chunk_rows,
+        "kind": kind, "task": task, "instruction": instruction, "prefix": prefix,
+        "dimensions": dimensions, "text_field": text_field, "id_field": id_field,
+        "on_error": on_error, "ids_file": str(sidecar) if sidecar else None,
+        "dim": None, "model": None,  # set when the first chunk opens the output
+    }
+    done = _journal_check(jpath, out, header, sidecar, id_field, resume=resume, overwrite=overwrite)
+    result = _resumed(inp, out, done)
+    total = count_rows(inp)
+
+    def embed_chunk(texts: list[str]) -> Any:
+        return client.embed_texts(texts, kind=kind, task=task, instruction=instruction, prefix=prefix,
+                                  dimensions=dimensions, on_error=on_error)
+
+    records = read_records(inp, text_field=text_field, id_field=id_field)
+    chunks = _chunks(records, chunk_rows)
+    probe = _read_past_done(chunks, done, inp)
     if probe is not None:  # the server must still be the one that wrote the committed rows: one probe, before any write
         why = _other_server(header, embed_chunk([probe[0]]), probe[1])
         if why:
@@ -599,7 +441,7 @@ def _run(client: Client, inp: Path, out: Path, jpath: Path, sidecar: Path | None
             with contextlib.suppress(OSError):
                 if ctx.journal is not None:
                     ctx.journal.close()
-    if sidecar is None and _suffix(out) == ".npy":  # a replaced output keeps no stale ids
+    if sidecar is None and suffix(out) == ".npy":  # a replaced output keeps no stale ids
         vector_io.ids_path(out).unlink(missing_ok=True)
     jpath.unlink(missing_ok=True)
     result.dimensions = int(header["dim"]) if header["dim"] is not None else None
@@ -654,7 +496,7 @@ class _Ctx:
             if exc.index is not None:  # name the record (1-based, as editors count), not the position in the chunk
                 rid = chunk[exc.index][0]
                 n = base + exc.index + 1
-                where = f"line {n}" if _suffix(self.inp) == ".txt" else f"record {n}"
+                where = f"line {n}" if suffix(self.inp) == ".txt" else f"record {n}"
                 named = f" (id {rid!r})" if self.id_field is not None else ""
                 exc.message = f"`{self.inp}` {where}{named}: " + exc.message.split(": ", 1)[-1]
                 exc.args = (exc.message,)
@@ -689,7 +531,7 @@ class _Ctx:
             except InputError as exc:  # an id the output cannot keep: name its record
                 if exc.index is not None:
                     n = base + rows[exc.index] + 1
-                    where = f"line {n}" if _suffix(self.inp) == ".txt" else f"record {n}"
+                    where = f"line {n}" if suffix(self.inp) == ".txt" else f"record {n}"
                     exc.message = f"`{self.inp}` {where}: {exc.message}"
                     exc.args = (exc.message,)
                 raise

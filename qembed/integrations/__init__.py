@@ -49,7 +49,7 @@ def client_kwargs(
     headers: dict[str, str] | None,
 ) -> dict[str, Any]:
     """The :class:`qembed.Client` options both adapters accept; ``timeout=None`` = the client's."""
-    from qembed.client.drivers import USE_CLIENT_DEFAULT
+    from qembed.client.flow import USE_CLIENT_DEFAULT
 
     # on_error="raise": a framework expects one vector per input, in order; "skip" would shift
     # rows silently.
@@ -73,7 +73,8 @@ class Sides:
     Queries get ``instruction`` if given, else the ``task`` preset's (validated here, so a typo
     fails at construction, not at the first query). Documents get no instruction, except for a
     symmetric preset (``sts``, ``bitext``, ...) with no custom ``instruction``, as in
-    :meth:`qembed.Client.embed_documents`.
+    :meth:`qembed.Client.embed_documents`. Both go through :meth:`qembed.Client.embed_texts`, so
+    a query with neither ``task`` nor ``instruction`` gets the client's default task.
     """
 
     def __init__(self, task: str | None, instruction: str | None) -> None:
@@ -83,26 +84,25 @@ class Sides:
         self.document_task = task if instruction is None else None
 
     def embed_queries(self, client: Client, texts: list[str], dimensions: int | None) -> list[list[float]]:
-        return _rows(client.embed_queries(texts, task=self.task, instruction=self.instruction,
-                                          dimensions=dimensions))
+        return _rows(client.embed_texts(texts, kind="query", task=self.task, instruction=self.instruction,
+                                        dimensions=dimensions))
 
     def embed_documents(self, client: Client, texts: list[str], dimensions: int | None) -> list[list[float]]:
-        return _rows(client.embed_documents(texts, task=self.document_task, dimensions=dimensions))
+        return _rows(client.embed_texts(texts, kind="document", task=self.document_task, dimensions=dimensions))
 
     async def aembed_queries(self, make: Callable[[], AsyncClient], texts: list[str],
                              dimensions: int | None) -> list[list[float]]:
         # A fresh AsyncClient per call: its HTTP session belongs to the running event loop, and
         # a framework may call from several loops (asyncio.run per request, worker threads).
         async with make() as client:
-            return _rows(await client.embed_queries(texts, task=self.task,
-                                                    instruction=self.instruction,
-                                                    dimensions=dimensions))
+            return _rows(await client.embed_texts(texts, kind="query", task=self.task,
+                                                  instruction=self.instruction, dimensions=dimensions))
 
     async def aembed_documents(self, make: Callable[[], AsyncClient], texts: list[str],
                                dimensions: int | None) -> list[list[float]]:
         async with make() as client:
-            return _rows(await client.embed_documents(texts, task=self.document_task,
-                                                      dimensions=dimensions))
+            return _rows(await client.embed_texts(texts, kind="document", task=self.document_task,
+                                                  dimensions=dimensions))
 
 
 def _rows(vectors: Any) -> list[list[float]]:

@@ -18,15 +18,15 @@ from __future__ import annotations
 import weakref
 from typing import Literal
 
-from qembed.client.drivers import (
+from qembed.client.drivers import AsyncClient, Client
+from qembed.client.flow import (
     DEFAULT_BACKOFF,
     DEFAULT_BATCH_SIZE,
     DEFAULT_BATCH_TOKENS,
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
-    AsyncClient,
-    Client,
 )
+from qembed.instructions import DEFAULT_QUERY_TASK
 from qembed.integrations import Sides, client_kwargs, missing
 
 try:
@@ -68,7 +68,7 @@ class QembedEmbeddings(Embeddings):
         url: str | None = None,
         api_key: str | None = None,
         model: str | None = None,
-        task: str | None = "retrieval",
+        task: str | None = DEFAULT_QUERY_TASK,
         instruction: str | None = None,
         dimensions: int | None = None,
         http: Literal["auto", "httpx", "aiohttp"] = "auto",

@@ -20,15 +20,15 @@ from __future__ import annotations
 import weakref
 from typing import Any, Literal
 
-from qembed.client.drivers import (
+from qembed.client.drivers import AsyncClient, Client
+from qembed.client.flow import (
     DEFAULT_BACKOFF,
     DEFAULT_BATCH_SIZE,
     DEFAULT_BATCH_TOKENS,
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
-    AsyncClient,
-    Client,
 )
+from qembed.instructions import DEFAULT_QUERY_TASK
 from qembed.integrations import Sides, client_kwargs, missing
 
 try:
@@ -69,7 +69,7 @@ class QembedEmbedding(BaseEmbedding):
     url: str | None = Field(default=None, description="The qembed / SGLang server URL.")
     api_key: str | None = Field(default=None, exclude=True, repr=False)
     model: str | None = Field(default=None, description="Model name sent to the server.")
-    task: str | None = Field(default="retrieval", description="Query instruction preset.")
+    task: str | None = Field(default=DEFAULT_QUERY_TASK, description="Query instruction preset.")
     instruction: str | None = Field(default=None, description="Custom query instruction.")
     dimensions: int | None = Field(default=None, description="Matryoshka size.")
     http: Literal["auto", "httpx", "aiohttp"] = Field(default="auto")

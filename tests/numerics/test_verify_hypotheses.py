@@ -227,7 +227,7 @@ def test_a_connection_lost_mid_run_is_incomplete(backend: TinyBackend, tiny_mode
 @pytest.mark.parametrize("behaviour", ["vllm", "infinity"])
 def test_client_fallback_equals_sentence_transformers(behaviour: str, backend: TinyBackend, tiny_model: TinyModel,
                                                       st: STReference, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="qembed.client.drivers")
+    caplog.set_level(logging.WARNING, logger="qembed.client.flow")
     docs = [t.text for t in SUBSET if t.kind == "document"]
     queries = [t.text for t in SUBSET if t.kind == "query" and t.task == "retrieval"]
     with serve_in_thread(_cfg(tiny_model, backend, dimensions_behaviour=behaviour), backend) as srv, \

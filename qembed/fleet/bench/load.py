@@ -51,17 +51,11 @@ def open_transport(name: str, url: str, headers: dict[str, str],
                    timeout: float) -> AiohttpAsync | HttpxAsync:
     """The client's backend ``name`` for ``url``, with no connection limit and no proxies."""
     base = url.rstrip("/")
+    timeouts = Timeouts(connect=timeout, read=timeout, total=timeout)
     if name == "aiohttp":
         # limit=0: aiohttp's "no limit"; the session already ignores proxies (trust_env=False)
-        return AiohttpAsync(base_url=base, headers=headers, limit=0,
-                            timeouts=Timeouts(connect=timeout, read=timeout, total=timeout))
-    import httpx
-
-    return HttpxAsync({
-        "base_url": base, "headers": headers, "timeout": timeout,
-        "limits": httpx.Limits(max_connections=None, max_keepalive_connections=None),
-        "trust_env": False,  # as the client: a loopback server must not go through HTTP(S)_PROXY
-    }, total=timeout)
+        return AiohttpAsync(base_url=base, headers=headers, limit=0, timeouts=timeouts)
+    return HttpxAsync(base_url=base, headers=headers, timeouts=timeouts, limit=None)
 
 
 @dataclass

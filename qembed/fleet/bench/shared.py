@@ -2,12 +2,12 @@
 
 Neither is bench's own: :func:`probe_model` goes through :func:`qembed.probe.probe_server`
 (every reply checked by the client's decoder), and the estimate is the client's
-(:func:`qembed.client.drivers.estimate_tokens`), so inputs are sized as requests are.
+(:func:`qembed.client.flow.estimate_tokens`), so inputs are sized as requests are.
 """
 
 from __future__ import annotations
 
-from qembed.client.drivers import BYTES_PER_TOKEN, estimate_tokens
+from qembed.client.flow import BYTES_PER_TOKEN, estimate_tokens
 from qembed.errors import ServerError, ServerUnreachable
 from qembed.net import auth_headers
 

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from qembed.client.drivers import DEFAULT_BATCH_SIZE
+from qembed.client.flow import DEFAULT_BATCH_SIZE
 from qembed.env import GATEWAY_ADMIN_KEY
 from qembed.errors import ConfigError
 from qembed.fleet.deploy import (
