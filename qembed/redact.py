@@ -18,7 +18,7 @@ REDACTED = "[...]"
 
 #: An environment variable (or field) whose name contains one of these words, case-insensitive,
 #: holds a secret: ``HF_TOKEN``, ``QEMBED_API_KEY``, ``AWS_SECRET_ACCESS_KEY``, ``DB_PASSWORD``.
-SECRET_WORDS: tuple[str, ...] = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD")
+SECRET_WORDS: tuple[str, ...] = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "AUTH", "BEARER", "CREDENTIAL")
 
 
 def is_secret_name(name: str) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qembed.errors import ConfigError
+from qembed.redact import is_secret_name
 
 if TYPE_CHECKING:
     from qembed.serving.profiles.model import Profile
@@ -80,11 +81,6 @@ def driver_note(choice: ImageChoice) -> str | None:
                 f"R{MIN_DRIVER_CUDA13} or newer (the last CUDA 12 image is "
                 f"{SGLANG_IMAGE}:v{LAST_CUDA12_SGLANG}-cu129)")
     return None
-
-
-def _secret_name(name: str) -> bool:
-    up = name.upper()
-    return any(w in up for w in ("API_KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD"))
 
 
 @dataclass(frozen=True)
@@ -206,7 +202,7 @@ def container_spec(profile: Profile, *, image: str | None = None) -> ContainerSp
     for k, v in cmd.env.items():
         if k == "no_proxy":  # NO_PROXY carries the same value; one is enough in a manifest
             continue
-        if _secret_name(k):
+        if is_secret_name(k):
             secret.append(k)
             notes.append(f"profile env `{k}` looks like a secret: it is passed from the environment, "
                          "not written out")
