@@ -9,7 +9,7 @@ about 85 s and the engine then dies with the cause in its log only (issue 23: "a
 * otherwise ``GET {HF_ENDPOINT}/api/models/{id}`` with a deadline (``HF_TOKEN`` sent when set):
   200 means it will be downloaded; 401/403/404 means gated, private or misspelt; no answer means
   the Hub is unreachable from here. Each refusal names the cause and the fix (``hf download``, or
-  ``--model DIR``). A Hub that answers 5xx is not a verdict: the load goes on and says what it finds.
+  ``--model DIR``). A Hub that answers 5xx is not a verdict: the download goes on and says what it finds.
 
 :func:`ensure_model` then fetches a model that must come from the Hub in qembed's own process,
 before any engine starts (``huggingface_hub.hf_hub_download``, file by file, into the HF cache the
