@@ -23,7 +23,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The fake SGLang's environment in this process; kills leftovers if a test fails."""
     pidfile = tmp_path / "pids.json"
     for k, v in harness.fake_env(pidfile).items():
-        if k.startswith(("FAKE_", "PYTHONPATH")):
+        if k.startswith(("FAKE_", "PYTHONPATH", "HF_HUB_CACHE")):  # the model is in the HF cache
             monkeypatch.setenv(k, v)
     fake_nvml.install(monkeypatch, "a100")
     yield pidfile

@@ -363,9 +363,14 @@ def _renderer(json_: bool) -> Callable[[Event], None]:
     """How `serve` says a session's events (warnings always; notices unless `--json`)."""
     from qembed import output
 
+    # a model download: bars or lines on stderr; with --json, JSON events or nothing
+    downloads = output.Transfers(enabled=not json_ or output.log_format() == "json")
+
     def render(e: Event) -> None:
         if e.kind == "warning":
             output.warn(e.message, e.hint)
+        elif e.kind == "download":
+            downloads(e.message, e.fields)
         elif e.kind == "notice":
             if not json_:
                 output.status(e.message)

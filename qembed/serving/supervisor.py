@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from qembed.serving.profiles.model import Profile
     from qembed.serving.readiness import ReadyInfo, Server
 
-EventKind = Literal["warning", "notice", "spawned", "stopping"]
+EventKind = Literal["warning", "notice", "download", "spawned", "stopping"]
 #: seconds between SIGTERM and SIGKILL when a failed SGLang has nothing to drain
 NO_DRAIN_GRACE = 3.0
 
@@ -57,7 +57,8 @@ NO_DRAIN_GRACE = 3.0
 @dataclass(frozen=True)
 class Event:
     """Something a session says. ``warning``: a finding (``hint`` may say what to do);
-    ``notice``: information (the reference engine's notice); ``spawned``: SGLang started;
+    ``notice``: information (the reference engine's notice); ``download``: a step of the model's
+    download (``fields``: :meth:`qembed.hub.Transfer.fields`); ``spawned``: SGLang started;
     ``stopping``: the session stops SGLang (``fields["reason"]`` is ``failed`` or ``requested``).
     ``fields`` carry the values for JSON events."""
 
@@ -224,10 +225,6 @@ class ServingSession:
         if exposure is not None:
             self._say(exposure)
         if prof.engine == "reference":  # needs no GPU, but sentence-transformers
-            from qembed.hub import check_available
-
-            # the model is here, or the Hub can send it: said now, not after a silent minute
-            check_available(prof.model, environ=sglang_args.resolve_sglang(prof, self.python).env)
             for line in reference_notice(prof):
                 self._say(Event("notice", line))
         elif prof.device == "cpu":  # SGLang's CPU backend: no NVML, no driver; SGLang's CPU build
@@ -249,6 +246,13 @@ class ServingSession:
                 self._say(Event("warning", finding.message, finding.hint))
         for message in sglang_args.profile_warnings(prof, exposure=False):
             self._say(Event("warning", message))
+        from qembed.hub import ensure_model
+
+        # last, so that no refusal waits for a download: the model is here, or refused in seconds
+        # (offline, no Hub), or downloaded now with its progress said (not a silent minute in the
+        # engine's log); the engine then finds it in the HF cache
+        ensure_model(prof.model, environ=sglang_args.resolve_sglang(prof, self.python).env,
+                     on_progress=lambda t: self._say(Event("download", t.message, fields=t.fields())))
 
     def launch(self, *, check_flags: bool = True, check_port_free: bool = True) -> Server:
         """Spawn SGLang (holding the claim) and save its record; on failure nothing is left.
