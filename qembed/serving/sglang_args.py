@@ -460,7 +460,7 @@ def _verdict_key(flags: Sequence[str], python: str, env: Mapping[str, str]) -> s
 def _cached(cache_key: str, t0: float) -> ParserCheck | None:
     from qembed.host import verdicts
 
-    hit = verdicts.load(cache_key)
+    hit = verdicts.load_verdict(cache_key)
     if hit is None or not isinstance(hit.get("ok"), bool) or not isinstance(hit.get("message"), str):
         return None
     args = hit.get("args")
@@ -473,7 +473,7 @@ def _remember(cache_key: str, result: ParserCheck) -> None:
     from qembed.host import verdicts
 
     if not result.crashed:
-        verdicts.store(cache_key, {"ok": result.ok, "message": result.message, "exit_code": result.exit_code,
+        verdicts.store_verdict(cache_key, {"ok": result.ok, "message": result.message, "exit_code": result.exit_code,
                                    "args": result.args})
 
 
@@ -598,7 +598,6 @@ def installed_sglang_version(python: str) -> str | None:
 
 __all__ = [
     "ENTRY_ARGS",
-    "HABIT_FLAGS",
     "PARSER_IMPORT_NOTE",
     "LaunchCommand",
     "ParserCheck",
@@ -615,7 +614,6 @@ __all__ = [
     "launch_verdict",
     "merge_no_proxy",
     "profile_warnings",
-    "redact_argv",
     "rejected_error",
     "remember_accepted",
     "resolve_sglang",

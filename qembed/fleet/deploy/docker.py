@@ -83,7 +83,7 @@ class DockerPlan:
                 "stop_timeout_s": self.stop_timeout_s, "name": self.name, "notes": self.notes}
 
 
-def plan(
+def plan_container(
     profile: Profile,
     *,
     image: str | None = None,
@@ -220,4 +220,4 @@ def compose(p: DockerPlan) -> str:
     return head + yaml.dump({"services": {p.name: service}}, Dumper=NoAliasDumper, sort_keys=False, width=1000)
 
 
-__all__ = ["DockerPlan", "compose", "health_probe", "health_shell", "plan", "run_line"]
+__all__ = ["DockerPlan", "compose", "health_probe", "health_shell", "plan_container", "run_line"]
