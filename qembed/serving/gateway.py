@@ -300,17 +300,14 @@ def check_exposure(host: str, api_key: str | None) -> None:
     """Refuse a gateway on a network address without a key.
 
     smg without a key leaves its control plane open: anyone who reaches the port could register
-    or remove workers (smg's own start-up "SECURITY POSTURE" warning says so).
+    or remove workers (smg's own start-up "SECURITY POSTURE" warning says so). The exposure rule
+    (:func:`qembed.serving.policy.exposure`) at ``fail``.
     """
-    from qembed.net import is_loopback
+    from qembed.serving.policy import exposure
 
-    if not is_loopback(host) and not api_key:
-        raise ConfigError(
-            f"refusing to run the gateway on `{host}` without an API key: anyone who can reach it "
-            "could use it, and register or remove its workers",
-            hint="export `QEMBED_API_KEY` (the workers' key; smg checks it on every route), "
-            "or keep the default `--host 127.0.0.1`",
-        )
+    found = exposure(host, keyed=bool(api_key), level="fail", listener="gateway")
+    if found is not None:
+        raise ConfigError(found.message, hint=found.hint)
 
 
 def admin_key(api_key: str | None, configured: str | None = None) -> str:

@@ -274,8 +274,8 @@ def build_command(
 def profile_warnings(profile: Profile, *, exposure: bool = True) -> list[str]:
     """Settings that are valid but probably not what the user wants (one sentence each).
 
-    ``exposure=False`` leaves out the keyless network address: a serving session says that one
-    itself, louder (:func:`qembed.serving.supervisor.exposure_warning`)."""
+    ``exposure=False`` leaves out the keyless network address (:func:`qembed.serving.policy.exposure`):
+    a serving session says that one itself, louder (:func:`qembed.serving.supervisor.exposure_warning`)."""
     p = profile
     out: list[str] = []
     if p.torch_compile:
@@ -289,13 +289,12 @@ def profile_warnings(profile: Profile, *, exposure: bool = True) -> list[str]:
     if p.log_level in {"warning", "error", "critical"}:
         out.append(f"`log_level: {p.log_level}` hides SGLang's INFO lines (load phases, the ready "
                    "line), so progress and failure diagnosis see less")
-    from qembed.net import is_loopback
+    from qembed.serving.policy import exposure as exposure_rule
 
-    if exposure and not is_loopback(p.host) and not (
-        os.environ.get(p.api_key_env) or p.api_key_file
-    ):
-        out.append(f"`host: {p.host}` accepts connections from other machines and no API key is "
-                   f"set (`{p.api_key_env}` or `api_key_file`)")
+    exposed = exposure_rule(p.host, keyed=bool(os.environ.get(p.api_key_env) or p.api_key_file),
+                            level="warn", listener="profile", key_env=p.api_key_env) if exposure else None
+    if exposed is not None:
+        out.append(exposed.message)
     if p.chunked_prefill_size == -1:
         out.append("`chunked_prefill_size: -1` prefills each input whole: a long input needs its "
                    "full activations at once")
