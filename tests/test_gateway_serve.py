@@ -120,7 +120,7 @@ class Env:
 
 
 def _free(port: int) -> bool:
-    from qembed.serving.launcher import port_is_free
+    from qembed.host.ports import port_is_free
 
     return port_is_free("127.0.0.1", port)
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qembed.client.bulk import journal_path, lock_path
+from qembed.client.bulk import journal_path
+from qembed.client.vector_io import lock_path
 from tests.conftest import REPO
 from tests.fake_site import harness
 from tests.standin.server import Fault, HashBackend, Running, StandinConfig, serve_in_thread

@@ -19,8 +19,8 @@ from qembed.cli._app import app
 if TYPE_CHECKING:
     from qembed.host.state import Record
     from qembed.serving.gateway import GatewayInfo, Group
-    from qembed.serving.launcher import Server
     from qembed.serving.profiles.model import Profile
+    from qembed.serving.readiness import Server
 
 GATEWAY_EXAMPLES = """\
 Examples:

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     from qembed.host.state import Record
     from qembed.serving.cpu import CPUPlan
     from qembed.serving.gpu import GPUSnapshot
-    from qembed.serving.launcher import ReadyInfo
     from qembed.serving.profiles.model import Profile
     from qembed.serving.profiles.resolve import ResolvedProfile
+    from qembed.serving.readiness import ReadyInfo
     from qembed.serving.supervisor import Event, ServingSession
 
 SERVE_EXAMPLES = """\
@@ -102,24 +102,24 @@ class _Phases:
 
     def __init__(self, enabled: bool, engine: str) -> None:
         from qembed import output
-        from qembed.serving import launcher
+        from qembed.serving.readiness import PHASES
 
         self.json = output.log_format() == "json"
         self.enabled = enabled or self.json  # JSON events go to log shippers, even with --json
         self.engine = engine
         self.live: Any = None
         if self.enabled and not self.json and output.stderr_is_tty():
-            self.live = output.err_console().status(launcher.PHASES[0].text(engine))
+            self.live = output.err_console().status(PHASES[0].text(engine))
             self.live.start()
 
     def __call__(self, label: str, elapsed: float) -> None:
         if not self.enabled:
             return
         from qembed import output
-        from qembed.serving import launcher
+        from qembed.serving.readiness import PHASES
 
         if self.json:
-            key = next((p.key for p in launcher.PHASES if p.text(self.engine) == label), None)
+            key = next((p.key for p in PHASES if p.text(self.engine) == label), None)
             output.event("phase" if key else "notice", label, phase=key, elapsed_s=round(elapsed, 1))
             return
         text = f"{label} ({elapsed:.0f} s)" if label != "ready" else f"ready in {elapsed:.1f} s"
@@ -386,7 +386,7 @@ def _renderer(json_: bool) -> Callable[[Event], None]:
 def _serve_session(session: ServingSession, *, json_: bool, verify_: bool) -> None:
     from qembed import output
     from qembed.errors import ServerExited
-    from qembed.serving import foreground, launcher
+    from qembed.serving import foreground, readiness
     from qembed.serving.profiles.model import engine_name
 
     prof, detach = session.profile, session.detached
@@ -412,12 +412,12 @@ def _serve_session(session: ServingSession, *, json_: bool, verify_: bool) -> No
                 return
             rc = session.wait()
             # the engine exited by itself (or `qembed stop` from another shell) after it was ready.
-            details, hint, diags = launcher.failure_details(server.tail, profile=prof, returncode=rc, log_path=log_path)
+            details, hint, diags = readiness.failure_details(server.tail, profile=prof, returncode=rc, log_path=log_path)
             if rc == 0:
                 output.event("exited", f"{engine_name(prof, capital=True)} exited (exit code 0) after {server.elapsed():.0f} s", exit_code=0)
                 return
             raise ServerExited(f"{engine_name(prof, capital=True)} exited while serving (exit code {rc}, after {server.elapsed():.0f} s)",
-                               returncode=rc, hint=hint, details=details, diagnoses=launcher.diagnoses_json(diags))
+                               returncode=rc, hint=hint, details=details, diagnoses=readiness.diagnoses_json(diags))
     except KeyboardInterrupt as exc:
         stopped_by = foreground.stopped_by(exc)
     except BaseException:
@@ -595,8 +595,8 @@ def logs(
 
     from qembed import output
     from qembed.errors import ConfigError
-    from qembed.host import state
-    from qembed.serving import launcher
+    from qembed.host import logfiles, state
+    from qembed.redact import redact
 
     record = state.load(name) if name else state.default_server()
     path: Path | None = Path(record.log_path) if record else None
@@ -609,14 +609,14 @@ def logs(
                           f"`{state.logs_dir()}`")
     # SGLang logs its API key (server_args): hide it, and the key in this shell's variable.
     secrets = [os.environ.get(record.api_key_env or "", "")] if record is not None else []
-    for line in state.read_log_tail(path, lines):
-        output.data(launcher.redact(line, secrets))
+    for line in logfiles.read_log_tail(path, lines):
+        output.data(redact(line, secrets))
     if not follow:
         return
     alive = record.is_alive if record is not None else (lambda: False)
     try:
-        for line in state.follow_log(path, alive=alive):
-            output.data(launcher.redact(line, secrets))
+        for line in logfiles.follow_log(path, alive=alive):
+            output.data(redact(line, secrets))
     except KeyboardInterrupt:
         return
     output.status(f"({record.name if record else name} exited)")

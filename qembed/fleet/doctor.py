@@ -627,7 +627,8 @@ def _network(c: _Ctx) -> None:
     s = "Network"
     host = c.settings.host
     port = c.settings.port
-    from qembed.serving.launcher import find_free_port, port_holder, port_is_free
+    from qembed.host.ports import find_free_port, port_is_free
+    from qembed.host.procfs import port_holder
 
     if port_is_free(host, port):
         c.add(s, "port", PASS, f"{host}:{port} is free")

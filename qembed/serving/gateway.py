@@ -50,8 +50,8 @@ from qembed.errors import (
 from qembed.net import PROXY_VARS, auth_headers
 
 if TYPE_CHECKING:
-    from qembed.serving.launcher import Server
     from qembed.serving.profiles.model import Profile
+    from qembed.serving.readiness import Server
     from qembed.serving.supervisor import ServingSession
 
 logger = logging.getLogger(__name__)
@@ -300,17 +300,14 @@ def check_exposure(host: str, api_key: str | None) -> None:
     """Refuse a gateway on a network address without a key.
 
     smg without a key leaves its control plane open: anyone who reaches the port could register
-    or remove workers (smg's own start-up "SECURITY POSTURE" warning says so).
+    or remove workers (smg's own start-up "SECURITY POSTURE" warning says so). The exposure rule
+    (:func:`qembed.serving.policy.exposure`) at ``fail``.
     """
-    from qembed.net import is_loopback
+    from qembed.serving.policy import exposure
 
-    if not is_loopback(host) and not api_key:
-        raise ConfigError(
-            f"refusing to run the gateway on `{host}` without an API key: anyone who can reach it "
-            "could use it, and register or remove its workers",
-            hint="export `QEMBED_API_KEY` (the workers' key; smg checks it on every route), "
-            "or keep the default `--host 127.0.0.1`",
-        )
+    found = exposure(host, keyed=bool(api_key), level="fail", listener="gateway")
+    if found is not None:
+        raise ConfigError(found.message, hint=found.hint)
 
 
 def admin_key(api_key: str | None, configured: str | None = None) -> str:
@@ -350,15 +347,16 @@ def start_gateway(
     Raises:
         MissingDependency: smg is not installed. PortInUse: ``port`` is taken. ConfigError.
     """
+    from qembed.host.ports import check_port, find_free_port, port_is_free
     from qembed.serving import launcher
 
     require_smg()
     check_exposure(host, api_key)
     admin = admin_key(api_key, admin)
-    launcher.check_port(host, port)
+    check_port(host, port)
     if metrics_port is None:
-        metrics_port = METRICS_PORT if launcher.port_is_free(host, METRICS_PORT) else \
-            (launcher.find_free_port(host, METRICS_PORT) or 0)
+        metrics_port = METRICS_PORT if port_is_free(host, METRICS_PORT) else \
+            (find_free_port(host, METRICS_PORT) or 0)
     flags = gateway_flags(workers, host=host, port=port, policy=policy, metrics_port=metrics_port,
                           health_interval=health_interval, ready_timeout=ready_timeout)
     env = {_ADMIN_ENV: admin, **({_KEY_ENV: api_key} if api_key else {})}
@@ -509,7 +507,7 @@ class Group:
     replicas: list[Server]
     profiles: list[Profile]
     gateway: Server | None = None
-    infos: list[Any] = field(default_factory=list)  # launcher.ReadyInfo per replica
+    infos: list[Any] = field(default_factory=list)  # readiness.ReadyInfo per replica
     sessions: list[ServingSession] = field(default_factory=list)  # one per replica, in order
 
     def servers(self) -> list[Server]:
@@ -543,7 +541,8 @@ def start_replicas(profile: Profile, gpu_ids: Sequence[int], *, name: str, api_k
     one SGLang per GPU group, each a :class:`qembed.serving.supervisor.ServingSession` (recorded with
     ``group`` and ``role: replica``). On any failure the replicas launched so far are stopped,
     their records removed and their claims released."""
-    from qembed.serving import launcher, sglang_args
+    from qembed.host.ports import check_port
+    from qembed.serving import sglang_args
     from qembed.serving.supervisor import ServingSession
 
     profs = replica_profiles(profile, gpu_ids)
@@ -555,8 +554,8 @@ def start_replicas(profile: Profile, gpu_ids: Sequence[int], *, name: str, api_k
         for session in sessions:
             session.prepare()
         for p in profs:
-            launcher.check_port(p.host, p.port)
-        launcher.check_port(profile.host, profile.port)
+            check_port(p.host, p.port)
+        check_port(profile.host, profile.port)
         py, target_env = sglang_args.resolve_sglang(profs[0], python)
         sglang_args.ensure_accepted(sglang_args.build_flags(profs[0], api_key="x" if api_key else None),
                                     python=py, env=target_env)

@@ -39,7 +39,7 @@ from qembed.errors import (
     ServerUnreachable,
 )
 from qembed.host.logfiles import LogFollower, LogTail, summarize_server_args
-from qembed.host.ports import base_url, connect_host, find_free_port
+from qembed.host.ports import connect_host, connect_url, find_free_port
 from qembed.host.procfs import group_members, port_holder, port_owned_by
 from qembed.host.procgroup import stop_process
 from qembed.serving.diagnose import Diagnosis, diagnose
@@ -243,7 +243,7 @@ class Server:
         self.pgid = proc.pid  # start_new_session=True: the child leads its own group
         self.host = host
         self.port = port
-        self.url = base_url(host, port)
+        self.url = connect_url(host, port)
         self.log_path = log_path
         self.profile = profile
         self._api_key = api_key

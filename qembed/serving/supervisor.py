@@ -116,19 +116,14 @@ def check_model_path(profile: Profile) -> None:
 
 
 def exposure_warning(profile: Profile, api_key: str | None) -> Event | None:
-    """The warning for a server on a network address without an API key (the one place that
-    decides it; :func:`qembed.serving.sglang_args.profile_warnings` leaves it out when asked)."""
-    from qembed.net import is_loopback
+    """The warning for a server on a network address without an API key: the exposure rule
+    (:func:`qembed.serving.policy.exposure`) at ``warn``
+    (:func:`qembed.serving.sglang_args.profile_warnings` leaves it out when asked)."""
+    from qembed.serving.policy import exposure
 
-    if is_loopback(profile.host) or api_key:
-        return None
-    return Event(
-        "warning",
-        f"SGLang will listen on `{profile.host}`: anyone who can reach port {profile.port} can use "
-        "the server, and no API key is set",
-        hint=f"export `{profile.api_key_env}` (or set `api_key_file`) to require a key, "
-        "or use `--host 127.0.0.1`",
-    )
+    found = exposure(profile.host, keyed=bool(api_key), level="warn", listener="server",
+                     port=profile.port, key_env=profile.api_key_env)
+    return None if found is None else Event("warning", found.message, hint=found.hint)
 
 
 class ServingSession:
@@ -194,7 +189,7 @@ class ServingSession:
 
     @property
     def engine(self) -> str:
-        """What is being served, in messages (:func:`qembed.serving.profiles.engine_name`)."""
+        """What is being served, in messages (:func:`qembed.serving.profiles.model.engine_name`)."""
         from qembed.serving.profiles.model import engine_name
 
         return engine_name(self.profile)

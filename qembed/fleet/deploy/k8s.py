@@ -153,7 +153,7 @@ def check_digest(digest: str) -> str:
     return digest
 
 
-def check_name(name: str, what: str = "name", *, max_len: int = 63) -> str:
+def check_k8s_name(name: str, what: str = "name", *, max_len: int = 63) -> str:
     if len(name) > max_len or not _DNS_LABEL.match(name):
         raise ConfigError(f"`{name}` is not a valid Kubernetes {what}",
                           hint=f"use lowercase letters, digits and `-`, at most {max_len} characters, "
@@ -391,11 +391,11 @@ def manifests(
         ConfigError: a bad name, replica count, autoscale range, Prometheus URL or monitor kind;
             ``device: cpu`` without ``image``.
     """
-    check_name(name, "name", max_len=55)  # room for the "-gateway" suffix
-    check_name(namespace, "namespace")
-    check_name(monitoring_namespace, "namespace")
+    check_k8s_name(name, "name", max_len=55)  # room for the "-gateway" suffix
+    check_k8s_name(namespace, "namespace")
+    check_k8s_name(monitoring_namespace, "namespace")
     if image_pull_secret is not None:
-        check_name(image_pull_secret, "Secret name", max_len=253)
+        check_k8s_name(image_pull_secret, "Secret name", max_len=253)
     if replicas is not None and replicas < 1:
         raise ConfigError(f"`--replicas` must be at least 1, got {replicas}")
     if target_queue < 1:
@@ -813,7 +813,7 @@ __all__ = [
     "K8sResult",
     "Sizing",
     "check_digest",
-    "check_name",
+    "check_k8s_name",
     "check_prometheus_url",
     "container_security",
     "gateway_selector",
