@@ -323,14 +323,10 @@ def serve(
             _dry_run(resolved, plan, as_json=json_)
         return
 
-    if use_gateway:  # the session claims and checks; the group launches its replicas and smg
+    if use_gateway:  # the group session claims and checks, then launches its replicas and smg
         from qembed.cli.gateway import serve_group
 
-        session.prepare()
-        try:
-            serve_group(prof, name=session.name, api_key=api_key, python=py, detach=detach, as_json=json_)
-        finally:
-            session.close()
+        serve_group(prof, name=session.name, api_key=api_key, python=py, detach=detach, as_json=json_, gpus=snap)
         return
     _serve_session(session, json_=json_, verify_=verify_)
 
