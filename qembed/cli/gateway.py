@@ -1,7 +1,8 @@
 """`qembed gateway`: the SGLang model gateway (smg) in front of `qembed serve` workers; and the
 `qembed serve --gpus ... --gateway` group (one server per GPU behind smg).
 
-Thin layer: options -> :mod:`qembed.serving.gateway` calls -> :mod:`qembed.output`.
+Thin layer: options -> a :mod:`qembed.serving.gateway_session` session (claims, records,
+cleanup and the foreground loop are the library's) -> :mod:`qembed.output`.
 Only the standard library and typer are imported at module level.
 """
 

@@ -1,6 +1,8 @@
 """`qembed serve`, `ps`, `stop`, `logs`: start SGLang and manage the servers qembed started.
 
-Thin layer: options -> :mod:`qembed.serving.launcher` / :mod:`qembed.host.state` calls -> :mod:`qembed.output`.
+Thin layer: options -> a :class:`qembed.serving.supervisor.ServingSession` (its plan for
+``--dry-run``; :func:`qembed.serving.foreground.run_session` in the foreground), or
+:mod:`qembed.serving.launcher` / :mod:`qembed.host.state` reads for ``ps/stop/logs`` -> :mod:`qembed.output`.
 Only the standard library and typer are imported at module level.
 """
 

@@ -9,9 +9,12 @@ process group, removes the record and releases the claim.
 
 The steps, in order:
 
+0. :meth:`ServingSession.plan` (any time; claims and starts nothing): the :class:`Plan`, what
+   would launch and what the checks found (model path, exposure, GPU or CPU findings, profile
+   settings); ``serve --dry-run`` renders it;
 1. :meth:`ServingSession.prepare`: validate the name, claim the name and the port, refuse a name
-   a live server already has, then the checks (exposure, reference engine, GPU, profile
-   settings), each finding said as an :class:`Event`;
+   a live server already has, then refuse on the plan's first ``fail`` (and the reference
+   engine's dependencies) and say its other findings, each as an :class:`Event`;
 2. :meth:`ServingSession.launch`: spawn SGLang (it inherits the claim), save its record;
 3. :meth:`ServingSession.wait_ready`: wait for readiness, complete the record;
 4. then :meth:`~ServingSession.detach` (it keeps running), :meth:`~ServingSession.wait` (until it
@@ -20,8 +23,10 @@ The steps, in order:
    detached, ready server and its record.
 
 Nothing here prints: findings and steps go to ``on_event`` as :class:`Event`, startup phases to
-``on_phase``; :mod:`qembed.output` renders them. Signals are the caller's (the CLI maps SIGTERM
-and SIGHUP to :exc:`KeyboardInterrupt`, then calls :meth:`~ServingSession.stop`).
+``on_phase``; :mod:`qembed.output` renders them. Signals are the foreground runner's
+(:func:`qembed.serving.foreground.run_session` maps SIGTERM and SIGHUP to
+:exc:`KeyboardInterrupt`, then calls :meth:`~ServingSession.stop`). Gateway and replica-group
+sessions take the same steps (:mod:`qembed.serving.gateway_session`).
 
 Example:
     >>> from qembed.serving.profiles import load_profile
