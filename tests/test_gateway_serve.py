@@ -310,3 +310,24 @@ def test_a_group_session_records_and_cleans_up_without_the_cli(inproc: Env) -> N
     assert state.list_records(clean=False) == []
     with state.claim("lib", fx.port):
         pass
+
+
+@pytest.mark.slow
+def test_a_group_whose_replica_fails_leaves_nothing(inproc: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qembed.errors import LaunchError
+    from qembed.host import state
+    from qembed.serving.gateway_session import GroupSession
+
+    fx = inproc
+    monkeypatch.setenv("FAKE_SGLANG_MODE", "oom")  # each replica dies while loading
+    prof = load_profile("a100", options=gateway.dp_options([0, 1])).model_copy(
+        update={"port": fx.port, "ready_timeout": 60.0, "shutdown_timeout": 5.0})
+    with pytest.raises(LaunchError), GroupSession(prof, name="bad", api_key=None, python=str(harness.WRAPPER)) as s:
+        s.prepare()
+        s.launch()
+        assert {r.name for r in state.list_records(clean=False)} == {"bad.r0", "bad.r1"}
+        s.wait_ready()
+    harness.assert_gone(harness.all_pids(harness.read_pids(Path(fx.env["FAKE_SGLANG_PIDFILE"]))))
+    assert state.list_records(clean=False) == []
+    with state.claim("bad", fx.port), state.claim("bad.r0", fx.port + 1):
+        pass

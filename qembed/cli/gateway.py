@@ -113,17 +113,18 @@ def gateway_cmd(
     session = GatewaySession(name=name, host=host, port=port, api_key=api_key, admin=qenv.GATEWAY_ADMIN_KEY.get(),
                              policy=policy, metrics_port=metrics_port, ready_timeout=ready_timeout, detach=detach,
                              on_event=_renderer(json_))
-    session.prepare()
-    if not json_:
-        output.status(f"checking {output.plural(len(worker), 'worker')} ...")
-    session.probe(worker)
-    server = session.launch()
-    info = session.wait_ready()
-    _render(info, name=name, pid=server.pid, log_path=str(session.log_path), detached=detach, as_json=json_)
-    if detach:
-        session.detach()
-        return
-    _foreground(session)
+    with session:  # whatever fails leaves nothing running, recorded or claimed
+        session.prepare()
+        if not json_:
+            output.status(f"checking {output.plural(len(worker), 'worker')} ...")
+        session.probe(worker)
+        server = session.launch()
+        info = session.wait_ready()
+        _render(info, name=name, pid=server.pid, log_path=str(session.log_path), detached=detach, as_json=json_)
+        if detach:
+            session.detach()
+            return
+        _foreground(session)
 
 
 def serve_group(prof: Profile, *, name: str, api_key: str | None, python: str, detach: bool,
@@ -134,17 +135,18 @@ def serve_group(prof: Profile, *, name: str, api_key: str | None, python: str, d
 
     session = GroupSession(prof, name=name, api_key=api_key, python=python, detach=detach, gpus=gpus,
                            admin=qenv.GATEWAY_ADMIN_KEY.get(), on_event=_renderer(as_json))
-    session.prepare()
-    group = session.launch()
-    info = session.wait_ready()
-    assert group.gateway is not None
-    _render(info, name=name, pid=group.gateway.pid, log_path=str(session.log_path), detached=detach, as_json=as_json,
-            extra={"replicas": [{"name": r.name, "pid": r.pid, "url": r.url, "gpu_ids": r.gpu_ids}
-                                for r in session.replica_records]})
-    if detach:
-        session.detach()
-        return
-    _foreground(session)
+    with session:  # whatever fails leaves nothing running, recorded or claimed
+        session.prepare()
+        group = session.launch()
+        info = session.wait_ready()
+        assert group.gateway is not None
+        _render(info, name=name, pid=group.gateway.pid, log_path=str(session.log_path), detached=detach,
+                as_json=as_json, extra={"replicas": [{"name": r.name, "pid": r.pid, "url": r.url, "gpu_ids": r.gpu_ids}
+                                                     for r in session.replica_records]})
+        if detach:
+            session.detach()
+            return
+        _foreground(session)
 
 
 def dry_run_group(prof: Profile, *, api_key: str | None, python: str, as_json: bool) -> None:

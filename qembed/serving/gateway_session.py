@@ -56,6 +56,7 @@ class _Front:
         self.record: Record | None = None  # smg's
         self.log_path: Path | None = None
         self._released_to_background = False
+        self._finished = False  # stopped: nothing left to stop
 
     def _say(self, text: str) -> None:
         if self._on_event is not None:
@@ -111,6 +112,7 @@ class _Front:
         try:
             self._stop_processes(self._shutdown_timeout() if timeout is None else timeout)
         finally:
+            self._finished = True
             self.close()
 
     def abort(self) -> None:
@@ -159,9 +161,14 @@ class _Front:
     def _shutdown_timeout(self) -> float:
         return GATEWAY_SHUTDOWN_TIMEOUT
 
+    def _started(self) -> bool:
+        return self.server is not None
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if self.server is None or self._released_to_background:
+        """Leaving the block: a launched, not detached, session is stopped (drained after
+        success or Ctrl-C, at once after an error); the claim is always released."""
+        if not self._started() or self._released_to_background or self._finished:
             self.close()
         elif exc_type is None or issubclass(exc_type, KeyboardInterrupt):
             self.stop()
@@ -388,6 +395,9 @@ class GroupSession(_Front):
 
     def _shutdown_timeout(self) -> float:
         return self.profile.shutdown_timeout
+
+    def _started(self) -> bool:
+        return self.group is not None
 
     def detach(self) -> None:
         if self.group is not None:
