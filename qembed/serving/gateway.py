@@ -337,9 +337,10 @@ def start_gateway(
     workers: Sequence[str], *, host: str, port: int, policy: str = DEFAULT_POLICY,
     api_key: str | None = None, admin: str | None = None, log_path: Path, metrics_port: int | None = None,
     health_interval: int = HEALTH_INTERVAL, ready_timeout: float = 1800.0,
-    parent_death_signal: int | None = None,
+    parent_death_signal: int | None = None, pass_fds: Sequence[int] = (),
 ) -> Server:
     """Spawn ``smg launch`` in its own process group (returns at once; see :func:`wait_gateway`).
+    ``pass_fds`` stay open in smg (a :class:`qembed.host.state.Claim`'s locks).
 
     ``admin`` is the control-plane key (see :func:`admin_key`; a random one when ``None``); the
     returned server keeps it as ``admin_key`` for :func:`worker_health`.
@@ -362,7 +363,7 @@ def start_gateway(
     env = {_ADMIN_ENV: admin, **({_KEY_ENV: api_key} if api_key else {})}
     server = launcher.spawn(gateway_argv(flags), host=host, port=port, log_path=log_path, env=env,
                             api_key=api_key, header=[f"command: smg {' '.join(flags)}"],
-                            parent_death_signal=parent_death_signal,
+                            parent_death_signal=parent_death_signal, pass_fds=pass_fds,
                             # workers live on other machines: a proxy would see the key and
                             # every document (issue 19, finding 8)
                             drop_env=PROXY_VARS)

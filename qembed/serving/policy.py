@@ -293,15 +293,25 @@ def require_launchable(snap: GPUSnapshot, profile: Profile, *, sglang_version: s
     Raises:
         GPUError: no driver/GPU, driver too old, GPU too old, not enough GPUs, model does not fit.
     """
+    findings = launch_findings(snap, profile, sglang_version=sglang_version)
+    refuse_failed(findings)
+    return [f for f in findings if f.level != "info"]
+
+
+def refuse_failed(findings: Sequence[Finding]) -> None:
+    """Raise :class:`~qembed.errors.GPUError` for the first ``fail`` of :func:`launch_findings`
+    (the other fails in its details); nothing when none failed.
+
+    Raises:
+        GPUError: a finding is ``fail``.
+    """
     from qembed.errors import GPUError
 
-    findings = launch_findings(snap, profile, sglang_version=sglang_version)
     fails = [f for f in findings if f.level == "fail"]
     if fails:
         first = fails[0]
         raise GPUError(first.message, hint=first.hint,
                        details=[f.message for f in fails[1:]])
-    return [f for f in findings if f.level != "info"]
 
 
 __all__ = [
@@ -314,6 +324,7 @@ __all__ = [
     "gpu_class_mismatch",
     "launch_findings",
     "profile_label",
+    "refuse_failed",
     "require_launchable",
     "selected_gpus",
 ]
