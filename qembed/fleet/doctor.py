@@ -738,7 +738,7 @@ def _api_key(profile: Profile | None) -> str | None:
 
 
 def _server(c: _Ctx, transport: httpx.BaseTransport | None) -> None:
-    from qembed.probe import probe_server
+    from qembed.probe import API_KEY_HINT, probe_server, serves_generator
 
     s = "Server"
     own = _own_record(c)
@@ -764,9 +764,14 @@ def _server(c: _Ctx, transport: httpx.BaseTransport | None) -> None:
               "check the server log (`qembed logs`)")
     err = f.embedding_error
     if err is not None:
-        if f.embedding_status is not None and f.embedding_status != 200:
+        if serves_generator(err):
             c.add(s, "embedding", FAIL, err.message[:300],
-                  "401 = API key (`QEMBED_API_KEY`); 400 'not an embedding model' = started without --is-embedding")
+                  "the server runs the model as a text generator: start it with `qembed serve` (it passes "
+                  "`--is-embedding`)")
+        elif f.embedding_status == 401:
+            c.add(s, "embedding", FAIL, err.message[:300], API_KEY_HINT)
+        elif f.embedding_status is not None and f.embedding_status != 200:
+            c.add(s, "embedding", FAIL, err.message[:300], "see `qembed logs`")
         else:
             c.add(s, "embedding", FAIL, err.message[:300], err.hint or "see `qembed logs`")
         return

@@ -335,17 +335,17 @@ def parse_dimensions(value: str | Sequence[int] | None) -> list[int] | None:
 
 def _server_details(url: str, api_key: str | None, timeout: float = 10.0) -> dict[str, Any]:
     """The first ``/v1/models`` entry (best effort: ``{}`` when there is none)."""
-    import httpx
+    import orjson
 
-    from qembed.net import auth_headers
+    from qembed.probe import get
+    from qembed.transport import TransportFailure
 
-    headers = auth_headers(api_key)
     try:
-        r = httpx.get(f"{url.rstrip('/')}/v1/models", headers=headers, timeout=timeout, trust_env=False)
-        data = r.json().get("data") if r.status_code == 200 else None
+        r = get(url.rstrip("/"), "/v1/models", api_key=api_key, timeout=timeout)
+        data = orjson.loads(r.content).get("data") if r.status == 200 else None
         entry = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
         return dict(entry)
-    except (httpx.HTTPError, ValueError, AttributeError):
+    except (TransportFailure, ValueError, AttributeError):
         return {}
 
 
