@@ -164,10 +164,9 @@ def probe_server(url: str, api_key: str | None, *, timeout: float = 30.0, health
         :class:`ServerFacts`; a step that failed has its ``*_error`` set and later steps left
         out where they depend on it.
     """
-    import orjson
 
     from qembed.transport import TransportFailure
-    from qembed.vectors import parse_models, parse_reply
+    from qembed.vectors import parse_reply
 
     url = url.rstrip("/")
     if url.endswith("/v1"):
@@ -198,23 +197,8 @@ def probe_server(url: str, api_key: str | None, *, timeout: float = 30.0, health
             facts["models_error"] = f"no answer ({exc})"
             facts["embedding_error"] = unreachable(url, exc)
             return ServerFacts(**facts)
-        facts["models_status"] = r.status
-        if r.status == 401:
-            facts["models_error"] = "HTTP 401: the server wants an API key"
-            facts["embedding_error"] = ServerError("the server rejected the API key (HTTP 401)", status=401,
-                                                   hint=API_KEY_HINT)
+        if not _models_step(r, url, facts):
             return ServerFacts(**facts)
-        if r.status != 200:
-            facts["models_error"] = f"HTTP {r.status}: {_error_text(r)}"
-        else:
-            try:
-                served, mml = parse_models(r.content, source=f"{url}/v1/models")
-                first = orjson.loads(r.content)["data"]
-                root = first[0].get("root") if first else None
-                facts.update(model=served, max_model_len=mml,
-                             model_path=root if isinstance(root, str) and root else served)
-            except QembedError as exc:
-                facts["models_error"] = exc.message
         if not embedding:
             return ServerFacts(**facts)
         body: dict[str, Any] = {"input": [PROBE_TEXT], "model": model or facts.get("model") or "default",
@@ -246,6 +230,32 @@ def probe_server(url: str, api_key: str | None, *, timeout: float = 30.0, health
         return ServerFacts(**facts)
     finally:
         http.close()
+
+
+def _models_step(r: Response, url: str, facts: dict[str, Any]) -> bool:
+    """Record what ``/v1/models`` answered: the served name, model path and context length.
+    ``False``: the server wants an API key, so the probe stops here."""
+    import orjson
+
+    from qembed.vectors import parse_models
+
+    facts["models_status"] = r.status
+    if r.status == 401:
+        facts["models_error"] = "HTTP 401: the server wants an API key"
+        facts["embedding_error"] = ServerError("the server rejected the API key (HTTP 401)", status=401,
+                                               hint=API_KEY_HINT)
+        return False
+    if r.status != 200:
+        facts["models_error"] = f"HTTP {r.status}: {_error_text(r)}"
+        return True
+    try:
+        served, mml = parse_models(r.content, source=f"{url}/v1/models")
+        first = orjson.loads(r.content)["data"]
+        root = first[0].get("root") if first else None
+        facts.update(model=served, max_model_len=mml, model_path=root if isinstance(root, str) and root else served)
+    except QembedError as exc:
+        facts["models_error"] = exc.message
+    return True
 
 
 def _dimensions_step(http: HttpxSync, url: str, body: dict[str, Any], facts: dict[str, Any]) -> None:
