@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from qembed.cli import app
-from qembed.fleet import doctor
+from qembed.fleet import doctor, doctor_probe, doctor_rows
 from tests import fake_nvml
 from tests.fake_site import harness
 
@@ -46,12 +46,12 @@ def write_profile(tmp: Path, **values: object) -> str:
     return str(p)
 
 
-def probe_with(**kw: object) -> doctor.Probe:
+def probe_with(**kw: object) -> doctor_probe.Probe:
     base: dict[str, object] = {"python": "/opt/sgl/bin/python", "ok": True, "python_version": "3.12.3",
                                "executable": "/opt/sgl/bin/python", "torch": "2.14.1", "torch_cuda": "13.0",
                                "sglang": "0.5.23"}
     base.update(kw)
-    return doctor.Probe(**base)  # type: ignore[arg-type]
+    return doctor_probe.Probe(**base)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def quiet_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     yield
 
 
-def rows(checks: list[doctor.Check], status: str | None = None) -> dict[str, doctor.Check]:
+def rows(checks: list[doctor_rows.Check], status: str | None = None) -> dict[str, doctor_rows.Check]:
     return {f"{c.section}/{c.name}": c for c in checks if status is None or c.status == status}
 
 
@@ -110,9 +110,9 @@ def test_real_probe_in_this_interpreter(monkeypatch: pytest.MonkeyPatch) -> None
     # the probe really runs in a subprocess; whatever is installed, it answers with versions
     import sys
 
-    pr = doctor.run_probe(sys.executable)
+    pr = doctor_probe.run_probe(sys.executable)
     assert pr.ok and pr.python_version and pr.executable
-    bad = doctor.run_probe("/nonexistent/python")
+    bad = doctor_probe.run_probe("/nonexistent/python")
     assert not bad.ok and "cannot run" in (bad.error or "")
 
 
@@ -130,7 +130,7 @@ def test_a100_all_pass(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_en
     assert "Qwen3ForCausalLM" in r["Model/architecture"].found and "--is-embedding" in r["Model/architecture"].found
     assert "runs sglang 0.5.20 or later" in r["NVIDIA driver/driver"].found
     assert "full 32,768-token requests" in r["Memory fit/fit"].found
-    assert doctor.exit_code(checks) == 0
+    assert doctor_rows.exit_code(checks) == 0
     result = CliRunner().invoke(app, ["doctor", "--profile", ref])
     assert result.exit_code == 0, result.output
 
@@ -345,12 +345,12 @@ def test_missing_log_file_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 
 
 def test_exit_code_table() -> None:
-    def c(status: str) -> doctor.Check:
-        return doctor.Check("s", "n", status, "f")  # type: ignore[arg-type]
+    def c(status: str) -> doctor_rows.Check:
+        return doctor_rows.Check("s", "n", status, "f")  # type: ignore[arg-type]
 
-    assert doctor.exit_code([c("PASS"), c("SKIP")]) == 0
-    assert doctor.exit_code([c("PASS"), c("WARN")]) == 6
-    assert doctor.exit_code([c("WARN"), c("FAIL")]) == 1
+    assert doctor_rows.exit_code([c("PASS"), c("SKIP")]) == 0
+    assert doctor_rows.exit_code([c("PASS"), c("WARN")]) == 6
+    assert doctor_rows.exit_code([c("WARN"), c("FAIL")]) == 1
 
 
 def test_help_documents_exit_codes() -> None:
@@ -379,7 +379,7 @@ def test_python_ranked_as_serve_ranks_it(monkeypatch: pytest.MonkeyPatch, tmp_pa
     fake_nvml.install(monkeypatch, "a100")
     seen: list[str] = []
 
-    def probe(python: str) -> doctor.Probe:
+    def probe(python: str) -> doctor_probe.Probe:
         seen.append(python)
         return probe_with()
 
@@ -465,7 +465,7 @@ def test_cli_python_ranking_matches_serve(monkeypatch: pytest.MonkeyPatch, tmp_p
     fake_nvml.install(monkeypatch, "no-driver")
     seen: list[str] = []
 
-    def fake_probe(python: str, timeout: float = 60.0, env: object = None) -> doctor.Probe:
+    def fake_probe(python: str, timeout: float = 60.0, env: object = None) -> doctor_probe.Probe:
         seen.append(python)
         return probe_with()
 

@@ -33,9 +33,7 @@ def probe_model(url: str, *, api_key: str | None, timeout: float = 10.0) -> str 
     facts = probe_server(url, api_key, timeout=timeout, health=False)
     err = facts.embedding_error
     if isinstance(err, ServerUnreachable | BadReply) or (isinstance(err, ServerError) and err.status == 401):
-        if isinstance(err, ServerError) and err.status == 401:
-            err.hint = "pass `--api-key` or set QEMBED_API_KEY"
-        raise err
+        raise err  # a 401 carries the probe's hint (qembed.probe.API_KEY_HINT)
     return facts.model_path
 
 
