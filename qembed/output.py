@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -221,6 +221,69 @@ def interrupted(kept: Sequence[tuple[str, str | None]]) -> None:
         if hint:
             lines.extend(["", f"hint: {hint}"])
     _write_err("\n".join(lines))
+
+
+class Transfers:
+    """A download's steps (:class:`qembed.hub.Transfer` as ``message`` and ``fields``) on stderr,
+    as ``ollama pull`` shows them: on a terminal a bar per file (bytes done / total, rate, time
+    left); otherwise a line when a file is complete, and one every :attr:`LINE_INTERVAL_S`
+    seconds while a long one downloads; with ``--log-format json`` those lines as ``download``
+    events. Nothing when ``enabled`` is false. Never on stdout."""
+
+    LINE_INTERVAL_S = 10.0
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.bars: Any = None
+        self.tasks: dict[str, Any] = {}
+        self.last_line = 0.0
+
+    def __call__(self, message: str, fields: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        import time
+
+        state, file = fields.get("state"), str(fields.get("file") or "")
+        if state in ("done", "failed"):
+            self.close()
+        if _log_format != "json" and stderr_is_tty() and state not in ("begin", "done", "failed"):
+            self._bar(state, file, fields)
+            return
+        now = time.monotonic()
+        if state == "start" or (state == "progress" and now - self.last_line < self.LINE_INTERVAL_S):
+            return
+        self.last_line = now
+        event("download", message, **fields)
+
+    def _bar(self, state: Any, file: str, fields: Mapping[str, Any]) -> None:
+        if self.bars is None:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self.bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), TimeRemainingColumn(), console=err_console())
+            self.bars.start()
+        task = self.tasks.get(file)
+        if task is None:
+            task = self.tasks[file] = self.bars.add_task(file, total=fields.get("total_bytes"))
+        done = int(fields.get("done_bytes") or 0)
+        if state == "file":
+            done = max(done, int(fields.get("total_bytes") or 0))
+            self.bars.update(task, total=done or None)
+        self.bars.update(task, completed=done)
+
+    def close(self) -> None:
+        """Stop the bars (idempotent); what they showed stays on screen."""
+        if self.bars is not None:
+            self.bars.stop()
+            self.bars = None
+            self.tasks.clear()
 
 
 # -- stdout: data ----------------------------------------------------------------------------

@@ -314,10 +314,11 @@ class HttpxSync:
                                   limit=limit, transport=transport)
         self._total = timeouts.total
 
-    def request(self, req: Request) -> Response:
+    def request(self, req: Request, *, total: float | None = None) -> Response:
+        """``total``: this request's deadline instead of the transport's."""
         import httpx
 
-        total = self._total
+        total = self._total if total is None else total
         end = None if total is None else time.monotonic() + total
         timeout: Any = httpx.USE_CLIENT_DEFAULT
         if total is not None:

@@ -43,7 +43,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from qembed.fleet.bench import TextSource  # noqa: E402
+from qembed.fleet.bench.texts import TextSource  # noqa: E402
 from tests.standin.gpu_model import (  # noqa: E402
     CASE_A,
     CASE_B,

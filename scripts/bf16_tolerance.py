@@ -47,7 +47,7 @@ def main() -> int:
     from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from qembed.fleet.verify import TEXTS
+    from qembed.fleet.verify_texts import TEXTS
     from qembed.instructions import get_task
     from tests.numerics.tiny_model import build_tiny_model
 

@@ -161,6 +161,7 @@ STANDIN_MODULES: dict[str, str] = {
                        "tests/engine/test_f_gateway.py",
     "test_gateway_serve.py": "`serve --gpus N --gateway` needs N GPUs; " + _FAKE,
     "test_interrupts.py": "Ctrl-C at chosen phases: " + _FAKE,
+    "test_hub_download.py": "the engine a downloaded model is served by (the download and the Hub are real): " + _FAKE,
     "test_keys.py": "a keyed server to check what reaches it, every transport: " + _FAULTS,
     "test_launcher.py": _FAKE,
     "test_logrotate.py": "log volume on demand: " + _FAKE,

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qembed.client.bulk import OutputLock, embed_file, journal_path, lock_path
+from qembed.client.bulk import embed_file, journal_path
 from qembed.client.drivers import Client
+from qembed.client.vector_io import OutputLock, lock_path
 from qembed.errors import QembedError, ServerUnreachable, StorageError
 from tests.helpers.bulk_jobs import TEXTS, interrupted_job, jsonl_input, ref
 from tests.helpers.paths import REPO

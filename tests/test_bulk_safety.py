@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qembed.client.bulk import embed_file, journal_path, lock_path
+from qembed.client.bulk import embed_file, journal_path
 from qembed.client.drivers import Client
+from qembed.client.vector_io import lock_path
 from qembed.errors import ConfigError, InputError
 from tests.fake_site import harness
 from tests.helpers.bulk_jobs import TEXTS, interrupted_job, jsonl_input, ref
@@ -112,7 +113,7 @@ def test_a_lock_left_by_a_dead_job_does_not_block(srv: Running, tmp_path: Path) 
     lock_path(out).write_text("pid 1 on elsewhere\n")  # the file stays, the flock died with its process
     with Client(srv.url) as c:
         assert embed_file(c, inp, out).rows_out == 5
-    from qembed.client.bulk import OutputLock
+    from qembed.client.vector_io import OutputLock
 
     held = OutputLock(out)
     held.acquire()

@@ -20,7 +20,8 @@ def _default(fn: Callable[..., Any], name: str) -> Any:
 def _library() -> dict[tuple[str, str], Any]:
     from qembed.client import bulk
     from qembed.client import flow as client
-    from qembed.fleet import bench, top
+    from qembed.fleet import top
+    from qembed.fleet.bench.compare import compare
     from qembed.fleet.deploy import alerts, k8s
     from qembed.host import logfiles
     from qembed.serving import gateway
@@ -28,8 +29,8 @@ def _library() -> dict[tuple[str, str], Any]:
 
     s = alerts.AlertSettings()
     return {
-        ("bench", "seed"): _default(bench.compare, "seed"),
-        ("bench", "compare_texts"): _default(bench.compare, "texts"),
+        ("bench", "seed"): _default(compare, "seed"),
+        ("bench", "compare_texts"): _default(compare, "texts"),
         ("embed", "concurrency"): client.DEFAULT_CONCURRENCY,
         ("embed", "batch_size"): client.DEFAULT_BATCH_SIZE,
         ("embed", "chunk_rows"): bulk.DEFAULT_CHUNK_ROWS,

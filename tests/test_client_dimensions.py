@@ -189,14 +189,14 @@ def test_a_server_that_ignores_dimensions_is_a_wrong_truncation(caplog: pytest.L
 def test_doctor_does_not_propose_what_already_happens(behaviour: str) -> None:
     """doctor's `dimensions` row: a WARN that says the client already truncates itself, and a fix
     for other clients (not "truncate client-side", which the client does already)."""
-    from qembed.fleet import doctor
+    from qembed.fleet import doctor_rows, doctor_server
 
     cfg = _config(behaviour)
     cfg.model = "Qwen/Qwen3-Embedding-0.6B"  # its 1024-d shape, so the embedding row passes
     cfg.dim = 1024
     with serve_in_thread(cfg) as srv:
-        ctx = doctor._Ctx(profile_ref="generic", url=srv.url, python=None, log=None)
-        doctor._server(ctx, None)
+        ctx = doctor_rows.Ctx(profile_ref="generic", url=srv.url, python=None, log=None)
+        doctor_server.server_checks(ctx, None)
     row = next(r for r in ctx.rows if r.name == "dimensions")
     assert row.status == "WARN"
     assert ("refused" if behaviour == "vllm" else "wrong truncation") in row.found

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from qembed.cli import app
 from qembed.errors import ExitCode, GPUError, MissingDependency
-from qembed.fleet import doctor
+from qembed.fleet import doctor, doctor_probe
 from qembed.serving import cpu
 from qembed.serving.profiles.resolve import load_profile
 from tests.fake_site import harness
@@ -358,7 +358,7 @@ def test_doctor_xeon_rows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     host = xeon(tmp_path)
     monkeypatch.setattr(cpu, "read_host", lambda **kw: host)
     monkeypatch.setattr(cpu, "check_kernels", lambda python, env=None, timeout=90.0: kernels("amx"))
-    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: doctor.Probe(
+    monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: doctor_probe.Probe(
         python, True, python_version="3.12.3", executable=python, torch="2.14.1", sglang="0.5.23"))
     seen: list[list[str]] = []
 

@@ -29,7 +29,7 @@ def run_argv(line: str) -> list[str]:
 
 
 def plan(profile: str = "h100", **kw: object) -> docker.DockerPlan:
-    return docker.plan(load_profile(profile), **kw)  # type: ignore[arg-type]
+    return docker.plan_container(load_profile(profile), **kw)  # type: ignore[arg-type]
 
 
 def test_run_line_has_every_part_of_a_deployment() -> None:
@@ -60,7 +60,7 @@ def test_run_line_has_every_part_of_a_deployment() -> None:
 def test_secrets_never_reach_the_output(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QEMBED_API_KEY", "sk-live-very-secret")
     monkeypatch.setenv("HF_TOKEN", "hf_very_secret")
-    p = docker.plan(load_profile("l4", overrides=["env.WANDB_API_KEY=wb-secret", "env.FOO=bar"]))
+    p = docker.plan_container(load_profile("l4", overrides=["env.WANDB_API_KEY=wb-secret", "env.FOO=bar"]))
     for text in (docker.run_line(p), docker.compose(p), str(p.to_json())):
         for secret in ("sk-live-very-secret", "hf_very_secret", "wb-secret"):
             assert secret not in text
@@ -68,7 +68,7 @@ def test_secrets_never_reach_the_output(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_gpu_ids_shm_size_bind_and_no_api_key() -> None:
-    p = docker.plan(load_profile("h100", overrides={"gpu_ids": [2, 3], "dp_size": 2}),
+    p = docker.plan_container(load_profile("h100", overrides={"gpu_ids": [2, 3], "dp_size": 2}),
                     bind="0.0.0.0", host_port=8080, shm_size="16g", api_key=False)
     argv = run_argv(docker.run_line(p))
     assert argv[argv.index("--gpus") + 1] == '"device=2,3"'
@@ -82,7 +82,7 @@ def test_gpu_ids_shm_size_bind_and_no_api_key() -> None:
 @pytest.mark.parametrize("shutdown", [30.0, 95.5])
 def test_stop_timeout_outlasts_the_drain(shutdown: float) -> None:
     """Issue 20: Docker's default 10 s stop timeout SIGKILLed SGLang mid-drain."""
-    p = docker.plan(load_profile("l4", overrides={"shutdown_timeout": shutdown}))
+    p = docker.plan_container(load_profile("l4", overrides={"shutdown_timeout": shutdown}))
     argv = run_argv(docker.run_line(p))
     (opt,) = [a for a in argv if a.startswith("--stop-timeout=")]
     assert int(opt.split("=")[1]) > shutdown
@@ -107,19 +107,19 @@ def test_image_is_pinned_whatever_sglang_is_installed_here(tmp_path: Path) -> No
     assert data["image"] == f"lmsysorg/sglang:v{PINNED_SGLANG}" and data["sglang_version"] == PINNED_SGLANG
     assert any("R580" in n for n in data["notes"])
     # --image: a private registry; no driver note about an image qembed did not pick
-    own = docker.plan(load_profile("h100"), image="registry.example.com/ml/sglang:v0.5.23")
+    own = docker.plan_container(load_profile("h100"), image="registry.example.com/ml/sglang:v0.5.23")
     assert own.image == "registry.example.com/ml/sglang:v0.5.23" and not any("R580" in n for n in own.notes)
     with pytest.raises(ConfigError, match="not an image reference"):
-        docker.plan(load_profile("h100"), image="two words")
+        docker.plan_container(load_profile("h100"), image="two words")
 
 
 def test_cpu_profile_needs_an_image_and_gets_no_gpu() -> None:
     """`device: cpu` (xeon): refused without `--image` (the official image is CUDA-only); with a
     CPU image, no `--gpus` and no GPU reservation, and the argv holds the CPU plan's values."""
     with pytest.raises(ConfigError, match="CUDA-only") as err:
-        docker.plan(load_profile("xeon"))
+        docker.plan_container(load_profile("xeon"))
     assert "xeon.Dockerfile" in (err.value.hint or "") and "--image" in (err.value.hint or "")
-    p = docker.plan(load_profile("xeon"), image="reg.example/sglang-cpu:0.5.23")
+    p = docker.plan_container(load_profile("xeon"), image="reg.example/sglang-cpu:0.5.23")
     argv = run_argv(docker.run_line(p))
     assert "--gpus" not in argv and argv[argv.index("reg.example/sglang-cpu:0.5.23") - 1] != "--gpus"
     assert "deploy" not in yaml.safe_load(docker.compose(p))["services"]["qembed"]
@@ -235,6 +235,6 @@ def test_container_flags_pass_the_real_sglang_parser() -> None:
     from tests.helpers.sglang import parser_python
 
     flag_lists = [plan(p).command[len(SERVE_PREFIX):] for p in ("generic", "t4", "a100-40g", "h100")]
-    flag_lists.append(docker.plan(load_profile("xeon"), image="reg/sglang-cpu:1").command[len(SERVE_PREFIX):])
+    flag_lists.append(docker.plan_container(load_profile("xeon"), image="reg/sglang-cpu:1").command[len(SERVE_PREFIX):])
     results = check_many(flag_lists, python=parser_python())
     assert [r.message for r in results if not r.ok] == []

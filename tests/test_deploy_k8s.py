@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from qembed.errors import ConfigError
-from qembed.fleet.deploy import k8s
+from qembed.fleet.deploy import k8s, k8s_objects
 from qembed.serving.profiles.resolve import load_profile
 from qembed.serving.sglang_args import check_many, keyed_entry_args
 from tests.helpers.promtool import promtool
@@ -244,7 +244,7 @@ def test_smg_image_tag_has_no_v_and_takes_a_digest() -> None:
     (gw,) = by_kind(build("h100", gateway=True).files["gateway.yaml"], "Deployment")
     image = gw["spec"]["template"]["spec"]["containers"][0]["image"]
     assert re.fullmatch(r"lightseekorg/smg:\d+\.\d+\.\d+", image), image
-    assert image == f"lightseekorg/smg:{k8s.PINNED_SMG}"  # pinned, never the smg installed here
+    assert image == f"lightseekorg/smg:{k8s_objects.PINNED_SMG}"  # pinned, never the smg installed here
     digest = "sha256:" + "ab" * 32
     (gw,) = by_kind(build("h100", gateway=True, gateway_digest=digest).files["gateway.yaml"], "Deployment")
     assert gw["spec"]["template"]["spec"]["containers"][0]["image"] == f"{image}@{digest}"
@@ -359,7 +359,7 @@ def test_keda_scales_on_this_deployments_queue_per_replica(tmp_path: Path) -> No
     assert trig["type"] == "prometheus" and trig["metricType"] == "AverageValue"
     assert trig["metadata"]["threshold"] == str(2 * DEFAULT_BATCH_SIZE) == "256"
     query = trig["metadata"]["query"]
-    assert query == k8s.load_query(load_profile("h100"), namespace="prod", name="emb")
+    assert query == k8s_objects.load_query(load_profile("h100"), namespace="prod", name="emb")
     assert query.startswith("sum(") and "avg(" not in query
     assert 'sglang[:_]num_queue_reqs' in query and "running_reqs" not in query
     assert 'model_name="Qwen/Qwen3-Embedding-4B"' in query and scope("prod", "emb") in query
@@ -494,7 +494,7 @@ def test_a_profile_without_a_gpu_class_gets_no_product_affinity(profile: str) ->
     result = build(profile)
     pod = _pod(result)
     assert "affinity" not in pod and "nodeSelector" not in pod
-    assert pod["tolerations"] == [k8s.GPU_TOLERATION]
+    assert pod["tolerations"] == [k8s_objects.GPU_TOLERATION]
     assert any("names no GPU product" in n and "--node-selector" in n for n in result.notes)
 
 
@@ -506,7 +506,7 @@ def test_node_selector_replaces_the_product_affinity_and_tolerations_add_up() ->
     pod = _pod(build("l4", node_selector=sel, tolerations=[tol]))
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L4-SHARED", "pool": "embed"}
     assert "affinity" not in pod
-    assert pod["tolerations"] == [k8s.GPU_TOLERATION, tol]
+    assert pod["tolerations"] == [k8s_objects.GPU_TOLERATION, tol]
     for bad in ("novalue", "=x"):
         with pytest.raises(ConfigError, match="KEY=VALUE"):
             k8s.parse_node_selector([bad])

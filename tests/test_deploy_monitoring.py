@@ -67,7 +67,7 @@ PANELS = ["Texts/s", "Input tokens/s", "Latency (end to end)", "Queue depth per 
 
 
 def test_dashboard_panels_variables_and_filters() -> None:
-    dash = json.loads(grafana.render())
+    dash = json.loads(grafana.render_dashboard())
     assert [p["title"] for p in dash["panels"]] == PANELS
     assert "Requests/s" not in [p["title"] for p in dash["panels"]]  # SGLang counts texts, not requests
     variables = {v["name"]: v for v in dash["templating"]["list"]}
@@ -196,7 +196,7 @@ def _by_name(settings: alerts.AlertSettings | None = None) -> dict[str, dict[str
 
 def test_alert_rules_pass_promtool_and_are_scoped(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
-    path.write_text(alerts.render(alerts.AlertSettings(namespace="ml", name="emb", p99_slo_s=0.5)))
+    path.write_text(alerts.render_rules(alerts.AlertSettings(namespace="ml", name="emb", p99_slo_s=0.5)))
     proc = check_rules(path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     by_name = {r["alert"]: r for r in yaml.safe_load(path.read_text())["groups"][0]["rules"]}

@@ -133,11 +133,11 @@ def test_errors_before_warnings() -> None:
     assert keys == ["cuda_oom", "bf16_fallback"]
 
 
-def test_read_log_tail_is_bounded(tmp_path: Path) -> None:
+def test_read_redacted_tail_is_bounded(tmp_path: Path) -> None:
     p = tmp_path / "big.log"
     body = "".join(f"[2026-11-20 10:00:00] line {i}\n" for i in range(100_000))
     p.write_text(body + "RuntimeError: SGLang only supports sm75 and above.\n")
-    lines = dg.read_log_tail(p, max_bytes=4096, max_lines=50)
+    lines = dg.read_redacted_tail(p, max_bytes=4096, max_lines=50)
     assert len(lines) == 50
     assert lines[-1] == "RuntimeError: SGLang only supports sm75 and above."
     assert all(ln.startswith("[2026") for ln in lines[:-1])  # no partial first line
@@ -154,6 +154,6 @@ def test_log_tail_is_redacted(tmp_path: Path) -> None:
     log = tmp_path / "x.log"
     log.write_text("[2026-11-26 05:00:00] server_args=ServerArgs(model_path='m', api_key='sk-secret-123', port=30000)\n"
                    "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
-    lines = dg.read_log_tail(log)
+    lines = dg.read_redacted_tail(log)
     assert not any("sk-secret-123" in ln for ln in lines)
     assert "api_key='[...]'" in lines[0]

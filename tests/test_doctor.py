@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from qembed.cli import app
-from qembed.fleet import doctor
+from qembed.fleet import doctor, doctor_probe, doctor_rows
 from tests import fake_nvml
 from tests.fake_site import harness
 from tests.helpers.doctor import probe_with, rows
@@ -84,9 +84,9 @@ def test_real_probe_in_this_interpreter(monkeypatch: pytest.MonkeyPatch) -> None
     # the probe really runs in a subprocess; whatever is installed, it answers with versions
     import sys
 
-    pr = doctor.run_probe(sys.executable)
+    pr = doctor_probe.run_probe(sys.executable)
     assert pr.ok and pr.python_version and pr.executable
-    bad = doctor.run_probe("/nonexistent/python")
+    bad = doctor_probe.run_probe("/nonexistent/python")
     assert not bad.ok and "cannot run" in (bad.error or "")
 
 
@@ -104,7 +104,7 @@ def test_a100_all_pass(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet_en
     assert "Qwen3ForCausalLM" in r["Model/architecture"].found and "--is-embedding" in r["Model/architecture"].found
     assert "runs sglang 0.5.20 or later" in r["NVIDIA driver/driver"].found
     assert "full 32,768-token requests" in r["Memory fit/fit"].found
-    assert doctor.exit_code(checks) == 0
+    assert doctor_rows.exit_code(checks) == 0
     result = CliRunner().invoke(app, ["doctor", "--profile", ref])
     assert result.exit_code == 0, result.output
 
@@ -319,12 +319,12 @@ def test_missing_log_file_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 
 
 def test_exit_code_table() -> None:
-    def c(status: str) -> doctor.Check:
-        return doctor.Check("s", "n", status, "f")  # type: ignore[arg-type]
+    def c(status: str) -> doctor_rows.Check:
+        return doctor_rows.Check("s", "n", status, "f")  # type: ignore[arg-type]
 
-    assert doctor.exit_code([c("PASS"), c("SKIP")]) == 0
-    assert doctor.exit_code([c("PASS"), c("WARN")]) == 6
-    assert doctor.exit_code([c("WARN"), c("FAIL")]) == 1
+    assert doctor_rows.exit_code([c("PASS"), c("SKIP")]) == 0
+    assert doctor_rows.exit_code([c("PASS"), c("WARN")]) == 6
+    assert doctor_rows.exit_code([c("WARN"), c("FAIL")]) == 1
 
 
 def test_help_documents_exit_codes() -> None:
@@ -353,7 +353,7 @@ def test_python_ranked_as_serve_ranks_it(monkeypatch: pytest.MonkeyPatch, tmp_pa
     fake_nvml.install(monkeypatch, "a100")
     seen: list[str] = []
 
-    def probe(python: str) -> doctor.Probe:
+    def probe(python: str) -> doctor_probe.Probe:
         seen.append(python)
         return probe_with()
 
@@ -439,7 +439,7 @@ def test_cli_python_ranking_matches_serve(monkeypatch: pytest.MonkeyPatch, tmp_p
     fake_nvml.install(monkeypatch, "no-driver")
     seen: list[str] = []
 
-    def fake_probe(python: str, timeout: float = 60.0, env: object = None) -> doctor.Probe:
+    def fake_probe(python: str, timeout: float = 60.0, env: object = None) -> doctor_probe.Probe:
         seen.append(python)
         return probe_with()
 

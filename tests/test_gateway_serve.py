@@ -120,7 +120,7 @@ class Env:
 
 
 def _free(port: int) -> bool:
-    from qembed.serving.launcher import port_is_free
+    from qembed.host.ports import port_is_free
 
     return port_is_free("127.0.0.1", port)
 
@@ -243,3 +243,91 @@ def test_group_on_a_network_address_without_key_is_refused_before_loading(fx: En
     r = harness.run_qembed(fx.args("--gpus", "0,1", "--gateway", "--host", "0.0.0.0"), fx.env)
     assert r.returncode == 2 and "without an API key" in r.stderr, r.stderr
     assert not Path(fx.env["FAKE_SGLANG_PIDFILE"]).exists()  # no SGLang was started
+
+
+# -- gateway and group sessions in the library (issue 22 item 2) -----------------------------------
+
+
+@pytest.fixture
+def inproc(fx: Env, monkeypatch: pytest.MonkeyPatch) -> Env:
+    """The fake SGLang and two fake A100s in this process too (a session run without the CLI)."""
+    for k, v in fx.env.items():
+        if k.startswith(("FAKE_", "PYTHONPATH")):
+            monkeypatch.setenv(k, v)
+    fake_nvml.install(monkeypatch, "2xa100")
+    return fx
+
+
+def test_a_name_in_use_refuses_group_and_gateway_before_anything_starts(inproc: Env) -> None:
+    from qembed.errors import NameInUse
+    from qembed.host import state
+    from qembed.serving.gateway_session import GatewaySession, GroupSession
+
+    fx = inproc
+    prof = load_profile("a100", options=gateway.dp_options([0, 1])).model_copy(update={"port": fx.port})
+    with state.claim("taken", harness.free_port()):
+        with pytest.raises(NameInUse):
+            GroupSession(prof, name="taken", api_key=None, python=str(harness.WRAPPER)).prepare()
+        with pytest.raises(NameInUse):
+            GatewaySession(name="taken", host="127.0.0.1", port=harness.free_port(), api_key=None).prepare()
+        group = harness.run_qembed(fx.args("--gpus", "0,1", "--gateway", "--name", "taken"), fx.env)
+        gw = harness.run_qembed(["gateway", "--worker", "http://127.0.0.1:9", "--name", "taken",
+                                 "--port", str(harness.free_port())], fx.env)
+    for r in (group, gw):
+        assert r.returncode == 2 and "a server named `taken` is already running" in r.stderr, r.stderr
+    assert "checking" not in gw.stderr  # refused before it probed a worker
+    assert not Path(fx.env["FAKE_SGLANG_PIDFILE"]).exists()  # no SGLang was started
+    assert state.list_records(clean=False) == []
+    with state.claim("taken", fx.port):  # every claim was released
+        pass
+
+
+@pytest.mark.slow
+def test_a_group_session_records_and_cleans_up_without_the_cli(inproc: Env) -> None:
+    from qembed.errors import NameInUse
+    from qembed.host import state
+    from qembed.serving.gateway_session import GroupSession
+
+    fx = inproc
+    prof = load_profile("a100", options=gateway.dp_options([0, 1])).model_copy(
+        update={"port": fx.port, "ready_timeout": 60.0, "shutdown_timeout": 5.0})
+    session = GroupSession(prof, name="lib", api_key=None, python=str(harness.WRAPPER))
+    try:
+        session.prepare()
+        group = session.launch()
+        info = session.wait_ready()
+        assert group.gateway is not None
+        records = {r.name: r for r in state.list_records()}
+        assert set(records) == {"lib", "lib.r0", "lib.r1"}
+        assert (records["lib"].role, records["lib"].pid, records["lib"].group) == ("gateway", group.gateway.pid, "lib")
+        assert [records[f"lib.r{k}"].dimensions for k in (0, 1)] == [info.dimensions] * 2
+        with pytest.raises(NameInUse):  # the group holds its name while it runs
+            state.claim("lib", harness.free_port())
+        pids = fx.tree([r.pid for r in records.values()])
+    finally:
+        session.stop()
+    harness.assert_gone(pids)
+    assert state.list_records(clean=False) == []
+    with state.claim("lib", fx.port):
+        pass
+
+
+@pytest.mark.slow
+def test_a_group_whose_replica_fails_leaves_nothing(inproc: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qembed.errors import LaunchError
+    from qembed.host import state
+    from qembed.serving.gateway_session import GroupSession
+
+    fx = inproc
+    monkeypatch.setenv("FAKE_SGLANG_MODE", "oom")  # each replica dies while loading
+    prof = load_profile("a100", options=gateway.dp_options([0, 1])).model_copy(
+        update={"port": fx.port, "ready_timeout": 60.0, "shutdown_timeout": 5.0})
+    with pytest.raises(LaunchError), GroupSession(prof, name="bad", api_key=None, python=str(harness.WRAPPER)) as s:
+        s.prepare()
+        s.launch()
+        assert {r.name for r in state.list_records(clean=False)} == {"bad.r0", "bad.r1"}
+        s.wait_ready()
+    harness.assert_gone(harness.all_pids(harness.read_pids(Path(fx.env["FAKE_SGLANG_PIDFILE"]))))
+    assert state.list_records(clean=False) == []
+    with state.claim("bad", fx.port), state.claim("bad.r0", fx.port + 1):
+        pass

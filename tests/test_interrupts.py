@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qembed.client.bulk import journal_path, lock_path
+from qembed.client.bulk import journal_path
+from qembed.client.vector_io import lock_path
 from tests.fake_site import harness
 from tests.helpers.paths import REPO
 from tests.standin.server import Fault, HashBackend, Running, StandinConfig, serve_in_thread

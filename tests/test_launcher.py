@@ -17,8 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from qembed import net
 from qembed.errors import LaunchError, NotReady, PortInUse, ServerExited
-from qembed.serving import launcher
+from qembed.host import logfiles, ports, procfs
+from qembed.redact import redact
+from qembed.serving import launcher, readiness
 from tests.fake_site import harness
 
 # -- pure functions -----------------------------------------------------------------------------
@@ -38,16 +41,16 @@ REAL_LINES = [
 
 @pytest.mark.parametrize("line,key", REAL_LINES)
 def test_phase_of_sglang_lines(line: str, key: str | None) -> None:
-    assert launcher.phase_of(line) == key
+    assert readiness.phase_of(line) == key
 
 
 def test_phases_are_ordered() -> None:
-    ranks = [p.rank for p in launcher.PHASES]
+    ranks = [p.rank for p in readiness.PHASES]
     assert ranks == sorted(ranks) and len(set(ranks)) == len(ranks)
 
 
 def test_log_tail_is_bounded_to_8_kib() -> None:
-    tail = launcher.LogTail()
+    tail = logfiles.LogTail()
     for i in range(5000):
         tail.add(f"line {i:05d} " + "x" * 40 + "\n")
     lines = tail.lines()
@@ -58,7 +61,7 @@ def test_log_tail_is_bounded_to_8_kib() -> None:
 
 
 def test_log_tail_keeps_end_of_a_huge_line() -> None:
-    tail = launcher.LogTail(max_bytes=100)
+    tail = logfiles.LogTail(max_bytes=100)
     tail.add("a" * 1000 + "END")
     assert tail.lines() == ["a" * 97 + "END"]
 
@@ -74,11 +77,11 @@ def test_log_tail_keeps_end_of_a_huge_line() -> None:
     ("the key sk-123 leaked", "the key [...] leaked"),
 ])
 def test_redact(line: str, shown: str) -> None:
-    assert launcher.redact(line, ["sk-123"]) == shown
+    assert redact(line, ["sk-123"]) == shown
 
 
 def test_log_tail_stores_redacted_lines() -> None:
-    tail = launcher.LogTail(secrets=["hunter22"])
+    tail = logfiles.LogTail(secrets=["hunter22"])
     tail.add("password is hunter22")
     tail.add("{'api_key': 'other'}")
     assert tail.lines() == ["password is [...]", "{'api_key': '[...]'}"]
@@ -86,7 +89,7 @@ def test_log_tail_stores_redacted_lines() -> None:
 
 def test_log_follower_handles_partial_lines(tmp_path: Path) -> None:
     p = tmp_path / "log"
-    f = launcher.LogFollower(p)
+    f = logfiles.LogFollower(p)
     assert f.poll() == []  # no file yet
     p.write_bytes(b"one\ntw")
     assert f.poll() == ["one"]
@@ -101,7 +104,7 @@ def test_log_follower_handles_partial_lines(tmp_path: Path) -> None:
 def test_log_follower_reads_a_big_log_in_bounded_pieces(tmp_path: Path) -> None:
     p = tmp_path / "log"
     p.write_bytes(b"".join(b"Prefill batch, #new-seq: 1, #new-token: %d\n" % i for i in range(60_000)))
-    f = launcher.LogFollower(p)
+    f = logfiles.LogFollower(p)
     out = f.poll()
     assert len(out) == 10_000 and out[-1].endswith("#new-token: 59999")
     assert f.tail.lines()[-1].endswith("#new-token: 59999")
@@ -112,18 +115,18 @@ def test_log_follower_reads_a_big_log_in_bounded_pieces(tmp_path: Path) -> None:
 @pytest.mark.parametrize("host,url", [("127.0.0.1", "http://127.0.0.1:1"), ("0.0.0.0", "http://127.0.0.1:1"),
                                       ("::", "http://[::1]:1"), ("localhost", "http://localhost:1"),
                                       ("10.0.0.5", "http://10.0.0.5:1")])
-def test_base_url(host: str, url: str) -> None:
-    assert launcher.base_url(host, 1) == url
+def test_connect_url(host: str, url: str) -> None:
+    assert ports.connect_url(host, 1) == url
 
 
 def test_launcher_uses_the_one_loopback_test() -> None:
     """ports.py had its own test, which said ``::ffff:127.0.0.1`` and ``a.localhost`` were not loopback."""
-    assert launcher.is_loopback("::ffff:127.0.0.1") and launcher.is_loopback("a.localhost")
-    assert not launcher.is_loopback("0.0.0.0")
+    assert net.is_loopback("::ffff:127.0.0.1") and net.is_loopback("a.localhost")
+    assert not net.is_loopback("0.0.0.0")
 
 
-def test_merge_no_proxy_keeps_existing_entries() -> None:
-    env = launcher.merge_no_proxy({"NO_PROXY": "corp.example,localhost", "OTHER": "1"})
+def test_with_no_proxy_keeps_existing_entries() -> None:
+    env = launcher.with_no_proxy({"NO_PROXY": "corp.example,localhost", "OTHER": "1"})
     assert env["NO_PROXY"] == env["no_proxy"] == "corp.example,localhost,127.0.0.1,::1"
     assert env["OTHER"] == "1"
 
@@ -134,16 +137,16 @@ def test_busy_port_names_holder_and_a_free_port() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        assert not launcher.port_is_free("127.0.0.1", port)
-        assert launcher.port_holder(port) == f"pid {os.getpid()} ({Path('/proc/self/comm').read_text().strip()})"
+        assert not ports.port_is_free("127.0.0.1", port)
+        assert procfs.port_holder(port) == f"pid {os.getpid()} ({Path('/proc/self/comm').read_text().strip()})"
         with pytest.raises(PortInUse) as exc:
-            launcher.check_port("127.0.0.1", port)
+            ports.check_port("127.0.0.1", port)
         assert f"pid {os.getpid()}" in exc.value.message
         assert exc.value.hint is not None
         suggested = int(exc.value.hint.split("`--port ")[1].split("`")[0])
-        assert suggested > port and launcher.port_is_free("127.0.0.1", suggested)
-    assert launcher.port_is_free("127.0.0.1", port)
-    launcher.check_port("127.0.0.1", port)  # no error once free
+        assert suggested > port and ports.port_is_free("127.0.0.1", suggested)
+    assert ports.port_is_free("127.0.0.1", port)
+    ports.check_port("127.0.0.1", port)  # no error once free
 
 
 def test_port_holder_without_psutil_reads_proc(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,8 +156,8 @@ def test_port_holder_without_psutil_reads_proc(monkeypatch: pytest.MonkeyPatch) 
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        assert launcher.port_holder(port) == f"pid {os.getpid()} ({Path('/proc/self/comm').read_text().strip()})"
-    assert launcher.port_holder(port) is None
+        assert procfs.port_holder(port) == f"pid {os.getpid()} ({Path('/proc/self/comm').read_text().strip()})"
+    assert procfs.port_holder(port) is None
 
 
 # -- process tests ------------------------------------------------------------------------------
@@ -173,7 +176,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, 
         harness.kill_leftovers(harness.all_pids(harness.read_pids(pidfile)))
 
 
-def _spawn(ctx: dict[str, object], monkeypatch: pytest.MonkeyPatch, mode: str, **env: str) -> launcher.Server:
+def _spawn(ctx: dict[str, object], monkeypatch: pytest.MonkeyPatch, mode: str, **env: str) -> readiness.Server:
     monkeypatch.setenv("FAKE_SGLANG_MODE", mode)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -190,7 +193,7 @@ def test_ready_phases_probe_and_clean_stop(fake: dict[str, object], monkeypatch:
     assert os.getpgid(server.pid) == server.pid  # own process group
     assert os.getpgid(pids["children"][0]) == server.pid
     assert pids["env"]["NO_PROXY"].split(",")[-3:] == ["127.0.0.1", "localhost", "::1"]
-    labels = {p.key: p.label.format(engine="SGLang") for p in launcher.PHASES}  # the fake runs as SGLang
+    labels = {p.key: p.label.format(engine="SGLang") for p in readiness.PHASES}  # the fake runs as SGLang
     assert seen[0] == labels["starting"] and seen[-1] == labels["ready"]
     for key in ("loading", "loaded", "memory_pool", "cuda_graphs", "scheduler", "warming_up", "probe"):
         assert labels[key] in seen
@@ -301,9 +304,9 @@ def test_port_owned_by_names_the_listening_process() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        assert launcher.port_owned_by(port, [os.getpid()]) is True
-        assert launcher.port_owned_by(port, [os.getppid()]) is False
-    assert launcher.port_owned_by(port, [os.getpid()]) is False  # closed: nobody holds it
+        assert procfs.port_owned_by(port, [os.getpid()]) is True
+        assert procfs.port_owned_by(port, [os.getppid()]) is False
+    assert procfs.port_owned_by(port, [os.getpid()]) is False  # closed: nobody holds it
 
 
 @pytest.mark.slow
@@ -338,13 +341,13 @@ def test_another_server_on_the_port_is_never_taken_as_ready(fake: dict[str, obje
 def test_failure_summary_cuts_server_args_to_key_fields() -> None:
     line = next(x for x in (Path(__file__).parent / "logs" / "cuda_oom.log").read_text().splitlines() if "server_args=" in x)
     long_line = line[:-1] + ", " + ", ".join(f"opt_{i}=None" for i in range(150)) + ", api_key='sk-1')"
-    tail = launcher.LogTail(max_bytes=64 * 1024)
+    tail = logfiles.LogTail(max_bytes=64 * 1024)
     tail.add(long_line)
     tail.add("torch.OutOfMemoryError: CUDA out of memory.")
-    details, _, _ = launcher.failure_details(tail, profile=None, returncode=-9, log_path=None)
+    details, _, _ = readiness.failure_details(tail, profile=None, returncode=-9, log_path=None)
     shown = next(d for d in details if "server_args=" in d)
     assert len(long_line) > 2000 and len(shown) < 300
     assert "model_path='Qwen/Qwen3-Embedding-4B'" in shown and "port=30000" in shown
     assert "mem_fraction_static=0.9" in shown and "api_key" not in shown and "opt_7" not in shown
     assert "(9 of 164 fields shown)" in shown
-    assert launcher.summarize_server_args("no args here") == "no args here"
+    assert logfiles.summarize_server_args("no args here") == "no args here"

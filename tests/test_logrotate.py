@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from qembed.host import logrotate, state
+from qembed.host import logfiles, logrotate
 from qembed.serving import launcher
 from tests.fake_site import harness
 
@@ -65,7 +65,7 @@ def test_watch_rotates_while_the_process_lives_then_ends(tmp_path: Path, sleeper
 def test_log_follower_and_follow_log_survive_a_rotation(tmp_path: Path) -> None:
     log = tmp_path / "emb.log"
     log.write_text("one\ntwo\n")
-    follower = launcher.LogFollower(log)
+    follower = logfiles.LogFollower(log)
     assert follower.poll() == ["one", "two"]
     logrotate.rotate(log, backups=1)
     with open(log, "a") as fh:
@@ -74,7 +74,7 @@ def test_log_follower_and_follow_log_survive_a_rotation(tmp_path: Path) -> None:
     follower.close()
 
     done = threading.Event()
-    lines = state.follow_log(log, alive=lambda: not done.is_set(), interval=0.01)
+    lines = logfiles.follow_log(log, alive=lambda: not done.is_set(), interval=0.01)
     got: list[str] = []
     t = threading.Thread(target=lambda: got.extend(lines))
     t.start()

@@ -26,9 +26,9 @@ def test_bench_treats_all_of_127_8_as_local(monkeypatch: pytest.MonkeyPatch) -> 
     from types import SimpleNamespace
 
     import qembed.serving.gpu
-    from qembed.fleet import bench
+    from qembed.fleet.bench.shared import local_gpu_name
 
     monkeypatch.setattr(qembed.serving.gpu, "snapshot", lambda: SimpleNamespace(gpus=[SimpleNamespace(name="NVIDIA H100")]))
-    assert bench.local_gpu_name("http://127.0.0.2:30000") == "NVIDIA H100"
-    assert bench.local_gpu_name("http://[::1]:30000") == "NVIDIA H100"
-    assert bench.local_gpu_name("http://10.0.0.5:30000") is None
+    assert local_gpu_name("http://127.0.0.2:30000") == "NVIDIA H100"
+    assert local_gpu_name("http://[::1]:30000") == "NVIDIA H100"
+    assert local_gpu_name("http://10.0.0.5:30000") is None

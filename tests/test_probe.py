@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from qembed.errors import BadReply, ServerError, ServerUnreachable
-from qembed.fleet import bench, doctor
+from qembed.fleet import doctor
+from qembed.fleet.bench.shared import probe_model
+from qembed.fleet.bench.sweep import BenchOptions, run_bench
 from qembed.probe import probe_server
 from tests import fake_nvml
 from tests.helpers.doctor import probe_with, rows
@@ -95,16 +97,16 @@ def test_doctor_bad_models_reply_warns_and_still_checks_the_embedding(monkeypatc
 def test_bench_stops_before_the_sweep_on_a_wrong_reply(mode: str) -> None:
     with serve_in_thread(StandinConfig(dim=64, faults=[Fault("bad", mode=mode)])) as srv:
         with pytest.raises(BadReply, match="is invalid"):
-            bench.run_bench(srv.url, bench.BenchOptions(concurrency=[1], batch=[1], lengths=[64], requests=1))
+            run_bench(srv.url, BenchOptions(concurrency=[1], batch=[1], lengths=[64], requests=1))
         assert srv.state.embedding_requests == 1  # only the probe: no sweep against a broken server
 
 
 def test_bench_probe_names_401_and_unreachable() -> None:
     with serve_in_thread(StandinConfig(dim=64, api_key="right")) as srv, pytest.raises(ServerError) as info:
-        bench.probe_model(srv.url, api_key="wrong")
+        probe_model(srv.url, api_key="wrong")
     assert info.value.status == 401 and "QEMBED_API_KEY" in (info.value.hint or "")
     with pytest.raises(ServerUnreachable, match="no server answers"):
-        bench.probe_model("http://127.0.0.1:9", api_key=None)
+        probe_model("http://127.0.0.1:9", api_key=None)
 
 
 def test_expected_table_is_shared() -> None:

@@ -20,11 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qembed.errors import ExitCode, ProfileError
-from qembed.fleet import bench
 from qembed.models import GiB
 from qembed.redact import redact
 from qembed.serving import gpu, policy
-from qembed.serving.gpu import GPUInfo, GPUSnapshot
+from qembed.serving.gpu import GPUInfo, GPUSnapshot, gpu_peak
 from qembed.serving.profiles.loader import MAX_DEPTH, load_yaml_text
 from qembed.serving.profiles.model import FIELDS, Profile
 from qembed.serving.profiles.resolve import load_profile
@@ -329,7 +328,7 @@ def test_unknown_gpu_name_is_matched_by_memory_not_spelling() -> None:
 def test_bench_peaks_and_profiles_read_one_table() -> None:
     for cls in gpu.GPU_CLASSES:
         if cls.peak_label:
-            assert bench.gpu_peak(" ".join(sorted(cls.words))) == (cls.peak_label, cls.peak_tflops)
+            assert gpu_peak(" ".join(sorted(cls.words))) == (cls.peak_label, cls.peak_tflops)
     assert gpu.match_gpu_name("NVIDIA L40S") is not None
     assert gpu.match_gpu_name("NVIDIA L40S").profile is None  # type: ignore[union-attr]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qembed.host import state
+from qembed.host import logfiles, procfs, state
 
 
 def _sleeper() -> subprocess.Popen[bytes]:
@@ -51,7 +51,7 @@ def test_roundtrip_live_record_and_no_key_stored(monkeypatch: pytest.MonkeyPatch
     assert "s3cret-value" not in path.read_text()
     loaded = state.load("emb")
     assert loaded == rec
-    assert loaded is not None and loaded.proc_start_time == state.process_start_time(os.getpid())
+    assert loaded is not None and loaded.proc_start_time == procfs.process_start_time(os.getpid())
     assert [r.name for r in state.list_records()] == ["emb"]
     assert state.default_server() == rec
 
@@ -101,7 +101,7 @@ def test_remove_if_owned_keeps_a_newer_record() -> None:
     old = _record("emb", os.getpid())
     newer = _record("emb", os.getpid())
     newer.pid = os.getppid()
-    newer.proc_start_time = state.process_start_time(newer.pid)
+    newer.proc_start_time = procfs.process_start_time(newer.pid)
     state.save(newer)
     assert not state.remove_if_owned(old)
     assert state.load("emb") == newer
@@ -147,16 +147,16 @@ def test_logs_without_a_live_server_shows_the_newest_log(tmp_path: Path) -> None
 def test_read_log_tail(tmp_path: Path) -> None:
     p = tmp_path / "l.log"
     p.write_text("".join(f"line {i}\n" for i in range(100)))
-    assert state.read_log_tail(p, 3) == ["line 97", "line 98", "line 99"]
+    assert logfiles.read_log_tail(p, 3) == ["line 97", "line 98", "line 99"]
     # a bounded read drops the first, probably cut, line
-    assert state.read_log_tail(p, 1000, max_bytes=20)[0] != "ne 97"
+    assert logfiles.read_log_tail(p, 1000, max_bytes=20)[0] != "ne 97"
 
 
 def test_follow_log_stops_when_server_gone(tmp_path: Path) -> None:
     p = tmp_path / "l.log"
     p.write_text("old\n")
     done = threading.Event()
-    lines = state.follow_log(p, alive=lambda: not done.is_set(), interval=0.01)
+    lines = logfiles.follow_log(p, alive=lambda: not done.is_set(), interval=0.01)
     got: list[str] = []
     t = threading.Thread(target=lambda: got.extend(lines))
     t.start()

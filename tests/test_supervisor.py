@@ -23,7 +23,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The fake SGLang's environment in this process; kills leftovers if a test fails."""
     pidfile = tmp_path / "pids.json"
     for k, v in harness.fake_env(pidfile).items():
-        if k.startswith(("FAKE_", "PYTHONPATH")):
+        if k.startswith(("FAKE_", "PYTHONPATH", "HF_HUB_CACHE")):  # the model is in the HF cache
             monkeypatch.setenv(k, v)
     fake_nvml.install(monkeypatch, "a100")
     yield pidfile
@@ -152,3 +152,80 @@ def test_a_group_replica_whose_name_is_taken_claims_nothing(fake: Path) -> None:
         gateway.start_replicas(prof, [0, 1], name="emb", api_key=None, python=str(harness.WRAPPER))
     assert _claim_is_free("emb.r0", prof.port + 1)
     assert state.list_records(clean=False) == []
+
+
+# -- the plan: what a dry run shows is what `serve` refuses (issue 22 item 2) ----------------------
+
+
+def test_the_plan_claims_nothing_and_prepare_refuses_its_refusal(fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_nvml.install(monkeypatch, "old-driver")
+    prof = _profile()
+    session = _session(prof, [])
+    plan = session.plan()
+    assert plan.refusal is not None and plan.refusal.level == "fail"
+    assert session.claim is None and _claim_is_free("emb", prof.port)  # planned, nothing claimed
+    assert plan.command.argv[plan.command.argv.index("--port") + 1] == str(prof.port)
+    with pytest.raises(GPUError) as refused:
+        session.prepare()
+    assert refused.value.message == plan.refusal.message and refused.value.hint == plan.refusal.hint
+    assert _claim_is_free("emb", prof.port)
+
+
+def test_prepare_says_the_plans_warnings_and_nothing_else(fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QEMBED_API_KEY", raising=False)
+    events: list[Event] = []
+    with _session(_profile(host="0.0.0.0", torch_compile=True), events) as session:
+        plan = session.plan()
+        session.prepare()
+    assert plan.refusal is None and plan.exposure is not None
+    planned = [plan.exposure.message, *(f.message for f in plan.warnings), *plan.profile_warnings]
+    assert any("torch_compile" in m for m in planned)
+    assert [e.message for e in events if e.kind == "warning"] == planned
+
+
+def test_a_missing_model_directory_is_refused_by_the_plan_itself(fake: Path, tmp_path: Path) -> None:
+    from qembed.errors import ConfigError
+
+    session = _session(_profile(model=str(tmp_path / "nope")), [])
+    with pytest.raises(ConfigError, match="does not exist"):
+        session.plan()
+    with pytest.raises(ConfigError, match="does not exist"):
+        session.prepare()
+    assert session.claim is None and session.server is None
+
+
+# -- the foreground runner ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_runner_stops_on_sigterm_and_says_which_signal(fake: Path) -> None:
+    import signal
+
+    from qembed.serving import foreground
+
+    prof = _profile()
+    session = _session(prof, [])
+    session.start()
+    before = signal.getsignal(signal.SIGTERM)
+    ending = foreground.run_session(session, on_ready=lambda info: signal.raise_signal(signal.SIGTERM))
+    assert (ending.how, ending.signum, ending.exit_code) == ("stopped", signal.SIGTERM, 0)
+    assert signal.getsignal(signal.SIGTERM) is before  # the handlers come back
+    harness.assert_gone(harness.all_pids(harness.read_pids(fake)))
+    assert state.load("emb") is None and _claim_is_free("emb", prof.port)
+
+
+@pytest.mark.slow
+def test_the_runner_turns_an_exit_after_readiness_into_server_exited(fake: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from qembed.serving import foreground
+
+    monkeypatch.setenv("FAKE_SGLANG_MODE", "crash-after-ready")
+    monkeypatch.setenv("FAKE_SGLANG_CRASH_AFTER", "0.5")
+    prof = _profile()
+    session = _session(prof, [])
+    session.start()
+    ready: list[str] = []
+    with pytest.raises(ServerExited, match="exited while serving"):
+        foreground.run_session(session, on_ready=lambda info: ready.append(info.url))
+    assert ready == [f"http://127.0.0.1:{prof.port}"]
+    assert state.load("emb") is None and _claim_is_free("emb", prof.port)

@@ -68,7 +68,16 @@ def bench(
 
     from qembed import output
     from qembed.errors import ConfigError
-    from qembed.fleet import bench as qbench
+    from qembed.fleet.bench.compare import compare as compare_with_sdk
+    from qembed.fleet.bench.compare import compare_caveat
+    from qembed.fleet.bench.report import Cell, CellResult
+    from qembed.fleet.bench.sweep import (
+        launched,
+        parse_axis,
+        planned_seconds,
+        run_bench,
+        sweep_options,
+    )
 
     if json_ and csv_:
         raise ConfigError("`--json` and `--csv` cannot be used together")
@@ -76,16 +85,16 @@ def bench(
         raise ConfigError("give `--url` or `--profile`, not both")
     if loader not in ("auto", "aiohttp", "httpx"):
         raise ConfigError(f"`--loader` must be auto, aiohttp or httpx (got {loader!r})")
-    options = qbench.sweep_options(
+    options = sweep_options(
         full=full,
-        concurrency=qbench.parse_axis(concurrency, "--concurrency") if concurrency else None,
-        batch=qbench.parse_axis(batch, "--batch") if batch else None,
-        lengths=qbench.parse_axis(length, "--length") if length else None,
+        concurrency=parse_axis(concurrency, "--concurrency") if concurrency else None,
+        batch=parse_axis(batch, "--batch") if batch else None,
+        lengths=parse_axis(length, "--length") if length else None,
         duration=duration, requests=requests, warmup=warmup, dimensions=dimensions, model=model,
         tokenizer=tokenizer, gpu=gpu, seed=seed, loader=loader,
     )
     quiet = json_ or csv_
-    planned = qbench.planned_seconds(options)
+    planned = planned_seconds(options)
     if not quiet and planned is not None:
         cells = len(options.concurrency) * len(options.batch) * len(options.lengths)
         output.status(f"{cells} cells of {options.duration:g} s: about {planned:.0f} s plus warm-ups"
@@ -94,7 +103,7 @@ def bench(
     def on_phase(phase: str, elapsed: float) -> None:
         output.status(f"  {phase} ({elapsed:.0f} s)")
 
-    def on_cell(cell: qbench.Cell, res: qbench.CellResult) -> None:
+    def on_cell(cell: Cell, res: CellResult) -> None:
         if not quiet:
             output.status(f"  c={cell.concurrency} batch={cell.batch} len={cell.tokens}: "
                           f"{res.texts_per_s:,.1f} texts/s, p50 {res.latency_p50_ms:.1f} ms")
@@ -106,19 +115,19 @@ def bench(
             _renderer,  # the session's warnings and notices, said as `serve` says them
         )
 
-        ctx = qbench.launched(profile, api_key=api_key, on_phase=on_phase, on_event=_renderer(quiet))
+        ctx = launched(profile, api_key=api_key, on_phase=on_phase, on_event=_renderer(quiet))
     else:
         ctx = contextlib.nullcontext((url or qenv.DEFAULT_URL, api_key))
     with ctx as (target, key):
-        report = qbench.run_bench(target, options, api_key=key, on_cell=on_cell)
+        report = run_bench(target, options, api_key=key, on_cell=on_cell)
         rows = None
         caveat = None
         if compare:
             if not quiet:
                 output.status(f"comparing with the openai SDK on {compare_texts} texts ...")
-            rows = qbench.compare(target, api_key=key, texts=compare_texts, tokens=options.lengths[0],
+            rows = compare_with_sdk(target, api_key=key, texts=compare_texts, tokens=options.lengths[0],
                                   batch=max(options.batch), model=model, dimensions=dimensions, seed=seed)
-            caveat = qbench.compare_caveat(target)
+            caveat = compare_caveat(target)
 
     if json_:
         payload = report.to_dict()

@@ -105,7 +105,7 @@ def docker_cmd(
     from qembed.fleet.deploy import docker
 
     prof = _profile(profile, set_)
-    plan = docker.plan(prof, image=image, bind=bind, host_port=host_port,
+    plan = docker.plan_container(prof, image=image, bind=bind, host_port=host_port,
                        hf_cache=hf_cache, shm_size=shm_size, name=name, api_key=not no_api_key)
     if json_:
         output.print_json(plan.to_json())
@@ -217,7 +217,7 @@ def grafana_cmd(
     from qembed.fleet.deploy import grafana
 
     gpu = not no_gpu and (profile is None or _profile(profile, None).device != "cpu")
-    _emit({"qembed-dashboard.json": grafana.render(title, name=name, gpu=gpu)}, output_dir, force)
+    _emit({"qembed-dashboard.json": grafana.render_dashboard(title, name=name, gpu=gpu)}, output_dir, force)
 
 
 @deploy_app.command("alerts", epilog=ALERTS_EXAMPLES)
@@ -241,4 +241,4 @@ def alerts_cmd(
         namespace=namespace, name=name, p99_slo_s=p99_slo, error_rate=error_rate,
         queue_threshold=defaults.queue_threshold if queue_threshold is None else queue_threshold,
         queue_minutes=queue_minutes, gpu_memory_fraction=gpu_memory, runbook_base=runbook_base or defaults.runbook_base)
-    _emit({"qembed-alerts.yaml": alerts.render(settings)}, output_dir, force)
+    _emit({"qembed-alerts.yaml": alerts.render_rules(settings)}, output_dir, force)

@@ -47,7 +47,8 @@ def doctor(
     json_: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     from qembed import output
-    from qembed.fleet.doctor import exit_code, report_json, run_checks, summary
+    from qembed.fleet.doctor import run_checks
+    from qembed.fleet.doctor_rows import exit_code, report_json, summary
 
     # the same options `qembed serve` takes: only --set values are parsed, the rest are typed
     checks = run_checks(profile=profile, url=url, python=python, log=log, overrides=list(set_ or []),

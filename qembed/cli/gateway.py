@@ -1,14 +1,14 @@
 """`qembed gateway`: the SGLang model gateway (smg) in front of `qembed serve` workers; and the
 `qembed serve --gpus ... --gateway` group (one server per GPU behind smg).
 
-Thin layer: options -> :mod:`qembed.serving.gateway` calls -> :mod:`qembed.output`.
+Thin layer: options -> a :mod:`qembed.serving.gateway_session` session (claims, records,
+cleanup and the foreground loop are the library's) -> :mod:`qembed.output`.
 Only the standard library and typer are imported at module level.
 """
 
 from __future__ import annotations
 
-import os
-import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -17,10 +17,11 @@ from qembed import env as qenv
 from qembed.cli._app import app
 
 if TYPE_CHECKING:
-    from qembed.host.state import Record
-    from qembed.serving.gateway import GatewayInfo, Group
-    from qembed.serving.launcher import Server
+    from qembed.serving.gateway import GatewayInfo
+    from qembed.serving.gateway_session import GatewaySession, GroupSession
+    from qembed.serving.gpu import GPUSnapshot
     from qembed.serving.profiles.model import Profile
+    from qembed.serving.supervisor import Event
 
 GATEWAY_EXAMPLES = """\
 Examples:
@@ -67,48 +68,28 @@ def _render(info: GatewayInfo, *, name: str, pid: int, log_path: str, detached: 
     output.data("\n".join(lines))
 
 
-def _check_name(name: str) -> None:
-    from qembed.serving import supervisor
+def _renderer(json_: bool) -> Callable[[Event], None]:
+    """How `gateway` (and a `serve --gateway` group) says a session's events: warnings always,
+    progress lines unless `--json`."""
+    from qembed import output
 
-    supervisor.check_name(name)
-    supervisor.refuse_running(name)  # NameInUse: exit 2, as `serve` (issue 22)
+    def render(e: Event) -> None:
+        if e.kind == "warning":
+            output.warn(e.message, e.hint)
+        elif e.kind == "notice" and not json_:
+            output.status(e.message)
+
+    return render
 
 
-def _foreground(front: Server, records: list[Record], stop_all: Any, *, others: list[Server]) -> None:
+def _foreground(session: GatewaySession | GroupSession) -> None:
     """Serve until Ctrl-C/SIGTERM or until the gateway exits; a dying replica only warns."""
     from qembed import output
-    from qembed.host import state
-    from qembed.serving import foreground
 
-    previous = {sig: signal.signal(sig, foreground.raise_terminated) for sig in foreground.STOP_SIGNALS}
-    stopped_by: int | None = None
-    warned: set[int] = set()
-    try:
-        while True:
-            rc = front.wait(timeout=1.0)
-            if rc is not None:
-                output.warn(f"the gateway exited (exit code {rc}); stopping the rest",
-                            hint=f"read its log: `qembed logs {records[0].name}`")
-                break
-            for k, rep in enumerate(others):
-                if k not in warned and rep.proc.poll() is not None:
-                    warned.add(k)
-                    output.warn(f"replica {k} (pid {rep.pid}) exited with code {rep.proc.returncode}; "
-                                "the gateway routes to the others", hint=f"read its log: `less {rep.log_path}`")
-    except KeyboardInterrupt as exc:
-        stopped_by = foreground.stopped_by(exc)
-    finally:
-        output.status("stopping ...")
-        try:
-            stop_all()
-        finally:
-            for rec in records:
-                state.remove_if_owned(rec)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+    ending = session.foreground(on_stopping=lambda: output.status("stopping ..."))
     output.status("stopped")
-    if stopped_by is not None:
-        raise typer.Exit(foreground.exit_code(stopped_by))
+    if ending.how == "stopped":
+        raise typer.Exit(ending.exit_code)
 
 
 @app.command("gateway", epilog=GATEWAY_EXAMPLES)
@@ -125,96 +106,47 @@ def gateway_cmd(
 ) -> None:
     """Run the SGLang model gateway (smg) in front of embedding servers started with `qembed serve`."""
     from qembed import output
-    from qembed.host import state
-    from qembed.serving import gateway
-
-    _check_name(name)
-    gateway.require_smg()
     from qembed.net import clean_api_key
+    from qembed.serving.gateway_session import GatewaySession
 
     api_key = clean_api_key(qenv.API_KEY.get(), source=f"`{qenv.API_KEY.name}`")
-    gateway.check_policy(policy)
-    gateway.check_exposure(host, api_key)
-    admin = gateway.admin_key(api_key, qenv.GATEWAY_ADMIN_KEY.get())  # before anything starts
-    if not json_:
-        output.status(f"checking {output.plural(len(worker), 'worker')} ...")
-    infos = gateway.probe_workers(worker, api_key=api_key)
-    log_path = state.new_log_path(name)
-    server = gateway.start_gateway([w.url for w in infos], host=host, port=port, policy=policy, api_key=api_key,
-                                   admin=admin, log_path=log_path, metrics_port=metrics_port, ready_timeout=ready_timeout,
-                                   parent_death_signal=None if detach else signal.SIGTERM)
-    record = state.make_record(name=name, pid=server.pid, host=host, port=port, url=server.url,
-                               model=infos[0].model, log_path=log_path, profile=None,
-                               served_model_name=infos[0].served_model_name, dimensions=infos[0].dimensions,
-                               detached=detach, api_key_env=qenv.API_KEY.name if api_key else None,
-                               owner_pid=None if detach else os.getpid(), shutdown_timeout=10.0, role="gateway")
-    state.save(record)
-    try:
-        info = gateway.wait_gateway(server, timeout=ready_timeout,
-                                    on_event=None if json_ else (lambda t: output.status(f"gateway: {t}")))
-    except BaseException:
-        server.stop(timeout=0)
-        state.remove_if_owned(record)
-        raise
-    _render(info, name=name, pid=server.pid, log_path=str(log_path), detached=detach, as_json=json_)
-    if detach:
-        server.detach()
-        return
-    _foreground(server, [record], lambda: server.stop(timeout=10.0), others=[])
+    session = GatewaySession(name=name, host=host, port=port, api_key=api_key, admin=qenv.GATEWAY_ADMIN_KEY.get(),
+                             policy=policy, metrics_port=metrics_port, ready_timeout=ready_timeout, detach=detach,
+                             on_event=_renderer(json_))
+    with session:  # whatever fails leaves nothing running, recorded or claimed
+        session.prepare()
+        if not json_:
+            output.status(f"checking {output.plural(len(worker), 'worker')} ...")
+        session.probe(worker)
+        server = session.launch()
+        info = session.wait_ready()
+        _render(info, name=name, pid=server.pid, log_path=str(session.log_path), detached=detach, as_json=json_)
+        if detach:
+            session.detach()
+            return
+        _foreground(session)
 
 
 def serve_group(prof: Profile, *, name: str, api_key: str | None, python: str, detach: bool,
-                as_json: bool, policy: str = "round_robin") -> None:
+                as_json: bool, gpus: GPUSnapshot | None = None) -> None:
     """`qembed serve --gpus ... --gateway`: one SGLang per GPU group, smg in front on the
     profile's port; ready when every replica is ready and healthy in the gateway."""
-    from qembed import output
-    from qembed.host import state
-    from qembed.serving import gateway
+    from qembed.serving.gateway_session import GroupSession
 
-    gateway.require_smg()
-    gateway.check_exposure(prof.host, api_key)  # before minutes of model loading, not after
-    admin = gateway.admin_key(api_key, qenv.GATEWAY_ADMIN_KEY.get())
-    # each replica is a serving session: its name and port claimed, its record saved
-    group: Group = gateway.start_replicas(prof, prof.gpu_ids or [], name=name, api_key=api_key, python=python,
-                                          detach=detach)
-    pds = None if detach else signal.SIGTERM
-    records: list[Record] = [s.record for s in group.sessions if s.record is not None]
-    say = None if as_json else output.status
-    try:
-        if say:
-            for k, (s, p) in enumerate(zip(group.replicas, group.profiles, strict=True)):
-                say(f"replica {k} on GPU {','.join(map(str, p.gpu_ids or []))}: SGLang pid {s.pid}, {s.url}, log {s.log_path}")
-        infos = gateway.wait_replicas(group, timeout=prof.ready_timeout, on_event=say)
-        for rec, ri in zip(records, infos, strict=True):
-            rec.served_model_name, rec.dimensions, rec.context_length = ri.served_model_name, ri.dimensions, ri.context_length
-            state.save(rec)
-        log_path = state.new_log_path(name)
-        group.gateway = gateway.start_gateway([s.url for s in group.replicas], host=prof.host, port=prof.port,
-                                              policy=policy, api_key=api_key, admin=admin,
-                                              log_path=log_path, ready_timeout=prof.ready_timeout, parent_death_signal=pds)
-        front = state.make_record(
-            name=name, pid=group.gateway.pid, host=prof.host, port=prof.port, url=group.gateway.url, model=prof.model,
-            log_path=log_path, profile=prof.name, served_model_name=infos[0].served_model_name,
-            dimensions=infos[0].dimensions, context_length=infos[0].context_length, detached=detach,
-            api_key_env=prof.api_key_env if api_key else None, owner_pid=None if detach else os.getpid(),
-            shutdown_timeout=prof.shutdown_timeout, gpu_ids=prof.gpu_ids, group=name, role="gateway")
-        state.save(front)
-        records.insert(0, front)
-        # Readiness waits for every replica: all of them healthy in the gateway too.
-        info = gateway.wait_gateway(group.gateway, timeout=prof.ready_timeout, min_healthy=len(group.replicas),
-                                    on_event=None if as_json else (lambda t: output.status(f"gateway: {t}")))
-    except BaseException:
-        group.stop(0)
-        for rec in records:
-            state.remove_if_owned(rec)
-        raise
-    _render(info, name=name, pid=group.gateway.pid, log_path=str(log_path), detached=detach, as_json=as_json,
-            extra={"replicas": [{"name": r.name, "pid": r.pid, "url": r.url, "gpu_ids": r.gpu_ids}
-                                for r in records[1:]]})
-    if detach:
-        group.detach()
-        return
-    _foreground(group.gateway, records, lambda: group.stop(prof.shutdown_timeout), others=group.replicas)
+    session = GroupSession(prof, name=name, api_key=api_key, python=python, detach=detach, gpus=gpus,
+                           admin=qenv.GATEWAY_ADMIN_KEY.get(), on_event=_renderer(as_json))
+    with session:  # whatever fails leaves nothing running, recorded or claimed
+        session.prepare()
+        group = session.launch()
+        info = session.wait_ready()
+        assert group.gateway is not None
+        _render(info, name=name, pid=group.gateway.pid, log_path=str(session.log_path), detached=detach,
+                as_json=as_json, extra={"replicas": [{"name": r.name, "pid": r.pid, "url": r.url, "gpu_ids": r.gpu_ids}
+                                                     for r in session.replica_records]})
+        if detach:
+            session.detach()
+            return
+        _foreground(session)
 
 
 def dry_run_group(prof: Profile, *, api_key: str | None, python: str, as_json: bool) -> None:
@@ -224,24 +156,21 @@ def dry_run_group(prof: Profile, *, api_key: str | None, python: str, as_json: b
 
     from qembed import output
     from qembed.serving import gateway, sglang_args
+    from qembed.serving.gateway_session import GroupSession
 
-    reps = gateway.replica_profiles(prof, prof.gpu_ids or [])
-    cmds = [sglang_args.build_command(p, api_key=api_key, python=python) for p in reps]
-    smg = gateway.gateway_flags([f"http://127.0.0.1:{p.port}" for p in reps], host=prof.host, port=prof.port)
+    plan = GroupSession(prof, name=prof.name or "default", api_key=api_key, python=python).plan()
+    reps, cmds = plan.profiles, plan.commands
     if not as_json:
         for k, c in enumerate(cmds):
             output.data(f"replica {k} (GPU {','.join(map(str, reps[k].gpu_ids or []))}):")
             output.data(f"  {c.display()}")
         output.data("gateway:")
-        output.data(f"  smg {shlex.join(smg)}" + ("   (API key from the environment)" if api_key else ""))
-    py, target_env = sglang_args.resolve_sglang(reps[0], python)
-    verdict = sglang_args.ensure_accepted(
-        sglang_args.build_flags(reps[0], api_key="x" if api_key else None), python=py, env=target_env,
-        on_import=None if as_json else lambda: output.status(sglang_args.PARSER_IMPORT_NOTE))
+        output.data(f"  {shlex.join(plan.gateway_argv)}" + ("   (API key from the environment)" if api_key else ""))
+    verdict = plan.check_flags(on_import=None if as_json else lambda: output.status(sglang_args.PARSER_IMPORT_NOTE))
     if as_json:
         output.print_json({"replicas": [{"gpu_ids": p.gpu_ids, "port": p.port, "argv": c.redacted_argv(),
                                          "env": c.redacted_env()} for p, c in zip(reps, cmds, strict=True)],
-                           "gateway": {"argv": ["smg", *smg], "smg_installed": gateway.smg_available()},
+                           "gateway": {"argv": plan.gateway_argv, "smg_installed": gateway.smg_available()},
                            "parser_check": "ok"})
     else:
         output.status(f"SGLang's parser accepts these flags ({sglang_args.verdict_source(verdict)}; "

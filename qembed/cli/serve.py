@@ -1,13 +1,14 @@
 """`qembed serve`, `ps`, `stop`, `logs`: start SGLang and manage the servers qembed started.
 
-Thin layer: options -> :mod:`qembed.serving.launcher` / :mod:`qembed.host.state` calls -> :mod:`qembed.output`.
+Thin layer: options -> a :class:`qembed.serving.supervisor.ServingSession` (its plan for
+``--dry-run``; :func:`qembed.serving.foreground.run_session` in the foreground), or
+:mod:`qembed.serving.launcher` / :mod:`qembed.host.state` reads for ``ps/stop/logs`` -> :mod:`qembed.output`.
 Only the standard library and typer are imported at module level.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,12 +19,10 @@ from qembed.cli._app import app
 
 if TYPE_CHECKING:
     from qembed.host.state import Record
-    from qembed.serving.cpu import CPUPlan
-    from qembed.serving.gpu import GPUSnapshot
-    from qembed.serving.launcher import ReadyInfo
     from qembed.serving.profiles.model import Profile
     from qembed.serving.profiles.resolve import ResolvedProfile
-    from qembed.serving.supervisor import Event, ServingSession
+    from qembed.serving.readiness import ReadyInfo
+    from qembed.serving.supervisor import Event, Plan, ServingSession
 
 SERVE_EXAMPLES = """\
 Examples:
@@ -102,24 +101,24 @@ class _Phases:
 
     def __init__(self, enabled: bool, engine: str) -> None:
         from qembed import output
-        from qembed.serving import launcher
+        from qembed.serving.readiness import PHASES
 
         self.json = output.log_format() == "json"
         self.enabled = enabled or self.json  # JSON events go to log shippers, even with --json
         self.engine = engine
         self.live: Any = None
         if self.enabled and not self.json and output.stderr_is_tty():
-            self.live = output.err_console().status(launcher.PHASES[0].text(engine))
+            self.live = output.err_console().status(PHASES[0].text(engine))
             self.live.start()
 
     def __call__(self, label: str, elapsed: float) -> None:
         if not self.enabled:
             return
         from qembed import output
-        from qembed.serving import launcher
+        from qembed.serving.readiness import PHASES
 
         if self.json:
-            key = next((p.key for p in launcher.PHASES if p.text(self.engine) == label), None)
+            key = next((p.key for p in PHASES if p.text(self.engine) == label), None)
             output.event("phase" if key else "notice", label, phase=key, elapsed_s=round(elapsed, 1))
             return
         text = f"{label} ({elapsed:.0f} s)" if label != "ready" else f"ready in {elapsed:.1f} s"
@@ -200,30 +199,15 @@ def _render_ready(info: ReadyInfo, *, name: str, profile: Profile, log_path: str
     output.data("\n".join(lines))
 
 
-def _dry_run(resolved: ResolvedProfile, *, api_key: str | None, python: str, as_json: bool,
-             snap: GPUSnapshot) -> None:
+def _dry_run(resolved: ResolvedProfile, plan: Plan, *, as_json: bool) -> None:
     from qembed import output
-    from qembed.serving import policy, sglang_args
+    from qembed.serving import sglang_args
     from qembed.serving.profiles.display import display_value, redacted_values
 
-    profile = resolved.profile
-    cpu_plan: CPUPlan | None = None
-    if profile.device == "cpu":  # SGLang's CPU backend: the plan instead of the GPU checks
-        from qembed.serving import cpu
-
-        cpu_plan = cpu.plan(profile, python=python)
-        profile = cpu_plan.profile  # what a real serve launches: explicit dtype and KV pool
-        findings = [f for f in cpu_plan.findings if f.level != "info"]
-    else:
-        # what a real `qembed serve` would say about this machine (it refuses on a `fail`)
-        findings = [f for f in policy.launch_findings(snap, profile,
-                                                   sglang_version=sglang_args.installed_sglang_version(python))
-                    if f.level != "info"]
-    cmd = sglang_args.build_command(profile, api_key=api_key, python=python)
-    flags = sglang_args.build_flags(profile, api_key="x" if api_key else None)
-    _, env = sglang_args.resolve_sglang(profile, python)
+    profile, cmd, cpu_plan = plan.profile, plan.command, plan.cpu
+    findings = plan.findings
     dumped = redacted_values(profile)
-    refusal = next((f for f in findings if f.level == "fail"), None)
+    refusal = plan.refusal
     if not as_json:
         if resolved.auto_reason:
             output.status(f"auto: {resolved.auto_reason}")
@@ -266,10 +250,8 @@ def _dry_run(resolved: ResolvedProfile, *, api_key: str | None, python: str, as_
         # the CPU build is missing (or the model does not fit in RAM): `serve` refuses before anything
         # starts, and so does its dry run (exit 2, or 3); the plan still goes to stdout with --json
         report("skipped")
-        cpu_plan.require()
-    verdict = sglang_args.ensure_accepted(
-        flags, python=python, env=env,
-        on_import=None if as_json else lambda: output.status(sglang_args.PARSER_IMPORT_NOTE))
+        plan.require()
+    verdict = plan.check_flags(on_import=None if as_json else lambda: output.status(sglang_args.PARSER_IMPORT_NOTE))
     report("ok")
     if not as_json:
         output.status(f"SGLang's parser accepts these flags ({sglang_args.verdict_source(verdict)}; "
@@ -326,35 +308,30 @@ def serve(
     py = sglang_args.sglang_python(prof)
     api_key = resolve_api_key(prof)
 
+    session = supervisor.ServingSession(prof, name=name or prof.name or "default", api_key=api_key, python=py,
+                                        detach=detach, gpus=snap, on_event=_renderer(json_))
     if dry_run:
         # everything a real serve would refuse or warn about before launching (issue 22): the
-        # session's own checks, not a copy of them
-        supervisor.check_model_path(prof)
-        exposure = supervisor.exposure_warning(prof, api_key)  # a real serve: the session says it
-        if exposure is not None:
-            output.warn(exposure.message, exposure.hint)
-        for message in sglang_args.profile_warnings(prof, exposure=False):
+        # session's own plan, not a copy of its checks; nothing is claimed or started
+        plan = session.plan()
+        if plan.exposure is not None:  # a real serve: the session says it
+            output.warn(plan.exposure.message, plan.exposure.hint)
+        for message in plan.profile_warnings:
             output.warn(message)
         if use_gateway:
             from qembed.cli.gateway import dry_run_group
 
             dry_run_group(prof, api_key=api_key, python=py, as_json=json_)
         elif prof.engine == "reference":
-            _dry_run_reference(prof, api_key=api_key, python=py, as_json=json_)
+            _dry_run_reference(plan, as_json=json_)
         else:
-            _dry_run(resolved, api_key=api_key, python=py, as_json=json_, snap=snap)
+            _dry_run(resolved, plan, as_json=json_)
         return
 
-    session = supervisor.ServingSession(prof, name=name or prof.name or "default", api_key=api_key, python=py,
-                                        detach=detach, gpus=snap, on_event=_renderer(json_))
-    if use_gateway:  # the session claims and checks; the group launches its replicas and smg
+    if use_gateway:  # the group session claims and checks, then launches its replicas and smg
         from qembed.cli.gateway import serve_group
 
-        session.prepare()
-        try:
-            serve_group(prof, name=session.name, api_key=api_key, python=py, detach=detach, as_json=json_)
-        finally:
-            session.close()
+        serve_group(prof, name=session.name, api_key=api_key, python=py, detach=detach, as_json=json_, gpus=snap)
         return
     _serve_session(session, json_=json_, verify_=verify_)
 
@@ -363,9 +340,14 @@ def _renderer(json_: bool) -> Callable[[Event], None]:
     """How `serve` says a session's events (warnings always; notices unless `--json`)."""
     from qembed import output
 
+    # a model download: bars or lines on stderr; with --json, JSON events or nothing
+    downloads = output.Transfers(enabled=not json_ or output.log_format() == "json")
+
     def render(e: Event) -> None:
         if e.kind == "warning":
             output.warn(e.message, e.hint)
+        elif e.kind == "download":
+            downloads(e.message, e.fields)
         elif e.kind == "notice":
             if not json_:
                 output.status(e.message)
@@ -380,61 +362,39 @@ def _renderer(json_: bool) -> Callable[[Event], None]:
 
 def _serve_session(session: ServingSession, *, json_: bool, verify_: bool) -> None:
     from qembed import output
-    from qembed.errors import ServerExited
-    from qembed.serving import foreground, launcher
+    from qembed.serving import foreground
     from qembed.serving.profiles.model import engine_name
 
     prof, detach = session.profile, session.detached
     server = session.start()
-    log_path = server.log_path
     phases = _Phases(enabled=not json_, engine=session.engine)
-    stopped_by: int | None = None
-    try:
-        with foreground.stop_signals():
-            try:
-                info = session.wait_ready(on_phase=phases)
-            finally:
-                phases.close()
-            if phases.json:
-                output.event("ready", f"ready in {info.seconds:.1f} s: {info.served_model_name} at {info.url}",
-                             **info.to_json(), name=session.name, pid=server.pid, detached=detach)
-            _render_ready(info, name=session.name, profile=prof, log_path=str(log_path), detached=detach,
-                          has_key=session.api_key is not None, pid=server.pid, as_json=json_)
-            if verify_:
-                _verify_after_ready(info, prof, api_key=session.api_key, quiet=json_)
-            if detach:
-                session.detach()
-                return
-            rc = session.wait()
-            # the engine exited by itself (or `qembed stop` from another shell) after it was ready.
-            details, hint, diags = launcher.failure_details(server.tail, profile=prof, returncode=rc, log_path=log_path)
-            if rc == 0:
-                output.event("exited", f"{engine_name(prof, capital=True)} exited (exit code 0) after {server.elapsed():.0f} s", exit_code=0)
-                return
-            raise ServerExited(f"{engine_name(prof, capital=True)} exited while serving (exit code {rc}, after {server.elapsed():.0f} s)",
-                               returncode=rc, hint=hint, details=details, diagnoses=launcher.diagnoses_json(diags))
-    except KeyboardInterrupt as exc:
-        stopped_by = foreground.stopped_by(exc)
-    except BaseException:
-        # Not ready, not an embedding server, or qembed itself failed: leave nothing running.
-        session.abort()
-        raise
-    # Ctrl-C / SIGTERM: drain, then kill the group (a second SIGTERM interrupts the drain).
-    with foreground.stop_signals((signal.SIGTERM,)):
-        rc = session.stop()
-    output.event("stopped", f"stopped ({session.engine} exit code {rc})", exit_code=rc,
-                 by=foreground.signal_name(stopped_by))
-    raise typer.Exit(foreground.exit_code(stopped_by))
+
+    def ready(info: ReadyInfo) -> None:
+        if phases.json:
+            output.event("ready", f"ready in {info.seconds:.1f} s: {info.served_model_name} at {info.url}",
+                         **info.to_json(), name=session.name, pid=server.pid, detached=detach)
+        _render_ready(info, name=session.name, profile=prof, log_path=str(server.log_path),
+                      detached=detach, has_key=session.api_key is not None, pid=server.pid, as_json=json_)
+        if verify_:
+            _verify_after_ready(info, prof, api_key=session.api_key, quiet=json_)
+
+    ending = foreground.run_session(session, on_phase=phases, on_waited=phases.close, on_ready=ready)
+    if ending.how == "exited":
+        output.event("exited", f"{engine_name(prof, capital=True)} exited (exit code 0) after {ending.elapsed:.0f} s",
+                     exit_code=0)
+    elif ending.how == "stopped" and ending.signum is not None:
+        output.event("stopped", f"stopped ({session.engine} exit code {ending.returncode})",
+                     exit_code=ending.returncode, by=foreground.signal_name(ending.signum))
+        raise typer.Exit(ending.exit_code)
 
 
 # -- the reference engine (`--profile cpu`) and `--verify` -----------------------------------------
 
 
-def _dry_run_reference(profile: Profile, *, api_key: str | None, python: str, as_json: bool) -> None:
+def _dry_run_reference(plan: Plan, *, as_json: bool) -> None:
     from qembed import output
-    from qembed.serving.engines import reference_command
 
-    cmd = reference_command(profile, api_key=api_key)
+    profile, cmd = plan.profile, plan.command
     if as_json:
         output.print_json({"profile": profile.model_dump(mode="json"), "argv": cmd.redacted_argv(),
                            "env": cmd.redacted_env(), "command": cmd.display()})
@@ -590,8 +550,8 @@ def logs(
 
     from qembed import output
     from qembed.errors import ConfigError
-    from qembed.host import state
-    from qembed.serving import launcher
+    from qembed.host import logfiles, state
+    from qembed.redact import redact
 
     record = state.load(name) if name else state.default_server()
     path: Path | None = Path(record.log_path) if record else None
@@ -604,14 +564,14 @@ def logs(
                           f"`{state.logs_dir()}`")
     # SGLang logs its API key (server_args): hide it, and the key in this shell's variable.
     secrets = [os.environ.get(record.api_key_env or "", "")] if record is not None else []
-    for line in state.read_log_tail(path, lines):
-        output.data(launcher.redact(line, secrets))
+    for line in logfiles.read_log_tail(path, lines):
+        output.data(redact(line, secrets))
     if not follow:
         return
     alive = record.is_alive if record is not None else (lambda: False)
     try:
-        for line in state.follow_log(path, alive=alive):
-            output.data(launcher.redact(line, secrets))
+        for line in logfiles.follow_log(path, alive=alive):
+            output.data(redact(line, secrets))
     except KeyboardInterrupt:
         return
     output.status(f"({record.name if record else name} exited)")

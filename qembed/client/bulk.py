@@ -40,10 +40,7 @@ from qembed.client.readers import (
     read_records,
     suffix,
 )
-from qembed.client.vector_io import OUTPUT_FORMATS as OUTPUT_FORMATS
-from qembed.client.vector_io import OutputLock as OutputLock
-from qembed.client.vector_io import VectorWriter
-from qembed.client.vector_io import lock_path as lock_path
+from qembed.client.vector_io import OutputLock, VectorWriter, lock_path
 from qembed.errors import (
     ConfigError,
     InputError,

@@ -5,7 +5,7 @@ what to do). It never prints; the CLI renders the rows as a table or as JSON.
 
 Nothing heavy runs in this process: torch and SGLang are inspected by a short probe subprocess
 in the target interpreter (the one SGLang would run in), NVML through :mod:`qembed.serving.gpu`, a
-running server over HTTP with httpx.
+running server through :mod:`qembed.probe` (:mod:`qembed.fleet.doctor_server`).
 """
 
 from __future__ import annotations
@@ -14,17 +14,23 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from qembed import env as qenv
 from qembed._version import __version__
-from qembed.errors import ConfigError, ProfileError, QembedError
+from qembed.errors import QembedError
+from qembed.fleet.doctor_probe import Probe, run_probe
+from qembed.fleet.doctor_rows import FAIL, PASS, SKIP, WARN, Check, Ctx, Status
+from qembed.fleet.doctor_server import (
+    default_url,
+    diagnosis_checks,
+    healthy_checked_server,
+    own_record,
+    recorded_url,
+    server_checks,
+)
 from qembed.models import GiB, MiB
 from qembed.serving.policy import NO_GPU_OPTIONS
 from qembed.serving.policy import profile_label as _plabel
@@ -32,132 +38,15 @@ from qembed.serving.policy import profile_label as _plabel
 if TYPE_CHECKING:
     import httpx
 
-    from qembed.host.state import Record
     from qembed.serving.cpu import HostInfo, KernelCheck
     from qembed.serving.gpu import GPUSnapshot
-    from qembed.serving.profiles.model import Profile
 
-Status = Literal["PASS", "WARN", "FAIL", "SKIP"]
-
-PASS: Status = "PASS"
-WARN: Status = "WARN"
-FAIL: Status = "FAIL"
-SKIP: Status = "SKIP"
 
 INSTALL_SERVE = "pip install 'qembed[serve]'"
 SHM_MIN = 1 * GiB
 
 
-@dataclass(frozen=True)
-class Check:
-    """One row of the doctor report. ``fix`` is set when the status is not PASS."""
-
-    section: str
-    name: str
-    status: Status
-    found: str
-    fix: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def exit_code(checks: Iterable[Check]) -> int:
-    """0 when all pass (or skip), 1 on any FAIL, 6 (``ExitCode.WARNINGS``) for warnings only."""
-    from qembed.errors import ExitCode
-
-    statuses = {c.status for c in checks}
-    if FAIL in statuses:
-        return int(ExitCode.FAILURE)
-    if WARN in statuses:
-        return int(ExitCode.WARNINGS)
-    return int(ExitCode.OK)
-
-
-def summary(checks: Iterable[Check]) -> dict[str, int]:
-    out: dict[str, int] = {PASS: 0, WARN: 0, FAIL: 0, SKIP: 0}
-    for c in checks:
-        out[c.status] += 1
-    return out
-
-
-def report_json(checks: list[Check]) -> dict[str, Any]:
-    """The ``--json`` document: rows, counts and the exit code."""
-    return {"checks": [c.to_json() for c in checks], "summary": summary(checks),
-            "exit_code": exit_code(checks)}
-
-
 # -- the probe subprocess ---------------------------------------------------------------------
-
-# Runs in the target interpreter as the launch does (no -I). It imports neither torch nor sglang: versions come
-# from package metadata, torch's CUDA build from torch/version.py read as text.
-_PROBE = r"""
-import importlib.metadata as md, importlib.util as iu, json, os, platform, re, sys
-out = {"python": platform.python_version(), "executable": sys.executable}
-def ver(name):
-    try:
-        return md.version(name)
-    except md.PackageNotFoundError:
-        return None
-for name in ("torch", "sglang", "transformers", "flashinfer-python", "sglang-kernel", "sentence-transformers"):
-    out[name] = ver(name)
-out["torch_cuda"] = None
-try:
-    spec = iu.find_spec("torch")
-    if spec and spec.submodule_search_locations:
-        path = os.path.join(list(spec.submodule_search_locations)[0], "version.py")
-        text = open(path, encoding="utf-8").read()
-        m = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", text, re.M)
-        out["torch_cuda"] = m.group(1) if m else None
-except Exception as exc:
-    out["torch_cuda_error"] = str(exc)
-out["sglang_spec"] = iu.find_spec("sglang") is not None
-print("QEMBED-PROBE " + json.dumps(out))
-"""
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What the target interpreter has installed."""
-
-    python: str  # the interpreter path asked for
-    ok: bool
-    error: str | None = None
-    python_version: str | None = None
-    executable: str | None = None
-    torch: str | None = None
-    torch_cuda: str | None = None  # "13.0", or None for a CPU-only build
-    sglang: str | None = None
-    transformers: str | None = None
-    flashinfer: str | None = None
-    sentence_transformers: str | None = None  # the reference engine (`engine: reference`)
-    seconds: float = 0.0
-
-
-def run_probe(python: str, *, timeout: float = 60.0, env: Mapping[str, str] | None = None) -> Probe:
-    """Run the probe in ``python`` and parse its JSON line. Never raises.
-
-    ``env`` is the environment SGLang would run with (:func:`qembed.serving.sglang_args.resolve_sglang`;
-    default this process's): ``PYTHONPATH`` and the rest are kept, as the launch keeps them, so
-    the probe sees the packages the launch will import.
-    """
-    t0 = time.perf_counter()
-    env = dict(os.environ if env is None else env)
-    try:
-        proc = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True,
-                              timeout=timeout, env=env, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return Probe(python, False, error=f"cannot run `{python}`: {exc}")
-    line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("QEMBED-PROBE ")), None)
-    if line is None:
-        tail = " ".join(proc.stderr.strip().splitlines()[-2:])
-        return Probe(python, False, error=f"`{python}` exited {proc.returncode}: {tail}")
-    d = json.loads(line.removeprefix("QEMBED-PROBE "))
-    return Probe(python, True, python_version=d.get("python"), executable=d.get("executable"),
-                 torch=d.get("torch"), torch_cuda=d.get("torch_cuda"), sglang=d.get("sglang"),
-                 transformers=d.get("transformers"), flashinfer=d.get("flashinfer-python"),
-                 sentence_transformers=d.get("sentence-transformers"),
-                 seconds=time.perf_counter() - t0)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -167,39 +56,10 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:.1f} GB"
 
 
-@dataclass
-class _Ctx:
-    profile_ref: str
-    url: str | None
-    python: str | None
-    log: str | None
-    snap: GPUSnapshot | None = None
-    profile: Profile | None = None
-    probe: Probe | None = None
-    rows: list[Check] = field(default_factory=list)
-    overrides: Sequence[str] = ()
-    options: Mapping[str, object] = field(default_factory=dict)
-    env: dict[str, str] | None = None  # the environment SGLang would run with
-    port_row: int | None = None  # index of a "port in use" row the server check may clear
-    fit_rows: list[Check] = field(default_factory=list)  # rendered after the Model section
-
-    @property
-    def settings(self) -> Profile:
-        """The loaded profile, else the default settings (what checks assume without one)."""
-        if self.profile is not None:
-            return self.profile
-        from qembed.serving.profiles.model import Profile
-
-        return Profile()
-
-    def add(self, section: str, name: str, status: Status, found: str, fix: str | None = None) -> None:
-        self.rows.append(Check(section, name, status, found, fix if status != PASS else None))
-
-
 # -- sections ---------------------------------------------------------------------------------
 
 
-def _system(c: _Ctx) -> None:
+def _system(c: Ctx) -> None:
     s = "System"
     c.add(s, "Python", PASS, f"{platform.python_version()} ({sys.executable})")
     osname = platform.system()
@@ -211,7 +71,7 @@ def _system(c: _Ctx) -> None:
     c.add(s, "qembed", PASS, __version__)
 
 
-def _profile(c: _Ctx) -> None:
+def _profile(c: Ctx) -> None:
     s = "Profile"
     from qembed.serving.profiles.resolve import resolve_profile
 
@@ -226,7 +86,7 @@ def _profile(c: _Ctx) -> None:
     c.add(s, "profile", PASS, f"`{c.profile.name}`{why}; model {c.profile.model}")
 
 
-def _nvml(c: _Ctx, sglang_version: str | None) -> None:
+def _nvml(c: Ctx, sglang_version: str | None) -> None:
     from qembed.serving import gpu
 
     s = "NVIDIA driver"
@@ -262,7 +122,7 @@ _STATUS: dict[str, Status] = {"fail": FAIL, "warn": WARN, "info": PASS}
 _NO_GPU = f"{NO_GPU_OPTIONS} (docs/serving.md)"
 
 
-def _gpus(c: _Ctx, sglang_version: str | None) -> None:
+def _gpus(c: Ctx, sglang_version: str | None) -> None:
     """The GPU, GPU-class and memory-fit rows: :func:`qembed.serving.policy.launch_findings`, the rules
     ``qembed serve`` refuses or warns by, rendered as rows (a new rule shows up in both)."""
     from qembed import models
@@ -312,50 +172,11 @@ def _gpus(c: _Ctx, sglang_version: str | None) -> None:
         fit(_STATUS[f.level], f.message, f.hint, name=f.check)
 
 
-def _fit(c: _Ctx) -> None:
+def _fit(c: Ctx) -> None:
     c.rows.extend(c.fit_rows)
 
 
-def _default_url(c: _Ctx) -> str | None:
-    """The URL doctor checks when none is given and no server is recorded: the client's default
-    (``QEMBED_URL``, else ``http://127.0.0.1:30000``), when something listens there; else a SKIP."""
-    if c.url or _recorded_url()[0]:
-        return c.url
-    import socket
-    from urllib.parse import urlparse
-
-    url = qenv.URL.get() or qenv.DEFAULT_URL
-    parsed = urlparse(url)
-    host, port = parsed.hostname or "127.0.0.1", parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return url
-    except OSError:
-        c.add("Server", "server", SKIP, f"nothing answers at {url} (the client's default URL), and no "
-              "running `qembed serve` is recorded")
-        return None
-
-
-def _healthy_checked_server(c: _Ctx, checked: str | None) -> None:
-    """A port held by the healthy embedding server doctor just checked is not a FAIL."""
-    if c.port_row is None or not checked:
-        return
-    from urllib.parse import urlparse
-
-    port = c.settings.port
-    try:
-        checked_port = urlparse(checked).port
-    except ValueError:
-        return
-    server = {r.name: r.status for r in c.rows if r.section == "Server"}
-    if checked_port == port and server.get("/health") == PASS and server.get("embedding") in (PASS, WARN):
-        row = c.rows[c.port_row]
-        c.rows[c.port_row] = Check(row.section, row.name, PASS,
-                                   f"{row.found.split(' is in use')[0]} is held by the healthy embedding "
-                                   f"server being checked ({checked.rstrip('/')})")
-
-
-def _torch(c: _Ctx) -> None:
+def _torch(c: Ctx) -> None:
     from qembed.serving import gpu
 
     s = "Torch/CUDA"
@@ -389,7 +210,7 @@ def _torch(c: _Ctx) -> None:
         c.add(s, "torch", PASS, found + f"; driver supports CUDA {snap.cuda_driver_str if snap else '?'}")
 
 
-def _reference_engine(c: _Ctx) -> None:
+def _reference_engine(c: Ctx) -> None:
     """``engine: reference`` (``--profile cpu``): no driver, GPU or SGLang; sentence-transformers."""
     from qembed.reference.engine import INSTALL_HINT
 
@@ -409,7 +230,7 @@ def _reference_engine(c: _Ctx) -> None:
             c.add(s, label, PASS, have)
 
 
-def _sglang(c: _Ctx) -> None:
+def _sglang(c: Ctx) -> None:
     from qembed.serving import gpu
 
     s = "SGLang"
@@ -432,7 +253,7 @@ def _sglang(c: _Ctx) -> None:
     _parser_flags(c, s, pr.python)
 
 
-def _parser_flags(c: _Ctx, s: str, python: str) -> None:
+def _parser_flags(c: Ctx, s: str, python: str) -> None:
     """The argv verdict of SGLang's own parser for the profile (as `serve` would launch it), and
     the profile settings worth a warning."""
     from qembed.serving.sglang_args import (
@@ -465,7 +286,7 @@ _CPU_ROWS: dict[str, tuple[str, str]] = {
 }
 
 
-def _cpu_engine(c: _Ctx, *, python: str, host: HostInfo | None, kernels: KernelCheck | None) -> None:
+def _cpu_engine(c: Ctx, *, python: str, host: HostInfo | None, kernels: KernelCheck | None) -> None:
     """``device: cpu`` (``--profile xeon``): no driver or GPU; the CPU, SGLang's CPU build and the
     path it takes, the dtype, RAM and the KV pool, from the plan ``qembed serve`` launches by, then
     the parser's verdict on the argv with the plan's values."""
@@ -528,7 +349,7 @@ def tokenizer_appends_eos(tokenizer_json: Path) -> bool | None:
     return walk(obj)
 
 
-def _model(c: _Ctx) -> None:
+def _model(c: Ctx) -> None:
     from qembed import models
 
     s = "Model"
@@ -623,11 +444,12 @@ def no_proxy_covers_loopback(value: str | None) -> bool:
     return False
 
 
-def _network(c: _Ctx) -> None:
+def _network(c: Ctx) -> None:
     s = "Network"
     host = c.settings.host
     port = c.settings.port
-    from qembed.serving.launcher import find_free_port, port_holder, port_is_free
+    from qembed.host.ports import find_free_port, port_is_free
+    from qembed.host.procfs import port_holder
 
     if port_is_free(host, port):
         c.add(s, "port", PASS, f"{host}:{port} is free")
@@ -635,7 +457,7 @@ def _network(c: _Ctx) -> None:
         holder = port_holder(port)
         free = find_free_port(host, port)
         ours = _recorded_on_port(port)
-        own = _own_record(c)
+        own = own_record(c)
         who = f" by {holder}" if holder else " (holder not visible: another user or container)"
         if own is not None and own.port == port:  # the server this run checks: its port is meant to be held
             c.add(s, "port", PASS, f"{host}:{port} is held by qembed server `{own.name}`, the running server "
@@ -690,153 +512,6 @@ def _recorded_on_port(port: int) -> str | None:
     return None
 
 
-def _own_record(c: _Ctx) -> Record | None:
-    """The running server this run checks, by its record: the one at ``--url``; without
-    ``--url``, the newest live server started from this profile (its name, on its port), as
-    ``qembed serve -p PROFILE`` records it. ``None`` when there is none."""
-    try:
-        from qembed.host import state
-
-        records = [r for r in state.list_records(clean=True) if r.role != "replica"]
-    except Exception:  # state is best effort here: a broken record must not break doctor
-        return None
-    if c.url:
-        want = c.url.rstrip("/")
-        return next((r for r in reversed(records) if r.url.rstrip("/") == want), None)
-    if c.profile is None:
-        return None
-    mine = [r for r in records if r.profile == c.profile.name and r.port == c.profile.port]
-    return mine[-1] if mine else None
-
-
-def _recorded_url() -> tuple[str | None, str | None]:
-    try:
-        from qembed.host import state
-
-        rec = state.default_server()
-    except Exception:
-        return None, None
-    return (rec.url, rec.name) if rec is not None else (None, None)
-
-
-def _api_key(profile: Profile | None) -> str | None:
-    if profile is not None:
-        from qembed.serving.profiles.resolve import resolve_api_key
-
-        try:
-            key = resolve_api_key(profile)
-        except (ProfileError, ConfigError):  # an unreadable key file: the variable may still hold one
-            key = None
-        if key:
-            return key
-    from qembed.net import clean_api_key
-
-    try:
-        return clean_api_key(qenv.API_KEY.get(), source=f"`{qenv.API_KEY.name}`")
-    except ConfigError:  # doctor reports; the key row is not the place to stop
-        return None
-
-
-def _server(c: _Ctx, transport: httpx.BaseTransport | None) -> None:
-    from qembed.probe import probe_server
-
-    s = "Server"
-    own = _own_record(c)
-    url, name = c.url, own.name if own is not None else None
-    if not url:
-        url, name = (own.url, own.name) if own is not None else _recorded_url()
-    if not url:
-        c.add(s, "server", SKIP, "no --url given and no running `qembed serve` recorded")
-        return
-    # a healthy /health runs a 1-token forward after sleeping 1 s: allow far more than 1 s
-    f = probe_server(url, _api_key(c.profile), timeout=30.0, dimensions=True, transport=transport)
-    label = f"{f.url}" + (f" (`{name}`)" if name else "")
-    if f.health != 200:
-        fix = ("start it with `qembed serve`, or pass the right `--url`" if f.health is None
-               else "503 = still starting or unhealthy; see `qembed logs`")
-        c.add(s, "/health", FAIL, f"{label}: {f.health_error}", fix)
-        return
-    c.add(s, "/health", PASS, f"{label}: 200 in {f.health_seconds or 0:.1f} s")
-    if f.models_error is None and f.model is not None:
-        c.add(s, "/v1/models", PASS, f"{f.model}, max_model_len {f.max_model_len}")
-    else:
-        c.add(s, "/v1/models", WARN, f"unexpected answer: {f.models_error or 'no model listed'}",
-              "check the server log (`qembed logs`)")
-    err = f.embedding_error
-    if err is not None:
-        if f.embedding_status is not None and f.embedding_status != 200:
-            c.add(s, "embedding", FAIL, err.message[:300],
-                  "401 = API key (`QEMBED_API_KEY`); 400 'not an embedding model' = started without --is-embedding")
-        else:
-            c.add(s, "embedding", FAIL, err.message[:300], err.hint or "see `qembed logs`")
-        return
-    if f.size_mismatch:
-        c.add(s, "embedding", FAIL, f"{f.size_mismatch} (norm {f.norm:.4f})",
-              "another model or a broken server answers at this URL; see `qembed ps` and `qembed logs`")
-        return
-    c.add(s, "embedding", PASS, f"{f.dimensions} dimensions, norm {f.norm:.4f}")
-    dims = f.matryoshka_dimensions
-    if f.supports_dimensions:
-        c.add(s, "dimensions", PASS, f"`dimensions: {dims}` works (Matryoshka on)")
-    elif f.supports_dimensions is None:
-        c.add(s, "dimensions", WARN, f.dimensions_error or "not checked")
-    else:
-        # probe_server: "HTTP <status>: ..." for a refusal, else what was wrong with the reply
-        refused = (f.dimensions_error or "").startswith("HTTP ")
-        what = "refused" if refused else "answered with a wrong truncation"
-        c.add(s, "dimensions", WARN,
-              f"`dimensions` {what} ({f.dimensions_error}); qembed's client already truncates and "
-              "renormalises itself for this server (the same vectors as a right server)",
-              "nothing to change for qembed's client; for other clients turn Matryoshka on and restart: "
-              "`matryoshka: true` in the profile (SGLang `is_matryoshka`; vLLM `--hf-overrides "
-              "'{\"is_matryoshka\": true}'`)")
-
-
-def _log_name(c: _Ctx) -> str | None:
-    """The server name whose newest log this run reads: the server being checked, else the name
-    ``qembed serve -p PROFILE`` gives (the profile's); ``None`` (any server's) without a profile."""
-    own = _own_record(c)
-    if own is not None:
-        return own.name
-    return (c.profile.name or "default") if c.profile is not None else None
-
-
-def _latest_log(name: str | None) -> Path | None:
-    from qembed.host import state
-
-    try:
-        return state.latest_log(name)  # the one rule for which file is a qembed serve log
-    except OSError:
-        return None
-
-
-def _diagnosis(c: _Ctx) -> None:
-    from qembed.serving.diagnose import diagnose_file
-
-    s = "Last failure"
-    explicit = c.log is not None
-    name = None if explicit else _log_name(c)
-    path = Path(c.log) if c.log else _latest_log(name)
-    if path is None:
-        whose = f" of server `{name}`" if name else ""
-        c.add(s, "log", SKIP, f"no `qembed serve` log{whose} yet (pass `--log FILE` to read another)")
-        return
-    try:
-        found = diagnose_file(path, profile=c.profile)
-    except OSError as exc:
-        c.add(s, "log", FAIL, f"cannot read {path}: {exc}", "pass a readable `--log FILE`")
-        return
-    if not found:
-        c.add(s, "log", PASS, f"{path.name}: no known failure signature")
-        return
-    for d in found:
-        # a log found on its own may be from a launch that was fixed since: warn, don't fail
-        status: Status = FAIL if (explicit and d.level == "error") else WARN
-        where = f"line {d.line_no}: " if d.line_no else ""
-        evidence = d.evidence if len(d.evidence) <= 200 else d.evidence[:199] + "…"
-        c.add(s, d.title, status, f"{path.name}: {d.cause}. {where}{evidence}", d.fix)
-
-
 # -- entry point ------------------------------------------------------------------------------
 
 
@@ -884,7 +559,7 @@ def run_checks(
     from qembed.serving import gpu
     from qembed.serving.sglang_args import resolve_sglang
 
-    c = _Ctx(profile_ref=profile or "auto", url=url, python=python, log=str(log) if log else None,
+    c = Ctx(profile_ref=profile or "auto", url=url, python=python, log=str(log) if log else None,
              overrides=list(overrides), options={k: v for k, v in (options or {}).items() if v is not None})
     c.snap = snapshot if snapshot is not None else gpu.snapshot()
     _system(c)
@@ -914,25 +589,18 @@ def run_checks(
         if not reference:
             _fit(c)
     _network(c)
-    checked = _default_url(c)
-    if checked is not None or c.url or _recorded_url()[0]:
+    checked = default_url(c)
+    if checked is not None or c.url or recorded_url()[0]:
         c.url = checked
-        _server(c, transport)
-    _healthy_checked_server(c, c.url or _recorded_url()[0])
-    _diagnosis(c)
+        server_checks(c, transport)
+    healthy_checked_server(c, c.url or recorded_url()[0])
+    diagnosis_checks(c)
     return c.rows
 
 
 __all__ = [
-    "Check",
-    "Probe",
-    "Status",
-    "exit_code",
     "no_proxy_covers_loopback",
-    "report_json",
     "run_checks",
-    "run_probe",
     "shm_size",
-    "summary",
     "tokenizer_appends_eos",
 ]

@@ -18,8 +18,9 @@ from typing import IO
 
 from qembed.redact import redact
 
-#: How much of the log to keep in memory for diagnosis (Ollama keeps 8 KiB).
-TAIL_BYTES = 8 * 1024
+#: How much of the log a running server's :class:`LogTail` keeps in memory for diagnosis (Ollama
+#: keeps 8 KiB); :data:`qembed.serving.diagnose.TAIL_BYTES` is what is read back from a log file.
+LIVE_TAIL_BYTES = 8 * 1024
 
 
 class LogTail:
@@ -29,7 +30,7 @@ class LogTail:
     into the log, and these lines end up in error messages.
     """
 
-    def __init__(self, max_bytes: int = TAIL_BYTES, *, secrets: Iterable[str] = ()) -> None:
+    def __init__(self, max_bytes: int = LIVE_TAIL_BYTES, *, secrets: Iterable[str] = ()) -> None:
         self.max_bytes = max_bytes
         self.secrets = tuple(s for s in secrets if s)
         self._lines: collections.deque[tuple[int, str]] = collections.deque()
@@ -176,4 +177,4 @@ def follow_log(path: Path, *, alive: Callable[[], bool], interval: float = 0.2) 
     return lines()
 
 
-__all__ = ["TAIL_BYTES", "LogFollower", "LogTail", "follow_log", "read_log_tail", "summarize_server_args"]
+__all__ = ["LIVE_TAIL_BYTES", "LogFollower", "LogTail", "follow_log", "read_log_tail", "summarize_server_args"]

@@ -23,7 +23,9 @@ def connect_host(host: str) -> str:
     return host
 
 
-def base_url(host: str, port: int) -> str:
+def connect_url(host: str, port: int) -> str:
+    """The URL that reaches a server listening on ``host``:``port`` from this machine (via
+    :func:`connect_host`). :func:`qembed.net.base_url` is another thing: it normalises a URL given."""
     h = connect_host(host)
     if ":" in h and not h.startswith("["):
         h = f"[{h}]"
@@ -72,4 +74,4 @@ def check_port(host: str, port: int) -> None:
     )
 
 
-__all__ = ["base_url", "check_port", "connect_host", "find_free_port", "port_is_free"]
+__all__ = ["check_port", "connect_host", "connect_url", "find_free_port", "port_is_free"]

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qembed import env as qenv
-from qembed.host.logfiles import follow_log, read_log_tail
 from qembed.host.procfs import pid_alive, process_start_time
 
 if TYPE_CHECKING:
@@ -484,7 +483,6 @@ __all__ = [
     "claims_dir",
     "default_server",
     "ensure_dir",
-    "follow_log",
     "latest_log",
     "list_records",
     "live",
@@ -492,9 +490,6 @@ __all__ = [
     "logs_dir",
     "make_record",
     "new_log_path",
-    "pid_alive",
-    "process_start_time",
-    "read_log_tail",
     "remove",
     "remove_if_owned",
     "save",

@@ -118,7 +118,7 @@ def _path(cache_key: str) -> Path:
     return state_dir() / _DIR / f"{cache_key}.json"
 
 
-def load(cache_key: str) -> dict[str, Any] | None:
+def load_verdict(cache_key: str) -> dict[str, Any] | None:
     """A stored verdict, or ``None`` (missing or unreadable: then it is checked). The caller checks
     its fields: a verdict of the wrong shape counts as missing."""
     try:
@@ -128,7 +128,7 @@ def load(cache_key: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def store(cache_key: str, verdict: Mapping[str, Any]) -> None:
+def store_verdict(cache_key: str, verdict: Mapping[str, Any]) -> None:
     """Save a verdict (atomically); a cache that cannot be written is only a slower next run."""
     path = _path(cache_key)
     try:
@@ -140,4 +140,4 @@ def store(cache_key: str, verdict: Mapping[str, Any]) -> None:
         pass
 
 
-__all__ = ["DISTRIBUTIONS", "FINGERPRINT_TIMEOUT_S", "VOLATILE", "fingerprint", "key", "load", "relevant_env", "store"]
+__all__ = ["DISTRIBUTIONS", "FINGERPRINT_TIMEOUT_S", "VOLATILE", "fingerprint", "key", "load_verdict", "relevant_env", "store_verdict"]

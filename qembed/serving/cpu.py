@@ -350,12 +350,12 @@ def check_kernels(python: str, *, env: Mapping[str, str] | None = None, timeout:
     cpu_id = hashlib.sha256((_read(Path("/proc/cpuinfo")) or "").split("\n\n")[0].encode()).hexdigest()
     cache_key = verdicts.key(python, full_env, ["cpu-kernels", cpu_id]) if cache else None
     if cache_key is not None:
-        hit = verdicts.load(cache_key)
+        hit = verdicts.load_verdict(cache_key)
         if hit is not None and set(_CACHED_FIELDS) <= hit.keys():
             return KernelCheck(python, **{k: hit[k] for k in _CACHED_FIELDS}, seconds=time.perf_counter() - t0)
     result = _run_kernel_check(python, full_env, timeout, t0)
     if cache_key is not None and result.error is None:
-        verdicts.store(cache_key, {k: getattr(result, k) for k in _CACHED_FIELDS})
+        verdicts.store_verdict(cache_key, {k: getattr(result, k) for k in _CACHED_FIELDS})
     return result
 
 

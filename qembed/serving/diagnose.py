@@ -53,7 +53,7 @@ def tail_lines(lines: Iterable[str], max_lines: int = TAIL_LINES) -> list[str]:
     return [ln.rstrip("\r\n") for ln in deque(lines, maxlen=max_lines)]
 
 
-def read_log_tail(path: str | Path, *, max_bytes: int = TAIL_BYTES, max_lines: int = TAIL_LINES) -> list[str]:
+def read_redacted_tail(path: str | Path, *, max_bytes: int = TAIL_BYTES, max_lines: int = TAIL_LINES) -> list[str]:
     """The last lines of a log file, reading at most ``max_bytes`` from its end.
 
     A partial first line (cut by the byte limit) is dropped; undecodable bytes are replaced.
@@ -63,16 +63,16 @@ def read_log_tail(path: str | Path, *, max_bytes: int = TAIL_BYTES, max_lines: i
     Raises:
         OSError: the file cannot be read.
     """
-    from qembed.host.state import read_log_tail as read_tail
+    from qembed.host.logfiles import read_log_tail
     from qembed.redact import redact
 
-    return [redact(line) for line in read_tail(Path(path), max_lines, max_bytes=max_bytes)]
+    return [redact(line) for line in read_log_tail(Path(path), max_lines, max_bytes=max_bytes)]
 
 
 def diagnose_file(path: str | Path, *, profile: Profile | None = None,
                   returncode: int | None = None) -> list[Diagnosis]:
     """:func:`diagnose` over the bounded tail of a log file."""
-    return diagnose(read_log_tail(path), profile=profile, returncode=returncode)
+    return diagnose(read_redacted_tail(path), profile=profile, returncode=returncode)
 
 
 # -- helpers to phrase fixes ------------------------------------------------------------------
@@ -496,4 +496,4 @@ def diagnose(lines: Iterable[str], *, profile: Profile | None = None,
     return errors + [d for d in found if d.level == "warning"]
 
 
-__all__ = ["TAIL_BYTES", "TAIL_LINES", "Diagnosis", "diagnose", "diagnose_file", "read_log_tail", "tail_lines"]
+__all__ = ["TAIL_BYTES", "TAIL_LINES", "Diagnosis", "diagnose", "diagnose_file", "read_redacted_tail", "tail_lines"]

@@ -31,7 +31,6 @@ Nothing here prints; progress goes to an ``on_event`` callback.
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -47,11 +46,11 @@ from qembed.errors import (
     ServerExited,
     ServerUnreachable,
 )
-from qembed.net import PROXY_VARS, auth_headers
+from qembed.net import PROXY_VARS
 
 if TYPE_CHECKING:
-    from qembed.serving.launcher import Server
     from qembed.serving.profiles.model import Profile
+    from qembed.serving.readiness import Server
     from qembed.serving.supervisor import ServingSession
 
 logger = logging.getLogger(__name__)
@@ -80,8 +79,6 @@ _ENTRY_CODE = (
     "main(sys.argv[1:] + (['--api-key', key] if key else [])\n"
     f"     + (['--control-plane-api-keys', {ADMIN_KEY_ID + ':qembed admin:admin:'!r} + admin] if admin else []))\n"
 )
-PROBE_TEXT = "qembed gateway probe"
-_NOT_EMBEDDING = "does not appear to be an embedding model"
 
 
 # -- smg ----------------------------------------------------------------------------------------
@@ -159,57 +156,37 @@ def normalize_url(url: str) -> str:
 
 
 def probe_worker(url: str, *, api_key: str | None = None, timeout: float = 30.0) -> WorkerInfo:
-    """Ask ``url`` for its model (``/v1/models``) and one embedding; refuse anything else.
+    """Ask ``url`` for its model (``/v1/models``) and one checked embedding
+    (:func:`qembed.probe.probe_server`); refuse anything else.
 
     Raises:
         ServerUnreachable: nothing answers at ``url``.
         ConfigError: it answers, but it is not a working embedding server.
     """
-    import httpx
+    from qembed.probe import probe_server, serves_generator
 
-    headers = auth_headers(api_key)
-    try:
-        with httpx.Client(trust_env=False, headers=headers, timeout=timeout) as http:
-            r = http.get(f"{url}/v1/models")
-            served = model = None
-            context: int | None = None
-            if r.status_code == 401:
-                raise ConfigError(f"worker `{url}` refused the API key (401)",
-                                  hint="export the workers' key as `QEMBED_API_KEY` before starting the gateway")
-            if r.status_code == 200:
-                try:
-                    entry = (r.json().get("data") or [{}])[0]
-                    served = entry.get("id")
-                    model = entry.get("root") or served
-                    mml = entry.get("max_model_len")
-                    context = int(mml) if isinstance(mml, int) else None
-                except (ValueError, AttributeError, IndexError, TypeError):
-                    served = None
-            if not isinstance(served, str) or not served:
-                raise ConfigError(f"worker `{url}` is not an embedding server (GET /v1/models answered "
-                                  f"HTTP {r.status_code} without a model)",
-                                  hint="start each worker with `qembed serve` and pass its base URL")
-            r = http.post(f"{url}/v1/embeddings", json={"input": PROBE_TEXT, "model": served})
-    except httpx.HTTPError as exc:
+    f = probe_server(url, api_key, timeout=timeout, health=False)
+    err = f.embedding_error
+    if isinstance(err, ServerUnreachable):
         raise ServerUnreachable(
-            f"worker `{url}` does not answer: {exc.__class__.__name__}: {exc}",
+            f"worker `{url}` does not answer: {err.__cause__ or err.message}",
             hint="start it with `qembed serve --host 0.0.0.0` on that machine, wait for `ready`, "
             "and check the address and port",
-        ) from exc
-    if r.status_code != 200:
-        why = "it serves a generator, not an embedding model" if _NOT_EMBEDDING in r.text else \
-            f"POST /v1/embeddings answered HTTP {r.status_code}: {r.text[:200]}"
+        ) from err
+    if f.models_status == 401:
+        raise ConfigError(f"worker `{url}` refused the API key (401)",
+                          hint="export the workers' key as `QEMBED_API_KEY` before starting the gateway")
+    if f.model is None:
+        raise ConfigError(f"worker `{url}` is not an embedding server (GET /v1/models answered "
+                          f"HTTP {f.models_status} without a model)",
+                          hint="start each worker with `qembed serve` and pass its base URL")
+    if err is not None or f.dimensions is None:
+        why = ("it serves a generator, not an embedding model" if serves_generator(err) else
+               err.message if err is not None else "no vector")
         raise ConfigError(f"worker `{url}` is not an embedding server: {why}",
-                          hint="start each worker with `qembed serve` (it passes `--is-embedding`)")
-    try:
-        vec = r.json()["data"][0]["embedding"]
-        dims = len(vec)
-        if dims < 1 or not all(isinstance(v, float | int) and math.isfinite(v) for v in vec):
-            raise ValueError("not a vector of finite numbers")
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise ConfigError(f"worker `{url}` is not an embedding server: unexpected reply {r.text[:200]}") from exc
-    return WorkerInfo(url=url, served_model_name=served, model=str(model), dimensions=dims,
-                      context_length=context)
+                          hint="start each worker with `qembed serve` (it passes `--is-embedding`)") from err
+    return WorkerInfo(url=url, served_model_name=f.model, model=str(f.model_path or f.model), dimensions=f.dimensions,
+                      context_length=f.max_model_len)
 
 
 def check_same_space(infos: Sequence[WorkerInfo]) -> None:
@@ -257,16 +234,17 @@ class WorkerHealth:
 def worker_health(gateway_url: str, *, api_key: str | None = None, timeout: float = 5.0) -> list[WorkerHealth]:
     """Which workers the gateway counts as healthy (smg's ``GET /workers``, a control-plane
     route: ``api_key`` is the gateway's admin key, ``server.admin_key``); [] if unreadable."""
-    import httpx
+    import orjson
 
-    headers = auth_headers(api_key)
+    from qembed.probe import get
+    from qembed.transport import TransportFailure
+
     try:
-        with httpx.Client(trust_env=False, timeout=timeout, headers=headers) as http:
-            r = http.get(f"{gateway_url}/workers")
-        rows = r.json().get("workers") or [] if r.status_code == 200 else []
+        r = get(gateway_url, "/workers", api_key=api_key, timeout=timeout)
+        rows = orjson.loads(r.content).get("workers") or [] if r.status == 200 else []
         return [WorkerHealth(url=str(w.get("url")), healthy=bool(w.get("is_healthy")),
                              status=str(w.get("status") or "")) for w in rows if isinstance(w, dict)]
-    except (httpx.HTTPError, ValueError, AttributeError):
+    except (TransportFailure, ValueError, AttributeError):
         return []
 
 
@@ -300,17 +278,14 @@ def check_exposure(host: str, api_key: str | None) -> None:
     """Refuse a gateway on a network address without a key.
 
     smg without a key leaves its control plane open: anyone who reaches the port could register
-    or remove workers (smg's own start-up "SECURITY POSTURE" warning says so).
+    or remove workers (smg's own start-up "SECURITY POSTURE" warning says so). The exposure rule
+    (:func:`qembed.serving.policy.exposure`) at ``fail``.
     """
-    from qembed.net import is_loopback
+    from qembed.serving.policy import exposure
 
-    if not is_loopback(host) and not api_key:
-        raise ConfigError(
-            f"refusing to run the gateway on `{host}` without an API key: anyone who can reach it "
-            "could use it, and register or remove its workers",
-            hint="export `QEMBED_API_KEY` (the workers' key; smg checks it on every route), "
-            "or keep the default `--host 127.0.0.1`",
-        )
+    found = exposure(host, keyed=bool(api_key), level="fail", listener="gateway")
+    if found is not None:
+        raise ConfigError(found.message, hint=found.hint)
 
 
 def admin_key(api_key: str | None, configured: str | None = None) -> str:
@@ -340,9 +315,10 @@ def start_gateway(
     workers: Sequence[str], *, host: str, port: int, policy: str = DEFAULT_POLICY,
     api_key: str | None = None, admin: str | None = None, log_path: Path, metrics_port: int | None = None,
     health_interval: int = HEALTH_INTERVAL, ready_timeout: float = 1800.0,
-    parent_death_signal: int | None = None,
+    parent_death_signal: int | None = None, pass_fds: Sequence[int] = (),
 ) -> Server:
     """Spawn ``smg launch`` in its own process group (returns at once; see :func:`wait_gateway`).
+    ``pass_fds`` stay open in smg (a :class:`qembed.host.state.Claim`'s locks).
 
     ``admin`` is the control-plane key (see :func:`admin_key`; a random one when ``None``); the
     returned server keeps it as ``admin_key`` for :func:`worker_health`.
@@ -350,21 +326,22 @@ def start_gateway(
     Raises:
         MissingDependency: smg is not installed. PortInUse: ``port`` is taken. ConfigError.
     """
+    from qembed.host.ports import check_port, find_free_port, port_is_free
     from qembed.serving import launcher
 
     require_smg()
     check_exposure(host, api_key)
     admin = admin_key(api_key, admin)
-    launcher.check_port(host, port)
+    check_port(host, port)
     if metrics_port is None:
-        metrics_port = METRICS_PORT if launcher.port_is_free(host, METRICS_PORT) else \
-            (launcher.find_free_port(host, METRICS_PORT) or 0)
+        metrics_port = METRICS_PORT if port_is_free(host, METRICS_PORT) else \
+            (find_free_port(host, METRICS_PORT) or 0)
     flags = gateway_flags(workers, host=host, port=port, policy=policy, metrics_port=metrics_port,
                           health_interval=health_interval, ready_timeout=ready_timeout)
     env = {_ADMIN_ENV: admin, **({_KEY_ENV: api_key} if api_key else {})}
     server = launcher.spawn(gateway_argv(flags), host=host, port=port, log_path=log_path, env=env,
                             api_key=api_key, header=[f"command: smg {' '.join(flags)}"],
-                            parent_death_signal=parent_death_signal,
+                            parent_death_signal=parent_death_signal, pass_fds=pass_fds,
                             # workers live on other machines: a proxy would see the key and
                             # every document (issue 19, finding 8)
                             drop_env=PROXY_VARS)
@@ -386,10 +363,10 @@ def wait_gateway(server: Server, *, timeout: float = READY_TIMEOUT_S, min_health
         ServerExited: smg exited (its last log lines in ``details``). NotReady: ``timeout``.
         LaunchError: the probe embedding through the gateway failed.
     """
-    import httpx
+    from qembed.probe import fetch, open_http
+    from qembed.transport import TransportFailure
 
     deadline = time.monotonic() + timeout
-    headers = auth_headers(server._api_key)
     said: set[str] = set()
 
     def event(text: str) -> None:
@@ -398,7 +375,8 @@ def wait_gateway(server: Server, *, timeout: float = READY_TIMEOUT_S, min_health
             on_event(text)
 
     health: list[WorkerHealth] = []
-    with httpx.Client(trust_env=False, headers=headers) as http:
+    http = open_http(server.url, server._api_key, timeout=60.0)
+    try:
         while True:
             rc = server.proc.poll()
             if rc is not None:
@@ -414,8 +392,8 @@ def wait_gateway(server: Server, *, timeout: float = READY_TIMEOUT_S, min_health
                                hint="check each worker with `curl URL/health`; raise `--ready-timeout`",
                                details=[f"workers: {up}", f"log: {server.log_path}"])
             try:
-                ok = http.get(f"{server.url}/health", timeout=2.0).status_code == 200
-            except httpx.HTTPError:
+                ok = fetch(http, "GET", "/health", timeout=2.0).status == 200
+            except TransportFailure:
                 ok = False
             if ok:
                 event("gateway answers")
@@ -425,6 +403,8 @@ def wait_gateway(server: Server, *, timeout: float = READY_TIMEOUT_S, min_health
             server.follower.poll()
             server._pause(0.1)
         info = _probe_through(http, server, deadline)
+    finally:
+        http.close()
     info.workers = worker_health(server.url, api_key=server.admin_key) or health
     info.metrics_port = server.metrics_port
     event("ready")
@@ -434,22 +414,25 @@ def wait_gateway(server: Server, *, timeout: float = READY_TIMEOUT_S, min_health
 def _probe_through(http: Any, server: Server, deadline: float) -> GatewayInfo:
     """One embedding through the gateway. Right after a worker turns healthy smg may still be
     registering its model, so a failed probe is retried until ``deadline``."""
-    import httpx
+    import orjson
+
+    from qembed.probe import PROBE_TEXT, fetch
+    from qembed.transport import TransportFailure
 
     while True:
         left = max(1.0, min(60.0, deadline - time.monotonic()))
         problem = ""
         try:
-            r = http.get(f"{server.url}/v1/models", timeout=left)
-            served = str((r.json().get("data") or [{}])[0].get("id") or "")
-            r = http.post(f"{server.url}/v1/embeddings", json={"input": PROBE_TEXT, "model": served}, timeout=left)
-            if r.status_code == 200:
-                body = r.json()
+            r = fetch(http, "GET", "/v1/models", timeout=left)
+            served = str((orjson.loads(r.content).get("data") or [{}])[0].get("id") or "")
+            r = fetch(http, "POST", "/v1/embeddings", {"input": PROBE_TEXT, "model": served}, timeout=left)
+            if r.status == 200:
+                body = orjson.loads(r.content)
                 dims = len(body["data"][0]["embedding"])
                 return GatewayInfo(url=server.url, served_model_name=served, model=str(body.get("model") or served),
                                    dimensions=dims, workers=[], seconds=server.elapsed())
-            problem = f"HTTP {r.status_code}: {r.text[:200]}"
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            problem = f"HTTP {r.status}: {r.content[:200].decode('utf-8', 'replace')}"
+        except (TransportFailure, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             problem = f"{exc.__class__.__name__}: {exc}"
         if time.monotonic() >= deadline or server.proc.poll() is not None:
             raise LaunchError(f"the probe embedding through the gateway failed ({problem})",
@@ -509,7 +492,7 @@ class Group:
     replicas: list[Server]
     profiles: list[Profile]
     gateway: Server | None = None
-    infos: list[Any] = field(default_factory=list)  # launcher.ReadyInfo per replica
+    infos: list[Any] = field(default_factory=list)  # readiness.ReadyInfo per replica
     sessions: list[ServingSession] = field(default_factory=list)  # one per replica, in order
 
     def servers(self) -> list[Server]:
@@ -543,7 +526,8 @@ def start_replicas(profile: Profile, gpu_ids: Sequence[int], *, name: str, api_k
     one SGLang per GPU group, each a :class:`qembed.serving.supervisor.ServingSession` (recorded with
     ``group`` and ``role: replica``). On any failure the replicas launched so far are stopped,
     their records removed and their claims released."""
-    from qembed.serving import launcher, sglang_args
+    from qembed.host.ports import check_port
+    from qembed.serving import sglang_args
     from qembed.serving.supervisor import ServingSession
 
     profs = replica_profiles(profile, gpu_ids)
@@ -555,8 +539,8 @@ def start_replicas(profile: Profile, gpu_ids: Sequence[int], *, name: str, api_k
         for session in sessions:
             session.prepare()
         for p in profs:
-            launcher.check_port(p.host, p.port)
-        launcher.check_port(profile.host, profile.port)
+            check_port(p.host, p.port)
+        check_port(profile.host, profile.port)
         py, target_env = sglang_args.resolve_sglang(profs[0], python)
         sglang_args.ensure_accepted(sglang_args.build_flags(profs[0], api_key="x" if api_key else None),
                                     python=py, env=target_env)

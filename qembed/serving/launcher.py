@@ -1,22 +1,23 @@
 """Start SGLang, watch it come up, and stop it without leaving processes behind.
 
-This module spawns; the concerns it uses live in their own modules and are re-exported here:
-:mod:`qembed.serving.readiness` (phases, :class:`Server`, the readiness loop), :mod:`qembed.host.logfiles`
-(log reading), :mod:`qembed.host.ports` and :mod:`qembed.host.procfs` (ports, ``/proc``),
-:mod:`qembed.host.procgroup` (stopping a process group), :mod:`qembed.host.logrotate` (log rotation).
+This module spawns; the concerns it uses live in their own modules (import them from there):
+:mod:`qembed.serving.readiness` (phases, :class:`~qembed.serving.readiness.Server`, the readiness
+loop), :mod:`qembed.host.logfiles` (log reading), :mod:`qembed.host.ports` and
+:mod:`qembed.host.procfs` (ports, ``/proc``), :mod:`qembed.host.procgroup` (stopping a process
+group), :mod:`qembed.host.logrotate` (log rotation).
 
 The steps, in the order :func:`launch` runs them:
 
 1. build the argv with :func:`qembed.serving.sglang_args.build_command`;
-2. check that the HTTP port is free (:func:`port_is_free`): SGLang only binds it after the model
+2. check that the HTTP port is free (:func:`qembed.host.ports.check_port`): SGLang only binds it after the model
    is loaded, finds it busy minutes later and then SIGKILLs itself;
 3. run SGLang's own argument parser (:func:`qembed.serving.sglang_args.ensure_accepted`) so a bad flag
    fails in seconds instead of after the model load;
 4. spawn SGLang in its own process group (``start_new_session=True``) with stdout and stderr
    going straight to a per-server log file, and ``NO_PROXY`` covering loopback.
 
-:meth:`Server.wait_ready` (:mod:`qembed.serving.readiness`) then waits for readiness, and
-:meth:`Server.stop` stops the whole process group.
+:meth:`Server.wait_ready <qembed.serving.readiness.Server.wait_ready>` then waits for readiness,
+and :meth:`Server.stop <qembed.serving.readiness.Server.stop>` stops the whole process group.
 
 Nothing here prints: progress goes to the ``on_phase`` callback, failures are exceptions from
 :mod:`qembed.errors` whose ``details`` carry the last log lines and the diagnosis.
@@ -41,21 +42,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qembed.errors import LaunchError
-from qembed.host.logfiles import LogFollower, LogTail, summarize_server_args
-from qembed.host.ports import base_url, check_port, connect_host, find_free_port, port_is_free
-from qembed.host.procfs import port_holder, port_owned_by
-from qembed.host.procgroup import kill_group, stop_process
-from qembed.net import is_loopback
-from qembed.redact import redact
-from qembed.serving.readiness import (
-    PHASES,
-    ReadyInfo,
-    Server,
-    diagnoses_json,
-    failure_details,
-    health_status,
-    phase_of,
-)
+from qembed.host.ports import check_port
+from qembed.host.procgroup import stop_process
+from qembed.serving.readiness import Server
 
 if TYPE_CHECKING:
     from qembed.host.state import Record
@@ -121,7 +110,7 @@ def server_status(record: Record, *, timeout: float | None = None) -> str:
 # -- launching ----------------------------------------------------------------------------------
 
 
-def merge_no_proxy(env: Mapping[str, str]) -> dict[str, str]:
+def with_no_proxy(env: Mapping[str, str]) -> dict[str, str]:
     """``env`` with ``NO_PROXY``/``no_proxy`` both covering loopback (keeps existing entries)."""
     from qembed.serving.sglang_args import merge_no_proxy as merged_value
 
@@ -179,7 +168,7 @@ def spawn(
     ``log_max_bytes`` / ``log_backups`` (default :mod:`qembed.host.logrotate`'s 64 MiB, 3 backups):
     a watcher process rotates the log by size while SGLang runs (``log_max_bytes=0``: never).
     """
-    full_env = merge_no_proxy({k: v for k, v in {**os.environ, **(env or {})}.items() if k not in drop_env})
+    full_env = with_no_proxy({k: v for k, v in {**os.environ, **(env or {})}.items() if k not in drop_env})
     log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # 0600: SGLang logs its server_args, API key included.
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -253,7 +242,7 @@ def launch(
     """Check and start SGLang for ``profile``; returns at once (call :meth:`Server.wait_ready`).
 
     Args:
-        profile: the resolved profile (:func:`qembed.serving.profiles.load_profile`).
+        profile: the resolved profile (:func:`qembed.serving.profiles.resolve.load_profile`).
         api_key: the key SGLang should require (``--api-key``), or None.
         log_path: where the log goes (default: a new file in the state dir's ``logs/``).
         python: the interpreter with SGLang (default: :func:`qembed.serving.sglang_args.sglang_python`).
@@ -304,31 +293,4 @@ def launch(
     return server
 
 
-__all__ = [
-    "PHASES",
-    "LogFollower",
-    "LogTail",
-    "ReadyInfo",
-    "Server",
-    "base_url",
-    "check_port",
-    "connect_host",
-    "diagnoses_json",
-    "failure_details",
-    "find_free_port",
-    "health_status",
-    "is_loopback",
-    "kill_group",
-    "launch",
-    "merge_no_proxy",
-    "phase_of",
-    "port_holder",
-    "port_is_free",
-    "port_owned_by",
-    "redact",
-    "server_status",
-    "spawn",
-    "stop_process",
-    "stop_server",
-    "summarize_server_args",
-]
+__all__ = ["launch", "server_status", "spawn", "stop_server", "with_no_proxy"]

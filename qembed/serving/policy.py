@@ -66,6 +66,57 @@ NO_GPU_OPTIONS = (f"without a GPU, `{XEON_SERVE_COMMAND}` runs real SGLang on CP
                   "engine (development and CI)")
 
 
+#: What listens, in the words of the exposure finding (:func:`exposure`).
+Listener = Literal["server", "profile", "gateway", "container"]
+
+
+def exposure(host: str, *, keyed: bool, level: Literal["fail", "warn", "info"], listener: Listener,
+             port: int | None = None, key_env: str | None = None) -> Finding | None:
+    """The one exposure rule: a listener on an address other than loopback
+    (:func:`qembed.net.is_loopback`) without an API key. ``None`` when it is not exposed.
+
+    The rule is the same everywhere; the caller picks the level: ``qembed serve`` warns
+    (:func:`qembed.serving.supervisor.exposure_warning`), ``qembed gateway`` refuses (``fail``:
+    :func:`qembed.serving.gateway.check_exposure`), ``doctor`` and ``profiles show`` list a profile
+    setting (:func:`qembed.serving.sglang_args.profile_warnings`), ``deploy docker`` adds a note.
+
+    Args:
+        host: the address it listens on (or, for a container, the host address its port is
+            published on).
+        keyed: an API key is set (or, for a profile, configured: its ``api_key_env`` or
+            ``api_key_file``).
+        level: the finding's level.
+        listener: what listens; the words name it (``server``: SGLang as ``qembed serve`` starts
+            it, ``profile``: a profile's ``host``, ``gateway``: smg, ``container``: a published
+            container port).
+        port: the port it listens on (``server`` names it).
+        key_env: the variable that holds the key, as the hint names it (default ``QEMBED_API_KEY``,
+            the gateway's: the workers' key; a profile's is its ``api_key_env``).
+    """
+    from qembed import env as qenv
+    from qembed.net import is_loopback
+
+    if keyed or is_loopback(host):
+        return None
+    key_env = key_env or qenv.API_KEY.name
+    hint: str | None = None
+    if listener == "server":
+        message = (f"SGLang will listen on `{host}`: anyone who can reach port {port} can use the "
+                   "server, and no API key is set")
+        hint = f"export `{key_env}` (or set `api_key_file`) to require a key, or use `--host 127.0.0.1`"
+    elif listener == "profile":
+        message = (f"`host: {host}` accepts connections from other machines and no API key is set "
+                   f"(`{key_env}` or `api_key_file`)")
+    elif listener == "gateway":
+        message = (f"refusing to run the gateway on `{host}` without an API key: anyone who can reach "
+                   "it could use it, and register or remove its workers")
+        hint = (f"export `{key_env}` (the workers' key; smg checks it on every route), "
+                "or keep the default `--host 127.0.0.1`")
+    else:
+        message = f"the port is published on {host} without an API key: anyone who reaches it can use the GPU"
+    return Finding(level, message, hint, check="exposure")
+
+
 def _caps(g: GPUInfo) -> str:
     return (f"{g.name}, sm{g.sm}: bf16 {'yes' if g.sm >= BF16_MIN_SM else 'no'}, "
             f"fp8 {'yes' if g.sm >= 89 else 'no'}")
@@ -242,15 +293,25 @@ def require_launchable(snap: GPUSnapshot, profile: Profile, *, sglang_version: s
     Raises:
         GPUError: no driver/GPU, driver too old, GPU too old, not enough GPUs, model does not fit.
     """
+    findings = launch_findings(snap, profile, sglang_version=sglang_version)
+    refuse_failed(findings)
+    return [f for f in findings if f.level != "info"]
+
+
+def refuse_failed(findings: Sequence[Finding]) -> None:
+    """Raise :class:`~qembed.errors.GPUError` for the first ``fail`` of :func:`launch_findings`
+    (the other fails in its details); nothing when none failed.
+
+    Raises:
+        GPUError: a finding is ``fail``.
+    """
     from qembed.errors import GPUError
 
-    findings = launch_findings(snap, profile, sglang_version=sglang_version)
     fails = [f for f in findings if f.level == "fail"]
     if fails:
         first = fails[0]
         raise GPUError(first.message, hint=first.hint,
                        details=[f.message for f in fails[1:]])
-    return [f for f in findings if f.level != "info"]
 
 
 __all__ = [
@@ -258,9 +319,12 @@ __all__ = [
     "NO_GPU_OPTIONS",
     "XEON_SERVE_COMMAND",
     "Finding",
+    "Listener",
+    "exposure",
     "gpu_class_mismatch",
     "launch_findings",
     "profile_label",
+    "refuse_failed",
     "require_launchable",
     "selected_gpus",
 ]

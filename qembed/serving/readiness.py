@@ -39,7 +39,7 @@ from qembed.errors import (
     ServerUnreachable,
 )
 from qembed.host.logfiles import LogFollower, LogTail, summarize_server_args
-from qembed.host.ports import base_url, connect_host, find_free_port
+from qembed.host.ports import connect_host, connect_url, find_free_port
 from qembed.host.procfs import group_members, port_holder, port_owned_by
 from qembed.host.procgroup import stop_process
 from qembed.serving.diagnose import Diagnosis, diagnose
@@ -53,7 +53,6 @@ logger = logging.getLogger(__name__)
 HEALTH_TIMEOUT = 10.0
 #: How long one turn of the readiness loop waits on the process.
 POLL_INTERVAL = 0.25
-_NOT_EMBEDDING = "does not appear to be an embedding model"
 _BIND_FAILED = re.compile(r"\[Errno 98\].*address already in use")
 
 
@@ -243,7 +242,7 @@ class Server:
         self.pgid = proc.pid  # start_new_session=True: the child leads its own group
         self.host = host
         self.port = port
-        self.url = base_url(host, port)
+        self.url = connect_url(host, port)
         self.log_path = log_path
         self.profile = profile
         self._api_key = api_key
@@ -287,11 +286,6 @@ class Server:
 
     def returncode(self) -> int | None:
         return self.proc.poll()
-
-    def _headers(self) -> dict[str, str]:
-        from qembed.net import auth_headers
-
-        return auth_headers(self._api_key)
 
     def _advance(self, key: str, on_phase: Callable[[str, float], None] | None) -> None:
         if _PHASE[key].rank <= _PHASE[self.phase].rank:
@@ -400,14 +394,14 @@ class Server:
             NotReady: ``timeout`` passed.
             LaunchError: the server answered but is not an embedding server.
         """
-        import httpx
+        from qembed.probe import open_http
 
         deadline = time.monotonic() + timeout
         if on_phase is not None and self.phase == "starting":
             on_phase(_PHASE["starting"].text(self.engine), self.elapsed())
         bound = False
-        cfg = {"trust_env": False, "headers": self._headers()}  # no proxy for loopback
-        with httpx.Client(**cfg) as http:  # type: ignore[arg-type]
+        http = open_http(self.url, self._api_key, timeout=HEALTH_TIMEOUT)  # no proxy for loopback
+        try:
             while True:
                 self._read_log(on_phase)
                 rc = self.proc.poll()
@@ -434,6 +428,8 @@ class Server:
                     self._read_log(on_phase)
                     raise self._exited(rc)
             self._read_log(on_phase)
+        finally:
+            http.close()
         self._advance("probe", on_phase)
         info = self._probe(deadline)
         self._advance("ready", on_phase)
@@ -453,11 +449,12 @@ class Server:
             return False
 
     def _get_health(self, http: Any, timeout: float) -> int | None:
-        import httpx
+        from qembed.probe import fetch
+        from qembed.transport import TransportFailure
 
         try:
-            return int(http.get(f"{self.url}/health", timeout=timeout).status_code)
-        except httpx.HTTPError:
+            return fetch(http, "GET", "/health", timeout=timeout).status
+        except TransportFailure:
             return None
 
     def _not_ready(self, timeout: float) -> NotReady:
@@ -475,7 +472,7 @@ class Server:
     def _probe(self, deadline: float) -> ReadyInfo:
         """``/v1/models`` for the served name and context length, then one checked embedding
         (:func:`qembed.probe.probe_server`, the probe every command uses)."""
-        from qembed.probe import probe_server
+        from qembed.probe import probe_server, serves_generator
 
         left = max(1.0, min(60.0, deadline - time.monotonic()))
         served = self.profile.served_model_name if self.profile else None
@@ -488,7 +485,7 @@ class Server:
             raise LaunchError(f"the probe embedding failed: {err.message}",
                               hint=f"read the log: `less {self.log_path}`") from err
         if isinstance(err, ServerError) and not isinstance(err, BadReply):
-            if err.status == 400 and _NOT_EMBEDDING in err.message:
+            if serves_generator(err):
                 raise LaunchError(
                     "SGLang started the model as a text generator, not an embedding model "
                     "(the probe got 400 \"does not appear to be an embedding model\")",
@@ -562,12 +559,12 @@ def health_status(url: str, *, timeout: float = HEALTH_TIMEOUT) -> str:
 
     ``/health`` needs no API key in SGLang. It runs a 1-token forward, so allow seconds.
     """
-    import httpx
+    from qembed.probe import get
+    from qembed.transport import TransportFailure
 
     try:
-        with httpx.Client(trust_env=False) as http:
-            code = http.get(f"{url.rstrip('/')}/health", timeout=timeout).status_code
-    except httpx.HTTPError:
+        code = get(url.rstrip("/"), "/health", timeout=timeout).status
+    except TransportFailure:
         return "unreachable"
     return {200: "ready", 503: "starting"}.get(code, f"http {code}")
 

@@ -274,8 +274,8 @@ def build_command(
 def profile_warnings(profile: Profile, *, exposure: bool = True) -> list[str]:
     """Settings that are valid but probably not what the user wants (one sentence each).
 
-    ``exposure=False`` leaves out the keyless network address: a serving session says that one
-    itself, louder (:func:`qembed.serving.supervisor.exposure_warning`)."""
+    ``exposure=False`` leaves out the keyless network address (:func:`qembed.serving.policy.exposure`):
+    a serving session says that one itself, louder (:func:`qembed.serving.supervisor.exposure_warning`)."""
     p = profile
     out: list[str] = []
     if p.torch_compile:
@@ -289,13 +289,12 @@ def profile_warnings(profile: Profile, *, exposure: bool = True) -> list[str]:
     if p.log_level in {"warning", "error", "critical"}:
         out.append(f"`log_level: {p.log_level}` hides SGLang's INFO lines (load phases, the ready "
                    "line), so progress and failure diagnosis see less")
-    from qembed.net import is_loopback
+    from qembed.serving.policy import exposure as exposure_rule
 
-    if exposure and not is_loopback(p.host) and not (
-        os.environ.get(p.api_key_env) or p.api_key_file
-    ):
-        out.append(f"`host: {p.host}` accepts connections from other machines and no API key is "
-                   f"set (`{p.api_key_env}` or `api_key_file`)")
+    exposed = exposure_rule(p.host, keyed=bool(os.environ.get(p.api_key_env) or p.api_key_file),
+                            level="warn", listener="profile", key_env=p.api_key_env) if exposure else None
+    if exposed is not None:
+        out.append(exposed.message)
     if p.chunked_prefill_size == -1:
         out.append("`chunked_prefill_size: -1` prefills each input whole: a long input needs its "
                    "full activations at once")
@@ -460,7 +459,7 @@ def _verdict_key(flags: Sequence[str], python: str, env: Mapping[str, str]) -> s
 def _cached(cache_key: str, t0: float) -> ParserCheck | None:
     from qembed.host import verdicts
 
-    hit = verdicts.load(cache_key)
+    hit = verdicts.load_verdict(cache_key)
     if hit is None or not isinstance(hit.get("ok"), bool) or not isinstance(hit.get("message"), str):
         return None
     args = hit.get("args")
@@ -473,7 +472,7 @@ def _remember(cache_key: str, result: ParserCheck) -> None:
     from qembed.host import verdicts
 
     if not result.crashed:
-        verdicts.store(cache_key, {"ok": result.ok, "message": result.message, "exit_code": result.exit_code,
+        verdicts.store_verdict(cache_key, {"ok": result.ok, "message": result.message, "exit_code": result.exit_code,
                                    "args": result.args})
 
 
@@ -598,7 +597,6 @@ def installed_sglang_version(python: str) -> str | None:
 
 __all__ = [
     "ENTRY_ARGS",
-    "HABIT_FLAGS",
     "PARSER_IMPORT_NOTE",
     "LaunchCommand",
     "ParserCheck",
@@ -615,7 +613,6 @@ __all__ = [
     "launch_verdict",
     "merge_no_proxy",
     "profile_warnings",
-    "redact_argv",
     "rejected_error",
     "remember_accepted",
     "resolve_sglang",

@@ -9,9 +9,12 @@ process group, removes the record and releases the claim.
 
 The steps, in order:
 
+0. :meth:`ServingSession.plan` (any time; claims and starts nothing): the :class:`Plan`, what
+   would launch and what the checks found (model path, exposure, GPU or CPU findings, profile
+   settings); ``serve --dry-run`` renders it;
 1. :meth:`ServingSession.prepare`: validate the name, claim the name and the port, refuse a name
-   a live server already has, then the checks (exposure, reference engine, GPU, profile
-   settings), each finding said as an :class:`Event`;
+   a live server already has, then refuse on the plan's first ``fail`` (and the reference
+   engine's dependencies) and say its other findings, each as an :class:`Event`;
 2. :meth:`ServingSession.launch`: spawn SGLang (it inherits the claim), save its record;
 3. :meth:`ServingSession.wait_ready`: wait for readiness, complete the record;
 4. then :meth:`~ServingSession.detach` (it keeps running), :meth:`~ServingSession.wait` (until it
@@ -20,8 +23,10 @@ The steps, in order:
    detached, ready server and its record.
 
 Nothing here prints: findings and steps go to ``on_event`` as :class:`Event`, startup phases to
-``on_phase``; :mod:`qembed.output` renders them. Signals are the caller's (the CLI maps SIGTERM
-and SIGHUP to :exc:`KeyboardInterrupt`, then calls :meth:`~ServingSession.stop`).
+``on_phase``; :mod:`qembed.output` renders them. Signals are the foreground runner's
+(:func:`qembed.serving.foreground.run_session` maps SIGTERM and SIGHUP to
+:exc:`KeyboardInterrupt`, then calls :meth:`~ServingSession.stop`). Gateway and replica-group
+sessions take the same steps (:mod:`qembed.serving.gateway_session`).
 
 Example:
     >>> from qembed.serving.profiles.resolve import load_profile
@@ -45,11 +50,14 @@ from qembed.errors import ConfigError, NameInUse, PortInUse
 
 if TYPE_CHECKING:
     from qembed.host.state import Claim, Record
+    from qembed.serving.cpu import CPUPlan
     from qembed.serving.gpu import GPUSnapshot
+    from qembed.serving.policy import Finding
     from qembed.serving.profiles.model import Profile
     from qembed.serving.readiness import ReadyInfo, Server
+    from qembed.serving.sglang_args import LaunchCommand, ParserCheck
 
-EventKind = Literal["warning", "notice", "spawned", "stopping"]
+EventKind = Literal["warning", "notice", "download", "spawned", "stopping"]
 #: seconds between SIGTERM and SIGKILL when a failed SGLang has nothing to drain
 NO_DRAIN_GRACE = 3.0
 
@@ -57,7 +65,8 @@ NO_DRAIN_GRACE = 3.0
 @dataclass(frozen=True)
 class Event:
     """Something a session says. ``warning``: a finding (``hint`` may say what to do);
-    ``notice``: information (the reference engine's notice); ``spawned``: SGLang started;
+    ``notice``: information (the reference engine's notice); ``download``: a step of the model's
+    download (``fields``: :meth:`qembed.hub.Transfer.fields`); ``spawned``: SGLang started;
     ``stopping``: the session stops SGLang (``fields["reason"]`` is ``failed`` or ``requested``).
     ``fields`` carry the values for JSON events."""
 
@@ -115,19 +124,115 @@ def check_model_path(profile: Profile) -> None:
 
 
 def exposure_warning(profile: Profile, api_key: str | None) -> Event | None:
-    """The warning for a server on a network address without an API key (the one place that
-    decides it; :func:`qembed.serving.sglang_args.profile_warnings` leaves it out when asked)."""
-    from qembed.net import is_loopback
+    """The warning for a server on a network address without an API key: the exposure rule
+    (:func:`qembed.serving.policy.exposure`) at ``warn``
+    (:func:`qembed.serving.sglang_args.profile_warnings` leaves it out when asked)."""
+    from qembed.serving.policy import exposure
 
-    if is_loopback(profile.host) or api_key:
-        return None
-    return Event(
-        "warning",
-        f"SGLang will listen on `{profile.host}`: anyone who can reach port {profile.port} can use "
-        "the server, and no API key is set",
-        hint=f"export `{profile.api_key_env}` (or set `api_key_file`) to require a key, "
-        "or use `--host 127.0.0.1`",
-    )
+    found = exposure(profile.host, keyed=bool(api_key), level="warn", listener="server",
+                     port=profile.port, key_env=profile.api_key_env)
+    return None if found is None else Event("warning", found.message, hint=found.hint)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a session would launch and what its checks found, with nothing claimed or started:
+    ``serve --dry-run`` renders it, and :meth:`ServingSession.prepare` refuses on it.
+
+    ``profile`` is the one that launches (``device: cpu``: the CPU plan's explicit ``dtype`` and
+    KV pool). ``findings`` are the launch findings that are not ``info`` (the GPU checks of
+    :func:`qembed.serving.policy.launch_findings`, or the CPU plan's); :attr:`refusal` is the
+    first ``fail``, the one :meth:`require` raises. ``command`` is the engine's command (its
+    ``redacted_argv``/``redacted_env`` for display). The reference engine has no findings and no
+    flags; its dependencies are checked when the session prepares (:func:`reference_notice`).
+    """
+
+    profile: Profile
+    python: str
+    command: LaunchCommand
+    exposure: Event | None = None
+    findings: tuple[Finding, ...] = ()
+    profile_warnings: tuple[str, ...] = ()
+    cpu: CPUPlan | None = None
+    #: SGLang's flags as its parser checks them (the API key as a placeholder); empty for the
+    #: reference engine
+    flags: tuple[str, ...] = ()
+    #: the environment SGLang runs with (:func:`qembed.serving.sglang_args.resolve_sglang`)
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def refusal(self) -> Finding | None:
+        """The first ``fail`` finding: a real ``serve`` refuses on it."""
+        return next((f for f in self.findings if f.level == "fail"), None)
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "warn"]
+
+    def require(self) -> None:
+        """Raise what ``serve`` raises for :attr:`refusal` (nothing when there is none).
+
+        Raises:
+            GPUError: a GPU check failed (or, on CPU, the model does not fit in RAM).
+            MissingDependency: SGLang's CPU build is not installed. ConfigError: see
+                :meth:`qembed.serving.cpu.CPUPlan.require`.
+        """
+        if self.cpu is not None:
+            self.cpu.require()
+        else:
+            from qembed.serving.policy import refuse_failed
+
+            refuse_failed(self.findings)
+
+    def check_flags(self, on_import: Callable[[], None] | None = None) -> ParserCheck:
+        """SGLang's own parser on :attr:`flags` (cached per target; see
+        :func:`qembed.serving.sglang_args.ensure_accepted`).
+
+        Raises:
+            FlagsRejected: the parser rejects them. MissingDependency: no SGLang in ``python``.
+        """
+        from qembed.serving import sglang_args
+
+        return sglang_args.ensure_accepted(list(self.flags), python=self.python, env=self.env, on_import=on_import)
+
+
+def make_plan(profile: Profile, *, api_key: str | None, python: str, gpus: GPUSnapshot | None = None) -> Plan:
+    """The :class:`Plan` for ``profile`` (``gpus``: the snapshot for the GPU checks; default a
+    fresh one, taken only for a GPU profile).
+
+    Raises:
+        ConfigError: the profile names a local model directory that does not exist.
+    """
+    from qembed.serving import sglang_args
+
+    check_model_path(profile)
+    exposure = exposure_warning(profile, api_key)
+    if profile.engine == "reference":
+        from qembed.serving.engines import reference_command
+
+        return Plan(profile=profile, python=python, command=reference_command(profile, api_key=api_key),
+                    exposure=exposure,
+                    profile_warnings=tuple(sglang_args.profile_warnings(profile, exposure=False)))
+    cpu_plan: CPUPlan | None = None
+    if profile.device == "cpu":  # SGLang's CPU backend: no NVML, no driver; SGLang's CPU build
+        from qembed.serving import cpu
+
+        cpu_plan = cpu.plan(profile, python=python)
+        # the launch gets the plan's explicit dtype and KV pool (never `auto`, never 70 % of RAM)
+        profile = cpu_plan.profile
+        findings = tuple(f for f in cpu_plan.findings if f.level != "info")
+    else:
+        from qembed.serving import gpu, policy
+
+        snap = gpus if gpus is not None else gpu.snapshot()
+        version = sglang_args.installed_sglang_version(python)
+        findings = tuple(f for f in policy.launch_findings(snap, profile, sglang_version=version)
+                         if f.level != "info")
+    _, env = sglang_args.resolve_sglang(profile, python)
+    return Plan(profile=profile, python=python, command=sglang_args.build_command(profile, api_key=api_key, python=python),
+                exposure=exposure, findings=findings,
+                profile_warnings=tuple(sglang_args.profile_warnings(profile, exposure=False)), cpu=cpu_plan,
+                flags=tuple(sglang_args.build_flags(profile, api_key="x" if api_key else None)), env=env)
 
 
 class ServingSession:
@@ -176,6 +281,7 @@ class ServingSession:
         self.info: ReadyInfo | None = None
         self.log_path: Path | None = None
         self._released_to_background = False
+        self._plan: Plan | None = None
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -193,7 +299,7 @@ class ServingSession:
 
     @property
     def engine(self) -> str:
-        """What is being served, in messages (:func:`qembed.serving.profiles.engine_name`)."""
+        """What is being served, in messages (:func:`qembed.serving.profiles.model.engine_name`)."""
         from qembed.serving.profiles.model import engine_name
 
         return engine_name(self.profile)
@@ -215,40 +321,40 @@ class ServingSession:
             raise
         return self
 
+    def plan(self) -> Plan:
+        """What this session would launch and what its checks find (:func:`make_plan`); nothing
+        is claimed or started. :meth:`prepare` refuses on this same plan."""
+        if self._plan is None:
+            self._plan = make_plan(self.profile, api_key=self.api_key, python=self.python, gpus=self.gpus)
+        return self._plan
+
     def _check(self) -> None:
-        from qembed.serving import gpu, policy, sglang_args
-
-        prof = self.profile
-        check_model_path(prof)
-        exposure = exposure_warning(prof, self.api_key)
-        if exposure is not None:
-            self._say(exposure)
-        if prof.engine == "reference":  # needs no GPU, but sentence-transformers
-            from qembed.hub import check_available
-
-            # the model is here, or the Hub can send it: said now, not after a silent minute
-            check_available(prof.model, environ=sglang_args.resolve_sglang(prof, self.python).env)
-            for line in reference_notice(prof):
+        plan = self.plan()  # refuses a missing model directory
+        if plan.exposure is not None:
+            self._say(plan.exposure)
+        if self.profile.engine == "reference":  # needs no GPU, but sentence-transformers
+            for line in reference_notice(self.profile):
                 self._say(Event("notice", line))
-        elif prof.device == "cpu":  # SGLang's CPU backend: no NVML, no driver; SGLang's CPU build
+        plan.require()  # refuses before anything starts (GPU checks; no CPU build, no RAM for the model)
+        self.profile = plan.profile
+        if plan.cpu is not None:
             from qembed.serving import cpu
 
-            plan = cpu.plan(prof, python=self.python)
-            plan.require()  # refuses before anything starts: no CPU build, or no RAM for the model
-            # the launch gets the plan's explicit dtype and KV pool (never `auto`, never 70 % of RAM)
-            self.profile = prof = plan.profile
-            for line in cpu.notice_lines(plan):
+            for line in cpu.notice_lines(plan.cpu):
                 self._say(Event("notice", line))
-            for finding in plan.findings:
-                if finding.level == "warn":
-                    self._say(Event("warning", finding.message, finding.hint))
-        else:
-            snap = self.gpus if self.gpus is not None else gpu.snapshot()
-            version = sglang_args.installed_sglang_version(self.python)
-            for finding in policy.require_launchable(snap, prof, sglang_version=version):
-                self._say(Event("warning", finding.message, finding.hint))
-        for message in sglang_args.profile_warnings(prof, exposure=False):
+        for finding in plan.warnings:
+            self._say(Event("warning", finding.message, finding.hint))
+        for message in plan.profile_warnings:
             self._say(Event("warning", message))
+        from qembed.hub import ensure_model
+        from qembed.serving import sglang_args
+
+        # last, so that no refusal waits for a download: the model is here, or refused in seconds
+        # (offline, no Hub), or downloaded now with its progress said (not a silent minute in the
+        # engine's log); the engine then finds it in the HF cache
+        prof = self.profile
+        ensure_model(prof.model, environ=sglang_args.resolve_sglang(prof, self.python).env,
+                     on_progress=lambda t: self._say(Event("download", t.message, fields=t.fields())))
 
     def launch(self, *, check_flags: bool = True, check_port_free: bool = True) -> Server:
         """Spawn SGLang (holding the claim) and save its record; on failure nothing is left.
@@ -433,4 +539,4 @@ def reference_notice(profile: Profile) -> list[str]:
     return [f"{profile.model}{size}", NOTICE]
 
 
-__all__ = ["Event", "EventKind", "ServingSession", "check_model_path", "check_name", "exposure_warning", "reference_notice", "refuse_running"]
+__all__ = ["Event", "EventKind", "Plan", "ServingSession", "check_model_path", "check_name", "exposure_warning", "make_plan", "reference_notice", "refuse_running"]

@@ -7,13 +7,17 @@ deadline; nothing sleeps a fixed time as synchronisation.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -33,9 +37,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@functools.cache
+def fake_hf_cache() -> Path:
+    """An HF cache (``HF_HUB_CACHE``) that holds the known Qwen3-Embedding ids, each a snapshot with
+    only a ``config.json`` of its shape (:data:`qembed.models.KNOWN_SHAPES`, so every estimate is
+    the table's): ``serve`` has its model here, or downloads it, before any engine starts
+    (:func:`qembed.hub.ensure_model`), and the fake SGLang needs no weights. One per process."""
+    from qembed.models import KNOWN_SHAPES
+
+    root = Path(tempfile.mkdtemp(prefix="qembed-fake-hf-"))
+    atexit.register(shutil.rmtree, root, True)
+    for name, s in KNOWN_SHAPES.items():
+        snap = root / ("models--" + name.replace("/", "--")) / "snapshots" / ("0" * 40)
+        snap.mkdir(parents=True)
+        (snap / "config.json").write_text(json.dumps({
+            "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": s.hidden_size,
+            "num_hidden_layers": s.num_layers, "num_attention_heads": s.num_heads,
+            "num_key_value_heads": s.num_kv_heads, "head_dim": s.head_dim,
+            "intermediate_size": s.intermediate_size, "vocab_size": s.vocab_size,
+            "max_position_embeddings": s.max_position_embeddings,
+            "tie_word_embeddings": s.tie_word_embeddings}))
+    return root
+
+
 def fake_env(pidfile: Path, mode: str = "ok", **extra: str) -> dict[str, str]:
-    """The environment for a spawned ``qembed serve`` / fake SGLang."""
+    """The environment for a spawned ``qembed serve`` / fake SGLang (the known model ids are in
+    :func:`fake_hf_cache`, unless ``extra`` names ``HF_HOME`` or ``HF_HUB_CACHE``)."""
     env = dict(os.environ)
+    if not {"HF_HOME", "HF_HUB_CACHE"} & extra.keys():
+        env["HF_HUB_CACHE"] = str(fake_hf_cache())
     env.update(
         PYTHONPATH=os.pathsep.join([str(FAKE_SITE), str(REPO)]),
         FAKE_SGLANG_REAL_PYTHON=sys.executable,

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from qembed.errors import ExitCode
-from qembed.fleet.verify import TEXTS, verify
+from qembed.fleet.verify import verify
+from qembed.fleet.verify_texts import TEXTS
 from qembed.reference.engine import ReferenceEngine
 from tests.fake_site import harness
 from tests.numerics.reference import Reference, assert_matches, truncate_normalise

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qembed.fleet.verify import TEXTS, VerifyFailed, verify, verify_or_raise
+from qembed.fleet.verify import VerifyFailed, verify, verify_or_raise
+from qembed.fleet.verify_texts import TEXTS
 from qembed.reference.engine import ReferenceEngine
 from tests.engine.wiretap import Wiretap
 from tests.numerics.reference import Reference, truncate_normalise

@@ -23,7 +23,8 @@ import pytest
 
 from qembed.client.drivers import Client
 from qembed.errors import CheckIncomplete
-from qembed.fleet.verify import TEXTS, VerifyReport, verify
+from qembed.fleet.verify import VerifyReport, verify
+from qembed.fleet.verify_texts import TEXTS
 from qembed.reference.engine import ReferenceEngine
 from tests.numerics.st_reference import STReference
 from tests.numerics.tiny_model import TinyModel

@@ -9,7 +9,7 @@ FLOPs per token / the GPU's dense bf16 peak.
 
 Inputs are seeded synthetic multilingual text (EN/ZH/ES/AR/JA/code word pools). They are sized
 with the model's tokenizer when it is on disk (transformers, offline), else with the estimate
-"4 UTF-8 bytes per token + 1 EOS" (:func:`estimate_tokens`). Every text starts with its own
+"4 UTF-8 bytes per token + 1 EOS" (:func:`qembed.client.flow.estimate_tokens`). Every text starts with its own
 index, so no two inputs share a prefix: SGLang's radix cache stays on for embeddings and would
 otherwise serve repeated inputs from cache (a figure above 100 % MFU is that artefact).
 
@@ -25,77 +25,14 @@ Layout, one concern per module:
 * :mod:`.texts`: the synthetic inputs and the offline tokenizer;
 * :mod:`.report`: cells, results, :class:`BenchReport`, :func:`percentile`;
 * :mod:`.compare`: ``--compare`` against the openai SDK;
-* :mod:`.shared`: the ``/v1/models`` probe and the token estimate;
+* :mod:`.shared`: the ``/v1/models`` probe and the local GPU's name;
 * FLOPs and MFU live next to :class:`qembed.models.ModelShape`, GPU peaks in
   :data:`qembed.serving.gpu.GPU_CLASSES` (:func:`qembed.serving.gpu.gpu_peak`).
 
+Import each name from the module that defines it (this package re-exports nothing).
 This package never prints. Numbers go back as dataclasses; ``qembed.output`` renders them.
 """
 
 from __future__ import annotations
 
-from qembed.fleet.bench.compare import SMALL_MACHINE_CPUS, CompareRow, compare, compare_caveat
-from qembed.fleet.bench.load import loader_name
-from qembed.fleet.bench.report import BenchReport, Cell, CellResult, percentile
-from qembed.fleet.bench.shared import BYTES_PER_TOKEN, estimate_tokens, local_gpu_name, probe_model
-from qembed.fleet.bench.sweep import (
-    CLIENT_BOUND_PCT,
-    DEFAULT_BATCH,
-    DEFAULT_CONCURRENCY,
-    DEFAULT_LENGTHS,
-    FULL_DURATION,
-    QUICK_BATCH,
-    QUICK_CONCURRENCY,
-    QUICK_DURATION,
-    QUICK_LENGTHS,
-    BenchOptions,
-    launched,
-    parse_axis,
-    planned_seconds,
-    run_bench,
-    sweep,
-    sweep_options,
-)
-from qembed.fleet.bench.texts import WORD_POOLS, TextSource, TokenCounter, load_tokenizer
-from qembed.models import flops_per_token, matmul_params, mfu
-from qembed.serving.gpu import gpu_peak
-
-__all__ = [
-    "BYTES_PER_TOKEN",
-    "CLIENT_BOUND_PCT",
-    "DEFAULT_BATCH",
-    "DEFAULT_CONCURRENCY",
-    "DEFAULT_LENGTHS",
-    "FULL_DURATION",
-    "QUICK_BATCH",
-    "QUICK_CONCURRENCY",
-    "QUICK_DURATION",
-    "QUICK_LENGTHS",
-    "SMALL_MACHINE_CPUS",
-    "WORD_POOLS",
-    "BenchOptions",
-    "BenchReport",
-    "Cell",
-    "CellResult",
-    "CompareRow",
-    "TextSource",
-    "TokenCounter",
-    "compare",
-    "compare_caveat",
-    "estimate_tokens",
-    "flops_per_token",
-    "gpu_peak",
-    "launched",
-    "load_tokenizer",
-    "loader_name",
-    "local_gpu_name",
-    "matmul_params",
-    "mfu",
-    "parse_axis",
-    "percentile",
-    "planned_seconds",
-    "probe_model",
-    "run_bench",
-    "sweep",
-    "sweep_options",
-]
+__all__: list[str] = []

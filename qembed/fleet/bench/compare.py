@@ -39,7 +39,7 @@ def compare_caveat(url: str, *, cpus: int | None = None) -> str | None:
     import os
     from urllib.parse import urlparse
 
-    from qembed.serving.launcher import is_loopback
+    from qembed.net import is_loopback
 
     host = urlparse(url).hostname or ""
     n = cpus if cpus is not None else (os.cpu_count() or 1)

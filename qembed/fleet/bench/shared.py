@@ -1,17 +1,16 @@
-"""What bench asks the server before a run, and the token estimate that sizes its inputs.
+"""What bench asks the server before a run, and which GPU serves it.
 
-Neither is bench's own: :func:`probe_model` goes through :func:`qembed.probe.probe_server`
-(every reply checked by the client's decoder), and the estimate is the client's
+:func:`probe_model` goes through :func:`qembed.probe.probe_server` (every reply checked by the
+client's decoder). The token estimate that sizes the inputs is the client's
 (:func:`qembed.client.flow.estimate_tokens`), so inputs are sized as requests are.
 """
 
 from __future__ import annotations
 
-from qembed.client.flow import BYTES_PER_TOKEN, estimate_tokens
 from qembed.errors import ServerError, ServerUnreachable
 from qembed.net import auth_headers
 
-__all__ = ["BYTES_PER_TOKEN", "estimate_tokens", "local_gpu_name", "probe_model"]
+__all__ = ["local_gpu_name", "probe_model"]
 
 
 def _auth_headers(api_key: str | None) -> dict[str, str]:
@@ -34,9 +33,7 @@ def probe_model(url: str, *, api_key: str | None, timeout: float = 10.0) -> str 
     facts = probe_server(url, api_key, timeout=timeout, health=False)
     err = facts.embedding_error
     if isinstance(err, ServerUnreachable | BadReply) or (isinstance(err, ServerError) and err.status == 401):
-        if isinstance(err, ServerError) and err.status == 401:
-            err.hint = "pass `--api-key` or set QEMBED_API_KEY"
-        raise err
+        raise err  # a 401 carries the probe's hint (qembed.probe.API_KEY_HINT)
     return facts.model_path
 
 

@@ -1,7 +1,7 @@
 """Seeded synthetic multilingual inputs (EN/ZH/ES/AR/JA/code word pools) for ``qembed bench``.
 
 Inputs are sized with the model's tokenizer when it is on disk (transformers, offline), else
-with the estimate :func:`qembed.fleet.bench.shared.estimate_tokens`. Every text starts with its own
+with the estimate :func:`qembed.client.flow.estimate_tokens`. Every text starts with its own
 index, so no two inputs share a prefix: SGLang's radix cache stays on for embeddings and would
 otherwise serve repeated inputs from cache (a figure above 100 % MFU is that artefact).
 """
@@ -12,7 +12,7 @@ import logging
 import random
 from collections.abc import Callable
 
-from qembed.fleet.bench.shared import BYTES_PER_TOKEN, estimate_tokens
+from qembed.client.flow import BYTES_PER_TOKEN, estimate_tokens
 
 logger = logging.getLogger(__name__)
 

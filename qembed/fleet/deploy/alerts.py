@@ -189,7 +189,7 @@ def rules(s: AlertSettings | None = None) -> dict[str, Any]:
     return {"groups": [{"name": f"qembed-{ns}-{s.name}", "rules": rule_list}]}
 
 
-def render(s: AlertSettings | None = None) -> str:
+def render_rules(s: AlertSettings | None = None) -> str:
     import yaml
 
     from qembed.fleet.deploy import NoAliasDumper
@@ -197,4 +197,4 @@ def render(s: AlertSettings | None = None) -> str:
     return yaml.dump(rules(s), Dumper=NoAliasDumper, sort_keys=False, width=1000)
 
 
-__all__ = ["RUNBOOK_BASE", "AlertSettings", "render", "rules", "runbook_anchor"]
+__all__ = ["RUNBOOK_BASE", "AlertSettings", "render_rules", "rules", "runbook_anchor"]

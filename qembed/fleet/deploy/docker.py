@@ -25,6 +25,7 @@ from qembed.fleet.deploy import (
     sglang_image,
     stop_timeout,
 )
+from qembed.serving.policy import exposure
 from qembed.serving.sglang_args import keyed_argv
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class DockerPlan:
                 "stop_timeout_s": self.stop_timeout_s, "name": self.name, "notes": self.notes}
 
 
-def plan(
+def plan_container(
     profile: Profile,
     *,
     image: str | None = None,
@@ -132,8 +133,9 @@ def plan(
     if spec.cpu is not None:
         notes.append(f"SGLang on CPU in `{choice.image}`: the KV pool is sized for a {spec.cpu.memory_gib} GiB "
                      "container; run it where it gets that much memory")
-    if bind not in ("127.0.0.1", "localhost", "::1") and not api_key:
-        notes.append(f"the port is published on {bind} without an API key: anyone who reaches it can use the GPU")
+    exposed = exposure(bind, keyed=api_key, level="warn", listener="container")
+    if exposed is not None:
+        notes.append(exposed.message)
     return DockerPlan(
         image=choice.image, sglang_version=choice.sglang_version, command=command, env=dict(spec.env),
         pass_env=list(dict.fromkeys(pass_env)), publish=f"{bind}:{host_port or spec.port}:{spec.port}",
@@ -220,4 +222,4 @@ def compose(p: DockerPlan) -> str:
     return head + yaml.dump({"services": {p.name: service}}, Dumper=NoAliasDumper, sort_keys=False, width=1000)
 
 
-__all__ = ["DockerPlan", "compose", "health_probe", "health_shell", "plan", "run_line"]
+__all__ = ["DockerPlan", "compose", "health_probe", "health_shell", "plan_container", "run_line"]

@@ -169,9 +169,9 @@ def instantiate(expr: str, *, namespace: str, name: str = DEFAULT_NAME, rate: st
             .replace("$pod", pod_regex(name)).replace("$model", model))
 
 
-def render(title: str | None = None, *, name: str = DEFAULT_NAME, gpu: bool = True) -> str:
+def render_dashboard(title: str | None = None, *, name: str = DEFAULT_NAME, gpu: bool = True) -> str:
     dash = dashboard(title, name=name, gpu=gpu) if title else dashboard(name=name, gpu=gpu)
     return json.dumps(dash, indent=2) + "\n"
 
 
-__all__ = ["GPU_PANELS", "dashboard", "instantiate", "queries", "render"]
+__all__ = ["GPU_PANELS", "dashboard", "instantiate", "queries", "render_dashboard"]
