@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from tests.numerics.tiny_model import TinyModel
     from tests.standin.server import Running
 
-REPO = Path(__file__).resolve().parent.parent
 # tests/fake_site/python (the fake SGLang's interpreter) runs the real Python that runs the tests,
 # whatever the test venv is called (.venv-test in CI, .venv in an older checkout)
 os.environ.setdefault("FAKE_SGLANG_REAL_PYTHON", sys.executable)
@@ -53,6 +52,21 @@ def standin() -> Iterator[Running]:
 
     with serve_in_thread(StandinConfig(dim=16)) as s:
         yield s
+
+
+@pytest.fixture
+def quiet_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No HF cache, roomy /dev/shm, SGLang's parser replaced (its real run is tested elsewhere)."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    from qembed.fleet import doctor
+    from qembed.serving import sglang_args
+
+    monkeypatch.setattr(doctor, "shm_size", lambda path="/dev/shm": 16 * 1024**3)
+    monkeypatch.setattr(sglang_args, "check_flags",
+                        lambda flags, *, python, timeout=180.0, env=None: sglang_args.ParserCheck(True, "", 0.1))
+    yield
 
 
 # -- real SGLang 0.5.23 on CPU (tests/engine/real.py): one shared engine for the session --------

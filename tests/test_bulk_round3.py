@@ -21,9 +21,9 @@ from qembed.client.bulk import embed_file, journal_path
 from qembed.client.drivers import Client
 from qembed.client.vector_io import OutputLock, lock_path
 from qembed.errors import QembedError, ServerUnreachable, StorageError
-from tests.conftest import REPO
+from tests.helpers.bulk_jobs import TEXTS, interrupted_job, jsonl_input, ref
+from tests.helpers.paths import REPO
 from tests.standin.server import Fault, HashBackend, Input, Running, StandinConfig, serve_in_thread
-from tests.test_bulk_safety import TEXTS, interrupted_job, jsonl_input, ref
 
 
 def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -16,22 +16,11 @@ from qembed.client.bulk import embed_file, journal_path
 from qembed.client.drivers import Client
 from qembed.client.vector_io import lock_path
 from qembed.errors import ConfigError, InputError
-from tests.cli_helpers import invoke
-from tests.conftest import REPO
 from tests.fake_site import harness
-from tests.standin.server import Fault, HashBackend, Running, StandinConfig, serve_in_thread
-
-TEXTS = [f"record number {i}" for i in range(40)]
-
-
-def ref(texts: list[str]) -> np.ndarray:
-    return np.array(HashBackend(32).embed(texts), dtype=np.float32)
-
-
-def jsonl_input(path: Path, texts: list[str], ids: list[str] | None = None) -> Path:
-    ids = ids or [f"doc-{i}" for i in range(len(texts))]
-    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip(ids, texts, strict=True)))
-    return path
+from tests.helpers.bulk_jobs import TEXTS, interrupted_job, jsonl_input, ref
+from tests.helpers.cli import invoke
+from tests.helpers.paths import REPO
+from tests.standin.server import Fault, Running, StandinConfig, serve_in_thread
 
 
 def qembed(*args: str | bytes, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[bytes]:
@@ -39,22 +28,6 @@ def qembed(*args: str | bytes, timeout: float = 120, **kw: object) -> subprocess
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "qembed", *args], capture_output=True, timeout=timeout, env=env,
                           **kw)  # type: ignore[call-overload, no-any-return]
-
-
-class _Stop(KeyboardInterrupt):
-    pass
-
-
-def interrupted_job(c: Client, inp: Path, out: Path, after_rows: int, **kw: object) -> None:
-    """Run a job and stop it (as Ctrl-C would) once ``after_rows`` rows are committed."""
-
-    def progress(rows: int, total: int | None, tokens: int) -> None:
-        if rows >= after_rows:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        embed_file(c, inp, out, chunk_rows=4, on_progress=progress, **kw)  # type: ignore[arg-type]
-    assert journal_path(out).exists()
 
 
 # -- nothing destroyed -------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.cli_helpers import run_main
+from tests.helpers.cli import run_main
 from tests.standin.server import Fault, StandinConfig, serve_in_thread
 
 

@@ -8,8 +8,6 @@ about 3 s, each parse a few ms), through a module-scoped fixture around `check_m
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
@@ -27,20 +25,9 @@ from qembed.serving.sglang_args import (
     check_many,
     installed_sglang_version,
 )
+from tests.helpers.sglang import parser_python
 
 pytestmark = pytest.mark.conformance
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def parser_python() -> str:
-    configured = os.environ.get("QEMBED_SGLANG_PARSER_PYTHON")
-    path = Path(configured) if configured else REPO / ".venv-sglang" / "bin" / "python"
-    if not path.exists():
-        pytest.skip(f"no SGLang parser interpreter at {path}: run `bash scripts/setup_sglang_parser.sh` "
-                    "(or set QEMBED_SGLANG_PARSER_PYTHON)")
-    return str(path)
-
 
 def everything_profile() -> Profile:
     """A profile with every key that produces a flag set to a non-default value."""

@@ -21,8 +21,8 @@ from qembed.errors import ExitCode, GPUError, MissingDependency
 from qembed.fleet import doctor, doctor_probe
 from qembed.serving import cpu
 from qembed.serving.profiles.resolve import load_profile
-from tests.cli_helpers import run_main
 from tests.fake_site import harness
+from tests.helpers.cli import run_main
 
 GB = 10**9
 

@@ -232,7 +232,7 @@ def test_cli_json() -> None:
 
 @pytest.mark.conformance
 def test_container_flags_pass_the_real_sglang_parser() -> None:
-    from tests.test_conformance import parser_python
+    from tests.helpers.sglang import parser_python
 
     flag_lists = [plan(p).command[len(SERVE_PREFIX):] for p in ("generic", "t4", "a100-40g", "h100")]
     flag_lists.append(docker.plan_container(load_profile("xeon"), image="reg/sglang-cpu:1").command[len(SERVE_PREFIX):])

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import math
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from qembed.errors import ConfigError
 from qembed.fleet.deploy import k8s, k8s_objects
 from qembed.serving.profiles.resolve import load_profile
 from qembed.serving.sglang_args import check_many, keyed_entry_args
+from tests.helpers.promtool import promtool
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "tests" / "deploy_schemas"
@@ -39,13 +39,6 @@ OPERATOR_CRDS = {"PodMonitor": SCHEMAS / "monitoring.coreos.com_podmonitors.yaml
 PROM = "http://prometheus-operated.monitoring.svc:9090"
 K8S_VERSION = "1.37.0"
 SMG = Path(sys.executable).parent / "smg"
-
-
-def promtool() -> str:
-    path = shutil.which("promtool") or ("/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None)
-    if path is None:  # never a skip: scripts/test.sh installs it and fails loudly if it can't
-        pytest.fail("promtool is not installed (Debian package `prometheus`); scripts/test.sh installs it")
-    return path
 
 
 def _closed(schema: Any) -> Any:
@@ -431,7 +424,7 @@ def test_bad_names_are_refused(name: str) -> None:
 
 @pytest.mark.conformance
 def test_worker_flags_pass_the_real_sglang_parser() -> None:
-    from tests.test_conformance import parser_python
+    from tests.helpers.sglang import parser_python
 
     flag_lists = []
     for profile, kw in (("generic", {}), ("t4", {}), ("l4", {}), ("h100", {}),

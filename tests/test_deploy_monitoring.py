@@ -25,7 +25,7 @@ import yaml
 from qembed.errors import ConfigError
 from qembed.fleet.deploy import alerts, grafana
 from qembed.metrics import DCGM, KUBE, NOT_FROM_SGLANG, keda_hpa, pod_regex, scope
-from tests.test_deploy_k8s import promtool
+from tests.helpers.promtool import promtool
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "deploy.md"

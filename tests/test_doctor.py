@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from qembed.cli import app
 from qembed.fleet import doctor, doctor_probe, doctor_rows
 from tests import fake_nvml
 from tests.fake_site import harness
+from tests.helpers.doctor import probe_with, rows
 
 LOGS = Path(__file__).parent / "logs"
 
@@ -44,32 +44,6 @@ def write_profile(tmp: Path, **values: object) -> str:
     p = tmp / "p.yaml"
     p.write_text("\n".join(lines) + "\n")
     return str(p)
-
-
-def probe_with(**kw: object) -> doctor_probe.Probe:
-    base: dict[str, object] = {"python": "/opt/sgl/bin/python", "ok": True, "python_version": "3.12.3",
-                               "executable": "/opt/sgl/bin/python", "torch": "2.14.1", "torch_cuda": "13.0",
-                               "sglang": "0.5.23"}
-    base.update(kw)
-    return doctor_probe.Probe(**base)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def quiet_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No HF cache, roomy /dev/shm, SGLang's parser replaced (its real run is tested elsewhere)."""
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(doctor, "shm_size", lambda path="/dev/shm": 16 * 1024**3)
-    from qembed.serving import sglang_args
-
-    monkeypatch.setattr(sglang_args, "check_flags",
-                        lambda flags, *, python, timeout=180.0, env=None: sglang_args.ParserCheck(True, "", 0.1))
-    yield
-
-
-def rows(checks: list[doctor_rows.Check], status: str | None = None) -> dict[str, doctor_rows.Check]:
-    return {f"{c.section}/{c.name}": c for c in checks if status is None or c.status == status}
 
 
 # -- this machine: no GPU, no driver, no SGLang --------------------------------------------------

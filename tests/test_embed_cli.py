@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from qembed.cli import app
-from tests.cli_helpers import invoke, run_main
+from tests.helpers.cli import invoke, run_main
 from tests.standin.server import HashBackend, Running, StandinConfig, serve_in_thread
 
 RETRIEVAL = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
@@ -200,7 +200,7 @@ def test_npy_to_a_terminal_is_refused(srv: Running) -> None:
     import pty
     import subprocess
 
-    from tests.conftest import REPO
+    from tests.helpers.paths import REPO
 
     leader, follower = pty.openpty()
     try:

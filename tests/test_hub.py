@@ -19,7 +19,7 @@ import pytest
 
 from qembed.errors import ConfigError, ExitCode
 from qembed.hub import check_available
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 KNOWN = "Qwen/Qwen3-Embedding-0.6B"
 

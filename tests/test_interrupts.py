@@ -17,8 +17,8 @@ import numpy as np
 
 from qembed.client.bulk import journal_path
 from qembed.client.vector_io import lock_path
-from tests.conftest import REPO
 from tests.fake_site import harness
+from tests.helpers.paths import REPO
 from tests.standin.server import Fault, HashBackend, Running, StandinConfig, serve_in_thread
 
 TEXTS = [f"line {i}" for i in range(200)]

@@ -18,7 +18,7 @@ from qembed.errors import ConfigError, ExitCode, QembedError
 from qembed.net import auth_headers, clean_api_key
 from qembed.serving.profiles.model import Profile
 from qembed.serving.profiles.resolve import resolve_api_key
-from tests.cli_helpers import invoke, run_main
+from tests.helpers.cli import invoke, run_main
 from tests.standin.server import StandinConfig, serve_in_thread
 
 KEY = "k3y-Secret-0123456789"

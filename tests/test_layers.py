@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 

@@ -15,9 +15,9 @@ from qembed.fleet.bench.shared import probe_model
 from qembed.fleet.bench.sweep import BenchOptions, run_bench
 from qembed.probe import probe_server
 from tests import fake_nvml
+from tests.helpers.doctor import probe_with, rows
+from tests.helpers.faults import EXPECTED
 from tests.standin.server import Fault, StandinConfig, serve_in_thread
-from tests.test_client_faults import EXPECTED
-from tests.test_doctor import probe_with, quiet_env, rows  # noqa: F401 (quiet_env is a fixture)
 
 # modes whose single-item reply is broken (the probe sends one text, so "repeated" is index 0 twice ...)
 # (a short or long vector alone is only wrong against the model's known size: see below)
@@ -66,7 +66,7 @@ def test_a_bad_models_reply_is_named(standin: Any) -> None:
 
 @pytest.mark.parametrize("mode", ["negative_index", "short_base64", "long_base64", "nan", "not_unit",
                                   "non_json", "html_200", "no_data", "null_embedding", "too_many"])
-def test_doctor_fails_a_server_whose_reply_is_wrong(monkeypatch: pytest.MonkeyPatch, quiet_env: None,  # noqa: F811
+def test_doctor_fails_a_server_whose_reply_is_wrong(monkeypatch: pytest.MonkeyPatch, quiet_env: None,
                                                     mode: str) -> None:
     fake_nvml.install(monkeypatch, "no-driver")
     monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
@@ -81,7 +81,7 @@ def test_doctor_fails_a_server_whose_reply_is_wrong(monkeypatch: pytest.MonkeyPa
 
 
 def test_doctor_bad_models_reply_warns_and_still_checks_the_embedding(monkeypatch: pytest.MonkeyPatch,
-                                                                       quiet_env: None) -> None:  # noqa: F811
+                                                                       quiet_env: None) -> None:
     fake_nvml.install(monkeypatch, "no-driver")
     monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     with serve_in_thread(StandinConfig(dim=64, models_body='{"data": "none"}')) as srv:

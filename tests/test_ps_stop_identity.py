@@ -19,7 +19,7 @@ import pytest
 
 from qembed.host import state
 from qembed.serving import launcher
-from tests.cli_helpers import invoke, run_main
+from tests.helpers.cli import invoke, run_main
 
 
 @pytest.fixture

@@ -4,70 +4,43 @@ target (`qembed --help` <= 250 ms) lives in scripts/bench_client.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import REPO
-
-HEAVY = ("openai", "numpy", "httpx", "aiohttp", "pydantic", "yaml", "pynvml", "rich", "pyarrow",
-         "orjson", "httpx2", "pybase64", "platformdirs", "torch", "transformers", "sglang",
-         # the framework adapters' dependencies: only `import qembed.integrations.<framework>`
-         "langchain_core", "langchain_openai", "llama_index", "sentence_transformers", "tiktoken")
-
-# Prints the heavy top-level modules present in sys.modules when the interpreter exits, after
-# running the given code. atexit runs after Typer's SystemExit, so --help is covered too.
-PROBE = """
-import atexit, json, sys
-HEAVY = {heavy!r}
-def _report():
-    loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set(HEAVY))
-    sys.stderr.write("\\nLOADED=" + json.dumps(loaded) + "\\n")
-atexit.register(_report)
-{code}
-"""
-
-
-def _run(code: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["NO_COLOR"] = "1"
-    proc = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY, code=code)],
-                          capture_output=True, text=True, cwd=str(REPO), env=env, timeout=120)
-    marker = [line for line in proc.stderr.splitlines() if line.startswith("LOADED=")]
-    assert marker, f"probe did not report (rc={proc.returncode}):\n{proc.stderr[-2000:]}"
-    return proc, json.loads(marker[-1].removeprefix("LOADED="))
+from tests.helpers.paths import REPO
+from tests.helpers.startup import HEAVY, run_help, run_probe
 
 
 def test_the_probe_sees_a_heavy_import() -> None:
     # guard: the check below must be able to fail
-    _, loaded = _run("import json, orjson")
+    _, loaded = run_probe("import json, orjson")
     assert loaded == ["orjson"]
 
 
 def test_import_qembed_alone_is_light() -> None:
-    proc, loaded = _run("import qembed; qembed.__version__")
+    proc, loaded = run_probe("import qembed; qembed.__version__")
     assert proc.returncode == 0, proc.stderr
     assert loaded == []
 
 
 def test_import_qembed_integrations_is_light() -> None:
     """The adapters' package imports no framework; only its submodules do."""
-    proc, loaded = _run("import qembed, qembed.integrations")
+    proc, loaded = run_probe("import qembed, qembed.integrations")
     assert proc.returncode == 0, proc.stderr
     assert loaded == []
 
 
 def test_the_probe_sees_a_framework_import() -> None:
     # guard: importing an adapter does load its framework, so the checks above can fail
-    _, loaded = _run("import qembed.integrations.langchain")
+    _, loaded = run_probe("import qembed.integrations.langchain")
     assert "langchain_core" in loaded
 
 
 def test_import_qembed_cli_is_light() -> None:
-    proc, loaded = _run("import qembed.cli")
+    proc, loaded = run_probe("import qembed.cli")
     assert proc.returncode == 0, proc.stderr
     assert loaded == []
 
@@ -80,23 +53,13 @@ def test_the_root_app_needs_no_cli_module() -> None:
             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
             "assert isinstance(m.app, typer.Typer); "
             "assert not [n for n in sys.modules if n.startswith('qembed.cli')], sorted(sys.modules)")
-    proc, loaded = _run(code)
+    proc, loaded = run_probe(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert loaded == []
 
 
-def _help(argv: list[str]) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    code = f"import sys, runpy; sys.argv = ['qembed', *{argv!r}]; runpy.run_module('qembed', run_name='__main__')"
-    proc, loaded = _run(code)
-    if "No such command" in proc.stderr:
-        pytest.fail(f"`qembed {' '.join(argv)}` is not a command: {proc.stderr[-500:]}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "Usage" in proc.stdout
-    return proc, loaded
-
-
 def test_top_level_help_is_light() -> None:
-    _, loaded = _help(["--help"])
+    _, loaded = run_help(["--help"])
     assert loaded == []
 
 
@@ -105,7 +68,7 @@ def test_command_help_is_light(command: str) -> None:
     # Typer 0.29 itself imports pydantic when it builds the invoked command's parameters
     # (typer/_coercion.py build_runtime_param -> typer/_adapters.py, `from pydantic import ...`
     # at module top), so pydantic is the one exception for a subcommand.
-    _, loaded = _help([command, "--help"])
+    _, loaded = run_help([command, "--help"])
     assert [m for m in loaded if m != "pydantic"] == []
 
 
@@ -130,7 +93,7 @@ def test_one_shot_embed_loads_no_aiohttp_httpx_or_numpy() -> None:
         code = (f"import sys, runpy; sys.argv = ['qembed', 'embed', '--url', {srv.url!r}, 'x']; import atexit; "
                 "atexit.register(lambda: sys.stderr.write(f\"\\nASYNCIO={'asyncio' in sys.modules}\\n\"))\n"
                 "runpy.run_module('qembed', run_name='__main__')")
-        proc, loaded = _run(code)
+        proc, loaded = run_probe(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '"embedding": [' in proc.stdout  # it did embed
     assert not {"aiohttp", "httpx", "numpy"} & set(loaded), loaded

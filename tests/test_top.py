@@ -19,8 +19,8 @@ import pytest
 from qembed.errors import ConfigError, ServerError, ServerUnreachable
 from qembed.fleet import top
 from qembed.metrics import Scrape, bucket_delta, histogram_quantile, parse_text
-from tests.conftest import REPO
 from tests.fake_site import harness
+from tests.helpers.paths import REPO
 from tests.standin.server import Fault, StandinConfig, serve_in_thread
 
 SMG = Path(sys.executable).parent / "smg"
@@ -199,9 +199,9 @@ def test_gateway_numbers_end_to_end(gateway: tuple[str, str]) -> None:
 @pytest.mark.parametrize("argv", [["top", "--help"], ["deploy", "--help"], ["deploy", "k8s", "--help"],
                                   ["deploy", "docker", "--help"]])
 def test_help_stays_light(argv: list[str]) -> None:
-    from tests.test_startup import _help
+    from tests.helpers.startup import run_help
 
-    _, loaded = _help(argv)
+    _, loaded = run_help(argv)
     # Typer itself imports pydantic for a subcommand's parameters (see tests/test_startup.py)
     assert [m for m in loaded if m != "pydantic"] == []
 

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 
 from qembed.errors import BadReply, QembedError
 from qembed.vectors import parse_reply, parse_reply_rows
-from tests.test_vectors import BAD_REPLIES, SRC, b64, body, good, replies, unit
+from tests.helpers.replies import BAD_REPLIES, SRC, b64, body, good, replies, unit
 
 
 @pytest.mark.parametrize("name", list(BAD_REPLIES))

@@ -31,6 +31,7 @@ import yaml
 from qembed import metrics
 from tests.engine.real import Engine, qembed
 from tests.fake_site.harness import REPO, free_port, terminate
+from tests.helpers.promql import promql_names
 
 #: the smg gateway from qembed's own venv (the `gateway` extra)
 SMG = Path(sys.executable).parent / "smg"
@@ -43,38 +44,10 @@ TRAFFIC = 5
 PROMETHEUS_SYNTHETIC = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped",
                                   "scrape_samples_post_metric_relabeling", "scrape_series_added"})
 
-_PROMQL_KEYWORDS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right", "bool",
-                              "and", "or", "unless", "offset", "atan2", "inf", "nan"})
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
 # -- names out of PromQL ----------------------------------------------------------------------
-
-
-def _name_from_matcher(op: str, value: str) -> str:
-    """``__name__=~"sglang[:_]x"`` -> ``sglang:x`` (0.5.23's spelling); anything else regex-like
-    is an error, so a new query shape fails here instead of being skipped."""
-    if op == "=~":
-        value = value.replace("[:_]", metrics.SGLANG_PREFIXES[0][-1])
-    if not re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", value):
-        raise ValueError(f"cannot read a metric name out of __name__{op}{value!r}")
-    return value
-
-
-def promql_names(expr: str) -> set[str]:
-    """Every metric name a PromQL expression selects: ``__name__`` matchers and bare names
-    (label matchers, ranges, grouping labels, functions and keywords are not names)."""
-    names = {_name_from_matcher(op, v) for op, v in re.findall(r'__name__\s*(=~|=)\s*"([^"]*)"', expr)}
-    rest = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # strings (label values) first: they may hold } or [
-    rest = re.sub(r"\{[^}]*\}", " ", rest)
-    rest = re.sub(r"\[[^\]]*\]", " ", rest)
-    rest = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", rest)
-    for m in re.finditer(r"(?<![0-9.])[a-zA-Z_:][a-zA-Z0-9_:]*", rest):
-        tok = m.group(0)
-        if tok.lower() in _PROMQL_KEYWORDS or re.match(r"\s*\(", rest[m.end():]):
-            continue  # a keyword or a function call
-        names.add(tok)
-    return names
 
 
 def test_promql_names_reads_every_shape() -> None:
@@ -356,7 +329,7 @@ def test_qembed_top_percentiles_from_real_buckets(engine: Engine) -> None:
 
 
 def test_promtool_parses_the_real_exposition(generated: dict[str, set[str]], traffic: Traffic) -> None:
-    from tests.test_deploy_k8s import promtool  # never a skip: scripts/test.sh installs it
+    from tests.helpers.promtool import promtool  # never a skip: scripts/test.sh installs it
 
     proc = subprocess.run([promtool(), "check", "metrics"], input=traffic.after.text, capture_output=True,
                           text=True, timeout=60)

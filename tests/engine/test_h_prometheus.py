@@ -38,8 +38,8 @@ from qembed.serving.profiles.resolve import load_profile
 from tests.engine import prometheus
 from tests.engine.prometheus import Prometheus, Target, rate_bounds
 from tests.engine.real import Engine, engine_env, qembed
-from tests.engine.test_d_metrics import promql_names
 from tests.fake_site.harness import free_port, kill_leftovers, wait_until
+from tests.helpers.promql import promql_names
 
 #: the worker Deployment's name in both namespaces (`qembed deploy k8s --name`, its default)
 NAME = "qembed"

@@ -291,7 +291,7 @@ def test_adapters_never_closed_exit_quietly() -> None:
     import os
     import subprocess
 
-    from tests.conftest import REPO
+    from tests.helpers.paths import REPO
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = str(REPO)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 from tests.numerics.reference import Reference, assert_matches, truncate_normalise
 from tests.numerics.texts import DOCUMENTS
 from tests.numerics.tiny_model import TinyModel

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.numerics.st_reference import STReference
 from tests.numerics.tiny_model import TinyModel, build_tiny_model
 from tests.peers.peer import Peer, qembed_env, start_infinity, start_vllm, venv_python
 
@@ -77,8 +76,3 @@ def vllm(vllm_python: Path, vllm_model: TinyModel, tmp_path_factory: pytest.Temp
 def qenv(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment of `python -m qembed` subprocesses: state in a temporary directory, offline."""
     return qembed_env(tmp_path_factory.mktemp("peer-qembed-state"))
-
-
-def st_for(peer: Peer) -> STReference:
-    """sentence-transformers on the model directory the peer serves: the reference."""
-    return STReference(peer.model_dir)

@@ -17,9 +17,9 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.helpers.peers import st_for
 from tests.numerics.st_reference import STReference
 from tests.peers import checks
-from tests.peers.conftest import st_for
 from tests.peers.peer import Peer
 
 

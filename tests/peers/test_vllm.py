@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers.peers import st_for
 from tests.numerics.st_reference import STReference
 from tests.peers import checks
-from tests.peers.conftest import st_for
 from tests.peers.peer import Peer
 
 
