@@ -527,40 +527,11 @@ def _ctx_fit(tokens: int) -> int:
     return tokens // 1024 * 1024 if tokens >= 1024 else tokens
 
 
-def plan(profile: Profile, *, python: str | None = None, env: Mapping[str, str] | None = None,
-         host: HostInfo | None = None, kernels: KernelCheck | None = None, timeout: float = 90.0) -> CPUPlan:
-    """Apply the CPU rules to ``profile`` (``device: cpu``): the kernel check, dtype, KV pool, threads.
+def _host_and_kernel_findings(host: HostInfo, kernels: KernelCheck) -> list[Finding]:
+    """The CPU's flags and SGLang's CPU kernels (the path: AMX or torch-native), as findings."""
+    from qembed.serving.policy import Finding
 
-    Args:
-        profile: the resolved profile.
-        python: SGLang's interpreter; default :func:`qembed.serving.sglang_args.resolve_sglang`'s.
-        env: the launch's environment; default :func:`qembed.serving.sglang_args.resolve_sglang`'s.
-        host: :func:`read_host` (default: this machine).
-        kernels: :func:`check_kernels` (default: asked in ``python`` now, ``timeout`` seconds at most).
-
-    Returns:
-        A :class:`CPUPlan` whose ``profile`` has an explicit ``dtype`` and ``max_total_tokens``;
-        ``findings`` hold the refusal (``fail``), the warnings and the facts (``info``).
-
-    Example:
-        >>> from qembed.serving.profiles.resolve import load_profile
-        >>> p = plan(load_profile("xeon"))                 # doctest: +SKIP
-        >>> p.profile.dtype, p.path                          # doctest: +SKIP
-        ('bfloat16', 'amx')
-    """
-    from qembed import models
-    from qembed.serving.policy import Finding, profile_label
-    from qembed.serving.sglang_args import resolve_sglang
-
-    py, launch_env = resolve_sglang(profile, python)
-    if env is not None:
-        launch_env = dict(env)
-    host = host if host is not None else read_host()
-    kernels = kernels if kernels is not None else check_kernels(py, env=launch_env, timeout=timeout)
-    label = profile_label(profile)
     findings: list[Finding] = []
-    values: list[PlanValue] = []
-
     # the CPU
     cpu_name = host.model_name or "unknown CPU"
     findings.append(Finding("info", f"{cpu_name}: {host.flags_text()}", check="cpu"))
@@ -591,20 +562,15 @@ def plan(profile: Profile, *, python: str | None = None, env: Mapping[str, str] 
                                     f"GEMMs; {TORCH_NATIVE_COST}",
                                     "for production throughput use a 4th-generation (or newer) Xeon with "
                                     "SGLang's full CPU build; for development, `--profile cpu`", check="path"))
+    return findings
 
-    # dtype
-    explicit = profile.dtype if "dtype" in profile.model_fields_set else None
-    dtype, why = choose_dtype(host, kernels, explicit=explicit)
-    values.append(PlanValue("dtype", dtype, "profile" if explicit else "qembed", why))
-    if dtype == "auto":
-        findings.append(Finding("warn", "`dtype: auto` serves a float32 checkpoint in float16 on CPU "
-                                "(vectors differ from the reference by up to 5e-4 in norm)",
-                                f"remove `dtype` from {label} and let qembed choose", check="dtype"))
-    elif dtype == "bfloat16" and path != "amx":
-        findings.append(Finding("warn", "`dtype: bfloat16` without SGLang's AMX kernels is slow on CPU",
-                                f"remove `dtype` from {label}: qembed picks float32 here", check="dtype"))
-    else:
-        findings.append(Finding("info", f"`{dtype}`: {why}", check="dtype"))
+
+def _ram_and_kv(profile: Profile, host: HostInfo, dtype: str, label: str, findings: list[Finding],
+                values: list[PlanValue]) -> tuple[int, Any, KVBudget]:
+    """The weights against free RAM, then the KV pool (the profile's, or sized from free RAM):
+    appends findings and values; returns the pool's tokens, the model's shape and the budget."""
+    from qembed import models
+    from qembed.serving.policy import Finding
 
     # RAM and the KV pool
     shape = models.model_shape(profile.model)
@@ -661,6 +627,13 @@ def plan(profile: Profile, *, python: str | None = None, env: Mapping[str, str] 
                                     f"set `max_total_tokens` in {label}", check="kv"))
         else:
             findings.append(Finding("info", f"KV pool `max_total_tokens: {tokens}` ({why_kv})", check="kv"))
+    return tokens, shape, budget
+
+
+def _context(profile: Profile, shape: Any, tokens: int, label: str, findings: list[Finding],
+             values: list[PlanValue]) -> int | None:
+    """The context length against the KV pool (appends findings and values; returns the context)."""
+    from qembed.serving.policy import Finding
 
     # The pool against the context. Real SGLang 0.5.23 (CPU, measured) accepts a request longer
     # than the KV pool but within `context_length`, never schedules it and never answers: the
@@ -682,6 +655,13 @@ def plan(profile: Profile, *, python: str | None = None, env: Mapping[str, str] 
         findings.append(Finding("warn", f"`context_length: {context}` (the model allows {ctx_limit:,}): the KV pool "
                                 f"holds {tokens:,} tokens, and SGLang never answers a longer request",
                                 "raise `max_total_tokens` for longer inputs (it needs free RAM)", check="context"))
+    return context
+
+
+def _threads(profile: Profile, host: HostInfo, launch_env: Mapping[str, str], label: str,
+             findings: list[Finding], values: list[PlanValue]) -> None:
+    """How SGLang binds its threads, and ranks against NUMA nodes (appends findings and values)."""
+    from qembed.serving.policy import Finding
 
     # threads
     binding = threads_binding(host, launch_env)
@@ -693,6 +673,60 @@ def plan(profile: Profile, *, python: str | None = None, env: Mapping[str, str] 
                                 f"(`tp_size` x `dp_size`) but the machine has {host.numa_count} NUMA node(s): "
                                 "SGLang needs one node per rank", f"set `tp_size: 1` and `dp_size: 1` in {label}, "
                                 f"or bind each rank with `{THREADS_BIND_ENV}` in its `env`", check="threads"))
+
+
+def plan(profile: Profile, *, python: str | None = None, env: Mapping[str, str] | None = None,
+         host: HostInfo | None = None, kernels: KernelCheck | None = None, timeout: float = 90.0) -> CPUPlan:
+    """Apply the CPU rules to ``profile`` (``device: cpu``): the kernel check, dtype, KV pool, threads.
+
+    Args:
+        profile: the resolved profile.
+        python: SGLang's interpreter; default :func:`qembed.serving.sglang_args.resolve_sglang`'s.
+        env: the launch's environment; default :func:`qembed.serving.sglang_args.resolve_sglang`'s.
+        host: :func:`read_host` (default: this machine).
+        kernels: :func:`check_kernels` (default: asked in ``python`` now, ``timeout`` seconds at most).
+
+    Returns:
+        A :class:`CPUPlan` whose ``profile`` has an explicit ``dtype`` and ``max_total_tokens``;
+        ``findings`` hold the refusal (``fail``), the warnings and the facts (``info``).
+
+    Example:
+        >>> from qembed.serving.profiles.resolve import load_profile
+        >>> p = plan(load_profile("xeon"))                 # doctest: +SKIP
+        >>> p.profile.dtype, p.path                          # doctest: +SKIP
+        ('bfloat16', 'amx')
+    """
+    from qembed.serving.policy import Finding, profile_label
+    from qembed.serving.sglang_args import resolve_sglang
+
+    py, launch_env = resolve_sglang(profile, python)
+    if env is not None:
+        launch_env = dict(env)
+    host = host if host is not None else read_host()
+    kernels = kernels if kernels is not None else check_kernels(py, env=launch_env, timeout=timeout)
+    label = profile_label(profile)
+    values: list[PlanValue] = []
+
+    findings: list[Finding] = _host_and_kernel_findings(host, kernels)
+    path = kernels.path
+
+    # dtype
+    explicit = profile.dtype if "dtype" in profile.model_fields_set else None
+    dtype, why = choose_dtype(host, kernels, explicit=explicit)
+    values.append(PlanValue("dtype", dtype, "profile" if explicit else "qembed", why))
+    if dtype == "auto":
+        findings.append(Finding("warn", "`dtype: auto` serves a float32 checkpoint in float16 on CPU "
+                                "(vectors differ from the reference by up to 5e-4 in norm)",
+                                f"remove `dtype` from {label} and let qembed choose", check="dtype"))
+    elif dtype == "bfloat16" and path != "amx":
+        findings.append(Finding("warn", "`dtype: bfloat16` without SGLang's AMX kernels is slow on CPU",
+                                f"remove `dtype` from {label}: qembed picks float32 here", check="dtype"))
+    else:
+        findings.append(Finding("info", f"`{dtype}`: {why}", check="dtype"))
+
+    tokens, shape, budget = _ram_and_kv(profile, host, dtype, label, findings, values)
+    context = _context(profile, shape, tokens, label, findings, values)
+    _threads(profile, host, launch_env, label, findings, values)
 
     applied = profile.model_copy(update={"dtype": dtype, "max_total_tokens": tokens, "context_length": context})
     order = {"fail": 0, "warn": 1, "info": 2}
