@@ -222,3 +222,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 red=True,
             )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A SIGTERM to pytest (a CI job's cancel, `timeout`) runs the fixtures' teardown, as Ctrl-C
+    does: the real engines the fixtures start run in sessions of their own and would otherwise
+    outlive the run, holding GBs of RAM (seen: four SGLang engines and an Infinity left behind)."""
+    import signal
+    import threading
+
+    def _as_interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _as_interrupt)
