@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from qembed.cli import app
 from qembed.errors import ExitCode, GPUError, MissingDependency
 from qembed.fleet import doctor, doctor_probe
-from qembed.serving import cpu
+from qembed.serving import cpu, cpu_host
 from qembed.serving.profiles.resolve import load_profile
 from tests.fake_site import harness
 from tests.helpers.cli import run_main
@@ -69,16 +69,16 @@ def plant_host(root: Path, *, flags: str, model: str, vendor: str, sockets: int,
     return {"proc": proc, "sys_nodes": nodes, "cgroup": cg}
 
 
-def xeon(tmp_path: Path, **kw: object) -> cpu.HostInfo:
+def xeon(tmp_path: Path, **kw: object) -> cpu_host.HostInfo:
     paths = plant_host(tmp_path, flags=XEON_FLAGS, model="Intel(R) Xeon(R) Platinum 8480+", vendor="GenuineIntel",
                        sockets=2, cores=4, smt=2, **kw)  # type: ignore[arg-type]
-    return cpu.read_host(**paths)
+    return cpu_host.read_host(**paths)
 
 
-def epyc(tmp_path: Path) -> cpu.HostInfo:
+def epyc(tmp_path: Path) -> cpu_host.HostInfo:
     paths = plant_host(tmp_path, flags=EPYC_FLAGS, model="AMD EPYC 9654 96-Core Processor", vendor="AuthenticAMD",
                        sockets=1, cores=4, smt=1)
-    return cpu.read_host(**paths)
+    return cpu_host.read_host(**paths)
 
 
 def kernels(path: str) -> cpu.KernelCheck:
@@ -113,20 +113,20 @@ def test_epyc_without_amx(tmp_path: Path) -> None:
 def test_cgroup_limit_lowers_free_memory(tmp_path: Path) -> None:
     h = xeon(tmp_path, cgroup=(str(8 * GB), str(2 * GB)))
     assert h.cgroup_limit == 6 * GB and h.available == 6 * GB
-    unlimited = cpu.read_host(**plant_host(tmp_path / "b", flags="", model="x", vendor="y", sockets=1, cores=1,
+    unlimited = cpu_host.read_host(**plant_host(tmp_path / "b", flags="", model="x", vendor="y", sockets=1, cores=1,
                                            smt=1, cgroup=("max", "5")))
     assert unlimited.cgroup_limit is None
 
 
 def test_unreadable_host_degrades(tmp_path: Path) -> None:
-    h = cpu.read_host(proc=tmp_path / "none", sys_nodes=tmp_path / "none", cgroup=tmp_path / "none")
+    h = cpu_host.read_host(proc=tmp_path / "none", sys_nodes=tmp_path / "none", cgroup=tmp_path / "none")
     assert (h.model_name, h.flags, h.logical_cpus, h.physical_cores, h.available, h.numa_count) == (
         None, frozenset(), 0, None, None, 1)
 
 
 def test_cpuinfo_without_core_ids_leaves_cores_unknown() -> None:
     text = "processor : 0\nflags : avx512f\n\nprocessor : 1\nflags : avx512f\n"
-    assert cpu.parse_cpuinfo(text)[3:] == (2, None)
+    assert cpu_host.parse_cpuinfo(text)[3:] == (2, None)
 
 
 # -- the rules ------------------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def test_plan_missing_build_refuses_with_the_install_hint(tmp_path: Path) -> Non
 
 
 def test_plan_model_larger_than_free_ram_refuses(tmp_path: Path) -> None:
-    host = cpu.read_host(**plant_host(tmp_path, flags=XEON_FLAGS, model="Xeon", vendor="GenuineIntel", sockets=1,
+    host = cpu_host.read_host(**plant_host(tmp_path, flags=XEON_FLAGS, model="Xeon", vendor="GenuineIntel", sockets=1,
                                       cores=2, smt=1, avail_kb=8_000_000))
     p = cpu.plan(load_profile("xeon", overrides=["model=Qwen/Qwen3-Embedding-8B"]), python="py", env={},
                  host=host, kernels=kernels("torch-native"))

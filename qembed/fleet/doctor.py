@@ -38,7 +38,8 @@ from qembed.serving.policy import profile_label as _plabel
 if TYPE_CHECKING:
     import httpx
 
-    from qembed.serving.cpu import HostInfo, KernelCheck
+    from qembed.serving.cpu import KernelCheck
+    from qembed.serving.cpu_host import HostInfo
     from qembed.serving.gpu import GPUSnapshot
 
 
@@ -545,7 +546,7 @@ def run_checks(
         transport: an httpx transport for the server checks (tests).
         overrides: ``--set KEY=VALUE`` texts, as ``qembed serve`` takes them.
         options: typed profile values, as ``qembed serve --model/--port/--host`` gives them.
-        host: the CPU and RAM for a ``device: cpu`` profile (default :func:`qembed.serving.cpu.read_host`).
+        host: the CPU and RAM for a ``device: cpu`` profile (default :func:`qembed.serving.cpu_host.read_host`).
         kernels: SGLang's CPU build as :func:`qembed.serving.cpu.check_kernels` reports it (default: asked
             in the target interpreter).
 

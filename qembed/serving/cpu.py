@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -46,13 +45,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from qembed.serving.cpu_host import HostInfo, read_host, read_text
+
 if TYPE_CHECKING:
     from qembed.errors import QembedError
     from qembed.serving.policy import Finding
     from qembed.serving.profiles.model import Profile
 
 #: The x86 feature flags that decide SGLang's CPU path, as ``/proc/cpuinfo`` spells them.
-CPU_FLAGS: tuple[str, ...] = ("avx512f", "amx_tile", "amx_bf16", "amx_int8")
 #: SGLang sizes memory per rank from this variable's absence (``srt/utils/common.py``).
 THREADS_BIND_ENV = "SGLANG_CPU_OMP_THREADS_BIND"
 #: The share of free RAM (``MemAvailable``) the weights, SGLang's processes and the KV pool may
@@ -82,157 +82,6 @@ INSTALL_HINT = (
 
 Path_ = Literal["amx", "torch-native", "missing"]
 
-
-# -- the host ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HostInfo:
-    """The CPU and RAM, as Linux reports them. Sizes in bytes; ``None`` where unreadable."""
-
-    model_name: str | None = None
-    vendor: str | None = None
-    flags: frozenset[str] = frozenset()
-    logical_cpus: int = 0
-    physical_cores: int | None = None
-    numa_nodes: tuple[tuple[int, str], ...] = ()  # (node id, cpulist as the kernel writes it)
-    mem_total: int | None = None
-    mem_available: int | None = None
-    cgroup_limit: int | None = None  # memory.max - memory.current of this cgroup (v2), if limited
-
-    @property
-    def has_avx512(self) -> bool:
-        return "avx512f" in self.flags
-
-    @property
-    def has_amx_bf16(self) -> bool:
-        """AMX tiles with bf16 (Xeon 4th generation, Sapphire Rapids, and newer)."""
-        return "amx_tile" in self.flags and "amx_bf16" in self.flags
-
-    @property
-    def available(self) -> int | None:
-        """Free RAM as SGLang counts it: ``MemAvailable``, or less under a cgroup limit."""
-        if self.mem_available is None:
-            return self.cgroup_limit
-        if self.cgroup_limit is None:
-            return self.mem_available
-        return min(self.mem_available, self.cgroup_limit)
-
-    @property
-    def numa_count(self) -> int:
-        return max(1, len(self.numa_nodes))
-
-    def flags_text(self) -> str:
-        """``avx512f yes, amx_tile yes, amx_bf16 yes, amx_int8 yes``."""
-        return ", ".join(f"{f} {'yes' if f in self.flags else 'no'}" for f in CPU_FLAGS)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "vendor": self.vendor,
-                "flags": {f: f in self.flags for f in CPU_FLAGS}, "logical_cpus": self.logical_cpus,
-                "physical_cores": self.physical_cores,
-                "numa_nodes": [{"node": n, "cpus": c} for n, c in self.numa_nodes],
-                "mem_total_bytes": self.mem_total, "mem_available_bytes": self.mem_available,
-                "cgroup_free_bytes": self.cgroup_limit}
-
-
-def parse_cpuinfo(text: str) -> tuple[str | None, str | None, frozenset[str], int, int | None]:
-    """``(model name, vendor, flags of the first CPU, logical CPUs, physical cores)``.
-
-    Physical cores count distinct ``(physical id, core id)`` pairs; ``None`` when the file does
-    not say (some VMs and non-x86 kernels leave them out).
-    """
-    model = vendor = None
-    flags: frozenset[str] = frozenset()
-    logical = 0
-    cores: set[tuple[str, str]] = set()
-    missing_ids = False
-    for block in re.split(r"\n\s*\n", text.strip()):
-        fields: dict[str, str] = {}
-        for line in block.splitlines():
-            key, sep, value = line.partition(":")
-            if sep:
-                fields[key.strip()] = value.strip()
-        if "processor" not in fields:
-            continue
-        logical += 1
-        model = model or fields.get("model name")
-        vendor = vendor or fields.get("vendor_id")
-        if not flags and "flags" in fields:
-            flags = frozenset(fields["flags"].split())
-        if "physical id" in fields and "core id" in fields:
-            cores.add((fields["physical id"], fields["core id"]))
-        else:
-            missing_ids = True
-    return model, vendor, flags, logical, (None if missing_ids or not cores else len(cores))
-
-
-def parse_meminfo(text: str) -> dict[str, int]:
-    """``/proc/meminfo`` in bytes: ``{"MemTotal": ..., "MemAvailable": ...}``."""
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        m = re.match(r"^(\w+):\s+(\d+)\s*kB", line)
-        if m:
-            out[m.group(1)] = int(m.group(2)) * 1024
-    return out
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-
-
-def _cgroup_free(root: Path) -> int | None:
-    limit, current = _read(root / "memory.max"), _read(root / "memory.current")
-    if limit is None or current is None or limit.strip() == "max":
-        return None
-    try:
-        return max(0, int(limit) - int(current))
-    except ValueError:
-        return None
-
-
-def read_host(*, proc: str | os.PathLike[str] = "/proc", sys_nodes: str | os.PathLike[str] =
-              "/sys/devices/system/node", cgroup: str | os.PathLike[str] = "/sys/fs/cgroup") -> HostInfo:
-    """Read the CPU and RAM. Never raises: what cannot be read stays ``None`` / empty.
-
-    Args:
-        proc: where ``cpuinfo`` and ``meminfo`` are (tests plant their own).
-        sys_nodes: the NUMA node directory (``node0/cpulist``, ...); absent on non-NUMA kernels.
-        cgroup: the cgroup v2 directory with ``memory.max`` / ``memory.current``.
-
-    Example:
-        >>> host = read_host(proc="/nonexistent")
-        >>> host.logical_cpus, host.mem_available
-        (0, None)
-    """
-    model = vendor = None
-    flags: frozenset[str] = frozenset()
-    logical, physical = 0, None
-    text = _read(Path(proc) / "cpuinfo")
-    if text is not None:
-        model, vendor, flags, logical, physical = parse_cpuinfo(text)
-    mem = parse_meminfo(_read(Path(proc) / "meminfo") or "")
-    nodes: list[tuple[int, str]] = []
-    base = Path(sys_nodes)
-    try:
-        entries = sorted(base.iterdir()) if base.is_dir() else []
-    except OSError:
-        entries = []
-    for entry in entries:
-        m = re.fullmatch(r"node(\d+)", entry.name)
-        if m:
-            cpus = (_read(entry / "cpulist") or "").strip()
-            if cpus:  # memory-only nodes (CXL, HBM) have no CPUs and get no rank
-                nodes.append((int(m.group(1)), cpus))
-    return HostInfo(model_name=model, vendor=vendor, flags=flags, logical_cpus=logical,
-                    physical_cores=physical, numa_nodes=tuple(sorted(nodes)),
-                    mem_total=mem.get("MemTotal"), mem_available=mem.get("MemAvailable"),
-                    cgroup_limit=_cgroup_free(Path(cgroup)))
-
-
-# -- SGLang's CPU build, asked in SGLang's interpreter ---------------------------------------
 
 # Runs in SGLang's interpreter with the launch's environment (SGLANG_USE_CPU_ENGINE=1 included).
 # The CPU build is there when `assign_req_to_token_pool_cpu` resolves after `import sgl_kernel`:
@@ -347,7 +196,7 @@ def check_kernels(python: str, *, env: Mapping[str, str] | None = None, timeout:
 
     t0 = time.perf_counter()
     full_env = dict(os.environ if env is None else env)
-    cpu_id = hashlib.sha256((_read(Path("/proc/cpuinfo")) or "").split("\n\n")[0].encode()).hexdigest()
+    cpu_id = hashlib.sha256((read_text(Path("/proc/cpuinfo")) or "").split("\n\n")[0].encode()).hexdigest()
     cache_key = verdicts.key(python, full_env, ["cpu-kernels", cpu_id]) if cache else None
     if cache_key is not None:
         hit = verdicts.load_verdict(cache_key)
@@ -742,7 +591,6 @@ def notice_lines(p: CPUPlan) -> Sequence[str]:
 
 
 __all__ = [
-    "CPU_FLAGS",
     "INSTALL_HINT",
     "KV_RAM_FRACTION",
     "MAX_KV_TOKENS",
@@ -750,7 +598,6 @@ __all__ = [
     "THREADS_BIND_ENV",
     "TORCH_NATIVE_COST",
     "CPUPlan",
-    "HostInfo",
     "KVBudget",
     "KernelCheck",
     "PlanValue",
@@ -758,9 +605,6 @@ __all__ = [
     "choose_dtype",
     "kv_budget",
     "notice_lines",
-    "parse_cpuinfo",
-    "parse_meminfo",
     "plan",
-    "read_host",
     "threads_binding",
 ]

@@ -128,6 +128,7 @@ def _cpu_plan(profile: Profile, notes: list[str]) -> tuple[Profile, CPUSizing]:
     is faster on AMX Xeons (4th generation and newer), which cannot be told from here.
     """
     from qembed.serving import cpu
+    from qembed.serving.cpu_host import HostInfo
     from qembed.serving.sglang_args import build_env
 
     if "dtype" not in profile.model_fields_set:
@@ -135,7 +136,7 @@ def _cpu_plan(profile: Profile, notes: list[str]) -> tuple[Profile, CPUSizing]:
         notes.append("`dtype: float32` (the reference vectors on every x86-64 CPU): the node's CPU is "
                      "not known here; `--set dtype=bfloat16` is faster on AMX Xeons (4th generation+)")
     memory = CPU_CONTAINER_MEMORY_GIB * 1024**3
-    host = cpu.HostInfo(model_name="the node's CPU", flags=frozenset({"avx512f"}), mem_total=memory,
+    host = HostInfo(model_name="the node's CPU", flags=frozenset({"avx512f"}), mem_total=memory,
                         mem_available=memory)
     kernels = cpu.KernelCheck(python=CONTAINER_PYTHON, sglang=PINNED_SGLANG, sgl_kernel=True, cpu_op=True,
                               amx_kernels=True)
