@@ -246,3 +246,51 @@ def test_fuzzed_texts_give_a_row_or_a_named_failure_each(standin: Any, texts: li
     if kept:
         want = np.array(HashBackend(16).embed([texts[i] for i in kept]), dtype=np.float32)
         np.testing.assert_allclose(out, want, atol=1e-6)
+
+
+def test_a_call_waiting_when_the_loop_thread_stops_ends_with_an_error() -> None:
+    """The sync Client's aiohttp calls run on a private loop thread. If that thread stops while a
+    call waits (the client closed by another thread, interpreter exit after bulk's Ctrl-C), the
+    call ends within seconds with `error:` instead of waiting forever: the third newcomer trial
+    saw an interrupted bulk job never exit, its workers stuck in `Client._run`."""
+    import socket
+    import threading
+
+    from qembed.errors import QembedError
+
+    accepted = threading.Event()
+    held: list[socket.socket] = []
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+
+        def accept() -> None:  # a server that takes the request and never answers
+            conn, _ = srv.accept()
+            held.append(conn)
+            accepted.set()
+
+        threading.Thread(target=accept, daemon=True).start()
+        c = Client(f"http://127.0.0.1:{port}", model="m", http="aiohttp", timeout=120, max_retries=0)
+        outcome: list[BaseException | None] = []
+
+        def call() -> None:
+            try:
+                c.embed(["a", "b", "c"])
+                outcome.append(None)
+            except BaseException as exc:  # the test reports what ended the call
+                outcome.append(exc)
+
+        worker = threading.Thread(target=call, daemon=True)
+        worker.start()
+        assert accepted.wait(timeout=30), "the client never connected"
+        loop = c._loop
+        assert loop is not None
+        loop.call_soon_threadsafe(loop.stop)  # the loop thread ends with the call still pending
+        worker.join(timeout=15)
+        for conn in held:
+            conn.close()
+    assert not worker.is_alive(), "the call still waits after its loop thread stopped"
+    assert len(outcome) == 1 and isinstance(outcome[0], QembedError), outcome
+    assert "closed while this call was waiting" in outcome[0].message
+    c.close()  # closing after that is quiet

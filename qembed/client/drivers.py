@@ -36,6 +36,7 @@ from qembed.client.flow import (
     kind_args,
 )
 from qembed.client.results import EmbeddingLists, OnError, ServerInfo
+from qembed.errors import QembedError
 from qembed.instructions import DEFAULT_QUERY_TASK
 from qembed.transport import (
     AiohttpAsync,
@@ -58,6 +59,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["AsyncClient", "Client"]
+
+#: how often a call waiting on the loop thread checks that the thread still runs (seconds)
+LOOP_CHECK_S = 0.5
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _T = TypeVar("_T")
@@ -289,6 +293,7 @@ class Client(BaseClient):
     def _run(self, coro: Any) -> Any:
         """Run a coroutine on the private loop thread and wait for it (Ctrl-C cancels it)."""
         import asyncio
+        import concurrent.futures
 
         with self._pool_lock:
             if self._loop is None:
@@ -298,9 +303,24 @@ class Client(BaseClient):
                 self._loop, self._loop_thread = loop, thread
                 # not a bound method: the finalizer must not keep the client alive
                 self._finalizer = weakref.finalize(self, Client._stop_loop, loop, thread, self._aio)
-        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+            loop, loop_thread = self._loop, self._loop_thread
+        closed = QembedError("the client was closed while this call was waiting for the server",
+                             hint="close a Client only after its calls have returned")
         try:
-            return fut.result()
+            fut = asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:  # the loop is already closed
+            coro.close()
+            raise closed from None
+        try:
+            while True:
+                # Wait in steps: a client closed by another thread (bulk's Ctrl-C) stops the loop,
+                # and this call's future would then never finish; the interpreter would hang at
+                # exit joining this thread (seen once in 4 interrupted bulk jobs).
+                try:
+                    return fut.result(timeout=LOOP_CHECK_S)
+                except concurrent.futures.TimeoutError:
+                    if loop_thread is None or not loop_thread.is_alive() or loop.is_closed():
+                        raise closed from None
         except BaseException:
             fut.cancel()
             raise
