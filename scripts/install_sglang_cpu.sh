@@ -54,20 +54,31 @@ done
   "SGLang's guide covers Intel Xeon; other architectures are not covered here"
 [[ "$VERSION" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "\`--version $VERSION\` is not X.Y.Z"
 [ -e "$VENV" ] && die "\`$VENV\` already exists" "choose another \`--venv\`, or remove it first"
-for tool in git gcc g++ make uv; do
-  command -v "$tool" >/dev/null 2>&1 || case "$tool" in
-    uv) die "uv is not installed" "install it: https://docs.astral.sh/uv/ (\`curl -LsSf https://astral.sh/uv/install.sh | sh\`)" ;;
-    *) die "\`$tool\` is not installed" "e.g. \`sudo apt-get install git gcc g++ make libnuma-dev\`" ;;
-  esac
+# every missing prerequisite in one run, each with its fix (not one per run)
+missing=()
+apt=()
+for tool in git gcc g++ make; do
+  command -v "$tool" >/dev/null 2>&1 || { missing+=("\`$tool\`"); apt+=("$tool"); }
 done
-gcc_major="$(gcc -dumpversion | cut -d. -f1)"
-if [ "$gcc_major" -lt 11 ]; then
-  die "gcc $gcc_major is too old to build sgl-kernel's CPU sources" "install gcc-13/g++-13 (what SGLang's image uses)"
-elif [ "$gcc_major" -lt 13 ]; then
-  log "note: gcc $gcc_major; SGLang verifies its CPU build with gcc 13 (upgrade if the build fails)"
+[ -e /usr/include/numa.h ] || { missing+=("the libnuma headers (/usr/include/numa.h)"); apt+=(libnuma-dev numactl); }
+command -v uv >/dev/null 2>&1 || missing+=("uv")
+if [ ${#missing[@]} -gt 0 ]; then
+  hint=""
+  [ ${#apt[@]} -gt 0 ] && hint="\`sudo apt-get install ${apt[*]}\` (as SGLang's xeon.Dockerfile does)"
+  if ! command -v uv >/dev/null 2>&1; then
+    [ -n "$hint" ] && hint="$hint; "
+    hint="${hint}uv: \`pip install uv\` or https://docs.astral.sh/uv/"
+  fi
+  die "missing: $(IFS=,; echo "${missing[*]}" | sed 's/,/, /g')" "$hint"
 fi
-[ -e /usr/include/numa.h ] || die "libnuma headers are missing (/usr/include/numa.h)" \
-  "\`sudo apt-get install libnuma-dev numactl\` (as SGLang's xeon.Dockerfile does)"
+if command -v gcc >/dev/null 2>&1; then
+  gcc_major="$(gcc -dumpversion | cut -d. -f1)"
+  if [ "$gcc_major" -lt 11 ]; then
+    die "gcc $gcc_major is too old to build sgl-kernel's CPU sources" "install gcc-13/g++-13 (what SGLang's image uses)"
+  elif [ "$gcc_major" -lt 13 ]; then
+    log "note: gcc $gcc_major; SGLang verifies its CPU build with gcc 13 (upgrade if the build fails)"
+  fi
+fi
 flags="$(grep -m1 '^flags' /proc/cpuinfo || true)"
 for f in avx512f amx_tile amx_bf16; do
   case " $flags " in *" $f "*) ;; *) log "note: this CPU lacks \`$f\`: SGLang will not take its AMX path here (see \`qembed doctor -p xeon\`)" ;; esac

@@ -23,6 +23,7 @@ from qembed.serving import cpu, cpu_host
 from qembed.serving.profiles.resolve import load_profile
 from tests.fake_site import harness
 from tests.helpers.cli import run_main
+from tests.helpers.paths import REPO
 
 GB = 10**9
 
@@ -401,3 +402,33 @@ def test_deploy_refuses_a_cpu_profile(monkeypatch: pytest.MonkeyPatch, capsys: p
     assert code == ExitCode.USAGE and out == ""
     assert "error: profile `xeon` runs SGLang on CPU" in err and "PyPI has no SGLang CPU build" in err
     assert "xeon.Dockerfile" in err and "--image" in err
+
+
+def test_the_install_script_names_every_missing_prerequisite_at_once(tmp_path: Path) -> None:
+    """`scripts/install_sglang_cpu.sh` says every missing tool in one run (the third newcomer trial
+    got "uv is not installed", then, one run later, "libnuma headers are missing"), before it
+    writes anything."""
+    import os
+    import shutil
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("uname", "grep", "sed", "cut", "cat", "printf", "dirname"):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    # git and make are there; gcc, g++ and uv are not
+    for tool in ("git", "make"):
+        (bin_dir / tool).write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / tool).chmod(0o755)
+    venv = tmp_path / "venv"
+    r = subprocess.run(["/bin/bash", str(REPO / "scripts" / "install_sglang_cpu.sh"), "--venv", str(venv)],
+                       capture_output=True, text=True, timeout=60, env={**os.environ, "PATH": str(bin_dir)})
+    assert r.returncode == 1
+    error = next(line for line in r.stderr.splitlines() if line.startswith("error: "))
+    for name in ("`gcc`", "`g++`", "uv"):
+        assert name in error, r.stderr
+    assert ("libnuma" in error) is (not Path("/usr/include/numa.h").exists())
+    assert "hint: `sudo apt-get install gcc g++" in r.stderr and "pip install uv" in r.stderr
+    assert not venv.exists()
