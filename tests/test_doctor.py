@@ -16,6 +16,7 @@ from qembed.fleet import doctor, doctor_probe, doctor_rows
 from tests import fake_nvml
 from tests.fake_site import harness
 from tests.helpers.doctor import probe_with, rows
+from tests.helpers.hub import loopback_hub
 
 LOGS = Path(__file__).parent / "logs"
 
@@ -197,14 +198,23 @@ def test_hub_id_not_cached_warns_with_size(monkeypatch: pytest.MonkeyPatch, tmp_
     fake_nvml.install(monkeypatch, "a100")
     monkeypatch.setattr(doctor, "run_probe", lambda python, timeout=60.0, env=None: probe_with())
     ref = write_profile(tmp_path, model="Qwen/Qwen3-Embedding-8B", port=harness.free_port())
+    with loopback_hub("Qwen/Qwen3-Embedding-8B") as hub:  # the Hub answers: serve would download it
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        m = rows(doctor.run_checks(profile=ref))["Model/model"]
+    assert m.status == "WARN" and "15.1 GB" in m.found and hub.url in m.found, m  # 7,567,295,488 params x 2 bytes
+    assert "downloads it" in m.found and "before the launch" in m.found
+    # no Hub answers (the newcomer trial's offline box): FAIL in seconds, as serve refuses
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     m = rows(doctor.run_checks(profile=ref))["Model/model"]
-    assert m.status == "WARN" and "15.1 GB" in m.found, m  # 7,567,295,488 params x 2 bytes
+    assert m.status == "FAIL" and "not reachable" in m.found and "hf download" in (m.fix or ""), m
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     m = rows(doctor.run_checks(profile=ref))["Model/model"]
     assert m.status == "FAIL" and "HF_HUB_OFFLINE" in m.found
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("HF_TOKEN", "hf_x")
-    assert rows(doctor.run_checks(profile=ref))["Model/model"].status == "PASS"
+    with loopback_hub("Qwen/Qwen3-Embedding-8B") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        assert rows(doctor.run_checks(profile=ref))["Model/model"].status == "PASS"
 
 
 # -- network ----------------------------------------------------------------------------------

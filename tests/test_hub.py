@@ -4,57 +4,27 @@ server on loopback (`HF_ENDPOINT`), answering as huggingface.co's `/api/models/{
 
 from __future__ import annotations
 
-import http.server
-import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 
 from qembed.errors import ConfigError, ExitCode
 from qembed.hub import check_available
+from tests.helpers.hub import LoopbackHub, loopback_hub
 from tests.helpers.paths import REPO
 
 KNOWN = "Qwen/Qwen3-Embedding-0.6B"
 
 
-class _Hub(http.server.BaseHTTPRequestHandler):
-    seen: ClassVar[list[tuple[str, str | None]]] = []
-
-    def do_GET(self) -> None:
-        _Hub.seen.append((self.path, self.headers.get("Authorization")))
-        if self.path == f"/api/models/{KNOWN}":
-            body = json.dumps({"id": KNOWN, "siblings": [{"rfilename": "config.json"}]}).encode()
-            self.send_response(200)
-        else:
-            body = b'{"error":"Repository not found"}'
-            self.send_response(401 if self.headers.get("Authorization") is None else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def hub() -> Iterator[str]:
-    hub_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
-    t = threading.Thread(target=hub_server.serve_forever, daemon=True)
-    t.start()
-    _Hub.seen.clear()
-    try:
-        yield f"http://127.0.0.1:{hub_server.server_address[1]}"
-    finally:
-        hub_server.shutdown()
-        hub_server.server_close()
+def hub() -> Iterator[LoopbackHub]:
+    with loopback_hub(KNOWN) as h:
+        yield h
 
 
 def _closed_port() -> str:
@@ -88,15 +58,15 @@ def test_offline_and_not_cached_is_refused_at_once(tmp_path: Path) -> None:
     assert f"hf download {KNOWN}" in (ei.value.hint or "") and "--model DIR" in (ei.value.hint or "")
 
 
-def test_a_reachable_hub_means_download(tmp_path: Path, hub: str) -> None:
-    got = check_available(KNOWN, environ=_env(tmp_path, HF_ENDPOINT=hub, HF_TOKEN="hf_x"))
+def test_a_reachable_hub_means_download(tmp_path: Path, hub: LoopbackHub) -> None:
+    got = check_available(KNOWN, environ=_env(tmp_path, HF_ENDPOINT=hub.url, HF_TOKEN="hf_x"))
     assert got.source == "download"
-    assert _Hub.seen == [(f"/api/models/{KNOWN}", "Bearer hf_x")]
+    assert hub.seen == [(f"/api/models/{KNOWN}", "Bearer hf_x")]
 
 
-def test_a_model_the_hub_does_not_have_is_named(tmp_path: Path, hub: str) -> None:
+def test_a_model_the_hub_does_not_have_is_named(tmp_path: Path, hub: LoopbackHub) -> None:
     with pytest.raises(ConfigError) as ei:
-        check_available("Qwen/Qwen3-Embeding-4B", environ=_env(tmp_path, HF_ENDPOINT=hub))
+        check_available("Qwen/Qwen3-Embeding-4B", environ=_env(tmp_path, HF_ENDPOINT=hub.url))
     assert "has no model `Qwen/Qwen3-Embeding-4B`" in ei.value.message and "anonymously" in ei.value.message
     assert "HF_TOKEN" in (ei.value.hint or "")
 

@@ -365,16 +365,23 @@ def _model(c: Ctx) -> None:
             c.add(s, "model", FAIL, f"{model}: no such directory", f"set `model` in {_plabel(c.profile)} to a "
                   "directory with config.json, or a Hub id such as `Qwen/Qwen3-Embedding-4B`")
             return
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        if offline:
-            c.add(s, "model", FAIL, f"{model} is not in the HF cache and HF_HUB_OFFLINE is set",
-                  f"`hf download {model}` on a connected machine, or unset HF_HUB_OFFLINE")
-        elif not os.environ.get("HF_TOKEN"):
-            c.add(s, "model", WARN, f"{model} is not in the local HF cache: SGLang downloads it at launch "
-                  f"({size}), anonymously", f"pre-fetch with `hf download {model}` "
+        from qembed.errors import ConfigError
+        from qembed.hub import check_available
+
+        env = c.env if c.env is not None else dict(os.environ)
+        try:  # the same check `qembed serve` makes before any launch: offline, or no Hub, in seconds
+            found = check_available(model, environ=env)
+        except ConfigError as exc:
+            c.add(s, "model", FAIL, exc.message, exc.hint)
+            return
+        where = f"from {found.detail}" if found.source in ("download", "unknown") else ""
+        if not env.get("HF_TOKEN"):
+            c.add(s, "model", WARN, f"{model} is not in the local HF cache: `qembed serve` downloads it "
+                  f"{where} before the launch ({size}), anonymously", f"pre-fetch with `hf download {model}` "
                   "(set HF_TOKEN to avoid anonymous rate limits)")
         else:
-            c.add(s, "model", PASS, f"{model} not cached yet: downloads at launch ({size}) with HF_TOKEN")
+            c.add(s, "model", PASS, f"{model} not cached yet: `qembed serve` downloads it {where} before the "
+                  f"launch ({size}) with HF_TOKEN")
         return
     cfg_path = d / "config.json"
     if not cfg_path.is_file():
