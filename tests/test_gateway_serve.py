@@ -252,7 +252,7 @@ def test_group_on_a_network_address_without_key_is_refused_before_loading(fx: En
 def inproc(fx: Env, monkeypatch: pytest.MonkeyPatch) -> Env:
     """The fake SGLang and two fake A100s in this process too (a session run without the CLI)."""
     for k, v in fx.env.items():
-        if k.startswith(("FAKE_", "PYTHONPATH")):
+        if k.startswith(("FAKE_", "PYTHONPATH", "HF_HUB_CACHE")):  # the planted HF cache too
             monkeypatch.setenv(k, v)
     fake_nvml.install(monkeypatch, "2xa100")
     return fx

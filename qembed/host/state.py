@@ -277,6 +277,18 @@ def remove_if_owned(record: Record) -> bool:
     return remove(record.name)
 
 
+def release(record: Record | None, claim: Claim | None, *, keep_record: bool) -> None:
+    """The end of a session: remove its record (unless ``keep_record``: a server left running in
+    the background) if it is still this process's, then release the name and port claim, even
+    when the removal fails."""
+    try:
+        if record is not None and not keep_record:
+            remove_if_owned(record)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
 def this_host() -> str:
     """This machine's name, as records store it."""
     import socket
@@ -490,6 +502,7 @@ __all__ = [
     "logs_dir",
     "make_record",
     "new_log_path",
+    "release",
     "remove",
     "remove_if_owned",
     "save",

@@ -130,13 +130,8 @@ class _Front:
         """Remove smg's record (unless detached ready) and release the claim. Idempotent."""
         from qembed.host import state
 
-        try:
-            if self.record is not None and not self._released_to_background:
-                state.remove_if_owned(self.record)
-        finally:
-            if self.claim is not None:
-                self.claim.release()
-                self.claim = None
+        claim, self.claim = self.claim, None
+        state.release(self.record, claim, keep_record=self._released_to_background)
 
     def foreground(self, *, others: Sequence[Server] = (), on_stopping: Callable[[], None] | None = None) -> Ending:
         """Serve until Ctrl-C/SIGTERM/SIGHUP or until smg exits (a dying replica is only said),

@@ -476,13 +476,8 @@ class ServingSession:
         Idempotent; does not stop SGLang (see :meth:`stop`, :meth:`abort`)."""
         from qembed.host import state
 
-        try:
-            if self.record is not None and not self._released_to_background:
-                state.remove_if_owned(self.record)
-        finally:
-            if self.claim is not None:
-                self.claim.release()
-                self.claim = None
+        claim, self.claim = self.claim, None
+        state.release(self.record, claim, keep_record=self._released_to_background)
 
     def __enter__(self) -> ServingSession:
         return self
