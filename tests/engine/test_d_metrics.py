@@ -98,7 +98,7 @@ def keda_names(engine: Engine, tmp_path: Path) -> dict[str, set[str]]:
 
 def top_names() -> dict[str, set[str]]:
     """The SGLang names qembed/fleet/top.py reads: its ``sglang_names("key")`` calls, through the table."""
-    tree = ast.parse((REPO / "qembed" / "top.py").read_text())
+    tree = ast.parse((REPO / "qembed" / "fleet" / "top.py").read_text())
     keys: set[str] = {n.args[0].value for n in ast.walk(tree)
             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "sglang_names"
             and n.args and isinstance(n.args[0], ast.Constant) and isinstance(n.args[0].value, str)}
