@@ -285,6 +285,18 @@ def write_files(files: Mapping[str, str], out_dir: str | os.PathLike[str], *, fo
     return targets
 
 
+def planned_container(profile: Profile, *, image: str | None = None) -> tuple[ContainerSpec, ImageChoice, list[str]]:
+    """What a docker and a k8s artefact both start from: the container spec, the image, and the
+    notes to print (the spec's, then the driver note of a GPU image)."""
+    spec = container_spec(profile, image=image)
+    choice = sglang_image(image)
+    notes = list(spec.notes)
+    dn = driver_note(choice) if spec.gpus else None
+    if dn:
+        notes.append(dn)
+    return spec, choice, notes
+
+
 __all__ = [
     "CONTAINER_HF_CACHE",
     "CONTAINER_PYTHON",
@@ -300,6 +312,7 @@ __all__ = [
     "container_spec",
     "deploy_profile",
     "driver_note",
+    "planned_container",
     "sglang_image",
     "stop_timeout",
     "write_files",

@@ -20,9 +20,7 @@ from qembed.fleet.deploy import (
     CONTAINER_HF_CACHE,
     ContainerSpec,
     NoAliasDumper,
-    container_spec,
-    driver_note,
-    sglang_image,
+    planned_container,
     stop_timeout,
 )
 from qembed.serving.policy import exposure
@@ -108,12 +106,7 @@ def plan_container(
         name: container name.
         api_key: pass the profile's ``api_key_env`` into the container and add ``--api-key``.
     """
-    spec = container_spec(profile, image=image)
-    choice = sglang_image(image)
-    notes = list(spec.notes)
-    dn = driver_note(choice) if spec.gpus else None
-    if dn:
-        notes.append(dn)
+    spec, choice, notes = planned_container(profile, image=image)
     # the key: from the environment, fail closed, redacted from SGLang's log (sglang_args.keyed_argv)
     command = keyed_argv(spec.argv, spec.api_key_env) if api_key else list(spec.argv)
     pass_env = ["HF_TOKEN", *spec.secret_env] + ([spec.api_key_env] if api_key else [])

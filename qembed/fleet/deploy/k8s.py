@@ -30,9 +30,7 @@ from qembed.errors import ConfigError
 from qembed.fleet.deploy import (
     PRESTOP_S,
     ContainerSpec,
-    container_spec,
-    driver_note,
-    sglang_image,
+    planned_container,
     stop_timeout,
 )
 from qembed.fleet.deploy.k8s_objects import (
@@ -318,12 +316,7 @@ def manifests(
                    target_queue=target_queue, scale_down_window_s=scale_down_window_s, monitor=monitor)
     if autoscale:
         prometheus_url = check_prometheus_url(prometheus_url)
-    spec = container_spec(profile, image=image)
-    choice = sglang_image(image)
-    notes = list(spec.notes)
-    dn = driver_note(choice) if spec.gpus else None
-    if dn:
-        notes.append(dn)
+    spec, choice, notes = planned_container(profile, image=image)
     size = sizing(profile, spec)
     notes.append(f"memory request: {size.basis}")
     if spec.gpu_ids:
